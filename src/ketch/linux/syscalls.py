@@ -1,0 +1,200 @@
+"""ctypes bindings for unshare, setns, mount, umount2, pivot_root, prctl and execveat.
+
+Python 3.11 has none of these in ``os`` (``os.unshare`` and ``os.setns`` arrived in 3.12),
+and no maintained package wraps them all with errno handling, so they are written here by
+hand. Each wrapper raises :class:`OSError` carrying the errno and the object the call was
+made on, the way ``os`` functions do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# Namespace flags for unshare(2), setns(2) and clone(2) (<linux/sched.h>).
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# Namespace names as /proc/<pid>/ns/ and the OCI runtime spec call them.
+NAMESPACE_FLAGS: dict[str, int] = {
+    "mount": CLONE_NEWNS,
+    "cgroup": CLONE_NEWCGROUP,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "user": CLONE_NEWUSER,
+    "pid": CLONE_NEWPID,
+    "network": CLONE_NEWNET,
+}
+
+# mount(2) flags (<linux/mount.h>).
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_SILENT = 0x8000
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+
+# umount2(2) flags.
+MNT_FORCE = 0x1
+MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+
+# prctl(2) options (<linux/prctl.h>).
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+
+# execveat(2) flag.
+AT_EMPTY_PATH = 0x1000
+
+_SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
+    "x86_64": {"pivot_root": 155, "execveat": 322},
+    "aarch64": {"pivot_root": 41, "execveat": 281},
+}
+
+
+def _syscall_number(name: str) -> int:
+    machine = platform.machine()
+    try:
+        return _SYSCALL_NUMBERS[machine][name]
+    except KeyError:
+        raise OSError(f"system call {name} is not mapped for architecture {machine}") from None
+
+
+def _check(result: int, call: str, subject: object = None) -> int:
+    if result < 0:
+        errno = ctypes.get_errno()
+        message = f"{call} failed: {os.strerror(errno)}"
+        if subject is None:
+            raise OSError(errno, message)
+        raise OSError(errno, message, str(subject))
+    return result
+
+
+def _path(value: str | bytes | os.PathLike[str] | None) -> bytes | None:
+    if value is None:
+        return None
+    return os.fsencode(value)
+
+
+def unshare(flags: int) -> None:
+    """Move the calling process into new namespaces named by ``CLONE_NEW*`` flags."""
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare", hex(flags))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Join the namespace that ``fd`` (an open /proc/<pid>/ns/<kind> file) refers to."""
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", f"fd {fd}")
+
+
+def mount(
+    source: str | os.PathLike[str] | None,
+    target: str | os.PathLike[str],
+    fstype: str | None = None,
+    flags: int = 0,
+    data: str | None = None,
+) -> None:
+    """Call mount(2); ``source`` and ``data`` may be None as the kernel allows."""
+    result = _libc.mount(
+        _path(source),
+        _path(target),
+        fstype.encode() if fstype else None,
+        ctypes.c_ulong(flags),
+        data.encode() if data else None,
+    )
+    _check(result, "mount", target)
+
+
+def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
+    """Call umount2(2) on ``target``."""
+    _check(_libc.umount2(_path(target), ctypes.c_int(flags)), "umount", target)
+
+
+def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]) -> None:
+    """Call pivot_root(2); glibc has no wrapper, so it goes through syscall(2)."""
+    number = _syscall_number("pivot_root")
+    result = _libc.syscall(ctypes.c_long(number), _path(new_root), _path(put_old))
+    _check(result, "pivot_root", new_root)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """Call prctl(2) with integer arguments and return its result."""
+    result = _libc.prctl(
+        ctypes.c_int(option),
+        ctypes.c_ulong(arg2),
+        ctypes.c_ulong(arg3),
+        ctypes.c_ulong(arg4),
+        ctypes.c_ulong(arg5),
+    )
+    return _check(result, "prctl", option)
+
+
+def set_child_subreaper() -> None:
+    """Make orphaned descendants of this process re-parent to it instead of to PID 1."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_parent_death_signal(signal_number: int) -> None:
+    """Have the kernel send ``signal_number`` to this process when its parent exits."""
+    prctl(PR_SET_PDEATHSIG, signal_number)
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """Set the dumpable flag; a non-dumpable process's /proc/<pid> entries, ``exe``
+    among them, cannot be opened by other processes without CAP_SYS_PTRACE."""
+    prctl(PR_SET_DUMPABLE, 1 if dumpable else 0)
+
+
+def set_no_new_privileges() -> None:
+    """Stop execve(2) from granting privileges (setuid bits, file capabilities)."""
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def execveat(
+    dirfd: int,
+    path: str,
+    argv: list[str],
+    env: list[str],
+    flags: int = 0,
+) -> None:
+    """Call execveat(2); with ``path=""`` and ``AT_EMPTY_PATH`` it executes ``dirfd``
+    itself, which is how a sealed memfd is executed. Returns only on failure, by raising."""
+    number = _syscall_number("execveat")
+    argv_array = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv], None)
+    env_array = (ctypes.c_char_p * (len(env) + 1))(*[os.fsencode(e) for e in env], None)
+    result = _libc.syscall(
+        ctypes.c_long(number),
+        ctypes.c_int(dirfd),
+        os.fsencode(path),
+        argv_array,
+        env_array,
+        ctypes.c_int(flags),
+    )
+    _check(result, "execveat", argv[0] if argv else path)
