@@ -1,0 +1,100 @@
+"""`ketch run` and `docker run` against a real ketchd, end to end.
+
+One ketchd per module runs in a network namespace of its own, with a real registry that
+holds busybox (made by the project's base-image script) configured as its docker.io mirror.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from support.daemon import KetchDaemon, daemon_fixture
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[KetchDaemon]:
+    yield from daemon_fixture()
+
+
+def test_run_echo_prints_hello(daemon: KetchDaemon) -> None:
+    result = daemon.ketch("run", "--rm", "busybox", "echo", "hello")
+    assert result.stdout == "hello\n", result.stderr
+    assert result.returncode == 0
+
+
+def test_run_exit_code_is_propagated(daemon: KetchDaemon) -> None:
+    result = daemon.ketch("run", "--rm", "busybox", "sh", "-c", "exit 3")
+    assert result.returncode == 3, result.stderr
+
+
+def test_run_rm_leaves_no_container(daemon: KetchDaemon) -> None:
+    daemon.ketch("run", "--rm", "--name", "gone-after-run", "busybox", "true")
+    listing = daemon.ketch("ps", "-a")
+    assert "gone-after-run" not in listing.stdout
+
+
+def test_run_env_and_network_none(daemon: KetchDaemon) -> None:
+    result = daemon.ketch(
+        "run", "--rm", "--network", "none", "-e", "GREETING=hi there", "busybox",
+        "sh", "-c", 'echo "$GREETING"; ls /sys/class/net',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["hi there", "lo"]
+
+
+def test_run_detached_then_ps_and_rm(daemon: KetchDaemon) -> None:
+    started = daemon.ketch("run", "-d", "--name", "sleeper", "busybox", "sleep", "300")
+    assert started.returncode == 0, started.stderr
+    container_id = started.stdout.strip()
+    assert len(container_id) == 64
+    listing = daemon.ketch("ps")
+    assert "sleeper" in listing.stdout
+    removed = daemon.ketch("rm", "-f", "sleeper")
+    assert removed.returncode == 0, removed.stderr
+    assert "sleeper" not in daemon.ketch("ps", "-a").stdout
+
+
+def test_pull_and_images_list_busybox(daemon: KetchDaemon) -> None:
+    pulled = daemon.ketch("pull", "busybox")
+    assert pulled.returncode == 0, pulled.stderr
+    images = daemon.ketch("images")
+    assert "busybox" in images.stdout
+
+
+def test_run_bad_reference_exits_125(daemon: KetchDaemon) -> None:
+    result = daemon.ketch("run", "--rm", "Not:A:Reference", "true")
+    assert result.returncode == 125
+    assert "invalid reference format" in result.stderr
+
+
+def test_run_unknown_image_exits_125(daemon: KetchDaemon) -> None:
+    result = daemon.ketch("run", "--rm", "no-such-image-here", "true")
+    assert result.returncode == 125
+    assert "no-such-image-here" in result.stderr
+
+
+def test_run_unreachable_registry_exits_125(daemon: KetchDaemon) -> None:
+    result = daemon.ketch("run", "--rm", "127.0.0.1:1/nothing/here", "true")
+    assert result.returncode == 125
+    assert "127.0.0.1:1" in result.stderr
+
+
+def test_run_missing_executable_exits_127(daemon: KetchDaemon) -> None:
+    result = daemon.ketch("run", "--rm", "busybox", "no-such-command")
+    assert result.returncode == 127
+    assert "no-such-command" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
+def test_docker_cli_runs_busybox(daemon: KetchDaemon) -> None:
+    result = daemon.docker("run", "--rm", "busybox", "echo", "hello")
+    assert result.stdout == "hello\n", result.stderr
+    assert result.returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
+def test_docker_cli_exit_code(daemon: KetchDaemon) -> None:
+    result = daemon.docker("run", "--rm", "busybox", "sh", "-c", "exit 3")
+    assert result.returncode == 3, result.stderr
