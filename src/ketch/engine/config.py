@@ -1,0 +1,177 @@
+"""ketchd's configuration: command-line flags and the daemon.json file, as dockerd has them.
+
+The file (default ``/etc/ketch/daemon.json``) takes dockerd's keys for what ketchd
+supports: ``data-root``, ``exec-root``, ``hosts``, ``registry-mirrors``,
+``insecure-registries`` and ``debug``. An unknown key is an error naming it, and, as with
+dockerd, so is a setting given both as a flag and in the file. A missing file is fine
+unless ``--config-file`` named it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ketch
+from ketch.errors import InvalidArgument
+
+DEFAULT_CONFIG_FILE = Path("/etc/ketch/daemon.json")
+DEFAULT_DATA_ROOT = Path("/var/lib/ketch")
+DEFAULT_EXEC_ROOT = Path("/run/ketch")
+DEFAULT_HOST = "unix:///run/ketch/ketch.sock"
+
+# daemon.json key -> (argparse destination, expected JSON type)
+FILE_KEYS: dict[str, tuple[str, type]] = {
+    "data-root": ("data_root", str),
+    "exec-root": ("exec_root", str),
+    "hosts": ("hosts", list),
+    "registry-mirrors": ("registry_mirrors", list),
+    "insecure-registries": ("insecure_registries", list),
+    "debug": ("debug", bool),
+}
+
+
+@dataclass
+class DaemonConfig:
+    data_root: Path = DEFAULT_DATA_ROOT
+    exec_root: Path = DEFAULT_EXEC_ROOT
+    hosts: list[str] = field(default_factory=lambda: [DEFAULT_HOST])
+    registry_mirrors: list[str] = field(default_factory=list)
+    insecure_registries: list[str] = field(default_factory=list)
+    debug: bool = False
+
+    def socket_paths(self) -> list[Path]:
+        return [socket_path(host) for host in self.hosts]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ketchd", description="Serve the Docker Engine API for ketch containers."
+    )
+    # Every default is None so that load_config can tell a flag given from one left out.
+    parser.add_argument("--data-root", help=f"directory of persistent state ({DEFAULT_DATA_ROOT})")
+    parser.add_argument(
+        "--exec-root", help=f"directory of sockets and runtime state ({DEFAULT_EXEC_ROOT})"
+    )
+    parser.add_argument(
+        "-H",
+        "--host",
+        dest="hosts",
+        action="append",
+        help=f"socket to serve the API on, as unix:///path; repeatable ({DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--config-file", help=f"daemon configuration file in JSON ({DEFAULT_CONFIG_FILE})"
+    )
+    parser.add_argument(
+        "--registry-mirror",
+        dest="registry_mirrors",
+        action="append",
+        help="URL of a docker.io mirror, such as http://127.0.0.1:5000; repeatable",
+    )
+    parser.add_argument(
+        "--insecure-registry",
+        dest="insecure_registries",
+        action="append",
+        help="registry host[:port] to reach over plain HTTP; repeatable",
+    )
+    parser.add_argument(
+        "-D", "--debug", action="store_const", const=True, help="log at debug level"
+    )
+    parser.add_argument("-v", "--version", action="version", version=f"ketchd {ketch.__version__}")
+    return parser
+
+
+def socket_path(host: str) -> Path:
+    """Return the socket path of a ``unix:///path`` host, or raise InvalidArgument."""
+    scheme, separator, path = host.partition("://")
+    if not separator or scheme != "unix" or not path.startswith("/"):
+        raise InvalidArgument(
+            f"invalid host {host!r}: ketchd serves unix sockets only, as unix:///absolute/path"
+        )
+    return Path(path)
+
+
+def load_config_file(path: Path, required: bool) -> dict[str, Any]:
+    """Read daemon.json; an absent file gives {} unless ``required``."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if required:
+            raise InvalidArgument(f"configuration file {path} does not exist") from None
+        return {}
+    except OSError as error:
+        raise InvalidArgument(f"cannot read configuration file {path}: {error.strerror}") from None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(
+            f"invalid JSON in configuration file {path} at line {error.lineno}, "
+            f"column {error.colno}: {error.msg}"
+        ) from None
+    if not isinstance(values, dict):
+        raise InvalidArgument(f"configuration file {path} must contain a JSON object")
+    _check_file_values(path, values)
+    return values
+
+
+def _check_file_values(path: Path, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if key not in FILE_KEYS:
+            raise InvalidArgument(
+                f"unknown key {key!r} in configuration file {path}; "
+                f"ketchd supports {', '.join(FILE_KEYS)}"
+            )
+        expected = FILE_KEYS[key][1]
+        valid = isinstance(value, expected)
+        if expected is list:
+            valid = valid and all(isinstance(item, str) for item in value)
+        if not valid:
+            kind = {str: "a string", list: "a list of strings", bool: "true or false"}[expected]
+            raise InvalidArgument(f"invalid {key!r} in configuration file {path}: expected {kind}")
+
+
+def _check_mirror(url: str) -> str:
+    scheme = url.partition("://")[0]
+    if scheme not in ("http", "https") or "://" not in url or not url.partition("://")[2]:
+        raise InvalidArgument(
+            f"invalid registry mirror {url!r}: expected an http:// or https:// URL"
+        )
+    return url.rstrip("/")
+
+
+def load_config(argv: list[str] | None = None) -> DaemonConfig:
+    """Combine flags and the configuration file into a checked DaemonConfig."""
+    arguments = build_parser().parse_args(argv)
+    explicit_file = arguments.config_file is not None
+    path = Path(arguments.config_file) if explicit_file else DEFAULT_CONFIG_FILE
+    file_values = load_config_file(path, required=explicit_file)
+
+    merged: dict[str, Any] = {}
+    conflicts = []
+    for key, (destination, _) in FILE_KEYS.items():
+        flag_value = getattr(arguments, destination)
+        if flag_value is not None and key in file_values:
+            conflicts.append(f"{key}: (from flag: {flag_value}, from file: {file_values[key]})")
+        merged[destination] = flag_value if flag_value is not None else file_values.get(key)
+    if conflicts:
+        raise InvalidArgument(
+            "the following directives are specified both as a flag and in the configuration "
+            f"file {path}: {', '.join(conflicts)}"
+        )
+
+    config = DaemonConfig()
+    if merged["data_root"]:
+        config.data_root = Path(merged["data_root"]).absolute()
+    if merged["exec_root"]:
+        config.exec_root = Path(merged["exec_root"]).absolute()
+    if merged["hosts"]:
+        config.hosts = list(merged["hosts"])
+    config.registry_mirrors = [_check_mirror(url) for url in merged["registry_mirrors"] or []]
+    config.insecure_registries = list(merged["insecure_registries"] or [])
+    config.debug = bool(merged["debug"])
+    config.socket_paths()  # checks every host
+    return config

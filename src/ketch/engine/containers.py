@@ -1,0 +1,517 @@
+"""Container lifecycle: create, start, kill, stop, remove, wait and attach, and the exits
+the supervisor reports.
+
+A container's life, as the engine drives it::
+
+    create   check the body, resolve the image locally, mount its rootfs (overlayfs),
+             write bundle/config.json, insert the row                 -> "created"
+    start    supervisor create (init parked), connect pending attach
+             streams, supervisor start                                -> "running"
+    exit     reported on the supervisor's event stream; the row gets
+             ExitCode and FinishedAt, waiters are resolved            -> "exited"
+    remove   supervisor delete, release the rootfs, delete the
+             directory and the row; "removed" waiters are resolved    -> gone
+
+With ``HostConfig.AutoRemove`` the engine removes the container itself once its exit is
+recorded. A failed create leaves nothing behind; a failed start leaves the container as
+it was, with ``State.Error`` set, as docker does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Awaitable, Coroutine
+from pathlib import Path
+from typing import Any, Protocol
+
+from ketch.engine import timestamps
+from ketch.engine.attach import AttachHub, log_frames
+from ketch.engine.names import generate_id, generate_name, normalize_name
+from ketch.engine.options import CreateOptions, parse_create_body, parse_signal
+from ketch.engine.spec import DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT, build_spec, merge_config
+from ketch.engine.store import Container, ContainerPaths, ContainerState, ContainerStore
+from ketch.engine.userdb import resolve_user_in_rootfs
+from ketch.engine.views import host_config_view
+from ketch.engine.waits import Waiters, check_condition
+from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
+
+logger = logging.getLogger(__name__)
+
+# How long remove --force and kill wait for an exit after SIGKILL before giving up.
+KILL_WAIT_SECONDS = 30.0
+
+# Docker's exit codes for a container whose process could not be started.
+EXIT_COMMAND_NOT_FOUND = 127
+EXIT_COMMAND_NOT_EXECUTABLE = 126
+EXIT_START_FAILED = 128
+
+BRIDGE_WARNING = (
+    "bridge networking is not implemented yet: the container has only a loopback interface"
+)
+
+HOSTS_FILE = """127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+fe00::0\tip6-localnet
+ff00::0\tip6-mcastprefix
+ff02::1\tip6-allnodes
+ff02::2\tip6-allrouters
+"""
+
+
+class ImageSource(Protocol):
+    """The part of ketch.images.ImageStore that containers use."""
+
+    def get(self, name_or_id: str) -> Any: ...
+    def prepare_rootfs(self, container_id: str, image: Any) -> Path: ...
+    def release_rootfs(self, container_id: str) -> None: ...
+
+
+class Supervisor(Protocol):
+    """The part of ketch.supervisor.client.SupervisorClient that containers use."""
+
+    async def create(
+        self, container_id: str, bundle: Path, log_path: Path, *, open_stdin: bool = False
+    ) -> int: ...
+    async def start(self, container_id: str) -> None: ...
+    async def kill(self, container_id: str, signal: int) -> None: ...
+    async def delete(self, container_id: str, force: bool = False) -> None: ...
+    async def list(self) -> list[dict[str, Any]]: ...
+    async def attach(
+        self, container_id: str, stdout: bool = True, stderr: bool = True
+    ) -> asyncio.StreamReader: ...
+
+
+def _write_file(path: Path, text: str, mode: int = 0o644) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
+
+
+def start_failure_exit_code(message: str) -> int:
+    """Return docker's exit code for a start that failed with ``message``."""
+    lowered = message.lower()
+    if "executable file not found" in lowered or "no such file or directory" in lowered:
+        return EXIT_COMMAND_NOT_FOUND
+    if "permission denied" in lowered:
+        return EXIT_COMMAND_NOT_EXECUTABLE
+    return EXIT_START_FAILED
+
+
+class ContainerService:
+    """Every container of one engine. Used from the event loop only."""
+
+    def __init__(
+        self,
+        store: ContainerStore,
+        paths: ContainerPaths,
+        images: ImageSource,
+        supervisor: Supervisor,
+    ) -> None:
+        self._store = store
+        self._paths = paths
+        self._images = images
+        self._supervisor = supervisor
+        self.waiters = Waiters()
+        self.attachments = AttachHub(supervisor)
+        self._reserved_names: set[str] = set()
+        self._starting: set[str] = set()
+        self._deferred_exits: dict[str, dict[str, Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # Lookup
+
+    def resolve(self, reference: str) -> Container:
+        """Find a container by full id, name (with or without "/") or unique id prefix."""
+        container = self._store.get(reference)
+        if container is not None:
+            return container
+        if reference:
+            container = self._store.by_name(
+                reference if reference.startswith("/") else "/" + reference
+            )
+            if container is not None:
+                return container
+        matches = [c for c in self._store.all() if reference and c.id.startswith(reference)]
+        if len(matches) > 1:
+            raise InvalidArgument(f"multiple IDs found with provided prefix: {reference}")
+        if not matches:
+            raise NotFound(f"No such container: {reference}")
+        return matches[0]
+
+    def all(self) -> list[Container]:
+        return self._store.all()
+
+    def log_path(self, container_id: str) -> Path:
+        return self._paths.log(container_id)
+
+    # Create
+
+    async def create(self, body: Any, name: str | None) -> dict[str, Any]:
+        """Create a container from a create body; return ``{"Id", "Warnings"}``."""
+        options = parse_create_body(body)
+        stored_name = self._claim_name(name)
+        try:
+            image = self._images.get(options.image)
+            container_id = generate_id(self._store.ids())
+            hostname = options.hostname or container_id[:12]
+            config = merge_config(options, dict(image.config or {}), hostname)
+            container = self._materialize(container_id, stored_name, image, options, config)
+        finally:
+            self._reserved_names.discard(stored_name)
+        warnings = [BRIDGE_WARNING] if options.network_mode in ("default", "bridge") else []
+        logger.info("created container %s (%s) from %s", container.id, stored_name, options.image)
+        return {"Id": container.id, "Warnings": warnings}
+
+    def _claim_name(self, name: str | None) -> str:
+        taken = self._store.names() | self._reserved_names
+        stored_name = normalize_name(name) if name else generate_name(taken)
+        owner = self._store.by_name(stored_name)
+        if owner is not None or stored_name in self._reserved_names:
+            owner_id = owner.id if owner is not None else "(being created)"
+            raise Conflict(
+                f'Conflict. The container name "{stored_name}" is already in use by container '
+                f'"{owner_id}". You have to remove (or rename) that container to be able to '
+                "reuse that name."
+            )
+        self._reserved_names.add(stored_name)
+        return stored_name
+
+    def _materialize(
+        self,
+        container_id: str,
+        name: str,
+        image: Any,
+        options: CreateOptions,
+        config: dict[str, Any],
+    ) -> Container:
+        """Make the container's rootfs, files and row, or leave nothing if any step fails."""
+        directory = self._paths.directory(container_id)
+        directory.mkdir(parents=True, mode=0o710)
+        try:
+            rootfs = Path(self._images.prepare_rootfs(container_id, image))
+            user = resolve_user_in_rootfs(config["User"], rootfs)
+            mounts = self._write_etc_files(container_id, config)
+            spec = build_spec(container_id, config, options, user, str(rootfs), mounts)
+            bundle = self._paths.bundle(container_id)
+            bundle.mkdir(mode=0o700)
+            _write_file(bundle / "config.json", json.dumps(spec, indent=2), 0o600)
+            container = Container(
+                id=container_id,
+                name=name,
+                created=timestamps.now(),
+                image_id=image.id,
+                config=config,
+                host_config=host_config_view(options),
+                rootfs=str(rootfs),
+            )
+            self._store.add(container)
+            return container
+        except BaseException:
+            self._release_rootfs(container_id)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+
+    def _write_etc_files(self, container_id: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+        """Write the container's /etc/hostname and /etc/hosts and return their bind mounts."""
+        hostname_path = self._paths.hostname(container_id)
+        hosts_path = self._paths.hosts(container_id)
+        _write_file(hostname_path, config["Hostname"] + "\n")
+        _write_file(hosts_path, HOSTS_FILE)
+        return [
+            {
+                "destination": destination,
+                "type": "bind",
+                "source": str(source),
+                "options": ["rbind", "rprivate"],
+            }
+            for destination, source in (
+                ("/etc/hostname", hostname_path),
+                ("/etc/hosts", hosts_path),
+            )
+        ]
+
+    def _release_rootfs(self, container_id: str) -> None:
+        try:
+            self._images.release_rootfs(container_id)
+        except (KetchError, OSError) as error:
+            logger.error("cannot release the rootfs of container %s: %s", container_id, error)
+
+    # Start
+
+    async def start(self, reference: str) -> bool:
+        """Start a container; return False when it was already running (HTTP 304)."""
+        container = self.resolve(reference)
+        if container.state.removing:
+            raise Conflict(f"cannot start container {container.id}: it is being removed")
+        if container.running:
+            return False
+        if container.id in self._starting:
+            raise Conflict(f"cannot start container {container.id}: it is already starting")
+        self._starting.add(container.id)
+        try:
+            await self._start(container)
+        finally:
+            self._starting.discard(container.id)
+            deferred = self._deferred_exits.pop(container.id, None)
+            if deferred is not None:
+                self.spawn(self.handle_exit(deferred))
+        logger.info("started container %s (pid %d)", container.id, container.state.pid)
+        return True
+
+    async def _start(self, container: Container) -> None:
+        if container.state.status == "exited":
+            await self._forget_in_supervisor(container.id)
+        bundle = self._paths.bundle(container.id)
+        try:
+            pid = await self._supervisor.create(container.id, bundle, self._paths.log(container.id))
+        except KetchError as error:
+            await self._fail_start(container, error)
+            raise self._start_error(error) from None
+
+        await self.attachments.connect_pending(container.id)
+        container.state = ContainerState(
+            status="running", pid=pid, started_at=timestamps.now(), removing=False
+        )
+        self._store.save(container)
+        try:
+            await self._supervisor.start(container.id)
+        except KetchError as error:
+            container.state.status = "created"
+            container.state.pid = 0
+            await self._forget_in_supervisor(container.id)
+            await self._fail_start(container, error)
+            raise self._start_error(error) from None
+
+    def _start_error(self, error: KetchError) -> KetchError:
+        # Docker answers 400 for a command that cannot be found or executed, because the
+        # request named it; other start failures keep their own class.
+        if start_failure_exit_code(str(error)) != EXIT_START_FAILED:
+            return InvalidArgument(str(error))
+        return error
+
+    async def _fail_start(self, container: Container, error: KetchError) -> None:
+        logger.warning("cannot start container %s: %s", container.id, error)
+        container.state.error = str(error)
+        container.state.exit_code = start_failure_exit_code(str(error))
+        self._store.save(container)
+        self.attachments.end_pending(container.id)
+        if container.auto_remove:
+            await self._remove(container)
+
+    async def _forget_in_supervisor(self, container_id: str) -> None:
+        try:
+            await self._supervisor.delete(container_id, force=True)
+        except NotFound:
+            pass
+
+    # Exits
+
+    async def handle_exit(self, event: dict[str, Any]) -> None:
+        """Record an exit the supervisor reported, then auto-remove if the container asks."""
+        container = self._store.get(str(event.get("id")))
+        if container is None:
+            return
+        if container.id in self._starting:
+            # start() is still between the supervisor's create and its own bookkeeping;
+            # it applies the exit when it is done.
+            self._deferred_exits[container.id] = event
+            return
+        if not container.running:
+            return  # already recorded, for example by reconcile()
+        exit_code = event.get("exit_code")
+        self.record_exit(
+            container,
+            exit_code if isinstance(exit_code, int) else 255,
+            event.get("finished_at") or timestamps.now(),
+        )
+        if container.auto_remove and not container.state.removing:
+            await self._remove(container)
+
+    def record_exit(
+        self, container: Container, exit_code: int, finished_at: str, error: str = ""
+    ) -> None:
+        container.state.status = "exited"
+        container.state.pid = 0
+        container.state.exit_code = exit_code
+        container.state.finished_at = finished_at
+        if error:
+            container.state.error = error
+        self._store.save(container)
+        logger.info("container %s exited with code %d", container.id, exit_code)
+        self.waiters.notify_stopped(container)
+
+    async def reconcile(self) -> None:
+        """Bring every record up to date with the supervisor, after ketchd (re)connects.
+
+        Exits that happened while ketchd was away are recorded, and removals that a
+        crash interrupted, or auto-removals that never ran, are finished.
+        """
+        known = {state["id"]: state for state in await self._supervisor.list()}
+        for container in self._store.all():
+            state = known.get(container.id)
+            if container.running and container.id not in self._starting:
+                if state is None:
+                    self.record_exit(
+                        container, 255, timestamps.now(), "the supervisor has no record of it"
+                    )
+                elif state.get("status") == "stopped":
+                    self.record_exit(
+                        container,
+                        int(state.get("exit_code") or 0),
+                        state.get("finished_at") or timestamps.now(),
+                    )
+            if container.state.removing or (
+                container.auto_remove and container.state.status == "exited"
+            ):
+                if not container.running:
+                    self.spawn(self._remove(container))
+
+    # Kill, stop, remove
+
+    async def kill(self, reference: str, signal_value: str | int = "SIGKILL") -> None:
+        container = self.resolve(reference)
+        number = parse_signal(signal_value, "signal")
+        if not container.running:
+            raise Conflict(
+                f"Cannot kill container: {reference}: Container {container.id} is not running"
+            )
+        if number == signal.SIGKILL:
+            await self._kill_and_wait(container, number, KILL_WAIT_SECONDS)
+            return
+        await self._supervisor.kill(container.id, number)
+
+    async def stop(self, reference: str, timeout: int | None = None) -> bool:
+        """Stop a container with its StopSignal, then SIGKILL after the timeout.
+
+        Returns False when it was not running (HTTP 304). A negative timeout waits for
+        the exit without a SIGKILL.
+        """
+        container = self.resolve(reference)
+        if not container.running:
+            return False
+        stop_signal = parse_signal(
+            container.config.get("StopSignal") or DEFAULT_STOP_SIGNAL, "StopSignal"
+        )
+        if timeout is None:
+            timeout = container.config.get("StopTimeout")
+        if timeout is None:
+            timeout = DEFAULT_STOP_TIMEOUT
+        stopped = self.waiters.register(container, "not-running")
+        await self._signal(container, stop_signal)
+        try:
+            await asyncio.wait_for(asyncio.shield(stopped), None if timeout < 0 else timeout)
+            return True
+        except TimeoutError:
+            logger.info(
+                "container %s did not exit %d s after signal %d; sending SIGKILL",
+                container.id,
+                timeout,
+                stop_signal,
+            )
+        await self._kill_and_wait(container, signal.SIGKILL, KILL_WAIT_SECONDS)
+        return True
+
+    async def _signal(self, container: Container, number: int) -> None:
+        try:
+            await self._supervisor.kill(container.id, number)
+        except (NotFound, Conflict) as error:
+            # The process exited meanwhile; its exit event is on its way.
+            logger.debug("signal %d to container %s: %s", number, container.id, error)
+
+    async def _kill_and_wait(self, container: Container, number: int, timeout: float) -> None:
+        stopped = self.waiters.register(container, "not-running")
+        await self._signal(container, number)
+        try:
+            await asyncio.wait_for(asyncio.shield(stopped), timeout)
+        except TimeoutError:
+            raise SystemFailure(
+                f"container {container.id} did not exit within {timeout:g} s of signal {number}"
+            ) from None
+
+    async def remove(self, reference: str, force: bool = False) -> None:
+        container = self.resolve(reference)
+        if container.state.removing:
+            raise Conflict(f"removal of container {container.id} is already in progress")
+        if container.id in self._starting:
+            raise Conflict(f"cannot remove container {container.id}: it is starting")
+        if container.running and not force:
+            raise Conflict(
+                f"You cannot remove a running container {container.id}. Stop the container "
+                "before attempting removal or force remove"
+            )
+        await self._remove(container)
+
+    async def _remove(self, container: Container) -> None:
+        """Kill if needed, then delete everything the container owns."""
+        if self._store.get(container.id) is None:
+            return  # removed meanwhile by another request
+        container.state.removing = True
+        self._store.save(container)
+        try:
+            if container.running:
+                await self._kill_and_wait(container, signal.SIGKILL, KILL_WAIT_SECONDS)
+            await self._forget_in_supervisor(container.id)
+        except KetchError:
+            container.state.removing = False
+            self._store.save(container)
+            raise
+        self._release_rootfs(container.id)
+        shutil.rmtree(self._paths.directory(container.id), ignore_errors=True)
+        self._store.remove(container.id)
+        self.attachments.close(container.id)
+        self.waiters.notify_removed(container)
+        logger.info("removed container %s", container.id)
+
+    # Wait and attach
+
+    def wait(
+        self, reference: str, condition: str | None = "not-running"
+    ) -> Awaitable[dict[str, Any]]:
+        """Register a waiter now and return the awaitable that gives the wait body."""
+        checked = check_condition(condition)
+        container = self.resolve(reference)
+        return self.waiters.register(container, checked)
+
+    async def attach(
+        self, reference: str, stdout: bool, stderr: bool, stream: bool, logs: bool
+    ) -> asyncio.StreamReader:
+        container = self.resolve(reference)
+        replay = log_frames(self._paths.log(container.id), stdout, stderr) if logs else []
+        reader, attachment = self.attachments.open(
+            container.id, stdout=stdout, stderr=stderr, replay=replay
+        )
+        if not stream:
+            reader.feed_eof()
+        elif container.running and container.id not in self._starting:
+            try:
+                await self.attachments.connect(container.id, attachment)
+            except NotFound:
+                reader.feed_eof()  # it exited meanwhile
+        else:
+            self.attachments.add_pending(container.id, attachment)
+        return reader
+
+    # Background tasks
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` in the background, logging its failure."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background container task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Cancel background tasks; containers keep running in the supervisor."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,187 @@
+"""``ketchd``: builds the Engine from its configuration and serves the Engine API.
+
+Start-up, in order: create the data and exec roots, take the pid file
+``<exec_root>/ketchd.pid`` (locked, so a second ketchd on the same roots stops with an
+error), open ``<data_root>/ketch.db`` (SQLite in WAL mode), open the image store at
+``<data_root>/images``, start the supervisor unless one answers, reconcile containers with
+it, then serve each ``-H`` socket (mode 0660, group ``ketch`` when that group exists).
+
+SIGTERM and SIGINT stop serving and close the database. Containers keep running in the
+supervisor, and a later ketchd picks up their state and any exits it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import grp
+import logging
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import ketch
+from ketch.engine.config import DaemonConfig, load_config
+from ketch.engine.engine import Engine
+from ketch.errors import Conflict, KetchError, SystemFailure
+
+logger = logging.getLogger(__name__)
+
+SOCKET_GROUP = "ketch"
+SOCKET_MODE = 0o660
+
+
+def setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def make_roots(config: DaemonConfig) -> None:
+    """Create the data and exec roots, readable by root only beyond traversal."""
+    for directory in (config.data_root, config.exec_root):
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+        except OSError as error:
+            raise SystemFailure(f"cannot create {directory}: {error.strerror}") from None
+
+
+class PidFile:
+    """``<exec_root>/ketchd.pid``, locked with flock for as long as ketchd runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            raise Conflict(
+                f"ketchd is already running with pid {other} (pid file {path}); stop it first"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open the engine's SQLite database in WAL mode, in autocommit mode.
+
+    Autocommit because every writer (the image store, the container store) runs its own
+    explicit transactions.
+    """
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode keeps every commit atomic; a power loss may lose the last ones.
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    os.chmod(path, 0o600)
+    return db
+
+
+def secure_socket(path: Path) -> None:
+    """Give the API socket mode 0660, with group ``ketch`` if it exists, else root's."""
+    try:
+        gid = grp.getgrnam(SOCKET_GROUP).gr_gid
+    except KeyError:
+        gid = 0
+    os.chown(path, 0, gid)
+    os.chmod(path, SOCKET_MODE)
+
+
+async def _serve_all(engine: Engine, paths: list[Path]) -> list[Any]:
+    from ketch.api.server import serve
+
+    servers = []
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        servers.append(await serve(engine, path))
+        secure_socket(path)
+        logger.info("serving the Engine API on unix://%s", path)
+    return servers
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    return stop
+
+
+async def run(config: DaemonConfig) -> None:
+    """Run ketchd until SIGTERM or SIGINT."""
+    from ketch.images import ImageStore
+    from ketch.supervisor.client import SupervisorClient, ensure_supervisor
+
+    make_roots(config)
+    pid_file = PidFile(config.exec_root / "ketchd.pid")
+    db = open_database(config.data_root / "ketch.db")
+    engine = None
+    servers: list[Any] = []
+    try:
+        images = ImageStore(
+            config.data_root / "images",
+            db,
+            mirrors=config.registry_mirrors,
+            insecure_registries=config.insecure_registries,
+        )
+        await ensure_supervisor(config.exec_root)
+        engine = Engine(
+            data_root=config.data_root,
+            db=db,
+            images=images,
+            supervisor=SupervisorClient(config.exec_root),
+            ensure_supervisor=lambda: ensure_supervisor(config.exec_root),
+            registry_mirrors=config.registry_mirrors,
+            insecure_registries=config.insecure_registries,
+            debug=config.debug,
+        )
+        stop = _stop_event()
+        await engine.start()
+        servers = await _serve_all(engine, config.socket_paths())
+        logger.info("ketchd %s ready (pid %d)", ketch.__version__, os.getpid())
+        await stop.wait()
+        logger.info("shutting down; containers keep running in the supervisor")
+    finally:
+        for server in servers:
+            server.close()
+        for path in config.socket_paths() if servers else []:
+            path.unlink(missing_ok=True)
+        if engine is not None:
+            await engine.close()
+        db.close()
+        pid_file.release()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ketchd``; exits 1 with one error line when it cannot run."""
+    try:
+        config = load_config(argv)
+    except KetchError as error:
+        print(f"ketchd: {error}", file=sys.stderr)
+        sys.exit(1)
+    setup_logging(config.debug)
+    try:
+        asyncio.run(run(config))
+    except KetchError as error:
+        logger.error("%s", error)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The Engine: what the Engine API server calls, one method per operation.
+
+It ties the container service to the image store and the supervisor, and follows the
+supervisor's event stream in one background task: exits are recorded as they are
+reported, and after every (re)connection the records are reconciled with the
+supervisor's list, so exits that happened while ketchd was down or disconnected are not
+lost. Containers references are a full id, a unique id prefix or a name (with or
+without the leading "/").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from ketch.engine import views
+from ketch.engine.containers import ContainerService, ImageSource, Supervisor
+from ketch.engine.filters import select_containers
+from ketch.engine.store import ContainerPaths, ContainerStore
+from ketch.errors import KetchError
+
+logger = logging.getLogger(__name__)
+
+# Pause between attempts to reach a supervisor that went away.
+RECONNECT_DELAY_SECONDS = 1.0
+
+
+class ImageStoreLike(ImageSource, Protocol):
+    """The part of ketch.images.ImageStore that the engine uses."""
+
+    async def pull(
+        self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> Any: ...
+    def list(self) -> list[Any]: ...
+
+
+class EventSupervisor(Supervisor, Protocol):
+    async def subscribe(self) -> Any: ...
+
+
+class Engine:
+    """The container engine behind ketchd's API."""
+
+    def __init__(
+        self,
+        *,
+        data_root: Path,
+        db: Any,
+        images: ImageStoreLike,
+        supervisor: EventSupervisor,
+        ensure_supervisor: Callable[[], Awaitable[None]] | None = None,
+        registry_mirrors: list[str] | None = None,
+        insecure_registries: list[str] | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.data_root = data_root
+        self.images = images
+        self.supervisor = supervisor
+        self.paths = ContainerPaths(data_root)
+        self.store = ContainerStore(db)
+        self.containers = ContainerService(self.store, self.paths, images, supervisor)
+        self._ensure_supervisor = ensure_supervisor
+        self._mirrors = list(registry_mirrors or [])
+        self._insecure_registries = list(insecure_registries or [])
+        self._debug = debug
+        self._watcher: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    # Lifetime
+
+    async def start(self) -> None:
+        """Subscribe to the supervisor's events and reconcile; returns once both are done."""
+        self._watcher = asyncio.create_task(self._watch_supervisor())
+        connected = asyncio.create_task(self._connected.wait())
+        done, _ = await asyncio.wait({connected, self._watcher}, return_when="FIRST_COMPLETED")
+        if self._watcher in done:
+            connected.cancel()
+            self._watcher.result()
+
+    async def close(self) -> None:
+        """Stop following events and background work; containers keep running."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await self.containers.close()
+
+    async def _watch_supervisor(self) -> None:
+        while True:
+            try:
+                stream = await self.supervisor.subscribe()
+                try:
+                    await self.containers.reconcile()
+                    self._connected.set()
+                    async for event in stream:
+                        if event.get("type") == "exit":
+                            self.containers.spawn(self.containers.handle_exit(event))
+                finally:
+                    stream.close()
+                logger.warning("the supervisor closed its event stream; reconnecting")
+            except KetchError as error:
+                logger.warning("cannot follow the supervisor's events: %s", error)
+            except OSError as error:
+                logger.warning("cannot follow the supervisor's events: %s", error)
+            await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+            if self._ensure_supervisor is not None:
+                try:
+                    await self._ensure_supervisor()
+                except KetchError as error:
+                    logger.error("cannot start the supervisor: %s", error)
+
+    # System
+
+    def version(self) -> dict[str, Any]:
+        return views.version_view()
+
+    def info(self) -> dict[str, Any]:
+        warnings = []
+        if not self._connected.is_set():
+            warnings.append("WARNING: the supervisor is not connected")
+        return views.info_view(
+            engine_id=self.store.engine_id(),
+            containers=self.containers.all(),
+            image_count=len(self.images.list()),
+            data_root=self.data_root,
+            debug=self._debug,
+            mirrors=self._mirrors,
+            insecure_registries=self._insecure_registries,
+            warnings=warnings,
+        )
+
+    # Images
+
+    async def pull_image(
+        self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        await self.images.pull(reference, progress)
+
+    def list_images(self) -> list[dict[str, Any]]:
+        counts: dict[str, int] = {}
+        for container in self.containers.all():
+            counts[container.image_id] = counts.get(container.image_id, 0) + 1
+        return [views.image_summary(image, counts.get(image.id, 0)) for image in self.images.list()]
+
+    def inspect_image(self, name: str) -> dict[str, Any]:
+        return views.inspect_image(self.images.get(name))
+
+    # Containers
+
+    async def create_container(self, body: Any, name: str | None = None) -> dict[str, Any]:
+        return await self.containers.create(body, name)
+
+    async def start_container(self, ref: str) -> bool:
+        """Start the container; False means it was already running (HTTP 304)."""
+        return await self.containers.start(ref)
+
+    def inspect_container(self, ref: str) -> dict[str, Any]:
+        return views.inspect_container(self.containers.resolve(ref), self.paths)
+
+    def list_containers(
+        self, all: bool = False, limit: int = -1, filters: dict[str, list[str]] | None = None
+    ) -> list[dict[str, Any]]:
+        selected = select_containers(self.containers.all(), all, limit, filters)
+        return [views.container_summary(container) for container in selected]
+
+    async def remove_container(self, ref: str, force: bool = False) -> None:
+        await self.containers.remove(ref, force)
+
+    async def kill_container(self, ref: str, signal: str | int = "SIGKILL") -> None:
+        await self.containers.kill(ref, signal)
+
+    async def stop_container(self, ref: str, timeout: int | None = None) -> bool:
+        """Stop the container; False means it was not running (HTTP 304)."""
+        return await self.containers.stop(ref, timeout)
+
+    def wait_container(
+        self, ref: str, condition: str | None = "not-running"
+    ) -> Awaitable[dict[str, Any]]:
+        """Register a waiter now (before a start) and return what gives the wait body."""
+        return self.containers.wait(ref, condition)
+
+    async def attach_container(
+        self,
+        ref: str,
+        stdout: bool = True,
+        stderr: bool = True,
+        stream: bool = True,
+        logs: bool = False,
+    ) -> asyncio.StreamReader:
+        """Return docker-framed output of the container, ending at EOF with its output."""
+        return await self.containers.attach(ref, stdout, stderr, stream, logs)

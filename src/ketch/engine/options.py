@@ -1,0 +1,286 @@
+"""Validation of the ``POST /containers/create`` body into :class:`CreateOptions`.
+
+The body is the Engine API's ContainerConfig with ``HostConfig`` and ``NetworkingConfig``
+beside its fields. Every field ketch reads is type-checked here, and every error names
+the field by its API path (``HostConfig.Memory``), so the spec builder after this point
+works on checked values only.
+
+Options that ketch does not implement yet are rejected when they are set to anything but
+their zero value, instead of being ignored, so that a container never runs with less
+isolation or fewer resources than its creator asked for.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from ketch.errors import InvalidArgument
+
+# Docker refuses memory limits below 6 MiB because a container cannot start in less.
+MIN_MEMORY_BYTES = 6 * 1024 * 1024
+
+NETWORK_MODES = ("none", "default", "bridge")
+
+# Config fields that must stay at their zero value until ketch implements them.
+_UNSUPPORTED_CONFIG = ("Tty", "OpenStdin", "StdinOnce", "AttachStdin", "Volumes", "Healthcheck")
+
+# HostConfig fields that must stay at their zero value until ketch implements them.
+_UNSUPPORTED_HOST_CONFIG = (
+    "Binds", "Mounts", "PortBindings", "PublishAllPorts", "Privileged", "CapAdd", "CapDrop",
+    "Devices", "DeviceRequests", "DeviceCgroupRules", "Dns", "DnsOptions", "DnsSearch",
+    "ExtraHosts", "GroupAdd", "Links", "VolumesFrom", "VolumeDriver", "Tmpfs", "SecurityOpt",
+    "StorageOpt", "Sysctls", "Ulimits", "UsernsMode", "PidMode", "IpcMode", "UTSMode",
+    "CgroupParent", "Cgroup", "Runtime", "Init", "CpuShares", "CpuPeriod", "CpuQuota",
+    "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "NanoCpus",
+    "CpuCount", "CpuPercent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
+    "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
+    "MemoryReservation", "KernelMemory", "KernelMemoryTCP", "OomKillDisable",
+    "OomScoreAdj", "ShmSize", "MaskedPaths", "ReadonlyPaths",
+)  # fmt: skip
+
+
+@dataclass
+class CreateOptions:
+    """A checked create body. ``None`` means the field was absent or null."""
+
+    image: str
+    cmd: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: list[str] = field(default_factory=list)
+    user: str | None = None
+    working_dir: str | None = None
+    hostname: str | None = None
+    domainname: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    stop_signal: str | None = None
+    stop_timeout: int | None = None
+    attach_stdout: bool = False
+    attach_stderr: bool = False
+    exposed_ports: dict[str, Any] = field(default_factory=dict)
+    network_mode: str = "default"
+    memory: int = 0
+    memory_swap: int = 0
+    pids_limit: int | None = None
+    auto_remove: bool = False
+    readonly_rootfs: bool = False
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        bool: "a boolean",
+        list: "a list",
+        dict: "an object",
+    }
+    if isinstance(expected, tuple):
+        return " or ".join(names.get(item, item.__name__) for item in expected)
+    return names.get(expected, expected.__name__)
+
+
+def _get(body: dict[str, Any], key: str, expected: type | tuple[type, ...], path: str) -> Any:
+    """Return ``body[key]`` (None when absent or null) after checking its JSON type."""
+    value = body.get(key)
+    if value is None:
+        return None
+    # bool is a subclass of int in Python, but JSON true is not an integer.
+    is_bool = isinstance(value, bool)
+    wants_bool = expected is bool or (isinstance(expected, tuple) and bool in expected)
+    if not isinstance(value, expected) or (is_bool and not wants_bool):
+        raise InvalidArgument(
+            f"invalid create body: {path} must be {_type_name(expected)}, "
+            f"not {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _string_list(body: dict[str, Any], key: str, path: str) -> list[str] | None:
+    """Read a StrSlice field: a list of strings, or one string meaning a one-item list."""
+    value = _get(body, key, (list, str), path)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise InvalidArgument(
+                f"invalid create body: {path}[{index}] must be a string, not {item!r}"
+            )
+    return list(value)
+
+
+def _is_zero(value: Any) -> bool:
+    return value in (None, False, 0, "", [], {})
+
+
+def _reject_unsupported(body: dict[str, Any], keys: tuple[str, ...], prefix: str) -> None:
+    for key in keys:
+        if not _is_zero(body.get(key)):
+            raise InvalidArgument(
+                f"invalid create body: {prefix}{key} is not supported by ketch yet "
+                f"(got {body[key]!r})"
+            )
+
+
+def parse_signal(value: str | int, path: str) -> int:
+    """Turn "SIGTERM", "TERM", "15" or 15 into a signal number, or raise InvalidArgument."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isdigit():
+        number = int(value)
+    elif isinstance(value, str):
+        name = value.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        member = getattr(signal.Signals, name, None) if name.isidentifier() else None
+        if member is None:
+            raise InvalidArgument(f"Invalid signal: {value} (in {path})")
+        return int(member)
+    else:
+        raise InvalidArgument(f"Invalid signal: {value!r} (in {path})")
+    if not 1 <= number <= signal.SIGRTMAX:
+        raise InvalidArgument(f"Invalid signal: {value} (in {path})")
+    return number
+
+
+def _parse_env(body: dict[str, Any]) -> list[str]:
+    env = _string_list(body, "Env", "Env") or []
+    for index, entry in enumerate(env):
+        if entry.partition("=")[0] == "":
+            raise InvalidArgument(
+                f"invalid create body: Env[{index}] {entry!r} must be KEY=VALUE or KEY"
+            )
+    return env
+
+
+def _parse_labels(body: dict[str, Any]) -> dict[str, str]:
+    labels = _get(body, "Labels", dict, "Labels") or {}
+    for key, value in labels.items():
+        if not isinstance(value, str):
+            raise InvalidArgument(f"invalid create body: Labels[{key!r}] must be a string")
+    return dict(labels)
+
+
+def _parse_working_dir(body: dict[str, Any]) -> str | None:
+    working_dir = _get(body, "WorkingDir", str, "WorkingDir")
+    if working_dir and not working_dir.startswith("/"):
+        raise InvalidArgument(
+            f"the working directory '{working_dir}' is invalid, it needs to be an absolute path"
+        )
+    return working_dir or None
+
+
+def _parse_stop_options(body: dict[str, Any], options: CreateOptions) -> None:
+    stop_signal = _get(body, "StopSignal", str, "StopSignal")
+    if stop_signal:
+        parse_signal(stop_signal, "StopSignal")
+        options.stop_signal = stop_signal
+    options.stop_timeout = _get(body, "StopTimeout", int, "StopTimeout")
+
+
+def _parse_network_mode(host_config: dict[str, Any], networking: dict[str, Any]) -> str:
+    mode = _get(host_config, "NetworkMode", str, "HostConfig.NetworkMode") or "default"
+    if mode not in NETWORK_MODES:
+        raise InvalidArgument(
+            f"invalid create body: HostConfig.NetworkMode {mode!r} is not supported; "
+            f"expected one of {', '.join(NETWORK_MODES)}"
+        )
+    endpoints = _get(networking, "EndpointsConfig", dict, "NetworkingConfig.EndpointsConfig")
+    for name in endpoints or {}:
+        if name != mode and not (mode == "default" and name == "bridge"):
+            raise InvalidArgument(
+                f"invalid create body: NetworkingConfig.EndpointsConfig names network "
+                f"{name!r}, but HostConfig.NetworkMode is {mode!r}"
+            )
+    return mode
+
+
+def _parse_memory(host_config: dict[str, Any], options: CreateOptions) -> None:
+    memory = _get(host_config, "Memory", int, "HostConfig.Memory") or 0
+    if memory < 0:
+        raise InvalidArgument(
+            f"invalid create body: HostConfig.Memory must be 0 (no limit) or a number of "
+            f"bytes, not {memory}"
+        )
+    if 0 < memory < MIN_MEMORY_BYTES:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB (HostConfig.Memory)")
+    swap = _get(host_config, "MemorySwap", int, "HostConfig.MemorySwap") or 0
+    if swap not in (0, -1):
+        # Limitation: swap is never limited, so only the values meaning "docker's default"
+        # (0) and "unlimited" (-1) are accepted.
+        raise InvalidArgument(
+            "invalid create body: HostConfig.MemorySwap is not supported by ketch yet "
+            f"(got {swap}; expected 0 or -1)"
+        )
+    options.memory = memory
+    options.memory_swap = swap
+
+
+def _parse_pids_limit(host_config: dict[str, Any]) -> int | None:
+    limit = _get(host_config, "PidsLimit", int, "HostConfig.PidsLimit")
+    # Docker reads 0 and negative values as "unlimited".
+    return limit if limit is not None and limit > 0 else None
+
+
+def _parse_restart_policy(host_config: dict[str, Any]) -> None:
+    policy = _get(host_config, "RestartPolicy", dict, "HostConfig.RestartPolicy") or {}
+    name = _get(policy, "Name", str, "HostConfig.RestartPolicy.Name") or "no"
+    if name != "no":
+        raise InvalidArgument(
+            f"invalid create body: HostConfig.RestartPolicy.Name {name!r} is not supported "
+            "by ketch yet; expected 'no'"
+        )
+
+
+def _parse_log_config(host_config: dict[str, Any]) -> None:
+    log_config = _get(host_config, "LogConfig", dict, "HostConfig.LogConfig") or {}
+    log_type = _get(log_config, "Type", str, "HostConfig.LogConfig.Type") or "json-file"
+    if log_type != "json-file":
+        raise InvalidArgument(
+            f"invalid create body: HostConfig.LogConfig.Type {log_type!r} is not supported; "
+            "expected 'json-file'"
+        )
+
+
+def _parse_host_config(body: dict[str, Any], options: CreateOptions) -> None:
+    host_config = _get(body, "HostConfig", dict, "HostConfig") or {}
+    networking = _get(body, "NetworkingConfig", dict, "NetworkingConfig") or {}
+    _reject_unsupported(host_config, _UNSUPPORTED_HOST_CONFIG, "HostConfig.")
+    _parse_restart_policy(host_config)
+    _parse_log_config(host_config)
+    _parse_memory(host_config, options)
+    options.network_mode = _parse_network_mode(host_config, networking)
+    options.pids_limit = _parse_pids_limit(host_config)
+    options.auto_remove = bool(_get(host_config, "AutoRemove", bool, "HostConfig.AutoRemove"))
+    options.readonly_rootfs = bool(
+        _get(host_config, "ReadonlyRootfs", bool, "HostConfig.ReadonlyRootfs")
+    )
+
+
+def parse_create_body(body: Any) -> CreateOptions:
+    """Check a create body and return its options, or raise InvalidArgument naming a field."""
+    if not isinstance(body, dict):
+        raise InvalidArgument(
+            f"invalid create body: expected a JSON object, not {type(body).__name__}"
+        )
+    image = _get(body, "Image", str, "Image")
+    if not image:
+        raise InvalidArgument("invalid create body: Image is required")
+    _reject_unsupported(body, _UNSUPPORTED_CONFIG, "")
+
+    options = CreateOptions(image=image)
+    options.cmd = _string_list(body, "Cmd", "Cmd")
+    options.entrypoint = _string_list(body, "Entrypoint", "Entrypoint")
+    options.env = _parse_env(body)
+    options.user = _get(body, "User", str, "User") or None
+    options.working_dir = _parse_working_dir(body)
+    options.hostname = _get(body, "Hostname", str, "Hostname") or None
+    options.domainname = _get(body, "Domainname", str, "Domainname") or ""
+    options.labels = _parse_labels(body)
+    options.attach_stdout = bool(_get(body, "AttachStdout", bool, "AttachStdout"))
+    options.attach_stderr = bool(_get(body, "AttachStderr", bool, "AttachStderr"))
+    options.exposed_ports = _get(body, "ExposedPorts", dict, "ExposedPorts") or {}
+    _parse_stop_options(body, options)
+    _parse_host_config(body, options)
+    return options

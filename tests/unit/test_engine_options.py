@@ -1,0 +1,150 @@
+"""Create body validation: types, unsupported options and errors that name the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ketch.engine.options import parse_create_body, parse_signal
+from ketch.errors import InvalidArgument
+
+
+def parse(**body: Any):  # type: ignore[no-untyped-def]
+    return parse_create_body({"Image": "busybox", **body})
+
+
+def test_body_not_object() -> None:
+    with pytest.raises(InvalidArgument, match="expected a JSON object"):
+        parse_create_body(["Image"])
+
+
+def test_body_image_required() -> None:
+    with pytest.raises(InvalidArgument, match="Image is required"):
+        parse_create_body({"Cmd": ["true"]})
+
+
+def test_body_cmd_wrong_type_names_field() -> None:
+    with pytest.raises(InvalidArgument, match="Cmd must be a list or a string"):
+        parse(Cmd=5)
+
+
+def test_body_cmd_item_wrong_type() -> None:
+    with pytest.raises(InvalidArgument, match=r"Cmd\[1\] must be a string"):
+        parse(Cmd=["echo", 3])
+
+
+def test_body_env_wrong_type() -> None:
+    with pytest.raises(InvalidArgument, match=r"Env must be"):
+        parse(Env={"A": "1"})
+
+
+def test_body_env_empty_key() -> None:
+    with pytest.raises(InvalidArgument, match=r"Env\[0\]"):
+        parse(Env=["=value"])
+
+
+def test_body_memory_negative() -> None:
+    with pytest.raises(InvalidArgument, match="HostConfig.Memory"):
+        parse(HostConfig={"Memory": -1})
+
+
+def test_body_memory_too_small() -> None:
+    with pytest.raises(InvalidArgument, match="Minimum memory limit allowed is 6MB"):
+        parse(HostConfig={"Memory": 1024})
+
+
+def test_body_memory_boolean_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="HostConfig.Memory must be an integer"):
+        parse(HostConfig={"Memory": True})
+
+
+def test_body_memory_string_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="HostConfig.Memory must be an integer"):
+        parse(HostConfig={"Memory": "64m"})
+
+
+def test_body_unknown_network_mode() -> None:
+    with pytest.raises(InvalidArgument, match="HostConfig.NetworkMode 'host'"):
+        parse(HostConfig={"NetworkMode": "host"})
+
+
+def test_body_network_modes_accepted() -> None:
+    for mode in ("none", "default", "bridge"):
+        assert parse(HostConfig={"NetworkMode": mode}).network_mode == mode
+
+
+def test_body_network_mode_defaults() -> None:
+    assert parse().network_mode == "default"
+
+
+def test_body_endpoint_for_other_network() -> None:
+    body = {
+        "HostConfig": {"NetworkMode": "none"},
+        "NetworkingConfig": {"EndpointsConfig": {"x": {}}},
+    }
+    with pytest.raises(InvalidArgument, match="EndpointsConfig names network 'x'"):
+        parse(**body)
+
+
+def test_body_pids_limit_zero_is_unlimited() -> None:
+    assert parse(HostConfig={"PidsLimit": 0}).pids_limit is None
+
+
+def test_body_pids_limit_positive() -> None:
+    assert parse(HostConfig={"PidsLimit": 20}).pids_limit == 20
+
+
+def test_body_binds_rejected_as_unsupported() -> None:
+    with pytest.raises(InvalidArgument, match="HostConfig.Binds is not supported"):
+        parse(HostConfig={"Binds": ["/a:/b"]})
+
+
+def test_body_zero_values_of_unsupported_fields_accepted() -> None:
+    host_config = {"Binds": None, "CpuShares": 0, "PortBindings": {}, "Privileged": False}
+    assert parse(Tty=False, OpenStdin=False, HostConfig=host_config).image == "busybox"
+
+
+def test_body_tty_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="Tty is not supported"):
+        parse(Tty=True)
+
+
+def test_body_restart_policy_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="RestartPolicy.Name 'always'"):
+        parse(HostConfig={"RestartPolicy": {"Name": "always"}})
+
+
+def test_body_restart_policy_no_accepted() -> None:
+    assert parse(HostConfig={"RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}})
+
+
+def test_body_relative_working_dir() -> None:
+    with pytest.raises(InvalidArgument, match="needs to be an absolute path"):
+        parse(WorkingDir="srv")
+
+
+def test_body_bad_stop_signal() -> None:
+    with pytest.raises(InvalidArgument, match="Invalid signal: SIGNOPE"):
+        parse(StopSignal="SIGNOPE")
+
+
+def test_body_auto_remove() -> None:
+    assert parse(HostConfig={"AutoRemove": True}).auto_remove is True
+
+
+def test_body_labels_values_must_be_strings() -> None:
+    with pytest.raises(InvalidArgument, match=r"Labels\['a'\]"):
+        parse(Labels={"a": 1})
+
+
+def test_signal_forms() -> None:
+    assert parse_signal("SIGTERM", "signal") == 15
+    assert parse_signal("term", "signal") == 15
+    assert parse_signal("9", "signal") == 9
+    assert parse_signal(2, "signal") == 2
+
+
+def test_signal_out_of_range() -> None:
+    with pytest.raises(InvalidArgument, match="Invalid signal: 0"):
+        parse_signal(0, "signal")
