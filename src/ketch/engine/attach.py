@@ -1,8 +1,8 @@
 """Attach streams: a container's output as docker's multiplexed frames, for
 ``POST /containers/{id}/attach``.
 
-The docker CLI attaches before it starts the container, but the supervisor only knows a
-container from ``start`` on. So an attach to a container that is not running is kept
+The docker CLI attaches before it starts the container, but the supervisor has no record
+of a container until ``start``. So an attach to a container that is not running is kept
 *pending*: the engine hands the API a reader at once, and when the container starts,
 :meth:`AttachHub.connect_pending` (called between the supervisor's ``create`` and
 ``start``, while the init is parked) attaches each pending reader to the supervisor's
@@ -72,7 +72,7 @@ def frame(stream: int, payload: bytes) -> bytes:
 
 def log_frames(log_path: Path, stdout: bool, stderr: bool) -> list[bytes]:
     """Return the frames of a json-file log, keeping only the requested streams."""
-    wanted = {name for name, keep in (("stdout", stdout), ("stderr", stderr)) if keep}
+    requested = {name for name, keep in (("stdout", stdout), ("stderr", stderr)) if keep}
     frames = []
     try:
         stream = log_path.open("rb")
@@ -86,7 +86,7 @@ def log_frames(log_path: Path, stdout: bool, stderr: bool) -> list[bytes]:
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash of the writer
             name = entry.get("stream")
-            if name in wanted and isinstance(entry.get("log"), str):
+            if name in requested and isinstance(entry.get("log"), str):
                 frames.append(frame(STREAM_TYPES[name], entry["log"].encode()))
     return frames
 

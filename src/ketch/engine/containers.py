@@ -169,8 +169,8 @@ class ContainerService:
         return {"Id": container.id, "Warnings": warnings}
 
     def _claim_name(self, name: str | None) -> str:
-        taken = self._store.names() | self._reserved_names
-        stored_name = normalize_name(name) if name else generate_name(taken)
+        names_in_use = self._store.names() | self._reserved_names
+        stored_name = normalize_name(name) if name else generate_name(names_in_use)
         owner = self._store.by_name(stored_name)
         if owner is not None or stored_name in self._reserved_names:
             owner_id = owner.id if owner is not None else "(being created)"
@@ -289,7 +289,7 @@ class ContainerService:
             raise self._start_error(error) from None
 
     def _start_error(self, error: KetchError) -> KetchError:
-        # Docker answers 400 for a command that cannot be found or executed, because the
+        # Docker responds with 400 for a command that cannot be found or executed, because the
         # request named it; other start failures keep their own class.
         if start_failure_exit_code(str(error)) != EXIT_START_FAILED:
             return InvalidArgument(str(error))
@@ -313,7 +313,7 @@ class ContainerService:
     # Exits
 
     async def handle_exit(self, event: dict[str, Any]) -> None:
-        """Record an exit the supervisor reported, then auto-remove if the container asks."""
+        """Record an exit the supervisor reported; remove the container if AutoRemove is set."""
         container = self._store.get(str(event.get("id")))
         if container is None:
             return

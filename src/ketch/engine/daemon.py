@@ -3,7 +3,7 @@
 Start-up, in order: create the data and exec roots, take the pid file
 ``<exec_root>/ketchd.pid`` (locked, so a second ketchd on the same roots stops with an
 error), open ``<data_root>/ketch.db`` (SQLite in WAL mode), open the image store at
-``<data_root>/images``, start the supervisor unless one answers, reconcile containers with
+``<data_root>/images``, start the supervisor unless one responds, reconcile containers with
 it, then serve each ``-H`` socket (mode 0660, group ``ketch`` when that group exists).
 
 SIGTERM and SIGINT stop serving and close the database. Containers keep running in the
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import grp
 import logging
 import os
 import signal
@@ -29,9 +28,6 @@ from ketch.engine.engine import Engine
 from ketch.errors import Conflict, KetchError, SystemFailure
 
 logger = logging.getLogger(__name__)
-
-SOCKET_GROUP = "ketch"
-SOCKET_MODE = 0o660
 
 
 def setup_logging(debug: bool) -> None:
@@ -91,25 +87,14 @@ def open_database(path: Path) -> sqlite3.Connection:
     return db
 
 
-def secure_socket(path: Path) -> None:
-    """Give the API socket mode 0660, with group ``ketch`` if it exists, else root's."""
-    try:
-        gid = grp.getgrnam(SOCKET_GROUP).gr_gid
-    except KeyError:
-        gid = 0
-    os.chown(path, 0, gid)
-    os.chmod(path, SOCKET_MODE)
-
-
 async def _serve_all(engine: Engine, paths: list[Path]) -> list[Any]:
     from ketch.api.server import serve
 
     servers = []
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # serve() gives the socket mode 0660 and group "ketch" when that group exists.
         servers.append(await serve(engine, path))
-        secure_socket(path)
-        logger.info("serving the Engine API on unix://%s", path)
     return servers
 
 

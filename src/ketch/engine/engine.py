@@ -1,11 +1,10 @@
 """The Engine: what the Engine API server calls, one method per operation.
 
-It ties the container service to the image store and the supervisor, and follows the
-supervisor's event stream in one background task: exits are recorded as they are
-reported, and after every (re)connection the records are reconciled with the
-supervisor's list, so exits that happened while ketchd was down or disconnected are not
-lost. Containers references are a full id, a unique id prefix or a name (with or
-without the leading "/").
+It ties the container service to the image store and the supervisor. One background task
+follows the supervisor's event stream and records exits as they are reported. After every
+(re)connection it reconciles the records with the supervisor's list, so exits that
+happened while ketchd was down or disconnected are not lost. Container references are a
+full id, a unique id prefix or a name (with or without the leading "/").
 """
 
 from __future__ import annotations

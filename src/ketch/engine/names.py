@@ -42,19 +42,19 @@ def normalize_name(name: str) -> str:
     return name if name.startswith("/") else "/" + name
 
 
-def generate_name(taken: set[str]) -> str:
+def generate_name(names_in_use: set[str]) -> str:
     """Return an unused "/adjective_noun" name, with a number appended after collisions."""
     for attempt in range(100):
         name = f"/{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
         if attempt >= 10:
             name += str(secrets.randbelow(100))
-        if name not in taken:
+        if name not in names_in_use:
             return name
     # 100 random draws all taken means thousands of containers, so a random suffix is fine.
     return f"/{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}{secrets.token_hex(4)}"
 
 
-def generate_id(taken: set[str]) -> str:
+def generate_id(ids_in_use: set[str]) -> str:
     """Return a new 64-hex container id.
 
     Docker avoids ids whose 12-character short form is all digits, because a CLI could
@@ -62,6 +62,6 @@ def generate_id(taken: set[str]) -> str:
     """
     while True:
         container_id = secrets.token_hex(32)
-        if container_id[:12].isdigit() or container_id in taken:
+        if container_id[:12].isdigit() or container_id in ids_in_use:
             continue
         return container_id

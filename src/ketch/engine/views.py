@@ -21,7 +21,7 @@ from ketch.engine import timestamps
 from ketch.engine.options import CreateOptions
 from ketch.engine.store import Container, ContainerPaths
 
-# The Engine API versions ketchd serves; the API server answers with the same.
+# The Engine API versions ketchd serves. ketch.api reports the same values in its headers.
 API_VERSION = "1.45"
 MIN_API_VERSION = "1.24"
 
