@@ -198,3 +198,107 @@ def execveat(
         ctypes.c_int(flags),
     )
     _check(result, "execveat", argv[0] if argv else path)
+
+
+# openat2(2) resolve flags (<linux/openat2.h>).
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+_SYSCALL_NUMBERS["x86_64"]["openat2"] = 437
+_SYSCALL_NUMBERS["aarch64"]["openat2"] = 437
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    ]
+
+
+def openat2(
+    dirfd: int, path: str | os.PathLike[str], flags: int, resolve: int, mode: int = 0
+) -> int:
+    """Call openat2(2) and return the new file descriptor.
+
+    With ``RESOLVE_IN_ROOT`` the kernel resolves ``path`` as if ``dirfd`` were the root
+    directory: ``..`` and absolute symlinks stop at ``dirfd``, so a path inside a rootfs
+    cannot lead out of it. The descriptor is always opened close-on-exec.
+    """
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    number = _syscall_number("openat2")
+    result = _libc.syscall(
+        ctypes.c_long(number),
+        ctypes.c_int(dirfd),
+        _path(path),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    return _check(result, "openat2", path)
+
+
+def sethostname(name: str) -> None:
+    """Set the hostname of the calling process's UTS namespace."""
+    encoded = name.encode()
+    _check(_libc.sethostname(encoded, ctypes.c_size_t(len(encoded))), "sethostname", name)
+
+
+def setdomainname(name: str) -> None:
+    """Set the NIS domain name of the calling process's UTS namespace."""
+    encoded = name.encode()
+    _check(_libc.setdomainname(encoded, ctypes.c_size_t(len(encoded))), "setdomainname", name)
+
+
+# prctl(2) options for capabilities (<linux/prctl.h>).
+PR_SET_KEEPCAPS = 8
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapUserHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapUserData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the calling thread's capability sets; each is a bit mask of capability numbers."""
+    header = _CapUserHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapUserData * 2)()
+    for index in range(2):
+        shift = 32 * index
+        data[index].effective = (effective >> shift) & 0xFFFFFFFF
+        data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def drop_bounding_capability(capability: int) -> None:
+    """Remove ``capability`` from the bounding set, so no later execve can gain it."""
+    prctl(PR_CAPBSET_DROP, capability)
+
+
+def raise_ambient_capability(capability: int) -> None:
+    """Add ``capability`` to the ambient set, kept across execve of unprivileged programs."""
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, capability)
+
+
+def set_keep_capabilities(keep: bool) -> None:
+    """Keep the permitted capabilities when all of the process's uids become non-zero."""
+    prctl(PR_SET_KEEPCAPS, 1 if keep else 0)
+
+
+def syncfs(fd: int) -> None:
+    """Write the dirty data of the filesystem that ``fd`` is on to disk (syncfs(2))."""
+    _check(_libc.syncfs(ctypes.c_int(fd)), "syncfs", f"fd {fd}")

@@ -1,0 +1,29 @@
+"""Container cgroups: one manager interface over the cgroup v1 and v2 hierarchies.
+
+A manager owns the cgroup directories of one container. The runtime asks it to
+``create`` them with the config's limits, to ``add_process`` the container's first
+process, to list ``processes`` (for ``kill --all`` and for waiting until the cgroup is
+empty), and to ``destroy`` them on delete. ``state`` returns what
+:func:`manager_from_state` needs to rebuild the manager in a later ``ketch-runc`` process.
+
+Where the directories go: a relative ``linux.cgroupsPath`` (the engine uses
+``ketch/<container id>``), or none, which means ``ketch/<container id>``, is created under
+the calling process's own cgroup in each hierarchy, so that containers stay inside the
+cgroup of whoever runs the runtime. An absolute path is taken from the hierarchy's root,
+as the OCI runtime spec says.
+
+Each controller is one small module (memory, pids, cpu, cpuset, devices) with an
+``apply_v1`` and an ``apply_v2``; the managers in :mod:`.v1` and :mod:`.v2` decide where
+the files are.
+"""
+
+from __future__ import annotations
+
+from ketch.runtime.cgroups.base import (
+    CgroupManager,
+    manager_for,
+    manager_from_state,
+    resolve_cgroups_path,
+)
+
+__all__ = ["CgroupManager", "manager_for", "manager_from_state", "resolve_cgroups_path"]

@@ -1,0 +1,136 @@
+"""The manager interface, the choice between cgroup v1 and v2, and path resolution."""
+
+from __future__ import annotations
+
+import abc
+import errno
+import os
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ketch.errors import InvalidArgument, SystemFailure
+from ketch.runtime.config import Resources
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class CgroupManager(abc.ABC):
+    """The cgroup directories of one container in one cgroup version."""
+
+    version: int
+
+    @abc.abstractmethod
+    def create(self, resources: Resources) -> None:
+        """Make the directories and write the limits; undoes itself when it fails."""
+
+    @abc.abstractmethod
+    def add_process(self, pid: int) -> None:
+        """Move ``pid`` (with its threads) into the container's cgroups."""
+
+    @abc.abstractmethod
+    def processes(self) -> list[int]:
+        """Return the pids in the container's cgroup, or [] once it is gone."""
+
+    @abc.abstractmethod
+    def destroy(self) -> None:
+        """Remove the container's directories once they are empty; idempotent."""
+
+    @abc.abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Return a JSON-serializable record for :func:`manager_from_state`."""
+
+    @abc.abstractmethod
+    def bind_sources(self) -> list[tuple[str, Path]]:
+        """Return (hierarchy name, directory) pairs to show inside the container."""
+
+
+def resolve_cgroups_path(cgroups_path: str | None, container_id: str) -> tuple[bool, str]:
+    """Return (relative to the caller's cgroup?, normalized path) for linux.cgroupsPath."""
+    path = cgroups_path or f"ketch/{container_id}"
+    parts = PurePosixPath(path).parts
+    if ".." in parts or any(part == "." for part in parts):
+        raise InvalidArgument(
+            f"invalid config.json: linux.cgroupsPath: expected a path without . or .., not {path!r}"
+        )
+    relative = not path.startswith("/")
+    normalized = str(PurePosixPath(path)).lstrip("/")
+    if not normalized:
+        raise InvalidArgument("invalid config.json: linux.cgroupsPath: expected a non-root path")
+    return relative, normalized
+
+
+def is_unified(root: Path = CGROUP_ROOT) -> bool:
+    """Return True when ``root`` is a cgroup v2 mount (the unified hierarchy alone)."""
+    for mount_point, _root, fs_type, _options in cgroup_mounts():
+        if mount_point == str(root):
+            return fs_type == "cgroup2"
+    return False
+
+
+def manager_for(cgroups_path: str | None, container_id: str) -> CgroupManager:
+    """Return the manager for this machine's hierarchy (v2 when /sys/fs/cgroup is v2)."""
+    relative, path = resolve_cgroups_path(cgroups_path, container_id)
+    if is_unified():
+        from ketch.runtime.cgroups.v2 import V2Manager
+
+        return V2Manager.under_caller(path, relative=relative)
+    from ketch.runtime.cgroups.v1 import V1Manager
+
+    manager = V1Manager.under_caller(path, relative=relative)
+    if not manager.directories:
+        raise SystemFailure("no cgroup v1 controller and no cgroup v2 hierarchy is mounted")
+    return manager
+
+
+def manager_from_state(record: dict[str, Any]) -> CgroupManager:
+    if record.get("version") == 2:
+        from ketch.runtime.cgroups.v2 import V2Manager
+
+        return V2Manager.from_state(record)
+    from ketch.runtime.cgroups.v1 import V1Manager
+
+    return V1Manager.from_state(record)
+
+
+def cgroup_mounts() -> list[tuple[str, str, str, str]]:
+    """Return (mount point, mount root, fs type, super options) of every cgroup mount."""
+    result = []
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            before, _, after = line.partition(" - ")
+            fields = before.split()
+            fs_type, _source, super_options = after.split()[:3]
+            if fs_type in ("cgroup", "cgroup2"):
+                result.append((_unescape(fields[4]), _unescape(fields[3]), fs_type, super_options))
+    return result
+
+
+def own_cgroups(pid: int | str = "self") -> dict[str, str]:
+    """Return /proc/<pid>/cgroup as {controller list ("" for v2): path}."""
+    result = {}
+    with open(f"/proc/{pid}/cgroup") as cgroup:
+        for line in cgroup:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            result[controllers] = path
+    return result
+
+
+def remove_directory(directory: Path, wait_seconds: float = 2.0) -> None:
+    """rmdir a cgroup, retrying while it still has exiting processes (EBUSY)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            os.rmdir(directory)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            if error.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise SystemFailure(f"cannot remove cgroup {directory}: {error.strerror}") from None
+            time.sleep(0.01)
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal.
+    return field.encode().decode("unicode_escape") if "\\" in field else field

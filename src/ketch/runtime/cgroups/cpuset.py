@@ -1,0 +1,37 @@
+"""The cpuset controller: linux.resources.cpu.cpus and .mems.
+
+A new cgroup v1 cpuset starts with empty cpuset.cpus and cpuset.mems, and no process can
+join it until both are set, so every level the runtime creates first copies its parent's
+values (:func:`inherit_v1`). cgroup v2 starts a new cpuset with its parent's effective
+values, so it needs no copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ketch.runtime.cgroups.files import read_value, write_value
+from ketch.runtime.config import Resources
+
+CONTROLLER = "cpuset"
+
+
+def wanted(resources: Resources) -> bool:
+    return resources.cpuset_cpus is not None or resources.cpuset_mems is not None
+
+
+def inherit_v1(directory: Path) -> None:
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not read_value(directory, name):
+            write_value(directory, name, read_value(directory.parent, name))
+
+
+def apply_v1(directory: Path, resources: Resources) -> None:
+    if resources.cpuset_cpus is not None:
+        write_value(directory, "cpuset.cpus", resources.cpuset_cpus)
+    if resources.cpuset_mems is not None:
+        write_value(directory, "cpuset.mems", resources.cpuset_mems)
+
+
+def apply_v2(directory: Path, resources: Resources) -> None:
+    apply_v1(directory, resources)

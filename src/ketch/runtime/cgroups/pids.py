@@ -1,0 +1,27 @@
+"""The pids controller: linux.resources.pids.limit as pids.max (0 or less: unlimited)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ketch.runtime.cgroups.files import write_value
+from ketch.runtime.config import Resources
+
+CONTROLLER = "pids"
+
+
+def wanted(resources: Resources) -> bool:
+    return resources.pids_limit is not None
+
+
+def _value(resources: Resources) -> str:
+    limit = resources.pids_limit
+    return "max" if limit is None or limit <= 0 else str(limit)
+
+
+def apply_v1(directory: Path, resources: Resources) -> None:
+    write_value(directory, "pids.max", _value(resources))
+
+
+def apply_v2(directory: Path, resources: Resources) -> None:
+    write_value(directory, "pids.max", _value(resources))

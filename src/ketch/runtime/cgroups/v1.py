@@ -1,0 +1,175 @@
+"""The cgroup v1 manager: one directory per mounted hierarchy.
+
+On disk, for a hierarchy mounted at /sys/fs/cgroup/memory, a caller in /process_api/x and
+the default cgroups path::
+
+    /sys/fs/cgroup/memory/process_api/x/ketch/        shared parent, kept on delete
+    /sys/fs/cgroup/memory/process_api/x/ketch/<id>/   the container's cgroup
+
+Named hierarchies without a controller (name=systemd) are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ketch.errors import SystemFailure
+from ketch.runtime.cgroups import cpu, cpuset, devices, memory, pids
+from ketch.runtime.cgroups.base import (
+    CgroupManager,
+    cgroup_mounts,
+    own_cgroups,
+    remove_directory,
+)
+from ketch.runtime.cgroups.files import read_pids, write_value
+from ketch.runtime.config import Resources
+
+log = logging.getLogger(__name__)
+
+CONTROLLERS = (
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "misc",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
+)
+
+# Applied in this order: cpuset first, because a cpuset must have CPUs before anything
+# else happens in it.
+_UNITS = (cpuset, cpu, memory, pids, devices)
+
+
+class V1Manager(CgroupManager):
+    version = 1
+
+    def __init__(self, directories: dict[str, Path], controllers: dict[str, list[str]]) -> None:
+        # Hierarchy name (its mount point's base name, "memory" or "cpu,cpuacct") ->
+        # the container's directory in it, and -> the controllers it carries.
+        self.directories = directories
+        self.controllers = controllers
+
+    @classmethod
+    def under_caller(cls, path: str, *, relative: bool) -> V1Manager:
+        own = own_cgroups()
+        directories: dict[str, Path] = {}
+        controllers: dict[str, list[str]] = {}
+        for mount_point, mount_root, fs_type, options in cgroup_mounts():
+            names = [option for option in options.split(",") if option in CONTROLLERS]
+            if fs_type != "cgroup" or not names:
+                continue
+            name = Path(mount_point).name
+            if name in directories:
+                continue  # the same hierarchy mounted twice
+            caller_path = _caller_path(own, names)
+            base = PurePosixPath(caller_path if relative else "/")
+            full = base / path
+            try:
+                inside_mount = full.relative_to(mount_root)
+            except ValueError:
+                log.debug("skipping cgroup mount %s: %s is outside its root", mount_point, full)
+                continue
+            directories[name] = Path(mount_point) / inside_mount
+            controllers[name] = names
+        return cls(directories, controllers)
+
+    @classmethod
+    def from_state(cls, record: dict[str, Any]) -> V1Manager:
+        return cls(
+            {name: Path(path) for name, path in record["directories"].items()},
+            record["controllers"],
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "directories": {name: str(path) for name, path in self.directories.items()},
+            "controllers": self.controllers,
+        }
+
+    def create(self, resources: Resources) -> None:
+        self._check_controllers(resources)
+        created: list[Path] = []
+        try:
+            for name, directory in self.directories.items():
+                new_levels = _make_directories(directory)
+                created.extend(new_levels)
+                if "cpuset" in self.controllers[name]:
+                    for level in new_levels:
+                        cpuset.inherit_v1(level)
+                for unit in _UNITS:
+                    if unit.CONTROLLER in self.controllers[name] and unit.wanted(resources):
+                        unit.apply_v1(directory, resources)
+        except BaseException:
+            for level in reversed(created):
+                try:
+                    remove_directory(level, wait_seconds=0)
+                except SystemFailure as error:
+                    log.warning("cleanup after a failed cgroup create: %s", error)
+            raise
+
+    def add_process(self, pid: int) -> None:
+        for directory in self.directories.values():
+            write_value(directory, "cgroup.procs", pid)
+
+    def processes(self) -> list[int]:
+        for directory in self.directories.values():
+            return read_pids(directory)
+        return []
+
+    def destroy(self) -> None:
+        errors = []
+        for directory in self.directories.values():
+            try:
+                remove_directory(directory)
+            except SystemFailure as error:
+                errors.append(str(error))
+        if errors:
+            raise SystemFailure("; ".join(errors))
+
+    def bind_sources(self) -> list[tuple[str, Path]]:
+        return list(self.directories.items())
+
+    def _check_controllers(self, resources: Resources) -> None:
+        available = {c for names in self.controllers.values() for c in names}
+        for unit in _UNITS:
+            if unit.wanted(resources) and unit.CONTROLLER not in available:
+                raise SystemFailure(
+                    f"the config sets {unit.CONTROLLER} limits, but no cgroup v1 "
+                    f"{unit.CONTROLLER} controller is mounted"
+                )
+
+
+def _caller_path(own: dict[str, str], names: list[str]) -> str:
+    for controllers, path in own.items():
+        if set(controllers.split(",")) == set(names):
+            return path
+    return "/"
+
+
+def _make_directories(directory: Path) -> list[Path]:
+    """mkdir -p, returning the directories that did not exist, top first."""
+    missing = []
+    level = directory
+    while not level.exists():
+        missing.append(level)
+        level = level.parent
+    missing.reverse()
+    for level in missing:
+        try:
+            level.mkdir()
+        except FileExistsError:
+            pass  # another container's create made the shared parent meanwhile
+        except OSError as error:
+            raise SystemFailure(f"cannot create cgroup {level}: {error.strerror}") from None
+    return missing

@@ -1,0 +1,212 @@
+"""``ketch-runc``: the runc command line over :class:`ketch.runtime.Runtime`.
+
+This module parses arguments, calls the library and reports; all behaviour is in the
+library. The OCI standard verbs (create, start, state, kill, delete) come first, then
+runc's extras (run, spec, list). Each verb imports only what it needs, because the
+interpreter's start-up is most of the cost of a call.
+
+Errors print one line, ``ketch-runc: <message>``, and exit with status 1. With
+``--log FILE`` the line is also appended to FILE, as JSON (``--log-format json``, the
+form containerd and dockerd read back) or as text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ROOT = "/run/ketch-runc"
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    from ketch.errors import KetchError
+
+    try:
+        return int(arguments.handler(arguments) or 0)
+    except KetchError as error:
+        _report(arguments, str(error))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _runtime(arguments: argparse.Namespace) -> Any:
+    from ketch.runtime import Runtime
+
+    return Runtime(Path(arguments.root))
+
+
+# The OCI standard verbs.
+
+
+def _create(arguments: argparse.Namespace) -> int:
+    _reject_console_socket(arguments)
+    pid_file = Path(arguments.pid_file) if arguments.pid_file else None
+    _runtime(arguments).create(arguments.id, Path(arguments.bundle), pid_file=pid_file)
+    return 0
+
+
+def _start(arguments: argparse.Namespace) -> int:
+    _runtime(arguments).start(arguments.id)
+    return 0
+
+
+def _state(arguments: argparse.Namespace) -> int:
+    import json
+
+    print(json.dumps(_runtime(arguments).state(arguments.id), indent=2))
+    return 0
+
+
+def _kill(arguments: argparse.Namespace) -> int:
+    from ketch.runtime.signals import parse_signal
+
+    number = parse_signal(arguments.signal)
+    _runtime(arguments).kill(arguments.id, number, all=arguments.all)
+    return 0
+
+
+def _delete(arguments: argparse.Namespace) -> int:
+    _runtime(arguments).delete(arguments.id, force=arguments.force)
+    return 0
+
+
+# runc's extras.
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    from ketch.runtime.foreground import run_foreground
+
+    _reject_console_socket(arguments)
+    pid_file = Path(arguments.pid_file) if arguments.pid_file else None
+    return run_foreground(
+        _runtime(arguments), arguments.id, Path(arguments.bundle), pid_file=pid_file
+    )
+
+
+def _spec(arguments: argparse.Namespace) -> int:
+    import json
+
+    from ketch.errors import Conflict
+    from ketch.runtime.spec import default_spec
+
+    path = Path(arguments.bundle) / "config.json"
+    try:
+        with open(path, "x") as handle:
+            json.dump(default_spec(), handle, indent="\t")
+    except FileExistsError:
+        raise Conflict(f"{path} exists; remove it first") from None
+    return 0
+
+
+def _list(arguments: argparse.Namespace) -> int:
+    containers = _runtime(arguments).list()
+    if arguments.format == "json":
+        import json
+
+        print(json.dumps(containers))
+    elif arguments.quiet:
+        for container in containers:
+            print(container["id"])
+    else:
+        print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
+        for c in containers:
+            print(f"{c['id']:<20} {c['pid']:<8} {c['status']:<10} {c['bundle']:<40} {c['created']}")
+    return 0
+
+
+def _reject_console_socket(arguments: argparse.Namespace) -> None:
+    if arguments.console_socket:
+        from ketch.errors import InvalidArgument
+
+        # Limitation: no terminal support yet, so --console-socket is rejected.
+        raise InvalidArgument("--console-socket is not supported yet")
+
+
+def _report(arguments: argparse.Namespace, message: str) -> None:
+    print(f"ketch-runc: {message}", file=sys.stderr)
+    if not arguments.log:
+        return
+    try:
+        with open(arguments.log, "a") as log:
+            if arguments.log_format == "json":
+                import datetime
+                import json
+
+                now = datetime.datetime.now(datetime.UTC).isoformat()
+                log.write(json.dumps({"level": "error", "msg": message, "time": now}) + "\n")
+            else:
+                log.write(f"error: {message}\n")
+    except OSError as error:
+        print(f"ketch-runc: cannot write the log {arguments.log}: {error}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ketch-runc", description="Run containers from OCI bundles, as runc does."
+    )
+    parser.add_argument(
+        "--root",
+        default=os.environ.get("KETCH_RUNC_ROOT", DEFAULT_ROOT),
+        help=f"directory for the containers' state (default {DEFAULT_ROOT})",
+    )
+    parser.add_argument("--log", help="also append errors to this file")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="format of --log"
+    )
+    parser.add_argument("--debug", action="store_true", help="accepted for runc compatibility")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    create = verbs.add_parser("create", help="create a container, stopped before its process")
+    _add_bundle_options(create)
+    create.set_defaults(handler=_create)
+
+    start = verbs.add_parser("start", help="start the process of a created container")
+    start.add_argument("id")
+    start.set_defaults(handler=_start)
+
+    state = verbs.add_parser("state", help="print a container's state as JSON")
+    state.add_argument("id")
+    state.set_defaults(handler=_state)
+
+    kill = verbs.add_parser("kill", help="send a signal (default SIGTERM) to the init")
+    kill.add_argument("--all", "-a", action="store_true", help="signal every process")
+    kill.add_argument("id")
+    kill.add_argument("signal", nargs="?", default="SIGTERM", help="number or name")
+    kill.set_defaults(handler=_kill)
+
+    delete = verbs.add_parser("delete", help="remove a stopped container")
+    delete.add_argument("--force", "-f", action="store_true", help="kill it first if running")
+    delete.add_argument("id")
+    delete.set_defaults(handler=_delete)
+
+    run = verbs.add_parser("run", help="create, start and wait; exit with its status")
+    _add_bundle_options(run)
+    run.set_defaults(handler=_run)
+
+    spec = verbs.add_parser("spec", help="write a default config.json")
+    spec.add_argument("--bundle", "-b", default=".", help="directory to write it in")
+    spec.set_defaults(handler=_spec)
+
+    listing = verbs.add_parser("list", help="list the containers under --root")
+    listing.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    listing.add_argument("--quiet", "-q", action="store_true", help="print ids only")
+    listing.set_defaults(handler=_list)
+    return parser
+
+
+def _add_bundle_options(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument("--bundle", "-b", default=".", help="bundle directory (default .)")
+    verb.add_argument("--pid-file", help="write the init's pid to this file")
+    verb.add_argument("--console-socket", help="not supported yet")
+    verb.add_argument("--no-pivot", action="store_true", help="accepted; pivot_root is used")
+    verb.add_argument("--no-new-keyring", action="store_true", help="accepted and ignored")
+    verb.add_argument("id")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The two processes ``Runtime.create`` forks: the bootstrap and the container's init.
+
+The bootstrap joins the container's cgroups, joins the namespaces the config gives by
+path, unshares the new ones and forks the init, which is PID 1 of the new pid namespace.
+It reports the init's pid and exits, so the init is re-parented to the caller when the
+caller is a child subreaper (the supervisor), or else to the host's init. The init sets
+up the rootfs and the process, reports ``ready``, waits on exec.fifo until ``start``
+opens it, and execs the container's program through the sealed exec helper. The
+messages are listed in :mod:`ketch.runtime.sync`.
+
+Both are forks of the caller, so they start with the caller's memory, descriptors and
+signal handlers. Neither ever returns into the caller's code: each ends in ``os._exit``
+or an exec, whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from typing import NoReturn
+
+from ketch.linux import syscalls
+from ketch.runtime import exechelper, inroot, network, process, rootfs, sync
+from ketch.runtime.cgroups import CgroupManager
+from ketch.runtime.config import Spec
+
+# Joined namespaces, in the order they are entered: the mount namespace last, because
+# entering it changes the root and the working directory the others are opened from.
+JOIN_ORDER = ("ipc", "uts", "network", "pid", "cgroup", "mount")
+
+# Seconds the bootstrap waits for the parent's pid-ack.
+ACK_TIMEOUT = 60.0
+
+_MAX_FD = 2**31 - 1
+
+
+@dataclass
+class InitContext:
+    container_id: str
+    spec: Spec
+    cgroups: CgroupManager
+    sync_socket: socket.socket
+    exec_fifo_fd: int  # O_PATH descriptor of exec.fifo, opened by the parent
+    namespace_fds: dict[str, int]  # namespace type -> open /proc/<pid>/ns/<type> to join
+    stdio: tuple[int, int, int] | None
+
+
+def run_bootstrap(context: InitContext) -> NoReturn:
+    status = 1
+    try:
+        _reset_signals()
+        # Joined before unsharing, so that the init and everything it forks are counted
+        # in the container's cgroups, and a new cgroup namespace is rooted there.
+        context.cgroups.add_process(os.getpid())
+        _join_namespaces(context.namespace_fds)
+        syscalls.unshare(_new_namespace_flags(context.spec))
+        pid = os.fork()
+        if pid == 0:
+            run_init(context)
+        sync.send(context.sync_socket, sync.PID, pid=pid)
+        sync.receive(context.sync_socket, ACK_TIMEOUT)
+        status = 0
+    except BaseException as error:
+        _report(context.sync_socket, error)
+    finally:
+        os._exit(status)
+
+
+def run_init(context: InitContext) -> NoReturn:
+    try:
+        # First of all: while the init runs the host's Python binary, a container process
+        # could open /proc/1/exe and reach that binary; a non-dumpable process's /proc
+        # entries are closed to processes without CAP_SYS_PTRACE.
+        syscalls.set_dumpable(False)
+        _reset_signals()
+        os.setsid()
+        _setup_stdio(context.stdio)
+        # The caller's descriptors came along with the fork; any of them could lead a
+        # container process back to the host (CVE-2024-21626 used a leaked directory fd).
+        _close_fds_except({context.sync_socket.fileno(), context.exec_fifo_fd})
+        executable, helper_fd = _set_up(context)
+        sync.send(context.sync_socket, sync.READY)
+        context.sync_socket.close()
+    except BaseException as error:
+        _report(context.sync_socket, error)
+        os._exit(1)
+    try:
+        _wait_for_start(context.exec_fifo_fd)
+        process.exec_process(context.spec.process, executable, helper_fd)
+    except BaseException as error:
+        _write_stderr(f"ketch-runc init: cannot start the container's process: {error}\n")
+    os._exit(1)
+
+
+def _set_up(context: InitContext) -> tuple[str, int]:
+    """Do every step before the wait for start; return the executable and helper fd."""
+    spec = context.spec
+    # Modes of device nodes and directories are taken from the config as given.
+    os.umask(0)
+    rootfs.prepare_root(spec)
+    root_fd = os.open(spec.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        rootfs.mount_all(root_fd, spec, context.cgroups)
+        rootfs.create_devices(root_fd, spec)
+        os.close(inroot.make_directories(root_fd, spec.process.cwd))
+    finally:
+        os.close(root_fd)
+    rootfs.pivot_into(spec.rootfs)
+
+    if spec.hostname is not None:
+        syscalls.sethostname(spec.hostname)
+    if spec.domainname is not None:
+        syscalls.setdomainname(spec.domainname)
+    network_namespace = spec.namespace("network")
+    if network_namespace is not None and network_namespace.path is None:
+        network.bring_up_loopback()
+    rootfs.finish_root(spec)
+
+    process.apply_rlimits(spec.process)
+    process.switch_user(spec.process)
+    process.enter_working_directory(spec.process.cwd)
+    executable = process.find_executable(spec.process.args[0], spec.process.env)
+    return executable, exechelper.sealed_helper_fd()
+
+
+def _wait_for_start(exec_fifo_fd: int) -> None:
+    """Block until ``start`` opens exec.fifo for reading, then tell it we go on.
+
+    The fifo is reopened through the O_PATH descriptor because its path is in the
+    host's state directory, which is out of reach after pivot_root.
+    """
+    fifo = os.open(inroot.fd_path(exec_fifo_fd), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fifo, b"0")
+    finally:
+        os.close(fifo)
+        os.close(exec_fifo_fd)
+
+
+def _new_namespace_flags(spec: Spec) -> int:
+    flags = 0
+    for namespace in spec.namespaces:
+        if namespace.path is None:
+            flags |= syscalls.NAMESPACE_FLAGS[namespace.type]
+    return flags
+
+
+def _join_namespaces(namespace_fds: dict[str, int]) -> None:
+    for kind in JOIN_ORDER:
+        fd = namespace_fds.get(kind)
+        if fd is not None:
+            syscalls.setns(fd, syscalls.NAMESPACE_FLAGS[kind])
+            os.close(fd)
+
+
+def _reset_signals() -> None:
+    """Give every signal its default action and stop the caller's wakeup fd.
+
+    The caller's Python handlers would run inside the container's process, and its
+    signal.set_wakeup_fd descriptor would wake the caller's event loop.
+    """
+    signal.set_wakeup_fd(-1)
+    for number in signal.valid_signals():
+        if number in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # signals the kernel reserves (32 and 33, used by glibc)
+
+
+def _setup_stdio(stdio: tuple[int, int, int] | None) -> None:
+    if stdio is None:
+        _fill_missing_stdio()
+        return
+    # Duplicate first, so that a given fd that is itself 0, 1 or 2 survives the dup2s.
+    copies = [os.dup(fd) for fd in stdio]
+    for target, copy in enumerate(copies):
+        os.dup2(copy, target)
+        os.close(copy)
+
+
+def _fill_missing_stdio() -> None:
+    # A closed 0, 1 or 2 would be taken by the next descriptor the init opens, which
+    # the container's program would then get as its stdin, stdout or stderr.
+    for target in range(3):
+        try:
+            os.fstat(target)
+        except OSError:
+            null = os.open("/dev/null", os.O_RDWR)
+            if null != target:
+                os.dup2(null, target)
+                os.close(null)
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    low = 3
+    for fd in sorted(keep):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, _MAX_FD)
+
+
+def _report(sync_socket: socket.socket, error: BaseException) -> None:
+    try:
+        sync.send_error(sync_socket, error)
+    except OSError:
+        _write_stderr(f"ketch-runc: {error}\n")
+
+
+def _write_stderr(text: str) -> None:
+    try:
+        os.write(2, text.encode(errors="replace"))
+    except OSError:
+        pass

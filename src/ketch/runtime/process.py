@@ -1,0 +1,138 @@
+"""The container's process: limits, user, capabilities, working directory, executable.
+
+Runs in the init after pivot_root, in the order of :func:`prepare_process`. The last
+step, :func:`exec_process`, runs after ``start`` and execs the exec helper from its sealed
+memfd (see :mod:`ketch.runtime.exechelper`).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import stat
+
+from ketch.errors import Forbidden, NotFound, SystemFailure
+from ketch.linux import syscalls
+from ketch.runtime import capabilities, exechelper
+from ketch.runtime.config import Process
+
+DEFAULT_UMASK = 0o022
+
+# The end of the range closed before exec. closerange uses close_range(2), which takes
+# any range at the cost of the open descriptors only, and descriptors above the current
+# RLIMIT_NOFILE can be open when the limit was lowered after they were made.
+_MAX_FD = 2**31 - 1
+
+# Python ignores SIGPIPE and SIGXFSZ for itself; an ignored signal stays ignored across
+# execve, so the container's programs would not die of a closed pipe.
+_SIGNALS_PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def apply_rlimits(process: Process) -> None:
+    for rlimit in process.rlimits:
+        kind = getattr(resource, rlimit.type, None)
+        if kind is None:
+            raise SystemFailure(f"{rlimit.type} is not known to this system")
+        soft = _limit(rlimit.soft)
+        hard = _limit(rlimit.hard)
+        try:
+            resource.setrlimit(kind, (soft, hard))
+        except (OSError, ValueError) as error:
+            raise SystemFailure(
+                f"cannot set {rlimit.type} to soft {rlimit.soft}, hard {rlimit.hard}: {error}"
+            ) from None
+
+
+def _limit(value: int) -> int:
+    return resource.RLIM_INFINITY if value >= 2**64 - 1 else value
+
+
+def switch_user(process: Process) -> None:
+    """Become the config's user, keeping the capabilities process.capabilities names."""
+    caps = process.capabilities
+    last = capabilities.last_capability()
+    if caps is not None:
+        capabilities.limit_bounding_set(caps.get("bounding", []), last)
+        syscalls.set_keep_capabilities(True)
+    user = process.user
+    try:
+        os.setgroups(user.additional_gids)
+        os.setresgid(user.gid, user.gid, user.gid)
+        os.setresuid(user.uid, user.uid, user.uid)
+    except OSError as error:
+        raise SystemFailure(
+            f"cannot switch to uid {user.uid}, gid {user.gid}: {error.strerror}"
+        ) from None
+    if caps is not None:
+        syscalls.set_keep_capabilities(False)
+        capabilities.apply_sets(caps, last)
+
+
+def enter_working_directory(cwd: str) -> None:
+    """chdir to process.cwd and check that the result is inside the container's root.
+
+    CVE-2024-21626: a cwd such as /proc/self/fd/7 reached a directory of the host through
+    a descriptor the runtime had left open, and the process started outside the rootfs.
+    The kernel reports a cwd outside the root as "(unreachable)...", which getcwd(3) turns
+    into ENOENT, so a successful getcwd that returns an absolute path proves it is inside.
+    """
+    try:
+        os.chdir(cwd)
+    except OSError as error:
+        raise SystemFailure(f"cannot enter process.cwd {cwd}: {error.strerror}") from None
+    try:
+        current = os.getcwd()
+    except FileNotFoundError:
+        current = ""
+    if not current.startswith("/"):
+        raise SystemFailure(f"process.cwd {cwd} is outside the container's root")
+
+
+def find_executable(name: str, env: list[str]) -> str:
+    """Look ``name`` up as runc does, in the container's PATH; errors use runc's wording."""
+    if "/" in name:
+        _check_executable(name, name)
+        return name
+    path_value = ""
+    for entry in env:
+        if entry.startswith("PATH="):
+            path_value = entry[len("PATH=") :]
+    for directory in path_value.split(":"):
+        candidate = f"{directory or '.'}/{name}"
+        try:
+            _check_executable(name, candidate)
+        except (NotFound, Forbidden):
+            continue
+        return candidate
+    raise NotFound(f'exec: "{name}": executable file not found in $PATH')
+
+
+def _check_executable(name: str, path: str) -> None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(f'exec: "{name}": stat {path}: no such file or directory') from None
+    except OSError as error:
+        raise Forbidden(f'exec: "{name}": stat {path}: {error.strerror.lower()}') from None
+    if stat.S_ISDIR(info.st_mode):
+        raise Forbidden(f'exec: "{name}": is a directory')
+    if not stat.S_ISREG(info.st_mode) or not os.access(path, os.X_OK):
+        raise Forbidden(f'exec: "{name}": permission denied')
+
+
+def exec_process(process: Process, executable: str, helper_fd: int) -> None:
+    """Exec the process through the sealed helper; returns only by raising."""
+    for number in _SIGNALS_PYTHON_IGNORES:
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    os.umask(DEFAULT_UMASK if process.user.umask is None else process.user.umask)
+    # Only 0, 1 and 2 reach the container's program: every other descriptor of the init
+    # (the caller's sockets and files came along with the fork) is closed here. The
+    # helper's own descriptor is close-on-exec, so the kernel closes it during execveat.
+    helper = os.dup2(helper_fd, 3, inheritable=False) if helper_fd != 3 else helper_fd
+    os.closerange(4, _MAX_FD)
+    if process.no_new_privileges:
+        syscalls.set_no_new_privileges()
+    argv = [exechelper.MARKER, executable, *process.args]
+    syscalls.execveat(helper, "", argv, process.env, syscalls.AT_EMPTY_PATH)

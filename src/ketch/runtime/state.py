@@ -1,0 +1,128 @@
+"""The runtime's record of each container, under the state root (like ``runc --root``).
+
+Layout::
+
+    <state root>/                 mode 0700
+        <container id>/           mode 0711
+            state.json            the record below, replaced atomically
+            exec.fifo             mode 0622; exists from create until start
+
+``state.json`` holds what later ``ketch-runc`` processes need: the init's pid and its
+start time (field 22 of /proc/<pid>/stat, so that a reused pid is not taken for the
+init), the bundle, the rootfs, the creation time, the annotations and the cgroup
+manager's record. The status is not stored but derived, as runc does: stopped when the
+init is gone or a zombie; otherwise paused when the freezer says FROZEN, created while
+exec.fifo exists, and running after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ketch.errors import InvalidArgument, NotFound
+
+STATE_FILE = "state.json"
+EXEC_FIFO = "exec.fifo"
+
+_ID_PATTERN = re.compile(r"[\w+\-.]+")
+
+
+@dataclass
+class ContainerRecord:
+    id: str
+    pid: int
+    init_start_time: int
+    bundle: str
+    rootfs: str
+    created: str
+    oci_version: str
+    owner: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    cgroups: dict[str, Any] = field(default_factory=dict)
+
+    def to_oci_state(self, status: str) -> dict[str, Any]:
+        """Return the state as ``runc state`` prints it."""
+        return {
+            "ociVersion": self.oci_version,
+            "id": self.id,
+            "pid": 0 if status == "stopped" else self.pid,
+            "status": status,
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created,
+            "owner": self.owner,
+            "annotations": self.annotations,
+        }
+
+
+def validate_id(container_id: str) -> None:
+    if (
+        not isinstance(container_id, str)
+        or not _ID_PATTERN.fullmatch(container_id)
+        or container_id in (".", "..")
+        or len(container_id) > 1024
+    ):
+        raise InvalidArgument(
+            f"invalid container id {container_id!r}: expected letters, digits and _ + - ."
+        )
+
+
+def container_dir(state_root: Path, container_id: str) -> Path:
+    validate_id(container_id)
+    return state_root / container_id
+
+
+def write_record(directory: Path, record: ContainerRecord) -> None:
+    temporary = directory / (STATE_FILE + ".tmp")
+    with open(temporary, "w") as handle:
+        json.dump(asdict(record), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, directory / STATE_FILE)
+
+
+def read_record(state_root: Path, container_id: str) -> ContainerRecord:
+    directory = container_dir(state_root, container_id)
+    try:
+        text = (directory / STATE_FILE).read_text()
+    except FileNotFoundError:
+        raise NotFound(f"container {container_id} does not exist") from None
+    return ContainerRecord(**json.loads(text))
+
+
+def process_start_time(pid: int) -> int | None:
+    """Return field 22 of /proc/<pid>/stat, or None when the process is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses; it ends at the last ')'.
+    fields = text[text.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def init_is_alive(record: ContainerRecord) -> bool:
+    return record.pid > 0 and process_start_time(record.pid) == record.init_start_time
+
+
+def status_of(directory: Path, record: ContainerRecord) -> str:
+    if not init_is_alive(record):
+        return "stopped"
+    freezer = record.cgroups.get("directories", {}).get("freezer")
+    if freezer is not None:
+        try:
+            if Path(freezer, "freezer.state").read_text().strip() == "FROZEN":
+                return "paused"
+        except OSError:
+            pass
+    if (directory / EXEC_FIFO).exists():
+        return "created"
+    return "running"
