@@ -69,6 +69,15 @@ def _wait_ready(daemon: Daemon) -> None:
     raise AssertionError(f"ketchd did not answer within {READY_SECONDS} s:\n{daemon.log()}")
 
 
+def _alive(pid: int) -> bool:
+    """Tell whether ``pid`` runs; a zombie waiting for its parent to reap it does not."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat_line.rpartition(")")[2].split()[0] != "Z"
+
+
 def _stop_pid_file(path: Path) -> None:
     if not path.exists():
         return
@@ -81,9 +90,7 @@ def _stop_pid_file(path: Path) -> None:
         return
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            os.kill(int(text), 0)
-        except ProcessLookupError:
+        if not _alive(int(text)):
             return
         time.sleep(0.05)
     os.kill(int(text), signal.SIGKILL)

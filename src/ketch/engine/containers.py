@@ -287,6 +287,8 @@ class ContainerService:
             await self._forget_in_supervisor(container.id)
             await self._fail_start(container, error)
             raise self._start_error(error) from None
+        # Readers that attached while the supervisor's create was in flight.
+        await self.attachments.connect_pending(container.id)
 
     def _start_error(self, error: KetchError) -> KetchError:
         # Docker responds with 400 for a command that cannot be found or executed, because the

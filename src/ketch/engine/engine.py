@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 # Pause between attempts to reach a supervisor that went away.
 RECONNECT_DELAY_SECONDS = 1.0
 
+# How long start() waits for the first subscription and reconciliation.
+CONNECT_TIMEOUT_SECONDS = 15.0
+
 
 class ImageStoreLike(ImageSource, Protocol):
     """The part of ketch.images.ImageStore that the engine uses."""
@@ -70,14 +73,23 @@ class Engine:
 
     # Lifetime
 
-    async def start(self) -> None:
-        """Subscribe to the supervisor's events and reconcile; returns once both are done."""
+    async def start(self, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+        """Subscribe to the supervisor's events and reconcile.
+
+        Returns once both are done, or after ``timeout`` with a warning, in which case the
+        background task keeps trying and container operations fail as Unavailable.
+        """
         self._watcher = asyncio.create_task(self._watch_supervisor())
         connected = asyncio.create_task(self._connected.wait())
-        done, _ = await asyncio.wait({connected, self._watcher}, return_when="FIRST_COMPLETED")
-        if self._watcher in done:
+        done, _ = await asyncio.wait(
+            {connected, self._watcher}, timeout=timeout, return_when="FIRST_COMPLETED"
+        )
+        if connected not in done:
             connected.cancel()
+        if self._watcher in done:
             self._watcher.result()
+        elif not done:
+            logger.warning("the supervisor did not respond within %g s; still trying", timeout)
 
     async def close(self) -> None:
         """Stop following events and background work; containers keep running."""
