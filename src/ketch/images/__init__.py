@@ -1,0 +1,36 @@
+"""The image layer: references, content store, registry client, layer unpacking,
+snapshots and container root filesystems.
+
+The engine uses :class:`ImageStore` and :class:`Image`; the modules below it each own one
+concern and, where they own files, document their layout:
+
+* ``reference``: parsing and Docker's normalisation of image references;
+* ``content``: blobs by digest, verified on the way in;
+* ``manifest``: manifests, indexes and configs, platform selection;
+* ``registry``: the distribution API client (pull and push);
+* ``layers``: safe unpacking of layer tars, whiteouts in overlayfs form;
+* ``snapshots``: unpacked layers by chain ID;
+* ``rootfs``: overlayfs mounts for containers;
+* ``pull``: the pull sequence and its progress messages;
+* ``metadata``: the ``image_`` tables;
+* ``baseimage``: builds busybox from the host's busybox-static and pushes it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ketch.images.store import Image, ImageStore
+
+__all__ = ["Image", "ImageStore"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so that ``from ketch.images.reference import ...`` in a
+    # short-lived command does not pay for aiohttp, which the store needs.
+    if name in __all__:
+        from ketch.images import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

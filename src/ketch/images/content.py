@@ -1,0 +1,191 @@
+"""The content store: blobs (layers, configs, manifests, indexes) named by their digest.
+
+Vocabulary, by example. Pulling busybox stores four kinds of blob:
+
+* **digest**: ``sha256:<hex>`` of a blob's bytes exactly as the registry serves them. A
+  blob is stored under its digest, so its name proves its content.
+* **blob**: the bytes themselves. The manifest and the index are small JSON blobs, the
+  config is one too, and each layer is a (usually gzip-compressed) tar.
+* **diff ID**: the digest of a layer's *uncompressed* tar. The config lists the diff IDs
+  and the manifest lists the compressed digests, so one layer has both names. The content
+  store names blobs by digest only, and the snapshots contain what the diff IDs name.
+
+A writer walks through the steps that make a blob appear atomically::
+
+    with store.writer("sha256:ab12...", size=1234) as writer:
+        async for chunk in response:
+            writer.write(chunk)      # hashed and counted as it arrives
+        writer.commit()              # size and digest checked, fsynced, renamed
+
+A blob whose bytes do not match its digest is never stored, and a crash at any instant
+leaves the blob either absent or complete. Leftovers in ``ingest/`` are removed when the
+store opens.
+
+Layout::
+
+    <root>/
+        blobs/sha256/<hex>     one file per blob, read-only once committed
+        ingest/<random>        blobs being written; renamed into blobs/ on commit
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+from types import TracebackType
+
+from ketch.errors import InvalidArgument, NotFound, SystemFailure
+from ketch.images.reference import validate_digest
+
+log = logging.getLogger(__name__)
+
+
+class BlobWriter:
+    """Streams one blob into ``ingest/`` and moves it into ``blobs/`` once it verifies."""
+
+    def __init__(self, store: ContentStore, digest: str, size: int | None) -> None:
+        self._store = store
+        self.digest = validate_digest(digest)
+        self.expected_size = size
+        self.written = 0
+        self._hash = hashlib.sha256()
+        self._temp_path = store.ingest_dir / secrets.token_hex(16)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        self._fd: int | None = os.open(self._temp_path, flags, 0o644)
+        self.committed = False
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``; raises InvalidArgument as soon as the blob exceeds its size."""
+        if self._fd is None:
+            raise ValueError(f"writer for blob {self.digest} is closed")
+        if self.expected_size is not None and self.written + len(data) > self.expected_size:
+            raise InvalidArgument(
+                f"blob {self.digest} is longer than the {self.expected_size} bytes expected"
+            )
+        self._hash.update(data)
+        view = memoryview(data)
+        while view:
+            count = os.write(self._fd, view)
+            view = view[count:]
+        self.written += len(data)
+
+    def commit(self) -> Path:
+        """Verify size and digest, fsync and rename the blob into place; return its path."""
+        if self._fd is None:
+            raise ValueError(f"writer for blob {self.digest} is closed")
+        if self.expected_size is not None and self.written != self.expected_size:
+            raise InvalidArgument(
+                f"blob {self.digest} is {self.written} bytes, expected {self.expected_size}"
+            )
+        actual = "sha256:" + self._hash.hexdigest()
+        if actual != self.digest:
+            raise InvalidArgument(
+                f"blob content does not match its digest: expected {self.digest}, got {actual}"
+            )
+
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        target = self._store.path(self.digest)
+        os.rename(self._temp_path, target)
+        self._store.fsync_blob_dir()
+        self.committed = True
+        return target
+
+    def abort(self) -> None:
+        """Drop the partial blob; safe to call more than once and after commit."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if not self.committed:
+            self._temp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+class ContentStore:
+    """Blobs under ``<root>/blobs/sha256``, each written once and verified on the way in."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blob_dir = root / "blobs" / "sha256"
+        self.ingest_dir = root / "ingest"
+        self.blob_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.ingest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._remove_ingest_leftovers()
+
+    def path(self, digest: str) -> Path:
+        """Return where the blob named ``digest`` lives, whether or not it exists."""
+        return self.blob_dir / validate_digest(digest).removeprefix("sha256:")
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} not found in the content store") from None
+
+    def read(self, digest: str) -> bytes:
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} not found in the content store") from None
+
+    def writer(self, digest: str, size: int | None = None) -> BlobWriter:
+        """Start writing the blob ``digest``; use it as a context manager (see above)."""
+        return BlobWriter(self, digest, size)
+
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        """Store ``data`` in one call and return its digest.
+
+        When ``digest`` is given the data must match it, else InvalidArgument is raised and
+        nothing is stored.
+        """
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        expected = digest or actual
+        if self.exists(expected) and expected == actual:
+            return actual
+        with self.writer(expected, len(data)) as writer:
+            writer.write(data)
+            writer.commit()
+        return actual
+
+    def delete(self, digest: str) -> None:
+        """Remove a blob; removing one that is absent is not an error."""
+        self.path(digest).unlink(missing_ok=True)
+
+    def digests(self) -> list[str]:
+        return sorted("sha256:" + entry.name for entry in self.blob_dir.iterdir())
+
+    def fsync_blob_dir(self) -> None:
+        # The rename is durable only once the directory entry itself is on disk.
+        fd = os.open(self.blob_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        except OSError as error:
+            raise SystemFailure(f"cannot fsync {self.blob_dir}: {error.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def _remove_ingest_leftovers(self) -> None:
+        for entry in self.ingest_dir.iterdir():
+            log.info("removing unfinished blob %s left by an earlier run", entry)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
