@@ -1,0 +1,422 @@
+"""Registry client: the distribution API v2 over aiohttp, anonymous, for pull and push.
+
+Which endpoint serves a repository:
+
+* ``docker.io`` names go to the configured mirrors in order (dockerd's ``registry-mirrors``),
+  else to https://registry-1.docker.io;
+* ``localhost``, loopback addresses (127.0.0.0/8, ::1) and ``insecure_registries`` entries
+  (``host[:port]`` or a CIDR) are spoken to over plain HTTP;
+* every other registry over HTTPS.
+
+Authentication is anonymous. When a registry responds 401 with a ``Bearer`` challenge,
+ketch fetches an anonymous token from the challenge's realm and repeats the request with
+it. Docker Hub requires this even for public images.
+
+The requests, all below ``<endpoint>/v2/<repository>/``:
+
+=======  ==========================  =====================================================
+method   path                        use
+=======  ==========================  =====================================================
+GET      manifests/<tag or digest>   fetch a manifest or an index (``Accept`` lists both)
+GET      blobs/<digest>              fetch a config or a layer, streamed
+HEAD     blobs/<digest>              push: is the blob there already?
+POST     blobs/uploads/              push: start an upload, answered with a Location
+PUT      <Location>&digest=<digest>  push: the whole blob in one request (monolithic)
+PUT      manifests/<tag>             push: the manifest, last
+=======  ==========================  =====================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+import yarl
+
+from ketch import __version__
+from ketch.errors import Forbidden, InvalidArgument, KetchError, NotFound, Unavailable
+from ketch.images.manifest import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    MANIFEST_ACCEPT,
+    MAX_DOCUMENT_SIZE,
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+    Descriptor,
+    build_manifest,
+)
+from ketch.images.reference import DEFAULT_DOMAIN, SHA256_DIGEST_PATTERN
+
+log = logging.getLogger(__name__)
+
+DOCKER_HUB_URL = "https://registry-1.docker.io"
+_CHUNK_SIZE = 256 * 1024
+_CHALLENGE_PARAMETER = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A registry's base URL, ``scheme://host[:port]`` without a trailing slash."""
+
+    url: str
+    name: str  # how messages name it: "127.0.0.1:5000" or "mirror http://127.0.0.1:5055"
+    is_mirror: bool = False
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    data: bytes
+    content_type: str
+    digest: str
+
+
+def validate_mirror(url: str) -> str:
+    """Return a registry mirror URL without its trailing slash, or raise InvalidArgument."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidArgument(f"invalid registry mirror {url!r}: expected http(s)://host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise InvalidArgument(
+            f"invalid registry mirror {url!r}: a mirror URL has no path, query or user"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def validate_insecure_registry(entry: str) -> str:
+    """Return an ``insecure_registries`` entry (``host[:port]`` or a CIDR) if well formed."""
+    if not entry or "://" in entry or ("/" in entry and not _is_network(entry)):
+        raise InvalidArgument(
+            f"invalid insecure registry {entry!r}: expected host[:port] or a CIDR like 10.0.0.0/8"
+        )
+    return entry
+
+
+def endpoints_for(
+    domain: str, mirrors: Sequence[str], insecure_registries: Sequence[str]
+) -> list[Endpoint]:
+    """Return the endpoints to try for a repository on ``domain``, in order."""
+    if domain == DEFAULT_DOMAIN:
+        if mirrors:
+            # Limitation: dockerd falls back to Docker Hub when every mirror fails; ketch
+            # does not, so that a machine with mirrors never sends traffic elsewhere.
+            return [Endpoint(url, f"mirror {url}", is_mirror=True) for url in mirrors]
+        return [Endpoint(DOCKER_HUB_URL, DEFAULT_DOMAIN)]
+    scheme = "http" if is_insecure(domain, insecure_registries) else "https"
+    return [Endpoint(f"{scheme}://{domain}", domain)]
+
+
+def is_insecure(domain: str, insecure_registries: Sequence[str]) -> bool:
+    """Return whether ``domain`` is spoken to over plain HTTP."""
+    host = _host_of(domain)
+    if host == "localhost" or domain in insecure_registries or host in insecure_registries:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        # Limitation: a host name is matched against insecure_registries by name only; it
+        # is not resolved to check it against the CIDR entries.
+        return False
+    if address.is_loopback:
+        return True
+    return any(
+        address in ipaddress.ip_network(entry, strict=False)
+        for entry in insecure_registries
+        if _is_network(entry)
+    )
+
+
+def open_session() -> aiohttp.ClientSession:
+    """Return an HTTP session for registry requests (no proxies from the environment)."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+    return aiohttp.ClientSession(
+        timeout=timeout, headers={"User-Agent": f"ketch/{__version__}"}, trust_env=False
+    )
+
+
+class RegistryClient:
+    """Requests against one repository on one endpoint, with an anonymous Bearer token.
+
+    ``display_name`` names the repository in messages (``busybox``); ``actions`` is the
+    token scope asked for, ``pull`` or ``pull,push``.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        endpoint: Endpoint,
+        repository: str,
+        *,
+        display_name: str | None = None,
+        actions: str = "pull",
+    ) -> None:
+        self.session = session
+        self.endpoint = endpoint
+        self.repository = repository
+        self.display_name = display_name or repository
+        self.actions = actions
+        self._token: str | None = None
+
+    async def get_manifest(self, reference: str, display: str) -> FetchedManifest:
+        """Fetch the manifest or index named by a tag or digest; ``display`` names it."""
+        url = self._url(f"manifests/{reference}")
+        async with self._request("GET", url, headers={"Accept": MANIFEST_ACCEPT}) as response:
+            if response.status != 200:
+                raise await self._failure(response, f"manifest for {display}")
+            data = await self._read_document(response, url)
+            content_type = response.headers.get("Content-Type", "")
+
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if SHA256_DIGEST_PATTERN.fullmatch(reference) and digest != reference:
+            raise InvalidArgument(
+                f"manifest {reference} from {self.endpoint.name} does not match its digest: "
+                f"the content is {digest}"
+            )
+        return FetchedManifest(data, content_type, digest)
+
+    async def download_blob(self, descriptor: Descriptor, sink: Callable[[bytes], None]) -> None:
+        """Stream the blob to ``sink`` chunk by chunk; the caller verifies the digest."""
+        url = self._url(f"blobs/{descriptor.digest}")
+        async with self._request("GET", url) as response:
+            if response.status != 200:
+                raise await self._failure(response, f"blob {descriptor.digest}")
+            with self._network_errors("GET", url):
+                async for chunk in response.content.iter_chunked(_CHUNK_SIZE):
+                    sink(chunk)
+
+    async def blob_exists(self, digest: str) -> bool:
+        url = self._url(f"blobs/{digest}")
+        async with self._request("HEAD", url) as response:
+            if response.status == 200:
+                return True
+            if response.status == 404:
+                return False
+            raise await self._failure(response, f"blob {digest}")
+
+    async def upload_blob(self, digest: str, data: bytes) -> None:
+        """Upload a blob in one PUT (a monolithic upload) unless the registry has it."""
+        if await self.blob_exists(digest):
+            log.debug("registry %s already has blob %s", self.endpoint.name, digest)
+            return
+
+        start_url = self._url("blobs/uploads/")
+        async with self._request("POST", start_url) as response:
+            if response.status != 202 or "Location" not in response.headers:
+                raise await self._failure(response, f"upload of blob {digest}")
+            location = str(response.url.join(yarl.URL(response.headers["Location"])))
+
+        separator = "&" if "?" in location else "?"
+        put_url = yarl.URL(f"{location}{separator}digest={quote(digest)}", encoded=True)
+        headers = {"Content-Type": "application/octet-stream"}
+        async with self._request("PUT", put_url, headers=headers, data=data) as response:
+            if response.status != 201:
+                raise await self._failure(response, f"upload of blob {digest}")
+
+    async def put_manifest(self, tag: str, data: bytes, media_type: str) -> str:
+        """Upload a manifest under ``tag`` and return its digest."""
+        url = self._url(f"manifests/{tag}")
+        headers = {"Content-Type": media_type}
+        async with self._request("PUT", url, headers=headers, data=data) as response:
+            if response.status != 201:
+                raise await self._failure(response, f"manifest {self.display_name}:{tag}")
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def _url(self, path: str) -> str:
+        return f"{self.endpoint.url}/v2/{self.repository}/{path}"
+
+    @asynccontextmanager
+    async def _request(
+        self,
+        method: str,
+        url: str | yarl.URL,
+        *,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        response = await self._send(method, url, headers, data)
+        if response.status == 401 and self._token is None:
+            challenge = response.headers.get("WWW-Authenticate", "")
+            response.release()
+            await self._authenticate(challenge)
+            response = await self._send(method, url, headers, data)
+        try:
+            yield response
+        finally:
+            response.release()
+
+    async def _send(
+        self,
+        method: str,
+        url: str | yarl.URL,
+        headers: dict[str, str] | None,
+        data: bytes | None,
+    ) -> aiohttp.ClientResponse:
+        request_headers = dict(headers or {})
+        if self._token is not None:
+            request_headers["Authorization"] = f"Bearer {self._token}"
+        with self._network_errors(method, url):
+            return await self.session.request(method, url, headers=request_headers, data=data)
+
+    async def _authenticate(self, challenge: str) -> None:
+        scheme, parameters = parse_challenge(challenge)
+        if scheme == "basic":
+            # Limitation: ketch pulls and pushes anonymously; there is no login yet.
+            raise Forbidden(
+                f"registry {self.endpoint.name} requires a login (Basic authentication), "
+                "which ketch does not support yet"
+            )
+        if scheme != "bearer" or not parameters.get("realm"):
+            raise Unavailable(
+                f"registry {self.endpoint.name} responded 401 with an unsupported challenge "
+                f"{challenge!r}"
+            )
+
+        query = {"scope": parameters.get("scope") or f"repository:{self.repository}:{self.actions}"}
+        if parameters.get("service"):
+            query["service"] = parameters["service"]
+        realm = parameters["realm"]
+        log.debug("fetching an anonymous token from %s for %s", realm, query["scope"])
+        with self._network_errors("GET", realm, service=f"token service {realm}"):
+            async with self.session.get(realm, params=query) as response:
+                body = await response.read()
+        if response.status != 200:
+            raise Unavailable(
+                f"token service {realm} for registry {self.endpoint.name} returned HTTP "
+                f"{response.status}: {body[:200].decode(errors='replace')}"
+            )
+        try:
+            document = json.loads(body)
+            token = document.get("token") or document.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise Unavailable(f"token service {realm} returned no token")
+        self._token = token
+
+    async def _read_document(self, response: aiohttp.ClientResponse, url: str) -> bytes:
+        if (response.content_length or 0) > MAX_DOCUMENT_SIZE:
+            raise InvalidArgument(
+                f"{url} is {response.content_length} bytes, more than {MAX_DOCUMENT_SIZE}"
+            )
+        with self._network_errors("GET", url):
+            data = await response.content.read(MAX_DOCUMENT_SIZE + 1)
+        if len(data) > MAX_DOCUMENT_SIZE:
+            raise InvalidArgument(f"{url} is more than {MAX_DOCUMENT_SIZE} bytes")
+        return data
+
+    async def _failure(self, response: aiohttp.ClientResponse, subject: str) -> KetchError:
+        """Build the error for an unexpected status; ``subject`` is what was requested."""
+        try:
+            body = await response.content.read(64 * 1024)
+        except (TimeoutError, aiohttp.ClientError):
+            body = b""
+        details = describe_error_body(body) or f"HTTP {response.status}"
+        status = response.status
+        pushing = "push" in self.actions
+
+        if status == 404:
+            return NotFound(f"{subject} not found: {details}")
+        if status in (401, 403) and not pushing:
+            return NotFound(
+                f"pull access denied for {self.display_name}, repository does not exist or "
+                f"may require 'docker login': {details}"
+            )
+        if status in (401, 403):
+            return Forbidden(f"push access denied for {self.display_name}: {details}")
+        if status == 429:
+            return Unavailable(f"registry {self.endpoint.name} refused {subject}: {details}")
+        return Unavailable(
+            f"registry {self.endpoint.name} returned HTTP {status} for {subject}: {details}"
+        )
+
+    @contextmanager
+    def _network_errors(
+        self, method: str, url: str | yarl.URL, service: str | None = None
+    ) -> Iterator[None]:
+        try:
+            yield
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            where = service or f"registry {self.endpoint.name}"
+            reason = str(error) or ("timed out" if isinstance(error, TimeoutError) else repr(error))
+            raise Unavailable(f"{where} is unreachable: {method} {url}: {reason}") from None
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """Split a ``WWW-Authenticate`` value into its lowercase scheme and its parameters."""
+    scheme, _, rest = header.strip().partition(" ")
+    parameters = {}
+    for match in _CHALLENGE_PARAMETER.finditer(rest):
+        quoted, bare = match.group(2), match.group(3)
+        value = bare if quoted is None else re.sub(r"\\(.)", r"\1", quoted)
+        parameters[match.group(1).lower()] = value
+    return scheme.lower(), parameters
+
+
+def describe_error_body(body: bytes) -> str:
+    """Render a registry's ``{"errors": [...]}`` body as ``manifest unknown: <message>``."""
+    try:
+        errors = json.loads(body).get("errors")
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(errors, list):
+        return ""
+    parts = []
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        code = str(error.get("code", "")).lower().replace("_", " ")
+        message = str(error.get("message", ""))
+        parts.append(f"{code}: {message}" if code and message else code or message)
+    return "; ".join(part for part in parts if part)
+
+
+async def push_image(
+    session: aiohttp.ClientSession,
+    endpoint: Endpoint,
+    repository: str,
+    tag: str,
+    config: bytes,
+    layers: Sequence[bytes],
+    manifest_media_type: str = DOCKER_MANIFEST,
+) -> str:
+    """Push an image made of gzip ``layers`` (bottom first) and ``config``; return the
+    manifest digest. Blobs go first, the manifest last, so the tag never names a manifest
+    whose blobs are missing."""
+    client = RegistryClient(session, endpoint, repository, actions="pull,push")
+    docker = manifest_media_type == DOCKER_MANIFEST
+    layer_media_type = DOCKER_LAYER_GZIP if docker else OCI_LAYER_GZIP
+    config_media_type = DOCKER_CONFIG if docker else OCI_CONFIG
+
+    layer_descriptors = []
+    for layer in layers:
+        digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+        await client.upload_blob(digest, layer)
+        layer_descriptors.append(Descriptor(layer_media_type, digest, len(layer)))
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    await client.upload_blob(config_digest, config)
+
+    config_descriptor = Descriptor(config_media_type, config_digest, len(config))
+    manifest = build_manifest(config_descriptor, layer_descriptors, manifest_media_type)
+    return await client.put_manifest(tag, manifest, manifest_media_type)
+
+
+def _host_of(domain: str) -> str:
+    if domain.startswith("["):
+        return domain[1:].partition("]")[0]
+    return domain.rpartition(":")[0] if ":" in domain else domain
+
+
+def _is_network(entry: str) -> bool:
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
+    return "/" in entry

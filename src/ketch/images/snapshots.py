@@ -1,0 +1,234 @@
+"""Snapshots: unpacked layers, one directory per chain ID, shared by every image that has it.
+
+Vocabulary, by example. An image's config lists the layers' diff IDs, bottom first::
+
+    diff IDs:   D1 (busybox files)    D2 (adds /app)
+    chain IDs:  C1 = D1               C2 = sha256(C1 + " " + D2)
+
+* **diff ID**: the digest of a layer's uncompressed tar. It names the layer's content
+  alone, wherever the layer sits.
+* **chain ID**: names a layer together with every layer below it. Two images share a
+  snapshot only when their stacks agree from the bottom up to that layer, which is what
+  makes sharing safe: the snapshot's whiteouts were written against that exact stack.
+* **parent**: the chain ID of the snapshot directly below (None for the bottom layer).
+  Following parents from a chain ID gives overlayfs its ``lowerdir`` list, top first.
+* **key**: the name of an *active* snapshot, one still being written. The writer picks a
+  unique key, unpacks into the directory that ``prepare`` returns, and ``commit`` turns
+  the active snapshot into a committed one named by its chain ID::
+
+      path = snapshots.prepare("extract-7f3a-<chain id>", parent=C1)
+      unpack_layer(blob, path, ...)                    # in a worker thread
+      snapshots.commit("extract-7f3a-<chain id>", C2, diff_id=D2, size=n)
+      snapshots.lowerdirs(C2)                           # [<C2 fs>, <C1 fs>]
+
+  A committed snapshot is never written again. If another pull committed the same chain
+  ID first, ``commit`` drops the new copy and returns the existing snapshot.
+
+Active snapshots left by a crash, and directories with no row, are removed when the
+snapshotter opens.
+
+Layout::
+
+    <root>/snapshots/
+        <n>/fs        the files of one layer, whiteouts in overlayfs form (a 0/0 character
+                      device for a removed file, trusted.overlay.opaque=y on an opaque
+                      directory); n is the snapshot's row number in image_snapshots
+        trash-<n>     a removed snapshot being deleted
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ketch.errors import Conflict, NotFound
+from ketch.images.metadata import transaction
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS image_snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL CHECK (state IN ('active', 'committed')),
+    chain_id TEXT UNIQUE,
+    parent TEXT,
+    diff_id TEXT,
+    size INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL
+)
+"""
+
+_COLUMNS = "id, key, state, chain_id, parent, diff_id, size, created"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: int
+    key: str
+    state: str
+    chain_id: str | None
+    parent: str | None
+    diff_id: str | None
+    size: int
+    created: str
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """Return the chain ID of each layer, bottom first, from the layers' diff IDs."""
+    chains: list[str] = []
+    for diff_id in diff_ids:
+        if not chains:
+            chains.append(diff_id)
+            continue
+        joined = f"{chains[-1]} {diff_id}".encode()
+        chains.append("sha256:" + hashlib.sha256(joined).hexdigest())
+    return chains
+
+
+class Snapshotter:
+    """Unpacked layers under ``<root>/snapshots``, recorded in the ``image_snapshots`` table."""
+
+    def __init__(self, root: Path, db: sqlite3.Connection) -> None:
+        self.directory = root / "snapshots"
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = db
+        with transaction(db):
+            db.execute(SCHEMA)
+        self._remove_leftovers()
+
+    def fs_path(self, snapshot: Snapshot) -> Path:
+        return self.directory / str(snapshot.id) / "fs"
+
+    def stat(self, chain_id: str) -> Snapshot | None:
+        """Return the committed snapshot named ``chain_id``, or None."""
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM image_snapshots WHERE chain_id = ? AND state = 'committed'",
+            (chain_id,),
+        ).fetchone()
+        return Snapshot(*row) if row else None
+
+    def list(self) -> list[Snapshot]:
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM image_snapshots ORDER BY id")
+        return [Snapshot(*row) for row in rows]
+
+    def prepare(self, key: str, parent: str | None) -> Path:
+        """Make an active snapshot named ``key`` on top of ``parent``; return its fs dir."""
+        if parent is not None and self.stat(parent) is None:
+            raise NotFound(f"parent snapshot {parent} not found")
+        created = datetime.now(UTC).isoformat()
+        try:
+            with transaction(self.db) as db:
+                cursor = db.execute(
+                    "INSERT INTO image_snapshots (key, state, parent, created)"
+                    " VALUES (?, 'active', ?, ?)",
+                    (key, parent, created),
+                )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"snapshot key {key!r} is already in use") from None
+
+        # The row is committed before the directory exists, so a crash between the two
+        # leaves an active row that the next start removes, never an unrecorded directory
+        # that a later snapshot with the same number would collide with.
+        path = self.directory / str(cursor.lastrowid) / "fs"
+        path.mkdir(parents=True, mode=0o755)
+        return path
+
+    def commit(self, key: str, chain_id: str, diff_id: str, size: int) -> Snapshot:
+        """Turn the active snapshot ``key`` into the committed snapshot ``chain_id``."""
+        active = self._active(key)
+        existing = self.stat(chain_id)
+        if existing is not None:
+            log.debug("snapshot %s was committed meanwhile; dropping copy %s", chain_id, key)
+            self.abort(key)
+            return existing
+
+        # The writer flushed the files (unpack_layer ends with syncfs), so the row that
+        # makes them visible is committed after they are on disk.
+        with transaction(self.db) as db:
+            db.execute(
+                "UPDATE image_snapshots SET state = 'committed', chain_id = ?, diff_id = ?,"
+                " size = ? WHERE id = ?",
+                (chain_id, diff_id, size, active.id),
+            )
+        committed = self.stat(chain_id)
+        assert committed is not None
+        return committed
+
+    def abort(self, key: str) -> None:
+        """Remove the active snapshot ``key`` and its files; a missing key is ignored."""
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM image_snapshots WHERE key = ? AND state = 'active'",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return
+        self._delete(Snapshot(*row))
+
+    def remove(self, chain_id: str) -> None:
+        """Remove the committed snapshot ``chain_id``; Conflict if another one sits on it."""
+        snapshot = self.stat(chain_id)
+        if snapshot is None:
+            return
+        child = self.db.execute(
+            "SELECT chain_id FROM image_snapshots WHERE parent = ? LIMIT 1", (chain_id,)
+        ).fetchone()
+        if child is not None:
+            raise Conflict(f"snapshot {chain_id} is the parent of snapshot {child[0]}")
+        self._delete(snapshot)
+
+    def lowerdirs(self, chain_id: str) -> list[Path]:
+        """Return the fs dirs of ``chain_id`` and its parents, top first, for overlayfs."""
+        paths: list[Path] = []
+        current: str | None = chain_id
+        while current is not None:
+            snapshot = self.stat(current)
+            if snapshot is None:
+                raise NotFound(f"snapshot {current} not found (below {chain_id})")
+            paths.append(self.fs_path(snapshot))
+            current = snapshot.parent
+        return paths
+
+    def _active(self, key: str) -> Snapshot:
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM image_snapshots WHERE key = ? AND state = 'active'",
+            (key,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"active snapshot {key!r} not found")
+        return Snapshot(*row)
+
+    def _delete(self, snapshot: Snapshot) -> None:
+        # Rename first, so the row and the visible directory go together. The slow
+        # recursive delete then works on the renamed tree, never on a snapshot in use.
+        directory = self.directory / str(snapshot.id)
+        trash = self.directory / f"trash-{snapshot.id}"
+        if directory.exists():
+            os.rename(directory, trash)
+        with transaction(self.db) as db:
+            db.execute("DELETE FROM image_snapshots WHERE id = ?", (snapshot.id,))
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _remove_leftovers(self) -> None:
+        for row in self.db.execute(
+            f"SELECT {_COLUMNS} FROM image_snapshots WHERE state = 'active'"
+        ).fetchall():
+            snapshot = Snapshot(*row)
+            log.info("removing unfinished snapshot %s (key %s)", snapshot.id, snapshot.key)
+            self._delete(snapshot)
+
+        known = {str(row[0]) for row in self.db.execute("SELECT id FROM image_snapshots")}
+        for entry in self.directory.iterdir():
+            if entry.name in known:
+                continue
+            log.info("removing snapshot directory %s, which no snapshot record names", entry)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
