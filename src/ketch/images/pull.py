@@ -1,0 +1,395 @@
+"""Pulling an image: resolve the reference, fetch index, manifest, config and layers, unpack
+each layer into its snapshot, then record the image in one transaction.
+
+Layers download up to three at a time and are unpacked bottom first as they arrive. A
+layer whose chain ID already has a snapshot is neither downloaded nor unpacked. Until the
+image is recorded nothing names it, and a pull that fails removes the blobs and snapshots
+it made unless another image or another pull in progress uses them.
+
+Progress goes to the caller as Engine API JSON messages, in this order (``<layer>`` is the
+first 12 hex digits of the layer's blob digest)::
+
+    {"status": "Pulling from library/busybox", "id": "latest"}
+    {"status": "Pulling fs layer", "progressDetail": {}, "id": "<layer>"}    or "Already exists"
+    {"status": "Downloading", "progressDetail": {"current": n, "total": m}, "id": "<layer>"}
+    {"status": "Verifying Checksum", "progressDetail": {}, "id": "<layer>"}
+    {"status": "Download complete", "progressDetail": {}, "id": "<layer>"}
+    {"status": "Extracting", "progressDetail": {"current": n, "total": m}, "id": "<layer>"}
+    {"status": "Pull complete", "progressDetail": {}, "id": "<layer>"}
+    {"status": "Digest: sha256:..."}
+    {"status": "Status: Downloaded newer image for busybox:latest"}   or "Image is up to date"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
+from ketch.images.content import ContentStore
+from ketch.images.layers import unpack_layer
+from ketch.images.manifest import (
+    INDEX_MEDIA_TYPES,
+    MAX_DOCUMENT_SIZE,
+    Descriptor,
+    Manifest,
+    config_diff_ids,
+    detect_media_type,
+    host_platform,
+    load_document,
+    parse_manifest,
+    select_manifest,
+)
+from ketch.images.metadata import ImageMetadata, ImageRecord, LayerRecord
+from ketch.images.reference import Reference
+from ketch.images.registry import (
+    FetchedManifest,
+    RegistryClient,
+    endpoints_for,
+    open_session,
+)
+from ketch.images.snapshots import Snapshotter, chain_ids
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+MAX_CONCURRENT_DOWNLOADS = 3
+# Byte-count progress is sent at most this often per layer, so a fast download does not
+# flood the client with messages.
+PROGRESS_INTERVAL_SECONDS = 0.1
+
+
+class Leases:
+    """Blobs and chain IDs that pulls in progress rely on, so removal leaves them alone."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+
+    def hold(self, name: str) -> None:
+        self._counts[name] += 1
+
+    def release(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._counts[name] -= 1
+            if self._counts[name] <= 0:
+                del self._counts[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._counts
+
+
+class Puller:
+    """One pull of one reference; ``run`` returns the image ID once it is recorded."""
+
+    def __init__(
+        self,
+        *,
+        content: ContentStore,
+        snapshots: Snapshotter,
+        metadata: ImageMetadata,
+        leases: Leases,
+        mirrors: Sequence[str],
+        insecure_registries: Sequence[str],
+        collect_garbage: Callable[[list[str], list[str]], None],
+        reference: Reference,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.content = content
+        self.snapshots = snapshots
+        self.metadata = metadata
+        self.leases = leases
+        self.mirrors = mirrors
+        self.insecure_registries = insecure_registries
+        self.collect_garbage = collect_garbage
+        self.reference = reference
+        self.progress = progress
+        self._leased_names: list[str] = []
+        self._new_blobs: list[str] = []
+        self._new_chains: list[str] = []
+        self._last_progress: dict[str, float] = {}
+        self._progress_failed = False
+
+    async def run(self) -> str:
+        reference = self.reference
+        self._emit(f"Pulling from {reference.path}", reference.digest or reference.tag)
+        try:
+            image_id = await self._pull()
+        except BaseException:
+            self._discard()
+            raise
+        finally:
+            self.leases.release(self._leased_names)
+        return image_id
+
+    async def _pull(self) -> str:
+        async with open_session() as session:
+            client, fetched = await self._resolve(session)
+            manifest, top_digest, document_blobs = await self._load_manifest(client, fetched)
+            config = await self._load_config(client, manifest.config)
+            diff_ids = config_diff_ids(config, f"image config {manifest.config.digest}")
+            if len(diff_ids) != len(manifest.layers):
+                raise InvalidArgument(
+                    f"image {self.reference.familiar()} is inconsistent: its manifest lists "
+                    f"{len(manifest.layers)} layers but its config lists {len(diff_ids)} diff IDs"
+                )
+            chains = chain_ids(diff_ids)
+            await self._fetch_layers(client, manifest.layers, diff_ids, chains)
+
+        image_id = manifest.config.digest
+        tag_name = f"{self.reference.name}:{self.reference.tag}" if self.reference.tag else None
+        previous = self.metadata.image_id_for_name(tag_name) if tag_name else None
+        up_to_date = previous == image_id or (
+            tag_name is None and self.metadata.image(image_id) is not None
+        )
+        self._record(image_id, config, manifest, diff_ids, chains, top_digest, document_blobs)
+
+        self._emit(f"Digest: {top_digest}")
+        if up_to_date:
+            self._emit(f"Status: Image is up to date for {self.reference.familiar()}")
+        else:
+            self._emit(f"Status: Downloaded newer image for {self.reference.familiar()}")
+        return image_id
+
+    async def _resolve(
+        self, session: aiohttp.ClientSession
+    ) -> tuple[RegistryClient, FetchedManifest]:
+        """Fetch the manifest from the first endpoint that has it (mirrors in order)."""
+        reference = self.reference
+        endpoints = endpoints_for(reference.domain, self.mirrors, self.insecure_registries)
+        target = reference.digest or reference.tag or "latest"
+        for number, endpoint in enumerate(endpoints, start=1):
+            client = RegistryClient(
+                session, endpoint, reference.path, display_name=reference.familiar_name
+            )
+            try:
+                return client, await client.get_manifest(target, reference.familiar())
+            except (NotFound, Unavailable, Forbidden) as error:
+                if number == len(endpoints):
+                    raise
+                log.warning(
+                    "pulling %s from %s failed, trying the next mirror: %s",
+                    reference.familiar(), endpoint.name, error,
+                )  # fmt: skip
+        raise AssertionError("endpoints_for returned no endpoint")
+
+    async def _load_manifest(
+        self, client: RegistryClient, fetched: FetchedManifest
+    ) -> tuple[Manifest, str, list[str]]:
+        """Return the platform's manifest, the top-level digest and the documents' digests."""
+        label = f"manifest {fetched.digest} for {self.reference.familiar()}"
+        document = load_document(fetched.data, label)
+        media_type = detect_media_type(document, fetched.content_type)
+        self._store_blob(fetched.data, fetched.digest)
+        blobs = [fetched.digest]
+        if media_type not in INDEX_MEDIA_TYPES:
+            return parse_manifest(document, media_type, label), fetched.digest, blobs
+
+        chosen = select_manifest(document, host_platform(), label)
+        platform_manifest = await client.get_manifest(chosen.digest, self.reference.familiar())
+        label = f"manifest {chosen.digest} for {self.reference.familiar()}"
+        document = load_document(platform_manifest.data, label)
+        media_type = detect_media_type(document, platform_manifest.content_type)
+        manifest = parse_manifest(document, media_type, label)
+        self._store_blob(platform_manifest.data, platform_manifest.digest)
+        blobs.append(platform_manifest.digest)
+        return manifest, fetched.digest, blobs
+
+    async def _load_config(self, client: RegistryClient, descriptor: Descriptor) -> dict[str, Any]:
+        label = f"image config {descriptor.digest}"
+        self._hold(descriptor.digest)
+        if not self.content.exists(descriptor.digest):
+            if descriptor.size > MAX_DOCUMENT_SIZE:
+                raise InvalidArgument(f"{label} is {descriptor.size} bytes, too large")
+            chunks: list[bytes] = []
+            await client.download_blob(descriptor, chunks.append)
+            self._store_blob(b"".join(chunks), descriptor.digest)
+        return load_document(self.content.read(descriptor.digest), label)
+
+    async def _fetch_layers(
+        self,
+        client: RegistryClient,
+        layers: list[Descriptor],
+        diff_ids: list[str],
+        chains: list[str],
+    ) -> None:
+        semaphore = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
+        downloads: dict[int, asyncio.Task[None]] = {}
+        for index, layer in enumerate(layers):
+            self._hold(chains[index])
+            if self.snapshots.stat(chains[index]) is not None:
+                self._emit_layer(layer, "Already exists")
+                continue
+            self._emit_layer(layer, "Pulling fs layer")
+            downloads[index] = asyncio.create_task(self._download(client, layer, semaphore))
+
+        try:
+            for index, layer in enumerate(layers):
+                if index not in downloads:
+                    continue
+                await downloads[index]
+                parent = chains[index - 1] if index else None
+                await self._extract(layer, diff_ids[index], chains[index], parent)
+        finally:
+            for task in downloads.values():
+                task.cancel()
+            await asyncio.gather(*downloads.values(), return_exceptions=True)
+
+    async def _download(
+        self, client: RegistryClient, layer: Descriptor, semaphore: asyncio.Semaphore
+    ) -> None:
+        self._hold(layer.digest)
+        if self.content.exists(layer.digest):
+            self._emit_layer(layer, "Download complete")
+            return
+        async with semaphore:
+            with self.content.writer(layer.digest, layer.size) as writer:
+
+                def receive(chunk: bytes) -> None:
+                    writer.write(chunk)
+                    self._emit_bytes(layer, "Downloading", writer.written, layer.size)
+
+                await client.download_blob(layer, receive)
+                self._emit_layer(layer, "Verifying Checksum")
+                try:
+                    await asyncio.to_thread(writer.commit)
+                except InvalidArgument as error:
+                    raise InvalidArgument(
+                        f"filesystem layer verification failed for digest {layer.digest} "
+                        f"from {client.endpoint.name}: {error}"
+                    ) from None
+        self._new_blobs.append(layer.digest)
+        self._emit_layer(layer, "Download complete")
+
+    async def _extract(
+        self, layer: Descriptor, diff_id: str, chain_id: str, parent: str | None
+    ) -> None:
+        key = f"extract-{secrets.token_hex(4)}-{chain_id}"
+        path = self.snapshots.prepare(key, parent)
+        loop = asyncio.get_running_loop()
+        last_report = 0.0
+
+        def report(done: int, total: int) -> None:
+            # Runs in the worker thread for every entry, so it throttles before it posts.
+            nonlocal last_report
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_INTERVAL_SECONDS:
+                last_report = now
+                loop.call_soon_threadsafe(self._emit_bytes, layer, "Extracting", done, total)
+
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                unpack_layer,
+                self.content.path(layer.digest),
+                path,
+                layer=layer.digest,
+                expected_diff_id=diff_id,
+                progress=report,
+            )
+        )
+        try:
+            unpacked = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # The worker thread cannot be stopped; its directory goes once it finishes.
+            work.add_done_callback(lambda _: self.snapshots.abort(key))
+            raise
+        except BaseException:
+            self.snapshots.abort(key)
+            raise
+
+        snapshot = self.snapshots.commit(key, chain_id, diff_id, unpacked.size)
+        if snapshot.key == key:
+            self._new_chains.append(chain_id)
+        self._emit_layer(layer, "Pull complete")
+
+    def _record(
+        self,
+        image_id: str,
+        config: dict[str, Any],
+        manifest: Manifest,
+        diff_ids: list[str],
+        chains: list[str],
+        top_digest: str,
+        document_blobs: list[str],
+    ) -> None:
+        layers = [
+            LayerRecord(layer.digest, layer.media_type, layer.size, diff_ids[index], chains[index])
+            for index, layer in enumerate(manifest.layers)
+        ]
+        size = 0
+        for chain_id in chains:
+            snapshot = self.snapshots.stat(chain_id)
+            size += snapshot.size if snapshot else 0
+        blobs = {*document_blobs, manifest.config.digest}
+        blobs.update(layer.digest for layer in manifest.layers if self.content.exists(layer.digest))
+
+        names = {f"{self.reference.name}@{top_digest}": "digest"}
+        if self.reference.tag and not self.reference.digest:
+            names[f"{self.reference.name}:{self.reference.tag}"] = "tag"
+        record = ImageRecord(
+            id=image_id,
+            created=str(config.get("created") or "0001-01-01T00:00:00Z"),
+            size=size,
+            architecture=str(config.get("architecture") or ""),
+            os=str(config.get("os") or ""),
+            stored_at=datetime.now(UTC).isoformat(),
+        )
+        self.metadata.add_image(record, layers, blobs, names)
+        log.info("pulled %s as image %s", self.reference.familiar(), image_id)
+
+    def _store_blob(self, data: bytes, digest: str) -> None:
+        self._hold(digest)
+        if not self.content.exists(digest):
+            self.content.put(data, digest)
+            self._new_blobs.append(digest)
+
+    def _hold(self, name: str) -> None:
+        self.leases.hold(name)
+        self._leased_names.append(name)
+
+    def _discard(self) -> None:
+        """Remove what this failed pull made that nothing else uses."""
+        self.leases.release(self._leased_names)
+        self._leased_names = []
+        self.collect_garbage(self._new_blobs, self._new_chains)
+
+    def _emit(self, status: str, item_id: str | None = None) -> None:
+        message: dict[str, Any] = {"status": status}
+        if item_id is not None:
+            message["id"] = item_id
+        self._send(message)
+
+    def _emit_layer(self, layer: Descriptor, status: str) -> None:
+        self._send({"status": status, "progressDetail": {}, "id": _short_id(layer.digest)})
+
+    def _emit_bytes(self, layer: Descriptor, status: str, current: int, total: int) -> None:
+        key = f"{status} {layer.digest}"
+        now = time.monotonic()
+        if current < total and now - self._last_progress.get(key, 0.0) < PROGRESS_INTERVAL_SECONDS:
+            return
+        self._last_progress[key] = now
+        detail = {"current": current, "total": total}
+        self._send({"status": status, "progressDetail": detail, "id": _short_id(layer.digest)})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.progress is None or self._progress_failed:
+            return
+        try:
+            self.progress(message)
+        except Exception:
+            # A client that went away must not fail the pull: the image is still recorded
+            # and the next pull finds it. Later messages of this pull are dropped.
+            self._progress_failed = True
+            log.exception("progress callback failed for pull of %s", self.reference.familiar())
+
+
+def _short_id(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]

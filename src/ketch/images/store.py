@@ -1,0 +1,284 @@
+"""The image store: what the engine calls to pull, find, list and remove images and to
+mount container root filesystems.
+
+It ties together the parts that each own a piece of ``<root>`` (the engine passes
+``<data-root>/images``)::
+
+    <root>/
+        blobs/sha256/<hex>    content store (ketch.images.content)
+        ingest/               blobs being written (ketch.images.content)
+        snapshots/<n>/fs      unpacked layers by chain ID (ketch.images.snapshots)
+        containers/<id>/      overlayfs mounts of containers (ketch.images.rootfs)
+
+and the ``image_`` tables in the engine's SQLite database (ketch.images.metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ketch.errors import Conflict, InvalidArgument, NotFound
+from ketch.images.content import ContentStore
+from ketch.images.metadata import ImageMetadata, ImageRecord
+from ketch.images.pull import Leases, ProgressCallback, Puller
+from ketch.images.reference import (
+    DEFAULT_TAG,
+    Reference,
+    is_image_id,
+    parse_normalized,
+    parse_reference,
+)
+from ketch.images.registry import validate_insecure_registry, validate_mirror
+from ketch.images.rootfs import RootfsManager
+from ketch.images.snapshots import Snapshotter
+
+log = logging.getLogger(__name__)
+
+_HEX_PREFIX = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
+
+
+@dataclass
+class Image:
+    """An image as the engine uses it, with names in docker's familiar form."""
+
+    id: str  # "sha256:<config digest>"
+    repo_tags: list[str]
+    repo_digests: list[str]
+    created: str  # RFC 3339, from the image config
+    size: int  # bytes of file content in the image's layers
+    config: dict[str, Any]  # the config's "config" object: Env, Cmd, Entrypoint, ...
+    architecture: str
+    os: str
+    diff_ids: list[str] = field(default_factory=list)
+
+
+class ImageStore:
+    """Images under ``root``, metadata in ``db`` (used from the event loop thread only).
+
+    ``mirrors`` are registry mirror URLs for docker.io, tried in order, like dockerd's
+    ``registry-mirrors``. ``insecure_registries`` are ``host[:port]`` or CIDR entries
+    spoken to over plain HTTP, as localhost and loopback addresses always are.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        db: sqlite3.Connection,
+        *,
+        mirrors: Sequence[str] = (),
+        insecure_registries: Sequence[str] = (),
+    ) -> None:
+        self.root = root
+        self.mirrors = [validate_mirror(url) for url in mirrors]
+        self.insecure_registries = [validate_insecure_registry(e) for e in insecure_registries]
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.content = ContentStore(root)
+        self.metadata = ImageMetadata(db)
+        self.snapshots = Snapshotter(root, db)
+        self.rootfs = RootfsManager(root, db, self.snapshots)
+        self.leases = Leases()
+        self._configs: dict[str, dict[str, Any]] = {}
+
+    async def pull(self, reference: str, progress: ProgressCallback | None = None) -> Image:
+        """Pull ``reference`` from its registry (or docker.io's mirrors) and return it.
+
+        Raises InvalidArgument ('invalid reference format: ...'), NotFound (no such
+        manifest or repository), Unavailable (registry unreachable, naming it).
+        """
+        parsed = parse_reference(reference)
+        puller = Puller(
+            content=self.content,
+            snapshots=self.snapshots,
+            metadata=self.metadata,
+            leases=self.leases,
+            mirrors=self.mirrors,
+            insecure_registries=self.insecure_registries,
+            collect_garbage=self._collect_garbage,
+            reference=parsed,
+            progress=progress,
+        )
+        image_id = await puller.run()
+        return self._load(image_id)
+
+    def get(self, name_or_id: str) -> Image:
+        """Find an image by name (``busybox`` means ``busybox:latest``), by ``name@digest``,
+        by full ID or by a unique ID prefix. Raises NotFound('No such image: ...')."""
+        return self._load(self._resolve(name_or_id))
+
+    def list(self) -> list[Image]:
+        """Return every image, most recently stored first."""
+        return [self._load(record.id, record) for record in self.metadata.images()]
+
+    def remove(self, name_or_id: str, force: bool = False) -> list[dict[str, str]]:
+        """Untag or delete an image and return docker's list of ``Untagged``/``Deleted``.
+
+        A name removes that name, and the image goes (with its digest references) once
+        no tag is left. An ID removes
+        the image with all its names; one with several repositories needs ``force``. An
+        image whose rootfs a container uses is never deleted (Conflict).
+        """
+        image_id = self._resolve(name_or_id)
+        users = self.rootfs.users(image_id)
+        names = self.metadata.names(image_id)
+        by_name = not is_image_id(name_or_id) and not self._is_id_prefix(name_or_id, image_id)
+        short_id = image_id.removeprefix("sha256:")[:12]
+
+        if by_name:
+            name = self._full_name(name_or_id)
+            other_tags = [n for n, kind in names if kind == "tag" and n != name]
+            if users and not force and not other_tags:
+                raise Conflict(
+                    f'conflict: unable to remove repository reference "{name_or_id}" '
+                    f"(must force) - container {users[0][:12]} is using its referenced "
+                    f"image {short_id}"
+                )
+            self.metadata.remove_name(name)
+            result = [{"Untagged": _familiar(name)}]
+            if other_tags or users:
+                return result
+            # The last tag is gone, so the image goes with its digest references, as
+            # docker's ``rmi`` does.
+            result += [{"Untagged": _familiar(n)} for n, _ in names if n != name]
+        else:
+            if users:
+                raise Conflict(
+                    f"conflict: unable to delete {short_id} (cannot be forced) - image is "
+                    f"being used by container {users[0][:12]}"
+                )
+            repositories = {_repository(name) for name, kind in names if kind == "tag"}
+            if len(repositories) > 1 and not force:
+                raise Conflict(
+                    f"conflict: unable to delete {short_id} (must be forced) - image is "
+                    "referenced in multiple repositories"
+                )
+            result = [{"Untagged": _familiar(name)} for name, _ in names]
+
+        self._delete_image(image_id)
+        result.append({"Deleted": image_id})
+        return result
+
+    def prepare_rootfs(self, container_id: str, image: Image) -> Path:
+        """Mount an overlayfs rootfs for ``container_id`` from ``image``; return its path.
+
+        Calling it again for the same container returns the existing mount.
+        """
+        layers = self.metadata.layers(image.id)
+        if self.metadata.image(image.id) is None:
+            raise NotFound(f"No such image: {image.id}")
+        top_chain_id = layers[-1].chain_id if layers else None
+        return self.rootfs.prepare(container_id, image.id, top_chain_id)
+
+    def release_rootfs(self, container_id: str) -> None:
+        """Unmount and delete the rootfs of ``container_id``; safe to call again."""
+        self.rootfs.release(container_id)
+
+    def _resolve(self, text: str) -> str:
+        if is_image_id(text):
+            image_id = "sha256:" + text.removeprefix("sha256:")
+            if self.metadata.image(image_id) is not None:
+                return image_id
+            raise NotFound(f"No such image: {text}")
+
+        reference: Reference | None = None
+        try:
+            reference = parse_normalized(text)
+        except InvalidArgument:
+            if not _HEX_PREFIX.fullmatch(text):
+                raise
+        if reference is not None:
+            image_id = self.metadata.image_id_for_name(_full_name_of(reference))
+            if image_id is not None:
+                return image_id
+
+        prefix = _HEX_PREFIX.fullmatch(text)
+        if prefix and (reference is None or reference.tag is None):
+            matches = self.metadata.image_ids_with_prefix(prefix.group(1))
+            if len(matches) == 1:
+                return matches[0]
+        display = _familiar(_full_name_of(reference)) if reference else text
+        raise NotFound(f"No such image: {display}")
+
+    def _is_id_prefix(self, text: str, image_id: str) -> bool:
+        prefix = _HEX_PREFIX.fullmatch(text)
+        if not prefix or not image_id.removeprefix("sha256:").startswith(prefix.group(1)):
+            return False
+        reference = None
+        try:
+            reference = parse_normalized(text)
+        except InvalidArgument:
+            return True
+        return self.metadata.image_id_for_name(_full_name_of(reference)) is None
+
+    def _full_name(self, text: str) -> str:
+        return _full_name_of(parse_normalized(text))
+
+    def _load(self, image_id: str, record: ImageRecord | None = None) -> Image:
+        record = record or self.metadata.image(image_id)
+        if record is None:
+            raise NotFound(f"No such image: {image_id}")
+        names = self.metadata.names(image_id)
+        config = self._config(image_id)
+        return Image(
+            id=image_id,
+            repo_tags=[_familiar(name) for name, kind in names if kind == "tag"],
+            repo_digests=[_familiar(name) for name, kind in names if kind == "digest"],
+            created=record.created,
+            size=record.size,
+            config=dict(config.get("config") or {}),
+            architecture=record.architecture,
+            os=record.os,
+            diff_ids=[layer.diff_id for layer in self.metadata.layers(image_id)],
+        )
+
+    def _config(self, image_id: str) -> dict[str, Any]:
+        if image_id not in self._configs:
+            self._configs[image_id] = json.loads(self.content.read(image_id))
+        return self._configs[image_id]
+
+    def _delete_image(self, image_id: str) -> None:
+        blobs = self.metadata.blobs(image_id)
+        chains = [layer.chain_id for layer in self.metadata.layers(image_id)]
+        self.metadata.remove_image(image_id)
+        self._configs.pop(image_id, None)
+        self._collect_garbage(blobs, chains)
+        log.info("deleted image %s", image_id)
+
+    def _collect_garbage(self, blobs: list[str], chains: list[str]) -> None:
+        """Delete the given blobs and snapshots unless an image or a pull still uses them.
+
+        ``chains`` is bottom first; snapshots are removed top first, so a parent goes only
+        after its children.
+        """
+        # Limitation: removing a large snapshot runs on the calling (event loop) thread.
+        for chain_id in reversed(chains):
+            if chain_id in self.leases or self.metadata.chain_in_use(chain_id):
+                continue
+            try:
+                self.snapshots.remove(chain_id)
+            except Conflict as error:
+                log.debug("keeping snapshot %s: %s", chain_id, error)
+        for digest in blobs:
+            if digest in self.leases or self.metadata.blob_in_use(digest):
+                continue
+            self.content.delete(digest)
+
+
+def _full_name_of(reference: Reference) -> str:
+    if reference.digest:
+        return f"{reference.name}@{reference.digest}"
+    return f"{reference.name}:{reference.tag or DEFAULT_TAG}"
+
+
+def _familiar(full_name: str) -> str:
+    return str(parse_normalized(full_name).familiar())
+
+
+def _repository(full_name: str) -> str:
+    return parse_normalized(full_name).name
