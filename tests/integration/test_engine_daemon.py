@@ -66,7 +66,7 @@ def _wait_ready(daemon: Daemon) -> None:
             except OSError:
                 pass
         time.sleep(0.05)
-    raise AssertionError(f"ketchd did not answer within {READY_SECONDS} s:\n{daemon.log()}")
+    raise AssertionError(f"ketchd did not respond within {READY_SECONDS} s:\n{daemon.log()}")
 
 
 def _alive(pid: int) -> bool:

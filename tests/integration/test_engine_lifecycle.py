@@ -1,6 +1,6 @@
 """The Engine in-process against a real registry, image store and supervisor.
 
-One registry holds busybox (made by the project's base-image script); one engine with
+One registry contains busybox (made by the project's base-image script); one engine with
 temporary data and exec roots pulls it once and runs every test's containers. Teardown
 removes the containers, stops the supervisor by its PID, and unmounts and deletes the
 roots, also when a test fails.

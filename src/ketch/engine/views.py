@@ -91,6 +91,7 @@ def state_view(container: Container) -> dict[str, Any]:
         "Running": container.running,
         "Paused": False,
         "Restarting": False,
+        # Limitation: OOM kills are not detected yet, so OOMKilled stays false.
         "OOMKilled": state.oom_killed,
         "Dead": False,
         "Pid": state.pid,
