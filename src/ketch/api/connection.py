@@ -1,0 +1,284 @@
+"""One client connection of the API server: h11 for the HTTP/1.1 framing, asyncio for I/O.
+
+A connection carries requests one after another (keep-alive). For each request the route
+replies in one of four ways:
+
+- ``send`` / ``send_json``: a whole body with a Content-Length;
+- ``start_stream``, ``send_chunk``..., ``end_stream``: a chunked body written as results
+  arrive (image pull progress, the result of a wait);
+- ``hijack``: the status line and headers are written by hand, and then the socket
+  carries raw bytes (attach), as with dockerd. The connection is not reused afterwards.
+- nothing at all, when the server reports an error for it.
+
+Every reply carries the headers dockerd puts on all of its replies (``Api-Version``,
+``Ostype``, ``Docker-Experimental``, ``Server``); docker-py and the docker CLI read the
+API version from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import select
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import h11
+
+from ketch import __version__
+from ketch.api import API_VERSION
+from ketch.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+# Create bodies are a few kilobytes; a limit stops one client from filling the daemon's memory.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+
+COMMON_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Api-Version", API_VERSION),
+    ("Docker-Experimental", "false"),
+    ("Ostype", "linux"),
+    ("Server", f"ketch/{__version__} (linux)"),
+)
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than MAX_BODY_BYTES."""
+
+
+@dataclass
+class Request:
+    """One HTTP request with its whole body."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        """The target's path, still percent-encoded."""
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters; a repeated name keeps its first value, as dockerd's does."""
+        parameters: dict[str, str] = {}
+        for name, value in parse_qsl(urlsplit(self.target).query, keep_blank_values=True):
+            parameters.setdefault(name, value)
+        return parameters
+
+    @property
+    def wants_upgrade(self) -> bool:
+        """Whether the client asked for a hijacked connection (``Upgrade: tcp``)."""
+        connection = self.headers.get("connection", "").lower()
+        upgrade = self.headers.get("upgrade", "").lower()
+        return "upgrade" in connection and upgrade == "tcp"
+
+    def json_body(self) -> Any:
+        """Decode the body as JSON; None for an empty body.
+
+        Raises InvalidArgument naming the decoding problem.
+        """
+        if not self.body.strip():
+            return None
+        try:
+            return json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InvalidArgument(f"invalid JSON in request body: {error}") from None
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+class HttpConnection:
+    """The server's side of one client connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._method = ""
+        self.response_started = False
+        self.hijacked = False
+        self.must_close = False
+
+    async def read_request(self) -> Request | None:
+        """Read the next request and its whole body; None once the client has closed.
+
+        Raises h11.RemoteProtocolError for malformed HTTP and BodyTooLarge.
+        """
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = self._h11.next_event()
+            if event is h11.NEED_DATA:
+                self._h11.receive_data(await self._reader.read(READ_SIZE))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY_BYTES:
+                    raise BodyTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+            elif isinstance(event, h11.EndOfMessage) and request is not None:
+                return self._make_request(request, bytes(body))
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None
+
+    def _make_request(self, event: h11.Request, body: bytes) -> Request:
+        self._method = event.method.decode("ascii")
+        self.response_started = False
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers
+        }
+        return Request(self._method, event.target.decode("latin-1"), headers, body)
+
+    def _response_headers(
+        self, content_type: str | None, extra: tuple[tuple[str, str], ...]
+    ) -> list[tuple[str, str]]:
+        headers = list(COMMON_HEADERS)
+        if content_type is not None:
+            headers.append(("Content-Type", content_type))
+        headers.extend(extra)
+        return headers
+
+    async def send(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        content_type: str | None = "application/json",
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Send a complete reply. 204 and 304 replies carry no body and no Content-Type."""
+        no_body = status in (204, 304)
+        headers = self._response_headers(None if no_body else content_type, extra_headers)
+        if not no_body:
+            headers.append(("Content-Length", str(len(body))))
+        self.response_started = True
+        data = self._h11.send(
+            h11.Response(status_code=status, headers=headers, reason=_reason(status))
+        )
+        if body and not no_body and self._method != "HEAD":
+            data += self._h11.send(h11.Data(data=body))
+        data += self._h11.send(h11.EndOfMessage())
+        await self._write(data)
+
+    async def send_json(self, status: int, value: Any) -> None:
+        """Send a reply whose body is ``value`` encoded as JSON."""
+        await self.send(status, json.dumps(value).encode() + b"\n")
+
+    async def start_stream(self, status: int, content_type: str = "application/json") -> None:
+        """Send the status line and headers of a chunked reply at once."""
+        headers = self._response_headers(content_type, ())
+        self.response_started = True
+        response = h11.Response(status_code=status, headers=headers, reason=_reason(status))
+        await self._write(self._h11.send(response))
+
+    async def send_chunk(self, data: bytes) -> None:
+        """Send one chunk of a streamed reply and wait until the socket has taken it."""
+        if data:
+            await self._write(self._h11.send(h11.Data(data=data)))
+
+    async def end_stream(self) -> None:
+        """Finish a streamed reply."""
+        await self._write(self._h11.send(h11.EndOfMessage()))
+
+    async def hijack(self, upgrade: bool, content_type: str) -> asyncio.StreamWriter:
+        """Take the socket over from HTTP and return its writer for raw bytes.
+
+        With ``upgrade`` the reply is ``101 UPGRADED``, which dockerd sends to clients that
+        request ``Upgrade: tcp``. Without it the reply is a ``200 OK`` whose body runs
+        until the connection closes.
+        """
+        if upgrade:
+            status_line = "HTTP/1.1 101 UPGRADED"
+            extra = (("Connection", "Upgrade"), ("Upgrade", "tcp"))
+        else:
+            status_line = "HTTP/1.1 200 OK"
+            extra = (("Connection", "close"),)
+        headers = self._response_headers(content_type, extra)
+        head = status_line + "\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers)
+        self.response_started = True
+        self.hijacked = True
+        await self._write(head.encode("latin-1") + b"\r\n")
+        return self._writer
+
+    async def wait_until_client_closes(self) -> None:
+        """Return once the client has closed its side of the connection.
+
+        Bytes that arrive meanwhile (a pipelined next request) go to h11's buffer, so
+        nothing is lost when the connection carries on.
+        """
+        while True:
+            data = await self._reader.read(READ_SIZE)
+            if not data:
+                return
+            self._h11.receive_data(data)
+
+    def peer_hung_up(self) -> bool:
+        """Return whether the client has closed the socket completely, not just its sending
+        side.
+
+        Both look the same to a read (end of file), but on Linux a unix socket whose peer
+        has closed reports POLLHUP, and one whose peer only called shutdown(SHUT_WR) does
+        not. The docker CLI shuts its sending side down right after an attach without
+        stdin, so an end of file alone must not end the attach.
+        """
+        sock = self._writer.get_extra_info("socket")
+        if sock is None or sock.fileno() < 0:
+            return True
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLHUP)
+        return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
+
+    def start_next_request(self) -> bool:
+        """Prepare the connection for another request after the current reply; return
+        False when it must be closed instead."""
+        if self.must_close or self.hijacked:
+            return False
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+            return True
+        return False
+
+    async def send_protocol_error(self, status: int, message: str) -> None:
+        """Reply to a request that h11 could not parse, if HTTP still allows a reply."""
+        self.must_close = True
+        body = json.dumps({"message": message}).encode()
+        headers = self._response_headers("application/json", (("Content-Length", str(len(body))),))
+        try:
+            data = self._h11.send(
+                h11.Response(status_code=status, headers=headers, reason=_reason(status))
+            )
+            data += self._h11.send(h11.Data(data=body)) + self._h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            return
+        await self._write(data)
+
+    async def _write(self, data: bytes | None) -> None:
+        if data:
+            self._writer.write(data)
+            await self._writer.drain()
+
+    async def close(self) -> None:
+        """Close the socket; errors from a client that already went away are ignored."""
+        self._writer.close()
+        try:
+            await self._writer.wait_closed()
+        except (ConnectionError, OSError) as error:
+            log.debug("closing an API connection: %s", error)
+
+
+def decode_path_parameter(value: str) -> str:
+    """Percent-decode one path segment matched by a route (an image name may hold ``%2F``)."""
+    return unquote(value)

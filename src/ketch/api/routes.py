@@ -1,0 +1,240 @@
+"""The route table of the Engine API and the handlers whose replies are plain JSON.
+
+Each route maps a method and a path template to one handler. A handler reads the query
+and body, calls the engine, and replies through the ``HttpConnection``. Handlers whose
+replies stream (attach, wait, image pull) live in ``streams``. Engine methods that touch
+containers' processes or the network are coroutines, and the ones that read state are
+plain functions, as the engine defines them.
+
+Query parameters follow dockerd's parsing: a boolean is false when absent, empty, "0",
+"no", "false" or "none" (any case) and true otherwise.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ketch.api import streams
+from ketch.api.connection import HttpConnection, Request, decode_path_parameter
+from ketch.errors import InvalidArgument
+
+_FALSE_WORDS = frozenset({"", "0", "no", "false", "none"})
+
+
+@dataclass
+class Call:
+    """The engine, request, path parameters and connection that a handler works with."""
+
+    engine: Any
+    request: Request
+    parameters: dict[str, str]
+    http: HttpConnection
+
+    def flag(self, name: str) -> bool:
+        """Read a boolean query parameter."""
+        return self.request.query.get(name, "").strip().lower() not in _FALSE_WORDS
+
+    def integer(self, name: str, default: int | None) -> int | None:
+        """Read an integer query parameter; InvalidArgument names it when it is not one."""
+        text = self.request.query.get(name, "").strip()
+        if not text:
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid value for {name!r}: {text!r} is not an integer"
+            ) from None
+
+
+Handler = Callable[[Call], Awaitable[None]]
+
+
+async def ping(call: Call) -> None:
+    await call.http.send(
+        200,
+        b"OK",
+        content_type="text/plain; charset=utf-8",
+        extra_headers=(
+            ("Cache-Control", "no-cache, no-store, must-revalidate"),
+            ("Pragma", "no-cache"),
+        ),
+    )
+
+
+async def version(call: Call) -> None:
+    await call.http.send_json(200, call.engine.version())
+
+
+async def info(call: Call) -> None:
+    await call.http.send_json(200, call.engine.info())
+
+
+async def create_container(call: Call) -> None:
+    body = call.request.json_body()
+    if body is None:
+        raise InvalidArgument("config cannot be empty in order to create a container")
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid container config: the request body must be a JSON object")
+    name = call.request.query.get("name") or None
+    result = await call.engine.create_container(body, name)
+    await call.http.send_json(201, result)
+
+
+async def list_containers(call: Call) -> None:
+    filters = parse_filters(call.request.query.get("filters", ""))
+    limit = call.integer("limit", -1)
+    listing = call.engine.list_containers(all=call.flag("all"), limit=limit, filters=filters)
+    await call.http.send_json(200, listing)
+
+
+async def inspect_container(call: Call) -> None:
+    await call.http.send_json(200, call.engine.inspect_container(call.parameters["id"]))
+
+
+async def start_container(call: Call) -> None:
+    # The engine returns False when the container was running already (dockerd's 304).
+    started = await call.engine.start_container(call.parameters["id"])
+    await call.http.send(304 if started is False else 204)
+
+
+async def stop_container(call: Call) -> None:
+    if call.request.query.get("signal"):
+        raise InvalidArgument("stop with a signal (the 'signal' parameter) is not supported")
+    timeout = call.integer("t", None)
+    # The engine returns False when the container was not running (dockerd's 304).
+    stopped = await call.engine.stop_container(call.parameters["id"], timeout=timeout)
+    await call.http.send(304 if stopped is False else 204)
+
+
+async def kill_container(call: Call) -> None:
+    text = call.request.query.get("signal", "").strip()
+    signal: str | int = int(text) if text.isdigit() else (text or "SIGKILL")
+    await call.engine.kill_container(call.parameters["id"], signal=signal)
+    await call.http.send(204)
+
+
+async def remove_container(call: Call) -> None:
+    if call.flag("link"):
+        raise InvalidArgument("removing a link (link=true) is not supported")
+    # The 'v' parameter (remove anonymous volumes) is accepted: containers have no volumes yet.
+    await call.engine.remove_container(call.parameters["id"], force=call.flag("force"))
+    await call.http.send(204)
+
+
+async def list_images(call: Call) -> None:
+    filters = parse_filters(call.request.query.get("filters", ""))
+    images = filter_images(call.engine.list_images(), filters)
+    await call.http.send_json(200, images)
+
+
+async def inspect_image(call: Call) -> None:
+    await call.http.send_json(200, call.engine.inspect_image(call.parameters["name"]))
+
+
+def parse_filters(text: str) -> dict[str, list[str]]:
+    """Parse the ``filters`` parameter into ``{name: [values]}``.
+
+    Clients send ``{"status": ["running"]}``; API versions before 1.22 sent
+    ``{"status": {"running": true}}``, which dockerd still accepts, so both forms are read.
+    """
+    if not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(f"invalid filters parameter {text!r}: {error}") from None
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"invalid filters parameter {text!r}: expected a JSON object")
+    filters: dict[str, list[str]] = {}
+    for name, values in raw.items():
+        if isinstance(values, dict):
+            filters[name] = [value for value, enabled in values.items() if enabled]
+        elif isinstance(values, list) and all(isinstance(value, str) for value in values):
+            filters[name] = list(values)
+        else:
+            raise InvalidArgument(
+                f"invalid filters parameter: the values of {name!r} must be a list of strings"
+            )
+    return filters
+
+
+def filter_images(images: list[dict], filters: dict[str, list[str]]) -> list[dict]:
+    """Apply the ``reference`` and ``dangling`` filters of ``GET /images/json``.
+
+    A reference pattern matches a tag (``busybox:latest``) or its repository
+    (``busybox``) with shell wildcards, as ``docker images busybox`` expects.
+    """
+    unknown = sorted(set(filters) - {"reference", "dangling"})
+    if unknown:
+        raise InvalidArgument(f"invalid filter {unknown[0]!r}: images support reference, dangling")
+    selected = images
+    for pattern in filters.get("reference", []):
+        selected = [image for image in selected if _image_matches(image, pattern)]
+    for value in filters.get("dangling", []):
+        if value not in ("true", "false", "1", "0"):
+            raise InvalidArgument(f"invalid filter 'dangling={value}': expected true or false")
+        dangling = value in ("true", "1")
+        selected = [image for image in selected if (not image.get("RepoTags")) == dangling]
+    return selected
+
+
+def _image_matches(image: dict, pattern: str) -> bool:
+    for tag in image.get("RepoTags") or []:
+        repository = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
+        if fnmatch.fnmatchcase(tag, pattern) or fnmatch.fnmatchcase(repository, pattern):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+def _route(method: str, template: str, handler: Handler) -> Route:
+    """Compile a path template: ``{id}`` matches one segment, ``{name*}`` one or more."""
+    regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.+)", template)
+    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
+    return Route(method, re.compile(f"^{regex}$"), handler)
+
+
+ROUTES: tuple[Route, ...] = (
+    _route("GET", "/_ping", ping),
+    _route("HEAD", "/_ping", ping),
+    _route("GET", "/version", version),
+    _route("GET", "/info", info),
+    _route("POST", "/containers/create", create_container),
+    _route("GET", "/containers/json", list_containers),
+    _route("GET", "/containers/{id}/json", inspect_container),
+    _route("POST", "/containers/{id}/start", start_container),
+    _route("POST", "/containers/{id}/attach", streams.attach_container),
+    _route("POST", "/containers/{id}/wait", streams.wait_container),
+    _route("POST", "/containers/{id}/kill", kill_container),
+    _route("POST", "/containers/{id}/stop", stop_container),
+    _route("DELETE", "/containers/{id}", remove_container),
+    _route("POST", "/images/create", streams.pull_image),
+    _route("GET", "/images/json", list_images),
+    _route("GET", "/images/{name*}/json", inspect_image),
+)
+
+
+def match_route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+    """Find the handler for a request; None when no route has this method and path."""
+    for route in ROUTES:
+        if route.method != method:
+            continue
+        match = route.pattern.match(path)
+        if match is not None:
+            parameters = {
+                key: decode_path_parameter(value) for key, value in match.groupdict().items()
+            }
+            return route.handler, parameters
+    return None

@@ -1,0 +1,173 @@
+"""The Engine API server: a unix socket, one asyncio task per connection, one dispatcher.
+
+``serve(engine, socket_path)`` prepares the socket file and returns the listening
+``asyncio.Server``, which the caller closes. A stale socket file from a crashed daemon is
+removed, and a socket that another process serves is an error.
+
+Every request goes through ``dispatch``. It checks and strips the ``/vX.Y`` prefix, and
+the route table in ``routes`` picks the handler. Any error the handler raises before its
+reply has started is sent as ``{"message": ...}`` with the status from
+``errors.status_for_error``: this is the one place where the API reports errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import logging
+import os
+import re
+import socket
+import stat
+import time
+from pathlib import Path
+
+import h11
+
+from ketch.api import API_VERSION, MIN_API_VERSION, routes
+from ketch.api.connection import BodyTooLarge, HttpConnection, Request
+from ketch.api.errors import error_body, message_for_error, status_for_error
+from ketch.errors import Conflict, InvalidArgument, KetchError
+
+log = logging.getLogger(__name__)
+
+SOCKET_MODE = 0o660
+# Members of this group may use the socket, as members of "docker" may use dockerd's.
+SOCKET_GROUP = "ketch"
+
+_VERSION_PREFIX = re.compile(r"^/v(\d+(?:\.\d+)*)(/.*)$")
+
+
+async def serve(engine: object, socket_path: Path) -> asyncio.Server:
+    """Listen on ``socket_path`` and serve the Engine API backed by ``engine``."""
+    _remove_stale_socket(socket_path)
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await serve_connection(engine, reader, writer)
+
+    server = await asyncio.start_unix_server(on_connection, path=str(socket_path))
+    _set_socket_permissions(socket_path)
+    log.info("serving the Engine API on unix://%s", socket_path)
+    return server
+
+
+def _remove_stale_socket(socket_path: Path) -> None:
+    """Remove a socket file left by a daemon that died; refuse to take over a live one."""
+    try:
+        mode = socket_path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise InvalidArgument(f"cannot listen on {socket_path}: it exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(socket_path))
+    except OSError:
+        log.info("removing stale socket %s", socket_path)
+        socket_path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise Conflict(f"cannot listen on {socket_path}: another process is serving it")
+
+
+def _set_socket_permissions(socket_path: Path) -> None:
+    os.chmod(socket_path, SOCKET_MODE)
+    try:
+        group_id = grp.getgrnam(SOCKET_GROUP).gr_gid
+    except KeyError:
+        return
+    os.chown(socket_path, -1, group_id)
+
+
+async def serve_connection(
+    engine: object, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Serve requests on one connection until the client closes it or a reply ends it."""
+    http = HttpConnection(reader, writer)
+    try:
+        while True:
+            try:
+                request = await http.read_request()
+            except h11.RemoteProtocolError as error:
+                log.debug("malformed HTTP request: %s", error)
+                await http.send_protocol_error(error.error_status_hint, f"bad request: {error}")
+                return
+            except BodyTooLarge as error:
+                await http.send_protocol_error(413, str(error))
+                return
+            if request is None:
+                return
+            await dispatch(engine, request, http)
+            if not http.start_next_request():
+                return
+    except ConnectionError as error:
+        log.debug("API client went away: %s", error)
+    finally:
+        await http.close()
+
+
+async def dispatch(engine: object, request: Request, http: HttpConnection) -> None:
+    """Run the handler for one request and report any error it raises."""
+    started = time.monotonic()
+    status = "streamed"
+    try:
+        path = strip_version_prefix(request.path)
+        match = routes.match_route(request.method, path)
+        if match is None:
+            status = "404"
+            await http.send(404, error_body("page not found"))
+        else:
+            handler, parameters = match
+            await handler(routes.Call(engine, request, parameters, http))
+    except ConnectionError:
+        raise
+    except Exception as error:
+        status = str(status_for_error(error))
+        await _report_error(request, http, error)
+    finally:
+        elapsed_ms = (time.monotonic() - started) * 1000
+        log.debug("%s %s -> %s (%.1f ms)", request.method, request.target, status, elapsed_ms)
+
+
+def strip_version_prefix(path: str) -> str:
+    """Remove a ``/vX.Y`` prefix after checking that ketch serves that API version.
+
+    Raises InvalidArgument with dockerd's wording for a version outside the range.
+    """
+    match = _VERSION_PREFIX.match(path)
+    if match is None:
+        return path
+    version, rest = match.groups()
+    requested = _version_tuple(version)
+    if requested < _version_tuple(MIN_API_VERSION):
+        raise InvalidArgument(
+            f"client version {version} is too old. Minimum supported API version is "
+            f"{MIN_API_VERSION}, please upgrade your client to a newer version"
+        )
+    if requested > _version_tuple(API_VERSION):
+        raise InvalidArgument(
+            f"client version {version} is too new. Maximum supported API version is {API_VERSION}"
+        )
+    return rest
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+async def _report_error(request: Request, http: HttpConnection, error: Exception) -> None:
+    status = status_for_error(error)
+    message = message_for_error(error)
+    if not isinstance(error, KetchError):
+        log.exception("%s %s failed", request.method, request.target, exc_info=error)
+    elif status >= 500:
+        log.error("%s %s failed: %s", request.method, request.target, message)
+    if http.response_started:
+        # The status line is gone already, so closing is how the client learns of the failure.
+        log.warning(
+            "%s %s failed after its reply started: %s", request.method, request.target, message
+        )
+        http.must_close = True
+        return
+    await http.send(status, error_body(message))

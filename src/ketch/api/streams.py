@@ -1,0 +1,211 @@
+"""The routes whose replies stream: attach, wait and image pull.
+
+- attach: the engine returns a reader of Docker's multiplexed frames. The connection is
+  hijacked (``101 UPGRADED`` when the client sent ``Upgrade: tcp``), and the frames are
+  copied to it until the container's output ends. Then the socket is closed.
+- wait: the engine registers the waiter first, then the ``200`` headers go out at once, so
+  a client that waits before it starts the container knows the waiter is in place; the
+  JSON body follows when the condition is met.
+- image pull: progress messages go out as JSON lines in a chunked body. The headers wait
+  for the first message, so an error before any progress (an invalid reference, a
+  manifest that does not exist) is still a plain HTTP error; an error after it is the
+  last line, ``{"errorDetail": {"message": m}, "error": m}``, as dockerd writes it.
+
+All three watch the client's side of the socket: when the client goes away, the engine
+call is cancelled, or the attach ended, instead of running on for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ketch.api.connection import HttpConnection
+from ketch.api.errors import message_for_error
+from ketch.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from ketch.api.routes import Call
+
+log = logging.getLogger(__name__)
+
+RAW_STREAM = "application/vnd.docker.raw-stream"
+COPY_SIZE = 65536
+HANGUP_POLL_SECONDS = 1.0
+# Docker's stream formatter ends each JSON message with CRLF; clients split on "\n".
+LINE_END = b"\r\n"
+
+T = TypeVar("T")
+
+
+async def attach_container(call: Call) -> None:
+    if call.flag("stdin"):
+        raise InvalidArgument("attaching to a container's stdin (stdin=true) is not supported")
+    reader = await call.engine.attach_container(
+        call.parameters["id"],
+        stdout=call.flag("stdout"),
+        stderr=call.flag("stderr"),
+        stream=call.flag("stream"),
+        logs=call.flag("logs"),
+    )
+    writer = await call.http.hijack(call.request.wants_upgrade, RAW_STREAM)
+    copy = asyncio.ensure_future(_copy_stream(reader, writer))
+    hangup = asyncio.ensure_future(_wait_for_hangup(call.http))
+    try:
+        await asyncio.wait({copy, hangup}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hangup.cancel()
+        copy.cancel()
+    if copy.done() and not copy.cancelled():
+        copy.result()
+    else:
+        log.debug("attach to %s ended: the client closed the connection", call.parameters["id"])
+
+
+async def _copy_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        chunk = await reader.read(COPY_SIZE)
+        if not chunk:
+            return
+        writer.write(chunk)
+        await writer.drain()
+
+
+async def _wait_for_hangup(http: HttpConnection) -> None:
+    """Return once the client has closed the attach socket completely.
+
+    A quiet container writes nothing for a write error to reveal a client that left, so
+    the socket is checked every HANGUP_POLL_SECONDS after the client's end of file.
+    """
+    await http.wait_until_client_closes()
+    while not http.peer_hung_up():
+        await asyncio.sleep(HANGUP_POLL_SECONDS)
+
+
+async def wait_container(call: Call) -> None:
+    condition = call.request.query.get("condition") or "not-running"
+    waiter = asyncio.ensure_future(
+        call.engine.wait_container(call.parameters["id"], condition=condition)
+    )
+    try:
+        await call.http.start_stream(200)
+        finished = await _finish_unless_client_closes(call.http, waiter)
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+    if not finished:
+        log.debug("wait for %s cancelled: the client closed the connection", call.parameters["id"])
+        call.http.must_close = True
+        return
+    try:
+        result = waiter.result()
+    except Exception as error:
+        log.warning("waiting for container %s failed: %s", call.parameters["id"], error)
+        result = {"StatusCode": -1, "Error": {"Message": message_for_error(error)}}
+    await call.http.send_chunk(json.dumps(result).encode() + b"\n")
+    await call.http.end_stream()
+
+
+async def pull_image(call: Call) -> None:
+    reference = image_reference(call.request.query)
+    messages: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    def on_progress(message: dict[str, Any]) -> None:
+        messages.append(message)
+        arrived.set()
+
+    pull = asyncio.ensure_future(call.engine.pull_image(reference, on_progress))
+    try:
+        await _stream_progress(call.http, pull, messages, arrived)
+    finally:
+        if not pull.done():
+            pull.cancel()
+    if call.http.must_close:
+        log.info("pull of %s cancelled: the client closed the connection", reference)
+        return
+
+    error = pull.exception()
+    if error is None:
+        if not call.http.response_started:
+            await call.http.start_stream(200)
+    elif not call.http.response_started:
+        raise error
+    else:
+        log.warning("pull of %s failed: %s", reference, error)
+        message = message_for_error(error)
+        line = {"errorDetail": {"message": message}, "error": message}
+        await call.http.send_chunk(json.dumps(line).encode() + LINE_END)
+    await call.http.end_stream()
+
+
+async def _stream_progress(
+    http: HttpConnection,
+    pull: asyncio.Future[Any],
+    messages: list[dict[str, Any]],
+    arrived: asyncio.Event,
+) -> None:
+    """Send progress messages as they arrive until the pull ends or the client leaves."""
+    closed = asyncio.ensure_future(http.wait_until_client_closes())
+    try:
+        while True:
+            arrival = asyncio.ensure_future(arrived.wait())
+            await asyncio.wait({pull, arrival, closed}, return_when=asyncio.FIRST_COMPLETED)
+            arrival.cancel()
+            arrived.clear()
+            batch = messages[:]
+            messages.clear()
+            await _send_messages(http, batch)
+            if pull.done():
+                return
+            if closed.done():
+                http.must_close = True
+                return
+    finally:
+        closed.cancel()
+
+
+async def _send_messages(http: HttpConnection, batch: list[dict[str, Any]]) -> None:
+    if not batch:
+        return
+    if not http.response_started:
+        await http.start_stream(200)
+    await http.send_chunk(b"".join(json.dumps(message).encode() + LINE_END for message in batch))
+
+
+async def _finish_unless_client_closes(http: HttpConnection, task: Awaitable[T]) -> bool:
+    """Wait for ``task`` or for the client to close; return whether the task finished."""
+    future = asyncio.ensure_future(task)
+    closed = asyncio.ensure_future(http.wait_until_client_closes())
+    try:
+        await asyncio.wait({future, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closed.cancel()
+    return future.done()
+
+
+def image_reference(query: dict[str, str]) -> str:
+    """Build the reference to pull from ``fromImage`` and ``tag``.
+
+    ``tag`` replaces a tag already in ``fromImage``, and a ``tag`` that contains a colon
+    is a digest (``sha256:...``), as in dockerd.
+    """
+    if query.get("fromSrc"):
+        raise InvalidArgument("importing an image (the 'fromSrc' parameter) is not supported")
+    image = query.get("fromImage", "").strip()
+    if not image:
+        raise InvalidArgument("missing 'fromImage' parameter: the name of the image to pull")
+    tag = query.get("tag", "").strip()
+    if not tag:
+        # Limitation: without a tag dockerd pulls every tag of the repository; the image
+        # store pulls "latest" only.
+        return image
+    name = image.split("@", 1)[0]
+    last_component = name.rsplit("/", 1)[-1]
+    if ":" in last_component:
+        name = name.rsplit(":", 1)[0]
+    separator = "@" if ":" in tag else ":"
+    return f"{name}{separator}{tag}"
