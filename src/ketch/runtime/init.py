@@ -56,10 +56,17 @@ def run_bootstrap(context: InitContext) -> NoReturn:
         context.cgroups.add_process(os.getpid())
         _join_namespaces(context.namespace_fds)
         syscalls.unshare(_new_namespace_flags(context.spec))
+        # The init waits on this pipe until its pid is reported, so that the parent
+        # always learns the pid before any message of the init.
+        go_read, go_write = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(go_write)
+            _wait_for_bootstrap(go_read)
             run_init(context)
+        os.close(go_read)
         sync.send(context.sync_socket, sync.PID, pid=pid)
+        os.write(go_write, b"0")
         sync.receive(context.sync_socket, ACK_TIMEOUT)
         status = 0
     except BaseException as error:
@@ -123,6 +130,16 @@ def _set_up(context: InitContext) -> tuple[str, int]:
     process.enter_working_directory(spec.process.cwd)
     executable = process.find_executable(spec.process.args[0], spec.process.env)
     return executable, exechelper.sealed_helper_fd()
+
+
+def _wait_for_bootstrap(go_read: int) -> None:
+    try:
+        go = os.read(go_read, 1)
+    except OSError:
+        go = b""
+    if not go:
+        os._exit(1)  # the bootstrap failed, and it reports why
+    os.close(go_read)
 
 
 def _wait_for_start(exec_fifo_fd: int) -> None:

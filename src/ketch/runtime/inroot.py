@@ -74,9 +74,23 @@ def make_file(root_fd: int, path: str, mode: int = 0o644) -> int:
             os.close(os.open(parts[-1], flags, mode, dir_fd=parent))
         except FileExistsError:
             pass
-        return open_in_root(root_fd, path)
+        try:
+            return open_in_root(root_fd, path)
+        except FileNotFoundError:
+            raise _dangling(path, parts[-1]) from None
     finally:
         os.close(parent)
+
+
+def _dangling(whole_path: str, name: str) -> SystemFailure:
+    # Present but not resolvable inside the root: a symlink to a missing target, perhaps
+    # one that exists only outside the rootfs.
+    # NOTE: unlike runc, the target of such a link is not created inside the rootfs; the
+    # mount fails instead.
+    return SystemFailure(
+        f"cannot create {whole_path} in the rootfs: {name} is a symlink whose target "
+        "does not exist inside the rootfs"
+    )
 
 
 def is_directory(fd: int) -> bool:
@@ -87,11 +101,7 @@ def _mkdir_at(parent_fd: int, name: str, mode: int, whole_path: str) -> None:
     try:
         os.mkdir(name, mode, dir_fd=parent_fd)
     except FileExistsError:
-        # Present but not resolvable: a dangling symlink, which must not be followed.
-        raise SystemFailure(
-            f"cannot create {whole_path} in the rootfs: {name} exists but does not resolve "
-            "to a directory inside the rootfs"
-        ) from None
+        raise _dangling(whole_path, name) from None
     except OSError as error:
         if error.errno == errno.ENOTDIR:
             raise SystemFailure(

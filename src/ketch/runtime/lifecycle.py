@@ -228,6 +228,10 @@ class Runtime:
     def _undo_create(self, directory: Path, cgroups: CgroupManager | None) -> None:
         if cgroups is not None:
             try:
+                # Anything left in the cgroups was started by this create.
+                for pid in cgroups.processes():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 _wait_until_empty(cgroups, self.kill_timeout)
                 cgroups.destroy()
             except KetchError as error:
@@ -248,21 +252,27 @@ class Runtime:
 
 
 def _collect_init(parent_end: Any, bootstrap: int, timeout: float, container_id: str) -> int:
-    """Run the parent's side of the protocol in :mod:`ketch.runtime.sync`."""
+    """Run the parent's side of the protocol in :mod:`ketch.runtime.sync`.
+
+    The bootstrap's ``pid`` and the init's ``ready`` may arrive in either order, because
+    the init runs on while the bootstrap reports.
+    """
     init_pid = None
     pidfd = None
+    ready = False
     try:
-        message = _receive(parent_end, timeout, container_id)
-        if message["type"] != sync.PID:
-            raise SystemFailure(f"create {container_id}: unexpected message {message}")
-        init_pid = int(message["pid"])
-        pidfd = os.pidfd_open(init_pid)
-        sync.send(parent_end, sync.PID_ACK)
-        _reap(bootstrap)
-        bootstrap = 0
-        message = _receive(parent_end, timeout, container_id)
-        if message["type"] != sync.READY:
-            raise SystemFailure(f"create {container_id}: unexpected message {message}")
+        while init_pid is None or not ready:
+            message = _receive(parent_end, timeout, container_id)
+            if message["type"] == sync.PID and init_pid is None:
+                init_pid = int(message["pid"])
+                pidfd = os.pidfd_open(init_pid)
+                sync.send(parent_end, sync.PID_ACK)
+                _reap(bootstrap)
+                bootstrap = 0
+            elif message["type"] == sync.READY:
+                ready = True
+            else:
+                raise SystemFailure(f"create {container_id}: unexpected message {message}")
         return init_pid
     except BaseException:
         if pidfd is not None:

@@ -22,8 +22,10 @@ bootstrap or init   ``error``   ``{"type": "error", "kind": K, "message": M}``: 
                                 sender exits right after.
 ==================  ==========  ==========================================================
 
-End of file on the parent's end, before ``ready``, means the children died without
-reporting; ``create`` then fails with SystemFailure.
+The init starts its work only after the bootstrap has sent ``pid`` (it waits on a pipe
+from the bootstrap), so ``pid`` always comes first. End of file on the parent's end
+before ``ready`` means the children died without reporting; ``create`` then fails with
+SystemFailure.
 """
 
 from __future__ import annotations
