@@ -612,3 +612,29 @@ def test_info_counts(tmp_path: Path) -> None:
         assert info["Driver"] == "overlay2"
 
     run(tmp_path, test)
+
+
+def test_reconcile_undoes_interrupted_start(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        supervisor = FakeSupervisor()
+        images = FakeImages(tmp_path / "images")
+        first = Engine(data_root=tmp_path / "data", db=db, images=images, supervisor=supervisor)
+        await first.start()
+        container_id = (await first.create_container(body(), None))["Id"]
+        await first.start_container(container_id)
+        await first.close()
+
+        # ketchd stopped after the supervisor's create but before its start.
+        supervisor.containers[container_id]["status"] = "created"
+        supervisor.events = asyncio.Queue()
+        second = Engine(data_root=tmp_path / "data", db=db, images=images, supervisor=supervisor)
+        await second.start()
+        state = second.inspect_container(container_id)["State"]
+        restarted = await second.start_container(container_id)
+        await second.close()
+        assert state["Status"] == "created"
+        assert state["Error"] == "ketchd stopped while starting the container"
+        assert restarted is True
+
+    asyncio.run(main())

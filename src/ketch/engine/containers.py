@@ -351,28 +351,45 @@ class ContainerService:
     async def reconcile(self) -> None:
         """Bring every record up to date with the supervisor, after ketchd (re)connects.
 
-        Exits that happened while ketchd was away are recorded, and removals that a
-        crash interrupted, or auto-removals that never ran, are finished.
+        Exits that happened while ketchd was away are recorded. A start that a crash of
+        ketchd interrupted is undone, and removals that a crash interrupted, or
+        auto-removals that never ran, are finished.
         """
         known = {state["id"]: state for state in await self._supervisor.list()}
         for container in self._store.all():
+            if container.id in self._starting:
+                continue
             state = known.get(container.id)
-            if container.running and container.id not in self._starting:
-                if state is None:
-                    self.record_exit(
-                        container, 255, timestamps.now(), "the supervisor has no record of it"
-                    )
-                elif state.get("status") == "stopped":
-                    self.record_exit(
-                        container,
-                        int(state.get("exit_code") or 0),
-                        state.get("finished_at") or timestamps.now(),
-                    )
-            if container.state.removing or (
-                container.auto_remove and container.state.status == "exited"
+            if state is not None and state.get("status") == "created":
+                await self._undo_interrupted_start(container)
+            elif container.running:
+                self._record_missed_exit(container, state)
+            if not container.running and (
+                container.state.removing
+                or (container.auto_remove and container.state.status == "exited")
             ):
-                if not container.running:
-                    self.spawn(self._remove(container))
+                self.spawn(self._remove(container))
+
+    def _record_missed_exit(self, container: Container, state: dict[str, Any] | None) -> None:
+        if state is None:
+            self.record_exit(container, 255, timestamps.now(), "the supervisor has no record of it")
+        elif state.get("status") == "stopped":
+            exit_code = state.get("exit_code")
+            self.record_exit(
+                container,
+                exit_code if isinstance(exit_code, int) else 255,
+                state.get("finished_at") or timestamps.now(),
+            )
+
+    async def _undo_interrupted_start(self, container: Container) -> None:
+        """Delete an init parked by a start that never finished, so a new start can work."""
+        logger.warning("container %s was left half-started; deleting its init", container.id)
+        await self._forget_in_supervisor(container.id)
+        if container.running:
+            container.state.status = "created"
+            container.state.pid = 0
+            container.state.error = "ketchd stopped while starting the container"
+            self._store.save(container)
 
     # Kill, stop, remove
 

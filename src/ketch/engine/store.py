@@ -16,7 +16,6 @@ The files that belong to a container live under the data root::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import secrets
 import sqlite3
@@ -65,7 +64,9 @@ class Container:
         return bool(self.host_config.get("AutoRemove"))
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+        # vars() instead of dataclasses.asdict(), which deep-copies config on every save.
+        record = {**vars(self), "state": vars(self.state)}
+        return json.dumps(record, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Container:
