@@ -54,6 +54,8 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 # Extended attributes a layer may set. trusted.* is excluded above all because
 # trusted.overlay.* would let a layer forge opaque directories or redirects in the mount.
 _ALLOWED_XATTR_PREFIXES = ("user.", "security.", "system.posix_acl_")
+# Errors that come from the host's disk, not from the layer's content.
+_HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,10 @@ class _Unpacker:
         try:
             self._apply_in(archive, member, parts, parent_fd)
         except OSError as error:
+            if error.errno in _HOST_ERRNOS:
+                raise SystemFailure(
+                    f"layer {self.layer}: cannot write entry {member.name!r}: {error.strerror}"
+                ) from None
             raise self._reject(member, f"cannot unpack: {error.strerror or error}") from None
         finally:
             os.close(parent_fd)

@@ -145,7 +145,9 @@ class Puller:
             await self._fetch_layers(client, manifest.layers, diff_ids, chains)
 
         image_id = manifest.config.digest
-        tag_name = f"{self.reference.name}:{self.reference.tag}" if self.reference.tag else None
+        tag_name = None
+        if self.reference.tag and not self.reference.digest:
+            tag_name = f"{self.reference.name}:{self.reference.tag}"
         previous = self.metadata.image_id_for_name(tag_name) if tag_name else None
         up_to_date = previous == image_id or (
             tag_name is None and self.metadata.image(image_id) is not None
@@ -171,7 +173,7 @@ class Puller:
                 session, endpoint, reference.path, display_name=reference.familiar_name
             )
             try:
-                return client, await client.get_manifest(target, reference.familiar())
+                fetched = await client.get_manifest(target, reference.familiar())
             except (NotFound, Unavailable, Forbidden) as error:
                 if number == len(endpoints):
                     raise
@@ -179,6 +181,9 @@ class Puller:
                     "pulling %s from %s failed, trying the next mirror: %s",
                     reference.familiar(), endpoint.name, error,
                 )  # fmt: skip
+                continue
+            log.info("pulling %s from %s (%s)", reference.familiar(), endpoint.name, fetched.digest)
+            return client, fetched
         raise AssertionError("endpoints_for returned no endpoint")
 
     async def _load_manifest(
@@ -236,6 +241,10 @@ class Puller:
                 if index not in downloads:
                     continue
                 await downloads[index]
+                if self.snapshots.stat(chains[index]) is not None:
+                    # A concurrent pull unpacked this layer while it downloaded here.
+                    self._emit_layer(layer, "Pull complete")
+                    continue
                 parent = chains[index - 1] if index else None
                 await self._extract(layer, diff_ids[index], chains[index], parent)
         finally:
