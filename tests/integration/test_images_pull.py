@@ -227,6 +227,17 @@ def test_hostile_layer_leaves_nothing(store: ImageStore, registry: str) -> None:
     assert not (store.root.parent / "escape").exists()
 
 
+def test_failed_pull_keeps_shared_layer(store: ImageStore, registry: str) -> None:
+    push_test_image(registry, "test/one", "v1", [BASE])
+    push_test_image(registry, "test/evil", "v1", [BASE, gzip_layer({"/abs": File(b"x")})])
+    one, _ = pull(store, f"{registry}/test/one:v1")
+    with pytest.raises(InvalidArgument, match="absolute paths are not allowed"):
+        pull(store, f"{registry}/test/evil:v1")
+    assert [image.id for image in store.list()] == [one.id]
+    assert len(store.snapshots.list()) == 1
+    assert len(stored_files(store)["blobs"]) == len(store.metadata.blobs(one.id))
+
+
 def test_tampered_blob_rejected(tmp_path: Path) -> None:
     running = support.registry.start_registry(tmp_path / "registry")
     try:
@@ -294,3 +305,28 @@ def test_blob_files_are_read_only_to_others(store: ImageStore, registry: str) ->
     pull(store, f"{registry}/test/app:v1")
     for blob in store.content.blob_dir.iterdir():
         assert os.stat(blob).st_mode & 0o022 == 0
+
+
+def test_concurrent_pulls_share_work(store: ImageStore, registry: str) -> None:
+    push_test_image(registry, "test/app", "v1", [BASE, TOP])
+
+    async def pull_twice() -> list[Image]:
+        reference = f"{registry}/test/app:v1"
+        return list(await asyncio.gather(store.pull(reference), store.pull(reference)))
+
+    first, second = asyncio.run(pull_twice())
+    assert first.id == second.id
+    assert len(store.snapshots.list()) == 2
+    assert stored_files(store)["ingest"] == []
+    assert len(store.list()) == 1
+
+
+def test_moved_tag_leaves_old_image(store: ImageStore, registry: str) -> None:
+    push_test_image(registry, "test/app", "v1", [BASE])
+    old, _ = pull(store, f"{registry}/test/app:v1")
+    push_test_image(registry, "test/app", "v1", [BASE, TOP])
+    new, messages = pull(store, f"{registry}/test/app:v1")
+    assert messages[-1]["status"].startswith("Status: Downloaded newer image")
+    assert store.get(f"{registry}/test/app:v1").id == new.id
+    assert store.get(old.id).repo_tags == []
+    assert len(store.get(old.id).repo_digests) == 1

@@ -258,7 +258,9 @@ def image_store(root: Path, **options: Any) -> Iterator[ImageStore]:
     """Yield an ImageStore under ``root`` with its own database; afterwards release every
     container rootfs it mounted, also when the test failed."""
     root.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(root / "ketch.db")
+    # Opened as ketchd opens it: autocommit, so each store change is its own transaction.
+    db = sqlite3.connect(root / "ketch.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
     store = ImageStore(root / "images", db, **options)
     try:
         yield store
