@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from support.rootfs import busybox_rootfs, runner  # noqa: F401
 
 from ketch.errors import InvalidArgument
+
+pytest_plugins = ["support.rootfs"]
 
 
 def test_process_is_pid_1(runner):

@@ -8,10 +8,12 @@ import signal
 from pathlib import Path
 
 import pytest
-from support.rootfs import busybox_rootfs, runner, wait_for_exit  # noqa: F401
 
 from ketch.errors import Conflict, InvalidArgument, NotFound
 from ketch.runtime import Runtime
+from support.rootfs import wait_for_exit
+
+pytest_plugins = ["support.rootfs"]
 
 
 def test_run_echo_output(runner):

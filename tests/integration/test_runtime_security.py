@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.rootfs import busybox_rootfs, runner  # noqa: F401
 
 from ketch.errors import KetchError
 
@@ -17,6 +16,8 @@ EVIL_SCRIPT = """#!/proc/self/exe
 import os
 open("/pwned", "w").write(os.readlink("/proc/self/exe"))
 """
+
+pytest_plugins = ["support.rootfs"]
 
 
 def _digest(path: Path) -> str:

@@ -1,8 +1,9 @@
 """A busybox rootfs and OCI bundles for tests that run real containers.
 
-``busybox_rootfs`` is a pytest fixture; tests that use it import it from here::
+``busybox_rootfs`` and ``runner`` are pytest fixtures; a test module that uses them
+loads this module as a plugin::
 
-    from support.rootfs import busybox_rootfs, runner, write_bundle  # noqa: F401
+    pytest_plugins = ["support.rootfs"]
 
 It builds, in the test's tmp_path::
 
