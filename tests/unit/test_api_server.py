@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -277,3 +278,12 @@ def test_regular_file_is_not_replaced(socket_dir: Path) -> None:
         with serve_fake_engine(path):
             pass
     assert path.read_text() == "not a socket"
+
+
+def test_requests_logged_at_debug(served: ServedEngine, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="ketch.api.server")
+    request(served.socket_path, "GET", "/v1.45/_ping")
+    request(served.socket_path, "GET", "/nothing")
+    messages = [record.getMessage() for record in caplog.records if record.levelno == logging.DEBUG]
+    assert messages[0].startswith("GET /v1.45/_ping -> 200 (")
+    assert messages[1].startswith("GET /nothing -> 404 (")

@@ -139,7 +139,9 @@ def test_progress_on_a_terminal_redraws_lines() -> None:
     display = ProgressDisplay(output, terminal=True)
     for message in MESSAGES:
         display.show(message)
-    bar = progress_bar({"current": 5, "total": 10})
+    # An unknown width counts as 80 columns, too narrow for the bar itself.
+    bar = progress_bar({"current": 5, "total": 10}, with_bar=False)
+    assert bar == "5B/10B"
     assert output.getvalue() == (
         "latest: Pulling from library/busybox\n"
         "aaa: Pulling fs layer\n"
@@ -207,3 +209,10 @@ def test_reference_helpers() -> None:
     assert canonical_reference("team/app:v1") == "docker.io/team/app:v1"
     assert canonical_reference("localhost/app") == "localhost/app:latest"
     assert canonical_reference("127.0.0.1:5000/app") == "127.0.0.1:5000/app:latest"
+
+
+def test_progress_on_a_terminal_cuts_long_lines() -> None:
+    output = io.StringIO()
+    display = ProgressDisplay(output, terminal=True)
+    display.show({"status": "x" * 200, "progressDetail": {}, "id": "aaa"})
+    assert output.getvalue() == "aaa: " + "x" * 74 + "\n"

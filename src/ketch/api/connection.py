@@ -108,6 +108,7 @@ class HttpConnection:
         self._writer = writer
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._method = ""
+        self.response_status: int | None = None
         self.response_started = False
         self.hijacked = False
         self.must_close = False
@@ -136,6 +137,7 @@ class HttpConnection:
 
     def _make_request(self, event: h11.Request, body: bytes) -> Request:
         self._method = event.method.decode("ascii")
+        self.response_status = None
         self.response_started = False
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers
@@ -165,6 +167,7 @@ class HttpConnection:
         if not no_body:
             headers.append(("Content-Length", str(len(body))))
         self.response_started = True
+        self.response_status = status
         data = self._h11.send(
             h11.Response(status_code=status, headers=headers, reason=_reason(status))
         )
@@ -181,6 +184,7 @@ class HttpConnection:
         """Send the status line and headers of a chunked reply at once."""
         headers = self._response_headers(content_type, ())
         self.response_started = True
+        self.response_status = status
         response = h11.Response(status_code=status, headers=headers, reason=_reason(status))
         await self._write(self._h11.send(response))
 
@@ -209,6 +213,7 @@ class HttpConnection:
         headers = self._response_headers(content_type, extra)
         head = status_line + "\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers)
         self.response_started = True
+        self.response_status = 101 if upgrade else 200
         self.hijacked = True
         await self._write(head.encode("latin-1") + b"\r\n")
         return self._writer

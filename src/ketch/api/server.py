@@ -52,7 +52,7 @@ async def serve(engine: object, socket_path: Path) -> asyncio.Server:
 
 
 def _remove_stale_socket(socket_path: Path) -> None:
-    """Remove a socket file left by a daemon that died; refuse to take over a live one."""
+    """Remove a socket file left by a daemon that died; raise Conflict for a live one."""
     try:
         mode = socket_path.lstat().st_mode
     except FileNotFoundError:
@@ -110,12 +110,10 @@ async def serve_connection(
 async def dispatch(engine: object, request: Request, http: HttpConnection) -> None:
     """Run the handler for one request and report any error it raises."""
     started = time.monotonic()
-    status = "streamed"
     try:
         path = strip_version_prefix(request.path)
         match = routes.match_route(request.method, path)
         if match is None:
-            status = "404"
             await http.send(404, error_body("page not found"))
         else:
             handler, parameters = match
@@ -123,10 +121,10 @@ async def dispatch(engine: object, request: Request, http: HttpConnection) -> No
     except ConnectionError:
         raise
     except Exception as error:
-        status = str(status_for_error(error))
         await _report_error(request, http, error)
     finally:
         elapsed_ms = (time.monotonic() - started) * 1000
+        status = http.response_status or "no reply"
         log.debug("%s %s -> %s (%.1f ms)", request.method, request.target, status, elapsed_ms)
 
 

@@ -21,16 +21,23 @@ if TYPE_CHECKING:
     from typing import TextIO
 
 BAR_WIDTH = 50
+DEFAULT_WIDTH = 80
+MIN_WIDTH_FOR_BAR = 110
 
 
-def progress_bar(detail: dict) -> str:
-    """Render ``progressDetail`` as ``[=====>    ]  1.049MB/2.097MB``; "" without numbers."""
+def progress_bar(detail: dict, with_bar: bool = True) -> str:
+    """Render ``progressDetail`` as ``[=====>    ]  1.049MB/2.097MB``; "" without numbers.
+
+    Without ``with_bar`` only the numbers are rendered.
+    """
     current = detail.get("current") or 0
     total = detail.get("total") or 0
     if current <= 0 and total <= 0:
         return ""
     if total <= 0:
         return human_size(current, 4)
+    if not with_bar:
+        return f"{human_size(current, 4)}/{human_size(total, 4)}"
     filled = min(BAR_WIDTH, int(BAR_WIDTH * current / total))
     arrow = ">" if filled < BAR_WIDTH else ""
     bar = "=" * filled + arrow + " " * (BAR_WIDTH - filled - len(arrow))
@@ -52,7 +59,9 @@ class ProgressDisplay:
 
     def show(self, message: dict) -> None:
         layer_id = message.get("id") or ""
-        bar = progress_bar(message.get("progressDetail") or {})
+        # As in docker, the bar is left out where it would not fit on one line.
+        with_bar = self.terminal and self._width() > MIN_WIDTH_FOR_BAR
+        bar = progress_bar(message.get("progressDetail") or {}, with_bar)
         if not self.terminal:
             if not bar:
                 self.output.write(_describe(message, "") + "\n")
@@ -74,10 +83,12 @@ class ProgressDisplay:
         self.output.write(f"\x1b[{distance}A\r\x1b[2K{text}\x1b[{distance}B\r")
 
     def _width(self) -> int:
+        """Return the terminal's width in columns; 80 when it is unknown (reported as 0)."""
         try:
-            return os.get_terminal_size(self.output.fileno()).columns
+            columns = os.get_terminal_size(self.output.fileno()).columns
         except (OSError, ValueError):
-            return 80
+            return DEFAULT_WIDTH
+        return columns if columns > 0 else DEFAULT_WIDTH
 
 
 def _describe(message: dict, bar: str) -> str:
