@@ -200,3 +200,10 @@ def test_host_from_environment(served: ServedEngine) -> None:
     result = run_ketch("images", "-q", env={"KETCH_HOST": served.host})
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.strip()) == 12
+
+
+def test_ps_quotes_and_truncates_command(served: ServedEngine) -> None:
+    served.engine.add_image("busybox:latest")
+    run_ketch("run", "-d", "busybox", "sleep", 'say "hi" to everyone', host=served.host)
+    row = run_ketch("ps", host=served.host).stdout.splitlines()[1]
+    assert '"sleep say \\"hi\\" to e…"' in row

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +172,30 @@ def test_run_daemon_unreachable_exits_125() -> None:
         "ketch: Cannot connect to the ketch daemon at unix:///nonexistent/ketch.sock: "
         "No such file or directory. Is ketchd running?\n"
     )
+
+
+def test_run_passes_signals_to_container(served: ServedEngine) -> None:
+    command = [sys.executable, "-m", "ketch.cli.main", "-H", served.host, "run", "busybox", "sleep"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not catches_signal(process.pid, signal.SIGTERM):
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 137, stderr
+    kills = [arguments for name, arguments in served.engine.calls if name == "kill_container"]
+    assert [signal_name for _, signal_name in kills] == ["SIGTERM"]
+
+
+def catches_signal(pid: int, number: int) -> bool:
+    """Return whether a process has a handler for a signal (SigCgt in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (number - 1)))
+    return False

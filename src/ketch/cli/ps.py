@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -67,7 +68,8 @@ def table_row(container: dict, now: float, truncated: bool = True) -> list[str]:
     return [
         short_id(container["Id"], truncated),
         image,
-        f'"{command}"',
+        # Quoted with escapes, as Go's strconv.Quote does in docker's table.
+        json.dumps(command, ensure_ascii=False),
         f"{human_duration(now - created)} ago",
         container.get("Status") or "",
         format_ports(container.get("Ports") or []),
