@@ -11,7 +11,6 @@ import pytest
 
 from ketch.errors import Conflict, InvalidArgument, NotFound
 from ketch.runtime import Runtime
-from support.rootfs import wait_for_exit
 
 pytest_plugins = ["support.rootfs"]
 
@@ -40,7 +39,7 @@ def test_state_created_running_stopped(runner):
     runner.runtime.start(container_id)
     assert runner.runtime.state(container_id)["status"] == "running"
     runner.runtime.kill(container_id, signal.SIGKILL)
-    assert wait_for_exit(pid) == 128 + signal.SIGKILL
+    assert runner.wait(pid) == 128 + signal.SIGKILL
     assert runner.runtime.state(container_id)["status"] == "stopped"
 
 
@@ -86,20 +85,20 @@ def test_kill_by_signal(runner):
     runner.runtime.start(container_id)
     # PID 1 of a pid namespace gets only the signals it handles; SIGKILL always arrives.
     runner.runtime.kill(container_id, signal.SIGKILL)
-    assert wait_for_exit(pid) == 137
+    assert runner.wait(pid) == 137
 
 
 def test_kill_all(runner):
     container_id, pid = runner.create(["sh", "-c", "sleep 30 & sleep 30 & wait"])
     runner.runtime.start(container_id)
     runner.runtime.kill(container_id, signal.SIGKILL, all=True)
-    assert wait_for_exit(pid) == 137
+    assert runner.wait(pid) == 137
 
 
 def test_kill_stopped_conflict(runner):
     container_id, pid = runner.create(["true"])
     runner.runtime.start(container_id)
-    wait_for_exit(pid)
+    runner.wait(pid)
     with pytest.raises(Conflict):
         runner.runtime.kill(container_id, signal.SIGTERM)
 
@@ -109,7 +108,7 @@ def test_delete_removes_state_and_cgroups(runner):
     directories = runner.cgroup_directories(container_id)
     assert all(directory.is_dir() for directory in directories)
     runner.runtime.start(container_id)
-    wait_for_exit(pid)
+    runner.wait(pid)
     runner.runtime.delete(container_id)
     assert not (runner.root / "state" / container_id).exists()
     assert [d for d in directories if d.exists()] == []
@@ -127,14 +126,14 @@ def test_delete_force_running(runner):
     directories = runner.cgroup_directories(container_id)
     runner.runtime.start(container_id)
     runner.runtime.delete(container_id, force=True)
-    assert wait_for_exit(pid) == 137
+    assert runner.wait(pid) == 137
     assert [d for d in directories if d.exists()] == []
 
 
 def test_delete_created_kills_init(runner):
     container_id, pid = runner.create(["true"])
     runner.runtime.delete(container_id)
-    assert wait_for_exit(pid) == 137
+    assert runner.wait(pid) == 137
     assert not (runner.root / "state" / container_id).exists()
 
 
@@ -203,7 +202,7 @@ def test_start_twice_conflict(runner):
 def test_start_after_init_died(runner):
     container_id, pid = runner.create(["true"])
     os.kill(pid, signal.SIGKILL)
-    wait_for_exit(pid)
+    runner.wait(pid)
     with pytest.raises(Conflict, match="stopped"):
         runner.runtime.start(container_id)
 
@@ -224,6 +223,4 @@ def test_list_shows_containers(runner):
 
 
 def _cgroup_parents(runner) -> list[Path]:
-    from support.rootfs import cgroup_parents
-
-    return cgroup_parents(runner.cgroup_parent)
+    return runner.cgroup_parents()

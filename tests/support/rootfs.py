@@ -182,9 +182,16 @@ class ContainerRunner:
             os.close(stderr_read)
         return Result(wait_for_exit(pid), stdout.decode(), stderr.decode())
 
+    def wait(self, pid: int, timeout: float = 30.0) -> int:
+        """Reap a container's init; see :func:`wait_for_exit`."""
+        return wait_for_exit(pid, timeout)
+
     def cgroup_directories(self, container_id: str) -> list[Path]:
         record = json.loads((self.root / "state" / container_id / "state.json").read_text())
         return [Path(path) for path in record["cgroups"]["directories"].values()]
+
+    def cgroup_parents(self) -> list[Path]:
+        return cgroup_parents(self.cgroup_parent)
 
     def close(self) -> None:
         errors = []
