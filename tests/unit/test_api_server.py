@@ -9,6 +9,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -284,6 +285,14 @@ def test_requests_logged_at_debug(served: ServedEngine, caplog: pytest.LogCaptur
     caplog.set_level(logging.DEBUG, logger="ketch.api.server")
     request(served.socket_path, "GET", "/v1.45/_ping")
     request(served.socket_path, "GET", "/nothing")
-    messages = [record.getMessage() for record in caplog.records if record.levelno == logging.DEBUG]
+    # The server logs after it has sent the reply, so the line may come a moment later.
+    deadline = time.monotonic() + 5
+    while len(debug_messages(caplog)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    messages = debug_messages(caplog)
     assert messages[0].startswith("GET /v1.45/_ping -> 200 (")
     assert messages[1].startswith("GET /nothing -> 404 (")
+
+
+def debug_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno == logging.DEBUG]
