@@ -76,7 +76,7 @@ class Container:
 
 
 class ContainerPaths:
-    """Where a container's files live under the data root."""
+    """The paths of a container's files under the data root."""
 
     def __init__(self, data_root: Path) -> None:
         self.root = data_root / "containers"
