@@ -296,3 +296,17 @@ def test_requests_logged_at_debug(served: ServedEngine, caplog: pytest.LogCaptur
 
 def debug_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.levelno == logging.DEBUG]
+
+
+def test_expect_100_continue(served: ServedEngine) -> None:
+    body = json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode()
+    headers = {"Expect": "100-continue", "Content-Length": str(len(body))}
+    with open_socket(served.socket_path) as sock:
+        head = encode_request("GET", "/containers/create", headers=headers)
+        sock.sendall(head.replace(b"GET ", b"POST ", 1))
+        status_line, _, rest = read_head(sock)
+        assert status_line == "HTTP/1.1 100 Continue"
+        assert rest == b""
+        sock.sendall(body)
+        reply = read_reply(sock, "POST")
+    assert reply.status == 201

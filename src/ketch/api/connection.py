@@ -123,6 +123,15 @@ class HttpConnection:
         while True:
             event = self._h11.next_event()
             if event is h11.NEED_DATA:
+                if self._h11.they_are_waiting_for_100_continue:
+                    # curl sends "Expect: 100-continue" for larger bodies and waits for this.
+                    await self._write(
+                        self._h11.send(
+                            h11.InformationalResponse(
+                                status_code=100, headers=[], reason=b"Continue"
+                            )
+                        )
+                    )
                 self._h11.receive_data(await self._reader.read(READ_SIZE))
             elif isinstance(event, h11.Request):
                 request = event

@@ -103,6 +103,8 @@ async def serve_connection(
                 return
     except ConnectionError as error:
         log.debug("API client went away: %s", error)
+    except Exception:
+        log.exception("API connection failed; closing it")
     finally:
         await http.close()
 
