@@ -638,3 +638,23 @@ def test_reconcile_undoes_interrupted_start(tmp_path: Path) -> None:
         assert restarted is True
 
     asyncio.run(main())
+
+
+def test_kill_empty_signal_is_sigkill(tmp_path: Path) -> None:
+    async def test(setup: Setup) -> None:
+        container_id = (await setup.engine.create_container(body(), None))["Id"]
+        await setup.engine.start_container(container_id)
+        await setup.engine.kill_container(container_id, "")
+        assert setup.supervisor.signals == [signal.SIGKILL]
+
+    run(tmp_path, test)
+
+
+def test_kill_invalid_signal(tmp_path: Path) -> None:
+    async def test(setup: Setup) -> None:
+        container_id = (await setup.engine.create_container(body(), None))["Id"]
+        await setup.engine.start_container(container_id)
+        with pytest.raises(InvalidArgument, match="Invalid signal: SIGWHAT"):
+            await setup.engine.kill_container(container_id, "SIGWHAT")
+
+    run(tmp_path, test)

@@ -395,7 +395,8 @@ class ContainerService:
 
     async def kill(self, reference: str, signal_value: str | int = "SIGKILL") -> None:
         container = self.resolve(reference)
-        number = parse_signal(signal_value, "signal")
+        # Docker reads an empty signal parameter as the default, SIGKILL.
+        number = parse_signal(signal_value or "SIGKILL", "signal")
         if not container.running:
             raise Conflict(
                 f"Cannot kill container: {reference}: Container {container.id} is not running"
