@@ -82,6 +82,7 @@ def test_get_by_name_id_and_prefix(store: ImageStore, registry: str) -> None:
     assert store.get(f"{registry}/test/app:v1").id == image.id
     assert store.get(image.id).id == image.id
     assert store.get(image.id.removeprefix("sha256:")[:12]).id == image.id
+    assert store.get(image.id[:19]).id == image.id
     assert store.get(image.repo_digests[0]).id == image.id
     assert [listed.id for listed in store.list()] == [image.id]
 
@@ -269,6 +270,27 @@ def test_remove_by_tag_deletes_everything(store: ImageStore, registry: str) -> N
     ]
     assert store.list() == []
     assert stored_files(store) == {"blobs": [], "ingest": [], "snapshots": []}
+
+
+def test_remove_by_id_prefix(store: ImageStore, registry: str) -> None:
+    push_test_image(registry, "test/app", "v1", [BASE])
+    image, _ = pull(store, f"{registry}/test/app:v1")
+    result = store.remove(image.id.removeprefix("sha256:")[:12])
+    assert result == [
+        {"Untagged": f"{registry}/test/app:v1"},
+        {"Untagged": image.repo_digests[0]},
+        {"Deleted": image.id},
+    ]
+    assert store.list() == []
+
+
+def test_remove_tag_keeps_other_tags(store: ImageStore, registry: str) -> None:
+    push_test_image(registry, "test/app", "v1", [BASE])
+    push_test_image(registry, "test/app", "v2", [BASE])
+    pull(store, f"{registry}/test/app:v1")
+    image, _ = pull(store, f"{registry}/test/app:v2")
+    assert store.remove(f"{registry}/test/app:v1") == [{"Untagged": f"{registry}/test/app:v1"}]
+    assert store.get(image.id).repo_tags == [f"{registry}/test/app:v2"]
 
 
 def test_remove_keeps_shared_layer(store: ImageStore, registry: str) -> None:

@@ -41,7 +41,8 @@ from ketch.images.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
 
-_HEX_PREFIX = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
+# A short image ID: hex digits, with or without "sha256:" in front.
+_ID_PREFIX = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
 
 
 @dataclass
@@ -124,14 +125,12 @@ class ImageStore:
         the image with all its names; one with several repositories needs ``force``. An
         image whose rootfs a container uses is never deleted (Conflict).
         """
-        image_id = self._resolve(name_or_id)
+        image_id, name = self._lookup(name_or_id)
         users = self.rootfs.users(image_id)
         names = self.metadata.names(image_id)
-        by_name = not is_image_id(name_or_id) and not self._is_id_prefix(name_or_id, image_id)
         short_id = image_id.removeprefix("sha256:")[:12]
 
-        if by_name:
-            name = self._full_name(name_or_id)
+        if name is not None:
             other_tags = [n for n, kind in names if kind == "tag" and n != name]
             if users and not force and not other_tags:
                 raise Conflict(
@@ -180,44 +179,37 @@ class ImageStore:
         self.rootfs.release(container_id)
 
     def _resolve(self, text: str) -> str:
+        return self._lookup(text)[0]
+
+    def _lookup(self, text: str) -> tuple[str, str | None]:
+        """Return the image ID that ``text`` names, and the full name it matched (None
+        when it matched an ID or an ID prefix). Names win over ID prefixes, as in docker."""
         if is_image_id(text):
             image_id = "sha256:" + text.removeprefix("sha256:")
             if self.metadata.image(image_id) is not None:
-                return image_id
+                return image_id, None
             raise NotFound(f"No such image: {text}")
 
+        id_prefix = _ID_PREFIX.fullmatch(text)
         reference: Reference | None = None
-        try:
-            reference = parse_normalized(text)
-        except InvalidArgument:
-            if not _HEX_PREFIX.fullmatch(text):
-                raise
+        if not text.startswith("sha256:"):
+            try:
+                reference = parse_normalized(text)
+            except InvalidArgument:
+                if id_prefix is None:
+                    raise
         if reference is not None:
-            image_id = self.metadata.image_id_for_name(_full_name_of(reference))
+            full_name = _full_name_of(reference)
+            image_id = self.metadata.image_id_for_name(full_name)
             if image_id is not None:
-                return image_id
+                return image_id, full_name
 
-        prefix = _HEX_PREFIX.fullmatch(text)
-        if prefix and (reference is None or reference.tag is None):
-            matches = self.metadata.image_ids_with_prefix(prefix.group(1))
+        if id_prefix is not None:
+            matches = self.metadata.image_ids_with_prefix(id_prefix.group(1))
             if len(matches) == 1:
-                return matches[0]
+                return matches[0], None
         display = _familiar(_full_name_of(reference)) if reference else text
         raise NotFound(f"No such image: {display}")
-
-    def _is_id_prefix(self, text: str, image_id: str) -> bool:
-        prefix = _HEX_PREFIX.fullmatch(text)
-        if not prefix or not image_id.removeprefix("sha256:").startswith(prefix.group(1)):
-            return False
-        reference = None
-        try:
-            reference = parse_normalized(text)
-        except InvalidArgument:
-            return True
-        return self.metadata.image_id_for_name(_full_name_of(reference)) is None
-
-    def _full_name(self, text: str) -> str:
-        return _full_name_of(parse_normalized(text))
 
     def _load(self, image_id: str, record: ImageRecord | None = None) -> Image:
         record = record or self.metadata.image(image_id)
