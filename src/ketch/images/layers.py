@@ -65,7 +65,7 @@ class UnpackedLayer:
 
 
 class _CountingReader:
-    """Wraps a binary stream, counting bytes read and optionally hashing them."""
+    """A binary stream wrapper that counts the bytes read and optionally hashes them."""
 
     def __init__(self, raw: BinaryIO, digest: bool) -> None:
         self._raw = raw
@@ -138,8 +138,8 @@ def unpack_layer(
 
 
 def _decompressed(reader: _CountingReader, raw: BinaryIO, layer: str) -> BinaryIO:
-    # Docker decides by the blob's first bytes, not the manifest's media type, and so does
-    # ketch: some registries label gzip layers as plain tar.
+    # The blob's first bytes decide, not the manifest's media type, as in Docker's archive
+    # code, so a gzip layer whose media type says plain tar still unpacks.
     magic = raw.read(4)
     raw.seek(0)
     if magic.startswith(_GZIP_MAGIC):
@@ -175,7 +175,7 @@ def split_entry_path(name: str) -> list[str]:
 
 
 class _Unpacker:
-    """Applies the entries of one tar stream below ``root_fd``."""
+    """The writer of one tar stream's entries below ``root_fd``."""
 
     def __init__(self, root_fd: int, layer: str) -> None:
         self.root_fd = root_fd
@@ -203,7 +203,7 @@ class _Unpacker:
             if member.isdir():
                 self._directories.append((parts, member))
                 return
-            raise self._reject(member, "only a directory may stand for the layer root")
+            raise self._reject(member, "only a directory entry may name the layer root")
 
         parent_fd = self._open_parent(parts, member, create=True)
         try:
