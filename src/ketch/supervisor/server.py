@@ -11,15 +11,15 @@ On-disk layout under the exec root::
 
 The process is a child subreaper, so every container init becomes its child and only it
 collects their exit statuses. It stays single-threaded because ``Runtime.create`` forks
-from it. SIGCHLD, SIGTERM and SIGINT only wake the loop through ``signal.set_wakeup_fd``;
-the loop then reaps with ``waitpid(-1, WNOHANG)``. ``Runtime.create`` reaps its own
+from it. SIGCHLD, SIGTERM and SIGINT only wake the loop through ``signal.set_wakeup_fd``,
+and the loop then reaps with ``waitpid(-1, WNOHANG)``. ``Runtime.create`` reaps its own
 intermediate child before it returns, and nothing else runs between the loop's calls, so
 the loop never takes an exit status the runtime waits for.
 
-SIGTERM or SIGINT stops the supervisor and the containers it holds: each running init gets
-SIGTERM, and SIGKILL after the shutdown timeout or a second signal; a created one gets
-SIGKILL at once. Once their exits are recorded the runtime state and cgroups are deleted;
-the records stay, so a later supervisor still reports the exit codes.
+SIGTERM or SIGINT stops the supervisor and its containers. Each running init gets SIGTERM,
+and SIGKILL after the shutdown timeout or a second signal. A created one gets SIGKILL at
+once. Once their exits are recorded, their runtime state and cgroups are deleted. The
+records stay, so a later supervisor still reports the exit codes.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ PID_FILE_NAME = "supervisor.pid"
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 5.0
 
 # The exit code recorded for a container whose real exit status was lost because the
-# supervisor that held it ended without stopping it. dockerd uses 255 for such exits too.
+# supervisor that ran it ended without stopping it.
 LOST_EXIT_CODE = 255
 
 
@@ -126,8 +126,9 @@ class Supervisor:
         self._wakeup = process.WakeupPipe(self._reap_children)
         self.loop.register(self._wakeup.read_fd, self._wakeup)
         signal.set_wakeup_fd(self._wakeup.write_fd, warn_on_full_buffer=False)
-        # The handlers only count. A forked container init that has not exec'd yet shares
-        # the wakeup pipe, so a byte in it does not prove that this process got a signal.
+        # The handlers only count, because a byte in the wakeup pipe does not prove that
+        # this process got a signal: a process forked by Runtime.create shares the pipe
+        # until the runtime resets its signal handling.
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.signal(signal.SIGTERM, self._count_stop_signal)
         signal.signal(signal.SIGINT, self._count_stop_signal)
@@ -449,8 +450,8 @@ class Supervisor:
         log.info("stop signal: stopping %d containers", len(live))
         self._stop_listening()
         for container in live:
-            # A created init is parked in the runtime's Python code, where SIGTERM only
-            # runs the handler it inherited from this process, so it gets SIGKILL.
+            # A created container's process has not run yet, so there is nothing to
+            # shut down cleanly.
             first = signal.SIGKILL if container.record.status == CREATED else signal.SIGTERM
             self._kill_quietly(container, first)
         self.loop.call_later(self.shutdown_timeout, self._kill_remaining)
