@@ -124,7 +124,11 @@ def _serve_in_child(exec_root: Path) -> None:
         )
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
+        from ketch.supervisor import container
         from ketch.supervisor.server import Supervisor
+
+        # Short, so that the test of output held open by a leftover process is quick.
+        container.DRAIN_TIMEOUT_SECONDS = 0.5
 
         supervisor = Supervisor(exec_root, PlainProcessRuntime(), shutdown_timeout=1.0)
         supervisor.start()
@@ -516,6 +520,20 @@ def test_vanished_attach_client(supervisor: RunningSupervisor) -> None:
 
     assert run(scenario())["exit_code"] == 0  # type: ignore[index]
     assert "late" in supervisor.log_path("c1").read_text()
+
+
+def test_exit_reported_despite_open_output(supervisor: RunningSupervisor) -> None:
+    # Without a pid namespace, a background process can keep the output pipes open after
+    # the init exits. The exit is still reported, after the drain timeout.
+    async def scenario() -> tuple[list[tuple[int, bytes]], dict[str, object]]:
+        return await create_and_run(supervisor, "c1", "sh", "-c", "sleep 2 & echo hi; exit 6")
+
+    started = time.monotonic()
+    frames, status = run(scenario())  # type: ignore[misc]
+    assert status["exit_code"] == 6
+    assert frames == [(1, b"hi\n")]
+    assert time.monotonic() - started < 1.9
+    assert '"log":"hi\\n"' in supervisor.log_path("c1").read_text()
 
 
 def test_malformed_request_answered(supervisor: RunningSupervisor) -> None:

@@ -89,6 +89,9 @@ def _detach() -> int:
         os._exit(0 if message == READY_MESSAGE else 1)
     os.close(read_fd)
     os.setsid()
+    # The supervisor outlives its launcher and must not keep the launcher's working
+    # directory (and the mount it is on) busy.
+    os.chdir("/")
     return write_fd
 
 

@@ -153,6 +153,8 @@ class Supervisor:
         try:
             response = getattr(self, f"_op_{op}")(connection, request)
         except KetchError as error:
+            level = logging.ERROR if isinstance(error, SystemFailure) else logging.DEBUG
+            log.log(level, "request %s %s failed: %s", op, request.get("id", ""), error)
             connection.send_error(error)
             return
         except Exception as error:
@@ -382,12 +384,25 @@ class Supervisor:
             log.error("cannot write the record of container %s: %s", record.id, error)
 
     def _kill_quietly(self, container: Container, signal_number: int) -> None:
+        """Signal a container's init that is not reaped yet, logging instead of raising."""
         try:
             self.runtime.kill(container.id, signal_number)
+            return
         except (KetchError, OSError) as error:
             log.warning(
-                "cannot send signal %d to container %s: %s", signal_number, container.id, error
+                "cannot send signal %d to container %s through the runtime: %s; "
+                "signalling init %d directly",
+                signal_number,
+                container.id,
+                error,
+                container.record.pid,
             )
+        # The init is this process's child and not reaped yet, so its pid cannot have
+        # been reused by another process.
+        try:
+            os.kill(container.record.pid, signal_number)
+        except ProcessLookupError:
+            pass
 
     def _restore_records(self) -> None:
         assert self._records is not None
