@@ -254,6 +254,21 @@ def test_wait_after_output_delivered(sup: SupervisorSetup) -> None:
     assert run(scenario()) == size
 
 
+def test_stdin_reaches_container(sup: SupervisorSetup) -> None:
+    container_id, bundle, log_path = sup.new_container("tr", "a-z", "A-Z")
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        client = sup.client
+        await client.create(container_id, bundle, log_path, open_stdin=True)
+        reader, writer = await client.attach_with_stdin(container_id)
+        await client.start(container_id)
+        writer.write(b"shout\n")
+        writer.write_eof()
+        return await read_frames(reader)
+
+    assert run(scenario()) == [(1, b"SHOUT\n")]
+
+
 def test_second_client_sees_state(sup: SupervisorSetup) -> None:
     container_id, bundle, log_path = sup.new_container("sh", "-c", "exit 5")
 

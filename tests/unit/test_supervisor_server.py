@@ -583,6 +583,18 @@ def test_restart_restores_stopped(supervisor: RunningSupervisor) -> None:
     assert run(supervisor.client.wait("c1"))["exit_code"] == 7  # type: ignore[index]
 
 
+def test_restart_records_lost_exit(supervisor: RunningSupervisor) -> None:
+    # A record left "running" by a supervisor that died means the exit status is lost.
+    _stop_supervisor(supervisor.pid)
+    record = {"id": "lost", "bundle": "/b", "log_path": "/l", "pid": 0, "status": "running"}
+    (supervisor.exec_root / "supervisor" / "lost.json").write_text(json.dumps(record))
+    supervisor.pid = _start_supervisor(supervisor.exec_root)
+    state = run(supervisor.client.state("lost"))
+    assert state["status"] == "stopped"  # type: ignore[index]
+    assert state["exit_code"] == 255  # type: ignore[index]
+    assert supervisor.record("lost")["status"] == "stopped"
+
+
 def test_second_supervisor_refused(supervisor: RunningSupervisor) -> None:
     from ketch.supervisor.process import lock_pid_file
 

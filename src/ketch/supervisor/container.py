@@ -258,18 +258,22 @@ class Container:
     def _force_drain(self) -> None:
         """Read what the pipes hold now and close them, though writers may remain."""
         log.warning(
-            "container %s: output still open %.0f s after its init exited; closing it",
+            "container %s: output still open %g s after its init exited; closing it",
             self.id,
             DRAIN_TIMEOUT_SECONDS,
         )
         for pipe in list(self._outputs.values()):
-            while True:
+            # A leftover writer may keep writing, so the read stops after what a pipe can
+            # buffer at most by default (1 MiB, /proc/sys/fs/pipe-max-size).
+            budget = 1 << 20
+            while budget > 0:
                 try:
                     data = os.read(pipe.fd, READ_SIZE)
                 except OSError:
                     break
                 if not data:
                     break
+                budget -= len(data)
                 self._deliver(pipe.stream, data)
             if pipe.stream in self._outputs:
                 self._end_output(pipe)

@@ -50,6 +50,8 @@ def encode_entry(stream: str, payload: bytes, time_ns: int) -> bytes:
     return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
+# Limitation: no rotation like json-file's max-size and max-file; a log grows until the
+# engine deletes it with the container.
 class JsonFileLog:
     """One container's json-file log, opened for appending.
 
