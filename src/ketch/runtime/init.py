@@ -1,16 +1,17 @@
-"""The two processes ``Runtime.create`` forks: the bootstrap and the container's init.
+"""The container's init: the process ``Runtime.create`` forks.
 
-The bootstrap joins the container's cgroups, joins the namespaces the config gives by
-path, unshares the new ones and forks the init, which is PID 1 of the new pid namespace.
-It reports the init's pid and exits, so the init is re-parented to the caller when the
-caller is a child subreaper (the supervisor), or else to the host's init. The init sets
-up the rootfs and the process, reports ``ready``, waits on exec.fifo until ``start``
-opens it, and execs the container's program through the sealed exec helper. The
-messages are listed in :mod:`ketch.runtime.sync`.
+The parent forks the init straight into the container's pid namespace (it unshares or
+joins that namespace for its children just before the fork), so the init is PID 1
+there and the caller's own child. The init joins the other namespaces the config gives
+by path and unshares the new ones; meanwhile the parent moves it into the container's
+cgroups (the init joins them itself when it gets a new cgroup namespace). The init then
+sets up the rootfs and the process, reports ``ready``, waits on exec.fifo until
+``start`` opens it, and execs the container's program through the sealed exec helper.
+The messages are listed in :mod:`ketch.runtime.sync`.
 
-Both are forks of the caller, so they start with the caller's memory, descriptors and
-signal handlers. Neither ever returns into the caller's code: each ends in ``os._exit``
-or an exec, whatever happens.
+The init is a fork of the caller, so it starts with the caller's memory, descriptors and
+signal handlers. It never returns into the caller's code: it ends in ``os._exit`` or an
+exec, whatever happens.
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ from ketch.runtime.cgroups import CgroupManager
 from ketch.runtime.config import Spec
 
 # Joined namespaces, in the order they are entered: the mount namespace last, because
-# entering it changes the root and the working directory the others are opened from.
-JOIN_ORDER = ("ipc", "uts", "network", "pid", "cgroup", "mount")
-
-# Seconds the bootstrap waits for the parent's pid-ack.
-ACK_TIMEOUT = 60.0
+# entering it changes the root and the working directory. The pid namespace is the
+# parent's to join, for its child.
+JOIN_ORDER = ("ipc", "uts", "network", "cgroup", "mount")
 
 _MAX_FD = 2**31 - 1
 
@@ -41,38 +40,12 @@ class InitContext:
     container_id: str
     spec: Spec
     cgroups: CgroupManager
+    init_joins_cgroups: bool  # else the parent moves the init into them
     sync_socket: socket.socket
     exec_fifo_fd: int  # O_PATH descriptor of exec.fifo, opened by the parent
-    namespace_fds: dict[str, int]  # namespace type -> open /proc/<pid>/ns/<type> to join
+    # Namespace type -> open /proc/<pid>/ns/<type> to join; the parent joins "pid".
+    namespace_fds: dict[str, int]
     stdio: tuple[int, int, int] | None
-
-
-def run_bootstrap(context: InitContext) -> NoReturn:
-    status = 1
-    try:
-        _reset_signals()
-        # Joined before unsharing, so that the init and everything it forks are counted
-        # in the container's cgroups, and a new cgroup namespace is rooted there.
-        context.cgroups.add_process(os.getpid())
-        _join_namespaces(context.namespace_fds)
-        syscalls.unshare(_new_namespace_flags(context.spec))
-        # The init waits on this pipe until its pid is reported, so that the parent
-        # always learns the pid before any message of the init.
-        go_read, go_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(go_write)
-            _wait_for_bootstrap(go_read)
-            run_init(context)
-        os.close(go_read)
-        sync.send(context.sync_socket, sync.PID, pid=pid)
-        os.write(go_write, b"0")
-        sync.receive(context.sync_socket, ACK_TIMEOUT)
-        status = 0
-    except BaseException as error:
-        _report(context.sync_socket, error)
-    finally:
-        os._exit(status)
 
 
 def run_init(context: InitContext) -> NoReturn:
@@ -82,6 +55,7 @@ def run_init(context: InitContext) -> NoReturn:
         # entries are closed to processes without CAP_SYS_PTRACE.
         syscalls.set_dumpable(False)
         _reset_signals()
+        _enter_namespaces(context)
         os.setsid()
         _setup_stdio(context.stdio)
         # The caller's descriptors came along with the fork; any of them could lead a
@@ -132,16 +106,6 @@ def _set_up(context: InitContext) -> tuple[str, int]:
     return executable, exechelper.sealed_helper_fd()
 
 
-def _wait_for_bootstrap(go_read: int) -> None:
-    try:
-        go = os.read(go_read, 1)
-    except OSError:
-        go = b""
-    if not go:
-        os._exit(1)  # the bootstrap failed, and it reports why
-    os.close(go_read)
-
-
 def _wait_for_start(exec_fifo_fd: int) -> None:
     """Block until ``start`` opens exec.fifo for reading, then tell it we go on.
 
@@ -156,20 +120,20 @@ def _wait_for_start(exec_fifo_fd: int) -> None:
         os.close(exec_fifo_fd)
 
 
-def _new_namespace_flags(spec: Spec) -> int:
-    flags = 0
-    for namespace in spec.namespaces:
-        if namespace.path is None:
-            flags |= syscalls.NAMESPACE_FLAGS[namespace.type]
-    return flags
-
-
-def _join_namespaces(namespace_fds: dict[str, int]) -> None:
+def _enter_namespaces(context: InitContext) -> None:
+    """Join the namespaces given by path, then unshare the new ones (pid excepted)."""
     for kind in JOIN_ORDER:
-        fd = namespace_fds.get(kind)
+        fd = context.namespace_fds.get(kind)
         if fd is not None:
             syscalls.setns(fd, syscalls.NAMESPACE_FLAGS[kind])
-            os.close(fd)
+    if context.init_joins_cgroups:
+        # Joined before unsharing, so that the new cgroup namespace is rooted there.
+        context.cgroups.add_process(os.getpid())
+    flags = 0
+    for namespace in context.spec.namespaces:
+        if namespace.path is None and namespace.type != "pid":
+            flags |= syscalls.NAMESPACE_FLAGS[namespace.type]
+    syscalls.unshare(flags)
 
 
 def _reset_signals() -> None:

@@ -9,12 +9,13 @@ Walk-through, with the vocabulary of the OCI runtime spec::
     ...                                             # the caller reaps pid
     rt.delete("web")                                # cgroups and state removed
 
-``create`` forks from the calling process (see :mod:`ketch.runtime.init`) and returns
-once the container's init waits for ``start``. It reaps its own intermediate process
-before returning and installs no signal handler or thread in the caller, so a
-long-running, single-threaded caller can call it in-process. The init is not reaped
-here: its exit status belongs to whoever reaps it, the caller when the caller is a child
-subreaper.
+``create`` forks the container's init from the calling process (see
+:mod:`ketch.runtime.init`) and returns once the init waits for ``start``. The init is
+the caller's child, and its exit status belongs to the caller, which must reap it (a
+caller that exits leaves it to the nearest child subreaper or to PID 1). ``create``
+leaves no other child behind, reaps the init itself when it fails, and installs no
+signal handler or thread in the caller, so a long-running, single-threaded caller such
+as the supervisor can call it in-process.
 
 Per-container files are described in :mod:`ketch.runtime.state`.
 """
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ketch.errors import Conflict, KetchError, NotFound, SystemFailure
+from ketch.linux import syscalls
 from ketch.runtime import init, rootfs, state, sync
 from ketch.runtime.cgroups import CgroupManager, manager_for, manager_from_state
 from ketch.runtime.config import Spec, load_spec
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 class Runtime:
     """Containers under one state root."""
 
-    # Seconds create waits for each report of the bootstrap and the init.
+    # Seconds create waits for the init to report.
     create_timeout = 60.0
     # Seconds delete waits for the container's processes to be gone after SIGKILL.
     kill_timeout = 10.0
@@ -69,18 +71,16 @@ class Runtime:
         bundle = Path(os.path.abspath(bundle))
         spec = load_spec(bundle)
         rootfs.check_sysctls(spec)
-        cgroups = manager_for(spec.cgroups_path, container_id)
+        cgroups = _ContainerCgroups(manager_for(spec.cgroups_path, container_id), spec)
         directory = self._make_container_dir(container_id)
         namespace_fds: dict[str, int] = {}
-        created_cgroups = False
         try:
             namespace_fds = _open_namespaces(spec)
             os.mkfifo(directory / state.EXEC_FIFO, 0o622)
             # mkfifo applies the umask; the init may run as any user and must be able to
             # open the fifo for writing.
             os.chmod(directory / state.EXEC_FIFO, 0o622)
-            cgroups.create(spec.resources)
-            created_cgroups = True
+            cgroups.create()
             pid = self._fork_init(container_id, spec, cgroups, directory, namespace_fds, stdio)
             record = state.ContainerRecord(
                 id=container_id,
@@ -92,13 +92,13 @@ class Runtime:
                 oci_version=spec.oci_version,
                 owner="",
                 annotations=spec.annotations,
-                cgroups=cgroups.state(),
+                cgroups=cgroups.manager.state(),
             )
             state.write_record(directory, record)
             if pid_file is not None:
                 _write_pid_file(Path(pid_file), pid)
         except BaseException:
-            self._undo_create(directory, cgroups if created_cgroups else None)
+            self._undo_create(directory, cgroups.manager if cgroups.created else None)
             raise
         finally:
             for fd in namespace_fds.values():
@@ -195,7 +195,7 @@ class Runtime:
         self,
         container_id: str,
         spec: Spec,
-        cgroups: CgroupManager,
+        cgroups: _ContainerCgroups,
         directory: Path,
         namespace_fds: dict[str, int],
         stdio: tuple[int, int, int] | None,
@@ -205,25 +205,27 @@ class Runtime:
         context = init.InitContext(
             container_id=container_id,
             spec=spec,
-            cgroups=cgroups,
+            cgroups=cgroups.manager,
+            init_joins_cgroups=cgroups.init_joins,
             sync_socket=child_end,
             exec_fifo_fd=fifo_fd,
             namespace_fds=namespace_fds,
             stdio=stdio,
         )
         try:
-            bootstrap = os.fork()
+            pid = _fork_into_pid_namespace(spec, namespace_fds.get("pid"))
         except BaseException:
             parent_end.close()
             child_end.close()
             os.close(fifo_fd)
             raise
-        if bootstrap == 0:
-            init.run_bootstrap(context)
+        if pid == 0:
+            init.run_init(context)
         child_end.close()
         os.close(fifo_fd)
         with parent_end:
-            return _collect_init(parent_end, bootstrap, self.create_timeout, container_id)
+            _collect_init(parent_end, pid, self.create_timeout, container_id, cgroups)
+        return pid
 
     def _undo_create(self, directory: Path, cgroups: CgroupManager | None) -> None:
         if cgroups is not None:
@@ -251,44 +253,104 @@ class Runtime:
             time.sleep(0.005)
 
 
-def _collect_init(parent_end: Any, bootstrap: int, timeout: float, container_id: str) -> int:
-    """Run the parent's side of the protocol in :mod:`ketch.runtime.sync`.
+class _ContainerCgroups:
+    """The container's cgroups during create, and when the init joins them.
 
-    The bootstrap's ``pid`` and the init's ``ready`` may arrive in either order, because
-    the init runs on while the bootstrap reports.
+    Moving a process between cgroup v1 cgroups waits for an RCU grace period, about
+    10 ms here (Linux 6.18, measured by timing writes to cgroup.procs), once per burst
+    of moves. So the parent moves the init into the cgroups while the init sets up its
+    rootfs, which takes that wait off the critical path. The init is in its cgroups
+    before it reports ``ready``, so the container's process starts there. With a new
+    cgroup namespace the init joins by itself instead, before it unshares, because the
+    namespace is rooted at the cgroup of the process that unshares it. The cgroups are
+    made before the fork either way: the init bind-mounts them into the container.
     """
-    init_pid = None
-    pidfd = None
-    ready = False
+
+    def __init__(self, manager: CgroupManager, spec: Spec) -> None:
+        self.manager = manager
+        self.resources = spec.resources
+        namespace = spec.namespace("cgroup")
+        self.init_joins = namespace is not None and namespace.path is None
+        self.created = False
+
+    def create(self) -> None:
+        self.manager.create(self.resources)
+        self.created = True
+
+    def add_init(self, pid: int) -> None:
+        if not self.init_joins:
+            self.manager.add_process(pid)
+
+
+def _fork_into_pid_namespace(spec: Spec, pid_namespace_fd: int | None) -> int:
+    """Fork with the child in the container's pid namespace; return os.fork's result.
+
+    unshare(CLONE_NEWPID) and setns(CLONE_NEWPID) change only the namespace of the
+    caller's future children, so the caller switches it for this one fork and switches
+    it back at once, in the parent only: the child keeps it for the processes it forks.
+    """
+    if spec.namespace("pid") is None:
+        return os.fork()
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        while init_pid is None or not ready:
-            message = _receive(parent_end, timeout, container_id)
-            if message["type"] == sync.PID and init_pid is None:
-                init_pid = int(message["pid"])
-                pidfd = os.pidfd_open(init_pid)
-                sync.send(parent_end, sync.PID_ACK)
-                _reap(bootstrap)
-                bootstrap = 0
-            elif message["type"] == sync.READY:
-                ready = True
-            else:
-                raise SystemFailure(f"create {container_id}: unexpected message {message}")
-        return init_pid
-    except BaseException:
-        if pidfd is not None:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        if bootstrap:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(bootstrap, signal.SIGKILL)
-            _reap(bootstrap)
-        if init_pid is not None:
-            # The init is the caller's child when the caller is a subreaper.
-            _reap(init_pid)
-        raise
+        if pid_namespace_fd is not None:
+            syscalls.setns(pid_namespace_fd, syscalls.CLONE_NEWPID)
+        else:
+            syscalls.unshare(syscalls.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            syscalls.setns(own, syscalls.CLONE_NEWPID)
+            raise
+        if pid != 0:
+            _restore_pid_namespace(own, pid)
+        return pid
     finally:
-        if pidfd is not None:
-            os.close(pidfd)
+        os.close(own)
+
+
+def _restore_pid_namespace(own: int, child: int) -> None:
+    try:
+        syscalls.setns(own, syscalls.CLONE_NEWPID)
+    except OSError as error:
+        os.kill(child, signal.SIGKILL)
+        _reap(child)
+        raise SystemFailure(f"cannot return to the caller's pid namespace: {error}") from None
+
+
+def _collect_init(
+    parent_end: Any,
+    init_pid: int,
+    timeout: float,
+    container_id: str,
+    cgroups: _ContainerCgroups,
+) -> None:
+    """Run the parent's side of the protocol in :mod:`ketch.runtime.sync`: move the
+    init into its cgroups and wait for its ``ready``. On failure, kill and reap it."""
+    try:
+        _add_init(cgroups, init_pid, parent_end)
+        message = _receive(parent_end, timeout, container_id)
+        if message["type"] != sync.READY:
+            raise SystemFailure(f"create {container_id}: unexpected message {message}")
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(init_pid, signal.SIGKILL)
+        _reap(init_pid)
+        raise
+
+
+def _add_init(cgroups: _ContainerCgroups, init_pid: int, parent_end: Any) -> None:
+    try:
+        cgroups.add_init(init_pid)
+    except KetchError as error:
+        # An init that failed at once cannot be moved, and its own report is the cause.
+        try:
+            message = sync.receive(parent_end, 1.0)
+        except (TimeoutError, OSError):
+            message = None
+        if message is not None and message.get("type") == sync.ERROR:
+            raise sync.error_from_message(message) from error
+        raise
 
 
 def _receive(parent_end: Any, timeout: float, container_id: str) -> dict[str, Any]:

@@ -78,11 +78,12 @@ def container_dir(state_root: Path, container_id: str) -> Path:
 
 
 def write_record(directory: Path, record: ContainerRecord) -> None:
+    # Replaced by rename, so a reader sees the old or the new record. Not fsynced: the
+    # state root is runtime state (on tmpfs under /run by default) that does not outlive
+    # the containers, which a reboot ends anyway.
     temporary = directory / (STATE_FILE + ".tmp")
     with open(temporary, "w") as handle:
         json.dump(asdict(record), handle)
-        handle.flush()
-        os.fsync(handle.fileno())
     os.replace(temporary, directory / STATE_FILE)
 
 

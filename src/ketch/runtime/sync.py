@@ -1,31 +1,24 @@
-"""Messages between ``Runtime.create`` (the parent) and the two processes it forks.
+"""Messages between ``Runtime.create`` (the parent) and the container's init.
 
-``create`` forks a *bootstrap* process, which joins the container's cgroups, joins or
-unshares its namespaces and forks the container's *init* (PID 1 of a new pid namespace);
-the init sets up the rootfs and the process and then waits on exec.fifo for ``start``.
-They talk over an AF_UNIX SOCK_SEQPACKET socket pair made by the parent before the first
-fork: each message is one JSON object in one packet, so no message is split or merged.
+The parent forks the init; the init sets up the rootfs and the process and then waits
+on exec.fifo for ``start``. They talk over an AF_UNIX SOCK_SEQPACKET socket pair made by
+the parent before the fork: each message is one JSON object in one packet, so no
+message is split or merged.
 
-==================  ==========  ==========================================================
-sender -> receiver  message     meaning
-==================  ==========  ==========================================================
-bootstrap->parent   ``pid``     ``{"type": "pid", "pid": N}``: the init was forked; N is
-                                its pid in the parent's pid namespace.
-parent->bootstrap   ``pid-ack`` ``{"type": "pid-ack"}``: the parent holds a pidfd for the
-                                init, so the bootstrap may exit. Until then the init, even
-                                if it died at once, is the bootstrap's unreaped child, so
-                                its pid cannot be reused before the parent opens the pidfd.
-init->parent        ``ready``   ``{"type": "ready"}``: setup is done (mounts, pivot_root,
-                                user, executable found); the init now waits on exec.fifo.
-bootstrap or init   ``error``   ``{"type": "error", "kind": K, "message": M}``: a step
-->parent                        failed; K is a class name from :mod:`ketch.errors`. The
-                                sender exits right after.
-==================  ==========  ==========================================================
+==============  ==========  =============================================================
+sender          message     meaning
+==============  ==========  =============================================================
+init -> parent  ``ready``   ``{"type": "ready"}``: setup is done (mounts, pivot_root, user,
+                            executable found); the init now waits on exec.fifo.
+init -> parent  ``error``   ``{"type": "error", "kind": K, "message": M}``: a step failed;
+                            K is a class name from :mod:`ketch.errors`. The init exits
+                            right after.
+==============  ==========  =============================================================
 
-The init starts its work only after the bootstrap has sent ``pid`` (it waits on a pipe
-from the bootstrap), so ``pid`` always comes first. End of file on the parent's end
-before ``ready`` means the children died without reporting; ``create`` then fails with
-SystemFailure.
+The parent needs no message to learn the init's pid: the init is its child. While the
+init sets up, the parent moves it into the container's cgroups. End of file on the
+parent's end before ``ready`` means the init died without reporting; ``create`` then
+fails with SystemFailure.
 """
 
 from __future__ import annotations
@@ -37,8 +30,6 @@ from typing import Any
 
 from ketch import errors
 
-PID = "pid"
-PID_ACK = "pid-ack"
 READY = "ready"
 ERROR = "error"
 
@@ -46,7 +37,7 @@ _MAX_MESSAGE = 65536
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:
-    """Return (parent end, child end); both close-on-exec."""
+    """Return (parent end, init end); both close-on-exec."""
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
