@@ -2,7 +2,7 @@
 
 A walk-through, with ``exec_root`` the engine's exec root::
 
-    await ensure_supervisor(exec_root)          # starts it detached unless it answers
+    await ensure_supervisor(exec_root)          # starts it detached unless it runs
     sup = SupervisorClient(exec_root)
     pid = await sup.create(cid, bundle, log_path)   # init parked, stdio pipes in place
     output = await sup.attach(cid)              # before start, so no output is missed
@@ -32,7 +32,7 @@ from typing import Any
 from ketch.errors import InvalidArgument, SystemFailure, Unavailable
 from ketch.supervisor import protocol
 
-# Longest response line the client accepts; a list of many containers fits easily.
+# Maximum length of a response line, far above a list of thousands of containers.
 RESPONSE_LIMIT_BYTES = 16 << 20
 
 # How long ensure_supervisor waits for a new supervisor to serve. Start-up imports the
@@ -228,7 +228,7 @@ async def _exchange(
 
 
 async def ensure_supervisor(exec_root: Path, *, timeout: float = START_TIMEOUT_SECONDS) -> None:
-    """Start the supervisor for ``exec_root`` unless one answers there already.
+    """Start the supervisor for ``exec_root`` unless one responds to ping there already.
 
     The supervisor runs detached (a new session, stdio to ``<exec_root>/supervisor.log``,
     its pid in ``<exec_root>/supervisor.pid``), so it outlives the caller.
@@ -257,8 +257,8 @@ async def ensure_supervisor(exec_root: Path, *, timeout: float = START_TIMEOUT_S
         raise Unavailable(
             f"supervisor for {exec_root} did not start within {timeout:.0f} s; see {log_path}"
         ) from None
-    # A launcher that lost the race to another one exits 1, but that other supervisor
-    # holds the pid file lock and will answer shortly.
+    # A launcher that lost the race to another one exits 1, but the winner keeps the pid
+    # file locked and serves shortly.
     while True:
         if await _answers(client):
             return

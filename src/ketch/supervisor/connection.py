@@ -1,7 +1,8 @@
 """One client connection to the supervisor socket, with non-blocking buffered I/O.
 
-A connection starts in request mode: the supervisor reads request lines and answers each
-one. ``wait`` and a deferred ``delete`` park the connection until their answer is ready.
+A connection starts in request mode: the supervisor reads request lines and responds to
+each one. ``wait`` and a deferred ``delete`` park the connection until their response is
+ready.
 ``attach`` and ``events`` turn it into an outgoing stream, and an attach with stdin also
 turns what the client sends into the container's stdin.
 """

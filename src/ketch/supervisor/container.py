@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
 
-# After the init exits, processes outside the container's pid namespace (or all of them,
-# without one) may still hold the output pipes open, so the pipes are read for at most
-# this long before the supervisor closes them and records the exit.
+# After the init exits, processes outside the container's pid namespace may still keep the
+# output pipes open (without a pid namespace, any of its processes may). The pipes are read
+# for at most this long before the supervisor closes them and records the exit.
 DRAIN_TIMEOUT_SECONDS = 5.0
 
 # After the output ends, attach clients get this long to take their queued frames before

@@ -3,8 +3,8 @@
 The supervisor listens on ``<exec_root>/supervisor.sock`` (mode 0600). A client sends one
 request per line, a JSON object with an ``op`` field, and reads one response line per
 request. A connection may carry any number of requests in turn. ``attach`` and ``events``
-turn the connection into a stream after their response line, and ``wait`` holds its
-response until the container has stopped.
+turn the connection into a stream after their response line, and ``wait`` sends its
+response once the container has stopped.
 
 Requests and their successful responses (every response also has ``"ok": true``):
 

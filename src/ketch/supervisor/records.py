@@ -1,4 +1,4 @@
-"""What the supervisor records about each container, on disk under the exec root.
+"""The supervisor's record of each container, on disk under the exec root.
 
 Layout::
 

@@ -18,8 +18,8 @@ from ketch.supervisor import protocol
 from ketch.supervisor.logs import JsonFileLog
 
 
-# Limitation: pipes only; a container whose spec asks for a terminal gets no pseudo-terminal
-# from the supervisor, so its output is not framed raw as Docker's tty mode sends it.
+# Limitation: pipes only. A container whose spec requests a terminal gets no pseudo-terminal
+# from the supervisor, so its output is framed, not raw as in Docker's tty mode.
 @dataclass
 class ContainerStdio:
     container_id: str
