@@ -135,3 +135,11 @@ def test_resources_parsed(tmp_path):
 def test_load_spec_reads_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(_config(tmp_path)))
     assert load_spec(tmp_path).process.args == ["true"]
+
+
+def test_listed_devices_allowed(tmp_path):
+    config = _config(tmp_path)
+    config["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]
+    rules = _parse(tmp_path, config).resources.devices
+    assert rules[0].allow is False
+    assert (rules[-1].type, rules[-1].major, rules[-1].minor) == ("c", 10, 229)

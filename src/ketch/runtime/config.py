@@ -197,7 +197,20 @@ def parse_spec(document: object, bundle: Path) -> Spec:
         annotations=_string_map(config.get("annotations", {}), "annotations"),
     )
     _check_namespaces_fit(spec)
+    _allow_listed_devices(spec)
     return spec
+
+
+def _allow_listed_devices(spec: Spec) -> None:
+    # The devices the config asks the runtime to create are meant to be usable, so they
+    # are allowed after the config's own rules, as runc allows them.
+    if not spec.resources.devices:
+        return
+    for device in spec.devices:
+        if device.type in ("c", "u", "b"):
+            kind = "b" if device.type == "b" else "c"
+            rule = DeviceRule(True, kind, device.major, device.minor, "rwm")
+            spec.resources.devices.append(rule)
 
 
 def _reject_unsupported(config: dict[str, Any]) -> None:
