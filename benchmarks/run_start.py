@@ -126,8 +126,10 @@ def main() -> None:
         for name, median in medians.items():
             print(f"  {name:<22} {median:7.1f} ms")
         print(f"ratio ketch / docker: {medians['ketch'] / medians['docker']:.2f}")
-        print(f"ratio docker CLI on ketchd / docker: "
-              f"{medians['docker CLI -> ketchd'] / medians['docker']:.2f}")
+        print(
+            f"ratio docker CLI on ketchd / docker: "
+            f"{medians['docker CLI -> ketchd'] / medians['docker']:.2f}"
+        )
     finally:
         if dockerd is not None:
             dockerd.stop()

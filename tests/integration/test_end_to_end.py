@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+
 from support.daemon import KetchDaemon, daemon_fixture
 
 

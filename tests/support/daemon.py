@@ -76,11 +76,15 @@ def _wait_for_socket(daemon: KetchDaemon) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if daemon.process.poll() is not None:
-            raise RuntimeError(f"ketchd exited with {daemon.process.returncode}:\n{daemon.log_text()}")
+            raise RuntimeError(
+                f"ketchd exited with {daemon.process.returncode}:\n{daemon.log_text()}"
+            )
         if daemon.socket_path.exists() and daemon.ketch("version").returncode == 0:
             return
         time.sleep(0.05)
-    raise RuntimeError(f"ketchd did not answer within {READY_TIMEOUT_SECONDS} s:\n{daemon.log_text()}")
+    raise RuntimeError(
+        f"ketchd did not answer within {READY_TIMEOUT_SECONDS} s:\n{daemon.log_text()}"
+    )
 
 
 def push_base_image(namespace: NetworkNamespace, registry_address: str) -> None:
