@@ -36,12 +36,12 @@ def _v2(parent: str) -> V2Manager:
 @pytest.fixture(params=["v1", "v2"])
 def manager(request):
     parent = f"ketch-test-{uuid.uuid4().hex[:8]}"
-    made = _v1(parent) if request.param == "v1" else _v2(parent)
+    cgroup_manager = _v1(parent) if request.param == "v1" else _v2(parent)
     try:
-        yield made
+        yield cgroup_manager
     finally:
-        made.destroy()
-        for directory in _directories(made):
+        cgroup_manager.destroy()
+        for directory in _directories(cgroup_manager):
             if directory.parent.is_dir():
                 directory.parent.rmdir()
 

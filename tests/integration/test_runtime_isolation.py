@@ -1,4 +1,4 @@
-"""What the container's process sees: namespaces, mounts, user, limits, cgroups."""
+"""What the container's process finds: namespaces, mounts, user, limits, cgroups."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,11 @@ def test_same_uid_dumpable_readable(tmp_path):
         ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "sleep", "30"]
     )
     try:
-        result = _as_uid_1000(["readlink", f"/proc/{sleeper.pid}/exe"])
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{sleeper.pid}/comm").read_text() != "sleep\n":
+            assert time.monotonic() < deadline, "setpriv did not exec sleep"
+            time.sleep(0.01)
+        result = _as_uid_1000(["readlink", "-v", f"/proc/{sleeper.pid}/exe"])
         assert result.returncode == 0
     finally:
         sleeper.kill()

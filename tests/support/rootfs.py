@@ -125,7 +125,7 @@ class ContainerRunner:
 
     The test process becomes a child subreaper while the runner is open, so that it can
     reap each container's init and read its exit status. Every container gets the cgroups
-    path ``<parent>/<id>`` under one parent made for the test; ``close`` force-deletes
+    path ``<parent>/<id>`` under one parent made for the test. ``close`` force-deletes
     the containers, removes that parent in every hierarchy and stops being a subreaper.
     """
 

@@ -27,11 +27,11 @@ def _real(fd: int) -> str:
 
 def test_make_directories_creates(root):
     path, fd = root
-    made = inroot.make_directories(fd, "/a/b/c")
+    created_fd = inroot.make_directories(fd, "/a/b/c")
     try:
-        assert _real(made) == str(path / "a/b/c")
+        assert _real(created_fd) == str(path / "a/b/c")
     finally:
-        os.close(made)
+        os.close(created_fd)
 
 
 def test_absolute_symlink_stays_inside(root, tmp_path):
@@ -40,11 +40,11 @@ def test_absolute_symlink_stays_inside(root, tmp_path):
     outside.mkdir()
     (path / "outside").mkdir()
     (path / "link").symlink_to("/outside")
-    made = inroot.make_directories(fd, "/link/new")
+    created_fd = inroot.make_directories(fd, "/link/new")
     try:
-        assert _real(made) == str(path / "outside/new")
+        assert _real(created_fd) == str(path / "outside/new")
     finally:
-        os.close(made)
+        os.close(created_fd)
     assert not (outside / "new").exists()
 
 
@@ -74,8 +74,8 @@ def test_dangling_symlink_rejected(root, tmp_path):
 
 def test_make_file_creates(root):
     path, fd = root
-    made = inroot.make_file(fd, "/etc/hosts")
-    os.close(made)
+    created_fd = inroot.make_file(fd, "/etc/hosts")
+    os.close(created_fd)
     assert (path / "etc/hosts").is_file()
 
 

@@ -107,7 +107,7 @@ def apply_sets(capabilities: dict[str, list[str]], last: int) -> None:
             syscalls.raise_ambient_capability(number)
         except OSError as error:
             # The kernel raises an ambient capability only when it is also permitted and
-            # inheritable; runc's default config lists ambient ones that are not
-            # inheritable, and runc ignores the failure, so this does too.
+            # inheritable. runc's default config lists ambient ones that are not
+            # inheritable and runc ignores the failure, so this does too.
             if error.errno != errno.EPERM:
                 raise

@@ -23,7 +23,7 @@ NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "t
 # Limitation: user and time namespaces are rejected; rootless containers need the first.
 UNSUPPORTED_NAMESPACES = ("user", "time")
 
-# The resource limits setrlimit(2) knows, by their OCI names.
+# The resource limits setrlimit(2) accepts, by their OCI names.
 RLIMIT_NAMES = (
     "RLIMIT_AS",
     "RLIMIT_CORE",
@@ -202,8 +202,8 @@ def parse_spec(document: object, bundle: Path) -> Spec:
 
 
 def _allow_listed_devices(spec: Spec) -> None:
-    # The devices the config asks the runtime to create are meant to be usable, so they
-    # are allowed after the config's own rules, as runc allows them.
+    # The runtime creates the devices linux.devices lists for the container to use, so
+    # the devices cgroup allows them after the config's own rules, as runc does.
     if not spec.resources.devices:
         return
     for device in spec.devices:
@@ -214,9 +214,9 @@ def _allow_listed_devices(spec: Spec) -> None:
 
 
 def _reject_unsupported(config: dict[str, Any]) -> None:
-    # A seccomp profile, hooks or a user namespace change what the process may do or what
-    # runs around it; silently ignoring them would run the container with less isolation
-    # or fewer steps than the caller asked for.
+    # A seccomp profile, hooks or uid mappings change what the process may do or what
+    # runs around it. Ignoring them would run the container with less isolation, or
+    # fewer steps, than the caller requested.
     linux = config.get("linux")
     if isinstance(linux, dict):
         if linux.get("seccomp"):

@@ -3,8 +3,8 @@
 The parent forks the init straight into the container's pid namespace (it unshares or
 joins that namespace for its children just before the fork), so the init is PID 1
 there and the caller's own child. The init joins the other namespaces the config gives
-by path and unshares the new ones; meanwhile the parent moves it into the container's
-cgroups (the init joins them itself when it gets a new cgroup namespace). The init then
+by path and unshares the new ones. Meanwhile the parent moves it into the container's
+cgroups, except with a new cgroup namespace, where the init joins them itself. The init then
 sets up the rootfs and the process, reports ``ready``, waits on exec.fifo until
 ``start`` opens it, and execs the container's program through the sealed exec helper.
 The messages are listed in :mod:`ketch.runtime.sync`.
@@ -50,15 +50,15 @@ class InitContext:
 
 def run_init(context: InitContext) -> NoReturn:
     try:
-        # First of all: while the init runs the host's Python binary, a container process
-        # could open /proc/1/exe and reach that binary; a non-dumpable process's /proc
-        # entries are closed to processes without CAP_SYS_PTRACE.
+        # First of all, because while the init runs the host's Python binary, a container
+        # process could open /proc/1/exe and reach that binary. The /proc entries of a
+        # non-dumpable process are closed to processes without CAP_SYS_PTRACE.
         syscalls.set_dumpable(False)
         _reset_signals()
         _enter_namespaces(context)
         os.setsid()
         _setup_stdio(context.stdio)
-        # The caller's descriptors came along with the fork; any of them could lead a
+        # The caller's descriptors came along with the fork, and any of them could lead a
         # container process back to the host (CVE-2024-21626 used a leaked directory fd).
         _close_fds_except({context.sync_socket.fileno(), context.exec_fifo_fd})
         executable, helper_fd = _set_up(context)

@@ -1,7 +1,7 @@
 """Opening and creating paths inside a rootfs without following a symlink out of it.
 
 A rootfs comes from an image, so any of its components may be a symlink such as
-``/etc -> /`` or ``/mnt -> ../../..``; a path joined as a string and handed to mount(2)
+``/etc -> /`` or ``/mnt -> ../../..``. A path joined as a string and handed to mount(2)
 would follow it to the host. Here every path is resolved by the kernel with openat2(2) and
 RESOLVE_IN_ROOT, which treats the rootfs descriptor as ``/`` for ``..`` and for absolute
 symlinks, and the result is used through its descriptor. :func:`fd_path` turns such a

@@ -2,7 +2,7 @@
 
 Runs in the init, inside its new mount namespace, in this order:
 
-1. :func:`prepare_root`: make every mount a slave (or what linux.rootfsPropagation says)
+1. :func:`prepare_root`: make every mount a slave (or what linux.rootfsPropagation sets)
    so nothing below reaches the host, then bind the rootfs onto itself, because
    pivot_root needs a mount point.
 2. :func:`mount_all`: the config's mounts, with ``cgroup`` turned into binds of the
@@ -89,7 +89,7 @@ def _mount_cgroups(root_fd: int, entry: Mount, cgroups: CgroupManager, where: st
     """Show the container's own cgroup directories at the destination.
 
     The destination becomes a tmpfs with one bind mount per hierarchy (cgroup v1), or a
-    bind mount of the container's cgroup (v2), so the container sees its own limits and
+    bind mount of the container's cgroup (v2), so the container reads its own limits and
     usage, not the host's tree.
     """
     options = mounts.parse_options(entry.options)

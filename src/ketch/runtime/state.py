@@ -7,7 +7,7 @@ Layout::
             state.json            the record below, replaced atomically
             exec.fifo             mode 0622; exists from create until start
 
-``state.json`` holds what later ``ketch-runc`` processes need: the init's pid and its
+``state.json`` contains what later ``ketch-runc`` processes need: the init's pid and its
 start time (field 22 of /proc/<pid>/stat, so that a reused pid is not taken for the
 init), the bundle, the rootfs, the creation time, the annotations and the cgroup
 manager's record. The status is not stored but derived, as runc does: stopped when the

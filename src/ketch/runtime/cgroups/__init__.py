@@ -1,9 +1,9 @@
 """Container cgroups: one manager interface over the cgroup v1 and v2 hierarchies.
 
-A manager owns the cgroup directories of one container. The runtime asks it to
-``create`` them with the config's limits, to ``add_process`` the container's first
-process, to list ``processes`` (for ``kill --all`` and for waiting until the cgroup is
-empty), and to ``destroy`` them on delete. ``state`` returns what
+A manager owns the cgroup directories of one container. The runtime calls ``create``
+to make them with the config's limits and ``add_process`` to put the container's init
+in them. It calls ``processes`` for ``kill --all`` and to wait until the cgroup is empty,
+and ``destroy`` on delete. ``state`` returns what
 :func:`manager_from_state` needs to rebuild the manager in a later ``ketch-runc`` process.
 
 Where the directories go: a relative ``linux.cgroupsPath`` (the engine uses

@@ -1,9 +1,9 @@
 """The devices controller: which device nodes the container may open or create.
 
 The rules of linux.resources.devices are written in order to devices.deny and
-devices.allow (cgroup v1), followed by allow rules for the devices every container gets
-(:data:`DEFAULT_ALLOWED`), so that a config that denies everything, as runc's default
-does, still leaves /dev/null and the others usable. Without a deny rule the container
+devices.allow (cgroup v1). Allow rules for the devices every container gets
+(:data:`DEFAULT_ALLOWED`) follow them, so that a config that denies everything, as
+runc's default does, still leaves /dev/null and the others usable. Without a deny rule the container
 could create and open any device node, the host's disks included, whenever it has
 CAP_MKNOD.
 """

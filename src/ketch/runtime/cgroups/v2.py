@@ -8,8 +8,8 @@ On disk, for a caller in /user.slice/x and the default cgroups path::
 A controller works in a cgroup only when every ancestor lists it in
 cgroup.subtree_control, so ``create`` enables the controllers the limits need from the
 caller's cgroup down to the container's parent. That write changes the caller's own
-cgroup, and the kernel rejects it (EBUSY) when the caller's cgroup holds processes and is
-not the root: a caller must then run in a cgroup made for delegation.
+cgroup, and the kernel rejects it (EBUSY) when the caller's cgroup contains processes and
+is not the root. Such a caller must run in a cgroup made for delegation.
 """
 
 from __future__ import annotations
