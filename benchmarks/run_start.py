@@ -28,6 +28,8 @@ from support.daemon import start_daemon, stop_daemon  # noqa: E402
 from support.netns import NetworkNamespace  # noqa: E402
 
 DOCKERD_READY_SECONDS = 60.0
+# Relative, so that dockerd makes its containers' cgroups under its own cgroup.
+DOCKER_CGROUP_PARENT = "ketch-bench-docker"
 
 
 class Dockerd:
@@ -43,7 +45,7 @@ class Dockerd:
             "--ip-masq=false", "--bridge=none",
             "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
             "--pidfile", str(self.pid_file), "-H", f"unix://{self.socket}",
-            "--cgroup-parent", "ketch-bench-docker",
+            "--cgroup-parent", DOCKER_CGROUP_PARENT,
         ]  # fmt: skip
         self.log = open(root / "dockerd.log", "wb")
         self.process = subprocess.Popen(
@@ -72,6 +74,21 @@ class Dockerd:
             self.process.kill()
             self.process.wait()
         self.log.close()
+
+
+def remove_docker_cgroup_parent() -> None:
+    """Remove the cgroup parent given to dockerd, which it leaves behind when it stops."""
+    with open("/proc/self/cgroup") as cgroup_file:
+        lines = [line.strip().split(":", 2) for line in cgroup_file]
+    for _, controllers, path in lines:
+        for controller in controllers.split(","):
+            if not controller or controller.startswith("name="):
+                continue
+            parent = Path("/sys/fs/cgroup") / controller / path.lstrip("/") / DOCKER_CGROUP_PARENT
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
 
 
 def import_busybox(dockerd: Dockerd, workdir: Path) -> None:
@@ -133,6 +150,7 @@ def main() -> None:
     finally:
         if dockerd is not None:
             dockerd.stop()
+            remove_docker_cgroup_parent()
         stop_daemon(ketchd)
         subprocess.run(["umount", "-R", "-l", str(root / "exec")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
