@@ -74,8 +74,9 @@ def enter_working_directory(cwd: str) -> None:
 
     CVE-2024-21626: a cwd such as /proc/self/fd/7 reached a directory of the host through
     a descriptor the runtime had left open, and the process started outside the rootfs.
-    The kernel reports a cwd outside the root as "(unreachable)...", which getcwd(3) turns
-    into ENOENT, so a successful getcwd that returns an absolute path proves it is inside.
+    The kernel reports a cwd outside the root as "(unreachable)...", which glibc's
+    getcwd(3) (since 2.27) turns into ENOENT, so an absolute path from getcwd proves the
+    cwd is inside the root.
     """
     try:
         os.chdir(cwd)

@@ -7,10 +7,12 @@ import errno
 import os
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ketch.errors import InvalidArgument, SystemFailure
-from ketch.runtime.config import Resources
+
+if TYPE_CHECKING:
+    from ketch.runtime.config import Resources
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 

@@ -8,9 +8,12 @@ weight linearly, from the v1 range 2..262144 onto 1..10000, as runc and crun map
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ketch.runtime.cgroups.files import write_value
-from ketch.runtime.config import Resources
+
+if TYPE_CHECKING:
+    from ketch.runtime.config import Resources
 
 CONTROLLER = "cpu"
 DEFAULT_PERIOD = 100_000

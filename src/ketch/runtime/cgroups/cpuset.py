@@ -9,9 +9,12 @@ values, so it needs no copy.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ketch.runtime.cgroups.files import read_value, write_value
-from ketch.runtime.config import Resources
+
+if TYPE_CHECKING:
+    from ketch.runtime.config import Resources
 
 CONTROLLER = "cpuset"
 

@@ -11,9 +11,12 @@ CAP_MKNOD.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ketch.runtime.cgroups.files import write_value
-from ketch.runtime.config import DeviceRule, Resources
+
+if TYPE_CHECKING:
+    from ketch.runtime.config import DeviceRule, Resources
 
 CONTROLLER = "devices"
 

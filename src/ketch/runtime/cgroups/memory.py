@@ -8,10 +8,13 @@ the v2 value is ``swap - limit``. -1 means unlimited in both.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ketch.errors import InvalidArgument
 from ketch.runtime.cgroups.files import write_value
-from ketch.runtime.config import Resources
+
+if TYPE_CHECKING:
+    from ketch.runtime.config import Resources
 
 CONTROLLER = "memory"
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ketch.runtime.cgroups.files import write_value
-from ketch.runtime.config import Resources
+
+if TYPE_CHECKING:
+    from ketch.runtime.config import Resources
 
 CONTROLLER = "pids"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ketch.errors import SystemFailure
 from ketch.runtime.cgroups import cpu, cpuset, devices, memory, pids
@@ -24,7 +24,9 @@ from ketch.runtime.cgroups.base import (
     remove_directory,
 )
 from ketch.runtime.cgroups.files import read_pids, write_value
-from ketch.runtime.config import Resources
+
+if TYPE_CHECKING:
+    from ketch.runtime.config import Resources
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ketch.errors import SystemFailure
 from ketch.runtime.cgroups import cpu, cpuset, memory, pids
 from ketch.runtime.cgroups.base import CGROUP_ROOT, CgroupManager, own_cgroups, remove_directory
 from ketch.runtime.cgroups.files import read_pids, read_value, write_value
 from ketch.runtime.cgroups.v1 import _make_directories
-from ketch.runtime.config import Resources
+
+if TYPE_CHECKING:
+    from ketch.runtime.config import Resources
 
 log = logging.getLogger(__name__)
 
