@@ -116,6 +116,21 @@ def test_wait_headers_before_body(served: ServedEngine) -> None:
     assert json.loads(body) == {"StatusCode": 7, "Error": None}
 
 
+def test_wait_then_next_request_on_same_connection(served: ServedEngine) -> None:
+    container_id = create(served, ["exit", "0"])
+    request(served.socket_path, "POST", f"/containers/{container_id}/start")
+    with open_socket(served.socket_path) as sock:
+        sock.sendall(encode_request("POST", f"/containers/{container_id}/wait"))
+        waited = read_reply(sock, "POST")
+        assert waited.json() == {"StatusCode": 0, "Error": None}
+        # The wait watched the socket for the client leaving; the next request on the
+        # same connection must still be read and answered.
+        sock.sendall(encode_request("GET", "/_ping"))
+        reply = read_reply(sock)
+    assert reply.status == 200
+    assert reply.body == b"OK"
+
+
 def read_reply_body_chunked(sock: socket.socket) -> bytes:
     data = b""
     while not data.endswith(b"0\r\n\r\n"):

@@ -165,7 +165,7 @@ async def _stream_progress(
                 http.must_close = True
                 return
     finally:
-        closed.cancel()
+        await _cancel_watch(closed)
 
 
 async def _send_messages(http: HttpConnection, batch: list[dict[str, Any]]) -> None:
@@ -183,8 +183,21 @@ async def _finish_unless_client_closes(http: HttpConnection, task: Awaitable[T])
     try:
         await asyncio.wait({future, closed}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        closed.cancel()
+        await _cancel_watch(closed)
     return future.done()
+
+
+async def _cancel_watch(watch: asyncio.Future[None]) -> None:
+    """Cancel a ``wait_until_client_closes`` task and wait until it has stopped reading.
+
+    The stream reader allows one reader at a time, and a cancelled task only lets go of it
+    when it next runs; reading the next request before then raises RuntimeError.
+    """
+    watch.cancel()
+    try:
+        await watch
+    except asyncio.CancelledError:
+        pass
 
 
 def image_reference(query: dict[str, str]) -> str:
