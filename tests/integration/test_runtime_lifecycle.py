@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,22 @@ def test_list_shows_containers(runner):
 
 def _cgroup_parents(runner) -> list[Path]:
     return runner.cgroup_parents()
+
+
+def test_concurrent_starts_one_wins(runner):
+    container_id, _ = runner.create(["sleep", "30"])
+    outcomes = []
+
+    def start() -> None:
+        try:
+            runner.runtime.start(container_id)
+            outcomes.append("started")
+        except Conflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(outcomes) == ["conflict", "started"]

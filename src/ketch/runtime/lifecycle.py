@@ -80,7 +80,7 @@ class Runtime:
         except FileNotFoundError:
             raise Conflict(f"cannot start container {container_id}: it was started") from None
         try:
-            _await_init_release(fifo, record, container_id)
+            _await_init_release(fifo, fifo_path, record)
         finally:
             os.close(fifo)
         with contextlib.suppress(FileNotFoundError):
@@ -161,21 +161,25 @@ def reap(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _await_init_release(fifo: int, record: state.ContainerRecord, container_id: str) -> None:
+def _await_init_release(fifo: int, fifo_path: Path, record: state.ContainerRecord) -> None:
     """Wait for the init's byte on exec.fifo, checking that the init is still alive.
 
     Opening the read end without O_NONBLOCK would block forever if the init had died
-    before opening its end, so this polls and looks at the init between polls.
+    before opening its end, so this polls and looks at the init between polls. Another
+    ``start`` that got the byte first removes exec.fifo, which ends this one too.
     """
     poller = select.poll()
     poller.register(fifo, select.POLLIN)
     while True:
-        if poller.poll(50):
-            if os.read(fifo, 1):
-                return
-            raise SystemFailure(f"cannot start container {container_id}: its init exited")
+        if poller.poll(50) and os.read(fifo, 1):
+            return
         if not state.init_is_alive(record):
-            raise SystemFailure(f"cannot start container {container_id}: its init exited")
+            raise SystemFailure(f"cannot start container {record.id}: its init exited")
+        if not fifo_path.exists():
+            raise Conflict(f"cannot start container {record.id}: it was started")
+        # A writer that closed without writing leaves the fifo readable at end of file,
+        # which poll would report at once again.
+        time.sleep(0.005)
 
 
 def _signal_init(record: state.ContainerRecord, signal_number: int) -> None:
