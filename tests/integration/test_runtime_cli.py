@@ -163,3 +163,17 @@ def _wait_for_status(cli: Cli, container_id: str, status: str) -> None:
 def _status(cli: Cli, container_id: str) -> str | None:
     result = cli("state", container_id)
     return json.loads(result.stdout)["status"] if result.returncode == 0 else None
+
+
+def test_run_forwards_signals(cli):
+    script = "trap 'exit 42' TERM; while true; do sleep 0.1; done"
+    bundle = cli.bundle("f1", ["sh", "-c", script])
+    process = cli.popen("run", "--bundle", str(bundle), "f1")
+    try:
+        _wait_for_status(cli, "f1", "running")
+        time.sleep(0.2)  # let sh install its trap
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 42
+    finally:
+        process.kill()
+        process.wait()

@@ -228,3 +228,14 @@ def _default_mounts() -> list[dict]:
     from ketch.runtime.spec import default_spec
 
     return default_spec()["mounts"]
+
+
+def test_memory_limit_enforced(runner):
+    limit = 16 * 1024 * 1024
+    memory = {"limit": limit, "swap": limit}
+    result = runner.run(
+        ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+        linux={"resources": {"memory": memory}},
+    )
+    # The kernel's OOM killer ends dd, which allocates a 64 MiB buffer.
+    assert result.exit_code == 137
