@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ketch.errors import Conflict, InvalidArgument, NotFound
+from ketch.errors import Conflict, InvalidArgument, NotFound, SystemFailure
 from ketch.runtime import Runtime
 
 pytest_plugins = ["support.rootfs"]
@@ -244,3 +244,12 @@ def test_concurrent_starts_one_wins(runner):
     for thread in threads:
         thread.join(timeout=10)
     assert sorted(outcomes) == ["conflict", "started"]
+
+
+def test_pid_file_unwritable_leaves_nothing(runner, tmp_path):
+    container_id = runner.new_id()
+    bundle = runner.bundle(container_id, ["true"])
+    with pytest.raises(SystemFailure, match="pid"):
+        runner.runtime.create(container_id, bundle, pid_file=tmp_path / "missing-dir" / "pid")
+    assert not (runner.root / "state" / container_id).exists()
+    assert [p / container_id for p in runner.cgroup_parents() if (p / container_id).exists()] == []

@@ -47,6 +47,7 @@ def create_container(
     cgroups = _ContainerCgroups(manager_for(spec.cgroups_path, container_id), spec)
     directory = _make_container_dir(runtime.state_root, container_id)
     namespace_fds: dict[str, int] = {}
+    pid = 0
     try:
         namespace_fds = _open_namespaces(spec)
         os.mkfifo(directory / state.EXEC_FIFO, 0o622)
@@ -72,8 +73,15 @@ def create_container(
         state.write_record(directory, record)
         if pid_file is not None:
             _write_pid_file(Path(pid_file), pid)
-    except BaseException:
+    except BaseException as error:
+        if pid:
+            # The init is this process's child, and nobody else will reap it.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            reap(pid)
         _undo_create(directory, cgroups.manager if cgroups.created else None, runtime.kill_timeout)
+        if isinstance(error, OSError):
+            raise SystemFailure(f"cannot create container {container_id}: {error}") from None
         raise
     finally:
         for fd in namespace_fds.values():
@@ -83,12 +91,14 @@ def create_container(
 
 
 def _make_container_dir(state_root: Path, container_id: str) -> Path:
-    state_root.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory = state.container_dir(state_root, container_id)
     try:
+        state_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         directory.mkdir(mode=0o711)
     except FileExistsError:
         raise Conflict(f"container {container_id} already exists") from None
+    except OSError as error:
+        raise SystemFailure(f"cannot create {directory}: {error.strerror}") from None
     return directory
 
 
