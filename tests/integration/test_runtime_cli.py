@@ -177,3 +177,15 @@ def test_run_forwards_signals(cli):
     finally:
         process.kill()
         process.wait()
+
+
+def test_version_printed(cli):
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("ketch-runc version ")
+
+
+def test_systemd_cgroup_rejected(cli):
+    result = cli("--systemd-cgroup", "state", "x")
+    assert result.returncode == 1
+    assert "--systemd-cgroup" in result.stderr

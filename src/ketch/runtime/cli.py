@@ -22,10 +22,20 @@ DEFAULT_ROOT = "/run/ketch-runc"
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = _parser().parse_args(argv)
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if arguments.version:
+        from ketch import __version__
+        from ketch.runtime.spec import OCI_VERSION
+
+        print(f"ketch-runc version {__version__}\nspec: {OCI_VERSION}")
+        return 0
+    if arguments.verb is None:
+        parser.error("a command is required")
     from ketch.errors import KetchError
 
     try:
+        _check_global_options(arguments)
         return int(arguments.handler(arguments) or 0)
     except KetchError as error:
         _report(arguments, str(error))
@@ -119,6 +129,17 @@ def _list(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _check_global_options(arguments: argparse.Namespace) -> None:
+    from ketch.errors import InvalidArgument
+
+    if arguments.systemd_cgroup:
+        # Limitation: no systemd cgroup driver; cgroups are written under the caller's own.
+        raise InvalidArgument("--systemd-cgroup is not supported; cgroups are managed directly")
+    if arguments.rootless == "true":
+        # Limitation: no user namespaces yet, so ketch-runc runs containers as root only.
+        raise InvalidArgument("--rootless=true is not supported yet")
+
+
 def _reject_console_socket(arguments: argparse.Namespace) -> None:
     if arguments.console_socket:
         from ketch.errors import InvalidArgument
@@ -159,7 +180,14 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), default="text", help="format of --log"
     )
     parser.add_argument("--debug", action="store_true", help="accepted for runc compatibility")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    parser.add_argument(
+        "--systemd-cgroup", action="store_true", help="not supported: cgroups are managed directly"
+    )
+    parser.add_argument(
+        "--rootless", choices=("true", "false", "auto"), default="auto", help="only false works"
+    )
+    parser.add_argument("--version", "-v", action="store_true", help="print the version")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
     create = verbs.add_parser("create", help="create a container, stopped before its process")
     _add_bundle_options(create)
