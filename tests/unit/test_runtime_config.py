@@ -86,10 +86,17 @@ def test_hostname_without_uts_rejected(tmp_path):
         _parse(tmp_path, config)
 
 
-def test_terminal_rejected(tmp_path):
+def test_console_size_parsed(tmp_path):
     config = _config(tmp_path)
     config["process"]["terminal"] = True
-    with pytest.raises(InvalidArgument, match="process.terminal"):
+    config["process"]["consoleSize"] = {"height": 30, "width": 100}
+    assert _parse(tmp_path, config).process.console_size == (30, 100)
+
+
+def test_console_size_invalid(tmp_path):
+    config = _config(tmp_path)
+    config["process"]["consoleSize"] = {"height": -1, "width": 100}
+    with pytest.raises(InvalidArgument, match="process.consoleSize.height"):
         _parse(tmp_path, config)
 
 

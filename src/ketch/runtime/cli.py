@@ -54,9 +54,11 @@ def _runtime(arguments: argparse.Namespace) -> Any:
 
 
 def _create(arguments: argparse.Namespace) -> int:
-    _reject_console_socket(arguments)
     pid_file = Path(arguments.pid_file) if arguments.pid_file else None
-    _runtime(arguments).create(arguments.id, Path(arguments.bundle), pid_file=pid_file)
+    console_socket = Path(arguments.console_socket) if arguments.console_socket else None
+    _runtime(arguments).create(
+        arguments.id, Path(arguments.bundle), pid_file=pid_file, console_socket=console_socket
+    )
     return 0
 
 
@@ -91,7 +93,10 @@ def _delete(arguments: argparse.Namespace) -> int:
 def _run(arguments: argparse.Namespace) -> int:
     from ketch.runtime.foreground import run_foreground
 
-    _reject_console_socket(arguments)
+    if arguments.console_socket:
+        from ketch.errors import InvalidArgument
+
+        raise InvalidArgument("run keeps the terminal itself; --console-socket is for create")
     pid_file = Path(arguments.pid_file) if arguments.pid_file else None
     return run_foreground(
         _runtime(arguments), arguments.id, Path(arguments.bundle), pid_file=pid_file
@@ -138,14 +143,6 @@ def _check_global_options(arguments: argparse.Namespace) -> None:
     if arguments.rootless == "true":
         # Limitation: no user namespaces yet, so ketch-runc runs containers as root only.
         raise InvalidArgument("--rootless=true is not supported yet")
-
-
-def _reject_console_socket(arguments: argparse.Namespace) -> None:
-    if arguments.console_socket:
-        from ketch.errors import InvalidArgument
-
-        # Limitation: no terminal support yet, so --console-socket is rejected.
-        raise InvalidArgument("--console-socket is not supported yet")
 
 
 def _report(arguments: argparse.Namespace, message: str) -> None:
@@ -230,7 +227,9 @@ def _parser() -> argparse.ArgumentParser:
 def _add_bundle_options(verb: argparse.ArgumentParser) -> None:
     verb.add_argument("--bundle", "-b", default=".", help="bundle directory (default .)")
     verb.add_argument("--pid-file", help="write the init's pid to this file")
-    verb.add_argument("--console-socket", help="not supported yet")
+    verb.add_argument(
+        "--console-socket", help="unix socket that receives the pty master (process.terminal)"
+    )
     verb.add_argument("--no-pivot", action="store_true", help="accepted; pivot_root is used")
     verb.add_argument("--no-new-keyring", action="store_true", help="accepted and ignored")
     verb.add_argument("id")

@@ -73,6 +73,7 @@ class Process:
     # Capability set name -> capability names; None when the config has no
     # process.capabilities, in which case the process keeps what the init has.
     capabilities: dict[str, list[str]] | None = None
+    console_size: tuple[int, int] | None = None  # (rows, columns) of the terminal
 
 
 @dataclass
@@ -265,7 +266,17 @@ def _process(value: object) -> Process:
             process.get("noNewPrivileges", False), "process.noNewPrivileges"
         ),
         capabilities=_capabilities(process.get("capabilities")),
+        console_size=_console_size(process.get("consoleSize")),
     )
+
+
+def _console_size(value: object) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    size = _object(value, "process.consoleSize")
+    rows = _integer(size.get("height"), "process.consoleSize.height", 0, 65535)
+    columns = _integer(size.get("width"), "process.consoleSize.width", 0, 65535)
+    return rows, columns
 
 
 def _user(value: object) -> User:
@@ -370,12 +381,6 @@ def _check_namespaces_fit(spec: Spec) -> None:
     if spec.domainname and spec.namespace("uts") is None:
         raise InvalidArgument(
             "invalid config.json: domainname is set but linux.namespaces has no uts namespace"
-        )
-    if spec.process.terminal:
-        # Limitation: no console socket or pseudo-terminal support yet.
-        raise InvalidArgument(
-            "invalid config.json: process.terminal is true, but terminals are not "
-            "supported yet; set it to false"
         )
 
 

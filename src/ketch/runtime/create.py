@@ -14,13 +14,14 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ketch.errors import Conflict, KetchError, NotFound, SystemFailure
+from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
 from ketch.linux import syscalls
-from ketch.runtime import init, rootfs, state, sync
+from ketch.runtime import console, init, rootfs, state, sync
 from ketch.runtime.cgroups import CgroupManager, manager_for
 from ketch.runtime.config import Spec, load_spec
 from ketch.runtime.lifecycle import reap, wait_until_empty
@@ -38,25 +39,37 @@ def create_container(
     *,
     stdio: tuple[int, int, int] | None,
     pid_file: Path | None,
+    console_socket: Path | None,
 ) -> int:
     """Do :meth:`Runtime.create <ketch.runtime.lifecycle.Runtime.create>`."""
     state.validate_id(container_id)
     bundle = Path(os.path.abspath(bundle))
     spec = load_spec(bundle)
     rootfs.check_sysctls(spec)
+    _check_console(spec, console_socket)
     cgroups = _ContainerCgroups(manager_for(spec.cgroups_path, container_id), spec)
     directory = _make_container_dir(runtime.state_root, container_id)
     namespace_fds: dict[str, int] = {}
+    console_connection = None
     pid = 0
     try:
         namespace_fds = _open_namespaces(spec)
+        if console_socket is not None:
+            console_connection = console.connect(console_socket)
         os.mkfifo(directory / state.EXEC_FIFO, 0o622)
         # mkfifo applies the umask; the init may run as any user and must be able to
         # open the fifo for writing.
         os.chmod(directory / state.EXEC_FIFO, 0o622)
         cgroups.create()
         pid = _fork_init(
-            container_id, spec, cgroups, directory, namespace_fds, stdio, runtime.create_timeout
+            container_id,
+            spec,
+            cgroups,
+            directory,
+            namespace_fds,
+            stdio,
+            console_connection,
+            runtime.create_timeout,
         )
         record = state.ContainerRecord(
             id=container_id,
@@ -86,8 +99,20 @@ def create_container(
     finally:
         for fd in namespace_fds.values():
             os.close(fd)
+        if console_connection is not None:
+            console_connection.close()
     log.debug("created container %s with init pid %d", container_id, pid)
     return pid
+
+
+def _check_console(spec: Spec, console_socket: Path | None) -> None:
+    if spec.process.terminal and console_socket is None:
+        raise InvalidArgument(
+            "process.terminal is true, so a console socket is required (--console-socket) "
+            "to receive the terminal"
+        )
+    if console_socket is not None and not spec.process.terminal:
+        raise InvalidArgument("a console socket was given, but process.terminal is false")
 
 
 def _make_container_dir(state_root: Path, container_id: str) -> Path:
@@ -109,6 +134,7 @@ def _fork_init(
     directory: Path,
     namespace_fds: dict[str, int],
     stdio: tuple[int, int, int] | None,
+    console_connection: socket.socket | None,
     timeout: float,
 ) -> int:
     parent_end, child_end = sync.socket_pair()
@@ -122,6 +148,7 @@ def _fork_init(
         exec_fifo_fd=fifo_fd,
         namespace_fds=namespace_fds,
         stdio=stdio,
+        console=console_connection,
     )
     try:
         pid = _fork_into_pid_namespace(spec, namespace_fds.get("pid"))

@@ -1,23 +1,30 @@
 """``ketch-runc run``: create, start and wait for a container in the foreground.
 
-The calling process becomes a child subreaper, so the container's init is re-parented to
-it and it can collect the exit status. Signals it receives (SIGINT, SIGTERM, SIGHUP,
-SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH) are forwarded to the init, as runc forwards them.
-This changes the process's signal handlers, so it is for a command line, not for a
-library caller.
+The calling process becomes a child subreaper, so that it reaps the container's init and
+any orphan the container leaves, and collects the exit status. When the config sets
+process.terminal, it receives the container's pty over a console socket of its own and
+copies between the pty and its own stdin and stdout (see :mod:`ketch.runtime.console`).
+Signals it receives (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH) are
+forwarded to the init, as runc forwards them; with a terminal, SIGWINCH resizes the pty
+instead. This changes the process's signal handlers, so it is for a command line, not
+for a library caller.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
+import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ketch.errors import KetchError
 from ketch.linux import syscalls
+from ketch.runtime import console
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +43,34 @@ def run_foreground(runtime: Any, container_id: str, bundle: Path, pid_file: Path
     """Run the container to its end, delete it, and return its exit status
     (128 + the signal number when a signal ended it)."""
     syscalls.set_child_subreaper()
-    pid = runtime.create(container_id, bundle, pid_file=pid_file)
+    if not _wants_terminal(bundle):
+        pid = runtime.create(container_id, bundle, pid_file=pid_file)
+        return _start_and_wait(runtime, container_id, pid, master=None)
+    with tempfile.TemporaryDirectory(prefix="ketch-runc-console-") as directory:
+        socket_path = Path(directory) / "console.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(str(socket_path))
+            listener.listen(1)
+            pid = runtime.create(
+                container_id, bundle, pid_file=pid_file, console_socket=socket_path
+            )
+            try:
+                master = console.receive_master(listener)
+            except BaseException:
+                runtime.delete(container_id, force=True)
+                raise
+    try:
+        return _start_and_wait(runtime, container_id, pid, master)
+    finally:
+        os.close(master)
+
+
+def _start_and_wait(runtime: Any, container_id: str, pid: int, master: int | None) -> int:
     try:
         _forward_signals(runtime, container_id)
         runtime.start(container_id)
+        if master is not None:
+            console.proxy_terminal(master)
         return _wait_for(pid)
     finally:
         for number in FORWARDED_SIGNALS:
@@ -48,6 +79,14 @@ def run_foreground(runtime: Any, container_id: str, bundle: Path, pid_file: Path
             runtime.delete(container_id, force=True)
         except KetchError as error:
             log.warning("cannot delete container %s after it ran: %s", container_id, error)
+
+
+def _wants_terminal(bundle: Path) -> bool:
+    try:
+        config = json.loads((bundle / "config.json").read_text())
+        return config["process"]["terminal"] is True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # create reports what is wrong with the bundle
 
 
 def _forward_signals(runtime: Any, container_id: str) -> None:

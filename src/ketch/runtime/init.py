@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from ketch.linux import syscalls
-from ketch.runtime import exechelper, inroot, network, process, rootfs, sync
+from ketch.runtime import console, exechelper, inroot, network, process, rootfs, sync
 from ketch.runtime.cgroups import CgroupManager
 from ketch.runtime.config import Spec
 
@@ -46,6 +46,8 @@ class InitContext:
     # Namespace type -> open /proc/<pid>/ns/<type> to join; the parent joins "pid".
     namespace_fds: dict[str, int]
     stdio: tuple[int, int, int] | None
+    # Connected console socket when process.terminal is set; see ketch.runtime.console.
+    console: socket.socket | None = None
 
 
 def run_init(context: InitContext) -> NoReturn:
@@ -60,7 +62,10 @@ def run_init(context: InitContext) -> NoReturn:
         _setup_stdio(context.stdio)
         # The caller's descriptors came along with the fork, and any of them could lead a
         # container process back to the host (CVE-2024-21626 used a leaked directory fd).
-        _close_fds_except({context.sync_socket.fileno(), context.exec_fifo_fd})
+        keep = {context.sync_socket.fileno(), context.exec_fifo_fd}
+        if context.console is not None:
+            keep.add(context.console.fileno())
+        _close_fds_except(keep)
         executable, helper_fd = _set_up(context)
         sync.send(context.sync_socket, sync.READY)
         context.sync_socket.close()
@@ -98,6 +103,11 @@ def _set_up(context: InitContext) -> tuple[str, int]:
     if network_namespace is not None and network_namespace.path is None:
         network.bring_up_loopback()
     rootfs.finish_root(spec)
+    if context.console is not None:
+        # After pivot_root, so that the pty comes from the container's own devpts.
+        user = spec.process.user
+        console.set_up_terminal(context.console, user.uid, user.gid, spec.process.console_size)
+        context.console.close()
 
     process.apply_rlimits(spec.process)
     process.switch_user(spec.process)

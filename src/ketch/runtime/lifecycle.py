@@ -57,15 +57,26 @@ class Runtime:
         *,
         stdio: tuple[int, int, int] | None = None,
         pid_file: Path | None = None,
+        console_socket: Path | None = None,
     ) -> int:
         """Create the container and return its init's pid once the init waits for start.
 
         ``stdio`` gives the descriptors for the init's 0, 1 and 2 (None: the caller's).
-        A failed create leaves no process, cgroup or state behind.
+        ``console_socket`` is the unix socket that receives the pty master when the
+        config sets process.terminal (see :mod:`ketch.runtime.console`); it is required
+        then and rejected otherwise. A failed create leaves no process, cgroup or state
+        behind.
         """
         from ketch.runtime.create import create_container
 
-        return create_container(self, container_id, bundle, stdio=stdio, pid_file=pid_file)
+        return create_container(
+            self,
+            container_id,
+            bundle,
+            stdio=stdio,
+            pid_file=pid_file,
+            console_socket=console_socket,
+        )
 
     def start(self, container_id: str) -> None:
         """Let the init exec the container's process."""
