@@ -1,8 +1,8 @@
 """Terminals for containers whose config sets ``process.terminal``.
 
 The protocol is runc's console socket. The caller listens on a unix socket and passes
-its path to ``create`` (``--console-socket``); the init makes a pseudo-terminal inside the
-container and sends the master side back over that socket:
+its path to ``create`` (``--console-socket``). The init makes a pseudo-terminal inside
+the container and sends the master side back over that socket:
 
 ================  =========================================================================
 sender            message

@@ -47,6 +47,7 @@ def create_container(
     spec = load_spec(bundle)
     rootfs.check_sysctls(spec)
     _check_console(spec, console_socket)
+
     cgroups = _ContainerCgroups(manager_for(spec.cgroups_path, container_id), spec)
     directory = _make_container_dir(runtime.state_root, container_id)
     namespace_fds: dict[str, int] = {}
@@ -71,24 +72,13 @@ def create_container(
             console_connection,
             runtime.create_timeout,
         )
-        record = state.ContainerRecord(
-            id=container_id,
-            pid=pid,
-            init_start_time=_start_time_or_fail(pid, container_id),
-            bundle=str(bundle),
-            rootfs=str(spec.rootfs),
-            created=_now_rfc3339(),
-            oci_version=spec.oci_version,
-            owner="",
-            annotations=spec.annotations,
-            cgroups=cgroups.manager.state(),
-        )
-        state.write_record(directory, record)
+        _record_container(directory, container_id, pid, bundle, spec, cgroups.manager)
         if pid_file is not None:
             _write_pid_file(Path(pid_file), pid)
     except BaseException as error:
+        # Undo in reverse: the init, then its cgroups and the state directory.
         if pid:
-            # The init is this process's child, and nobody else will reap it.
+            # The init is this process's child, so no other process will reap it.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             reap(pid)
@@ -103,6 +93,29 @@ def create_container(
             console_connection.close()
     log.debug("created container %s with init pid %d", container_id, pid)
     return pid
+
+
+def _record_container(
+    directory: Path,
+    container_id: str,
+    pid: int,
+    bundle: Path,
+    spec: Spec,
+    cgroups: CgroupManager,
+) -> None:
+    record = state.ContainerRecord(
+        id=container_id,
+        pid=pid,
+        init_start_time=_start_time_or_fail(pid, container_id),
+        bundle=str(bundle),
+        rootfs=str(spec.rootfs),
+        created=_now_rfc3339(),
+        oci_version=spec.oci_version,
+        owner="",
+        annotations=spec.annotations,
+        cgroups=cgroups.state(),
+    )
+    state.write_record(directory, record)
 
 
 def _check_console(spec: Spec, console_socket: Path | None) -> None:

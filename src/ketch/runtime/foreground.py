@@ -5,7 +5,7 @@ any orphan the container leaves, and collects the exit status. When the config s
 process.terminal, it receives the container's pty over a console socket of its own and
 copies between the pty and its own stdin and stdout (see :mod:`ketch.runtime.console`).
 Signals it receives (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH) are
-forwarded to the init, as runc forwards them; with a terminal, SIGWINCH resizes the pty
+forwarded to the init, as runc forwards them. With a terminal, SIGWINCH resizes the pty
 instead. This changes the process's signal handlers, so it is for a command line, not
 for a library caller.
 """
