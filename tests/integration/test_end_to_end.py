@@ -1,17 +1,21 @@
 """`ketch run` and `docker run` against a real ketchd, end to end.
 
 One ketchd per module runs in a network namespace of its own, with a real registry that
-holds busybox (made by the project's base-image script) configured as its docker.io mirror.
+contains busybox (made by the project's base-image script) configured as its docker.io mirror.
 """
 
 from __future__ import annotations
 
+import platform
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from support.daemon import KetchDaemon, daemon_fixture
+from support.images import Dir, File, Symlink, Whiteout, gzip_layer, image_config, push_test_image
+from support.netns import entered
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +66,28 @@ def test_pull_and_images_list_busybox(daemon: KetchDaemon) -> None:
     assert pulled.returncode == 0, pulled.stderr
     images = daemon.ketch("images")
     assert "busybox" in images.stdout
+
+
+def test_pull_applies_whiteout_of_later_layer(daemon: KetchDaemon) -> None:
+    busybox = Path("/bin/busybox").read_bytes()
+    base = gzip_layer({
+        "bin/": Dir(),
+        "bin/busybox": File(busybox, mode=0o755),
+        "bin/sh": Symlink("busybox"),
+        "bin/ls": Symlink("busybox"),
+        "data/": Dir(),
+        "data/kept": File(b"kept\n"),
+        "data/removed": File(b"removed\n"),
+    })  # fmt: skip
+    top = gzip_layer({"data/removed": Whiteout(), "data/added": File(b"added\n")})
+    architecture = {"x86_64": "amd64", "aarch64": "arm64"}[platform.machine()]
+    config = image_config([base, top], architecture=architecture)
+    with entered(daemon.namespace):
+        push_test_image(daemon.registry_address, "test/whiteout", "latest", [base, top], config)
+
+    result = daemon.ketch("run", "--rm", f"{daemon.registry_address}/test/whiteout", "ls", "/data")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["added", "kept"]
 
 
 def test_run_bad_reference_exits_125(daemon: KetchDaemon) -> None:

@@ -1,5 +1,5 @@
 """A ketchd under test: its own data and exec roots, inside a network namespace of its own,
-with a registry beside it that serves as its docker.io mirror and holds busybox.
+with a registry beside it that serves as its docker.io mirror and contains busybox.
 
 The fixture takes everything down again by PID, also when the test fails: containers
 through the API, then ketchd, the supervisor and the registry, then any mount left under
