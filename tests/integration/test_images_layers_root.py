@@ -5,8 +5,10 @@ import stat
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from ketch.images.layers import unpack_layer
+from ketch.linux.syscalls import MNT_DETACH, mount, umount
 from support.images import (
     MTIME,
     Device,
@@ -14,14 +16,17 @@ from support.images import (
     Fifo,
     File,
     OpaqueWhiteout,
+    Symlink,
     Whiteout,
     gzip_layer,
+    layer_tar,
 )
 
 LAYER = "sha256:" + "e" * 64
 
 
 def unpack(tmp_path: Path, entries: dict) -> Path:
+    tmp_path.mkdir(exist_ok=True)
     blob = tmp_path / "layer.blob"
     blob.write_bytes(gzip_layer(entries))
     destination = tmp_path / "fs"
@@ -85,3 +90,30 @@ def test_overlay_xattr_from_layer_ignored(tmp_path: Path) -> None:
     root = unpack(tmp_path, {"f": File(b"x", xattrs={"trusted.overlay.redirect": "/etc"})})
     with pytest.raises(OSError):
         os.getxattr(root / "f", "trusted.overlay.redirect")
+
+
+def test_planted_symlink_next_layer_overlay(tmp_path: Path) -> None:
+    # Layer one plants link -> outside; layer two writes link/secret into its own
+    # directory, and the overlayfs mount shows that directory in place of the symlink.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    lower = unpack(tmp_path / "one", {"link": Symlink(str(outside))})
+    upper = unpack(tmp_path / "two", {"link/secret": File(b"owned")})
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    mount("overlay", merged, "overlay", 0, f"lowerdir={upper}:{lower}")
+    try:
+        assert (merged / "link" / "secret").read_bytes() == b"owned"
+        assert list(outside.iterdir()) == []
+    finally:
+        umount(merged, MNT_DETACH)
+
+
+def test_zstd_whiteouts_as_root(tmp_path: Path) -> None:
+    blob = tmp_path / "layer.blob"
+    plain = layer_tar({"etc/": Dir(), "etc/old": Whiteout(), "etc/new": File(b"z")})
+    blob.write_bytes(zstandard.ZstdCompressor().compress(plain))
+    destination = tmp_path / "fs"
+    destination.mkdir()
+    unpack_layer(blob, destination, layer=LAYER)
+    assert stat.S_ISCHR(os.stat(destination / "etc" / "old").st_mode)

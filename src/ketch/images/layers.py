@@ -1,4 +1,4 @@
-"""Layer unpacking: a (gzip-compressed) tar unpacked into a snapshot directory, safely.
+"""Layer unpacking: a tar (plain, gzip or zstd) unpacked into a snapshot directory, safely.
 
 A layer comes from a registry and is hostile until proven otherwise. Every entry is
 written through directory file descriptors opened one component at a time with
@@ -14,15 +14,26 @@ written through directory file descriptors opened one component at a time with
 
 Python's ``tarfile`` parses the archive; its extraction code and filters are not used.
 
-Whiteouts become what overlayfs understands, in the layer's own directory:
-``dir/.wh.NAME`` becomes a 0/0 character device ``dir/NAME``, and ``dir/.wh..wh..opq``
-sets ``trusted.overlay.opaque=y`` on ``dir``. Ownership, modes, modification times,
-device nodes and extended attributes are kept; directory metadata is applied last, so that
-writing the children does not change it.
+Decompression bombs are bounded: :class:`UnpackLimits` caps the uncompressed bytes and
+the number of entries, and a layer past either cap is rejected with both numbers named.
+
+Whiteouts take one of two forms (:class:`WhiteoutForm`):
+
+* ``OVERLAY``: each layer has a directory of its own, and whiteouts become what overlayfs
+  understands: ``dir/.wh.NAME`` becomes a 0/0 character device ``dir/NAME``, and
+  ``dir/.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` on ``dir``.
+* ``APPLY``: the directory already contains a copy of the layers below (the copying
+  snapshotter), and whiteouts delete from it. A symlink or file that a lower layer left
+  where this layer has a directory is replaced by a directory, which is what the overlayfs
+  mount of the same layers shows; one that this layer itself planted is rejected.
+
+Ownership, modes, modification times, device nodes and extended attributes are kept;
+directory metadata is applied last, so that writing the children does not change it.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import gzip
 import hashlib
@@ -58,6 +69,29 @@ _ALLOWED_XATTR_PREFIXES = ("user.", "security.", "system.posix_acl_")
 _HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
 
+class WhiteoutForm(enum.Enum):
+    """The form whiteouts take in an unpacked layer (see the module docstring)."""
+
+    OVERLAY = "overlay"
+    APPLY = "apply"
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    """Bounds on one layer, so that a small blob cannot fill the disk or the inode table.
+
+    ``max_bytes`` bounds both the uncompressed tar stream and the file content written
+    (which differ for sparse files); ``max_entries`` bounds the tar entries. The defaults
+    are far above ordinary images; lower them for registries that are not trusted.
+    """
+
+    max_bytes: int = 64 * 1024**3
+    max_entries: int = 2_000_000
+
+
+DEFAULT_LIMITS = UnpackLimits()
+
+
 @dataclass(frozen=True)
 class UnpackedLayer:
     diff_id: str
@@ -67,14 +101,17 @@ class UnpackedLayer:
 class _CountingReader:
     """A binary stream wrapper that counts the bytes read and optionally hashes them."""
 
-    def __init__(self, raw: BinaryIO, digest: bool) -> None:
+    def __init__(self, raw: BinaryIO, digest: bool, limit: int | None = None) -> None:
         self._raw = raw
         self._hash = hashlib.sha256() if digest else None
+        self._limit = limit
         self.count = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
         self.count += len(data)
+        if self._limit is not None and self.count > self._limit:
+            raise _LimitExceeded(f"more than {self._limit} uncompressed bytes")
         if self._hash is not None:
             self._hash.update(data)
         return data
@@ -92,6 +129,10 @@ class LayerRejected(InvalidArgument):
     """A layer entry would escape the snapshot or is malformed; the message names both."""
 
 
+class _LimitExceeded(Exception):
+    """Raised inside the stream readers; unpack_layer turns it into LayerRejected."""
+
+
 def unpack_layer(
     blob: Path,
     destination: Path,
@@ -99,32 +140,46 @@ def unpack_layer(
     layer: str,
     expected_diff_id: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    whiteouts: WhiteoutForm = WhiteoutForm.OVERLAY,
+    limits: UnpackLimits = DEFAULT_LIMITS,
 ) -> UnpackedLayer:
     """Unpack the layer blob at ``blob`` into the empty directory ``destination``.
 
     ``layer`` names the layer in errors (its digest). The diff ID of the uncompressed tar
     is computed as it streams and must equal ``expected_diff_id`` when given.
-    ``progress(done, total)`` is called with compressed bytes read. Raises LayerRejected
-    (an InvalidArgument) for a hostile or malformed layer; the caller removes
-    ``destination`` then.
+    ``progress(done, total)`` is called with compressed bytes read. ``destination`` must be
+    empty for ``WhiteoutForm.OVERLAY`` and hold the parent's files for ``APPLY``. Raises
+    LayerRejected (an InvalidArgument) for a hostile or malformed layer or one past
+    ``limits``; the caller removes ``destination`` then.
     """
     total = blob.stat().st_size
     with open(blob, "rb") as raw:
         compressed = _CountingReader(raw, digest=False)
-        uncompressed = _CountingReader(_decompressed(compressed, raw, layer), digest=True)
+        uncompressed = _CountingReader(
+            _decompressed(compressed, raw, layer), digest=True, limit=limits.max_bytes
+        )
 
         def report_progress() -> None:
             if progress is not None:
                 progress(compressed.count, total)
 
         root_fd = os.open(destination, _DIRECTORY_FLAGS)
-        unpacker = _Unpacker(root_fd, layer)
+        unpacker = _Unpacker(root_fd, layer, whiteouts, limits)
         try:
             unpacker.unpack(uncompressed, report_progress)
             uncompressed.drain()
             _sync_filesystem(root_fd, destination)
+        except _LimitExceeded as error:
+            raise LayerRejected(
+                f"layer {layer} unpacks to {error}, the configured maximum; "
+                "it may be a decompression bomb"
+            ) from None
         except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError) as error:
             raise LayerRejected(f"layer {layer} is not a valid tar archive: {error}") from None
+        except Exception as error:
+            if not _is_zstd_error(error):
+                raise
+            raise LayerRejected(f"layer {layer} is not valid zstd data: {error}") from None
         finally:
             os.close(root_fd)
 
@@ -145,9 +200,25 @@ def _decompressed(reader: _CountingReader, raw: BinaryIO, layer: str) -> BinaryI
     if magic.startswith(_GZIP_MAGIC):
         return gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[arg-type]
     if magic == _ZSTD_MAGIC:
-        # Limitation: zstd layers are rejected because Python 3.11 has no zstd decompressor.
-        raise LayerRejected(f"layer {layer} is zstd-compressed, which ketch cannot unpack yet")
+        return _zstd_reader(reader, layer)
     return reader  # type: ignore[return-value]
+
+
+def _zstd_reader(reader: _CountingReader, layer: str) -> BinaryIO:
+    try:
+        import zstandard
+    except ImportError:
+        raise LayerRejected(
+            f"layer {layer} is zstd-compressed and the zstandard package is not installed"
+        ) from None
+    # The decompressor's default window cap (128 MiB) bounds its memory, whatever the
+    # frame header requests.
+    decompressor = zstandard.ZstdDecompressor()
+    return decompressor.stream_reader(reader, read_across_frames=True)  # type: ignore[return-value]
+
+
+def _is_zstd_error(error: Exception) -> bool:
+    return type(error).__name__ == "ZstdError"
 
 
 def _sync_filesystem(fd: int, destination: Path) -> None:
@@ -177,19 +248,34 @@ def split_entry_path(name: str) -> list[str]:
 class _Unpacker:
     """The writer of one tar stream's entries below ``root_fd``."""
 
-    def __init__(self, root_fd: int, layer: str) -> None:
+    def __init__(
+        self, root_fd: int, layer: str, whiteouts: WhiteoutForm, limits: UnpackLimits
+    ) -> None:
         self.root_fd = root_fd
         self.layer = layer
+        self.whiteouts = whiteouts
+        self.limits = limits
         self.size = 0
         self.is_root = os.geteuid() == 0
         self._directories: list[tuple[list[str], tarfile.TarInfo]] = []
+        # Paths this layer wrote, tracked in APPLY form only, where everything else in the
+        # destination came from the layers below.
+        self._written: set[tuple[str, ...]] = set()
 
     def unpack(self, stream: _CountingReader, on_entry: Callable[[], object]) -> None:
+        entries = 0
         with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
             for member in archive:
+                entries += 1
+                if entries > self.limits.max_entries:
+                    raise _LimitExceeded(f"more than {self.limits.max_entries} entries")
                 self._apply(archive, member)
                 on_entry()
         self._apply_directory_metadata()
+
+    def _record_written(self, parts: list[str] | tuple[str, ...]) -> None:
+        if self.whiteouts is WhiteoutForm.APPLY:
+            self._written.add(tuple(parts))
 
     def _reject(self, member: tarfile.TarInfo, reason: str) -> LayerRejected:
         return LayerRejected(f"layer {self.layer}: entry {member.name!r}: {reason}")
@@ -208,6 +294,8 @@ class _Unpacker:
         parent_fd = self._open_parent(parts, member, create=True)
         try:
             self._apply_in(archive, member, parts, parent_fd)
+            if not parts[-1].startswith(WHITEOUT_PREFIX):
+                self._record_written(parts)
         except OSError as error:
             if error.errno in _HOST_ERRNOS:
                 raise SystemFailure(
@@ -222,7 +310,7 @@ class _Unpacker:
     ) -> None:
         leaf = parts[-1]
         if leaf.startswith(WHITEOUT_PREFIX):
-            self._apply_whiteout(member, leaf, parent_fd)
+            self._apply_whiteout(member, parts, parent_fd)
             return
 
         self._clear_for(leaf, parent_fd, keep_directory=member.isdir())
@@ -243,9 +331,13 @@ class _Unpacker:
         else:
             raise self._reject(member, f"unsupported tar entry type {member.type!r}")
 
-    def _apply_whiteout(self, member: tarfile.TarInfo, leaf: str, parent_fd: int) -> None:
+    def _apply_whiteout(self, member: tarfile.TarInfo, parts: list[str], parent_fd: int) -> None:
+        leaf = parts[-1]
         if leaf == OPAQUE_WHITEOUT:
-            os.setxattr(parent_fd, OVERLAY_OPAQUE_XATTR, b"y")
+            if self.whiteouts is WhiteoutForm.APPLY:
+                self._clear_lower_children(parts[:-1], parent_fd)
+            else:
+                os.setxattr(parent_fd, OVERLAY_OPAQUE_XATTR, b"y")
             return
         if leaf.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
             # Other .wh..wh. names are aufs bookkeeping with no meaning for overlayfs.
@@ -255,8 +347,16 @@ class _Unpacker:
         if target in ("", ".", ".."):
             raise self._reject(member, "a whiteout must name an entry in its own directory")
         self._clear_for(target, parent_fd, keep_directory=False)
-        os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent_fd)
-        self._set_owner(target, parent_fd, member)
+        if self.whiteouts is WhiteoutForm.OVERLAY:
+            os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent_fd)
+            self._set_owner(target, parent_fd, member)
+
+    def _clear_lower_children(self, directory: list[str], directory_fd: int) -> None:
+        # An opaque directory hides what the layers below put in it, but keeps what this
+        # layer already wrote there (a tar may list the marker after its siblings).
+        for name in os.listdir(directory_fd):
+            if (*directory, name) not in self._written:
+                self._clear_for(name, directory_fd, keep_directory=False)
 
     def _clear_for(self, name: str, parent_fd: int, keep_directory: bool) -> None:
         # A later entry replaces an earlier one of the same name, as tar extraction does.
@@ -273,6 +373,8 @@ class _Unpacker:
     def _write_file(
         self, archive: tarfile.TarFile, member: tarfile.TarInfo, leaf: str, parent_fd: int
     ) -> None:
+        if self.size + member.size > self.limits.max_bytes:
+            raise _LimitExceeded(f"more than {self.limits.max_bytes} bytes of file content")
         source = archive.extractfile(member)
         assert source is not None
         fd = os.open(leaf, _NEW_FILE_FLAGS, 0o600, dir_fd=parent_fd)
@@ -298,6 +400,9 @@ class _Unpacker:
             raise self._reject(member, f"hard link target {member.linkname!r}: {error}") from None
         if not target_parts:
             raise self._reject(member, "a hard link cannot point at the layer root")
+        if self.whiteouts is WhiteoutForm.APPLY and tuple(target_parts) not in self._written:
+            # The same rule as in OVERLAY form, where only this layer's files are there.
+            raise self._reject(member, f"hard link target {member.linkname!r} is not in this layer")
 
         target_parent_fd = self._open_parent(target_parts, member, create=False)
         try:
@@ -335,11 +440,18 @@ class _Unpacker:
 
         Missing directories are made (mode 0755) when ``create`` is true. A component that
         is a symlink or not a directory is rejected, because following it could lead out
-        of the layer.
+        of the layer. In APPLY form, one that came from a lower layer is replaced by a
+        directory instead, as the overlayfs mount of the same layers shows it.
         """
         fd = os.dup(self.root_fd)
         for depth, part in enumerate(parts[:-1]):
+            prefix = parts[: depth + 1]
             try:
+                if create and self._is_lower_non_directory(prefix, part, fd):
+                    os.unlink(part, dir_fd=fd)
+                created_directory = (
+                    self.whiteouts is WhiteoutForm.APPLY and create and not _exists(part, fd)
+                )
                 next_fd = self._open_directory(part, fd, create)
             except OSError as error:
                 where = "/".join(parts[: depth + 1])
@@ -348,7 +460,18 @@ class _Unpacker:
                 raise self._reject(member, reason) from None
             os.close(fd)
             fd = next_fd
+            if created_directory:
+                self._record_written(prefix)
         return fd
+
+    def _is_lower_non_directory(self, prefix: list[str], name: str, parent_fd: int) -> bool:
+        if self.whiteouts is not WhiteoutForm.APPLY or tuple(prefix) in self._written:
+            return False
+        try:
+            mode = os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            return False
+        return not stat.S_ISDIR(mode)
 
     @staticmethod
     def _open_directory(name: str, parent_fd: int, create: bool) -> int:
