@@ -78,8 +78,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_registry(storage: Path, netns: str | None = None) -> Registry:
+def start_registry(storage: Path, netns: str | None = None, extra_config: str = "") -> Registry:
     """Start docker-registry with its data under ``storage`` and wait until it listens.
+
+    ``extra_config`` is YAML appended to the configuration, such as an ``auth:`` section.
 
     With ``netns``, it runs inside /run/netns/<netns> through ``nsenter --net=`` (which
     execs the registry, so the PID is the registry's own).
@@ -87,7 +89,8 @@ def start_registry(storage: Path, netns: str | None = None) -> Registry:
     storage.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     config_path = storage / "config.yml"
-    config_path.write_text(CONFIG_TEMPLATE.format(data=storage / "data", address=address))
+    config = CONFIG_TEMPLATE.format(data=storage / "data", address=address) + extra_config
+    config_path.write_text(config)
 
     command = [str(REGISTRY_BINARY), "serve", str(config_path)]
     if netns is not None:

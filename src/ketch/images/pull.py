@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
+from ketch.images.auth import CredentialStore
 from ketch.images.content import ContentStore
 from ketch.images.layers import unpack_layer
 from ketch.images.manifest import (
@@ -53,6 +54,7 @@ from ketch.images.reference import Reference
 from ketch.images.registry import (
     FetchedManifest,
     RegistryClient,
+    credentials_for,
     endpoints_for,
     open_session,
 )
@@ -102,6 +104,7 @@ class Puller:
         collect_garbage: Callable[[list[str], list[str]], None],
         reference: Reference,
         progress: ProgressCallback | None,
+        credentials: CredentialStore | None = None,
     ) -> None:
         self.content = content
         self.snapshots = snapshots
@@ -112,6 +115,7 @@ class Puller:
         self.collect_garbage = collect_garbage
         self.reference = reference
         self.progress = progress
+        self.credentials = credentials
         self._leased_names: list[str] = []
         self._new_blobs: list[str] = []
         self._new_chains: list[str] = []
@@ -170,7 +174,11 @@ class Puller:
         target = reference.digest or reference.tag or "latest"
         for number, endpoint in enumerate(endpoints, start=1):
             client = RegistryClient(
-                session, endpoint, reference.path, display_name=reference.familiar_name
+                session,
+                endpoint,
+                reference.path,
+                display_name=reference.familiar_name,
+                credentials=credentials_for(self.credentials, endpoint),
             )
             try:
                 fetched = await client.get_manifest(target, reference.familiar())

@@ -8,15 +8,20 @@ Which endpoint serves a repository:
   (``host[:port]`` or a CIDR) are spoken to over plain HTTP;
 * every other registry over HTTPS.
 
-Authentication is anonymous. When a registry responds 401 with a ``Bearer`` challenge,
-ketch fetches an anonymous token from the challenge's realm and repeats the request with
-it. Docker Hub requires this even for public images.
+Authentication follows the registry's 401 challenge and is repeated once per request:
+
+* ``Basic``: the request is repeated with the stored credentials (ketch.images.auth);
+* ``Bearer realm=...,service=...,scope=...``: ketch fetches a token from the realm, with
+  the credentials when it has them and anonymously otherwise, for the repository's scope
+  plus the scopes the challenge names, and repeats the request with the token. Docker
+  Hub requires this even for public images.
 
 The requests, all below ``<endpoint>/v2/<repository>/``:
 
 =======  ==========================  =====================================================
 method   path                        use
 =======  ==========================  =====================================================
+GET      (``/v2/`` itself)           login: are the credentials accepted?
 GET      manifests/<tag or digest>   fetch a manifest or an index (``Accept`` lists both)
 GET      blobs/<digest>              fetch a config or a layer, streamed
 HEAD     blobs/<digest>              push: is the blob there already?
@@ -36,6 +41,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -43,6 +49,7 @@ import yarl
 
 from ketch import __version__
 from ketch.errors import Forbidden, InvalidArgument, KetchError, NotFound, Unavailable
+from ketch.images.auth import Credentials, CredentialStore
 from ketch.images.manifest import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -134,6 +141,13 @@ def is_insecure(domain: str, insecure_registries: Sequence[str]) -> bool:
     )
 
 
+def credentials_for(store: CredentialStore | None, endpoint: Endpoint) -> Credentials | None:
+    """Return the stored credentials for an endpoint's host, if a store is given."""
+    if store is None:
+        return None
+    return store.get(urlsplit(endpoint.url).netloc)
+
+
 def open_session() -> aiohttp.ClientSession:
     """Return an HTTP session for registry requests (no proxies from the environment)."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
@@ -143,10 +157,11 @@ def open_session() -> aiohttp.ClientSession:
 
 
 class RegistryClient:
-    """Requests against one repository on one endpoint, with an anonymous Bearer token.
+    """Requests against one repository on one endpoint, authorized as its challenge asks.
 
     ``display_name`` names the repository in messages (``busybox``); ``actions`` is the
-    token scope asked for, ``pull`` or ``pull,push``.
+    token scope requested, ``pull`` or ``pull,push``; ``extra_scopes`` are further scopes
+    such as ``repository:other/repo:pull`` for a cross-repository mount.
     """
 
     def __init__(
@@ -157,13 +172,17 @@ class RegistryClient:
         *,
         display_name: str | None = None,
         actions: str = "pull",
+        credentials: Credentials | None = None,
+        extra_scopes: Sequence[str] = (),
     ) -> None:
         self.session = session
         self.endpoint = endpoint
         self.repository = repository
         self.display_name = display_name or repository
         self.actions = actions
-        self._token: str | None = None
+        self.credentials = credentials
+        self.extra_scopes = list(extra_scopes)
+        self._authorization: str | None = None
 
     async def get_manifest(self, reference: str, display: str) -> FetchedManifest:
         """Fetch the manifest or index named by a tag or digest; ``display`` names it."""
@@ -239,10 +258,12 @@ class RegistryClient:
         url: str | yarl.URL,
         *,
         headers: dict[str, str] | None = None,
-        data: bytes | None = None,
+        data: Any = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         response = await self._send(method, url, headers, data)
-        if response.status == 401 and self._token is None:
+        if response.status == 401 and _can_repeat(data):
+            # One new authorization per request: a token for a wider scope (a mount needs
+            # pull on the source repository) or the first one. A second 401 is final.
             challenge = response.headers.get("WWW-Authenticate", "")
             response.release()
             await self._authenticate(challenge)
@@ -257,49 +278,41 @@ class RegistryClient:
         method: str,
         url: str | yarl.URL,
         headers: dict[str, str] | None,
-        data: bytes | None,
+        data: Any,
     ) -> aiohttp.ClientResponse:
         request_headers = dict(headers or {})
-        if self._token is not None:
-            request_headers["Authorization"] = f"Bearer {self._token}"
+        if self._authorization is not None:
+            request_headers["Authorization"] = self._authorization
         with self._network_errors(method, url):
             return await self.session.request(method, url, headers=request_headers, data=data)
 
     async def _authenticate(self, challenge: str) -> None:
         scheme, parameters = parse_challenge(challenge)
         if scheme == "basic":
-            # Limitation: ketch pulls and pushes anonymously; there is no login yet.
-            raise Forbidden(
-                f"registry {self.endpoint.name} requires a login (Basic authentication), "
-                "which ketch does not support yet"
-            )
+            if self.credentials is None:
+                raise Forbidden(
+                    f"registry {self.endpoint.name} requires a login (Basic authentication): "
+                    f"run 'ketch login {self.endpoint.name}'"
+                )
+            self._authorization = self.credentials.basic_header()
+            return
         if scheme != "bearer" or not parameters.get("realm"):
             raise Unavailable(
                 f"registry {self.endpoint.name} responded 401 with an unsupported challenge "
                 f"{challenge!r}"
             )
-
-        query = {"scope": parameters.get("scope") or f"repository:{self.repository}:{self.actions}"}
-        if parameters.get("service"):
-            query["service"] = parameters["service"]
-        realm = parameters["realm"]
-        log.debug("fetching an anonymous token from %s for %s", realm, query["scope"])
-        with self._network_errors("GET", realm, service=f"token service {realm}"):
-            async with self.session.get(realm, params=query) as response:
-                body = await response.read()
-        if response.status != 200:
-            raise Unavailable(
-                f"token service {realm} for registry {self.endpoint.name} returned HTTP "
-                f"{response.status}: {body[:200].decode(errors='replace')}"
-            )
-        try:
-            document = json.loads(body)
-            token = document.get("token") or document.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
-        if not isinstance(token, str) or not token:
-            raise Unavailable(f"token service {realm} returned no token")
-        self._token = token
+        scopes = [f"repository:{self.repository}:{self.actions}"] if self.repository else []
+        scopes += self.extra_scopes
+        scopes += parameters.get("scope", "").split()
+        token = await fetch_token(
+            self.session,
+            parameters["realm"],
+            parameters.get("service", ""),
+            list(dict.fromkeys(scopes)),
+            self.credentials,
+            self.endpoint.name,
+        )
+        self._authorization = f"Bearer {token}"
 
     async def _read_document(self, response: aiohttp.ClientResponse, url: str) -> bytes:
         if (response.content_length or 0) > MAX_DOCUMENT_SIZE:
@@ -349,6 +362,81 @@ class RegistryClient:
             raise Unavailable(f"{where} is unreachable: {method} {url}: {reason}") from None
 
 
+async def check_login(
+    session: aiohttp.ClientSession, endpoint: Endpoint, credentials: Credentials
+) -> None:
+    """Check ``credentials`` against the registry's base endpoint ``/v2/``.
+
+    Raises Forbidden when the registry or its token service rejects them, Unavailable when
+    either cannot be reached or answers unexpectedly.
+    """
+    url = f"{endpoint.url}/v2/"
+    client = RegistryClient(session, endpoint, "", credentials=credentials)
+    async with client._request("GET", url) as response:
+        if response.status == 200:
+            return
+        if response.status in (401, 403):
+            raise Forbidden(
+                f"login to {endpoint.name} failed: the registry rejected the credentials of "
+                f"user {credentials.username} (HTTP {response.status})"
+            )
+        raise await client._failure(response, "the base endpoint /v2/")
+
+
+async def fetch_token(
+    session: aiohttp.ClientSession,
+    realm: str,
+    service: str,
+    scopes: Sequence[str],
+    credentials: Credentials | None,
+    registry_name: str,
+) -> str:
+    """Fetch a Bearer token from a token service (the distribution token protocol).
+
+    With ``credentials`` the request carries them with Basic authentication and names the
+    account, so the token grants what that user may do; without, the token is anonymous.
+    """
+    query: list[tuple[str, str]] = [("scope", scope) for scope in scopes]
+    if service:
+        query.append(("service", service))
+    headers = {}
+    if credentials is not None:
+        query.append(("account", credentials.username))
+        headers["Authorization"] = credentials.basic_header()
+    who = f"user {credentials.username}" if credentials else "an anonymous user"
+    log.debug("fetching a token from %s for %s, scopes %s", realm, who, " ".join(scopes))
+
+    try:
+        async with session.get(realm, params=query, headers=headers) as response:
+            body = await response.content.read(MAX_DOCUMENT_SIZE)
+    except (TimeoutError, aiohttp.ClientError, OSError) as error:
+        reason = str(error) or repr(error)
+        raise Unavailable(f"token service {realm} is unreachable: {reason}") from None
+    if response.status in (401, 403) and credentials is not None:
+        raise Forbidden(
+            f"token service {realm} for registry {registry_name} rejected the credentials "
+            f"of user {credentials.username}: HTTP {response.status}"
+        )
+    if response.status != 200:
+        raise Unavailable(
+            f"token service {realm} for registry {registry_name} returned HTTP "
+            f"{response.status}: {body[:200].decode(errors='replace')}"
+        )
+    try:
+        document = json.loads(body)
+        token = document.get("token") or document.get("access_token")
+    except (ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str) or not token:
+        raise Unavailable(f"token service {realm} returned no token")
+    return token
+
+
+def _can_repeat(data: Any) -> bool:
+    """Return whether a request body can be sent a second time (bytes can, streams cannot)."""
+    return data is None or isinstance(data, bytes | bytearray)
+
+
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """Split a ``WWW-Authenticate`` value into its lowercase scheme and its parameters."""
     scheme, _, rest = header.strip().partition(" ")
@@ -386,11 +474,14 @@ async def push_image(
     config: bytes,
     layers: Sequence[bytes],
     manifest_media_type: str = DOCKER_MANIFEST,
+    credentials: Credentials | None = None,
 ) -> str:
     """Push an image made of gzip ``layers`` (bottom first) and ``config``; return the
     manifest digest. Blobs go first, the manifest last, so the tag never names a manifest
     whose blobs are missing."""
-    client = RegistryClient(session, endpoint, repository, actions="pull,push")
+    client = RegistryClient(
+        session, endpoint, repository, actions="pull,push", credentials=credentials
+    )
     docker = manifest_media_type == DOCKER_MANIFEST
     layer_media_type = DOCKER_LAYER_GZIP if docker else OCI_LAYER_GZIP
     config_media_type = DOCKER_CONFIG if docker else OCI_CONFIG

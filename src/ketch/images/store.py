@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ketch.errors import Conflict, InvalidArgument, NotFound
+from ketch.images.auth import Credentials, CredentialStore, normalize_registry
 from ketch.images.content import ContentStore
 from ketch.images.metadata import ImageMetadata, ImageRecord
 from ketch.images.pull import Leases, ProgressCallback, Puller
@@ -35,7 +36,13 @@ from ketch.images.reference import (
     parse_normalized,
     parse_reference,
 )
-from ketch.images.registry import validate_insecure_registry, validate_mirror
+from ketch.images.registry import (
+    check_login,
+    endpoints_for,
+    open_session,
+    validate_insecure_registry,
+    validate_mirror,
+)
 from ketch.images.rootfs import RootfsManager
 from ketch.images.snapshots import Snapshotter
 
@@ -66,6 +73,8 @@ class ImageStore:
     ``mirrors`` are registry mirror URLs for docker.io, tried in order, like dockerd's
     ``registry-mirrors``. ``insecure_registries`` are ``host[:port]`` or CIDR entries
     spoken to over plain HTTP, as localhost and loopback addresses always are.
+    ``docker_config`` is the docker client config file with registry credentials
+    (default ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``).
     """
 
     def __init__(
@@ -75,8 +84,10 @@ class ImageStore:
         *,
         mirrors: Sequence[str] = (),
         insecure_registries: Sequence[str] = (),
+        docker_config: Path | None = None,
     ) -> None:
         self.root = root
+        self.credentials = CredentialStore(docker_config)
         self.mirrors = [validate_mirror(url) for url in mirrors]
         self.insecure_registries = [validate_insecure_registry(e) for e in insecure_registries]
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -104,9 +115,27 @@ class ImageStore:
             collect_garbage=self._collect_garbage,
             reference=parsed,
             progress=progress,
+            credentials=self.credentials,
         )
         image_id = await puller.run()
         return self._load(image_id)
+
+    async def login(self, registry: str, username: str, password: str) -> str:
+        """Check the credentials against ``registry`` and store them; return docker's
+        ``Login Succeeded``. Raises Forbidden when the registry rejects them."""
+        if not username:
+            raise InvalidArgument("login needs a user name")
+        credentials = Credentials(username, password)
+        domain = normalize_registry(registry)
+        endpoint = endpoints_for(domain, [], self.insecure_registries)[0]
+        async with open_session() as session:
+            await check_login(session, endpoint, credentials)
+        self.credentials.store(domain, credentials)
+        return "Login Succeeded"
+
+    def logout(self, registry: str) -> bool:
+        """Remove the stored credentials for ``registry``; return whether there were any."""
+        return self.credentials.remove(registry)
 
     def get(self, name_or_id: str) -> Image:
         """Find an image by name (``busybox`` means ``busybox:latest``), by ``name@digest``,
