@@ -2,7 +2,7 @@
 
 This module parses arguments, calls the library and reports; all behaviour is in the
 library. The OCI standard verbs (create, start, state, kill, delete) come first, then
-runc's extras (run, spec, list). Each verb imports only what it needs, because the
+runc's extras (run, exec, spec, list). Each verb imports only what it needs, because the
 interpreter's start-up is most of the cost of a call.
 
 Errors print one line, ``ketch-runc: <message>``, and exit with status 1. With
@@ -100,6 +100,47 @@ def _run(arguments: argparse.Namespace) -> int:
     pid_file = Path(arguments.pid_file) if arguments.pid_file else None
     return run_foreground(
         _runtime(arguments), arguments.id, Path(arguments.bundle), pid_file=pid_file
+    )
+
+
+def _exec(arguments: argparse.Namespace) -> int:
+    from ketch.runtime import exec_options
+
+    runtime = _runtime(arguments)
+    if arguments.process:
+        process = exec_options.load_process_file(arguments.process)
+    else:
+        template = exec_options.container_process(runtime.state(arguments.id)["bundle"])
+        process = exec_options.process_from_options(
+            template,
+            arguments.command,
+            terminal=arguments.tty,
+            cwd=arguments.cwd,
+            env=arguments.env,
+            user=arguments.user,
+            additional_gids=arguments.additional_gids,
+            caps=arguments.cap,
+            no_new_privileges=arguments.no_new_privs,
+        )
+    pid_file = Path(arguments.pid_file) if arguments.pid_file else None
+    console_socket = Path(arguments.console_socket) if arguments.console_socket else None
+    if arguments.detach:
+        runtime.exec(
+            arguments.id,
+            process,
+            pid_file=pid_file,
+            console_socket=console_socket,
+            preserve_fds=arguments.preserve_fds,
+        )
+        return 0
+    if console_socket is not None:
+        from ketch.errors import InvalidArgument
+
+        raise InvalidArgument("--console-socket needs --detach; without it exec keeps the terminal")
+    from ketch.runtime.foreground import exec_foreground
+
+    return exec_foreground(
+        runtime, arguments.id, process, pid_file=pid_file, preserve_fds=arguments.preserve_fds
     )
 
 
@@ -213,6 +254,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_bundle_options(run)
     run.set_defaults(handler=_run)
 
+    _add_exec_parser(verbs)
+
     spec = verbs.add_parser("spec", help="write a default config.json")
     spec.add_argument("--bundle", "-b", default=".", help="directory to write it in")
     spec.set_defaults(handler=_spec)
@@ -222,6 +265,33 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--quiet", "-q", action="store_true", help="print ids only")
     listing.set_defaults(handler=_list)
     return parser
+
+
+def _add_exec_parser(verbs: Any) -> None:
+    verb = verbs.add_parser("exec", help="run another process in a container")
+    verb.add_argument("--process", "-p", help="JSON file with an OCI process object (- is stdin)")
+    verb.add_argument("--tty", "-t", action="store_true", help="give the process a terminal")
+    verb.add_argument("--detach", "-d", action="store_true", help="do not wait for the process")
+    verb.add_argument("--pid-file", help="write the process's pid to this file")
+    verb.add_argument(
+        "--console-socket", help="unix socket that receives the pty master (with --detach)"
+    )
+    verb.add_argument("--cwd", help="working directory inside the container")
+    verb.add_argument(
+        "--env", "-e", action="append", default=[], help="KEY=VALUE to set (repeatable)"
+    )
+    verb.add_argument("--user", "-u", help="UID[:GID] to run as")
+    verb.add_argument(
+        "--additional-gids", "-g", action="append", type=int, default=[], help="extra group id"
+    )
+    verb.add_argument("--cap", "-c", action="append", default=[], help="capability to add")
+    verb.add_argument("--no-new-privs", action="store_true", help="set no_new_privs")
+    verb.add_argument(
+        "--preserve-fds", type=int, default=0, help="pass on descriptors 3 to 2 + N as well"
+    )
+    verb.add_argument("id")
+    verb.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
+    verb.set_defaults(handler=_exec)
 
 
 def _add_bundle_options(verb: argparse.ArgumentParser) -> None:

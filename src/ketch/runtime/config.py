@@ -74,6 +74,7 @@ class Process:
     # process.capabilities, in which case the process keeps what the init has.
     capabilities: dict[str, list[str]] | None = None
     console_size: tuple[int, int] | None = None  # (rows, columns) of the terminal
+    oom_score_adj: int | None = None
 
 
 @dataclass
@@ -267,7 +268,19 @@ def _process(value: object) -> Process:
         ),
         capabilities=_capabilities(process.get("capabilities")),
         console_size=_console_size(process.get("consoleSize")),
+        oom_score_adj=_oom_score_adj(process.get("oomScoreAdj")),
     )
+
+
+def parse_process(document: object) -> Process:
+    """Validate a decoded OCI process object, as ``exec --process`` gives one."""
+    return _process(document)
+
+
+def _oom_score_adj(value: object) -> int | None:
+    if value is None:
+        return None
+    return _integer(value, "process.oomScoreAdj", -1000, 1000)
 
 
 def _console_size(value: object) -> tuple[int, int] | None:

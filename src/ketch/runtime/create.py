@@ -74,7 +74,7 @@ def create_container(
         )
         _record_container(directory, container_id, pid, bundle, spec, cgroups.manager)
         if pid_file is not None:
-            _write_pid_file(Path(pid_file), pid)
+            write_pid_file(Path(pid_file), pid)
     except BaseException as error:
         # Undo in reverse: the init, then its cgroups and the state directory.
         if pid:
@@ -164,7 +164,9 @@ def _fork_init(
         console=console_connection,
     )
     try:
-        pid = _fork_into_pid_namespace(spec, namespace_fds.get("pid"))
+        pid = fork_into_pid_namespace(
+            namespace_fds.get("pid"), new=spec.namespace("pid") is not None
+        )
     except BaseException:
         parent_end.close()
         child_end.close()
@@ -222,19 +224,21 @@ class _ContainerCgroups:
             self.manager.add_process(pid)
 
 
-def _fork_into_pid_namespace(spec: Spec, pid_namespace_fd: int | None) -> int:
-    """Fork with the child in the container's pid namespace; return os.fork's result.
+def fork_into_pid_namespace(namespace_fd: int | None, *, new: bool) -> int:
+    """Fork with the child in another pid namespace; return os.fork's result.
 
-    unshare(CLONE_NEWPID) and setns(CLONE_NEWPID) change only the namespace of the
-    caller's future children, so the caller switches it for this one fork and switches
-    it back at once, in the parent only: the child keeps it for the processes it forks.
+    The child joins the namespace ``namespace_fd`` refers to, or with ``new`` a new one;
+    with neither it stays in the caller's. unshare(CLONE_NEWPID) and setns(CLONE_NEWPID)
+    change only the namespace of the caller's future children, so the caller switches it
+    for this one fork and switches it back at once, in the parent only: the child keeps
+    it for the processes it forks.
     """
-    if spec.namespace("pid") is None:
+    if namespace_fd is None and not new:
         return os.fork()
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if pid_namespace_fd is not None:
-            syscalls.setns(pid_namespace_fd, syscalls.CLONE_NEWPID)
+        if namespace_fd is not None:
+            syscalls.setns(namespace_fd, syscalls.CLONE_NEWPID)
         else:
             syscalls.unshare(syscalls.CLONE_NEWPID)
         try:
@@ -338,7 +342,7 @@ def _start_time_or_fail(pid: int, container_id: str) -> int:
     return start_time
 
 
-def _write_pid_file(path: Path, pid: int) -> None:
+def write_pid_file(path: Path, pid: int) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(str(pid))
     os.replace(temporary, path)

@@ -113,3 +113,66 @@ def _exit_status(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+def exec_foreground(
+    runtime: Any,
+    container_id: str,
+    process: dict[str, Any],
+    *,
+    pid_file: Path | None,
+    preserve_fds: int,
+) -> int:
+    """Run ``process`` in the container to its end and return its exit status.
+
+    Signals this process receives are forwarded to the exec'd process, and with
+    process.terminal its pty is copied to and from this process's stdin and stdout.
+    """
+    if not process.get("terminal"):
+        pid = runtime.exec(container_id, process, pid_file=pid_file, preserve_fds=preserve_fds)
+        return _wait_forwarding(pid, master=None)
+    with tempfile.TemporaryDirectory(prefix="ketch-runc-console-") as directory:
+        socket_path = Path(directory) / "console.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(str(socket_path))
+            listener.listen(1)
+            pid = runtime.exec(
+                container_id,
+                process,
+                pid_file=pid_file,
+                console_socket=socket_path,
+                preserve_fds=preserve_fds,
+            )
+            try:
+                master = console.receive_master(listener)
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise
+    try:
+        return _wait_forwarding(pid, master)
+    finally:
+        os.close(master)
+
+
+def _wait_forwarding(pid: int, master: int | None) -> int:
+    def forward(number: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, number)
+
+    for number in FORWARDED_SIGNALS:
+        if not (master is not None and number == signal.SIGWINCH):
+            signal.signal(number, forward)
+    try:
+        if master is not None:
+            console.proxy_terminal(master)
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+            except InterruptedError:
+                continue
+            return _exit_status(status)
+    finally:
+        for number in FORWARDED_SIGNALS:
+            signal.signal(number, signal.SIG_DFL)

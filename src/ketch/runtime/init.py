@@ -56,10 +56,10 @@ def run_init(context: InitContext) -> NoReturn:
         # process could open /proc/1/exe and reach that binary. The /proc entries of a
         # non-dumpable process are closed to processes without CAP_SYS_PTRACE.
         syscalls.set_dumpable(False)
-        _reset_signals()
+        reset_signals()
         _enter_namespaces(context)
         os.setsid()
-        _setup_stdio(context.stdio)
+        setup_stdio(context.stdio)
         # The caller's descriptors came along with the fork, and any of them could lead a
         # container process back to the host (CVE-2024-21626 used a leaked directory fd).
         keep = {context.sync_socket.fileno(), context.exec_fifo_fd}
@@ -70,7 +70,7 @@ def run_init(context: InitContext) -> NoReturn:
         sync.send(context.sync_socket, sync.READY)
         context.sync_socket.close()
     except BaseException as error:
-        _report(context.sync_socket, error)
+        report_error(context.sync_socket, error)
         os._exit(1)
     try:
         _wait_for_start(context.exec_fifo_fd)
@@ -110,6 +110,7 @@ def _set_up(context: InitContext) -> tuple[str, int]:
         context.console.close()
 
     process.apply_rlimits(spec.process)
+    process.apply_oom_score_adj(spec.process)
     process.switch_user(spec.process)
     process.enter_working_directory(spec.process.cwd)
     executable = process.find_executable(spec.process.args[0], spec.process.env)
@@ -146,7 +147,7 @@ def _enter_namespaces(context: InitContext) -> None:
     syscalls.unshare(flags)
 
 
-def _reset_signals() -> None:
+def reset_signals() -> None:
     """Give every signal its default action and stop the caller's wakeup fd.
 
     The caller's Python handlers would run inside the container's process, and its
@@ -162,7 +163,7 @@ def _reset_signals() -> None:
             pass  # signals the kernel reserves (32 and 33, used by glibc)
 
 
-def _setup_stdio(stdio: tuple[int, int, int] | None) -> None:
+def setup_stdio(stdio: tuple[int, int, int] | None) -> None:
     if stdio is None:
         _fill_missing_stdio()
         return
@@ -195,7 +196,7 @@ def _close_fds_except(keep: set[int]) -> None:
     os.closerange(low, _MAX_FD)
 
 
-def _report(sync_socket: socket.socket, error: BaseException) -> None:
+def report_error(sync_socket: socket.socket, error: BaseException) -> None:
     try:
         sync.send_error(sync_socket, error)
     except OSError:

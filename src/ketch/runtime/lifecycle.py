@@ -5,6 +5,7 @@ Walk-through, with the vocabulary of the OCI runtime spec::
     rt = Runtime(Path("/run/ketch/runtime"))        # the state root, like runc --root
     pid = rt.create("web", Path("/bundles/web"))    # init parked, status "created"
     rt.start("web")                                 # the process runs, status "running"
+    rt.exec("web", {"args": ["ps"], "cwd": "/"})    # another process in it; reap its pid
     rt.kill("web", signal.SIGTERM)
     ...                                             # the caller reaps pid
     rt.delete("web")                                # cgroups and state removed
@@ -76,6 +77,37 @@ class Runtime:
             stdio=stdio,
             pid_file=pid_file,
             console_socket=console_socket,
+        )
+
+    def exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        *,
+        stdio: tuple[int, int, int] | None = None,
+        console_socket: Path | None = None,
+        pid_file: Path | None = None,
+        preserve_fds: int = 0,
+    ) -> int:
+        """Start another process in a created or running container; return its host pid.
+
+        ``process`` is an OCI process object (args, env, cwd, user, capabilities,
+        rlimits, terminal, noNewPrivileges, oomScoreAdj). The process joins the init's
+        namespaces and cgroups, and the caller must reap it. ``stdio``,
+        ``console_socket`` and ``pid_file`` work as for :meth:`create`; descriptors 3 to
+        2 + ``preserve_fds`` of the caller are passed on too. It returns once the
+        process has exec'd the container's program, or raises with nothing left behind.
+        """
+        from ketch.runtime.execute import exec_in_container
+
+        return exec_in_container(
+            self,
+            container_id,
+            process,
+            stdio=stdio,
+            console_socket=console_socket,
+            pid_file=pid_file,
+            preserve_fds=preserve_fds,
         )
 
     def start(self, container_id: str) -> None:

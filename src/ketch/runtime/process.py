@@ -7,6 +7,7 @@ memfd (see :mod:`ketch.runtime.exechelper`).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
 import signal
@@ -42,6 +43,20 @@ def apply_rlimits(process: Process) -> None:
             raise SystemFailure(
                 f"cannot set {rlimit.type} to soft {rlimit.soft}, hard {rlimit.hard}: {error}"
             ) from None
+
+
+def apply_oom_score_adj(process: Process) -> None:
+    """Write process.oomScoreAdj to /proc/self/oom_score_adj; children inherit it."""
+    if process.oom_score_adj is None:
+        return
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write(str(process.oom_score_adj))
+    except OSError as error:
+        # Lowering the value below what the process has needs CAP_SYS_RESOURCE.
+        raise SystemFailure(
+            f"cannot set process.oomScoreAdj to {process.oom_score_adj}: {error.strerror}"
+        ) from None
 
 
 def _limit(value: int) -> int:
@@ -122,18 +137,37 @@ def _check_executable(name: str, path: str) -> None:
         raise Forbidden(f'exec: "{name}": permission denied')
 
 
-def exec_process(process: Process, executable: str, helper_fd: int) -> None:
-    """Exec the process through the sealed helper; returns only by raising."""
+def exec_process(
+    process: Process, executable: str, helper_fd: int, *, preserve_fds: int = 0, keep_fd: int = -1
+) -> None:
+    """Exec the process through the sealed helper; returns only by raising.
+
+    Descriptors 0 to 2 + ``preserve_fds`` reach the container's program; ``keep_fd``
+    (close-on-exec, so the kernel closes it during execveat) stays open until then.
+    """
     for number in _SIGNALS_PYTHON_IGNORES:
         signal.signal(number, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     os.umask(DEFAULT_UMASK if process.user.umask is None else process.user.umask)
-    # Only 0, 1 and 2 reach the container's program: every other descriptor of the init
-    # (the caller's sockets and files came along with the fork) is closed here. The
-    # helper's own descriptor is close-on-exec, so the kernel closes it during execveat.
-    helper = os.dup2(helper_fd, 3, inheritable=False) if helper_fd != 3 else helper_fd
-    os.closerange(4, _MAX_FD)
+    # Every other descriptor of the init is closed here, because the caller's sockets and
+    # files came along with the fork. The helper's descriptor is close-on-exec, so the
+    # kernel closes it during execveat. F_DUPFD_CLOEXEC takes the lowest free number
+    # above the preserved ones, so it never replaces a descriptor that must survive.
+    first_free = 3 + preserve_fds
+    helper = helper_fd
+    if helper < first_free:
+        helper = fcntl.fcntl(helper_fd, fcntl.F_DUPFD_CLOEXEC, first_free)
+    close_fds_from(first_free, {helper, keep_fd})
     if process.no_new_privileges:
         syscalls.set_no_new_privileges()
     argv = [exechelper.MARKER, executable, *process.args]
     syscalls.execveat(helper, "", argv, process.env, syscalls.AT_EMPTY_PATH)
+
+
+def close_fds_from(low: int, keep: set[int]) -> None:
+    """Close every descriptor from ``low`` up except those in ``keep``."""
+    for fd in sorted(keep):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, _MAX_FD)
