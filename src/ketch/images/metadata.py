@@ -184,6 +184,13 @@ class ImageMetadata:
         rows = self.db.execute("SELECT digest FROM image_blobs WHERE image_id = ?", (image_id,))
         return [row[0] for row in rows]
 
+    def image_ids_with_blob(self, digest: str) -> list[str]:
+        """Return the images that reference the blob ``digest``, sorted."""
+        rows = self.db.execute(
+            "SELECT image_id FROM image_blobs WHERE digest = ? ORDER BY image_id", (digest,)
+        )
+        return [row[0] for row in rows]
+
     def blob_in_use(self, digest: str) -> bool:
         row = self.db.execute("SELECT 1 FROM image_blobs WHERE digest = ? LIMIT 1", (digest,))
         return row.fetchone() is not None

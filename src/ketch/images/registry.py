@@ -26,7 +26,9 @@ GET      manifests/<tag or digest>   fetch a manifest or an index (``Accept`` li
 GET      blobs/<digest>              fetch a config or a layer, streamed
 HEAD     blobs/<digest>              push: is the blob there already?
 POST     blobs/uploads/              push: start an upload, answered with a Location
-PUT      <Location>&digest=<digest>  push: the whole blob in one request (monolithic)
+POST     blobs/uploads/?mount=&from= push: link a blob from another repository (201)
+PATCH    <Location>                  push: one chunk with Content-Range (chunked upload)
+PUT      <Location>&digest=<digest>  push: the rest of the blob, or all of it (monolithic)
 PUT      manifests/<tag>             push: the manifest, last
 =======  ==========================  =====================================================
 """
@@ -225,16 +227,47 @@ class RegistryClient:
         if await self.blob_exists(digest):
             log.debug("registry %s already has blob %s", self.endpoint.name, digest)
             return
+        location = await self.start_upload(digest)
+        await self.finish_upload(location, digest, data, len(data))
 
-        start_url = self._url("blobs/uploads/")
-        async with self._request("POST", start_url) as response:
+    async def mount_blob(self, digest: str, source_repository: str) -> str | None:
+        """Ask the registry to link a blob from another repository on it (a cross-repository
+        mount). Return None when it did, else the Location of the upload it started."""
+        url = yarl.URL(self._url("blobs/uploads/")).with_query(
+            mount=digest, **{"from": source_repository}
+        )
+        async with self._request("POST", url) as response:
+            if response.status == 201:
+                return None
+            if response.status != 202 or "Location" not in response.headers:
+                raise await self._failure(response, f"mount of blob {digest}")
+            return str(response.url.join(yarl.URL(response.headers["Location"])))
+
+    async def start_upload(self, digest: str) -> str:
+        """Start a blob upload session and return its Location URL."""
+        async with self._request("POST", self._url("blobs/uploads/")) as response:
             if response.status != 202 or "Location" not in response.headers:
                 raise await self._failure(response, f"upload of blob {digest}")
-            location = str(response.url.join(yarl.URL(response.headers["Location"])))
+            return str(response.url.join(yarl.URL(response.headers["Location"])))
 
+    async def upload_chunk(self, location: str, data: bytes, offset: int) -> str:
+        """Send one chunk (PATCH with Content-Range) and return the next Location."""
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{offset}-{offset + len(data) - 1}",
+        }
+        url = yarl.URL(location, encoded=True)
+        async with self._request("PATCH", url, headers=headers, data=data) as response:
+            if response.status != 202 or "Location" not in response.headers:
+                raise await self._failure(response, f"upload chunk at byte {offset}")
+            return str(response.url.join(yarl.URL(response.headers["Location"])))
+
+    async def finish_upload(self, location: str, digest: str, data: Any, size: int) -> None:
+        """Close an upload with PUT ``?digest=``; ``data`` is the rest of the blob (bytes, an
+        async iterator of bytes, or None when every byte went in chunks)."""
         separator = "&" if "?" in location else "?"
         put_url = yarl.URL(f"{location}{separator}digest={quote(digest)}", encoded=True)
-        headers = {"Content-Type": "application/octet-stream"}
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         async with self._request("PUT", put_url, headers=headers, data=data) as response:
             if response.status != 201:
                 raise await self._failure(response, f"upload of blob {digest}")

@@ -29,6 +29,7 @@ from ketch.images.auth import Credentials, CredentialStore, normalize_registry
 from ketch.images.content import ContentStore
 from ketch.images.metadata import ImageMetadata, ImageRecord
 from ketch.images.pull import Leases, ProgressCallback, Puller
+from ketch.images.push import Pusher, PushOptions
 from ketch.images.reference import (
     DEFAULT_TAG,
     Reference,
@@ -132,6 +133,52 @@ class ImageStore:
             await check_login(session, endpoint, credentials)
         self.credentials.store(domain, credentials)
         return "Login Succeeded"
+
+    async def push(
+        self,
+        reference: str,
+        progress: ProgressCallback | None = None,
+        options: PushOptions | None = None,
+    ) -> str:
+        """Push the image named ``reference`` (``latest`` when it has no tag) to its
+        registry and return the manifest digest.
+
+        Raises NotFound ('No such image: ...') when the store has no such name, Forbidden
+        when the registry denies the push, Unavailable when it cannot be reached.
+        """
+        parsed = parse_normalized(reference)
+        if parsed.digest is not None:
+            raise InvalidArgument(f"cannot push {reference}: expected a tag, not a digest")
+        if parsed.tag is None:
+            parsed = parsed.with_tag(DEFAULT_TAG)
+        image_id = self._resolve(str(parsed))
+        pusher = Pusher(
+            content=self.content,
+            metadata=self.metadata,
+            credentials=self.credentials,
+            insecure_registries=self.insecure_registries,
+            image_id=image_id,
+            reference=parsed,
+            progress=progress,
+            options=options,
+        )
+        return await pusher.run()
+
+    def tag(self, source: str, target: str) -> None:
+        """Point the tag ``target`` (``latest`` when it names none) at the image ``source``
+        names; a tag that named another image moves, as with docker tag."""
+        image_id = self._resolve(source)
+        parsed = parse_normalized(target)
+        if parsed.digest is not None:
+            raise InvalidArgument(
+                f"invalid tag {target!r}: a tag cannot contain a digest (@sha256:...)"
+            )
+        record = self.metadata.image(image_id)
+        if record is None:
+            raise NotFound(f"No such image: {source}")
+        name = f"{parsed.name}:{parsed.tag or DEFAULT_TAG}"
+        self.metadata.add_image(record, [], set(), {name: "tag"})
+        log.info("tagged image %s as %s", image_id, name)
 
     def logout(self, registry: str) -> bool:
         """Remove the stored credentials for ``registry``; return whether there were any."""
