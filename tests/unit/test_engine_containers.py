@@ -98,7 +98,14 @@ class FakeSupervisor:
         self.signals: list[int] = []
 
     async def create(
-        self, container_id: str, bundle: Path, log_path: Path, *, open_stdin: bool = False
+        self,
+        container_id: str,
+        bundle: Path,
+        log_path: Path,
+        *,
+        open_stdin: bool = False,
+        log_max_size: int = 0,
+        log_max_files: int = 1,
     ) -> int:
         if self.create_error is not None:
             raise self.create_error

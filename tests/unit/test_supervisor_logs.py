@@ -113,3 +113,54 @@ def test_log_refuses_symlink(tmp_path: Path) -> None:
     path.symlink_to(target)
     with pytest.raises(OSError):
         JsonFileLog(path)
+
+
+def test_rotation_keeps_max_files(tmp_path: Path) -> None:
+    path = tmp_path / "c-json.log"
+    entry_size = len(b'{"log":"line 00\\n","stream":"stdout","time":"2026-01-02T03:04:05Z"}\n')
+    log = JsonFileLog(path, max_size=entry_size * 2, max_files=3)
+    for number in range(10):
+        log.write("stdout", f"line {number:02d}\n".encode(), BASE_NS)
+    log.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["c-json.log", "c-json.log.1", "c-json.log.2"]
+
+
+def test_rotation_keeps_newest_lines(tmp_path: Path) -> None:
+    path = tmp_path / "c-json.log"
+    entry_size = len(b'{"log":"line 00\\n","stream":"stdout","time":"2026-01-02T03:04:05Z"}\n')
+    log = JsonFileLog(path, max_size=entry_size * 2, max_files=3)
+    for number in range(10):
+        log.write("stdout", f"line {number:02d}\n".encode(), BASE_NS)
+    log.close()
+    lines = []
+    for name in ("c-json.log.2", "c-json.log.1", "c-json.log"):
+        lines += [entry["log"] for entry in read_entries(tmp_path / name)]
+    assert lines == [f"line {number:02d}\n" for number in range(4, 10)]
+
+
+def test_rotation_file_never_exceeds_max_size(tmp_path: Path) -> None:
+    path = tmp_path / "c-json.log"
+    log = JsonFileLog(path, max_size=300, max_files=2)
+    log.write("stdout", b"".join(f"{n}\n".encode() for n in range(100)), BASE_NS)
+    log.close()
+    assert path.stat().st_size <= 300
+
+
+def test_rotation_one_file_truncates(tmp_path: Path) -> None:
+    path = tmp_path / "c-json.log"
+    log = JsonFileLog(path, max_size=200, max_files=1)
+    for number in range(20):
+        log.write("stderr", f"{number}\n".encode(), BASE_NS)
+    log.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["c-json.log"]
+    assert read_entries(path)[-1]["log"] == "19\n"
+
+
+def test_rotation_continues_existing_size(tmp_path: Path) -> None:
+    path = tmp_path / "c-json.log"
+    path.write_bytes(b"x" * 150 + b"\n")
+    log = JsonFileLog(path, max_size=200, max_files=2)
+    log.write("stdout", b"hello\n", BASE_NS)
+    log.close()
+    assert (tmp_path / "c-json.log.1").read_bytes() == b"x" * 150 + b"\n"

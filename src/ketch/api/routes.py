@@ -217,6 +217,7 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", "/containers/{id}/start", start_container),
     _route("POST", "/containers/{id}/attach", streams.attach_container),
     _route("POST", "/containers/{id}/wait", streams.wait_container),
+    _route("GET", "/containers/{id}/logs", streams.container_logs),
     _route("POST", "/containers/{id}/kill", kill_container),
     _route("POST", "/containers/{id}/stop", stop_container),
     _route("DELETE", "/containers/{id}", remove_container),

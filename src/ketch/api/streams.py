@@ -1,8 +1,11 @@
-"""The routes whose replies stream: attach, wait and image pull.
+"""The routes whose replies stream: attach, logs, wait and image pull.
 
 - attach: the engine returns a reader of Docker's multiplexed frames. The connection is
   hijacked (``101 UPGRADED`` when the client sent ``Upgrade: tcp``), and the frames are
   copied to it until the container's output ends. Then the socket is closed.
+- logs: the engine resolves the container first (so an unknown one is a plain 404), then
+  the ``200`` headers go out and the log follows as a chunked body of frames, or raw bytes
+  for a TTY container, until the log ends or, with ``follow``, the container stops.
 - wait: the engine registers the waiter first, then the ``200`` headers go out at once, so
   a client that waits before it starts the container knows the waiter is in place; the
   JSON body follows when the condition is met.
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ketch.api.connection import HttpConnection
 from ketch.api.errors import message_for_error
+from ketch.engine.logs import LogQuery, parse_tail, parse_unix_time
 from ketch.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
+MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
 COPY_SIZE = 65536
 HANGUP_POLL_SECONDS = 1.0
 # Docker's stream formatter ends each JSON message with CRLF; clients split on "\n".
@@ -83,6 +88,46 @@ async def _wait_for_hangup(http: HttpConnection) -> None:
     await http.wait_until_client_closes()
     while not http.peer_hung_up():
         await asyncio.sleep(HANGUP_POLL_SECONDS)
+
+
+async def container_logs(call: Call) -> None:
+    query = LogQuery(
+        stdout=call.flag("stdout"),
+        stderr=call.flag("stderr"),
+        since_ns=_unix_time(call, "since"),
+        until_ns=_unix_time(call, "until"),
+        tail=parse_tail(call.request.query.get("tail", "")),
+        timestamps=call.flag("timestamps"),
+        follow=call.flag("follow"),
+    )
+    if not query.stdout and not query.stderr:
+        raise InvalidArgument("Bad parameters: you must choose at least one stream")
+    raw, output = call.engine.container_logs(call.parameters["id"], query)
+    await call.http.start_stream(200, RAW_STREAM if raw else MULTIPLEXED_STREAM)
+    closed = asyncio.ensure_future(call.http.wait_until_client_closes())
+    try:
+        while True:
+            piece = asyncio.ensure_future(anext(output, b""))
+            await asyncio.wait({piece, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not piece.done():
+                piece.cancel()
+                await asyncio.gather(piece, return_exceptions=True)
+                log.debug("logs of %s ended: the client went away", call.parameters["id"])
+                call.http.must_close = True
+                return
+            data = piece.result()
+            if not data:
+                break
+            await call.http.send_chunk(data)
+    finally:
+        await _cancel_watch(closed)
+        await output.aclose()
+    await call.http.end_stream()
+
+
+def _unix_time(call: Call, name: str) -> int:
+    text = call.request.query.get(name, "").strip()
+    return parse_unix_time(text, name) if text else 0
 
 
 async def wait_container(call: Call) -> None:

@@ -2,9 +2,9 @@
 
 The file (default ``/etc/ketch/daemon.json``) takes dockerd's keys for what ketchd
 supports: ``data-root``, ``exec-root``, ``hosts``, ``registry-mirrors``,
-``insecure-registries`` and ``debug``. An unknown key is an error naming it, and, as with
-dockerd, so is a setting given both as a flag and in the file. A missing file is fine
-unless ``--config-file`` named it.
+``insecure-registries``, ``log-driver``, ``log-opts`` and ``debug``. An unknown key is an
+error naming it, and, as with dockerd, so is a setting given both as a flag and in the
+file. A missing file is fine unless ``--config-file`` named it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import ketch
+from ketch.engine.logopts import DEFAULT_LOG_OPTS, LOG_DRIVER, check_log_driver, check_log_opts
 from ketch.errors import InvalidArgument
 
 DEFAULT_CONFIG_FILE = Path("/etc/ketch/daemon.json")
@@ -30,6 +31,8 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "hosts": ("hosts", list),
     "registry-mirrors": ("registry_mirrors", list),
     "insecure-registries": ("insecure_registries", list),
+    "log-driver": ("log_driver", str),
+    "log-opts": ("log_opts", dict),
     "debug": ("debug", bool),
 }
 
@@ -41,6 +44,8 @@ class DaemonConfig:
     hosts: list[str] = field(default_factory=lambda: [DEFAULT_HOST])
     registry_mirrors: list[str] = field(default_factory=list)
     insecure_registries: list[str] = field(default_factory=list)
+    log_driver: str = LOG_DRIVER
+    log_opts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LOG_OPTS))
     debug: bool = False
 
     def socket_paths(self) -> list[Path]:
@@ -77,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
         dest="insecure_registries",
         action="append",
         help="registry host[:port] to reach over plain HTTP; repeatable",
+    )
+    parser.add_argument(
+        "--log-driver", help=f"default log driver of containers; only {LOG_DRIVER} exists"
+    )
+    parser.add_argument(
+        "--log-opt",
+        dest="log_opts",
+        action="append",
+        metavar="KEY=VALUE",
+        help="default log driver option, such as max-size=10m or max-file=3; repeatable "
+        "(default: max-size=10m, max-file=3)",
     )
     parser.add_argument(
         "-D", "--debug", action="store_const", const=True, help="log at debug level"
@@ -129,8 +145,15 @@ def _check_file_values(path: Path, values: dict[str, Any]) -> None:
         valid = isinstance(value, expected)
         if expected is list:
             valid = valid and all(isinstance(item, str) for item in value)
+        if expected is dict:
+            valid = valid and all(isinstance(item, str) for item in value.values())
         if not valid:
-            kind = {str: "a string", list: "a list of strings", bool: "true or false"}[expected]
+            kind = {
+                str: "a string",
+                list: "a list of strings",
+                bool: "true or false",
+                dict: "an object of strings",
+            }[expected]
             raise InvalidArgument(f"invalid {key!r} in configuration file {path}: expected {kind}")
 
 
@@ -141,6 +164,19 @@ def _check_mirror(url: str) -> str:
             f"invalid registry mirror {url!r}: expected an http:// or https:// URL"
         )
     return url.rstrip("/")
+
+
+def _log_opts(value: dict[str, str] | list[str]) -> dict[str, str]:
+    """Return log options from daemon.json's object or from ``--log-opt KEY=VALUE`` flags."""
+    if isinstance(value, dict):
+        return dict(value)
+    opts = {}
+    for item in value:
+        key, separator, text = item.partition("=")
+        if not separator or not key:
+            raise InvalidArgument(f"invalid --log-opt {item!r}: expected KEY=VALUE")
+        opts[key] = text
+    return opts
 
 
 def load_config(argv: list[str] | None = None) -> DaemonConfig:
@@ -173,5 +209,8 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.registry_mirrors = [_check_mirror(url) for url in merged["registry_mirrors"] or []]
     config.insecure_registries = list(merged["insecure_registries"] or [])
     config.debug = bool(merged["debug"])
+    config.log_driver = check_log_driver(merged["log_driver"] or "", "log-driver")
+    if merged["log_opts"] is not None:
+        config.log_opts = check_log_opts(_log_opts(merged["log_opts"]), "log-opts")
     config.socket_paths()  # checks every host
     return config

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from ketch.engine import timestamps
 from ketch.engine.attach import AttachHub, log_frames
+from ketch.engine.logopts import DEFAULT_LOG_OPTS, rotation
 from ketch.engine.names import generate_id, generate_name, normalize_name
 from ketch.engine.options import CreateOptions, parse_create_body, parse_signal
 from ketch.engine.spec import DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT, build_spec, merge_config
@@ -75,7 +76,14 @@ class Supervisor(Protocol):
     """The part of ketch.supervisor.client.SupervisorClient that containers use."""
 
     async def create(
-        self, container_id: str, bundle: Path, log_path: Path, *, open_stdin: bool = False
+        self,
+        container_id: str,
+        bundle: Path,
+        log_path: Path,
+        *,
+        open_stdin: bool = False,
+        log_max_size: int = 0,
+        log_max_files: int = 1,
     ) -> int: ...
     async def start(self, container_id: str) -> None: ...
     async def kill(self, container_id: str, signal: int) -> None: ...
@@ -112,11 +120,15 @@ class ContainerService:
         paths: ContainerPaths,
         images: ImageSource,
         supervisor: Supervisor,
+        default_log_opts: dict[str, str] | None = None,
     ) -> None:
         self._store = store
         self._paths = paths
         self._images = images
         self._supervisor = supervisor
+        self._default_log_opts = dict(
+            DEFAULT_LOG_OPTS if default_log_opts is None else default_log_opts
+        )
         self.waiters = Waiters()
         self.attachments = AttachHub(supervisor)
         self._reserved_names: set[str] = set()
@@ -155,6 +167,8 @@ class ContainerService:
     async def create(self, body: Any, name: str | None) -> dict[str, Any]:
         """Create a container from a create body; return ``{"Id", "Warnings"}``."""
         options = parse_create_body(body)
+        if not options.log_opts:
+            options.log_opts = dict(self._default_log_opts)
         stored_name = self._claim_name(name)
         try:
             image = self._images.get(options.image)
@@ -268,8 +282,16 @@ class ContainerService:
         if container.state.status == "exited":
             await self._forget_in_supervisor(container.id)
         bundle = self._paths.bundle(container.id)
+        log_opts = container.host_config.get("LogConfig", {}).get("Config") or {}
+        max_size, max_files = rotation(log_opts)
         try:
-            pid = await self._supervisor.create(container.id, bundle, self._paths.log(container.id))
+            pid = await self._supervisor.create(
+                container.id,
+                bundle,
+                self._paths.log(container.id),
+                log_max_size=max_size,
+                log_max_files=max_files,
+            )
         except KetchError as error:
             await self._fail_start(container, error)
             raise self._start_error(error) from None

@@ -133,6 +133,7 @@ async def run(config: DaemonConfig) -> None:
             registry_mirrors=config.registry_mirrors,
             insecure_registries=config.insecure_registries,
             debug=config.debug,
+            default_log_opts=config.log_opts,
         )
         stop = _stop_event()
         await engine.start()

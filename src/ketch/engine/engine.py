@@ -10,14 +10,16 @@ full id, a unique id prefix or a name (with or without the leading "/").
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from ketch.engine import views
 from ketch.engine.containers import ContainerService, ImageSource, Supervisor
 from ketch.engine.filters import select_containers
+from ketch.engine.logs import LogQuery, read_log
 from ketch.engine.store import ContainerPaths, ContainerStore
 from ketch.errors import KetchError
 
@@ -57,13 +59,16 @@ class Engine:
         registry_mirrors: list[str] | None = None,
         insecure_registries: list[str] | None = None,
         debug: bool = False,
+        default_log_opts: dict[str, str] | None = None,
     ) -> None:
         self.data_root = data_root
         self.images = images
         self.supervisor = supervisor
         self.paths = ContainerPaths(data_root)
         self.store = ContainerStore(db)
-        self.containers = ContainerService(self.store, self.paths, images, supervisor)
+        self.containers = ContainerService(
+            self.store, self.paths, images, supervisor, default_log_opts
+        )
         self._ensure_supervisor = ensure_supervisor
         self._mirrors = list(registry_mirrors or [])
         self._insecure_registries = list(insecure_registries or [])
@@ -191,6 +196,22 @@ class Engine:
     ) -> Awaitable[dict[str, Any]]:
         """Register a waiter now (before a start) and return what gives the wait body."""
         return self.containers.wait(ref, condition)
+
+    def container_logs(self, ref: str, query: LogQuery) -> tuple[bool, AsyncIterator[bytes]]:
+        """Return whether the output is raw (a TTY container) and the reply's bytes.
+
+        The container is resolved now, so an unknown one raises NotFound before any reply.
+        """
+        container = self.containers.resolve(ref)
+        raw = bool(container.config.get("Tty"))
+        container_id = container.id
+
+        def is_running() -> bool:
+            current = self.store.get(container_id)
+            return current is not None and current.running
+
+        query = dataclasses.replace(query, raw=raw)
+        return raw, read_log(self.paths.log(container_id), query, is_running)
 
     async def attach_container(
         self,

@@ -16,6 +16,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from ketch.engine.logopts import check_log_driver, check_log_opts
 from ketch.errors import InvalidArgument
 
 # Docker refuses memory limits below 6 MiB because a container cannot start in less.
@@ -65,6 +66,8 @@ class CreateOptions:
     pids_limit: int | None = None
     auto_remove: bool = False
     readonly_rootfs: bool = False
+    # json-file options; empty means the daemon's defaults.
+    log_opts: dict[str, str] = field(default_factory=dict)
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
@@ -233,14 +236,12 @@ def _parse_restart_policy(host_config: dict[str, Any]) -> None:
         )
 
 
-def _parse_log_config(host_config: dict[str, Any]) -> None:
+def _parse_log_config(host_config: dict[str, Any]) -> dict[str, str]:
     log_config = _get(host_config, "LogConfig", dict, "HostConfig.LogConfig") or {}
-    log_type = _get(log_config, "Type", str, "HostConfig.LogConfig.Type") or "json-file"
-    if log_type != "json-file":
-        raise InvalidArgument(
-            f"invalid create body: HostConfig.LogConfig.Type {log_type!r} is not supported; "
-            "expected 'json-file'"
-        )
+    log_type = _get(log_config, "Type", str, "HostConfig.LogConfig.Type") or ""
+    check_log_driver(log_type, "create body: HostConfig.LogConfig.Type")
+    opts = _get(log_config, "Config", dict, "HostConfig.LogConfig.Config") or {}
+    return check_log_opts(opts, "create body: HostConfig.LogConfig.Config")
 
 
 def _parse_host_config(body: dict[str, Any], options: CreateOptions) -> None:
@@ -248,7 +249,7 @@ def _parse_host_config(body: dict[str, Any], options: CreateOptions) -> None:
     networking = _get(body, "NetworkingConfig", dict, "NetworkingConfig") or {}
     _reject_unsupported(host_config, _UNSUPPORTED_HOST_CONFIG, "HostConfig.")
     _parse_restart_policy(host_config)
-    _parse_log_config(host_config)
+    options.log_opts = _parse_log_config(host_config)
     _parse_memory(host_config, options)
     options.network_mode = _parse_network_mode(host_config, networking)
     options.pids_limit = _parse_pids_limit(host_config)

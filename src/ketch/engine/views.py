@@ -47,7 +47,7 @@ def host_config_view(options: CreateOptions) -> dict[str, Any]:
         "PidsLimit": options.pids_limit,
         "ReadonlyRootfs": options.readonly_rootfs,
         "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-        "LogConfig": {"Type": "json-file", "Config": {}},
+        "LogConfig": {"Type": "json-file", "Config": dict(options.log_opts)},
         "Binds": None,
         "PortBindings": {},
         "Privileged": False,

@@ -87,9 +87,19 @@ class SupervisorClient:
         return await self._request({"op": "ping"})
 
     async def create(
-        self, container_id: str, bundle: Path, log_path: Path, *, open_stdin: bool = False
+        self,
+        container_id: str,
+        bundle: Path,
+        log_path: Path,
+        *,
+        open_stdin: bool = False,
+        log_max_size: int = 0,
+        log_max_files: int = 1,
     ) -> int:
-        """Create the container and return its init's host pid; it waits for start."""
+        """Create the container and return its init's host pid; it waits for start.
+
+        The log rotates past ``log_max_size`` bytes (0: never), keeping ``log_max_files``.
+        """
         response = await self._request(
             {
                 "op": "create",
@@ -97,6 +107,8 @@ class SupervisorClient:
                 "bundle": str(Path(bundle).absolute()),
                 "log_path": str(Path(log_path).absolute()),
                 "open_stdin": open_stdin,
+                "log_max_size": log_max_size,
+                "log_max_files": log_max_files,
             }
         )
         return int(response["pid"])

@@ -10,6 +10,14 @@ UTC with nanoseconds. Output is split at newlines. A line longer than
 ``MAX_ENTRY_BYTES``, or the last bytes of a stream that ends without a newline, becomes an
 entry whose ``log`` does not end in a newline, as Docker writes them. ``docker logs`` and
 the usual log shippers read this format.
+
+Rotation follows Docker's json-file driver. With a ``max_size`` the log is rotated before
+an entry would take it past that many bytes: ``<log>.N-1`` becomes ``<log>.N`` and so on,
+``<log>`` becomes ``<log>.1``, and a new ``<log>`` is opened, so at most ``max_files``
+files exist (``<log>``, ``<log>.1`` ... ``<log>.<max_files-1>``) and the oldest is
+overwritten. With ``max_files`` 1 the log is truncated instead. A reader that follows the
+log sees the rename as a new inode at ``<log>`` and the truncation as a size below its
+offset.
 """
 
 from __future__ import annotations
@@ -50,20 +58,28 @@ def encode_entry(stream: str, payload: bytes, time_ns: int) -> bytes:
     return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-# Limitation: no rotation like json-file's max-size and max-file; a log grows until the
-# engine deletes it with the container.
+def rotated_path(path: Path, index: int) -> Path:
+    """Return the name of the ``index``-th rotated file of a log (0 is the log itself)."""
+    return path if index == 0 else path.with_name(f"{path.name}.{index}")
+
+
 class JsonFileLog:
     """One container's json-file log, opened for appending.
 
     The supervisor feeds it raw output chunks per stream with :meth:`write`. Bytes after
     the last newline wait for the rest of their line, up to ``MAX_ENTRY_BYTES``, and
-    :meth:`end_stream` writes them out when the stream ends.
+    :meth:`end_stream` writes them out when the stream ends. ``max_size`` 0 means the log
+    is never rotated.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_size: int = 0, max_files: int = 1) -> None:
+        if max_size < 0 or max_files < 1:
+            raise ValueError(f"invalid log rotation: max_size {max_size}, max_files {max_files}")
         self.path = path
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-        self._fd = os.open(path, flags, 0o640)
+        self.max_size = max_size
+        self.max_files = max_files
+        self._fd = _open_for_append(path)
+        self._size = os.fstat(self._fd).st_size
         self._partial: dict[str, bytearray] = {}
         self._failed_writes = 0
 
@@ -83,7 +99,7 @@ class JsonFileLog:
                 end = start + MAX_ENTRY_BYTES
             else:
                 break
-            entries += encode_entry(stream, bytes(pending[start:end]), time_ns)
+            self._add_entry(entries, encode_entry(stream, bytes(pending[start:end]), time_ns))
             start = end
         del pending[:start]
         self._append(entries)
@@ -92,7 +108,11 @@ class JsonFileLog:
         """Write out the bytes of ``stream`` that never got a newline."""
         pending = self._partial.pop(stream, None)
         if pending:
-            self._append(encode_entry(stream, bytes(pending), time_ns or time.time_ns()))
+            entries = bytearray()
+            self._add_entry(
+                entries, encode_entry(stream, bytes(pending), time_ns or time.time_ns())
+            )
+            self._append(entries)
 
     def close(self) -> None:
         """Flush every stream's unfinished line and close the file; later calls do nothing."""
@@ -107,7 +127,44 @@ class JsonFileLog:
                 "log %s: %d writes failed and their lines are lost", self.path, self._failed_writes
             )
 
+    def _add_entry(self, entries: bytearray, entry: bytes) -> None:
+        """Add ``entry`` to the batch in ``entries``, rotating first if it would not fit."""
+        unwritten = self._size + len(entries)
+        if self.max_size and unwritten and unwritten + len(entry) > self.max_size:
+            self._append(entries)
+            entries.clear()
+            self._rotate()
+        entries += entry
+
+    def _rotate(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            if self.max_files < 2:
+                os.ftruncate(self._fd, 0)
+            else:
+                self._shift_rotated_files()
+                os.close(self._fd)
+                self._fd = -1
+                self._fd = _open_for_append(self.path)
+        except OSError as error:
+            # While the old file is still open the log grows past max_size. When the new
+            # file cannot be opened, later output is dropped and counted by _append.
+            log.error("cannot rotate log %s: %s", self.path, error)
+            return
+        self._size = 0
+
+    def _shift_rotated_files(self) -> None:
+        for index in range(self.max_files - 1, 0, -1):
+            try:
+                os.replace(rotated_path(self.path, index - 1), rotated_path(self.path, index))
+            except FileNotFoundError:
+                pass
+
     def _append(self, data: bytes | bytearray) -> None:
+        if self._fd < 0:
+            self._failed_writes += bool(data)
+            return
         view = memoryview(data)
         while view:
             try:
@@ -119,4 +176,10 @@ class JsonFileLog:
                 if self._failed_writes == 1:
                     log.error("cannot write log %s: %s; dropping output", self.path, error)
                 return
+            self._size += written
             view = view[written:]
+
+
+def _open_for_append(path: Path) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    return os.open(path, flags, 0o640)

@@ -13,6 +13,8 @@ op         request fields                                   response fields
 =========  ===============================================  =================================
 ping       (none)                                           pid, protocol
 create     id, bundle, log_path, open_stdin (default false) pid
+           log_max_size (bytes, default 0: never rotate),
+           log_max_files (default 1)
 start      id                                               (none)
 kill       id, signal (1-64)                                (none)
 delete     id, force (default false)                        (none), once the container is gone
@@ -175,6 +177,14 @@ def optional_bool(request: dict[str, Any], field: str, default: bool) -> bool:
     value = request.get(field, default)
     if not isinstance(value, bool):
         raise InvalidArgument(f"invalid {field} {value!r}: expected true or false")
+    return value
+
+
+def optional_int(request: dict[str, Any], field: str, default: int, minimum: int) -> int:
+    """Return the request's integer ``field`` (at least ``minimum``), or ``default``."""
+    value = request.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgument(f"invalid {field} {value!r}: expected an integer >= {minimum}")
     return value
 
 

@@ -40,7 +40,7 @@ from ketch.supervisor.container import Container
 from ketch.supervisor.eventloop import EventLoop
 from ketch.supervisor.logs import format_timestamp
 from ketch.supervisor.records import CREATED, RUNNING, STOPPED, ContainerRecord, RecordStore
-from ketch.supervisor.stdio import ContainerStdio
+from ketch.supervisor.stdio import ContainerStdio, LogRotation
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +172,15 @@ class Supervisor:
         bundle = Path(protocol.require_absolute_path(request, "bundle"))
         log_path = Path(protocol.require_absolute_path(request, "log_path"))
         open_stdin = protocol.optional_bool(request, "open_stdin", False)
+        rotation = LogRotation(
+            protocol.optional_int(request, "log_max_size", 0, 0),
+            protocol.optional_int(request, "log_max_files", 1, 1),
+        )
         if self._shutting_down:
             raise Unavailable("the supervisor is shutting down and creates no containers")
         if container_id in self.containers:
             raise Conflict(f"container {container_id} already exists")
-        container = self._create_container(container_id, bundle, log_path, open_stdin)
+        container = self._create_container(container_id, bundle, log_path, open_stdin, rotation)
         return {"pid": container.record.pid}
 
     def _op_start(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
@@ -271,9 +275,14 @@ class Supervisor:
     # Containers.
 
     def _create_container(
-        self, container_id: str, bundle: Path, log_path: Path, open_stdin: bool
+        self,
+        container_id: str,
+        bundle: Path,
+        log_path: Path,
+        open_stdin: bool,
+        rotation: LogRotation,
     ) -> Container:
-        stdio = ContainerStdio.open(container_id, log_path, open_stdin)
+        stdio = ContainerStdio.open(container_id, log_path, open_stdin, rotation)
         try:
             pid = _call_runtime(
                 "create",

@@ -18,6 +18,15 @@ from ketch.supervisor import protocol
 from ketch.supervisor.logs import JsonFileLog
 
 
+@dataclass(frozen=True)
+class LogRotation:
+    """When a json-file log rotates: past ``max_size`` bytes (0: never), keeping
+    ``max_files`` files."""
+
+    max_size: int = 0
+    max_files: int = 1
+
+
 # Limitation: pipes only. A container whose spec requests a terminal gets no pseudo-terminal
 # from the supervisor, so its output is framed, not raw as in Docker's tty mode.
 @dataclass
@@ -34,10 +43,16 @@ class ContainerStdio:
     _child_fds_closed: bool = field(default=False, repr=False)
 
     @classmethod
-    def open(cls, container_id: str, log_path: Path, open_stdin: bool) -> ContainerStdio:
+    def open(
+        cls,
+        container_id: str,
+        log_path: Path,
+        open_stdin: bool,
+        rotation: LogRotation | None = None,
+    ) -> ContainerStdio:
         """Open the log and make the pipes; on failure nothing stays open or created."""
         created_log = not os.path.lexists(log_path)
-        log_file = _open_log(container_id, log_path)
+        log_file = _open_log(container_id, log_path, rotation or LogRotation())
         stdio = cls(container_id, log_file, created_log)
         try:
             stdio.stdout_read_fd, stdio.stdout_write_fd = os.pipe()
@@ -80,9 +95,9 @@ class ContainerStdio:
             self.log_file.path.unlink(missing_ok=True)
 
 
-def _open_log(container_id: str, log_path: Path) -> JsonFileLog:
+def _open_log(container_id: str, log_path: Path, rotation: LogRotation) -> JsonFileLog:
     try:
-        return JsonFileLog(log_path)
+        return JsonFileLog(log_path, rotation.max_size, rotation.max_files)
     except FileNotFoundError:
         raise NotFound(
             f"cannot open log {log_path} of container {container_id}: its directory does not exist"
