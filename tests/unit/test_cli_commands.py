@@ -52,10 +52,10 @@ def test_ps_table(served: ServedEngine) -> None:
     web_id, _ = start_containers(served)
     lines = run_ketch("ps", host=served.host).stdout.splitlines()
     assert lines[0] == (
-        "CONTAINER ID   IMAGE     COMMAND   CREATED                  STATUS         PORTS   NAMES"
+        "CONTAINER ID   IMAGE     COMMAND   CREATED                  STATUS         PORTS     NAMES"
     )
     assert lines[1] == (
-        f'{web_id[:12]}   busybox   "sleep"   Less than a second ago   Up 3 seconds           web'
+        f'{web_id[:12]}   busybox   "sleep"   Less than a second ago   Up 3 seconds             web'
     )
     assert len(lines) == 2
 
@@ -88,9 +88,9 @@ def test_images_table(served: ServedEngine) -> None:
     )
     lines = run_ketch("images", host=served.host).stdout.splitlines()
     assert lines == [
-        "REPOSITORY                TAG      IMAGE ID       CREATED             SIZE",
-        f"busybox                   latest   {busybox_id[7:19]}   About an hour ago   4.26MB",
-        f"127.0.0.1:5000/team/app   v1       {app_id[7:19]}   2 weeks ago         812B",
+        "REPOSITORY                TAG       IMAGE ID       CREATED             SIZE",
+        f"busybox                   latest    {busybox_id[7:19]}   About an hour ago   4.26MB",
+        f"127.0.0.1:5000/team/app   v1        {app_id[7:19]}   2 weeks ago         812B",
     ]
 
 

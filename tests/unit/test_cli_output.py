@@ -7,7 +7,8 @@ import io
 import pytest
 
 from ketch.cli.errors import UsageError, start_failure_exit_code
-from ketch.cli.humanize import format_table, human_duration, human_size, truncate
+from ketch.cli.formatter import tabulate
+from ketch.cli.humanize import human_duration, human_size, truncate
 from ketch.cli.options import Command, Flag, HelpRequested, parse
 from ketch.cli.progress import ProgressDisplay, progress_bar
 from ketch.cli.pull import canonical_reference, split_reference, with_default_tag
@@ -43,7 +44,11 @@ def test_options_value_forms() -> None:
 
 def test_options_defaults() -> None:
     values, _ = parse(RUN, ["busybox"])
-    assert values == {"detach": False, "env": [], "name": None, "network": "default", "rm": False}
+    assert values["detach"] is False
+    assert values["env"] == []
+    assert values["name"] is None
+    assert values["network"] == "default"
+    assert values["sig-proxy"] is True
 
 
 def test_options_combined_short_flags() -> None:
@@ -191,12 +196,12 @@ def test_truncate_adds_ellipsis() -> None:
     assert truncate("sh -c 'echo hello; sleep 100'", 20) == "sh -c 'echo hello; …"
 
 
-def test_format_table_pads_columns() -> None:
-    table = format_table(["A", "LONGER", "C"], [["x", "y", ""], ["wide cell", "", "z"]])
+def test_tabulate_pads_columns() -> None:
+    table = tabulate("A\tLONGER\tC\nx\ty\t\nwide cell\t\tz\n")
     assert table.splitlines() == [
-        "A           LONGER   C",
-        "x           y",
-        "wide cell            z",
+        "A           LONGER    C",
+        "x           y         ",
+        "wide cell             z",
     ]
 
 

@@ -1,4 +1,4 @@
-"""Human-readable durations, sizes and tables, formatted as the docker CLI formats them.
+"""Human-readable durations and sizes, formatted as the docker CLI formats them.
 
 Scripts parse ``docker ps`` and ``docker images`` output, so the thresholds and units
 follow docker's (the go-units package): sizes in decimal units (kB = 1000 bytes), and
@@ -56,15 +56,3 @@ def truncate(text: str, width: int) -> str:
     if len(text) <= width:
         return text
     return text[: width - 1] + "…"
-
-
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    """Lay out columns separated by at least three spaces, with no trailing spaces."""
-    widths = [len(title) for title in header]
-    for row in rows:
-        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
-    lines = []
-    for row in [header, *rows]:
-        cells = [cell.ljust(width + 3) for cell, width in zip(row[:-1], widths, strict=False)]
-        lines.append(("".join(cells) + row[-1]).rstrip())
-    return "\n".join(lines) + "\n"
