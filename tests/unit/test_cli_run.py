@@ -154,9 +154,9 @@ def test_run_unknown_flag_exits_125() -> None:
 
 
 def test_run_unknown_shorthand_exits_125() -> None:
-    result = run_ketch("run", "-it", "busybox", host="unix:///nonexistent.sock")
+    result = run_ketch("run", "-iz", "busybox", host="unix:///nonexistent.sock")
     assert result.returncode == 125
-    assert result.stderr.startswith("unknown shorthand flag: 'i' in -it\n")
+    assert result.stderr.startswith("unknown shorthand flag: 'z' in -iz\n")
 
 
 def test_run_without_image_exits_125() -> None:

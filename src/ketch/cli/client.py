@@ -329,5 +329,16 @@ class Hijacked:
             length = int.from_bytes(header[4:8], "big")
             yield header[0], self._reader.read_exactly(length)
 
+    @property
+    def socket(self) -> socket.socket:
+        return self._reader.sock
+
+    def read_raw(self) -> bytes:
+        """Return the next bytes of an unframed (TTY) stream; b"" at its end."""
+        try:
+            return self._reader.read_available()
+        except ConnectionResetError:
+            return b""
+
     def close(self) -> None:
         self._reader.sock.close()

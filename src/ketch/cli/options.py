@@ -48,7 +48,7 @@ class Flag:
             return []
         if self.takes_value:
             return self.default
-        return False
+        return bool(self.default)
 
 
 class Command:
@@ -105,7 +105,7 @@ def parse(command: Command, argv: list[str]) -> tuple[dict[str, object], list[st
         if argument == "--":
             positionals += argv[index + 1 :]
             break
-        if argument in ("-h", "--help"):
+        if argument == "--help" or (argument == "-h" and "h" not in by_short):
             raise HelpRequested()
         if argument.startswith("--"):
             index = _parse_long(argument, argv, index, by_name, values)

@@ -1,5 +1,5 @@
 """``ketch run``: create a container, pull its image if needed, run it and pass on its
-output and exit status.
+streams and exit status.
 
 The order of requests is docker's, and it matters:
 
@@ -9,12 +9,15 @@ The order of requests is docker's, and it matters:
 3. ``POST /containers/{id}/wait`` (``removed`` with ``--rm``, else ``next-exit``), whose
    headers arrive once the daemon has registered the waiter, so the exit cannot be missed;
 4. ``POST /containers/{id}/start``;
-5. copy the output frames to stdout and stderr until the daemon closes the stream;
+5. copy the output to stdout and stderr (and, with ``-i``, stdin to the container)
+   until the daemon closes the stream;
 6. read the wait's body and exit with the container's status.
 
-With ``-d`` only create and start happen and the container's ID is printed. While the
-container runs, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to the CLI are
-passed on to the container (docker's ``--sig-proxy``, on by default).
+With ``-d`` only create and start happen and the container's ID is printed. Without a
+TTY, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to the CLI are passed on
+to the container (``--sig-proxy``, on by default). With ``-t`` the output is one raw
+stream; when stdin is a terminal too it is put in raw mode, so keys such as Ctrl-C reach
+the container's terminal, and the container's terminal follows the window size.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import os
 import signal
 import sys
 
-from ketch.cli.errors import ApiError, ProtocolFailure, StartFailed
+from ketch.cli.containerflags import FLAGS, create_body
+from ketch.cli.errors import ApiError, ProtocolFailure, StartFailed, UsageError
 from ketch.cli.options import Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
@@ -32,7 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ketch.cli.client import Client
+    from ketch.cli.client import Client, Hijacked
     from ketch.cli.main import Context
 
 COMMAND = Command(
@@ -41,15 +45,8 @@ COMMAND = Command(
     "Create and run a new container from an image",
     (
         Flag("detach", "Run container in background and print container ID", short="d"),
-        Flag("env", "Set environment variables", short="e", metavar="list", repeated=True),
-        Flag("name", "Assign a name to the container", metavar="string"),
-        Flag(
-            "network",
-            "Connect a container to a network: none, bridge or default",
-            metavar="network",
-            default="default",
-        ),
-        Flag("rm", "Automatically remove the container and its resources when it exits"),
+        Flag("sig-proxy", "Proxy received signals to the process", default=True),
+        *FLAGS,
     ),
     min_args=1,
     interspersed=False,
@@ -59,46 +56,22 @@ STDOUT_STREAMS = (0, 1)
 STDERR_STREAM = 2
 DAEMON_ERROR_STREAM = 3
 PROXIED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+PULL_POLICIES = ("missing", "always", "never")
 
 
-def environment_entries(values: list[str]) -> list[str]:
-    """Turn ``-e`` values into Env entries: ``KEY`` alone takes the CLI's own value of
-    KEY, and stays ``KEY`` (which unsets it) when the CLI has none, as in docker."""
-    entries = []
-    for value in values:
-        if "=" not in value and value in os.environ:
-            value = f"{value}={os.environ[value]}"
-        entries.append(value)
-    return entries
+def create_container(client: Client, body: dict, name: str | None, pull: str = "missing") -> str:
+    """Create the container, pulling its image first when the daemon does not have it
+    (``missing``), always (``always``) or never (``never``)."""
+    from ketch.cli.pull import pull_image, with_default_tag
 
-
-def create_body(image: str, command: list[str], options: dict) -> dict:
-    """Build the ``POST /containers/create`` body for the parsed flags."""
-    attached = not options["detach"]
-    return {
-        "Image": image,
-        "Cmd": command or None,
-        "Env": environment_entries(options["env"]),
-        "AttachStdin": False,
-        "AttachStdout": attached,
-        "AttachStderr": attached,
-        "Tty": False,
-        "OpenStdin": False,
-        "StdinOnce": False,
-        "HostConfig": {"AutoRemove": bool(options["rm"]), "NetworkMode": options["network"]},
-    }
-
-
-def create_container(client: Client, body: dict, name: str | None) -> str:
-    """Create the container, pulling its image first when the daemon does not have it."""
     query = {"name": name} if name else None
+    if pull == "always":
+        pull_image(client, body["Image"], sys.stderr)
     try:
         created = client.call("POST", "/containers/create", query, body)
     except ApiError as error:
-        if error.status != 404 or "No such image" not in error.message:
+        if pull != "missing" or error.status != 404 or "No such image" not in error.message:
             raise
-        from ketch.cli.pull import pull_image, with_default_tag
-
         sys.stderr.write(f"Unable to find image '{with_default_tag(body['Image'])}' locally\n")
         pull_image(client, body["Image"], sys.stderr)
         created = client.call("POST", "/containers/create", query, body)
@@ -109,30 +82,58 @@ def create_container(client: Client, body: dict, name: str | None) -> str:
     return created["Id"]
 
 
+def pull_policy(options: dict) -> str:
+    policy = options["pull"] or "missing"
+    if policy not in PULL_POLICIES:
+        raise UsageError(
+            f'invalid pull option: "{policy}": expected "always", "missing" or "never"'
+        )
+    return policy
+
+
 def execute(context: Context, options: dict, args: list[str]) -> int:
+    detached = bool(options["detach"])
+    body = create_body(args[0], args[1:], options, detached)
+    policy = pull_policy(options)
     client = context.client()
-    container_id = create_container(
-        client, create_body(args[0], args[1:], options), options["name"]
-    )
-    if options["detach"]:
+    container_id = create_container(client, body, options["name"], policy)
+    if detached:
         start_container(client, container_id, remove_on_failure=bool(options["rm"]))
         print(container_id)
         return 0
+    return run_attached(client, container_id, body, options)
 
-    attached = client.hijack(
-        f"/containers/{container_id}/attach", {"stream": "1", "stdout": "1", "stderr": "1"}
-    )
+
+def run_attached(client: Client, container_id: str, body: dict, options: dict) -> int:
+    streams = {
+        "stdin": body["AttachStdin"],
+        "stdout": body["AttachStdout"],
+        "stderr": body["AttachStderr"],
+    }
+    query = {"stream": "1", **{name: "1" for name, on in streams.items() if on}}
+    attached = client.hijack(f"/containers/{container_id}/attach", query)
     condition = "removed" if options["rm"] else "next-exit"
     try:
         wait = client.open("POST", f"/containers/{container_id}/wait", {"condition": condition})
     except BaseException:
         attached.close()
         raise
+    tty = bool(body["Tty"])
+    terminal = (
+        _Terminal(client, container_id) if tty and os.isatty(0) and body["AttachStdin"] else None
+    )
     try:
         start_container(client, container_id, remove_on_failure=bool(options["rm"]))
-        with _SignalProxy(client, container_id):
-            copy_output(attached.iter_frames())
-            result = wait.json()
+        with terminal or _NoTerminal():
+            if body["AttachStdin"]:
+                start_stdin_copy(attached)
+            proxy = options["sig-proxy"] and not tty
+            with _SignalProxy(client, container_id) if proxy else _NoTerminal():
+                if tty:
+                    copy_raw_output(attached)
+                else:
+                    copy_output(attached.iter_frames())
+                result = wait.json()
     finally:
         attached.close()
         wait.close()
@@ -161,6 +162,26 @@ def _remove_quietly(client: Client, container_id: str) -> None:
             sys.stderr.write(f"ketch: could not remove container {container_id}: {error}\n")
 
 
+def start_stdin_copy(attached: Hijacked) -> None:
+    """Copy our stdin to the container in a thread; at its end, half-close the socket so
+    the container reads end-of-file, as ``docker run -i`` does."""
+    import socket
+    import threading
+
+    sock = attached.socket
+
+    def copy() -> None:
+        try:
+            while data := os.read(0, 65536):
+                sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            # The container has exited and the daemon closed the stream.
+            return
+
+    threading.Thread(target=copy, name="stdin", daemon=True).start()
+
+
 def copy_output(frames: Iterator[tuple[int, bytes]]) -> None:
     """Write each frame's payload to stdout or stderr as it arrives."""
     stdout = sys.stdout.buffer
@@ -175,6 +196,14 @@ def copy_output(frames: Iterator[tuple[int, bytes]]) -> None:
         target.flush()
 
 
+def copy_raw_output(attached: Hijacked) -> None:
+    """Write a TTY container's output (one raw stream, no frames) to stdout."""
+    stdout = sys.stdout.buffer
+    while data := attached.read_raw():
+        stdout.write(data)
+        stdout.flush()
+
+
 def exit_status(result: object) -> int:
     """Return the container's status from the wait's body; 125 when the wait failed."""
     if not isinstance(result, dict) or not isinstance(result.get("StatusCode"), int):
@@ -184,6 +213,51 @@ def exit_status(result: object) -> int:
         sys.stderr.write(f"ketch: error waiting for container: {error['Message']}\n")
         return 125
     return result["StatusCode"]
+
+
+class _NoTerminal:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+class _Terminal:
+    """Our terminal in raw mode while attached, with its size passed on to the
+    container at the start and on every SIGWINCH."""
+
+    def __init__(self, client: Client, container_id: str, path: str = "") -> None:
+        self._client = client
+        self._path = path or f"/containers/{container_id}/resize"
+        self._saved: list | None = None
+        self._previous_handler: object = None
+
+    def __enter__(self) -> _Terminal:
+        import termios
+        import tty
+
+        self._saved = termios.tcgetattr(0)
+        tty.setraw(0)
+        self._previous_handler = signal.signal(signal.SIGWINCH, self._resize)
+        self._resize()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        import termios
+
+        signal.signal(signal.SIGWINCH, self._previous_handler)  # type: ignore[arg-type]
+        if self._saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, self._saved)
+
+    def _resize(self, *_: object) -> None:
+        size = os.get_terminal_size(0)
+        query = {"h": str(size.lines), "w": str(size.columns)}
+        try:
+            self._client.open("POST", self._path, query).close()
+        except (ApiError, OSError):
+            # Resizing is best effort: the container may have exited already.
+            return
 
 
 class _SignalProxy:
