@@ -19,17 +19,19 @@ A writer walks through the steps that make a blob appear atomically::
 
 A blob whose bytes do not match its digest is never stored, and a crash at any instant
 leaves the blob either absent or complete. Leftovers in ``ingest/`` are removed when the
-store opens.
+store opens, except partial downloads, which a later pull of the same blob resumes.
 
 Layout::
 
     <root>/
         blobs/sha256/<hex>     one file per blob, read-only once committed
         ingest/<random>        blobs being written; renamed into blobs/ on commit
+        ingest/partial-<hex>   resumable downloads of sha256:<hex>, kept when interrupted
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -45,24 +47,40 @@ log = logging.getLogger(__name__)
 
 
 class BlobWriter:
-    """Streams one blob into ``ingest/`` and moves it into ``blobs/`` once it verifies."""
+    """Streams one blob into ``ingest/`` and moves it into ``blobs/`` once it verifies.
 
-    def __init__(self, store: ContentStore, digest: str, size: int | None) -> None:
+    A resumable writer appends to ``ingest/partial-<hex>``, which it locks with flock,
+    and starts with the bytes an earlier, interrupted writer left there. Aborting it keeps
+    those bytes for the next attempt, unless they proved wrong (too long, or a digest
+    that does not match), which discards them.
+    """
+
+    def __init__(
+        self, store: ContentStore, digest: str, size: int | None, *, resumable: bool = False
+    ) -> None:
         self._store = store
         self.digest = validate_digest(digest)
         self.expected_size = size
         self.written = 0
         self._hash = hashlib.sha256()
-        self._temp_path = store.ingest_dir / secrets.token_hex(16)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        self._fd: int | None = os.open(self._temp_path, flags, 0o644)
+        self.resumable = resumable
         self.committed = False
+        self._keep_partial = resumable
+        if resumable:
+            self._temp_path = store.partial_path(self.digest)
+            self._fd: int | None = _open_locked(self._temp_path)
+            self._hash_existing()
+        else:
+            self._temp_path = store.ingest_dir / secrets.token_hex(16)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            self._fd = os.open(self._temp_path, flags, 0o644)
 
     def write(self, data: bytes) -> None:
         """Append ``data``; raises InvalidArgument as soon as the blob exceeds its size."""
         if self._fd is None:
             raise ValueError(f"writer for blob {self.digest} is closed")
         if self.expected_size is not None and self.written + len(data) > self.expected_size:
+            self._keep_partial = False
             raise InvalidArgument(
                 f"blob {self.digest} is longer than the {self.expected_size} bytes expected"
             )
@@ -73,36 +91,60 @@ class BlobWriter:
             view = view[count:]
         self.written += len(data)
 
+    def restart(self) -> None:
+        """Drop what was written so far and start again from byte 0."""
+        if self._fd is None:
+            raise ValueError(f"writer for blob {self.digest} is closed")
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._hash = hashlib.sha256()
+        self.written = 0
+        self._keep_partial = self.resumable
+
     def commit(self) -> Path:
         """Verify size and digest, fsync and rename the blob into place; return its path."""
         if self._fd is None:
             raise ValueError(f"writer for blob {self.digest} is closed")
         if self.expected_size is not None and self.written != self.expected_size:
+            self._keep_partial = False
             raise InvalidArgument(
                 f"blob {self.digest} is {self.written} bytes, expected {self.expected_size}"
             )
         actual = "sha256:" + self._hash.hexdigest()
         if actual != self.digest:
+            self._keep_partial = False
             raise InvalidArgument(
                 f"blob content does not match its digest: expected {self.digest}, got {actual}"
             )
 
         os.fsync(self._fd)
+        target = self._store.path(self.digest)
+        # Renamed while still open, so the flock of a resumable writer covers the rename.
+        os.rename(self._temp_path, target)
         os.close(self._fd)
         self._fd = None
-        target = self._store.path(self.digest)
-        os.rename(self._temp_path, target)
         self._store.fsync_blob_dir()
         self.committed = True
         return target
 
     def abort(self) -> None:
-        """Drop the partial blob; safe to call more than once and after commit."""
+        """Drop the partial blob, or keep it to resume; safe to call more than once."""
+        if not self.committed and (not self._keep_partial or self.written == 0):
+            self._temp_path.unlink(missing_ok=True)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if not self.committed:
-            self._temp_path.unlink(missing_ok=True)
+
+    def _hash_existing(self) -> None:
+        assert self._fd is not None
+        while chunk := os.read(self._fd, 1024 * 1024):
+            self._hash.update(chunk)
+            self.written += len(chunk)
+        if self.expected_size is not None and self.written > self.expected_size:
+            log.info("discarding partial blob %s: longer than expected", self.digest)
+            self.restart()
+        elif self.written:
+            log.info("resuming blob %s at byte %d", self.digest, self.written)
 
     def __enter__(self) -> BlobWriter:
         return self
@@ -114,6 +156,20 @@ class BlobWriter:
         traceback: TracebackType | None,
     ) -> None:
         self.abort()
+
+
+def _open_locked(path: Path) -> int:
+    """Open (or create) ``path`` for appending and take an exclusive flock on it.
+
+    Raises BlockingIOError when another writer has locked it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class ContentStore:
@@ -146,9 +202,31 @@ class ContentStore:
         except FileNotFoundError:
             raise NotFound(f"blob {digest} not found in the content store") from None
 
-    def writer(self, digest: str, size: int | None = None) -> BlobWriter:
-        """Start writing the blob ``digest``; use it as a context manager (see above)."""
+    def writer(
+        self, digest: str, size: int | None = None, *, resumable: bool = False
+    ) -> BlobWriter:
+        """Start writing the blob ``digest``; use it as a context manager (see above).
+
+        A resumable writer continues a partial blob an earlier writer left. When another
+        writer has locked that partial blob, this one writes a fresh, non-resumable copy.
+        """
+        if resumable:
+            try:
+                return BlobWriter(self, digest, size, resumable=True)
+            except BlockingIOError:
+                log.debug("partial blob %s is in use, downloading a separate copy", digest)
         return BlobWriter(self, digest, size)
+
+    def partial_path(self, digest: str) -> Path:
+        """Return where a resumable download of ``digest`` keeps its bytes."""
+        return self.ingest_dir / ("partial-" + validate_digest(digest).removeprefix("sha256:"))
+
+    def partial_size(self, digest: str) -> int:
+        """Return how many bytes of ``digest`` an interrupted download left (0 if none)."""
+        try:
+            return self.partial_path(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def put(self, data: bytes, digest: str | None = None) -> str:
         """Store ``data`` in one call and return its digest.
@@ -184,6 +262,10 @@ class ContentStore:
 
     def _remove_ingest_leftovers(self) -> None:
         for entry in self.ingest_dir.iterdir():
+            if entry.name.startswith("partial-") and entry.is_file():
+                # Limitation: partial blobs stay until a pull of the same blob finishes
+                # them, so an abandoned one takes disk space until then.
+                continue
             log.info("removing unfinished blob %s left by an earlier run", entry)
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

@@ -2,6 +2,8 @@
 each layer into its snapshot, then record the image in one transaction.
 
 Layers download up to three at a time and are unpacked bottom first as they arrive. A
+download that breaks off resumes with HTTP Range from the bytes kept in the content
+store's ``ingest/``, within the same pull and in a later pull of the same blob. A
 layer whose chain ID already has a snapshot is neither downloaded nor unpacked. Until the
 image is recorded nothing names it, and a pull that fails removes the blobs and snapshots
 it made unless another image or another pull in progress uses them.
@@ -35,7 +37,7 @@ import aiohttp
 
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
 from ketch.images.auth import CredentialStore
-from ketch.images.content import ContentStore
+from ketch.images.content import BlobWriter, ContentStore
 from ketch.images.layers import unpack_layer
 from ketch.images.manifest import (
     INDEX_MEDIA_TYPES,
@@ -65,6 +67,10 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 MAX_CONCURRENT_DOWNLOADS = 3
+# A layer download that breaks off is resumed from its last byte this many times in all,
+# waiting RETRY_DELAY_SECONDS times the attempt number in between.
+DOWNLOAD_ATTEMPTS = 5
+RETRY_DELAY_SECONDS = 1.0
 # Byte-count progress is sent at most this often per layer, so a fast download does not
 # flood the client with messages.
 PROGRESS_INTERVAL_SECONDS = 0.1
@@ -268,23 +274,73 @@ class Puller:
             self._emit_layer(layer, "Download complete")
             return
         async with semaphore:
-            with self.content.writer(layer.digest, layer.size) as writer:
+            with self.content.writer(layer.digest, layer.size, resumable=True) as writer:
 
                 def receive(chunk: bytes) -> None:
                     writer.write(chunk)
                     self._emit_bytes(layer, "Downloading", writer.written, layer.size)
 
-                await client.download_blob(layer, receive)
+                resumed_from = writer.written
+                await self._download_with_retries(client, layer, writer, receive)
                 self._emit_layer(layer, "Verifying Checksum")
                 try:
                     await asyncio.to_thread(writer.commit)
                 except InvalidArgument as error:
-                    raise InvalidArgument(
-                        f"filesystem layer verification failed for digest {layer.digest} "
-                        f"from {client.endpoint.name}: {error}"
-                    ) from None
+                    if not resumed_from:
+                        raise InvalidArgument(
+                            f"filesystem layer verification failed for digest {layer.digest} "
+                            f"from {client.endpoint.name}: {error}"
+                        ) from None
+                    # The bytes kept from an earlier pull may be what is wrong, so the
+                    # whole blob is downloaded once more before the layer counts as bad.
+                    log.warning("resumed layer %s failed verification, downloading it again: %s",
+                                layer.digest, error)  # fmt: skip
+                    writer.restart()
+                    await self._download_with_retries(client, layer, writer, receive)
+                    await self._commit_layer(client, layer, writer)
         self._new_blobs.append(layer.digest)
         self._emit_layer(layer, "Download complete")
+
+    async def _commit_layer(
+        self, client: RegistryClient, layer: Descriptor, writer: BlobWriter
+    ) -> None:
+        try:
+            await asyncio.to_thread(writer.commit)
+        except InvalidArgument as error:
+            raise InvalidArgument(
+                f"filesystem layer verification failed for digest {layer.digest} "
+                f"from {client.endpoint.name}: {error}"
+            ) from None
+
+    async def _download_with_retries(
+        self,
+        client: RegistryClient,
+        layer: Descriptor,
+        writer: BlobWriter,
+        receive: Callable[[bytes], None],
+    ) -> None:
+        """Download the rest of a layer blob, resuming from the bytes the writer has after
+        each interruption, up to DOWNLOAD_ATTEMPTS times."""
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            if layer.size and writer.written >= layer.size:
+                return
+            try:
+                await client.download_blob(
+                    layer, receive, offset=writer.written, restart=writer.restart
+                )
+                return
+            except Unavailable as error:
+                if attempt == DOWNLOAD_ATTEMPTS:
+                    raise
+                log.warning(
+                    "download of layer %s from %s stopped at byte %d of %d (attempt %d of %d), "
+                    "resuming: %s",
+                    layer.digest, client.endpoint.name, writer.written, layer.size, attempt,
+                    DOWNLOAD_ATTEMPTS, error,
+                )  # fmt: skip
+                delay = RETRY_DELAY_SECONDS * attempt
+                self._emit_layer(layer, f"Retrying in {delay:g} second{'s' if delay != 1 else ''}")
+                await asyncio.sleep(delay)
 
     async def _extract(
         self, layer: Descriptor, diff_id: str, chain_id: str, parent: str | None

@@ -23,7 +23,7 @@ method   path                        use
 =======  ==========================  =====================================================
 GET      (``/v2/`` itself)           login: are the credentials accepted?
 GET      manifests/<tag or digest>   fetch a manifest or an index (``Accept`` lists both)
-GET      blobs/<digest>              fetch a config or a layer, streamed
+GET      blobs/<digest>              fetch a config or a layer, streamed (Range: resume)
 HEAD     blobs/<digest>              push: is the blob there already?
 POST     blobs/uploads/              push: start an upload, answered with a Location
 POST     blobs/uploads/?mount=&from= push: link a blob from another repository (201)
@@ -203,15 +203,46 @@ class RegistryClient:
             )
         return FetchedManifest(data, content_type, digest)
 
-    async def download_blob(self, descriptor: Descriptor, sink: Callable[[bytes], None]) -> None:
-        """Stream the blob to ``sink`` chunk by chunk; the caller verifies the digest."""
+    async def download_blob(
+        self,
+        descriptor: Descriptor,
+        sink: Callable[[bytes], None],
+        *,
+        offset: int = 0,
+        restart: Callable[[], None] | None = None,
+    ) -> None:
+        """Stream the blob to ``sink`` chunk by chunk; the caller verifies the digest.
+
+        With ``offset`` the request asks for the bytes from there on (HTTP Range). A
+        registry that sends the whole blob instead makes ketch call ``restart`` first, so
+        the caller drops the bytes it had.
+        """
         url = self._url(f"blobs/{descriptor.digest}")
-        async with self._request("GET", url) as response:
-            if response.status != 200:
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        async with self._request("GET", url, headers=headers) as response:
+            if offset and response.status == 206:
+                self._check_content_range(response, offset, descriptor)
+            elif response.status == 200:
+                if offset:
+                    log.info("registry %s ignored the range of blob %s, downloading it again",
+                             self.endpoint.name, descriptor.digest)  # fmt: skip
+                    if restart is not None:
+                        restart()
+            else:
                 raise await self._failure(response, f"blob {descriptor.digest}")
             with self._network_errors("GET", url):
                 async for chunk in response.content.iter_chunked(_CHUNK_SIZE):
                     sink(chunk)
+
+    def _check_content_range(
+        self, response: aiohttp.ClientResponse, offset: int, descriptor: Descriptor
+    ) -> None:
+        content_range = response.headers.get("Content-Range", "")
+        if not content_range.startswith(f"bytes {offset}-"):
+            raise Unavailable(
+                f"registry {self.endpoint.name} answered the range from byte {offset} of blob "
+                f"{descriptor.digest} with Content-Range {content_range!r}"
+            )
 
     async def blob_exists(self, digest: str) -> bool:
         url = self._url(f"blobs/{digest}")
