@@ -1,13 +1,11 @@
-"""Container root filesystems: an overlayfs mount of an image's snapshots plus a writable
-upper directory per container.
+"""Container root filesystems: a writable view of an image's snapshots per container,
+made by the snapshotter (an overlayfs mount, or a copy).
 
 Layout::
 
     <root>/containers/<container id>/
-        upper/     the container's writable layer (overlayfs upperdir)
-        work/      overlayfs's scratch directory (workdir), on the same filesystem as upper
-        merged/    the mount point, handed to the runtime as the bundle's rootfs
-        empty/     an empty lower directory, only for an image without layers
+        merged/    the rootfs handed to the runtime as the bundle's rootfs
+        ...        what the snapshotter keeps beside it (overlayfs's upper and work)
 
 The ``image_rootfs`` table records which image each prepared rootfs comes from, so that
 an image in use is not removed under a container. Both ``prepare`` and ``release`` may be
@@ -24,11 +22,12 @@ import shutil
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
-from ketch.errors import InvalidArgument, SystemFailure
+from ketch.errors import InvalidArgument, NotFound
+from ketch.images.diff import LayerDiff
 from ketch.images.metadata import transaction
 from ketch.images.snapshots import Snapshotter
-from ketch.linux import syscalls
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +40,12 @@ CREATE TABLE IF NOT EXISTS image_rootfs (
 """
 
 CONTAINER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-# mount(2) copies at most one page of option data; 4096 bytes is the page size on x86-64
-# and the usual one on arm64.
-MAX_MOUNT_DATA = 4095
 
 
 class RootfsManager:
-    """Overlayfs mounts for containers under ``<root>/containers``."""
+    """Container root filesystems under ``<root>/containers``."""
 
     def __init__(self, root: Path, db: sqlite3.Connection, snapshots: Snapshotter) -> None:
-        # overlayfs splits its options at ',' and lowerdir at ':', so neither may appear
-        # in the paths it is given.
-        if "," in str(root) or ":" in str(root):
-            raise InvalidArgument(f"image root {root} must not contain ',' or ':' (overlayfs)")
         self.directory = root / "containers"
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = db
@@ -69,35 +61,31 @@ class RootfsManager:
         if os.path.ismount(merged):
             return merged
 
-        lowerdirs = self.snapshots.lowerdirs(top_chain_id) if top_chain_id else []
         with transaction(self.db) as db:
             db.execute(
                 "INSERT OR REPLACE INTO image_rootfs VALUES (?, ?, ?)",
                 (container_id, image_id, datetime.now(UTC).isoformat()),
             )
         try:
-            self._mount(container_dir, lowerdirs)
+            merged = self.snapshots.mount_container(container_dir, top_chain_id)
         except BaseException:
             self.release(container_id)
             raise
-        log.info("mounted rootfs of container %s from image %s", container_id, image_id)
+        log.info("made rootfs of container %s from image %s", container_id, image_id)
         return merged
+
+    def diff(self, container_id: str, top_chain_id: str | None, out: BinaryIO) -> LayerDiff:
+        """Write what ``container_id`` changed in its rootfs, made on top of
+        ``top_chain_id``, to ``out`` as an uncompressed layer tar (for commit)."""
+        container_dir = self._container_dir(container_id)
+        if not (container_dir / "merged").is_dir():
+            raise NotFound(f"container {container_id} has no rootfs")
+        return self.snapshots.diff_container(container_dir, top_chain_id, out)
 
     def release(self, container_id: str) -> None:
         """Unmount and delete the rootfs of ``container_id``. Does nothing when it is gone."""
         container_dir = self._container_dir(container_id)
-        merged = container_dir / "merged"
-        if os.path.ismount(merged):
-            try:
-                # MNT_DETACH: a process still inside (a container being torn down) keeps
-                # the mount busy, and detaching lets the directory go regardless.
-                syscalls.umount(merged, syscalls.MNT_DETACH | syscalls.UMOUNT_NOFOLLOW)
-            except OSError as error:
-                raise SystemFailure(f"cannot unmount the rootfs {merged}: {error}") from None
-        if os.path.ismount(merged):
-            # Deleting the tree now would delete the image's files through the mount.
-            raise SystemFailure(f"the rootfs {merged} is still mounted after unmounting it")
-
+        self.snapshots.unmount_container(container_dir)
         if container_dir.exists():
             shutil.rmtree(container_dir)
         with transaction(self.db) as db:
@@ -118,27 +106,3 @@ class RootfsManager:
                 "or '-', starting with a letter or digit, at most 128 characters"
             )
         return self.directory / container_id
-
-    def _mount(self, container_dir: Path, lowerdirs: list[Path]) -> None:
-        upper, work, merged = (container_dir / name for name in ("upper", "work", "merged"))
-        for directory in (upper, work, merged):
-            directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-        if not lowerdirs:
-            empty = container_dir / "empty"
-            empty.mkdir(exist_ok=True, mode=0o755)
-            lowerdirs = [empty]
-
-        options = (
-            f"lowerdir={':'.join(str(path) for path in lowerdirs)},upperdir={upper},workdir={work}"
-        )
-        if len(options) > MAX_MOUNT_DATA:
-            # Limitation: deep images with long data-root paths exceed one page of mount
-            # options; dockerd shortens the paths with symlinks, ketch does not yet.
-            raise SystemFailure(
-                f"cannot mount the rootfs {merged}: {len(lowerdirs)} layers make "
-                f"{len(options)} bytes of overlayfs options, more than {MAX_MOUNT_DATA}"
-            )
-        try:
-            syscalls.mount("overlay", merged, "overlay", 0, options)
-        except OSError as error:
-            raise SystemFailure(f"cannot mount overlayfs at {merged}: {error}") from None

@@ -1,4 +1,11 @@
-"""Snapshots: unpacked layers, one directory per chain ID, shared by every image that has it.
+"""Snapshots: unpacked layers, one directory per chain ID, shared by every image that has it,
+and the container root filesystems made from them.
+
+:class:`Snapshotter` is the interface, with two implementations that pass one shared test
+suite: ``OverlaySnapshotter`` (``ketch.images.overlay``), where each snapshot contains one
+layer and overlayfs stacks them, and ``CopyingSnapshotter`` (``ketch.images.copying``),
+where each snapshot is a full copy of its parent with its layer applied, for filesystems
+where overlayfs does not work. :func:`open_snapshotter` picks one by name.
 
 Vocabulary, by example. An image's config lists the layers' diff IDs, bottom first::
 
@@ -12,32 +19,45 @@ Vocabulary, by example. An image's config lists the layers' diff IDs, bottom fir
   makes sharing safe: the snapshot's whiteouts were written against that exact stack.
 * **parent**: the chain ID of the snapshot directly below (None for the bottom layer).
   Following parents from a chain ID gives overlayfs its ``lowerdir`` list, top first.
-* **key**: the name of an *active* snapshot, one still being written. The writer picks a
-  unique key, unpacks into the directory that ``prepare`` returns, and ``commit`` turns
-  the active snapshot into a committed one named by its chain ID::
+* **key**: the name of an *active* snapshot, one still being written.
+
+The life of a snapshot:
+
+1. **prepare** ``(key, parent)``: the writer picks a unique key and gets a directory to
+   unpack into. It is empty in the overlay snapshotter and a copy of the parent's files
+   in the copying one; ``whiteout_form`` tells ``unpack_layer`` which::
 
       path = snapshots.prepare("extract-7f3a-<chain id>", parent=C1)
-      unpack_layer(blob, path, ...)                    # in a worker thread
-      snapshots.commit("extract-7f3a-<chain id>", C2, diff_id=D2, size=n)
-      snapshots.lowerdirs(C2)                           # [<C2 fs>, <C1 fs>]
+      unpack_layer(blob, path, whiteouts=snapshots.whiteout_form)   # in a worker thread
 
-  A committed snapshot is never written again. If another pull committed the same chain
-  ID first, ``commit`` drops the new copy and returns the existing snapshot.
+2. **commit** ``(key, chain ID)`` turns the active snapshot into a committed one, named by
+   its chain ID. A committed snapshot is never written again. If another pull committed
+   the same chain ID first, ``commit`` drops the new copy and returns the existing one::
+
+      snapshots.commit("extract-7f3a-<chain id>", C2, diff_id=D2, size=n)
+
+   ``abort(key)`` drops an active snapshot instead.
+3. **view** ``(chain ID, target)`` mounts the files of a chain read-only at ``target``
+   (whiteouts applied), for exports and inspection; ``unmount(target)`` ends it. A
+   container gets a writable view: ``mount_container(container dir, chain ID)`` returns
+   its rootfs, and ``diff_container`` writes what the container changed as a layer tar.
+4. **remove** ``(chain ID)`` deletes a committed snapshot once no snapshot sits on it.
 
 Active snapshots left by a crash, and directories with no row, are removed when the
 snapshotter opens.
 
 Layout::
 
+    <root>/snapshotter   the name of the snapshotter that owns <root>/snapshots
     <root>/snapshots/
-        <n>/fs        the files of one layer, whiteouts in overlayfs form (a 0/0 character
-                      device for a removed file, trusted.overlay.opaque=y on an opaque
-                      directory); n is the snapshot's row number in image_snapshots
+        <n>/fs        the snapshot's files (what they are depends on the snapshotter);
+                      n is the snapshot's row number in image_snapshots
         trash-<n>     a removed snapshot being deleted
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import os
@@ -46,9 +66,13 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
-from ketch.errors import Conflict, NotFound
+from ketch.errors import Conflict, InvalidArgument, NotFound, SystemFailure
+from ketch.images.diff import LayerDiff
+from ketch.images.layers import WhiteoutForm
 from ketch.images.metadata import transaction
+from ketch.linux import syscalls
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +116,20 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     return chains
 
 
-class Snapshotter:
-    """Unpacked layers under ``<root>/snapshots``, recorded in the ``image_snapshots`` table."""
+class Snapshotter(abc.ABC):
+    """Unpacked layers under ``<root>/snapshots``, recorded in the ``image_snapshots`` table.
+
+    The table and directory bookkeeping are shared; subclasses decide what a snapshot's
+    directory contains and how a chain becomes a root filesystem.
+    """
+
+    name: str
+    whiteout_form: WhiteoutForm
 
     def __init__(self, root: Path, db: sqlite3.Connection) -> None:
         self.directory = root / "snapshots"
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._check_kind(root / "snapshotter")
         self.db = db
         with transaction(db):
             db.execute(SCHEMA)
@@ -137,8 +169,39 @@ class Snapshotter:
         # leaves an active row that the next start removes, never an unrecorded directory
         # that a later snapshot with the same number would collide with.
         path = self.directory / str(cursor.lastrowid) / "fs"
-        path.mkdir(parents=True, mode=0o755)
+        try:
+            self._populate(path, self.stat(parent) if parent is not None else None)
+        except BaseException:
+            self.abort(key)
+            raise
         return path
+
+    @abc.abstractmethod
+    def _populate(self, path: Path, parent: Snapshot | None) -> None:
+        """Create the directory ``path`` of a new active snapshot on top of ``parent``."""
+
+    @abc.abstractmethod
+    def view(self, chain_id: str, target: Path) -> Path:
+        """Mount the files of ``chain_id`` read-only at the empty directory ``target``."""
+
+    def unmount(self, target: Path) -> None:
+        """Unmount a ``view``; does nothing when ``target`` is not a mount point."""
+        unmount_path(target)
+
+    @abc.abstractmethod
+    def mount_container(self, container_dir: Path, chain_id: str | None) -> Path:
+        """Make the writable rootfs of a container in ``container_dir`` from ``chain_id``
+        (None for an image without layers) and return its path. Called again for the
+        same directory, it returns the existing rootfs."""
+
+    def unmount_container(self, container_dir: Path) -> None:
+        """Unmount the rootfs ``mount_container`` made; the caller deletes the directory."""
+        unmount_path(container_dir / "merged")
+
+    @abc.abstractmethod
+    def diff_container(self, container_dir: Path, chain_id: str | None, out: BinaryIO) -> LayerDiff:
+        """Write what the container in ``container_dir`` changed on top of ``chain_id`` to
+        ``out`` as an uncompressed layer tar."""
 
     def commit(self, key: str, chain_id: str, diff_id: str, size: int) -> Snapshot:
         """Turn the active snapshot ``key`` into the committed snapshot ``chain_id``."""
@@ -184,7 +247,7 @@ class Snapshotter:
         self._delete(snapshot)
 
     def lowerdirs(self, chain_id: str) -> list[Path]:
-        """Return the fs dirs of ``chain_id`` and its parents, top first, for overlayfs."""
+        """Return the fs dirs of ``chain_id`` and its parents, top first."""
         paths: list[Path] = []
         current: str | None = chain_id
         while current is not None:
@@ -194,6 +257,20 @@ class Snapshotter:
             paths.append(self.fs_path(snapshot))
             current = snapshot.parent
         return paths
+
+    def _check_kind(self, marker: Path) -> None:
+        # The two kinds store different trees under the same layout, so a data root
+        # stays with the snapshotter that first wrote to it.
+        try:
+            recorded = marker.read_text().strip()
+        except FileNotFoundError:
+            marker.write_text(self.name + "\n")
+            return
+        if recorded != self.name:
+            raise InvalidArgument(
+                f"the snapshots in {self.directory} were made by the {recorded!r} snapshotter, "
+                f"not {self.name!r}: use {recorded!r} or a new data root"
+            )
 
     def _active(self, key: str) -> Snapshot:
         row = self.db.execute(
@@ -232,3 +309,50 @@ class Snapshotter:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
+
+
+def unmount_path(target: Path) -> None:
+    """Detach the mount at ``target``; does nothing when it is not a mount point."""
+    if not os.path.ismount(target):
+        return
+    try:
+        # MNT_DETACH: a process still inside (a container being torn down) keeps the
+        # mount busy, and detaching lets the directory go regardless.
+        syscalls.umount(target, syscalls.MNT_DETACH | syscalls.UMOUNT_NOFOLLOW)
+    except OSError as error:
+        raise SystemFailure(f"cannot unmount {target}: {error}") from None
+    if os.path.ismount(target):
+        # Deleting the tree now would delete the image's files through the mount.
+        raise SystemFailure(f"{target} is still mounted after unmounting it")
+
+
+def bind_read_only(source: Path, target: Path) -> None:
+    """Bind-mount the directory ``source`` read-only at ``target``."""
+    try:
+        syscalls.mount(source, target, None, syscalls.MS_BIND)
+        # A bind mount ignores MS_RDONLY when it is made; a remount applies it.
+        syscalls.mount(
+            None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY
+        )
+    except OSError as error:
+        if os.path.ismount(target):
+            syscalls.umount(target, syscalls.MNT_DETACH)
+        raise SystemFailure(f"cannot bind {source} read-only at {target}: {error}") from None
+
+
+SNAPSHOTTER_NAMES = ("overlay", "copy")
+
+
+def open_snapshotter(name: str, root: Path, db: sqlite3.Connection) -> Snapshotter:
+    """Open the snapshotter ``name`` ("overlay" or "copy") under ``root``."""
+    if name == "overlay":
+        from ketch.images.overlay import OverlaySnapshotter
+
+        return OverlaySnapshotter(root, db)
+    if name == "copy":
+        from ketch.images.copying import CopyingSnapshotter
+
+        return CopyingSnapshotter(root, db)
+    raise InvalidArgument(
+        f"invalid snapshotter {name!r}: expected one of {', '.join(SNAPSHOTTER_NAMES)}"
+    )

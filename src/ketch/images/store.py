@@ -45,7 +45,7 @@ from ketch.images.registry import (
     validate_mirror,
 )
 from ketch.images.rootfs import RootfsManager
-from ketch.images.snapshots import Snapshotter
+from ketch.images.snapshots import open_snapshotter
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class ImageStore:
     ``mirrors`` are registry mirror URLs for docker.io, tried in order, like dockerd's
     ``registry-mirrors``. ``insecure_registries`` are ``host[:port]`` or CIDR entries
     spoken to over plain HTTP, as localhost and loopback addresses always are.
+    ``snapshotter`` is "overlay" or "copy" (see ketch.images.snapshots).
     ``docker_config`` is the docker client config file with registry credentials
     (default ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``).
     """
@@ -85,6 +86,7 @@ class ImageStore:
         *,
         mirrors: Sequence[str] = (),
         insecure_registries: Sequence[str] = (),
+        snapshotter: str = "overlay",
         docker_config: Path | None = None,
     ) -> None:
         self.root = root
@@ -94,7 +96,7 @@ class ImageStore:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.content = ContentStore(root)
         self.metadata = ImageMetadata(db)
-        self.snapshots = Snapshotter(root, db)
+        self.snapshots = open_snapshotter(snapshotter, root, db)
         self.rootfs = RootfsManager(root, db, self.snapshots)
         self.leases = Leases()
         self._configs: dict[str, dict[str, Any]] = {}
