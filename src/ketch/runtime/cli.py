@@ -2,12 +2,15 @@
 
 This module parses arguments, calls the library and reports; all behaviour is in the
 library. The OCI standard verbs (create, start, state, kill, delete) come first, then
-runc's extras (run, exec, spec, list). Each verb imports only what it needs, because the
-interpreter's start-up is most of the cost of a call.
+runc's extras (run, exec, spec, list); :mod:`.cli_extras` has the rest of them. Each
+verb imports only what it needs, because the interpreter's start-up is most of the cost
+of a call.
 
 Errors print one line, ``ketch-runc: <message>``, and exit with status 1. With
-``--log FILE`` the line is also appended to FILE, as JSON (``--log-format json``, the
-form containerd and dockerd read back) or as text.
+``--log FILE`` the line is also appended to FILE as a record at level error, as JSON
+(``--log-format json``: ``{"level": "error", "msg": ..., "time": ...}``, the form
+containerd and dockerd read back) or as text, after any records the library logged
+(at debug level with ``--debug``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from ketch.errors import KetchError
 
     try:
+        _set_up_logging(arguments)
         _check_global_options(arguments)
         return int(arguments.handler(arguments) or 0)
     except KetchError as error:
@@ -57,7 +61,12 @@ def _create(arguments: argparse.Namespace) -> int:
     pid_file = Path(arguments.pid_file) if arguments.pid_file else None
     console_socket = Path(arguments.console_socket) if arguments.console_socket else None
     _runtime(arguments).create(
-        arguments.id, Path(arguments.bundle), pid_file=pid_file, console_socket=console_socket
+        arguments.id,
+        Path(arguments.bundle),
+        pid_file=pid_file,
+        console_socket=console_socket,
+        preserve_fds=arguments.preserve_fds,
+        no_pivot=arguments.no_pivot,
     )
     return 0
 
@@ -99,7 +108,12 @@ def _run(arguments: argparse.Namespace) -> int:
         raise InvalidArgument("run keeps the terminal itself; --console-socket is for create")
     pid_file = Path(arguments.pid_file) if arguments.pid_file else None
     return run_foreground(
-        _runtime(arguments), arguments.id, Path(arguments.bundle), pid_file=pid_file
+        _runtime(arguments),
+        arguments.id,
+        Path(arguments.bundle),
+        pid_file=pid_file,
+        preserve_fds=arguments.preserve_fds,
+        no_pivot=arguments.no_pivot,
     )
 
 
@@ -186,22 +200,69 @@ def _check_global_options(arguments: argparse.Namespace) -> None:
         raise InvalidArgument("--rootless=true is not supported yet")
 
 
+def _set_up_logging(arguments: argparse.Namespace) -> None:
+    """Send the library's log records to ``--log`` (or stderr), at debug level with
+    ``--debug``; without either, only the error line of :func:`_report` is written."""
+    if not arguments.log and not arguments.debug:
+        return
+    import logging
+
+    global _log_handler
+    if arguments.log:
+        try:
+            handler: logging.Handler = logging.FileHandler(arguments.log)
+        except OSError as error:
+            print(f"ketch-runc: cannot open the log {arguments.log}: {error}", file=sys.stderr)
+            return
+        _log_handler = handler
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if arguments.log_format == "json" else _TextFormatter())
+    logger = logging.getLogger("ketch")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if arguments.debug else logging.WARNING)
+
+
+_log_handler: Any = None
+
+
+class _TextFormatter:
+    """``time="..." level=error msg="..."``, the text form runc's logrus writes."""
+
+    def format(self, record: Any) -> str:
+        message = record.getMessage().replace('"', '\\"')
+        return f'time="{_timestamp(record.created)}" level={_level(record)} msg="{message}"'
+
+
+class _JsonFormatter:
+    """One JSON object a line with level, msg and time, the form containerd reads back."""
+
+    def format(self, record: Any) -> str:
+        import json
+
+        fields = {"level": _level(record), "msg": record.getMessage()}
+        fields["time"] = _timestamp(record.created)
+        return json.dumps(fields)
+
+
+def _level(record: Any) -> str:
+    return "warning" if record.levelname == "WARNING" else record.levelname.lower()
+
+
+def _timestamp(created: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(created, datetime.UTC).isoformat()
+
+
 def _report(arguments: argparse.Namespace, message: str) -> None:
     print(f"ketch-runc: {message}", file=sys.stderr)
-    if not arguments.log:
+    if _log_handler is None:
         return
-    try:
-        with open(arguments.log, "a") as log:
-            if arguments.log_format == "json":
-                import datetime
-                import json
+    import logging
 
-                now = datetime.datetime.now(datetime.UTC).isoformat()
-                log.write(json.dumps({"level": "error", "msg": message, "time": now}) + "\n")
-            else:
-                log.write(f"error: {message}\n")
-    except OSError as error:
-        print(f"ketch-runc: cannot write the log {arguments.log}: {error}", file=sys.stderr)
+    record = logging.LogRecord("ketch.runtime.cli", logging.ERROR, __file__, 0, message, (), None)
+    _log_handler.handle(record)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -213,11 +274,11 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("KETCH_RUNC_ROOT", DEFAULT_ROOT),
         help=f"directory for the containers' state (default {DEFAULT_ROOT})",
     )
-    parser.add_argument("--log", help="also append errors to this file")
+    parser.add_argument("--log", help="append log records, errors included, to this file")
     parser.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="format of --log"
+        "--log-format", choices=("text", "json"), default="text", help="format of the log records"
     )
-    parser.add_argument("--debug", action="store_true", help="accepted for runc compatibility")
+    parser.add_argument("--debug", action="store_true", help="log at debug level")
     parser.add_argument(
         "--systemd-cgroup", action="store_true", help="not supported: cgroups are managed directly"
     )
@@ -255,6 +316,10 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     _add_exec_parser(verbs)
+
+    from ketch.runtime import cli_extras
+
+    cli_extras.add_parsers(verbs, _runtime)
 
     spec = verbs.add_parser("spec", help="write a default config.json")
     spec.add_argument("--bundle", "-b", default=".", help="directory to write it in")
@@ -300,7 +365,14 @@ def _add_bundle_options(verb: argparse.ArgumentParser) -> None:
     verb.add_argument(
         "--console-socket", help="unix socket that receives the pty master (process.terminal)"
     )
-    verb.add_argument("--no-pivot", action="store_true", help="accepted; pivot_root is used")
+    verb.add_argument(
+        "--no-pivot",
+        action="store_true",
+        help="move the rootfs onto / and chroot instead of pivot_root (for a ramdisk root)",
+    )
+    verb.add_argument(
+        "--preserve-fds", type=int, default=0, help="pass on descriptors 3 to 2 + N as well"
+    )
     verb.add_argument("--no-new-keyring", action="store_true", help="accepted and ignored")
     verb.add_argument("id")
 

@@ -397,6 +397,11 @@ def _check_namespaces_fit(spec: Spec) -> None:
         )
 
 
+def parse_resources(document: object) -> Resources:
+    """Validate a decoded OCI linux.resources object, as ``update --resources`` gives one."""
+    return _resources(document)
+
+
 def _resources(value: object) -> Resources:
     resources = _object(value, "linux.resources")
     memory = _object(resources.get("memory", {}), "linux.resources.memory")

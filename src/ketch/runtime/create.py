@@ -40,6 +40,8 @@ def create_container(
     stdio: tuple[int, int, int] | None,
     pid_file: Path | None,
     console_socket: Path | None,
+    preserve_fds: int = 0,
+    no_pivot: bool = False,
 ) -> int:
     """Do :meth:`Runtime.create <ketch.runtime.lifecycle.Runtime.create>`."""
     state.validate_id(container_id)
@@ -47,6 +49,7 @@ def create_container(
     spec = load_spec(bundle)
     rootfs.check_sysctls(spec)
     _check_console(spec, console_socket)
+    _check_preserved_fds(preserve_fds)
 
     cgroups = _ContainerCgroups(manager_for(spec.cgroups_path, container_id), spec)
     directory = _make_container_dir(runtime.state_root, container_id)
@@ -71,6 +74,8 @@ def create_container(
             stdio,
             console_connection,
             runtime.create_timeout,
+            preserve_fds=preserve_fds,
+            no_pivot=no_pivot,
         )
         _record_container(directory, container_id, pid, bundle, spec, cgroups.manager)
         if pid_file is not None:
@@ -128,6 +133,18 @@ def _check_console(spec: Spec, console_socket: Path | None) -> None:
         raise InvalidArgument("a console socket was given, but process.terminal is false")
 
 
+def _check_preserved_fds(count: int) -> None:
+    if count < 0:
+        raise InvalidArgument(f"invalid preserve_fds {count}: expected 0 or more")
+    for fd in range(3, 3 + count):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise InvalidArgument(
+                f"invalid preserve_fds {count}: descriptor {fd} is not open"
+            ) from None
+
+
 def _make_container_dir(state_root: Path, container_id: str) -> Path:
     directory = state.container_dir(state_root, container_id)
     try:
@@ -149,6 +166,9 @@ def _fork_init(
     stdio: tuple[int, int, int] | None,
     console_connection: socket.socket | None,
     timeout: float,
+    *,
+    preserve_fds: int,
+    no_pivot: bool,
 ) -> int:
     parent_end, child_end = sync.socket_pair()
     fifo_fd = os.open(directory / state.EXEC_FIFO, os.O_PATH | os.O_CLOEXEC)
@@ -162,6 +182,8 @@ def _fork_init(
         namespace_fds=namespace_fds,
         stdio=stdio,
         console=console_connection,
+        preserve_fds=preserve_fds,
+        no_pivot=no_pivot,
     )
     try:
         pid = fork_into_pid_namespace(

@@ -39,12 +39,22 @@ FORWARDED_SIGNALS = (
 )
 
 
-def run_foreground(runtime: Any, container_id: str, bundle: Path, pid_file: Path | None) -> int:
+def run_foreground(
+    runtime: Any,
+    container_id: str,
+    bundle: Path,
+    pid_file: Path | None,
+    *,
+    preserve_fds: int = 0,
+    no_pivot: bool = False,
+) -> int:
     """Run the container to its end, delete it, and return its exit status
     (128 + the signal number when a signal ended it)."""
     syscalls.set_child_subreaper()
     if not _wants_terminal(bundle):
-        pid = runtime.create(container_id, bundle, pid_file=pid_file)
+        pid = runtime.create(
+            container_id, bundle, pid_file=pid_file, preserve_fds=preserve_fds, no_pivot=no_pivot
+        )
         return _start_and_wait(runtime, container_id, pid, master=None)
     with tempfile.TemporaryDirectory(prefix="ketch-runc-console-") as directory:
         socket_path = Path(directory) / "console.sock"
@@ -52,7 +62,12 @@ def run_foreground(runtime: Any, container_id: str, bundle: Path, pid_file: Path
             listener.bind(str(socket_path))
             listener.listen(1)
             pid = runtime.create(
-                container_id, bundle, pid_file=pid_file, console_socket=socket_path
+                container_id,
+                bundle,
+                pid_file=pid_file,
+                console_socket=socket_path,
+                preserve_fds=preserve_fds,
+                no_pivot=no_pivot,
             )
             try:
                 master = console.receive_master(listener)

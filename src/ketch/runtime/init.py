@@ -32,8 +32,6 @@ from ketch.runtime.config import Spec
 # parent's to join, for its child.
 JOIN_ORDER = ("ipc", "uts", "network", "cgroup", "mount")
 
-_MAX_FD = 2**31 - 1
-
 
 @dataclass
 class InitContext:
@@ -48,6 +46,8 @@ class InitContext:
     stdio: tuple[int, int, int] | None
     # Connected console socket when process.terminal is set; see ketch.runtime.console.
     console: socket.socket | None = None
+    preserve_fds: int = 0  # descriptors 3 to 2 + N go to the container's process
+    no_pivot: bool = False  # MS_MOVE and chroot in place of pivot_root
 
 
 def run_init(context: InitContext) -> NoReturn:
@@ -65,7 +65,7 @@ def run_init(context: InitContext) -> NoReturn:
         keep = {context.sync_socket.fileno(), context.exec_fifo_fd}
         if context.console is not None:
             keep.add(context.console.fileno())
-        _close_fds_except(keep)
+        process.close_fds_from(3 + context.preserve_fds, keep)
         executable, helper_fd = _set_up(context)
         sync.send(context.sync_socket, sync.READY)
         context.sync_socket.close()
@@ -74,7 +74,9 @@ def run_init(context: InitContext) -> NoReturn:
         os._exit(1)
     try:
         _wait_for_start(context.exec_fifo_fd)
-        process.exec_process(context.spec.process, executable, helper_fd)
+        process.exec_process(
+            context.spec.process, executable, helper_fd, preserve_fds=context.preserve_fds
+        )
     except BaseException as error:
         _write_stderr(f"ketch-runc init: cannot start the container's process: {error}\n")
     os._exit(1)
@@ -93,7 +95,10 @@ def _set_up(context: InitContext) -> tuple[str, int]:
         os.close(inroot.make_directories(root_fd, spec.process.cwd))
     finally:
         os.close(root_fd)
-    rootfs.pivot_into(spec.rootfs)
+    if context.no_pivot:
+        rootfs.move_into(spec.rootfs)
+    else:
+        rootfs.pivot_into(spec.rootfs)
 
     if spec.hostname is not None:
         syscalls.sethostname(spec.hostname)
@@ -185,15 +190,6 @@ def _fill_missing_stdio() -> None:
             if null != target:
                 os.dup2(null, target)
                 os.close(null)
-
-
-def _close_fds_except(keep: set[int]) -> None:
-    low = 3
-    for fd in sorted(keep):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, _MAX_FD)
 
 
 def report_error(sync_socket: socket.socket, error: BaseException) -> None:

@@ -59,14 +59,18 @@ class Runtime:
         stdio: tuple[int, int, int] | None = None,
         pid_file: Path | None = None,
         console_socket: Path | None = None,
+        preserve_fds: int = 0,
+        no_pivot: bool = False,
     ) -> int:
         """Create the container and return its init's pid once the init waits for start.
 
         ``stdio`` gives the descriptors for the init's 0, 1 and 2 (None: the caller's).
         ``console_socket`` is the unix socket that receives the pty master when the
         config sets process.terminal (see :mod:`ketch.runtime.console`); it is required
-        then and rejected otherwise. A failed create leaves no process, cgroup or state
-        behind.
+        then and rejected otherwise. Descriptors 3 to 2 + ``preserve_fds`` of the caller
+        reach the container's process too. ``no_pivot`` moves the rootfs onto / and
+        chroots into it instead of pivot_root, for a rootfs on the initial ramdisk, where
+        pivot_root fails. A failed create leaves no process, cgroup or state behind.
         """
         from ketch.runtime.create import create_container
 
@@ -77,6 +81,8 @@ class Runtime:
             stdio=stdio,
             pid_file=pid_file,
             console_socket=console_socket,
+            preserve_fds=preserve_fds,
+            no_pivot=no_pivot,
         )
 
     def exec(
@@ -186,13 +192,49 @@ class Runtime:
         shutil.rmtree(directory, ignore_errors=True)
         log.debug("deleted container %s", container_id)
 
+    def pause(self, container_id: str) -> None:
+        """Freeze every process of a running container (status "paused")."""
+        record, status = self._record_and_status(container_id)
+        if status != "running":
+            raise Conflict(f"cannot pause container {container_id}: it is {status}, not running")
+        manager_from_state(record.cgroups).freeze()
+        log.debug("paused container %s", container_id)
+
+    def resume(self, container_id: str) -> None:
+        """Thaw a paused container's processes (status "running" again)."""
+        record, status = self._record_and_status(container_id)
+        if status != "paused":
+            raise Conflict(f"cannot resume container {container_id}: it is {status}, not paused")
+        manager_from_state(record.cgroups).thaw()
+        log.debug("resumed container %s", container_id)
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Write new cgroup limits; ``resources`` is an OCI linux.resources object."""
+        from ketch.runtime.config import parse_resources
+
+        record, status = self._record_and_status(container_id)
+        if status == "stopped":
+            raise Conflict(f"cannot update container {container_id}: it is stopped")
+        manager_from_state(record.cgroups).update(parse_resources(resources))
+        log.debug("updated the resources of container %s", container_id)
+
+    def processes(self, container_id: str) -> list[int]:
+        """Return the host pids of every process in the container's cgroup."""
+        record = state.read_record(self.state_root, container_id)
+        return manager_from_state(record.cgroups).processes()
+
+    def _record_and_status(self, container_id: str) -> tuple[state.ContainerRecord, str]:
+        record = state.read_record(self.state_root, container_id)
+        directory = state.container_dir(self.state_root, container_id)
+        return record, state.status_of(directory, record)
+
     def _kill_everything(self, record: state.ContainerRecord, cgroups: CgroupManager) -> None:
         with contextlib.suppress(KetchError):
             _signal_init(record, signal.SIGKILL)
         for pid in cgroups.processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        _thaw(record)
+        _thaw(cgroups)
         wait_until_empty(cgroups, self.kill_timeout)
         deadline = time.monotonic() + self.kill_timeout
         while state.init_is_alive(record) and time.monotonic() < deadline:
@@ -241,12 +283,11 @@ def _signal_init(record: state.ContainerRecord, signal_number: int) -> None:
         os.close(pidfd)
 
 
-def _thaw(record: state.ContainerRecord) -> None:
+def _thaw(cgroups: CgroupManager) -> None:
     # A frozen process does not act on SIGKILL until it is thawed.
-    freezer = record.cgroups.get("directories", {}).get("freezer")
-    if freezer is not None:
-        with contextlib.suppress(OSError):
-            Path(freezer, "freezer.state").write_text("THAWED")
+    if cgroups.is_frozen():
+        with contextlib.suppress(KetchError):
+            cgroups.thaw()
 
 
 def wait_until_empty(cgroups: CgroupManager, timeout: float) -> None:

@@ -69,6 +69,11 @@ class MountOptions:
         return bool(self.flags & sc.MS_BIND)
 
 
+def option_names() -> list[str]:
+    """Return the mount options taken as flags; any other option goes to the filesystem."""
+    return [*_FLAG_OPTIONS, *_PROPAGATION_OPTIONS]
+
+
 def parse_options(options: list[str]) -> MountOptions:
     """Split OCI mount options into mount(2) flags, propagation changes and fs data."""
     result = MountOptions()

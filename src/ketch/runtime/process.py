@@ -158,6 +158,9 @@ def exec_process(
     if helper < first_free:
         helper = fcntl.fcntl(helper_fd, fcntl.F_DUPFD_CLOEXEC, first_free)
     close_fds_from(first_free, {helper, keep_fd})
+    for fd in range(3, first_free):
+        # A caller's descriptor may be close-on-exec; passing it on is the point here.
+        os.set_inheritable(fd, True)
     if process.no_new_privileges:
         syscalls.set_no_new_privileges()
     argv = [exechelper.MARKER, executable, *process.args]

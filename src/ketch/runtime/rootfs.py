@@ -195,6 +195,19 @@ def pivot_into(rootfs: Path) -> None:
         os.close(new_root)
 
 
+def move_into(rootfs: Path) -> None:
+    """Move the rootfs mount onto / and chroot into it: ``--no-pivot``.
+
+    For a host whose root is the initial ramdisk, where pivot_root(2) fails with EINVAL.
+    The old root stays mounted underneath in this mount namespace, so a process with
+    CAP_SYS_CHROOT could reach it; pivot_root is the default for that reason.
+    """
+    os.chdir(rootfs)
+    sc.mount(".", "/", None, sc.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
 def finish_root(spec: Spec) -> None:
     """Apply what must wait until after pivot_root; runs with ``/`` as the rootfs."""
     if spec.root_readonly:

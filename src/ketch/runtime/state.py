@@ -11,7 +11,7 @@ Layout::
 start time (field 22 of /proc/<pid>/stat, so that a reused pid is not taken for the
 init), the bundle, the rootfs, the creation time, the annotations and the cgroup
 manager's record. The status is not stored but derived, as runc does: stopped when the
-init is gone or a zombie; otherwise paused when the freezer says FROZEN, created while
+init is gone or a zombie; otherwise paused while the cgroup is frozen, created while
 exec.fifo exists, and running after.
 """
 
@@ -117,13 +117,23 @@ def init_is_alive(record: ContainerRecord) -> bool:
 def status_of(directory: Path, record: ContainerRecord) -> str:
     if not init_is_alive(record):
         return "stopped"
-    freezer = record.cgroups.get("directories", {}).get("freezer")
-    if freezer is not None:
-        try:
-            if Path(freezer, "freezer.state").read_text().strip() == "FROZEN":
-                return "paused"
-        except OSError:
-            pass
+    if is_frozen(record.cgroups):
+        return "paused"
     if (directory / EXEC_FIFO).exists():
         return "created"
     return "running"
+
+
+def is_frozen(cgroups: dict[str, Any]) -> bool:
+    """Return True when the cgroup record's freezer (v1) or cgroup.freeze (v2) is set.
+
+    Reads the files directly, so that ``state`` does not import the cgroup managers.
+    """
+    from ketch.runtime.cgroups import freezer
+
+    if cgroups.get("version") == 2:
+        return freezer.frozen_v2(Path(cgroups["directory"]))
+    for name, directory in cgroups.get("directories", {}).items():
+        if "freezer" in cgroups.get("controllers", {}).get(name, [name]):
+            return freezer.frozen_v1(Path(directory))
+    return False

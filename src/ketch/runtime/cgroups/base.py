@@ -43,6 +43,22 @@ class CgroupManager(abc.ABC):
         """Return a JSON-serializable record for :func:`manager_from_state`."""
 
     @abc.abstractmethod
+    def update(self, resources: Resources) -> None:
+        """Write the limits ``resources`` sets (None fields are left as they are)."""
+
+    @abc.abstractmethod
+    def freeze(self) -> None:
+        """Stop every process in the container's cgroup; returns once they are stopped."""
+
+    @abc.abstractmethod
+    def thaw(self) -> None:
+        """Let the processes of a frozen cgroup run again."""
+
+    @abc.abstractmethod
+    def is_frozen(self) -> bool:
+        """Return True while the container's cgroup is frozen."""
+
+    @abc.abstractmethod
     def bind_sources(self) -> list[tuple[str, Path]]:
         """Return (hierarchy name, directory) pairs to show inside the container."""
 

@@ -47,3 +47,8 @@ def apply_v2(directory: Path, resources: Resources) -> None:
 
 def shares_to_weight(shares: int) -> int:
     return 1 + ((shares - 2) * 9999) // 262142
+
+
+# update writes the same files as create: fields left None are skipped either way.
+update_v1 = apply_v1
+update_v2 = apply_v2

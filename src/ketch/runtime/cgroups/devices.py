@@ -60,3 +60,7 @@ def apply_v1(directory: Path, resources: Resources) -> None:
 def _write_rule(directory: Path, rule: DeviceRule) -> None:
     name = "devices.allow" if rule.allow else "devices.deny"
     write_value(directory, name, rule_text(rule.type, rule.major, rule.minor, rule.access))
+
+
+# update writes the same files as create: fields left None are skipped either way.
+update_v1 = apply_v1

@@ -7,6 +7,7 @@ the v2 value is ``swap - limit``. -1 means unlimited in both.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,31 @@ def apply_v2(directory: Path, resources: Resources) -> None:
                     f"linux.resources.memory.limit ({resources.memory_limit})"
                 )
             write_value(directory, "memory.swap.max", swap - resources.memory_limit)
+
+
+def update_v1(directory: Path, resources: Resources) -> None:
+    """Write new limits to a cgroup that has some already.
+
+    The kernel keeps memory.limit_in_bytes <= memory.memsw.limit_in_bytes at every
+    write, so a memsw limit that grows is written before the memory limit, and one that
+    shrinks after it.
+    """
+    swap = resources.memory_swap
+    if swap is not None and (swap == -1 or swap >= _current_memsw(directory)):
+        apply_v1(directory, replace(resources, memory_limit=None))
+        apply_v1(directory, replace(resources, memory_swap=None))
+    else:
+        apply_v1(directory, resources)
+
+
+def _current_memsw(directory: Path) -> int:
+    try:
+        return int((directory / "memory.memsw.limit_in_bytes").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+update_v2 = apply_v2
 
 
 def _v2_bytes(value: int) -> str:

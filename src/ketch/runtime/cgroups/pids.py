@@ -28,3 +28,8 @@ def apply_v1(directory: Path, resources: Resources) -> None:
 
 def apply_v2(directory: Path, resources: Resources) -> None:
     write_value(directory, "pids.max", _value(resources))
+
+
+# update writes the same files as create: fields left None are skipped either way.
+update_v1 = apply_v1
+update_v2 = apply_v2

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ketch.errors import SystemFailure
-from ketch.runtime.cgroups import cpu, cpuset, devices, memory, pids
+from ketch.runtime.cgroups import cpu, cpuset, devices, freezer, memory, pids
 from ketch.runtime.cgroups.base import (
     CgroupManager,
     cgroup_mounts,
@@ -139,8 +139,39 @@ class V1Manager(CgroupManager):
         if errors:
             raise SystemFailure("; ".join(errors))
 
+    def update(self, resources: Resources) -> None:
+        self._check_controllers(resources)
+        for name, directory in self.directories.items():
+            for unit in _UNITS:
+                if unit.CONTROLLER in self.controllers[name] and unit.wanted(resources):
+                    unit.update_v1(directory, resources)
+
+    def freeze(self) -> None:
+        freezer.freeze_v1(self._freezer_directory())
+
+    def thaw(self) -> None:
+        freezer.thaw_v1(self._freezer_directory())
+
+    def is_frozen(self) -> bool:
+        directory = self._directory_of(freezer.CONTROLLER)
+        return directory is not None and freezer.frozen_v1(directory)
+
     def bind_sources(self) -> list[tuple[str, Path]]:
         return list(self.directories.items())
+
+    def _freezer_directory(self) -> Path:
+        directory = self._directory_of(freezer.CONTROLLER)
+        if directory is None:
+            raise SystemFailure(
+                "cannot pause or resume: no cgroup v1 freezer controller is mounted"
+            )
+        return directory
+
+    def _directory_of(self, controller: str) -> Path | None:
+        for name, directory in self.directories.items():
+            if controller in self.controllers[name]:
+                return directory
+        return None
 
     def _check_controllers(self, resources: Resources) -> None:
         available = {c for names in self.controllers.values() for c in names}

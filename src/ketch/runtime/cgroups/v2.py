@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ketch.errors import SystemFailure
-from ketch.runtime.cgroups import cpu, cpuset, memory, pids
+from ketch.runtime.cgroups import cpu, cpuset, freezer, memory, pids
 from ketch.runtime.cgroups.base import CGROUP_ROOT, CgroupManager, own_cgroups, remove_directory
 from ketch.runtime.cgroups.files import read_pids, read_value, write_value
 from ketch.runtime.cgroups.v1 import _make_directories
@@ -103,6 +103,22 @@ class V2Manager(CgroupManager):
 
     def destroy(self) -> None:
         remove_directory(self.directory)
+
+    def update(self, resources: Resources) -> None:
+        needed = [unit.CONTROLLER for unit in _UNITS if unit.wanted(resources)]
+        self._enable_controllers(needed)
+        for unit in _UNITS:
+            if unit.wanted(resources):
+                unit.update_v2(self.directory, resources)
+
+    def freeze(self) -> None:
+        freezer.freeze_v2(self.directory)
+
+    def thaw(self) -> None:
+        freezer.thaw_v2(self.directory)
+
+    def is_frozen(self) -> bool:
+        return freezer.frozen_v2(self.directory)
 
     def bind_sources(self) -> list[tuple[str, Path]]:
         return [("", self.directory)]
