@@ -191,6 +191,11 @@ class ImageMetadata:
         )
         return [row[0] for row in rows]
 
+    def layer_blob_known(self, digest: str) -> bool:
+        """Return whether a layer of any image was pulled from the blob ``digest``."""
+        row = self.db.execute("SELECT 1 FROM image_layers WHERE blob_digest = ? LIMIT 1", (digest,))
+        return row.fetchone() is not None
+
     def blob_in_use(self, digest: str) -> bool:
         row = self.db.execute("SELECT 1 FROM image_blobs WHERE digest = ? LIMIT 1", (digest,))
         return row.fetchone() is not None

@@ -1,7 +1,8 @@
 """Pulling an image: resolve the reference, fetch index, manifest, config and layers, unpack
 each layer into its snapshot, then record the image in one transaction.
 
-Layers download up to three at a time and are unpacked bottom first as they arrive. A
+Layers download up to three at a time, starting while the config is fetched, and are
+unpacked bottom first as they arrive. A
 download that breaks off resumes with HTTP Range from the bytes kept in the content
 store's ``ingest/``, within the same pull and in a later pull of the same blob. A
 layer whose chain ID already has a snapshot is neither downloaded nor unpacked. Until the
@@ -144,15 +145,25 @@ class Puller:
         async with open_session() as session:
             client, fetched = await self._resolve(session)
             manifest, top_digest, document_blobs = await self._load_manifest(client, fetched)
-            config = await self._load_config(client, manifest.config)
-            diff_ids = config_diff_ids(config, f"image config {manifest.config.digest}")
-            if len(diff_ids) != len(manifest.layers):
-                raise InvalidArgument(
-                    f"image {self.reference.familiar()} is inconsistent: its manifest lists "
-                    f"{len(manifest.layers)} layers but its config lists {len(diff_ids)} diff IDs"
+            semaphore = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
+            downloads = self._prefetch_layers(client, manifest.layers, semaphore)
+            try:
+                config = await self._load_config(client, manifest.config)
+                diff_ids = config_diff_ids(config, f"image config {manifest.config.digest}")
+                if len(diff_ids) != len(manifest.layers):
+                    raise InvalidArgument(
+                        f"image {self.reference.familiar()} is inconsistent: its manifest "
+                        f"lists {len(manifest.layers)} layers but its config lists "
+                        f"{len(diff_ids)} diff IDs"
+                    )
+                chains = chain_ids(diff_ids)
+                await self._fetch_layers(
+                    client, manifest.layers, diff_ids, chains, downloads, semaphore
                 )
-            chains = chain_ids(diff_ids)
-            await self._fetch_layers(client, manifest.layers, diff_ids, chains)
+            finally:
+                for task in downloads.values():
+                    task.cancel()
+                await asyncio.gather(*downloads.values(), return_exceptions=True)
 
         image_id = manifest.config.digest
         tag_name = None
@@ -233,38 +244,56 @@ class Puller:
             self._store_blob(b"".join(chunks), descriptor.digest)
         return load_document(self.content.read(descriptor.digest), label)
 
+    def _prefetch_layers(
+        self, client: RegistryClient, layers: list[Descriptor], semaphore: asyncio.Semaphore
+    ) -> dict[int, asyncio.Task[None]]:
+        """Start downloading the layers that are surely new while the config is fetched.
+
+        The config's diff IDs decide which snapshots exist already, so before it arrives
+        only layers whose blob no image in the store has are started.
+        """
+        downloads: dict[int, asyncio.Task[None]] = {}
+        for index, layer in enumerate(layers):
+            if self.content.exists(layer.digest) or self.metadata.layer_blob_known(layer.digest):
+                continue
+            self._emit_layer(layer, "Pulling fs layer")
+            downloads[index] = asyncio.create_task(self._download(client, layer, semaphore))
+        return downloads
+
     async def _fetch_layers(
         self,
         client: RegistryClient,
         layers: list[Descriptor],
         diff_ids: list[str],
         chains: list[str],
+        downloads: dict[int, asyncio.Task[None]],
+        semaphore: asyncio.Semaphore,
     ) -> None:
-        semaphore = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
-        downloads: dict[int, asyncio.Task[None]] = {}
+        """Download what is missing and unpack each layer, bottom first, as it arrives.
+
+        ``downloads`` are the tasks started by ``_prefetch_layers``; the caller cancels
+        what is left of them.
+        """
         for index, layer in enumerate(layers):
             self._hold(chains[index])
+            if index in downloads:
+                continue
             if self.snapshots.stat(chains[index]) is not None:
                 self._emit_layer(layer, "Already exists")
                 continue
             self._emit_layer(layer, "Pulling fs layer")
             downloads[index] = asyncio.create_task(self._download(client, layer, semaphore))
 
-        try:
-            for index, layer in enumerate(layers):
-                if index not in downloads:
-                    continue
-                await downloads[index]
-                if self.snapshots.stat(chains[index]) is not None:
-                    # A concurrent pull unpacked this layer while it downloaded here.
-                    self._emit_layer(layer, "Pull complete")
-                    continue
-                parent = chains[index - 1] if index else None
-                await self._extract(layer, diff_ids[index], chains[index], parent)
-        finally:
-            for task in downloads.values():
-                task.cancel()
-            await asyncio.gather(*downloads.values(), return_exceptions=True)
+        for index, layer in enumerate(layers):
+            if index not in downloads:
+                continue
+            await downloads[index]
+            if self.snapshots.stat(chains[index]) is not None:
+                # Another pull unpacked this layer while it downloaded here.
+                self._emit_layer(layer, "Pull complete")
+                continue
+            parent = chains[index - 1] if index else None
+            await self._extract(layer, diff_ids[index], chains[index], parent)
 
     async def _download(
         self, client: RegistryClient, layer: Descriptor, semaphore: asyncio.Semaphore
