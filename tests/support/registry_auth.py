@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+import pytest
 
 from support.registry import Registry, start_registry
 
@@ -54,6 +57,8 @@ auth:
 @contextmanager
 def start_htpasswd_registry(directory: Path, user: str, password: str) -> Iterator[Registry]:
     """Run a registry that accepts ``user``/``password`` with HTTP Basic auth."""
+    if shutil.which("htpasswd") is None:
+        pytest.skip("htpasswd is not installed (Debian package apache2-utils)")
     directory.mkdir(parents=True, exist_ok=True)
     line = subprocess.run(
         ["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True
