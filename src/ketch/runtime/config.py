@@ -421,8 +421,25 @@ def _resources(value: object) -> Resources:
         cpuset_mems=_optional_string(cpu.get("mems"), "linux.resources.cpu.mems") or None,
         devices=_device_rules(resources.get("devices", [])),
     )
+    _unset_zero_limits(result)
     _check_limits(result)
     return result
+
+
+def _unset_zero_limits(resources: Resources) -> None:
+    """Treat 0 as "not set" for these limits, as runc 1.1 does, because callers send 0 for
+    a limit the user left out (dockerd 20.10 sends cpu.shares 0 for every `docker run`)."""
+    for name in (
+        "memory_limit",
+        "memory_reservation",
+        "memory_swap",
+        "pids_limit",
+        "cpu_shares",
+        "cpu_quota",
+        "cpu_period",
+    ):
+        if getattr(resources, name) == 0:
+            setattr(resources, name, None)
 
 
 def _check_limits(resources: Resources) -> None:
