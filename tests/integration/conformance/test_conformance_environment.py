@@ -283,6 +283,21 @@ def test_cgroup_limits(oci):
     assert sections["pids"] == "42"
 
 
+def test_zero_limits_unset(oci):
+    resources = {
+        "memory": {"limit": 0, "reservation": 0, "swap": 0},
+        "cpu": {"shares": 0, "quota": 0, "period": 0},
+        "pids": {"limit": 0},
+    }
+    sections = probe(
+        oci,
+        {"shares": "cat /sys/fs/cgroup/cpu/cpu.shares", "pids": "cat /sys/fs/cgroup/pids/pids.max"},
+        linux={"resources": resources},
+    )
+    assert sections["shares"] == "1024"
+    assert sections["pids"] == "max"
+
+
 def test_memory_swap_limit(oci):
     memory = {"limit": 64 * 1024 * 1024, "swap": 96 * 1024 * 1024}
     sections = probe(
