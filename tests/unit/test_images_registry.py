@@ -1,7 +1,8 @@
-"""The registry client: endpoint choice, the Bearer-token challenge and error mapping.
+"""The registry client: endpoint choice, Basic and Bearer challenges, ranges, errors.
 
-The HTTP tests run a small aiohttp server on 127.0.0.1 that responds like a registry with
-token authentication, which Debian's docker-registry cannot do without TLS certificates.
+The HTTP tests run a small aiohttp server on 127.0.0.1 that responds like a registry, so
+that each case (a challenge's scopes, a token service's refusal, a wrong Content-Range)
+can be staged exactly. The integration tests run the same flows against docker-registry.
 """
 
 import asyncio
@@ -14,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
+from ketch.images.auth import Credentials
 from ketch.images.manifest import Descriptor
 from ketch.images.registry import (
     DOCKER_HUB_URL,
@@ -236,3 +238,117 @@ def test_unreachable_registry_named() -> None:
 
     with pytest.raises(Unavailable, match="registry 127.0.0.1:1 is unreachable"):
         asyncio.run(body())
+
+
+def test_basic_challenge_sends_credentials() -> None:
+    credentials = Credentials("alice", "pw")
+
+    async def manifest(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != credentials.basic_header():
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return web.Response(body=MANIFEST, content_type="application/json")
+
+    async def body(address: str) -> Any:
+        async with open_session() as session:
+            client = RegistryClient(
+                session, Endpoint(f"http://{address}", address), "test/repo",
+                credentials=credentials,
+            )  # fmt: skip
+            return await client.get_manifest("latest", "test/repo:latest")
+
+    routes = [("GET", "/v2/test/repo/manifests/latest", manifest)]
+    assert asyncio.run(with_server(routes, body)).data == MANIFEST
+
+
+def test_token_request_with_credentials() -> None:
+    credentials = Credentials("alice", "pw")
+    token_requests: list[tuple[list[tuple[str, str]], str | None]] = []
+
+    async def token(request: web.Request) -> web.Response:
+        token_requests.append((list(request.query.items()), request.headers.get("Authorization")))
+        return web.json_response({"access_token": TOKEN})
+
+    async def manifest(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            challenge = (
+                f'Bearer realm="http://{request.host}/token",service="svc",'
+                'scope="repository:test/repo:pull repository:other/repo:pull"'
+            )
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        return web.Response(body=MANIFEST, content_type="application/json")
+
+    async def body(address: str) -> Any:
+        async with open_session() as session:
+            client = RegistryClient(
+                session, Endpoint(f"http://{address}", address), "test/repo",
+                credentials=credentials,
+            )  # fmt: skip
+            return await client.get_manifest("latest", "test/repo:latest")
+
+    routes = [("GET", "/token", token), ("GET", "/v2/test/repo/manifests/latest", manifest)]
+    asyncio.run(with_server(routes, body))
+    query, authorization = token_requests[0]
+    assert query == [
+        ("scope", "repository:test/repo:pull"),
+        ("scope", "repository:other/repo:pull"),
+        ("service", "svc"),
+        ("account", "alice"),
+    ]
+    assert authorization == credentials.basic_header()
+
+
+def test_token_service_rejects_credentials() -> None:
+    async def token(request: web.Request) -> web.Response:
+        return web.Response(status=401)
+
+    async def manifest(request: web.Request) -> web.Response:
+        challenge = f'Bearer realm="http://{request.host}/token",service="svc"'
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+    async def body(address: str) -> Any:
+        async with open_session() as session:
+            client = RegistryClient(
+                session, Endpoint(f"http://{address}", address), "test/repo",
+                credentials=Credentials("alice", "wrong"),
+            )  # fmt: skip
+            return await client.get_manifest("latest", "test/repo:latest")
+
+    routes = [("GET", "/token", token), ("GET", "/v2/test/repo/manifests/latest", manifest)]
+    with pytest.raises(Forbidden, match="rejected the credentials of user alice"):
+        asyncio.run(with_server(routes, body))
+
+
+def test_range_download_resumes() -> None:
+    data = bytes(range(256)) * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+    async def blob(request: web.Request) -> web.Response:
+        start = int(request.headers["Range"].removeprefix("bytes=").rstrip("-"))
+        headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+        return web.Response(status=206, body=data[start:], headers=headers)
+
+    async def body(address: str) -> bytes:
+        chunks: list[bytes] = []
+        async with open_session() as session:
+            descriptor = Descriptor("application/octet-stream", digest, len(data))
+            await client_for(session, address).download_blob(descriptor, chunks.append, offset=1000)
+        return b"".join(chunks)
+
+    routes = [("GET", f"/v2/test/repo/blobs/{digest}", blob)]
+    assert asyncio.run(with_server(routes, body)) == data[1000:]
+
+
+def test_range_answered_wrongly() -> None:
+    data = b"x" * 5000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+    async def blob(request: web.Request) -> web.Response:
+        return web.Response(status=206, body=data, headers={"Content-Range": "bytes 0-4999/5000"})
+
+    async def body(address: str) -> None:
+        async with open_session() as session:
+            descriptor = Descriptor("application/octet-stream", digest, len(data))
+            await client_for(session, address).download_blob(descriptor, print, offset=1000)
+
+    with pytest.raises(Unavailable, match="with Content-Range 'bytes 0-4999/5000'"):
+        asyncio.run(with_server([("GET", f"/v2/test/repo/blobs/{digest}", blob)], body))
