@@ -20,6 +20,7 @@ newest version Debian's dockerd 20.10 serves, so the CLI works against ketchd an
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 from ketch import __version__
@@ -30,6 +31,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from typing import BinaryIO
 
 API_VERSION = "1.41"
 READ_SIZE = 65536
@@ -47,9 +49,14 @@ def socket_path_of(host: str) -> str:
     return path
 
 
-def encode_query(query: dict[str, str]) -> str:
-    """Percent-encode query parameters (``urllib.parse`` is left out for its import time)."""
-    return "&".join(f"{_quote(name)}={_quote(value)}" for name, value in query.items())
+def encode_query(query: dict[str, str | list[str]]) -> str:
+    """Percent-encode query parameters; a list value repeats the parameter
+    (``urllib.parse`` is left out for its import time)."""
+    pairs = []
+    for name, value in query.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append(f"{_quote(name)}={_quote(item)}")
+    return "&".join(pairs)
 
 
 def _quote(text: str) -> str:
@@ -231,11 +238,16 @@ class Client:
         self,
         method: str,
         path: str,
-        query: dict[str, str] | None = None,
+        query: dict | None = None,
         body: object = None,
         headers: dict[str, str] | None = None,
+        data: BinaryIO | None = None,
     ) -> Response:
-        """Send a request and read the reply's head; ApiError for an error status."""
+        """Send a request and read the reply's head; ApiError for an error status.
+
+        ``body`` is sent as JSON; ``data`` is a binary file (a tar archive) streamed as the
+        body, with chunked framing when its size is not known in advance.
+        """
         target = f"/v{API_VERSION}{path}"
         if query:
             target += "?" + encode_query(query)
@@ -248,14 +260,21 @@ class Client:
         all_headers = {"Connection": "close", **(headers or {})}
         if body is not None:
             all_headers["Content-Type"] = "application/json"
-        if body is not None or method in ("POST", "PUT"):
-            all_headers["Content-Length"] = str(len(payload))
+        data_size = _file_size(data) if data is not None else None
+        if data is not None:
+            all_headers.setdefault("Content-Type", "application/x-tar")
+        if data is not None and data_size is None:
+            all_headers["Transfer-Encoding"] = "chunked"
+        elif body is not None or method in ("POST", "PUT"):
+            all_headers["Content-Length"] = str(len(payload) if data_size is None else data_size)
         lines += [f"{name}: {value}" for name, value in all_headers.items()]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + payload
 
         sock = self._connect()
         try:
             sock.sendall(request)
+            if data is not None:
+                _send_file(sock, data, chunked=data_size is None)
             response = Response(method, _SocketReader(sock))
         except OSError as error:
             sock.close()
@@ -270,7 +289,7 @@ class Client:
         return response
 
     def call(
-        self, method: str, path: str, query: dict[str, str] | None = None, body: object = None
+        self, method: str, path: str, query: dict | None = None, body: object = None
     ) -> object:
         """Send a request and return its decoded JSON body (None for an empty body)."""
         response = self.open(method, path, query, body)
@@ -284,15 +303,36 @@ class Client:
                 f"invalid JSON from the daemon: {error}: {data[:200]!r}"
             ) from None
 
-    def hijack(self, path: str, query: dict[str, str]) -> Hijacked:
-        """POST to ``path`` asking for the raw socket (attach); return its stream."""
+    def hijack(self, path: str, query: dict[str, str], body: object = None) -> Hijacked:
+        """POST to ``path`` asking for the raw socket (attach, exec start); return its
+        stream."""
         response = self.open(
-            "POST", path, query, headers={"Connection": "Upgrade", "Upgrade": "tcp"}
+            "POST", path, query, body, headers={"Connection": "Upgrade", "Upgrade": "tcp"}
         )
         if response.status not in (101, 200):
             response.close()
             raise ProtocolFailure(f"unexpected reply to a hijack request: status {response.status}")
         return Hijacked(response._reader)
+
+
+def _file_size(data: BinaryIO) -> int | None:
+    """Return the bytes left in a regular file, or None for a pipe or terminal."""
+    import stat
+
+    try:
+        status = os.fstat(data.fileno())
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        return None
+    return status.st_size - data.tell()
+
+
+def _send_file(sock: socket.socket, data: BinaryIO, chunked: bool) -> None:
+    while block := data.read(READ_SIZE):
+        sock.sendall(b"%x\r\n%b\r\n" % (len(block), block) if chunked else block)
+    if chunked:
+        sock.sendall(b"0\r\n\r\n")
 
 
 def _api_error(response: Response) -> ApiError:

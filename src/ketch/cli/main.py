@@ -1,7 +1,8 @@
 """The ``ketch`` entry point: global options, the command table, and error reporting.
 
-``main`` reads the global options (``-H/--host``, ``-v/--version``), imports only the
-module of the command in hand, and runs it. It is the one place that prints errors and
+``main`` reads the global options (``-H/--host``, ``-v/--version``), maps a management
+command (``ketch container ls``) to its plain name (``ps``), imports only the module of
+the command in hand, and runs it. It is the one place that prints errors and
 chooses exit codes (see ``ketch.cli.errors``). The daemon's address comes from ``-H``,
 else ``KETCH_HOST``, else ``unix:///run/ketch/ketch.sock``. For that default address,
 and only as root, the CLI starts ketchd when nothing responds there.
@@ -20,19 +21,100 @@ from ketch.cli.options import Command, Flag, HelpRequested, parse
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ketch.cli.client import Client
 
 DEFAULT_HOST = "unix:///run/ketch/ketch.sock"
 HOST_VARIABLE = "KETCH_HOST"
 
-# Command name -> one-line summary; the command lives in the module ketch.cli.<name>.
+# Command name -> (module under ketch.cli, one-line summary). A module holds one command
+# as COMMAND and execute(), or several as VERBS: name -> (Command, execute).
 COMMANDS = {
-    "images": "List images",
-    "ps": "List containers",
-    "pull": "Download an image from a registry",
-    "rm": "Remove one or more containers",
-    "run": "Create and run a new container from an image",
-    "version": "Show the ketch version information",
+    "attach": (
+        "attach",
+        "Attach local standard input, output, and error streams to a running container",
+    ),
+    "commit": ("transfer", "Create a new image from a container's changes"),
+    "cp": ("copy", "Copy files/folders between a container and the local filesystem"),
+    "create": ("create", "Create a new container"),
+    "diff": ("transfer", "Inspect changes to files or directories on a container's filesystem"),
+    "events": ("events", "Get real time events from the server"),
+    "exec": ("exec", "Execute a command in a running container"),
+    "export": ("transfer", "Export a container's filesystem as a tar archive"),
+    "history": ("imagecmds", "Show the history of an image"),
+    "images": ("images", "List images"),
+    "import": ("transfer", "Import the contents from a tarball to create a filesystem image"),
+    "info": ("system", "Display system-wide information"),
+    "inspect": ("inspect", "Return low-level information on Docker objects"),
+    "kill": ("lifecycle", "Kill one or more running containers"),
+    "load": ("transfer", "Load an image from a tar archive or STDIN"),
+    "login": ("login", "Log in to a registry"),
+    "logout": ("login", "Log out from a registry"),
+    "logs": ("logs", "Fetch the logs of a container"),
+    "pause": ("lifecycle", "Pause all processes within one or more containers"),
+    "ps": ("ps", "List containers"),
+    "pull": ("pull", "Download an image from a registry"),
+    "push": ("imagecmds", "Upload an image to a registry"),
+    "rename": ("lifecycle", "Rename a container"),
+    "restart": ("lifecycle", "Restart one or more containers"),
+    "rm": ("rm", "Remove one or more containers"),
+    "rmi": ("imagecmds", "Remove one or more images"),
+    "run": ("run", "Create and run a new container from an image"),
+    "save": (
+        "transfer",
+        "Save one or more images to a tar archive (streamed to STDOUT by default)",
+    ),
+    "start": ("start", "Start one or more stopped containers"),
+    "stats": ("stats", "Display a live stream of container(s) resource usage statistics"),
+    "stop": ("lifecycle", "Stop one or more running containers"),
+    "tag": ("imagecmds", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+    "top": ("stats", "Display the running processes of a container"),
+    "unpause": ("lifecycle", "Unpause all processes within one or more containers"),
+    "update": ("update", "Update configuration of one or more containers"),
+    "version": ("version", "Show the ketch version information"),
+    "wait": ("lifecycle", "Block until one or more containers stop, then print their exit codes"),
+}
+
+# Management commands: ``ketch container ls`` is ``ketch ps``; name -> subcommand -> command.
+_CONTAINER_VERBS = (
+    "attach commit cp create diff exec export inspect kill logs pause rename restart rm run "
+    "start stats stop top unpause update wait"
+)
+GROUPS = {
+    "container": {
+        **{verb: verb for verb in _CONTAINER_VERBS.split()},
+        "ls": "ps",
+        "list": "ps",
+        "ps": "ps",
+        "prune": "container-prune",
+    },
+    "image": {
+        "history": "history",
+        "import": "import",
+        "inspect": "inspect",
+        "load": "load",
+        "ls": "images",
+        "list": "images",
+        "prune": "image-prune",
+        "pull": "pull",
+        "push": "push",
+        "rm": "rmi",
+        "save": "save",
+        "tag": "tag",
+    },
+    "system": {
+        "df": "system-df",
+        "events": "events",
+        "info": "info",
+        "prune": "system-prune",
+    },
+}
+HIDDEN_COMMANDS = {
+    "container-prune": "system",
+    "image-prune": "system",
+    "system-df": "system",
+    "system-prune": "system",
 }
 
 GLOBAL = Command(
@@ -66,9 +148,13 @@ class Context:
 
 def global_help() -> str:
     width = max(len(name) for name in COMMANDS)
-    commands = "".join(f"  {name.ljust(width)}   {summary}\n" for name, summary in COMMANDS.items())
+    commands = "".join(
+        f"  {name.ljust(width)}   {summary}\n" for name, (_, summary) in COMMANDS.items()
+    )
+    groups = "".join(f"  {name.ljust(width)}   Manage {name}s\n" for name in GROUPS)
+    groups = groups.replace("Manage systems", "Manage ketch")
     footer = "Run 'ketch COMMAND --help' for more information on a command.\n"
-    return f"{GLOBAL.help_text()}\nCommands:\n{commands}\n{footer}"
+    return f"{GLOBAL.help_text()}\nManagement Commands:\n{groups}\nCommands:\n{commands}\n{footer}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,7 +179,12 @@ def run_command_line(argv: list[str]) -> int:
         return 0
 
     name, command_argv = rest[0], rest[1:]
-    if name not in COMMANDS:
+    if name in GROUPS:
+        resolved = _resolve_group(name, command_argv)
+        if isinstance(resolved, int):
+            return resolved
+        name, command_argv = resolved
+    elif name not in COMMANDS:
         sys.stderr.write(f"ketch: '{name}' is not a ketch command.\nSee 'ketch --help'\n")
         return 1
     host = str(options["host"] or os.environ.get(HOST_VARIABLE) or DEFAULT_HOST)
@@ -101,15 +192,36 @@ def run_command_line(argv: list[str]) -> int:
         message = f"invalid host {host!r}: expected unix:///path/to/socket"
         return _report_usage_error(UsageError(message), "ketch --help")
     autostart = not options["host"] and HOST_VARIABLE not in os.environ and os.geteuid() == 0
-    module = __import__(f"ketch.cli.{name}", fromlist=["execute"])
-    return _run(module, name, Context(host, autostart), command_argv)
+    module_name = HIDDEN_COMMANDS.get(name) or COMMANDS[name][0]
+    module = __import__(f"ketch.cli.{module_name}", fromlist=["execute"])
+    verbs = getattr(module, "VERBS", None)
+    if verbs is not None:
+        command, execute = verbs[name]
+    else:
+        command, execute = module.COMMAND, module.execute
+    return _run(command, execute, name, Context(host, autostart), command_argv)
 
 
-def _run(module: object, name: str, context: Context, argv: list[str]) -> int:
-    command: Command = module.COMMAND  # type: ignore[attr-defined]
+def _resolve_group(group: str, argv: list[str]) -> tuple[str, list[str]] | int:
+    """Map ``ketch container ls ...`` to ``("ps", [...])``; an exit status on error."""
+    verbs = GROUPS[group]
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(len(verb) for verb in verbs)
+        lines = "".join(f"  {verb.ljust(width)}   {target}\n" for verb, target in verbs.items())
+        sys.stdout.write(f"Usage:  ketch {group} COMMAND\n\nCommands (same as):\n{lines}")
+        return 0
+    if argv[0] not in verbs:
+        sys.stderr.write(
+            f"ketch: '{group} {argv[0]}' is not a ketch command.\nSee 'ketch {group} --help'\n"
+        )
+        return 1
+    return verbs[argv[0]], argv[1:]
+
+
+def _run(command: Command, execute: Callable, name: str, context: Context, argv: list[str]) -> int:
     try:
         options, args = parse(command, argv)
-        return module.execute(context, options, args)  # type: ignore[attr-defined]
+        return execute(context, options, args)
     except HelpRequested:
         sys.stdout.write(command.help_text())
         return 0

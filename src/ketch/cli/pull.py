@@ -67,10 +67,12 @@ def pull_image(client: Client, reference: str, output: TextIO, quiet: bool = Fal
 
     Raises ApiError when the daemon rejects the pull, StreamError when it fails later.
     """
+    from ketch.cli.login import registry_auth_header
     from ketch.cli.progress import ProgressDisplay
 
     name, tag = split_reference(reference)
-    response = client.open("POST", "/images/create", {"fromImage": name, "tag": tag or DEFAULT_TAG})
+    query = {"fromImage": name, "tag": tag or DEFAULT_TAG}
+    response = client.open("POST", "/images/create", query, headers=registry_auth_header(name))
     display = None if quiet else ProgressDisplay(output)
     for message in response.iter_json_lines():
         if display is not None:

@@ -6,7 +6,7 @@ import platform
 import sys
 
 from ketch import __version__
-from ketch.cli.options import Command
+from ketch.cli.options import Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
 TYPE_CHECKING = False
@@ -14,11 +14,41 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ketch.cli.main import Context
 
-COMMAND = Command("version", "ketch version", "Show the ketch version information", max_args=0)
+COMMAND = Command(
+    "version",
+    "ketch version [OPTIONS]",
+    "Show the ketch version information",
+    (
+        Flag(
+            "format",
+            "Format output using a Go template over {Client, Server}, or 'json'",
+            short="f",
+            metavar="string",
+            default="",
+        ),
+    ),
+    max_args=0,
+)
+
+
+def client_version() -> dict:
+    """Return the client's half of ``{{.Client}}``, named as docker names its fields."""
+    from ketch.cli.client import API_VERSION
+
+    return {
+        "Version": __version__,
+        "ApiVersion": API_VERSION,
+        "PythonVersion": platform.python_version(),
+        "Os": "linux",
+        "Arch": _architecture(platform.machine()),
+    }
 
 
 def execute(context: Context, options: dict, args: list[str]) -> int:
     from ketch.cli.client import API_VERSION
+
+    if options["format"]:
+        return print_formatted(context, options["format"])
 
     sys.stdout.write(
         "Client:\n"
@@ -49,3 +79,21 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
 def _architecture(machine: str) -> str:
     """Name the machine the way Go and the Engine API do (x86_64 is amd64)."""
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+
+
+def print_formatted(context: Context, format_text: str) -> int:
+    """Render ``{"Client": ..., "Server": ...}``; the server is null when it is down."""
+    from ketch.cli.errors import DaemonUnreachable
+    from ketch.cli.formatter import render_inspect
+
+    try:
+        server = context.client().call("GET", "/version")
+    except DaemonUnreachable as error:
+        server = None
+        failure: DaemonUnreachable | None = error
+    else:
+        failure = None
+    sys.stdout.write(render_inspect(format_text, [{"Client": client_version(), "Server": server}]))
+    if failure is not None:
+        raise failure
+    return 0

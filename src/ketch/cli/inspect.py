@@ -1,0 +1,90 @@
+"""``ketch inspect``: the daemon's JSON for containers and images, or a ``--format``.
+
+Without ``--type`` each name is looked up as a container, then as an image, as docker
+does. Names that match nothing are reported after the output of those that did, and
+the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ketch.cli.errors import ApiError, UsageError
+from ketch.cli.options import Command, Flag
+
+# Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from ketch.cli.client import Client
+    from ketch.cli.main import Context
+
+COMMAND = Command(
+    "inspect",
+    "ketch inspect [OPTIONS] NAME|ID [NAME|ID...]",
+    "Return low-level information on Docker objects",
+    (
+        Flag(
+            "format",
+            "Format output using a Go template, or 'json'",
+            short="f",
+            metavar="string",
+            default="",
+        ),
+        Flag("size", "Display total file sizes if the type is container", short="s"),
+        Flag(
+            "type",
+            "Only inspect objects of the given type: container or image",
+            metavar="string",
+            default="",
+        ),
+    ),
+    min_args=1,
+)
+
+TYPES = ("container", "image")
+
+
+def execute(context: Context, options: dict, args: list[str]) -> int:
+    object_type = options["type"]
+    if object_type and object_type not in TYPES:
+        raise UsageError(
+            f'"{object_type}" is not a valid value for --type: expected container or image'
+        )
+    client = context.client()
+    found: list[object] = []
+    missing: list[str] = []
+    for name in args:
+        result = inspect_object(client, name, object_type, bool(options["size"]))
+        if result is None:
+            missing.append(name)
+        else:
+            found.append(result)
+
+    from ketch.cli.formatter import render_inspect
+
+    if found or not options["format"]:
+        sys.stdout.write(render_inspect(options["format"], found))
+    for name in missing:
+        kind = object_type or "object"
+        sys.stderr.write(f"Error: No such {kind}: {name}\n")
+    return 1 if missing else 0
+
+
+def inspect_object(client: Client, name: str, object_type: str, size: bool) -> object | None:
+    """Return the daemon's JSON for ``name`` as the given type (or any); None if absent."""
+    if object_type in ("", "container"):
+        query = {"size": "1"} if size else None
+        result = _get_or_none(client, f"/containers/{name}/json", query)
+        if result is not None or object_type:
+            return result
+    return _get_or_none(client, f"/images/{name}/json", None)
+
+
+def _get_or_none(client: Client, path: str, query: dict[str, str] | None) -> object | None:
+    try:
+        return client.call("GET", path, query)
+    except ApiError as error:
+        if error.status == 404:
+            return None
+        raise
