@@ -91,6 +91,15 @@ class RootfsManager:
         with transaction(self.db) as db:
             db.execute("DELETE FROM image_rootfs WHERE container_id = ?", (container_id,))
 
+    def image_of(self, container_id: str) -> str:
+        """Return the ID of the image the rootfs of ``container_id`` comes from."""
+        row = self.db.execute(
+            "SELECT image_id FROM image_rootfs WHERE container_id = ?", (container_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"container {container_id} has no rootfs")
+        return str(row[0])
+
     def users(self, image_id: str) -> list[str]:
         """Return the IDs of containers whose rootfs comes from ``image_id``."""
         rows = self.db.execute(

@@ -22,11 +22,13 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ketch.errors import Conflict, InvalidArgument, NotFound
 from ketch.images.auth import Credentials, CredentialStore, normalize_registry
 from ketch.images.content import ContentStore
+from ketch.images.diff import LayerDiff
+from ketch.images.loading import ImageFiles, LoadedImage
 from ketch.images.metadata import ImageMetadata, ImageRecord
 from ketch.images.pull import Leases, ProgressCallback, Puller
 from ketch.images.push import Pusher, PushOptions
@@ -98,6 +100,7 @@ class ImageStore:
         self.metadata = ImageMetadata(db)
         self.snapshots = open_snapshotter(snapshotter, root, db)
         self.rootfs = RootfsManager(root, db, self.snapshots)
+        self.files = ImageFiles(self)
         self.leases = Leases()
         self._configs: dict[str, dict[str, Any]] = {}
 
@@ -255,6 +258,27 @@ class ImageStore:
     def release_rootfs(self, container_id: str) -> None:
         """Unmount and delete the rootfs of ``container_id``; safe to call again."""
         self.rootfs.release(container_id)
+
+    def diff_rootfs(self, container_id: str, out: BinaryIO) -> LayerDiff:
+        """Write what ``container_id`` changed in its rootfs to ``out`` as a plain layer
+        tar (for commit); runs on the calling thread."""
+        layers = self.metadata.layers(self.rootfs.image_of(container_id))
+        return self.rootfs.diff(container_id, layers[-1].chain_id if layers else None, out)
+
+    async def load(self, source: BinaryIO | Path) -> list[LoadedImage]:
+        """Load the images of a ``docker save`` or OCI archive stream, or of an OCI
+        layout directory when ``source`` is a Path (see ketch.images.archive)."""
+        return await self.files.load(source)
+
+    async def save(self, names: list[str], out: BinaryIO | Path) -> None:
+        """Write the images ``names`` to ``out``: a tar stream that ``docker load`` and
+        ``podman load`` read, or an OCI layout directory when ``out`` is a Path."""
+        await self.files.save(names, out)
+
+    async def import_rootfs(self, stream: BinaryIO, reference: str | None = None) -> Image:
+        """Record the rootfs tarball ``stream`` as a one-layer image named ``reference``."""
+        loaded = await self.files.import_rootfs(stream, reference)
+        return self._load(loaded.id)
 
     def _resolve(self, text: str) -> str:
         return self._lookup(text)[0]
