@@ -116,3 +116,159 @@ def test_logs_rejects_unknown_log_opt(daemon: KetchDaemon) -> None:
     result = daemon.docker("create", "--log-opt", "colour=red", "busybox", "true")
     assert result.returncode == 1
     assert "unknown log opt 'colour'" in result.stderr
+
+
+# Lifecycle
+
+
+def test_pause_and_unpause(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "paused", "busybox", "sleep", "300")
+    docker_ok(daemon, "pause", "paused")
+    assert docker_ok(daemon, "inspect", "--format", "{{.State.Status}}", "paused") == "paused\n"
+    assert "(Paused)" in docker_ok(daemon, "ps", "--filter", "name=paused")
+    docker_ok(daemon, "unpause", "paused")
+    assert docker_ok(daemon, "inspect", "--format", "{{.State.Paused}}", "paused") == "false\n"
+    docker_ok(daemon, "rm", "-f", "paused")
+
+
+def test_pause_stopped_container_fails(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "create", "--name", "never-started", "busybox", "true")
+    result = daemon.docker("pause", "never-started")
+    assert result.returncode == 1
+    assert "is not running" in result.stderr
+
+
+def test_stop_paused_container(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "stop-paused", "busybox", "sleep", "300")
+    docker_ok(daemon, "pause", "stop-paused")
+    docker_ok(daemon, "stop", "-t", "1", "stop-paused")
+    assert docker_ok(daemon, "inspect", "--format", "{{.State.Status}}", "stop-paused") == (
+        "exited\n"
+    )
+
+
+def test_stop_with_signal(daemon: KetchDaemon) -> None:
+    docker_ok(
+        daemon, "run", "-d", "--name", "stop-signal", "busybox",
+        "sh", "-c", "trap 'exit 42' USR1; while true; do sleep 0.1; done",
+    )  # fmt: skip
+    time.sleep(0.3)  # let the shell install its trap
+    docker_ok(daemon, "stop", "-s", "USR1", "-t", "30", "stop-signal")
+    code = docker_ok(daemon, "inspect", "--format", "{{.State.ExitCode}}", "stop-signal")
+    assert code == "42\n"
+
+
+def test_restart_running_container(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "restarted", "busybox", "sleep", "300")
+    first = docker_ok(daemon, "inspect", "--format", "{{.State.Pid}}", "restarted")
+    docker_ok(daemon, "restart", "-t", "0", "restarted")
+    second = docker_ok(daemon, "inspect", "--format", "{{.State.Pid}}", "restarted")
+    assert second != first
+    assert docker_ok(daemon, "inspect", "--format", "{{.State.Running}}", "restarted") == "true\n"
+    docker_ok(daemon, "rm", "-f", "restarted")
+
+
+def test_rename_container(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "create", "--name", "old-name", "busybox", "true")
+    docker_ok(daemon, "rename", "old-name", "new-name")
+    assert docker_ok(daemon, "inspect", "--format", "{{.Name}}", "new-name") == "/new-name\n"
+    assert daemon.docker("inspect", "old-name").returncode == 1
+
+
+def test_rename_to_taken_name_fails(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "create", "--name", "taken-a", "busybox", "true")
+    docker_ok(daemon, "create", "--name", "taken-b", "busybox", "true")
+    result = daemon.docker("rename", "taken-a", "taken-b")
+    assert result.returncode == 1
+    assert "is already in use" in result.stderr
+
+
+def test_update_memory_and_pids(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "updated", "busybox", "sleep", "300")
+    docker_ok(
+        daemon, "update", "--memory", "64m", "--memory-swap", "-1", "--pids-limit", "40", "updated"
+    )
+    memory = docker_ok(daemon, "inspect", "--format", "{{.HostConfig.Memory}}", "updated")
+    assert memory == f"{64 << 20}\n"
+    pid = docker_ok(daemon, "inspect", "--format", "{{.State.Pid}}", "updated").strip()
+    cgroup = cgroup_directory(int(pid), "memory")
+    assert (cgroup / "memory.limit_in_bytes").read_text() == f"{64 << 20}\n"
+    assert (cgroup_directory(int(pid), "pids") / "pids.max").read_text() == "40\n"
+    docker_ok(daemon, "rm", "-f", "updated")
+
+
+def test_update_cpus(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "cpu-updated", "busybox", "sleep", "300")
+    docker_ok(daemon, "update", "--cpus", "0.5", "cpu-updated")
+    pid = docker_ok(daemon, "inspect", "--format", "{{.State.Pid}}", "cpu-updated").strip()
+    cgroup = cgroup_directory(int(pid), "cpu")
+    assert (cgroup / "cpu.cfs_quota_us").read_text() == "50000\n"
+    docker_ok(daemon, "rm", "-f", "cpu-updated")
+
+
+def test_run_with_cpu_shares(daemon: KetchDaemon) -> None:
+    docker_ok(
+        daemon,
+        "run",
+        "-d",
+        "--name",
+        "cpu-shares",
+        "--cpu-shares",
+        "512",
+        "busybox",
+        "sleep",
+        "300",
+    )
+    pid = docker_ok(daemon, "inspect", "--format", "{{.State.Pid}}", "cpu-shares").strip()
+    assert (cgroup_directory(int(pid), "cpu") / "cpu.shares").read_text() == "512\n"
+    docker_ok(daemon, "rm", "-f", "cpu-shares")
+
+
+def test_container_prune(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "create", "--name", "prune-me", "--label", "prune=yes", "busybox", "true")
+    docker_ok(daemon, "create", "--name", "keep-me", "busybox", "true")
+    output = docker_ok(daemon, "container", "prune", "-f", "--filter", "label=prune=yes")
+    assert "Total reclaimed space" in output
+    assert daemon.docker("inspect", "prune-me").returncode == 1
+    assert daemon.docker("inspect", "keep-me").returncode == 0
+
+
+def test_events_since_replay(daemon: KetchDaemon) -> None:
+    since = str(time.time() - 1)
+    run_to_exit(daemon, "evented", "exit 7")
+    until = str(time.time() + 1)
+    output = docker_ok(
+        daemon, "events", "--since", since, "--until", until,
+        "--filter", "container=evented", "--format", "{{.Action}}",
+    )  # fmt: skip
+    assert output.split("\n")[:3] == ["create", "start", "die"]
+
+
+def test_events_filter_by_event(daemon: KetchDaemon) -> None:
+    since = str(time.time() - 1)
+    run_to_exit(daemon, "evented-die", "true")
+    until = str(time.time() + 1)
+    output = docker_ok(
+        daemon, "events", "--since", since, "--until", until,
+        "--filter", "event=die", "--filter", "container=evented-die",
+        "--format", "{{.Action}} {{.Actor.Attributes.exitCode}} {{.Actor.Attributes.name}}",
+    )  # fmt: skip
+    assert output == "die 0 evented-die\n"
+
+
+def test_system_df(daemon: KetchDaemon) -> None:
+    output = docker_ok(daemon, "system", "df")
+    assert output.splitlines()[1].startswith("Images")
+
+
+def cgroup_directory(pid: int, controller: str) -> Path:
+    """Return the v1 cgroup directory of ``controller`` that process ``pid`` is in."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            mount = ",".join(sorted(controllers.split(","), reverse=controller == "cpu"))
+            for candidate in (controllers, mount, controller):
+                directory = Path("/sys/fs/cgroup") / candidate / path.lstrip("/")
+                if directory.is_dir():
+                    return directory
+    raise AssertionError(f"process {pid} has no {controller} cgroup")

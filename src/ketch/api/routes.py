@@ -104,12 +104,50 @@ async def start_container(call: Call) -> None:
 
 
 async def stop_container(call: Call) -> None:
-    if call.request.query.get("signal"):
-        raise InvalidArgument("stop with a signal (the 'signal' parameter) is not supported")
     timeout = call.integer("t", None)
+    signal = call.request.query.get("signal")
+    # Only a stop that names a signal passes one, so engines without the parameter work.
+    extra = {"signal": signal} if signal else {}
     # The engine returns False when the container was not running (dockerd's 304).
-    stopped = await call.engine.stop_container(call.parameters["id"], timeout=timeout)
+    stopped = await call.engine.stop_container(call.parameters["id"], timeout=timeout, **extra)
     await call.http.send(304 if stopped is False else 204)
+
+
+async def restart_container(call: Call) -> None:
+    timeout = call.integer("t", None)
+    signal = call.request.query.get("signal") or None
+    await call.engine.restart_container(call.parameters["id"], timeout=timeout, signal=signal)
+    await call.http.send(204)
+
+
+async def pause_container(call: Call) -> None:
+    await call.engine.pause_container(call.parameters["id"])
+    await call.http.send(204)
+
+
+async def unpause_container(call: Call) -> None:
+    await call.engine.unpause_container(call.parameters["id"])
+    await call.http.send(204)
+
+
+async def rename_container(call: Call) -> None:
+    call.engine.rename_container(call.parameters["id"], call.request.query.get("name", ""))
+    await call.http.send(204)
+
+
+async def update_container(call: Call) -> None:
+    body = call.request.json_body()
+    result = await call.engine.update_container(call.parameters["id"], body or {})
+    await call.http.send_json(200, result)
+
+
+async def prune_containers(call: Call) -> None:
+    filters = parse_filters(call.request.query.get("filters", ""))
+    await call.http.send_json(200, await call.engine.prune_containers(filters))
+
+
+async def disk_usage(call: Call) -> None:
+    await call.http.send_json(200, call.engine.disk_usage())
 
 
 async def kill_container(call: Call) -> None:
@@ -220,6 +258,14 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/containers/{id}/logs", streams.container_logs),
     _route("POST", "/containers/{id}/kill", kill_container),
     _route("POST", "/containers/{id}/stop", stop_container),
+    _route("POST", "/containers/{id}/restart", restart_container),
+    _route("POST", "/containers/{id}/pause", pause_container),
+    _route("POST", "/containers/{id}/unpause", unpause_container),
+    _route("POST", "/containers/{id}/rename", rename_container),
+    _route("POST", "/containers/{id}/update", update_container),
+    _route("POST", "/containers/prune", prune_containers),
+    _route("GET", "/events", streams.events),
+    _route("GET", "/system/df", disk_usage),
     _route("DELETE", "/containers/{id}", remove_container),
     _route("POST", "/images/create", streams.pull_image),
     _route("GET", "/images/json", list_images),

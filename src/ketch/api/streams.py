@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ketch.api.connection import HttpConnection
@@ -104,30 +104,50 @@ async def container_logs(call: Call) -> None:
         raise InvalidArgument("Bad parameters: you must choose at least one stream")
     raw, output = call.engine.container_logs(call.parameters["id"], query)
     await call.http.start_stream(200, RAW_STREAM if raw else MULTIPLEXED_STREAM)
-    closed = asyncio.ensure_future(call.http.wait_until_client_closes())
-    try:
-        while True:
-            piece = asyncio.ensure_future(anext(output, b""))
-            await asyncio.wait({piece, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if not piece.done():
-                piece.cancel()
-                await asyncio.gather(piece, return_exceptions=True)
-                log.debug("logs of %s ended: the client went away", call.parameters["id"])
-                call.http.must_close = True
-                return
-            data = piece.result()
-            if not data:
-                break
-            await call.http.send_chunk(data)
-    finally:
-        await _cancel_watch(closed)
-        await output.aclose()
-    await call.http.end_stream()
+    await _send_until_client_closes(call, output, lambda data: data)
 
 
 def _unix_time(call: Call, name: str) -> int:
     text = call.request.query.get(name, "").strip()
     return parse_unix_time(text, name) if text else 0
+
+
+async def events(call: Call) -> None:
+    from ketch.api.routes import parse_filters
+
+    filters = parse_filters(call.request.query.get("filters", ""))
+    subscription = call.engine.subscribe_events(
+        filters, since_ns=_unix_time(call, "since"), until_ns=_unix_time(call, "until")
+    )
+    await call.http.start_stream(200)
+    await _send_until_client_closes(
+        call, subscription, lambda event: json.dumps(event).encode() + b"\n"
+    )
+
+
+async def _send_until_client_closes(
+    call: Call, source: AsyncIterator[Any], encode: Callable[[Any], bytes]
+) -> None:
+    """Send each item of ``source`` as a chunk until it ends or the client goes away."""
+    closed = asyncio.ensure_future(call.http.wait_until_client_closes())
+    try:
+        while True:
+            piece = asyncio.ensure_future(anext(source, None))
+            await asyncio.wait({piece, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not piece.done():
+                piece.cancel()
+                await asyncio.gather(piece, return_exceptions=True)
+                log.debug("%s ended: the client went away", call.request.target)
+                call.http.must_close = True
+                return
+            item = piece.result()
+            if item is None:
+                break
+            await call.http.send_chunk(encode(item))
+    finally:
+        await _cancel_watch(closed)
+        await source.aclose()  # type: ignore[attr-defined]
+    await call.http.end_stream()
 
 
 async def wait_container(call: Call) -> None:

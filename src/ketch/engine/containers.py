@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from ketch.engine import timestamps
 from ketch.engine.attach import AttachHub, log_frames
+from ketch.engine.events import EventBus
 from ketch.engine.logopts import DEFAULT_LOG_OPTS, rotation
 from ketch.engine.names import generate_id, generate_name, normalize_name
 from ketch.engine.options import CreateOptions, parse_create_body, parse_signal
@@ -87,6 +88,9 @@ class Supervisor(Protocol):
     ) -> int: ...
     async def start(self, container_id: str) -> None: ...
     async def kill(self, container_id: str, signal: int) -> None: ...
+    async def pause(self, container_id: str) -> None: ...
+    async def resume(self, container_id: str) -> None: ...
+    async def update(self, container_id: str, resources: dict[str, Any]) -> None: ...
     async def delete(self, container_id: str, force: bool = False) -> None: ...
     async def list(self) -> list[dict[str, Any]]: ...
     async def attach(
@@ -121,8 +125,10 @@ class ContainerService:
         images: ImageSource,
         supervisor: Supervisor,
         default_log_opts: dict[str, str] | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self._store = store
+        self.events = events or EventBus()
         self._paths = paths
         self._images = images
         self._supervisor = supervisor
@@ -159,6 +165,22 @@ class ContainerService:
     def all(self) -> list[Container]:
         return self._store.all()
 
+    @property
+    def supervisor(self) -> Supervisor:
+        return self._supervisor
+
+    def name_reserved(self, name: str) -> bool:
+        """Return whether a create in progress has claimed ``name``."""
+        return name in self._reserved_names
+
+    def emit(self, container: Container, action: str, **values: str) -> None:
+        """Publish a container event with docker's attributes: labels, name and image."""
+        attributes = dict(container.config.get("Labels") or {})
+        attributes["name"] = container.name.lstrip("/")
+        attributes["image"] = container.config.get("Image", "")
+        attributes.update(values)
+        self.events.publish("container", action, container.id, attributes)
+
     def log_path(self, container_id: str) -> Path:
         return self._paths.log(container_id)
 
@@ -179,6 +201,7 @@ class ContainerService:
         finally:
             self._reserved_names.discard(stored_name)
         warnings = [BRIDGE_WARNING] if options.network_mode in ("default", "bridge") else []
+        self.emit(container, "create")
         logger.info("created container %s (%s) from %s", container.id, stored_name, options.image)
         return {"Id": container.id, "Warnings": warnings}
 
@@ -276,6 +299,7 @@ class ContainerService:
             if deferred is not None:
                 self.spawn(self.handle_exit(deferred))
         logger.info("started container %s (pid %d)", container.id, container.state.pid)
+        self.emit(container, "start")
         return True
 
     async def _start(self, container: Container) -> None:
@@ -361,6 +385,7 @@ class ContainerService:
         self, container: Container, exit_code: int, finished_at: str, error: str = ""
     ) -> None:
         container.state.status = "exited"
+        container.state.paused = False
         container.state.pid = 0
         container.state.exit_code = exit_code
         container.state.finished_at = finished_at
@@ -368,6 +393,7 @@ class ContainerService:
             container.state.error = error
         self._store.save(container)
         logger.info("container %s exited with code %d", container.id, exit_code)
+        self.emit(container, "die", exitCode=str(exit_code))
         self.waiters.notify_stopped(container)
 
     async def reconcile(self) -> None:
@@ -423,13 +449,17 @@ class ContainerService:
             raise Conflict(
                 f"Cannot kill container: {reference}: Container {container.id} is not running"
             )
+        self.emit(container, "kill", signal=str(number))
         if number == signal.SIGKILL:
             await self._kill_and_wait(container, number, KILL_WAIT_SECONDS)
             return
         await self._supervisor.kill(container.id, number)
 
-    async def stop(self, reference: str, timeout: int | None = None) -> bool:
-        """Stop a container with its StopSignal, then SIGKILL after the timeout.
+    async def stop(
+        self, reference: str, timeout: int | None = None, signal_name: str | None = None
+    ) -> bool:
+        """Stop a container with ``signal_name`` or its StopSignal, then SIGKILL after the
+        timeout.
 
         Returns False when it was not running (HTTP 304). A negative timeout waits for
         the exit without a SIGKILL.
@@ -438,17 +468,18 @@ class ContainerService:
         if not container.running:
             return False
         stop_signal = parse_signal(
-            container.config.get("StopSignal") or DEFAULT_STOP_SIGNAL, "StopSignal"
+            signal_name or container.config.get("StopSignal") or DEFAULT_STOP_SIGNAL,
+            "signal" if signal_name else "StopSignal",
         )
         if timeout is None:
             timeout = container.config.get("StopTimeout")
         if timeout is None:
             timeout = DEFAULT_STOP_TIMEOUT
         stopped = self.waiters.register(container, "not-running")
+        self.emit(container, "kill", signal=str(stop_signal))
         await self._signal(container, stop_signal)
         try:
             await asyncio.wait_for(asyncio.shield(stopped), None if timeout < 0 else timeout)
-            return True
         except TimeoutError:
             logger.info(
                 "container %s did not exit %d s after signal %d; sending SIGKILL",
@@ -456,7 +487,9 @@ class ContainerService:
                 timeout,
                 stop_signal,
             )
-        await self._kill_and_wait(container, signal.SIGKILL, KILL_WAIT_SECONDS)
+            self.emit(container, "kill", signal=str(int(signal.SIGKILL)))
+            await self._kill_and_wait(container, signal.SIGKILL, KILL_WAIT_SECONDS)
+        self.emit(container, "stop")
         return True
 
     async def _signal(self, container: Container, number: int) -> None:
@@ -465,6 +498,20 @@ class ContainerService:
         except (NotFound, Conflict) as error:
             # The process exited meanwhile; its exit event is on its way.
             logger.debug("signal %d to container %s: %s", number, container.id, error)
+            return
+        if container.state.paused:
+            # A frozen process handles no signal, so the container is thawed to let it act,
+            # as dockerd does for stop and kill of a paused container.
+            await self.resume_paused(container)
+
+    async def resume_paused(self, container: Container) -> None:
+        """Thaw a paused container and record it as running again."""
+        try:
+            await self._supervisor.resume(container.id)
+        except Conflict as error:
+            logger.debug("resume of container %s: %s", container.id, error)
+        container.state.paused = False
+        self._store.save(container)
 
     async def _kill_and_wait(self, container: Container, number: int, timeout: float) -> None:
         stopped = self.waiters.register(container, "not-running")
@@ -508,6 +555,7 @@ class ContainerService:
         self._store.remove(container.id)
         self.attachments.close(container.id)
         self.waiters.notify_removed(container)
+        self.emit(container, "destroy")
         logger.info("removed container %s", container.id)
 
     # Wait and attach

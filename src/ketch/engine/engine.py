@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 from ketch.engine import views
 from ketch.engine.containers import ContainerService, ImageSource, Supervisor
+from ketch.engine.control import ContainerControl, writable_layer_size
+from ketch.engine.events import EventBus
 from ketch.engine.filters import select_containers
 from ketch.engine.logs import LogQuery, read_log
 from ketch.engine.store import ContainerPaths, ContainerStore
@@ -66,9 +68,11 @@ class Engine:
         self.supervisor = supervisor
         self.paths = ContainerPaths(data_root)
         self.store = ContainerStore(db)
+        self.events = EventBus()
         self.containers = ContainerService(
-            self.store, self.paths, images, supervisor, default_log_opts
+            self.store, self.paths, images, supervisor, default_log_opts, self.events
         )
+        self.control = ContainerControl(self.containers, self.store, self.paths)
         self._ensure_supervisor = ensure_supervisor
         self._mirrors = list(registry_mirrors or [])
         self._insecure_registries = list(insecure_registries or [])
@@ -153,6 +157,7 @@ class Engine:
         self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None
     ) -> None:
         await self.images.pull(reference, progress)
+        self.events.publish("image", "pull", reference, {"name": reference})
 
     def list_images(self) -> list[dict[str, Any]]:
         counts: dict[str, int] = {}
@@ -187,9 +192,59 @@ class Engine:
     async def kill_container(self, ref: str, signal: str | int = "SIGKILL") -> None:
         await self.containers.kill(ref, signal)
 
-    async def stop_container(self, ref: str, timeout: int | None = None) -> bool:
+    async def stop_container(
+        self, ref: str, timeout: int | None = None, signal: str | None = None
+    ) -> bool:
         """Stop the container; False means it was not running (HTTP 304)."""
-        return await self.containers.stop(ref, timeout)
+        return await self.containers.stop(ref, timeout, signal)
+
+    async def restart_container(
+        self, ref: str, timeout: int | None = None, signal: str | None = None
+    ) -> None:
+        await self.control.restart(ref, timeout, signal)
+
+    async def pause_container(self, ref: str) -> None:
+        await self.control.pause(ref)
+
+    async def unpause_container(self, ref: str) -> None:
+        await self.control.unpause(ref)
+
+    def rename_container(self, ref: str, name: str) -> None:
+        self.control.rename(ref, name)
+
+    async def update_container(self, ref: str, body: Any) -> dict[str, Any]:
+        return await self.control.update(ref, body)
+
+    async def prune_containers(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+        return await self.control.prune(filters)
+
+    def subscribe_events(
+        self, filters: dict[str, list[str]], since_ns: int = 0, until_ns: int = 0
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Return the events from ``since`` on that pass ``filters``, ending at ``until``.
+
+        Filters are checked now, so a bad one raises InvalidArgument before any reply.
+        """
+        return self.events.subscribe(filters, since_ns, until_ns).events()
+
+    def disk_usage(self) -> dict[str, Any]:
+        """Return ``GET /system/df``: images, containers with their sizes, no volumes."""
+        containers = self.containers.all()
+        images = self.list_images()
+        by_image = {image["Id"]: image["Size"] for image in images}
+        container_views = []
+        for container in containers:
+            view = views.container_summary(container)
+            view["SizeRw"] = writable_layer_size(container.rootfs)
+            view["SizeRootFs"] = view["SizeRw"] + by_image.get(container.image_id, 0)
+            container_views.append(view)
+        return {
+            "LayersSize": sum(image["Size"] for image in images),
+            "Images": images,
+            "Containers": container_views,
+            "Volumes": [],
+            "BuildCache": [],
+        }
 
     def wait_container(
         self, ref: str, condition: str | None = "not-running"

@@ -12,6 +12,8 @@ isolation or fewer resources than its creator asked for.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +35,8 @@ _UNSUPPORTED_HOST_CONFIG = (
     "Devices", "DeviceRequests", "DeviceCgroupRules", "Dns", "DnsOptions", "DnsSearch",
     "ExtraHosts", "GroupAdd", "Links", "VolumesFrom", "VolumeDriver", "Tmpfs", "SecurityOpt",
     "StorageOpt", "Sysctls", "Ulimits", "UsernsMode", "PidMode", "IpcMode", "UTSMode",
-    "CgroupParent", "Cgroup", "Runtime", "Init", "CpuShares", "CpuPeriod", "CpuQuota",
-    "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "NanoCpus",
+    "CgroupParent", "Cgroup", "Runtime", "Init",
+    "CpuRealtimePeriod", "CpuRealtimeRuntime",
     "CpuCount", "CpuPercent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
     "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
     "MemoryReservation", "KernelMemory", "KernelMemoryTCP", "OomKillDisable",
@@ -66,6 +68,12 @@ class CreateOptions:
     pids_limit: int | None = None
     auto_remove: bool = False
     readonly_rootfs: bool = False
+    cpu_shares: int = 0
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    nano_cpus: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
     # json-file options; empty means the daemon's defaults.
     log_opts: dict[str, str] = field(default_factory=dict)
 
@@ -220,15 +228,90 @@ def _parse_memory(host_config: dict[str, Any], options: CreateOptions) -> None:
     options.memory_swap = swap
 
 
+# The CFS period and quota bounds the kernel accepts, in microseconds.
+MIN_CPU_PERIOD = 1000
+MAX_CPU_PERIOD = 1_000_000
+_CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+
+def _parse_cpu(host_config: dict[str, Any], options: CreateOptions, prefix: str) -> None:
+    shares = _get(host_config, "CpuShares", int, f"{prefix}.CpuShares") or 0
+    period = _get(host_config, "CpuPeriod", int, f"{prefix}.CpuPeriod") or 0
+    quota = _get(host_config, "CpuQuota", int, f"{prefix}.CpuQuota") or 0
+    nano_cpus = _get(host_config, "NanoCpus", int, f"{prefix}.NanoCpus") or 0
+    if shares < 0:
+        raise InvalidArgument(f"invalid {prefix}.CpuShares {shares}: expected 0 or more")
+    if period and not MIN_CPU_PERIOD <= period <= MAX_CPU_PERIOD:
+        raise InvalidArgument(
+            "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1 second "
+            f"(i.e. 1000000); got {prefix}.CpuPeriod {period}"
+        )
+    if quota and quota != -1 and quota < MIN_CPU_PERIOD:
+        raise InvalidArgument(
+            f"CPU cfs quota can not be less than 1ms (i.e. 1000); got {prefix}.CpuQuota {quota}"
+        )
+    if nano_cpus and (period or quota):
+        raise InvalidArgument(
+            "Conflicting options: Nano CPUs cannot be set together with CPU Period or CPU Quota"
+        )
+    available = os.cpu_count() or 1
+    if nano_cpus < 0 or nano_cpus > available * 1_000_000_000:
+        raise InvalidArgument(
+            f"Range of CPUs is from 0.01 to {available}.00, as there are only {available} "
+            f"CPUs available ({prefix}.NanoCpus {nano_cpus})"
+        )
+    options.cpu_shares, options.cpu_period, options.cpu_quota = shares, period, quota
+    options.nano_cpus = nano_cpus
+    for key in ("CpusetCpus", "CpusetMems"):
+        value = _get(host_config, key, str, f"{prefix}.{key}") or ""
+        if value and not _CPUSET.match(value):
+            raise InvalidArgument(
+                f"invalid {prefix}.{key} {value!r}: expected a list such as 0-2,4"
+            )
+        setattr(options, "cpuset_cpus" if key == "CpusetCpus" else "cpuset_mems", value)
+
+
+def parse_resources(host_config: dict[str, Any], prefix: str = "HostConfig") -> CreateOptions:
+    """Check the resource fields (memory, CPU, pids) of a HostConfig or an update body and
+    return them in a CreateOptions whose other fields are unset."""
+    options = CreateOptions(image="")
+    _parse_memory(host_config, options)
+    _parse_cpu(host_config, options, prefix)
+    options.pids_limit = _parse_pids_limit(host_config)
+    return options
+
+
 def _parse_pids_limit(host_config: dict[str, Any]) -> int | None:
     limit = _get(host_config, "PidsLimit", int, "HostConfig.PidsLimit")
     # Docker reads 0 and negative values as "unlimited".
     return limit if limit is not None and limit > 0 else None
 
 
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+
+
+def parse_restart_policy(host_config: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Check ``RestartPolicy`` and return it as ``{"Name", "MaximumRetryCount"}``."""
+    path = f"{prefix}RestartPolicy"
+    policy = _get(host_config, "RestartPolicy", dict, path) or {}
+    name = _get(policy, "Name", str, f"{path}.Name") or "no"
+    retries = _get(policy, "MaximumRetryCount", int, f"{path}.MaximumRetryCount") or 0
+    if name not in RESTART_POLICIES:
+        raise InvalidArgument(
+            f"invalid restart policy: unknown policy '{name}'; use one of "
+            "'no', 'always', 'unless-stopped', and 'on-failure'"
+        )
+    if retries < 0:
+        raise InvalidArgument("invalid restart policy: maximum retry count can not be negative")
+    if retries and name != "on-failure":
+        raise InvalidArgument(
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'"
+        )
+    return {"Name": name, "MaximumRetryCount": retries}
+
+
 def _parse_restart_policy(host_config: dict[str, Any]) -> None:
-    policy = _get(host_config, "RestartPolicy", dict, "HostConfig.RestartPolicy") or {}
-    name = _get(policy, "Name", str, "HostConfig.RestartPolicy.Name") or "no"
+    name = parse_restart_policy(host_config, "HostConfig.")["Name"]
     if name != "no":
         raise InvalidArgument(
             f"invalid create body: HostConfig.RestartPolicy.Name {name!r} is not supported "
@@ -251,6 +334,7 @@ def _parse_host_config(body: dict[str, Any], options: CreateOptions) -> None:
     _parse_restart_policy(host_config)
     options.log_opts = _parse_log_config(host_config)
     _parse_memory(host_config, options)
+    _parse_cpu(host_config, options, "HostConfig")
     options.network_mode = _parse_network_mode(host_config, networking)
     options.pids_limit = _parse_pids_limit(host_config)
     options.auto_remove = bool(_get(host_config, "AutoRemove", bool, "HostConfig.AutoRemove"))

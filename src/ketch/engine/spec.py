@@ -208,13 +208,40 @@ def _capabilities(user: ExecUser) -> dict[str, list[str]]:
     }
 
 
-def _resources(memory: int, pids_limit: int | None) -> dict[str, Any]:
-    resources: dict[str, Any] = {"devices": copy.deepcopy(DEVICE_RULES)}
-    if memory:
-        resources["memory"] = {"limit": memory}
-    if pids_limit:
-        resources["pids"] = {"limit": pids_limit}
+# The CFS period docker uses to turn NanoCpus into a quota, in microseconds.
+NANO_CPUS_PERIOD = 100_000
+
+
+def resources_spec(options: CreateOptions) -> dict[str, Any]:
+    """Return the OCI ``linux.resources`` for the memory, CPU and pids options, without
+    device rules."""
+    resources: dict[str, Any] = {}
+    if options.memory:
+        resources["memory"] = {"limit": options.memory}
+    if options.pids_limit:
+        resources["pids"] = {"limit": options.pids_limit}
+    cpu: dict[str, Any] = {}
+    if options.cpu_shares:
+        # The kernel's minimum is 2; dockerd raises smaller values to it as well.
+        cpu["shares"] = max(2, options.cpu_shares)
+    if options.nano_cpus:
+        cpu["period"] = NANO_CPUS_PERIOD
+        cpu["quota"] = options.nano_cpus * NANO_CPUS_PERIOD // 1_000_000_000
+    if options.cpu_period:
+        cpu["period"] = options.cpu_period
+    if options.cpu_quota:
+        cpu["quota"] = options.cpu_quota
+    if options.cpuset_cpus:
+        cpu["cpus"] = options.cpuset_cpus
+    if options.cpuset_mems:
+        cpu["mems"] = options.cpuset_mems
+    if cpu:
+        resources["cpu"] = cpu
     return resources
+
+
+def _resources(options: CreateOptions) -> dict[str, Any]:
+    return {"devices": copy.deepcopy(DEVICE_RULES), **resources_spec(options)}
 
 
 def build_spec(
@@ -250,7 +277,7 @@ def build_spec(
     spec["linux"] = {
         "namespaces": [{"type": kind} for kind in namespaces],
         "cgroupsPath": f"ketch/{container_id}",
-        "resources": _resources(options.memory, options.pids_limit),
+        "resources": _resources(options),
         "maskedPaths": list(MASKED_PATHS),
         "readonlyPaths": list(READONLY_PATHS),
     }

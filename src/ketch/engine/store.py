@@ -38,6 +38,7 @@ class ContainerState:
     finished_at: str = ZERO_TIME
     oom_killed: bool = False
     removing: bool = False
+    paused: bool = False
 
 
 @dataclass

@@ -66,8 +66,12 @@ def host_config_view(options: CreateOptions) -> dict[str, Any]:
         "ShmSize": 67108864,
         "Runtime": "ketch",
         "Isolation": "",
-        "CpuShares": 0,
-        "NanoCpus": 0,
+        "CpuShares": options.cpu_shares,
+        "NanoCpus": options.nano_cpus,
+        "CpuPeriod": options.cpu_period,
+        "CpuQuota": options.cpu_quota,
+        "CpusetCpus": options.cpuset_cpus,
+        "CpusetMems": options.cpuset_mems,
         "Devices": [],
         "Ulimits": None,
         "MaskedPaths": None,
@@ -81,7 +85,11 @@ def command_line(container: Container) -> list[str]:
 
 
 def status_name(container: Container) -> str:
-    return "removing" if container.state.removing else container.state.status
+    if container.state.removing:
+        return "removing"
+    if container.running and container.state.paused:
+        return "paused"
+    return container.state.status
 
 
 def state_view(container: Container) -> dict[str, Any]:
@@ -89,7 +97,7 @@ def state_view(container: Container) -> dict[str, Any]:
     return {
         "Status": status_name(container),
         "Running": container.running,
-        "Paused": False,
+        "Paused": container.running and state.paused,
         "Restarting": False,
         # Limitation: OOM kills are not detected yet, so OOMKilled stays false.
         "OOMKilled": state.oom_killed,
@@ -184,7 +192,8 @@ def status_text(container: Container, now: float | None = None) -> str:
         return "Removal In Progress"
     if state.status == "running":
         started = timestamps.to_epoch(state.started_at) or now
-        return f"Up {timestamps.human_duration(max(0.0, now - started))}"
+        text = f"Up {timestamps.human_duration(max(0.0, now - started))}"
+        return text + " (Paused)" if state.paused else text
     if state.status == "exited":
         finished = timestamps.to_epoch(state.finished_at)
         if finished is None:

@@ -119,6 +119,22 @@ class SupervisorClient:
     async def kill(self, container_id: str, signal: int) -> None:
         await self._request({"op": "kill", "id": container_id, "signal": int(signal)})
 
+    async def pause(self, container_id: str) -> None:
+        """Freeze every process of the container (the freezer cgroup)."""
+        await self._request({"op": "pause", "id": container_id})
+
+    async def resume(self, container_id: str) -> None:
+        await self._request({"op": "resume", "id": container_id})
+
+    async def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Write new cgroup limits; ``resources`` is an OCI linux.resources object."""
+        await self._request({"op": "update", "id": container_id, "resources": resources})
+
+    async def processes(self, container_id: str) -> list[int]:
+        """Return the host pids of every process in the container's cgroup."""
+        response = await self._request({"op": "processes", "id": container_id})
+        return [int(pid) for pid in response["pids"]]
+
     async def delete(self, container_id: str, force: bool = False) -> None:
         """Delete the container's runtime state, cgroups and record; with ``force`` a
         running container is killed first. Returns once it is gone."""

@@ -24,6 +24,10 @@ wait       id                                               exit_code, finished_
 attach     id, stdout, stderr (default true), stdin         (none), then frames (see below)
            (default false)
 events     (none)                                           (none), then one event per line
+pause      id                                               (none), once frozen
+resume     id                                               (none), once thawed
+update     id, resources (an OCI linux.resources object)    (none)
+processes  id                                               pids (host pids in its cgroup)
 =========  ===============================================  =================================
 
 A state object is ``{"id", "status", "pid", "exit_code", "started_at", "finished_at"}``.
@@ -94,7 +98,22 @@ STREAM_NAMES = {STREAM_STDOUT: "stdout", STREAM_STDERR: "stderr"}
 FRAME_HEADER = struct.Struct(">BxxxI")
 
 OPS = frozenset(
-    {"ping", "create", "start", "kill", "delete", "state", "list", "wait", "attach", "events"}
+    {
+        "ping",
+        "create",
+        "start",
+        "kill",
+        "delete",
+        "state",
+        "list",
+        "wait",
+        "attach",
+        "events",
+        "pause",
+        "resume",
+        "update",
+        "processes",
+    }
 )
 
 ERROR_CLASSES: dict[str, type[KetchError]] = {

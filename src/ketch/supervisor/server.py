@@ -65,6 +65,14 @@ class Runtime(Protocol):
 
     def delete(self, container_id: str, force: bool = False) -> None: ...
 
+    def pause(self, container_id: str) -> None: ...
+
+    def resume(self, container_id: str) -> None: ...
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> None: ...
+
+    def processes(self, container_id: str) -> list[int]: ...
+
 
 class Supervisor:
     """Serves the protocol and owns every container it created."""
@@ -203,6 +211,40 @@ class Supervisor:
             raise Conflict(f"container {container.id} is not running")
         _call_runtime("kill", container.id, lambda: self.runtime.kill(container.id, signal_number))
         return {}
+
+    def _op_pause(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
+        container = self._get_live(request, "pause")
+        _call_runtime("pause", container.id, lambda: self.runtime.pause(container.id))
+        log.info("container %s paused", container.id)
+        return {}
+
+    def _op_resume(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
+        container = self._get_live(request, "resume")
+        _call_runtime("resume", container.id, lambda: self.runtime.resume(container.id))
+        log.info("container %s resumed", container.id)
+        return {}
+
+    def _op_update(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
+        container = self._get_live(request, "update")
+        resources = request.get("resources")
+        if not isinstance(resources, dict):
+            raise InvalidArgument(
+                f"invalid resources {resources!r}: expected an OCI linux.resources object"
+            )
+        _call_runtime("update", container.id, lambda: self.runtime.update(container.id, resources))
+        return {}
+
+    def _op_processes(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
+        container = self._get_live(request, "list the processes of")
+        pids = _call_runtime("list", container.id, lambda: self.runtime.processes(container.id))
+        return {"pids": list(pids)}
+
+    def _get_live(self, request: dict[str, Any], action: str) -> Container:
+        """Return a container whose init has not exited; raise Conflict for any other."""
+        container = self._get(request)
+        if container.exited or container.finished:
+            raise Conflict(f"cannot {action} container {container.id}: it is not running")
+        return container
 
     def _op_delete(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any] | None:
         container = self._get(request)
