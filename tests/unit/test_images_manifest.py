@@ -85,8 +85,14 @@ def test_parse_manifest_descriptors() -> None:
     assert [layer.digest for layer in manifest.layers] == [DIGEST_B]
 
 
-def test_parse_manifest_rejects_zstd() -> None:
+def test_parse_manifest_accepts_zstd() -> None:
     document = manifest_document("application/vnd.oci.image.layer.v1.tar+zstd")
+    manifest = parse_manifest(document, OCI_MANIFEST, "manifest")
+    assert manifest.layers[0].media_type == "application/vnd.oci.image.layer.v1.tar+zstd"
+
+
+def test_parse_manifest_rejects_unknown_layer() -> None:
+    document = manifest_document("application/vnd.example.layer.v1.tar+lz4")
     with pytest.raises(InvalidArgument, match="unsupported media type"):
         parse_manifest(document, OCI_MANIFEST, "manifest")
 

@@ -41,8 +41,8 @@ CONFIG_MEDIA_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 GZIP_LAYER_MEDIA_TYPES = frozenset(
     {OCI_LAYER_GZIP, DOCKER_LAYER_GZIP, OCI_LAYER_NONDISTRIBUTABLE_GZIP}
 )
-# Limitation: zstd layers are rejected because Python 3.11 has no zstd decompressor.
-LAYER_MEDIA_TYPES = GZIP_LAYER_MEDIA_TYPES | {OCI_LAYER}
+# zstd layers need the zstandard package, which ketch.images.layers imports when it meets one.
+LAYER_MEDIA_TYPES = GZIP_LAYER_MEDIA_TYPES | {OCI_LAYER, OCI_LAYER_ZSTD}
 
 # The Accept header of a manifest request: every kind ketch can use, preferred first.
 MANIFEST_ACCEPT = ", ".join([OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
@@ -178,7 +178,7 @@ def parse_manifest(document: dict[str, Any], media_type: str, label: str) -> Man
         if layer.media_type not in LAYER_MEDIA_TYPES:
             raise InvalidArgument(
                 f"{label}: layer {index} ({layer.digest}) has unsupported media type "
-                f"{layer.media_type!r}; ketch unpacks tar and gzip-compressed tar layers"
+                f"{layer.media_type!r}; ketch unpacks plain, gzip and zstd tar layers"
             )
     return Manifest(media_type, config, layers)
 
