@@ -68,7 +68,8 @@ def test_relative_rootfs_from_bundle(tmp_path):
         (("linux", "resources"), {"devices": [{"allow": True, "type": "x"}]}, "devices[0].type"),
         (("linux", "maskedPaths"), ["relative"], "linux.maskedPaths"),
         (("linux", "rootfsPropagation"), "sideways", "linux.rootfsPropagation"),
-        (("linux", "seccomp"), {"defaultAction": "SCMP_ACT_ERRNO"}, "linux.seccomp"),
+        (("linux", "seccomp"), {"defaultAction": "SCMP_ACT_BOGUS"}, "seccomp.defaultAction"),
+        (("process", "oomScoreAdj"), 5000, "process.oomScoreAdj"),
     ],
 )
 def test_invalid_field_named(tmp_path, path, value, field):
@@ -107,10 +108,30 @@ def test_mount_destination_relative_rejected(tmp_path):
         _parse(tmp_path, config)
 
 
-def test_hooks_rejected(tmp_path):
-    config = _config(tmp_path, hooks={"prestart": [{"path": "/bin/true"}]})
-    with pytest.raises(InvalidArgument, match="hooks"):
+def test_hooks_parsed(tmp_path):
+    hook = {"path": "/bin/true", "args": ["true", "x"], "env": ["A=1"], "timeout": 5}
+    config = _config(tmp_path, hooks={"prestart": [hook]})
+    (parsed,) = _parse(tmp_path, config).hooks["prestart"]
+    assert parsed.path == "/bin/true"
+    assert parsed.args == ["true", "x"]
+    assert parsed.env == ["A=1"]
+    assert parsed.timeout == 5
+
+
+@pytest.mark.parametrize(
+    ("hooks", "field"),
+    [
+        ({"prestop": []}, "hooks"),
+        ({"prestart": [{"path": "true"}]}, "hooks.prestart[0].path"),
+        ({"poststop": [{"path": "/bin/true", "timeout": 0}]}, "hooks.poststop[0].timeout"),
+        ({"poststart": [{"path": "/bin/true", "args": "true"}]}, "hooks.poststart[0].args"),
+    ],
+)
+def test_hooks_invalid_named(tmp_path, hooks, field):
+    config = _config(tmp_path, hooks=hooks)
+    with pytest.raises(InvalidArgument) as raised:
         _parse(tmp_path, config)
+    assert field in str(raised.value)
 
 
 def test_missing_rootfs_not_found(tmp_path):

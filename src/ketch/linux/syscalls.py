@@ -75,8 +75,8 @@ PR_SET_NO_NEW_PRIVS = 38
 AT_EMPTY_PATH = 0x1000
 
 _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
-    "x86_64": {"pivot_root": 155, "execveat": 322},
-    "aarch64": {"pivot_root": 41, "execveat": 281},
+    "x86_64": {"pivot_root": 155, "execveat": 322, "seccomp": 317},
+    "aarch64": {"pivot_root": 41, "execveat": 281, "seccomp": 277},
 }
 
 
@@ -302,3 +302,35 @@ def set_keep_capabilities(keep: bool) -> None:
 def syncfs(fd: int) -> None:
     """Write the dirty data of the filesystem that ``fd`` is on to disk (syncfs(2))."""
     _check(_libc.syncfs(ctypes.c_int(fd)), "syncfs", f"fd {fd}")
+
+
+# seccomp(2) operation and flags (<linux/seccomp.h>).
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+SECCOMP_FILTER_FLAG_LOG = 2
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: bytes, flags: int = 0) -> None:
+    """Load a classic BPF seccomp program (struct sock_filter entries, 8 bytes each).
+
+    Needs no_new_privs or CAP_SYS_ADMIN, as seccomp(2) says.
+    """
+    if not program or len(program) % 8:
+        raise ValueError(
+            f"a seccomp program is a non-empty multiple of 8 bytes, not {len(program)}"
+        )
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    number = _syscall_number("seccomp")
+    result = _libc.syscall(
+        ctypes.c_long(number),
+        ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+        ctypes.c_uint(flags),
+        ctypes.byref(fprog),
+    )
+    _check(result, "seccomp")

@@ -4,8 +4,9 @@ Everything the runtime acts on is checked here, before anything is created on th
 a bad config fails ``create`` with an InvalidArgument that names the field (for example
 ``invalid config.json: process.args: expected a non-empty list of strings``) and leaves
 nothing behind. Fields this runtime does not act on yet are either ignored, when ignoring
-them is safe (``hooks``, ``linux.seccomp`` is not: see :func:`_reject_unsupported`), or
-rejected with a message saying so.
+them is safe, or rejected with a message saying so (see :func:`_reject_unsupported`).
+``linux.seccomp`` is validated by :mod:`ketch.runtime.seccomp` and ``hooks`` by
+:mod:`ketch.runtime.hooks`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from ketch.errors import InvalidArgument, NotFound
 from ketch.runtime.capabilities import check_names
+from ketch.runtime.hooks import Hook, parse_hooks
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 # Limitation: user and time namespaces are rejected; rootless containers need the first.
@@ -147,6 +149,10 @@ class Spec:
     rootfs_propagation: str | None
     sysctl: dict[str, str]
     annotations: dict[str, str]
+    # The decoded linux.seccomp object (validated), or None; see ketch.runtime.seccomp.
+    seccomp: dict[str, Any] | None = None
+    # Hook kind ("prestart", ...) -> hooks of that kind; see ketch.runtime.hooks.
+    hooks: dict[str, list[Hook]] = field(default_factory=dict)
 
     def namespace(self, kind: str) -> Namespace | None:
         for namespace in self.namespaces:
@@ -197,10 +203,21 @@ def parse_spec(document: object, bundle: Path) -> Spec:
         rootfs_propagation=_propagation(linux.get("rootfsPropagation")),
         sysctl=_string_map(linux.get("sysctl", {}), "linux.sysctl"),
         annotations=_string_map(config.get("annotations", {}), "annotations"),
+        seccomp=_seccomp(linux.get("seccomp")),
+        hooks=parse_hooks(config.get("hooks", {})),
     )
     _check_namespaces_fit(spec)
     _allow_listed_devices(spec)
     return spec
+
+
+def _seccomp(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    from ketch.runtime.seccomp import parse_profile
+
+    parse_profile(value)
+    return _object(value, "linux.seccomp")
 
 
 def _allow_listed_devices(spec: Spec) -> None:
@@ -216,21 +233,13 @@ def _allow_listed_devices(spec: Spec) -> None:
 
 
 def _reject_unsupported(config: dict[str, Any]) -> None:
-    # A seccomp profile, hooks or uid mappings change what the process may do or what
-    # runs around it. Ignoring them would run the container with less isolation, or
-    # fewer steps, than the caller requested.
+    # uid mappings change what the process may do. Ignoring them would run the container
+    # with other ids than the caller requested.
     linux = config.get("linux")
     if isinstance(linux, dict):
-        if linux.get("seccomp"):
-            # Limitation: seccomp profiles are not applied yet, so configs with one fail.
-            raise InvalidArgument("invalid config.json: linux.seccomp is not supported yet")
         for key in ("uidMappings", "gidMappings"):
             if linux.get(key):
                 raise InvalidArgument(f"invalid config.json: linux.{key} is not supported yet")
-    hooks = config.get("hooks")
-    if isinstance(hooks, dict) and any(hooks.values()):
-        # Limitation: hooks are not run yet, so configs with any hook fail.
-        raise InvalidArgument("invalid config.json: hooks are not supported yet")
 
 
 def _rootfs(root: dict[str, Any], bundle: Path) -> Path:

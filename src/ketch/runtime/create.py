@@ -16,12 +16,14 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
 from ketch.linux import syscalls
-from ketch.runtime import console, init, rootfs, state, sync
+from ketch.runtime import console, hooks, init, rootfs, seccomp, state, sync
 from ketch.runtime.cgroups import CgroupManager, manager_for
 from ketch.runtime.config import Spec, load_spec
 from ketch.runtime.lifecycle import reap, wait_until_empty
@@ -50,6 +52,14 @@ def create_container(
     rootfs.check_sysctls(spec)
     _check_console(spec, console_socket)
     _check_preserved_fds(preserve_fds)
+    seccomp_filter = compile_seccomp(spec.seccomp)
+
+    def run_runtime_hooks(init_pid: int) -> None:
+        hook_state = hooks.hook_state(
+            spec.oci_version, container_id, "creating", init_pid, str(bundle), spec.annotations
+        )
+        for kind in ("prestart", "createRuntime"):
+            hooks.run_hooks(kind, spec.hooks.get(kind, []), hook_state)
 
     cgroups = _ContainerCgroups(manager_for(spec.cgroups_path, container_id), spec)
     directory = _make_container_dir(runtime.state_root, container_id)
@@ -76,6 +86,9 @@ def create_container(
             runtime.create_timeout,
             preserve_fds=preserve_fds,
             no_pivot=no_pivot,
+            seccomp_filter=seccomp_filter,
+            run_runtime_hooks=run_runtime_hooks,
+            bundle=bundle,
         )
         _record_container(directory, container_id, pid, bundle, spec, cgroups.manager)
         if pid_file is not None:
@@ -119,8 +132,17 @@ def _record_container(
         owner="",
         annotations=spec.annotations,
         cgroups=cgroups.state(),
+        hooks={kind: [asdict(hook) for hook in entries] for kind, entries in spec.hooks.items()},
+        seccomp=spec.seccomp,
     )
     state.write_record(directory, record)
+
+
+def compile_seccomp(profile: dict[str, Any] | None) -> seccomp.Filter | None:
+    """Compile a linux.seccomp object (validated by the config) to its BPF program."""
+    if profile is None:
+        return None
+    return seccomp.compile_filter(seccomp.parse_profile(profile))
 
 
 def _check_console(spec: Spec, console_socket: Path | None) -> None:
@@ -169,6 +191,9 @@ def _fork_init(
     *,
     preserve_fds: int,
     no_pivot: bool,
+    seccomp_filter: seccomp.Filter | None,
+    run_runtime_hooks: Callable[[int], None],
+    bundle: Path,
 ) -> int:
     parent_end, child_end = sync.socket_pair()
     fifo_fd = os.open(directory / state.EXEC_FIFO, os.O_PATH | os.O_CLOEXEC)
@@ -184,6 +209,8 @@ def _fork_init(
         console=console_connection,
         preserve_fds=preserve_fds,
         no_pivot=no_pivot,
+        seccomp_filter=seccomp_filter,
+        bundle=str(bundle),
     )
     try:
         pid = fork_into_pid_namespace(
@@ -199,7 +226,7 @@ def _fork_init(
     child_end.close()
     os.close(fifo_fd)
     with parent_end:
-        _collect_init(parent_end, pid, timeout, container_id, cgroups)
+        _collect_init(parent_end, pid, timeout, container_id, cgroups, run_runtime_hooks)
     return pid
 
 
@@ -290,12 +317,18 @@ def _collect_init(
     timeout: float,
     container_id: str,
     cgroups: _ContainerCgroups,
+    run_runtime_hooks: Callable[[int], None],
 ) -> None:
     """Run the parent's side of the protocol in :mod:`ketch.runtime.sync`: move the
-    init into its cgroups and wait for its ``ready``. On failure, kill and reap it."""
+    init into its cgroups, run the runtime's hooks when the init asks, and wait for its
+    ``ready``. On failure, kill and reap it."""
     try:
         _add_init(cgroups, init_pid, parent_end)
         message = _receive(parent_end, timeout, container_id)
+        if message["type"] == sync.HOOKS:
+            run_runtime_hooks(init_pid)
+            sync.send(parent_end, sync.CONTINUE, pid=init_pid)
+            message = _receive(parent_end, timeout, container_id)
         if message["type"] != sync.READY:
             raise SystemFailure(f"create {container_id}: unexpected message {message}")
     except BaseException:

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ketch.errors import Conflict, SystemFailure
 from ketch.linux import syscalls
-from ketch.runtime import console, exechelper, init, process, state, sync
+from ketch.runtime import console, exechelper, init, process, seccomp, state, sync
 from ketch.runtime.cgroups import CgroupManager, manager_from_state
 from ketch.runtime.config import Process, parse_process
-from ketch.runtime.create import fork_into_pid_namespace, write_pid_file
+from ketch.runtime.create import compile_seccomp, fork_into_pid_namespace, write_pid_file
 from ketch.runtime.lifecycle import reap
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class _ExecContext:
     stdio: tuple[int, int, int] | None
     console: socket.socket | None
     preserve_fds: int
+    seccomp_filter: seccomp.Filter | None
 
 
 def exec_in_container(
@@ -79,6 +80,8 @@ def exec_in_container(
         raise Conflict(f"cannot exec in container {container_id}: it is {status}")
     spec_process = parse_process(process_object)
     _check_console(spec_process, console_socket)
+    # The container's profile applies to every process in it, as runc applies it.
+    seccomp_filter = compile_seccomp(record.seccomp)
 
     namespace_fds = _open_init_namespaces(record)
     pid_namespace_fd = namespace_fds.pop("pid", None)
@@ -96,6 +99,7 @@ def exec_in_container(
             stdio=stdio,
             console=console_connection,
             preserve_fds=preserve_fds,
+            seccomp_filter=seccomp_filter,
         )
         pid = fork_into_pid_namespace(pid_namespace_fd, new=False)
         if pid == 0:
@@ -217,13 +221,15 @@ def _run_child(context: _ExecContext) -> NoReturn:
         # Closes the caller's descriptors, which could lead back to the host (the
         # CVE-2024-21626 kind), but not those the caller asked to pass on.
         process.close_fds_from(3 + context.preserve_fds, keep)
-        executable, helper_fd = _prepare(context)
+        seccomp_early = process.needs_early_seccomp(context.process, context.seccomp_filter)
+        executable, helper_fd = _prepare(context, seccomp_early)
         process.exec_process(
             context.process,
             executable,
             helper_fd,
             preserve_fds=context.preserve_fds,
             keep_fd=context.report_socket.fileno(),
+            seccomp_filter=None if seccomp_early else context.seccomp_filter,
         )
     except BaseException as error:
         init.report_error(context.report_socket, error)
@@ -238,7 +244,7 @@ def _join_namespaces(namespace_fds: dict[str, int]) -> None:
             os.close(fd)
 
 
-def _prepare(context: _ExecContext) -> tuple[str, int]:
+def _prepare(context: _ExecContext, seccomp_early: bool) -> tuple[str, int]:
     spec_process = context.process
     if context.console is not None:
         user = spec_process.user
@@ -246,6 +252,8 @@ def _prepare(context: _ExecContext) -> tuple[str, int]:
         context.console.close()
     process.apply_rlimits(spec_process)
     process.apply_oom_score_adj(spec_process)
+    if seccomp_early and context.seccomp_filter is not None:
+        process.load_seccomp(context.seccomp_filter)
     process.switch_user(spec_process)
     process.enter_working_directory(spec_process.cwd)
     executable = process.find_executable(spec_process.args[0], spec_process.env)

@@ -16,7 +16,7 @@ OCI_VERSION_MAX = "1.1.0"
 
 
 def features() -> dict[str, Any]:
-    from ketch.runtime import capabilities, config, mounts
+    from ketch.runtime import capabilities, config, hooks, mounts, seccomp
 
     namespaces = [
         kind for kind in config.NAMESPACE_TYPES if kind not in config.UNSUPPORTED_NAMESPACES
@@ -24,13 +24,13 @@ def features() -> dict[str, Any]:
     return {
         "ociVersionMin": OCI_VERSION_MIN,
         "ociVersionMax": OCI_VERSION_MAX,
-        "hooks": [],
+        "hooks": list(hooks.HOOK_NAMES),
         "mountOptions": sorted(mounts.option_names()),
         "linux": {
             "namespaces": namespaces,
             "capabilities": sorted(capabilities.CAPABILITIES, key=capabilities.CAPABILITIES.get),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
-            "seccomp": {"enabled": False},
+            "seccomp": seccomp.features(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},

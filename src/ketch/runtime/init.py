@@ -22,8 +22,19 @@ import socket
 from dataclasses import dataclass
 from typing import NoReturn
 
+from ketch.errors import SystemFailure
 from ketch.linux import syscalls
-from ketch.runtime import console, exechelper, inroot, network, process, rootfs, sync
+from ketch.runtime import (
+    console,
+    exechelper,
+    hooks,
+    inroot,
+    network,
+    process,
+    rootfs,
+    seccomp,
+    sync,
+)
 from ketch.runtime.cgroups import CgroupManager
 from ketch.runtime.config import Spec
 
@@ -48,6 +59,10 @@ class InitContext:
     console: socket.socket | None = None
     preserve_fds: int = 0  # descriptors 3 to 2 + N go to the container's process
     no_pivot: bool = False  # MS_MOVE and chroot in place of pivot_root
+    seccomp_filter: seccomp.Filter | None = None
+    bundle: str = ""  # absolute path, for hook states
+    # The init's pid in the caller's pid namespace, for hook states; set by "continue".
+    host_pid: int = 0
 
 
 def run_init(context: InitContext) -> NoReturn:
@@ -66,7 +81,8 @@ def run_init(context: InitContext) -> NoReturn:
         if context.console is not None:
             keep.add(context.console.fileno())
         process.close_fds_from(3 + context.preserve_fds, keep)
-        executable, helper_fd = _set_up(context)
+        seccomp_early = process.needs_early_seccomp(context.spec.process, context.seccomp_filter)
+        executable, helper_fd = _set_up(context, seccomp_early)
         sync.send(context.sync_socket, sync.READY)
         context.sync_socket.close()
     except BaseException as error:
@@ -74,15 +90,20 @@ def run_init(context: InitContext) -> NoReturn:
         os._exit(1)
     try:
         _wait_for_start(context.exec_fifo_fd)
+        _run_init_hooks(context, "startContainer", "created")
         process.exec_process(
-            context.spec.process, executable, helper_fd, preserve_fds=context.preserve_fds
+            context.spec.process,
+            executable,
+            helper_fd,
+            preserve_fds=context.preserve_fds,
+            seccomp_filter=None if seccomp_early else context.seccomp_filter,
         )
     except BaseException as error:
         _write_stderr(f"ketch-runc init: cannot start the container's process: {error}\n")
     os._exit(1)
 
 
-def _set_up(context: InitContext) -> tuple[str, int]:
+def _set_up(context: InitContext, seccomp_early: bool) -> tuple[str, int]:
     """Do every step before the wait for start; return the executable and helper fd."""
     spec = context.spec
     # Modes of device nodes and directories are taken from the config as given.
@@ -95,6 +116,8 @@ def _set_up(context: InitContext) -> tuple[str, int]:
         os.close(inroot.make_directories(root_fd, spec.process.cwd))
     finally:
         os.close(root_fd)
+    _await_runtime_hooks(context)
+    _run_init_hooks(context, "createContainer", "creating")
     if context.no_pivot:
         rootfs.move_into(spec.rootfs)
     else:
@@ -116,10 +139,45 @@ def _set_up(context: InitContext) -> tuple[str, int]:
 
     process.apply_rlimits(spec.process)
     process.apply_oom_score_adj(spec.process)
+    if seccomp_early and context.seccomp_filter is not None:
+        process.load_seccomp(context.seccomp_filter)
     process.switch_user(spec.process)
     process.enter_working_directory(spec.process.cwd)
     executable = process.find_executable(spec.process.args[0], spec.process.env)
     return executable, exechelper.sealed_helper_fd()
+
+
+def _await_runtime_hooks(context: InitContext) -> None:
+    """Let the parent run the prestart and createRuntime hooks, and learn the host pid."""
+    if not any(kind in context.spec.hooks for kind in _HOOKS_NEEDING_PID):
+        return
+    sync.send(context.sync_socket, sync.HOOKS)
+    # The parent's hooks have timeouts of their own; this only ends a wait on a parent
+    # that stopped without closing the socket.
+    message = sync.receive(context.sync_socket, _HOOKS_WAIT)
+    if message is None or message.get("type") != sync.CONTINUE:
+        raise SystemFailure(f"the runtime did not let the init continue: {message}")
+    context.host_pid = int(message["pid"])
+
+
+_HOOKS_NEEDING_PID = ("prestart", "createRuntime", "createContainer", "startContainer")
+_HOOKS_WAIT = 24 * 3600.0
+
+
+def _run_init_hooks(context: InitContext, kind: str, status: str) -> None:
+    entries = context.spec.hooks.get(kind)
+    if not entries:
+        return
+    spec = context.spec
+    hook_state = hooks.hook_state(
+        spec.oci_version,
+        context.container_id,
+        status,
+        context.host_pid,
+        context.bundle,
+        spec.annotations,
+    )
+    hooks.run_hooks(kind, entries, hook_state)
 
 
 def _wait_for_start(exec_fifo_fd: int) -> None:

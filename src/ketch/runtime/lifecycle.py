@@ -135,6 +135,7 @@ class Runtime:
         with contextlib.suppress(FileNotFoundError):
             fifo_path.unlink()
         log.debug("started container %s", container_id)
+        _run_record_hooks(record, "poststart", "running")
 
     def state(self, container_id: str) -> dict[str, Any]:
         """Return the container's state as ``runc state`` prints it."""
@@ -191,6 +192,7 @@ class Runtime:
         cgroups.destroy()
         shutil.rmtree(directory, ignore_errors=True)
         log.debug("deleted container %s", container_id)
+        _run_record_hooks(record, "poststop", "stopped")
 
     def pause(self, container_id: str) -> None:
         """Freeze every process of a running container (status "paused")."""
@@ -244,6 +246,20 @@ class Runtime:
 def reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def _run_record_hooks(record: state.ContainerRecord, kind: str, status: str) -> None:
+    """Run the record's hooks of ``kind``; failures are logged, as both kinds allow."""
+    entries = record.hooks.get(kind)
+    if not entries:
+        return
+    from ketch.runtime import hooks
+
+    pid = record.pid if status != "stopped" else 0
+    hook_state = hooks.hook_state(
+        record.oci_version, record.id, status, pid, record.bundle, record.annotations
+    )
+    hooks.run_hooks(kind, [hooks.Hook(**entry) for entry in entries], hook_state)
 
 
 def _await_init_release(fifo: int, fifo_path: Path, record: state.ContainerRecord) -> None:

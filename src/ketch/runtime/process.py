@@ -15,7 +15,7 @@ import stat
 
 from ketch.errors import Forbidden, NotFound, SystemFailure
 from ketch.linux import syscalls
-from ketch.runtime import capabilities, exechelper
+from ketch.runtime import capabilities, exechelper, seccomp
 from ketch.runtime.config import Process
 
 DEFAULT_UMASK = 0o022
@@ -137,13 +137,43 @@ def _check_executable(name: str, path: str) -> None:
         raise Forbidden(f'exec: "{name}": permission denied')
 
 
+def needs_early_seccomp(process: Process, seccomp_filter: seccomp.Filter | None) -> bool:
+    """Return True when the filter must be loaded before the user switch.
+
+    Loading a filter needs no_new_privs or CAP_SYS_ADMIN. A process without either at
+    the end loads it while the init still has CAP_SYS_ADMIN, as runc does. The rest of
+    the setup (user switch, working directory, the wait for start, startContainer
+    hooks, the exec) then runs under the filter.
+    """
+    if seccomp_filter is None or process.no_new_privileges:
+        return False
+    caps = process.capabilities
+    if caps is None:
+        return process.user.uid != 0  # root keeps every capability, others lose them
+    return "CAP_SYS_ADMIN" not in caps.get("effective", [])
+
+
+def load_seccomp(seccomp_filter: seccomp.Filter) -> None:
+    try:
+        syscalls.seccomp_set_filter(seccomp_filter.program, seccomp_filter.flags)
+    except OSError as error:
+        raise SystemFailure(f"cannot load the seccomp filter: {error.strerror}") from None
+
+
 def exec_process(
-    process: Process, executable: str, helper_fd: int, *, preserve_fds: int = 0, keep_fd: int = -1
+    process: Process,
+    executable: str,
+    helper_fd: int,
+    *,
+    preserve_fds: int = 0,
+    keep_fd: int = -1,
+    seccomp_filter: seccomp.Filter | None = None,
 ) -> None:
     """Exec the process through the sealed helper; returns only by raising.
 
     Descriptors 0 to 2 + ``preserve_fds`` reach the container's program; ``keep_fd``
     (close-on-exec, so the kernel closes it during execveat) stays open until then.
+    ``seccomp_filter`` is loaded last, so that it applies to the exec and the program only.
     """
     for number in _SIGNALS_PYTHON_IGNORES:
         signal.signal(number, signal.SIG_DFL)
@@ -163,6 +193,8 @@ def exec_process(
         os.set_inheritable(fd, True)
     if process.no_new_privileges:
         syscalls.set_no_new_privileges()
+    if seccomp_filter is not None:
+        load_seccomp(seccomp_filter)
     argv = [exechelper.MARKER, executable, *process.args]
     syscalls.execveat(helper, "", argv, process.env, syscalls.AT_EMPTY_PATH)
 

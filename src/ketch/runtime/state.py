@@ -44,6 +44,9 @@ class ContainerRecord:
     owner: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
     cgroups: dict[str, Any] = field(default_factory=dict)
+    # The config's hooks object and linux.seccomp object, for start, delete and exec.
+    hooks: dict[str, Any] = field(default_factory=dict)
+    seccomp: dict[str, Any] | None = None
 
     def to_oci_state(self, status: str) -> dict[str, Any]:
         """Return the state as ``runc state`` prints it."""

@@ -10,6 +10,13 @@ sender          message     meaning
 ==============  ==========  =============================================================
 init -> parent  ``ready``   ``{"type": "ready"}``: setup is done (mounts, pivot_root, user,
                             executable found); the init now waits on exec.fifo.
+init -> parent  ``hooks``   ``{"type": "hooks"}``: the mounts are made and pivot_root is
+                            next; sent only when the config has prestart, createRuntime,
+                            createContainer or startContainer hooks. The init waits for
+                            ``continue``.
+parent -> init  ``continue``  ``{"type": "continue", "pid": P}``: the prestart and
+                            createRuntime hooks ran; P is the init's pid in the caller's
+                            pid namespace, which the init's own hooks put in their state.
 init -> parent  ``error``   ``{"type": "error", "kind": K, "message": M}``: a step failed;
                             K is a class name from :mod:`ketch.errors`. The init exits
                             right after.
@@ -31,6 +38,8 @@ from typing import Any
 from ketch import errors
 
 READY = "ready"
+HOOKS = "hooks"
+CONTINUE = "continue"
 ERROR = "error"
 
 _MAX_MESSAGE = 65536
