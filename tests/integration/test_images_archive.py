@@ -318,3 +318,9 @@ def test_not_an_archive_rejected(store: ImageStore) -> None:
 def test_archive_without_index_rejected(store: ImageStore) -> None:
     with pytest.raises(InvalidArgument, match="neither manifest.json"):
         load(store, tar_of({"something": b"x"}))
+
+
+def test_load_with_copying_snapshotter(tmp_path: Path) -> None:
+    with image_store(tmp_path / "copy", snapshotter="copy") as copying:
+        load(copying, legacy_archive())
+        assert rootfs_files(copying, "example/app:v1") == ["app", "app/run", "etc", "etc/motd"]
