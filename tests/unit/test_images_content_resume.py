@@ -1,12 +1,14 @@
 """Resumable blob writers: partial bytes kept, resumed, locked and discarded when wrong."""
 
 import hashlib
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from ketch.errors import InvalidArgument
-from ketch.images.content import ContentStore
+from ketch.images.content import PARTIAL_MAX_AGE_SECONDS, ContentStore
 
 DATA = b"0123456789" * 1000
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
@@ -72,3 +74,11 @@ def test_empty_partial_not_kept(tmp_path: Path) -> None:
     store = ContentStore(tmp_path)
     interrupted(store, 0)
     assert not store.partial_path(DIGEST).exists()
+
+
+def test_reopen_removes_stale_partial(tmp_path: Path) -> None:
+    interrupted(ContentStore(tmp_path), 4000)
+    partial = ContentStore(tmp_path).partial_path(DIGEST)
+    stale = time.time() - PARTIAL_MAX_AGE_SECONDS - 60
+    os.utime(partial, (stale, stale))
+    assert ContentStore(tmp_path).partial_size(DIGEST) == 0

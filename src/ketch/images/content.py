@@ -19,7 +19,8 @@ A writer walks through the steps that make a blob appear atomically::
 
 A blob whose bytes do not match its digest is never stored, and a crash at any instant
 leaves the blob either absent or complete. Leftovers in ``ingest/`` are removed when the
-store opens, except partial downloads, which a later pull of the same blob resumes.
+store opens, except partial downloads, which a later pull of the same blob resumes
+(those go after a week untouched).
 
 Layout::
 
@@ -37,6 +38,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -44,6 +46,10 @@ from ketch.errors import InvalidArgument, NotFound, SystemFailure
 from ketch.images.reference import validate_digest
 
 log = logging.getLogger(__name__)
+
+# A partial download untouched this long is removed when the store opens, because a pull
+# that resumes it is unlikely by then and it takes disk space.
+PARTIAL_MAX_AGE_SECONDS = 7 * 24 * 3600
 
 
 class BlobWriter:
@@ -263,9 +269,9 @@ class ContentStore:
     def _remove_ingest_leftovers(self) -> None:
         for entry in self.ingest_dir.iterdir():
             if entry.name.startswith("partial-") and entry.is_file():
-                # Limitation: partial blobs stay until a pull of the same blob finishes
-                # them, so an abandoned one takes disk space until then.
-                continue
+                if time.time() - entry.stat().st_mtime < PARTIAL_MAX_AGE_SECONDS:
+                    continue
+                log.info("removing partial blob %s, untouched for a week", entry)
             log.info("removing unfinished blob %s left by an earlier run", entry)
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

@@ -498,6 +498,8 @@ async def fetch_token(
 
 def _can_repeat(data: Any) -> bool:
     """Return whether a request body can be sent a second time (bytes can, streams cannot)."""
+    # Limitation: a streamed upload answered with 401 (a token that expired during a long
+    # push) is not repeated, so that push fails with "push access denied".
     return data is None or isinstance(data, bytes | bytearray)
 
 
