@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ketch.errors import Conflict
+from ketch.errors import Conflict, SystemFailure
 from support.runtime_cli import Cli
 
 pytest_plugins = ["support.rootfs"]
@@ -216,3 +216,42 @@ def test_create_preserve_fds_closed_rejected(runner):
         container_id = runner.new_id()
         bundle = runner.bundle(container_id, ["true"])
         runner.runtime.create(container_id, bundle, preserve_fds=4000)
+
+
+def test_rlimit_above_hard_named(runner):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("RLIMIT_NOFILE has no hard limit here")
+    rlimits = [{"type": "RLIMIT_NOFILE", "soft": hard + 1, "hard": hard + 1}]
+    with pytest.raises(SystemFailure) as raised:
+        runner.create(["true"], process={"rlimits": rlimits})
+    message = str(raised.value)
+    assert f"RLIMIT_NOFILE to soft {hard + 1}, hard {hard + 1}" in message
+    assert f"the hard limit here is {hard}" in message
+
+
+def test_oom_score_adj_applied(runner):
+    result = runner.run(["cat", "/proc/self/oom_score_adj"], process={"oomScoreAdj": 500})
+    assert result.stdout == "500\n"
+
+
+def test_oom_score_adj_lowering_named(runner):
+    status = Path("/proc/self/status").read_text()
+    effective = int(status.split("CapEff:")[1].split()[0], 16)
+    if effective & (1 << 24):
+        pytest.skip("this process has CAP_SYS_RESOURCE, so lowering is allowed")
+    with pytest.raises(SystemFailure, match="process.oomScoreAdj to -900"):
+        runner.create(["true"], process={"oomScoreAdj": -900})
+
+
+def test_domainname_set(runner):
+    result = runner.run(["cat", "/proc/sys/kernel/domainname"], domainname="example.test")
+    assert result.stdout == "example.test\n"
+
+
+def test_additional_gids_and_umask(runner):
+    process = {"user": {"uid": 1000, "gid": 1000, "additionalGids": [2000], "umask": 0o027}}
+    result = runner.run(["sh", "-c", "id -G; umask"], process=process)
+    assert result.stdout.split() == ["1000", "2000", "0027"]

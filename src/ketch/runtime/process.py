@@ -16,7 +16,7 @@ import stat
 from ketch.errors import Forbidden, NotFound, SystemFailure
 from ketch.linux import syscalls
 from ketch.runtime import capabilities, exechelper, seccomp
-from ketch.runtime.config import Process
+from ketch.runtime.config import Process, Rlimit
 
 DEFAULT_UMASK = 0o022
 
@@ -40,9 +40,20 @@ def apply_rlimits(process: Process) -> None:
         try:
             resource.setrlimit(kind, (soft, hard))
         except (OSError, ValueError) as error:
-            raise SystemFailure(
-                f"cannot set {rlimit.type} to soft {rlimit.soft}, hard {rlimit.hard}: {error}"
-            ) from None
+            raise SystemFailure(_rlimit_error(rlimit.type, kind, rlimit, error)) from None
+
+
+def _rlimit_error(name: str, kind: int, rlimit: Rlimit, error: Exception) -> str:
+    text = f"cannot set {name} to soft {rlimit.soft}, hard {rlimit.hard} (process.rlimits)"
+    current_hard = resource.getrlimit(kind)[1]
+    if current_hard != resource.RLIM_INFINITY and _limit(rlimit.hard) > current_hard:
+        # setrlimit(2) raises a hard limit only with CAP_SYS_RESOURCE.
+        return (
+            f"{text}: the hard limit here is {current_hard}, and raising it needs "
+            "CAP_SYS_RESOURCE, which the runtime lacks"
+        )
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return f"{text}: {reason}"
 
 
 def apply_oom_score_adj(process: Process) -> None:
