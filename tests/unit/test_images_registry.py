@@ -352,3 +352,35 @@ def test_range_answered_wrongly() -> None:
 
     with pytest.raises(Unavailable, match="with Content-Range 'bytes 0-4999/5000'"):
         asyncio.run(with_server([("GET", f"/v2/test/repo/blobs/{digest}", blob)], body))
+
+
+def test_streamed_upload_repeated_after_401() -> None:
+    data = b"layer bytes" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    bodies: list[bytes] = []
+
+    async def token(request: web.Request) -> web.Response:
+        return web.json_response({"token": "fresh"})
+
+    async def put(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        if request.headers.get("Authorization") != "Bearer fresh":
+            # As a registry answers a token that expired in the middle of a push.
+            challenge = f'Bearer realm="http://{request.host}/token",service="svc"'
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        return web.Response(status=201)
+
+    async def stream() -> Any:
+        for start in range(0, len(data), 4096):
+            yield data[start : start + 4096]
+
+    async def body(address: str) -> None:
+        async with open_session() as session:
+            client = client_for(session, address)
+            client._authorization = "Bearer expired"
+            location = f"http://{address}/v2/test/repo/blobs/uploads/1"
+            await client.finish_upload(location, digest, stream, len(data))
+
+    routes = [("GET", "/token", token), ("PUT", "/v2/test/repo/blobs/uploads/1", put)]
+    asyncio.run(with_server(routes, body))
+    assert bodies == [data, data]

@@ -204,8 +204,9 @@ class Pusher:
         size = self.content.size(digest)
         location = location or await client.start_upload(digest)
         if size <= self.options.monolithic_max:
-            data = self._read_blob(digest, 0, size, layer)
-            await client.finish_upload(location, digest, data, size)
+            await client.finish_upload(
+                location, digest, lambda: self._read_blob(digest, size, layer), size
+            )
             return
 
         offset = 0
@@ -219,9 +220,9 @@ class Pusher:
         await client.finish_upload(location, digest, None, 0)
 
     async def _read_blob(
-        self, digest: str, offset: int, size: int, layer: LayerRecord | None
+        self, digest: str, size: int, layer: LayerRecord | None
     ) -> AsyncIterator[bytes]:
-        sent = offset
+        sent = 0
         fd = os.open(self.content.path(digest), os.O_RDONLY | os.O_CLOEXEC)
         try:
             while sent < size:

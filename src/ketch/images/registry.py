@@ -294,8 +294,9 @@ class RegistryClient:
             return str(response.url.join(yarl.URL(response.headers["Location"])))
 
     async def finish_upload(self, location: str, digest: str, data: Any, size: int) -> None:
-        """Close an upload with PUT ``?digest=``; ``data`` is the rest of the blob (bytes, an
-        async iterator of bytes, or None when every byte went in chunks)."""
+        """Close an upload with PUT ``?digest=``; ``data`` is the rest of the blob (bytes, a
+        function that returns an async iterator of bytes, or None when every byte went in
+        chunks)."""
         separator = "&" if "?" in location else "?"
         put_url = yarl.URL(f"{location}{separator}digest={quote(digest)}", encoded=True)
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
@@ -347,8 +348,11 @@ class RegistryClient:
         request_headers = dict(headers or {})
         if self._authorization is not None:
             request_headers["Authorization"] = self._authorization
+        # A factory makes a new stream per attempt, so the request can be repeated with a
+        # new token (one that expired during a long push, for example).
+        body = data() if callable(data) else data
         with self._network_errors(method, url):
-            return await self.session.request(method, url, headers=request_headers, data=data)
+            return await self.session.request(method, url, headers=request_headers, data=body)
 
     async def _authenticate(self, challenge: str) -> None:
         scheme, parameters = parse_challenge(challenge)
@@ -497,10 +501,9 @@ async def fetch_token(
 
 
 def _can_repeat(data: Any) -> bool:
-    """Return whether a request body can be sent a second time (bytes can, streams cannot)."""
-    # Limitation: a streamed upload answered with 401 (a token that expired during a long
-    # push) is not repeated, so that push fails with "push access denied".
-    return data is None or isinstance(data, bytes | bytearray)
+    """Return whether a request body can be sent a second time: bytes and stream factories
+    can, a stream that is already being consumed cannot."""
+    return data is None or callable(data) or isinstance(data, bytes | bytearray)
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
