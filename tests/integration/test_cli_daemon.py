@@ -1,0 +1,183 @@
+"""The ``ketch`` CLI's commands against a real ketchd, as far as its routes go.
+
+One ketchd per module, in a network namespace of its own, with busybox in its registry.
+Each test names its containers after itself and removes them, so they run in any order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.daemon import KetchDaemon, daemon_fixture
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[KetchDaemon]:
+    yield from daemon_fixture()
+
+
+@pytest.fixture
+def names(daemon: KetchDaemon) -> Iterator[list[str]]:
+    """Container names the test will create; they are removed afterwards."""
+    created: list[str] = []
+    try:
+        yield created
+    finally:
+        if created:
+            daemon.ketch("rm", "-f", *created)
+
+
+def wait_for_state(daemon: KetchDaemon, name: str, state: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = daemon.ketch("inspect", "-f", "{{.State.Status}}", name)
+        if result.stdout.strip() == state:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"container {name} did not reach {state}: {result.stdout}{result.stderr}")
+
+
+def test_create_start_stop_wait(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-lifecycle")
+    created = daemon.ketch("create", "--name", "cli-lifecycle", "busybox", "sleep", "100")
+    assert created.returncode == 0, created.stderr
+    assert daemon.ketch("start", "cli-lifecycle").stdout == "cli-lifecycle\n"
+    wait_for_state(daemon, "cli-lifecycle", "running")
+    stopped = daemon.ketch("stop", "-t", "1", "cli-lifecycle")
+    assert stopped.stdout == "cli-lifecycle\n", stopped.stderr
+    waited = daemon.ketch("wait", "cli-lifecycle")
+    assert waited.stdout.strip() in ("137", "143"), waited.stderr
+
+
+def test_start_attached_returns_status(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-start-a")
+    daemon.ketch("create", "--name", "cli-start-a", "busybox", "sh", "-c", "echo out; exit 6")
+    result = daemon.ketch("start", "-a", "cli-start-a")
+    assert result.returncode == 6, result.stderr
+    assert result.stdout == "out\n"
+
+
+def test_kill_with_signal(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-kill")
+    # As PID 1 the shell ignores signals it has no handler for, so it traps USR1.
+    script = 'trap "exit 7" USR1; echo trapped; while true; do sleep 0.1; done'
+    daemon.ketch("run", "-d", "--name", "cli-kill", "busybox", "sh", "-c", script)
+    deadline = time.monotonic() + 30
+    while "trapped" not in daemon.ketch("logs", "cli-kill").stdout:
+        assert time.monotonic() < deadline, "the shell did not install its trap"
+        time.sleep(0.2)
+    result = daemon.ketch("kill", "-s", "USR1", "cli-kill")
+    assert result.stdout == "cli-kill\n", result.stderr
+    assert daemon.ketch("wait", "cli-kill").stdout.strip() == "7"
+
+
+def test_inspect_format(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-inspect")
+    daemon.ketch("create", "--name", "cli-inspect", "-l", "tier=front", "-e", "A=1", "busybox")
+    template = '{{.Name}} {{index .Config.Labels "tier"}} {{json .Config.Env}}'
+    result = daemon.ketch("inspect", "--format", template, "cli-inspect")
+    assert result.returncode == 0, result.stderr
+    name, tier, environment = result.stdout.split(" ", 2)
+    assert name == "/cli-inspect"
+    assert tier == "front"
+    assert "A=1" in json.loads(environment)
+
+
+def test_inspect_image_and_missing(daemon: KetchDaemon) -> None:
+    daemon.ketch("pull", "-q", "busybox")
+    result = daemon.ketch("inspect", "--type", "image", "-f", "{{.Id}}", "busybox", "nope")
+    assert result.returncode == 1
+    assert result.stdout.startswith("sha256:")
+    assert result.stderr == "Error: No such image: nope\n"
+
+
+def test_ps_format_and_filters(daemon: KetchDaemon, names: list[str]) -> None:
+    names += ["cli-ps-up", "cli-ps-done"]
+    daemon.ketch("run", "-d", "--name", "cli-ps-up", "-l", "app=shop", "busybox", "sleep", "100")
+    daemon.ketch("run", "--name", "cli-ps-done", "busybox", "true")
+    running = daemon.ketch("ps", "--format", '{{.Names}} {{.State}} {{.Label "app"}}')
+    assert "cli-ps-up running shop" in running.stdout.splitlines(), running.stderr
+    exited = daemon.ketch("ps", "-a", "-f", "status=exited", "--format", "{{.Names}}")
+    assert "cli-ps-done" in exited.stdout.splitlines()
+    assert "cli-ps-up" not in exited.stdout.splitlines()
+    latest = daemon.ketch("ps", "-l", "-q")
+    assert len(latest.stdout.splitlines()) == 1
+    as_json = daemon.ketch("ps", "--format", "json", "-f", "name=cli-ps-up")
+    assert json.loads(as_json.stdout.splitlines()[0])["Names"] == "cli-ps-up"
+    table = daemon.ketch("ps", "--format", "table {{.Names}}\\t{{.Image}}", "-f", "name=cli-ps-up")
+    assert table.stdout.splitlines() == ["NAMES       IMAGE", "cli-ps-up   busybox"]
+
+
+def test_images_format(daemon: KetchDaemon) -> None:
+    daemon.ketch("pull", "-q", "busybox")
+    result = daemon.ketch("images", "--format", "{{.Repository}}:{{.Tag}} {{len .ID}}", "busybox")
+    assert result.stdout.splitlines() == ["busybox:latest 12"], result.stderr
+
+
+def test_logs_tail_and_streams(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-logs")
+    script = "for i in 1 2 3; do echo out$i; done; echo err >&2"
+    daemon.ketch("run", "--name", "cli-logs", "busybox", "sh", "-c", script)
+    result = daemon.ketch("logs", "--tail", "2", "cli-logs")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "out3"
+    full = daemon.ketch("logs", "-t", "cli-logs")
+    assert full.stderr.split(" ", 1)[1] == "err\n"
+    assert full.stdout.count("out") == 3
+
+
+def test_run_flags_reach_the_process(daemon: KetchDaemon, names: list[str], tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("FROM_FILE=yes\n")
+    result = daemon.ketch(
+        "run", "--rm", "-w", "/tmp", "-u", "1000:1000", "--env-file", str(env_file),
+        "--entrypoint", "sh", "busybox", "-c", 'echo "$(pwd) $(id -u) $FROM_FILE"',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "/tmp 1000 yes\n"
+
+
+def test_run_bad_env_file_creates_nothing(daemon: KetchDaemon, tmp_path: Path) -> None:
+    env_file = tmp_path / "bad.env"
+    env_file.write_text("BAD NAME=1\n")
+    before = daemon.ketch("ps", "-aq").stdout
+    result = daemon.ketch("run", "--env-file", str(env_file), "busybox", "true")
+    assert result.returncode == 125
+    assert f"invalid env file {env_file}, line 1" in result.stderr
+    assert daemon.ketch("ps", "-aq").stdout == before
+
+
+def test_run_rm_with_restart_rejected(daemon: KetchDaemon) -> None:
+    before = daemon.ketch("ps", "-aq").stdout
+    result = daemon.ketch("run", "--rm", "--restart", "always", "busybox", "true")
+    assert result.returncode == 125
+    assert "Conflicting options: --restart and --rm" in result.stderr
+    assert daemon.ketch("ps", "-aq").stdout == before
+
+
+def test_run_memory_limit_in_inspect(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-memory")
+    daemon.ketch("create", "--name", "cli-memory", "-m", "64m", "--pids-limit", "50", "busybox")
+    template = "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}"
+    result = daemon.ketch("inspect", "-f", template, "cli-memory")
+    assert result.stdout == f"{64 * 1024 * 1024} 50\n", result.stderr
+
+
+def test_version_and_info_format(daemon: KetchDaemon) -> None:
+    version = daemon.ketch("version", "-f", "{{.Server.ApiVersion}}")
+    assert version.stdout.strip().startswith("1."), version.stderr
+    info = daemon.ketch("info", "-f", "{{.OSType}}")
+    assert info.stdout == "linux\n", info.stderr
+
+
+def test_rm_force_running(daemon: KetchDaemon) -> None:
+    daemon.ketch("run", "-d", "--name", "cli-rm-force", "busybox", "sleep", "100")
+    result = daemon.ketch("rm", "-f", "cli-rm-force")
+    assert result.stdout == "cli-rm-force\n", result.stderr
+    missing = daemon.ketch("inspect", "cli-rm-force")
+    assert missing.returncode == 1
