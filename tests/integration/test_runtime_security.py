@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -189,3 +190,69 @@ def _default_mounts() -> list[dict]:
     from ketch.runtime.spec import default_spec
 
     return default_spec()["mounts"]
+
+
+def test_mount_destination_swapped_mid_setup(runner, tmp_path):
+    # CVE-2021-30465 kind: while the runtime sets up the mounts, a process that controls
+    # the rootfs swaps a mount destination between a directory and a symlink to a host
+    # directory. A runtime that resolves the path by name and then mounts by name can
+    # be redirected to the host directory between the two steps. A createContainer hook
+    # runs in the container's mount namespace before pivot_root, where host paths are
+    # still visible, and records its mount table after the mounts were made.
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    (host_dir / "marker").write_text("host\n")
+    mnt = runner.rootfs / "mnt"
+    mnt.mkdir(exist_ok=True)
+    target = mnt / "target"
+    target.mkdir()
+    link = mnt / "link"
+    link.symlink_to(host_dir)
+    records = tmp_path / "mountinfo"
+    records.mkdir()
+    mounts = _default_mounts() + [
+        {"destination": "/mnt/target", "type": "tmpfs", "source": "tmpfs"}
+    ]
+
+    stop = threading.Event()
+    swapper = threading.Thread(target=_swap_until, args=(stop, target, link, mnt / "aside"))
+    swapper.start()
+    outcomes = []
+    try:
+        for attempt in range(20):
+            hook = {
+                "path": "/bin/sh",
+                "args": ["sh", "-c", f"cat /proc/self/mountinfo > {records}/{attempt}"],
+            }
+            try:
+                result = runner.run(["true"], mounts=mounts, hooks={"createContainer": [hook]})
+                outcomes.append(result.exit_code)
+            except KetchError as error:
+                outcomes.append(str(error))
+    finally:
+        stop.set()
+        swapper.join()
+
+    mount_points = []
+    for record in records.iterdir():
+        mount_points += [line.split()[4] for line in record.read_text().splitlines()]
+    assert mount_points, outcomes
+    escaped = [point for point in mount_points if point.startswith(str(host_dir))]
+    assert escaped == []
+    assert sorted(path.name for path in host_dir.iterdir()) == ["marker"]
+
+
+def _swap_until(stop: threading.Event, target: Path, link: Path, aside: Path) -> None:
+    """Swap ``target`` (a directory) with ``link`` (a symlink) until ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            os.rename(target, aside)
+            os.rename(link, target)
+            time.sleep(0.0005)
+            os.rename(target, link)
+            os.rename(aside, target)
+            time.sleep(0.0005)
+        except OSError:
+            # The runtime may create the destination while it is missing; the next
+            # round swaps whatever is there.
+            continue
