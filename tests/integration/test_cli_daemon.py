@@ -181,3 +181,60 @@ def test_rm_force_running(daemon: KetchDaemon) -> None:
     assert result.stdout == "cli-rm-force\n", result.stderr
     missing = daemon.ketch("inspect", "cli-rm-force")
     assert missing.returncode == 1
+
+
+def test_restart_pause_unpause(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-pause")
+    daemon.ketch("run", "-d", "--name", "cli-pause", "busybox", "sleep", "100")
+    paused = daemon.ketch("pause", "cli-pause")
+    assert paused.stdout == "cli-pause\n", paused.stderr
+    wait_for_state(daemon, "cli-pause", "paused")
+    assert daemon.ketch("unpause", "cli-pause").stdout == "cli-pause\n"
+    wait_for_state(daemon, "cli-pause", "running")
+    before = daemon.ketch("inspect", "-f", "{{.State.StartedAt}}", "cli-pause").stdout
+    restarted = daemon.ketch("restart", "-t", "1", "cli-pause")
+    assert restarted.stdout == "cli-pause\n", restarted.stderr
+    wait_for_state(daemon, "cli-pause", "running")
+    after = daemon.ketch("inspect", "-f", "{{.State.StartedAt}}", "cli-pause").stdout
+    assert after != before
+
+
+def test_rename_then_inspect(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-renamed")
+    daemon.ketch("create", "--name", "cli-to-rename", "busybox")
+    result = daemon.ketch("rename", "cli-to-rename", "cli-renamed")
+    assert result.returncode == 0, result.stderr
+    assert daemon.ketch("inspect", "-f", "{{.Name}}", "cli-renamed").stdout == "/cli-renamed\n"
+
+
+def test_update_memory(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-update")
+    daemon.ketch("run", "-d", "--name", "cli-update", "-m", "64m", "busybox", "sleep", "100")
+    result = daemon.ketch("update", "-m", "32m", "cli-update")
+    assert result.stdout == "cli-update\n", result.stderr
+    memory = daemon.ketch("inspect", "-f", "{{.HostConfig.Memory}}", "cli-update").stdout
+    assert memory == f"{32 * 1024 * 1024}\n"
+
+
+def test_events_since_until(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-events")
+    start = time.time()
+    daemon.ketch("run", "--name", "cli-events", "busybox", "true")
+    result = daemon.ketch(
+        "events", "--since", f"{start - 1:.3f}", "--until", f"{time.time() + 1:.3f}",
+        "-f", "container=cli-events", "--format", "{{.Type}} {{.Action}}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "container start" in lines
+    assert "container die" in lines
+
+
+def test_system_df_and_container_prune(daemon: KetchDaemon) -> None:
+    daemon.ketch("run", "--name", "cli-prune-me", "busybox", "true")
+    usage = daemon.ketch("system", "df", "--format", "{{.Type}}")
+    assert usage.stdout.splitlines()[:2] == ["Images", "Containers"], usage.stderr
+    pruned = daemon.ketch("container", "prune", "-f")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "Total reclaimed space:" in pruned.stdout
+    assert daemon.ketch("inspect", "cli-prune-me").returncode == 1
