@@ -234,6 +234,7 @@ def measure_unpack(layer: bytes, work: Path) -> None:
     blob.write_bytes(layer)
     size_mib = len(gzip.decompress(layer)) / 2**20
     timings: dict[str, list[float]] = {"ketch unpack_layer": [], "tar -xzf": []}
+
     for _ in range(3):
         target = work / "unpack"
         target.mkdir()
@@ -246,10 +247,12 @@ def measure_unpack(layer: bytes, work: Path) -> None:
         subprocess.run(["tar", "-xzf", str(blob), "-C", str(target)], check=True)
         timings["tar -xzf"].append(time.perf_counter() - start)
         shutil.rmtree(target)
+
     print(f"\nunpack of one layer ({size_mib:.0f} MiB uncompressed), median of 3:")
     for name, values in timings.items():
         seconds = statistics.median(values)
         print(f"  {name:<34} {seconds * 1000:9.0f} ms {size_mib / seconds:7.0f} MiB/s")
+
     data = gzip.decompress(layer)
     start = time.perf_counter()
     hashlib.sha256(layer).hexdigest()

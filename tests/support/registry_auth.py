@@ -5,7 +5,7 @@
 (a stdlib HTTP server in a thread) and a docker-registry configured with ``auth: token:``
 that trusts the service's self-signed certificate. The service signs RS256 JWTs with
 ``openssl dgst`` and grants the requested actions to a user with the right password and
-nothing to anyone else, which the registry then answers with 401.
+nothing to anyone else, so the registry then responds 401.
 
 Layout of the directory each one is given::
 

@@ -350,7 +350,7 @@ def test_range_answered_wrongly() -> None:
             descriptor = Descriptor("application/octet-stream", digest, len(data))
             await client_for(session, address).download_blob(descriptor, print, offset=1000)
 
-    with pytest.raises(Unavailable, match="with Content-Range 'bytes 0-4999/5000'"):
+    with pytest.raises(Unavailable, match="Content-Range 'bytes 0-4999/5000'"):
         asyncio.run(with_server([("GET", f"/v2/test/repo/blobs/{digest}", blob)], body))
 
 

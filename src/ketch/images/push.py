@@ -200,7 +200,7 @@ class Pusher:
         location: str | None,
     ) -> None:
         """Upload a blob from the content store, starting an upload unless ``location``
-        already names one (a mount the registry answered with a new upload)."""
+        already names one (a mount for which the registry started a plain upload)."""
         size = self.content.size(digest)
         location = location or await client.start_upload(digest)
         if size <= self.options.monolithic_max:

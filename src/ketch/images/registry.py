@@ -25,7 +25,7 @@ GET      (``/v2/`` itself)           login: are the credentials accepted?
 GET      manifests/<tag or digest>   fetch a manifest or an index (``Accept`` lists both)
 GET      blobs/<digest>              fetch a config or a layer, streamed (Range: resume)
 HEAD     blobs/<digest>              push: is the blob there already?
-POST     blobs/uploads/              push: start an upload, answered with a Location
+POST     blobs/uploads/              push: start an upload; the response has a Location
 POST     blobs/uploads/?mount=&from= push: link a blob from another repository (201)
 PATCH    <Location>                  push: one chunk with Content-Range (chunked upload)
 PUT      <Location>&digest=<digest>  push: the rest of the blob, or all of it (monolithic)
@@ -436,7 +436,7 @@ async def check_login(
     """Check ``credentials`` against the registry's base endpoint ``/v2/``.
 
     Raises Forbidden when the registry or its token service rejects them, Unavailable when
-    either cannot be reached or answers unexpectedly.
+    either cannot be reached or returns an unexpected status.
     """
     url = f"{endpoint.url}/v2/"
     client = RegistryClient(session, endpoint, "", credentials=credentials)
