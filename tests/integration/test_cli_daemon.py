@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import VENV_BIN, KetchDaemon, daemon_fixture
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +238,56 @@ def test_system_df_and_container_prune(daemon: KetchDaemon) -> None:
     assert pruned.returncode == 0, pruned.stderr
     assert "Total reclaimed space:" in pruned.stdout
     assert daemon.ketch("inspect", "cli-prune-me").returncode == 1
+
+
+def skip_without_route(result: object) -> None:
+    """Skip a test whose command needs a route this ketchd does not serve yet."""
+    if "page not found" in getattr(result, "stderr", ""):
+        pytest.skip("waits for the engine: ketchd does not serve this route yet")
+
+
+def test_exec_output_and_exit_code(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-exec")
+    daemon.ketch("run", "-d", "--name", "cli-exec", "busybox", "sleep", "100")
+    wait_for_state(daemon, "cli-exec", "running")
+    result = daemon.ketch(
+        "exec", "-e", "X=1", "-w", "/tmp", "cli-exec", "sh", "-c", 'echo "$X $(pwd)"; exit 4'
+    )
+    skip_without_route(result)
+    assert result.returncode == 4, result.stderr
+    assert result.stdout == "1 /tmp\n"
+
+
+def test_run_interactive_tty(daemon: KetchDaemon, names: list[str]) -> None:
+    import os
+    import pty
+    import select
+
+    names.append("cli-tty")
+    probe = daemon.ketch("create", "--name", "cli-tty", "-it", "busybox", "sh")
+    if "Tty" in probe.stderr:
+        pytest.skip("waits for the engine: ketchd does not support Tty yet")
+    daemon.ketch("rm", "-f", "cli-tty")
+    pid, fd = pty.fork()
+    if pid == 0:
+        argv = [str(VENV_BIN / "ketch"), "-H", daemon.host, "run", "-it", "--name", "cli-tty"]
+        os.execv(argv[0], [*argv, "busybox", "sh"])
+    output = b""
+    try:
+        os.write(fd, b"echo $((6*7)); exit 3\r")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                output += data
+    finally:
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3, output
+    assert b"42" in output
