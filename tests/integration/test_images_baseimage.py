@@ -1,8 +1,11 @@
 """scripts/make-base-image: busybox from busybox-static, pushed, pulled and run."""
 
 import asyncio
+import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 import support.registry
 from support.images import image_store
@@ -52,3 +55,32 @@ def test_base_image_unreachable_registry() -> None:
     made = make_base_image("127.0.0.1:1")
     assert made.returncode == 1
     assert "127.0.0.1:1" in made.stderr
+
+
+# debootstrap takes about 35 s on first use (2 cores, Debian's mirror), so the Debian
+# image is tested when its layer is cached or KETCH_TEST_DEBIAN=1 is set.
+DEBIAN_CACHE = Path("/var/cache/ketch-base")
+DEBIAN_WANTED = os.environ.get("KETCH_TEST_DEBIAN") == "1" or any(
+    DEBIAN_CACHE.glob("debian-bookworm-*.tar.gz")
+)
+
+
+@pytest.mark.skipif(not DEBIAN_WANTED, reason="set KETCH_TEST_DEBIAN=1 to run debootstrap")
+def test_debian_image_runs_bash(tmp_path: Path, registry: str) -> None:
+    made = subprocess.run(
+        [str(SCRIPT), "--registry", registry, "--debian"],
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert f"{registry}/library/debian:bookworm sha256:" in made.stdout
+    with image_store(tmp_path) as store:
+        image = asyncio.run(store.pull(f"{registry}/library/debian:bookworm"))
+        assert image.config["Cmd"] == ["bash"]
+        merged = store.prepare_rootfs("debian", image)
+        result = subprocess.run(
+            ["chroot", str(merged), "/bin/bash", "-c", "cat /etc/debian_version; dpkg -s bash"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("12.")
+        assert not list((merged / "var" / "lib" / "apt" / "lists").iterdir())
