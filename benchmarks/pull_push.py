@@ -8,13 +8,16 @@ then, run after run with the commands alternating:
   ``skopeo copy`` to an OCI layout directory and to containers-storage (overlay driver,
   private graph and run roots; skipped with a message if that fails here);
 * push: ketch's ImageStore.push, against ``skopeo copy`` from the OCI directory, each to a
-  new, empty registry so that no blob exists there yet.
+  new, empty registry so that no blob exists there yet;
+* with ``--docker``: Debian's dockerd 20.10, started in a network namespace of its own
+  with a registry of its own there (seeded by skopeo with the same image), times
+  ``docker pull`` and ``docker push`` to an empty registry in the same way.
 
 It prints medians, ratios, and where ketch's pull time goes: the phases seen in its progress
 messages, CPU time against wall time, and the unpack of one layer against ``tar -xzf`` of
 the same blob. Run it as root (unpacking sets ownership) with skopeo installed:
 
-    .venv/bin/python benchmarks/pull_push.py [--runs 3] [--layer-mib 40]
+    .venv/bin/python benchmarks/pull_push.py [--runs 3] [--layer-mib 40] [--docker]
 """
 
 from __future__ import annotations
@@ -41,10 +44,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from run_start import Dockerd, remove_docker_cgroup_parent  # noqa: E402
+
 from ketch.images import ImageStore  # noqa: E402
 from ketch.images.layers import unpack_layer  # noqa: E402
 from ketch.images.registry import Endpoint, open_session, push_image  # noqa: E402
 from ketch.linux.syscalls import MNT_DETACH, umount  # noqa: E402
+from support.netns import NetworkNamespace, network_namespace  # noqa: E402
 from support.registry import Registry, start_registry  # noqa: E402
 
 LAYERS = 5
@@ -271,6 +277,9 @@ def main() -> None:
     parser.add_argument(
         "--layer-mib", type=int, default=40, help="MiB of files in each of the 5 layers"
     )
+    parser.add_argument(
+        "--docker", action="store_true", help="also time dockerd (docker.io must be installed)"
+    )
     options = parser.parse_args()
     if shutil.which("skopeo") is None:
         sys.exit("skopeo is not installed (apt-get install skopeo)")
@@ -290,14 +299,17 @@ def main() -> None:
         source = start_registry(work / "source-registry")
         try:
             seed_registry(source.address, layers, config)
-            run_pulls(source.address, work, options.runs)
-            run_pushes(source.address, work, options.runs)
+            pulls = run_pulls(source.address, work, options.runs)
+            pushes = run_pushes(source.address, work, options.runs)
+            if options.docker:
+                run_docker(source.address, work, options.runs, pulls, pushes)
         finally:
             source.stop()
         measure_unpack(layers[0], work)
 
 
-def run_pulls(address: str, work: Path, runs: int) -> None:
+def run_pulls(address: str, work: Path, runs: int) -> float:
+    """Time the pulls, print the report and return ketch's median in ms."""
     results: dict[str, list[CpuClock]] = {"ketch": [], "skopeo copy to oci dir": []}
     skipped: dict[str, str] = {}
     phases: list[dict[str, float]] = []
@@ -315,9 +327,11 @@ def run_pulls(address: str, work: Path, runs: int) -> None:
     print("  ketch pull phases (median, from its progress messages):")
     for key in phases[0]:
         print(f"    {key:<32} {median_ms([p[key] for p in phases]):9.0f} ms")
+    return median_ms([c.wall for c in results["ketch"]])
 
 
-def run_pushes(address: str, work: Path, runs: int) -> None:
+def run_pushes(address: str, work: Path, runs: int) -> float:
+    """Time the pushes, print the report and return ketch's median in ms."""
     layout = work / "push-source-oci"
     skopeo("copy", "--src-tls-verify=false", f"docker://{address}/{REPOSITORY}:{TAG}",
            f"oci:{layout}:{TAG}")  # fmt: skip
@@ -343,9 +357,67 @@ def run_pushes(address: str, work: Path, runs: int) -> None:
             results["ketch"].append(with_empty_registry(work, push_ketch))
             results["skopeo copy from oci dir"].append(with_empty_registry(work, push_skopeo))
         report(f"push to an empty registry, median of {runs} runs", results, {})
+        return median_ms([c.wall for c in results["ketch"]])
     finally:
         close_store(store, db, root)
         shutil.rmtree(layout, ignore_errors=True)
+
+
+def run_docker(address: str, work: Path, runs: int, ketch_pull: float, ketch_push: float) -> None:
+    """Time ``docker pull`` and ``docker push`` against registries in dockerd's namespace."""
+    if shutil.which("dockerd") is None:
+        print("\ndocker: skipped, dockerd is not installed (apt-get install docker.io)")
+        return
+    layout = work / "docker-seed-oci"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{address}/{REPOSITORY}:{TAG}",
+           f"oci:{layout}:{TAG}")  # fmt: skip
+    with network_namespace("ketch-bench") as namespace:
+        (work / "dockerd").mkdir()
+        dockerd = Dockerd(work / "dockerd", namespace)
+        source = start_registry(work / "docker-source", netns=namespace.name)
+        try:
+            seed_in_namespace(namespace, layout, source.address)
+            image = f"{source.address}/{REPOSITORY}:{TAG}"
+            pulls, pushes = [], []
+            for _ in range(runs):
+                pulls.append(time_docker(dockerd, "pull", image))
+                target = start_registry(work / "docker-target", netns=namespace.name)
+                try:
+                    pushed = f"{target.address}/{REPOSITORY}:{TAG}"
+                    dockerd.docker("tag", image, pushed, check=True, capture_output=True)
+                    pushes.append(time_docker(dockerd, "push", pushed))
+                    dockerd.docker("rmi", pushed, check=True, capture_output=True)
+                finally:
+                    target.stop()
+                    shutil.rmtree(work / "docker-target", ignore_errors=True)
+                dockerd.docker("rmi", image, check=True, capture_output=True)
+        finally:
+            source.stop()
+            dockerd.stop()
+            remove_docker_cgroup_parent()
+            subprocess.run(["umount", "-R", "-l", str(work / "dockerd" / "exec")],
+                           capture_output=True)  # fmt: skip
+    print(f"\ndocker (dockerd 20.10 in its own network namespace), median of {runs} runs:")
+    pull, push = median_ms(pulls), median_ms(pushes)
+    print(f"  docker pull                        {pull:9.0f} ms wall")
+    print(f"  docker push to an empty registry   {push:9.0f} ms wall")
+    print(f"  ratio ketch / docker pull: {ketch_pull / pull:.2f}")
+    print(f"  ratio ketch / docker push: {ketch_push / push:.2f}")
+
+
+def seed_in_namespace(namespace: NetworkNamespace, layout: Path, address: str) -> None:
+    command = ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
+               f"oci:{layout}:{TAG}", f"docker://{address}/{REPOSITORY}:{TAG}"]  # fmt: skip
+    subprocess.run(namespace.command(command), check=True, capture_output=True)
+
+
+def time_docker(dockerd: Dockerd, verb: str, image: str) -> float:
+    started = time.perf_counter()
+    result = dockerd.docker(verb, image, capture_output=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"docker {verb} {image} failed: {result.stderr.decode().strip()}")
+    return elapsed
 
 
 if __name__ == "__main__":
