@@ -291,3 +291,12 @@ def test_run_interactive_tty(daemon: KetchDaemon, names: list[str]) -> None:
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 3, output
     assert b"42" in output
+
+
+def test_logs_follow_ends_with_container(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-follow")
+    script = "echo first; sleep 1; echo second"
+    daemon.ketch("run", "-d", "--name", "cli-follow", "busybox", "sh", "-c", script)
+    result = daemon.ketch("logs", "-f", "cli-follow")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "first\nsecond\n"

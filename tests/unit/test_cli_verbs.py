@@ -544,3 +544,32 @@ def test_unknown_group_verb_exits_1(fake: FakeDocker) -> None:
     result = ketch(fake, "image", "frobnicate")
     assert result.returncode == 1
     assert "'image frobnicate' is not a ketch command" in result.stderr
+
+
+def test_attach_copies_and_exits_with_status(fake: FakeDocker) -> None:
+    fake.reply("GET", "/containers/web/json", Reply(200, inspected()))
+    fake.reply("POST", f"/containers/{CONTAINER_ID}/wait", Reply(200, {"StatusCode": 9}))
+    fake.reply("POST", f"/containers/{CONTAINER_ID}/attach", Hijack(frame(1, b"late\n")))
+    result = ketch(fake, "attach", "web")
+    assert result.returncode == 9, result.stderr
+    assert result.stdout == "late\n"
+    query = fake.find("POST", f"/containers/{CONTAINER_ID}/attach")[0].query
+    assert "stdin" not in query
+
+
+def test_attach_stopped_container_exits_125(fake: FakeDocker) -> None:
+    fake.reply("GET", "/containers/web/json", Reply(200, inspected(running=False)))
+    result = ketch(fake, "attach", "web")
+    assert result.returncode == 125
+    assert "You cannot attach to a stopped container" in result.stderr
+
+
+def test_run_detach_keys_in_attach_query(fake: FakeDocker) -> None:
+    fake.reply("POST", "/containers/create", Reply(201, {"Id": CONTAINER_ID}))
+    fake.reply("POST", f"/containers/{CONTAINER_ID}/attach", Hijack(b""))
+    fake.reply("POST", f"/containers/{CONTAINER_ID}/wait", Reply(200, {"StatusCode": 0}))
+    fake.reply("POST", f"/containers/{CONTAINER_ID}/start", Reply(204))
+    result = ketch(fake, "run", "--detach-keys", "ctrl-x", "busybox", "true")
+    assert result.returncode == 0, result.stderr
+    query = fake.find("POST", f"/containers/{CONTAINER_ID}/attach")[0].query
+    assert query["detachKeys"] == ["ctrl-x"]

@@ -15,6 +15,7 @@ from ketch.cli.options import Command, Flag
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from ketch.cli.client import Client, Response
     from ketch.cli.main import Context
 
 DETACH_GRACE_SECONDS = 2.0
@@ -79,7 +80,7 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
                     copy_raw_output(attached)
                 else:
                     copy_output(attached.iter_frames())
-                result = _wait_result(client, container_id, wait, stdin)
+                result = wait_result(client, container_id, wait, stdin)
                 if result is None:
                     return 0
     finally:
@@ -88,17 +89,19 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
     return exit_status(result)
 
 
-def _wait_result(client: object, container_id: str, wait: object, stdin: bool) -> object:
+def wait_result(client: Client, container_id: str, wait: Response, stdin: bool) -> object:
     """Read the wait's result, or return None when the user detached with the detach
     keys: the stream has ended, but after a grace period the container still runs."""
     if not stdin:
-        return wait.json()  # type: ignore[attr-defined]
+        return wait.json()
     import select
 
     # The body of the wait arrives only when the container exits.
-    readable, _, _ = select.select([wait.socket], [], [], DETACH_GRACE_SECONDS)  # type: ignore[attr-defined]
+    # NOTE: a container that exits but is still marked running after the grace period
+    # is taken as detached, and the command then exits 0 instead of with its status.
+    readable, _, _ = select.select([wait.socket], [], [], DETACH_GRACE_SECONDS)
     if not readable:
-        container = client.call("GET", f"/containers/{container_id}/json")  # type: ignore[attr-defined]
+        container = client.call("GET", f"/containers/{container_id}/json")
         if isinstance(container, dict) and (container.get("State") or {}).get("Running"):
             return None
-    return wait.json()  # type: ignore[attr-defined]
+    return wait.json()

@@ -45,6 +45,9 @@ COMMAND = Command(
     "Create and run a new container from an image",
     (
         Flag("detach", "Run container in background and print container ID", short="d"),
+        Flag(
+            "detach-keys", "Override the key sequence for detaching a container", metavar="string"
+        ),
         Flag("sig-proxy", "Proxy received signals to the process", default=True),
         *FLAGS,
     ),
@@ -111,6 +114,8 @@ def run_attached(client: Client, container_id: str, body: dict, options: dict) -
         "stderr": body["AttachStderr"],
     }
     query = {"stream": "1", **{name: "1" for name, on in streams.items() if on}}
+    if options["detach-keys"]:
+        query["detachKeys"] = options["detach-keys"]
     attached = client.hijack(f"/containers/{container_id}/attach", query)
     condition = "removed" if options["rm"] else "next-exit"
     try:
@@ -133,10 +138,15 @@ def run_attached(client: Client, container_id: str, body: dict, options: dict) -
                     copy_raw_output(attached)
                 else:
                     copy_output(attached.iter_frames())
-                result = wait.json()
+                from ketch.cli.attach import wait_result
+
+                result = wait_result(client, container_id, wait, body["AttachStdin"])
     finally:
         attached.close()
         wait.close()
+    if result is None:
+        # Detached with the detach keys: the container runs on, as after ``run -d``.
+        return 0
     return exit_status(result)
 
 
