@@ -98,7 +98,7 @@ def test_exec_cwd(runner, running):
 
 def test_exec_env_exact(runner, running):
     _, stdout, _ = _exec(runner, running, ["env"], env=["PATH=/bin", "A=1"])
-    assert sorted(stdout.split()) == ["A=1", "PATH=/bin"]
+    assert sorted(stdout.split()) == ["A=1", "HOME=/root", "PATH=/bin"]
 
 
 def test_exec_umask(runner, running):

@@ -61,8 +61,24 @@ def test_env_passed(runner):
 
 
 def test_env_exact(runner):
+    # HOME is added from root's /etc/passwd entry, as runc adds it.
     result = runner.run(["env"], process={"env": ["PATH=/bin", "A=1"]})
-    assert sorted(result.stdout.split()) == ["A=1", "PATH=/bin"]
+    assert sorted(result.stdout.split()) == ["A=1", "HOME=/root", "PATH=/bin"]
+
+
+def test_env_home_from_passwd(runner):
+    process = {"env": ["PATH=/bin"], "user": {"uid": 1000, "gid": 1000}}
+    assert runner.run(["sh", "-c", "echo $HOME"], process=process).stdout == "/home/app\n"
+
+
+def test_env_home_kept(runner):
+    process = {"env": ["PATH=/bin", "HOME=/elsewhere"]}
+    assert runner.run(["sh", "-c", "echo $HOME"], process=process).stdout == "/elsewhere\n"
+
+
+def test_env_home_without_entry(runner):
+    process = {"env": ["PATH=/bin"], "user": {"uid": 4242, "gid": 4242}}
+    assert runner.run(["sh", "-c", "echo $HOME"], process=process).stdout == "/\n"
 
 
 def test_cwd_used(runner):
@@ -218,10 +234,11 @@ def test_join_network_namespace(runner):
 
 
 def test_host_untouched_by_mounts(runner):
-    # The container's mounts happen in its own mount namespace.
-    before = Path("/proc/self/mountinfo").read_text().count("\n")
-    runner.run(["true"])
-    assert Path("/proc/self/mountinfo").read_text().count("\n") == before
+    # The container's mounts happen in its own mount namespace. Only mounts under the
+    # test's directory count, because other processes on the host mount things too.
+    result = runner.run(["true"])
+    assert result.exit_code == 0
+    assert str(runner.root) not in Path("/proc/self/mountinfo").read_text()
 
 
 def _default_mounts() -> list[dict]:

@@ -157,6 +157,8 @@ def test_hook_env_exact(runner, tmp_path):
     hook = {"path": "/bin/sh", "args": ["sh", "-c", f"env > {record}"], "env": ["ONLY=this"]}
     runner.create(["true"], hooks={"prestart": [hook]})
     lines = set(record.read_text().split())
+    # The hook's environment is exactly its env; HOME is the runtime's to add only to
+    # the container's process.
     assert "ONLY=this" in lines
     assert not any(line.startswith("HOME=") for line in lines)
 
@@ -188,3 +190,21 @@ def test_failing_poststart_only_warns(runner, caplog):
     runner.runtime.start(container_id)
     assert runner.wait(pid) == 0
     assert "hook poststart[0]" in caplog.text
+
+
+def test_cli_start_container_hook(runner, tmp_path):
+    # ketch-runc has not imported subprocess itself, so the init must load what the
+    # hook needs before pivot_root hides the host's standard library.
+    from support.runtime_cli import Cli
+
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", "hostname > /tmp/hook-hostname"]}
+    container_id = runner.new_id()
+    bundle = runner.bundle(
+        container_id,
+        ["cat", "/tmp/hook-hostname"],
+        hostname="from-cli",
+        hooks={"startContainer": [hook]},
+    )
+    runner.ids.append(container_id)
+    result = Cli(runner)("run", "--bundle", str(bundle), container_id)
+    assert result.stdout == "from-cli\n", result.stderr

@@ -250,6 +250,7 @@ def _prepare(context: _ExecContext, seccomp_early: bool) -> tuple[str, int]:
         user = spec_process.user
         console.set_up_terminal(context.console, user.uid, user.gid, spec_process.console_size)
         context.console.close()
+    process.set_home(spec_process)
     process.apply_rlimits(spec_process)
     process.apply_oom_score_adj(spec_process)
     if seccomp_early and context.seccomp_filter is not None:

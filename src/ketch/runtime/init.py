@@ -118,6 +118,10 @@ def _set_up(context: InitContext, seccomp_early: bool) -> tuple[str, int]:
         os.close(root_fd)
     _await_runtime_hooks(context)
     _run_init_hooks(context, "createContainer", "creating")
+    if "startContainer" in spec.hooks:
+        # Imported now, because after pivot_root the host's standard library is out of
+        # reach, and startContainer hooks run after it.
+        import subprocess  # noqa: F401
     if context.no_pivot:
         rootfs.move_into(spec.rootfs)
     else:
@@ -137,6 +141,7 @@ def _set_up(context: InitContext, seccomp_early: bool) -> tuple[str, int]:
         console.set_up_terminal(context.console, user.uid, user.gid, spec.process.console_size)
         context.console.close()
 
+    process.set_home(spec.process)
     process.apply_rlimits(spec.process)
     process.apply_oom_score_adj(spec.process)
     if seccomp_early and context.seccomp_filter is not None:

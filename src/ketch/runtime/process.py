@@ -74,6 +74,26 @@ def _limit(value: int) -> int:
     return resource.RLIM_INFINITY if value >= 2**64 - 1 else value
 
 
+def set_home(process: Process, passwd: str = "/etc/passwd") -> None:
+    """Add HOME to process.env when it lacks one, as runc does: the home directory of the
+    user's entry in the container's /etc/passwd, or / without an entry."""
+    if any(entry.startswith("HOME=") for entry in process.env):
+        return
+    process.env.append(f"HOME={_home_of(process.user.uid, passwd)}")
+
+
+def _home_of(uid: int, passwd: str) -> str:
+    try:
+        with open(passwd, errors="replace") as handle:
+            for line in handle:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid) and fields[5]:
+                    return fields[5]
+    except OSError:
+        pass  # no /etc/passwd in the image
+    return "/"
+
+
 def switch_user(process: Process) -> None:
     """Become the config's user, keeping the capabilities process.capabilities names."""
     caps = process.capabilities
