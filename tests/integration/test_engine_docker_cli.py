@@ -6,8 +6,15 @@ failure points at one, and the fixture removes them all at the end.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import select
 import shutil
+import struct
+import subprocess
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,3 +279,106 @@ def cgroup_directory(pid: int, controller: str) -> Path:
                 if directory.is_dir():
                     return directory
     raise AssertionError(f"process {pid} has no {controller} cgroup")
+
+
+# Exec
+
+
+def test_exec_prints_output(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "exec-target", "busybox", "sleep", "300")
+    result = daemon.docker("exec", "exec-target", "sh", "-c", "echo out; echo err >&2")
+    assert result.stdout == "out\n"
+    assert result.stderr == "err\n"
+
+
+def test_exec_exit_code(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "exec-code", "busybox", "sleep", "300")
+    result = daemon.docker("exec", "exec-code", "sh", "-c", "exit 5")
+    assert result.returncode == 5
+
+
+def test_exec_sees_container_pid_namespace(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "exec-ns", "busybox", "sleep", "300")
+    output = docker_ok(daemon, "exec", "exec-ns", "cat", "/proc/1/cmdline")
+    assert output == "sleep\x00300\x00"
+
+
+def test_exec_env_user_workdir(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "exec-opts", "-e", "A=1", "busybox", "sleep", "300")
+    output = docker_ok(
+        daemon, "exec", "-e", "B=2", "-u", "nobody", "-w", "/tmp", "exec-opts",
+        "sh", "-c", 'echo "$A $B $(id -u) $(pwd)"',
+    )  # fmt: skip
+    assert output == "1 2 65534 /tmp\n"
+
+
+def test_exec_stdin(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "exec-stdin", "busybox", "sleep", "300")
+    env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
+    result = subprocess.run(
+        ["docker", "exec", "-i", "exec-stdin", "tr", "a-z", "A-Z"],
+        input="hello stdin\n", capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.stdout == "HELLO STDIN\n", result.stderr
+
+
+def test_exec_tty(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "exec-tty", "busybox", "sleep", "300")
+    output = run_in_pty(daemon, ["docker", "exec", "-t", "exec-tty", "sh", "-c", "tty; stty size"])
+    lines = output.replace("\r", "").splitlines()
+    assert lines[0].startswith("/dev/pts/")
+    assert lines[1] == "24 80"
+
+
+def test_exec_not_running_fails(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "create", "--name", "exec-created", "busybox", "true")
+    result = daemon.docker("exec", "exec-created", "true")
+    assert result.returncode != 0
+    assert "is not running" in result.stderr
+
+
+def test_exec_inspect_after_exit(daemon: KetchDaemon) -> None:
+    import docker
+
+    docker_ok(daemon, "run", "-d", "--name", "exec-inspect", "busybox", "sleep", "300")
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        exec_id = client.api.exec_create("exec-inspect", ["sh", "-c", "exit 3"])["Id"]
+        client.api.exec_start(exec_id)
+        inspected = client.api.exec_inspect(exec_id)
+    finally:
+        client.close()
+    assert inspected["ExitCode"] == 3
+    assert inspected["Running"] is False
+
+
+def run_in_pty(daemon: KetchDaemon, command: list[str], timeout: float = 60) -> str:
+    """Run ``command`` with a 24x80 pseudo-terminal as its stdio; return its output."""
+    env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    process = subprocess.Popen(
+        command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+    )
+    os.close(slave)
+    output = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                output += data
+            elif process.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+    return output.decode(errors="replace")

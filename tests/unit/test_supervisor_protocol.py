@@ -27,8 +27,8 @@ def test_decode_rejects_non_object() -> None:
 
 
 def test_decode_request_rejects_unknown_op() -> None:
-    with pytest.raises(InvalidArgument, match="unknown op 'exec'"):
-        protocol.decode_request(b'{"op": "exec"}\n')
+    with pytest.raises(InvalidArgument, match="unknown op 'teleport'"):
+        protocol.decode_request(b'{"op": "teleport"}\n')
 
 
 def test_error_response_names_class() -> None:

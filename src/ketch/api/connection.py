@@ -239,6 +239,17 @@ class HttpConnection:
                 return
             self._h11.receive_data(data)
 
+    def take_buffered_input(self) -> bytes:
+        """Return the bytes the client sent after the request, which a hijacked stream
+        (an attach or exec with stdin) carries on with."""
+        data, _ = self._h11.trailing_data
+        return data
+
+    @property
+    def reader(self) -> asyncio.StreamReader:
+        """The socket's reader, for the client's bytes once the connection is hijacked."""
+        return self._reader
+
     def peer_hung_up(self) -> bool:
         """Return whether the client has closed the socket completely, not just its sending
         side.

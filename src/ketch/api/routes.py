@@ -146,6 +146,35 @@ async def prune_containers(call: Call) -> None:
     await call.http.send_json(200, await call.engine.prune_containers(filters))
 
 
+async def create_exec(call: Call) -> None:
+    body = call.request.json_body()
+    await call.http.send_json(201, call.engine.create_exec(call.parameters["id"], body))
+
+
+async def inspect_exec(call: Call) -> None:
+    await call.http.send_json(200, call.engine.inspect_exec(call.parameters["id"]))
+
+
+def _terminal_size(call: Call) -> tuple[int, int]:
+    height = call.integer("h", None)
+    width = call.integer("w", None)
+    if height is None or width is None or height < 0 or width < 0:
+        raise InvalidArgument("invalid terminal size: h and w must be set to numbers >= 0")
+    return height, width
+
+
+async def resize_exec(call: Call) -> None:
+    height, width = _terminal_size(call)
+    await call.engine.resize_exec(call.parameters["id"], height, width)
+    await call.http.send(200, b"")
+
+
+async def resize_container(call: Call) -> None:
+    height, width = _terminal_size(call)
+    await call.engine.resize_container(call.parameters["id"], height, width)
+    await call.http.send(200, b"")
+
+
 async def disk_usage(call: Call) -> None:
     await call.http.send_json(200, call.engine.disk_usage())
 
@@ -265,6 +294,11 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", "/containers/{id}/update", update_container),
     _route("POST", "/containers/prune", prune_containers),
     _route("GET", "/events", streams.events),
+    _route("POST", "/containers/{id}/exec", create_exec),
+    _route("POST", "/containers/{id}/resize", resize_container),
+    _route("POST", "/exec/{id}/start", streams.start_exec),
+    _route("POST", "/exec/{id}/resize", resize_exec),
+    _route("GET", "/exec/{id}/json", inspect_exec),
     _route("GET", "/system/df", disk_usage),
     _route("DELETE", "/containers/{id}", remove_container),
     _route("POST", "/images/create", streams.pull_image),

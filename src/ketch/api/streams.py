@@ -150,6 +150,71 @@ async def _send_until_client_closes(
     await call.http.end_stream()
 
 
+async def start_exec(call: Call) -> None:
+    body = call.request.json_body() or {}
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid exec start body: expected a JSON object")
+    detach = bool(body.get("Detach"))
+    tty = body.get("Tty") if isinstance(body.get("Tty"), bool) else None
+    session = await call.engine.start_exec(call.parameters["id"], detach=detach, tty=tty)
+    if session is None:
+        await call.http.send(200, b"")
+        return
+    content_type = RAW_STREAM if session.raw else MULTIPLEXED_STREAM
+    writer = await call.http.hijack(call.request.wants_upgrade, content_type)
+    await _run_hijacked(call, session.output, session.stdin, writer)
+
+
+async def _run_hijacked(
+    call: Call, output: AsyncIterator[bytes], stdin: Any, writer: asyncio.StreamWriter
+) -> None:
+    """Copy ``output`` to the client and the client's bytes to ``stdin`` until the output
+    ends; without ``stdin``, until the output ends or the client hangs up."""
+    copy = asyncio.ensure_future(_copy_output(output, writer))
+    if stdin is not None:
+        watch = asyncio.ensure_future(_copy_input(call.http, stdin))
+    else:
+        watch = asyncio.ensure_future(_wait_for_hangup(call.http))
+    # Stdin ends before the output does, so only a stream without stdin ends at a hangup.
+    ends = {copy} if stdin is not None else {copy, watch}
+    try:
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        if not copy.done():
+            copy.cancel()
+        await asyncio.gather(copy, return_exceptions=True)
+    if copy.cancelled() or copy.exception() is not None:
+        log.debug("stream of %s ended early", call.request.target)
+
+
+async def _copy_output(output: AsyncIterator[bytes], writer: asyncio.StreamWriter) -> None:
+    try:
+        async for data in output:
+            writer.write(data)
+            await writer.drain()
+    finally:
+        await output.aclose()  # type: ignore[attr-defined]
+
+
+async def _copy_input(http: HttpConnection, stdin: asyncio.StreamWriter) -> None:
+    """Copy the client's bytes to the process's stdin; close it at the client's EOF."""
+    try:
+        data = http.take_buffered_input()
+        while True:
+            if data:
+                stdin.write(data)
+                await stdin.drain()
+            data = await http.reader.read(COPY_SIZE)
+            if not data:
+                break
+        if stdin.can_write_eof():
+            stdin.write_eof()
+    except (ConnectionError, OSError) as error:
+        log.debug("stdin copy ended: %s", error)
+
+
 async def wait_container(call: Call) -> None:
     condition = call.request.query.get("condition") or "not-running"
     waiter = asyncio.ensure_future(

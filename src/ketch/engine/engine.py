@@ -20,10 +20,11 @@ from ketch.engine import views
 from ketch.engine.containers import ContainerService, ImageSource, Supervisor
 from ketch.engine.control import ContainerControl, writable_layer_size
 from ketch.engine.events import EventBus
+from ketch.engine.execs import ExecService, ExecSession
 from ketch.engine.filters import select_containers
 from ketch.engine.logs import LogQuery, read_log
 from ketch.engine.store import ContainerPaths, ContainerStore
-from ketch.errors import KetchError
+from ketch.errors import Conflict, KetchError
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class ImageStoreLike(ImageSource, Protocol):
 
 class EventSupervisor(Supervisor, Protocol):
     async def subscribe(self) -> Any: ...
+    async def resize(self, target_id: str, height: int, width: int) -> None: ...
 
 
 class Engine:
@@ -73,6 +75,7 @@ class Engine:
             self.store, self.paths, images, supervisor, default_log_opts, self.events
         )
         self.control = ContainerControl(self.containers, self.store, self.paths)
+        self.execs = ExecService(self.containers, self.paths)
         self._ensure_supervisor = ensure_supervisor
         self._mirrors = list(registry_mirrors or [])
         self._insecure_registries = list(insecure_registries or [])
@@ -117,6 +120,8 @@ class Engine:
                     async for event in stream:
                         if event.get("type") == "exit":
                             self.containers.spawn(self.containers.handle_exit(event))
+                        elif event.get("type") == "exec_exit":
+                            self.execs.handle_exit(event)
                 finally:
                     stream.close()
                 logger.warning("the supervisor closed its event stream; reconnecting")
@@ -218,6 +223,33 @@ class Engine:
     async def prune_containers(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         return await self.control.prune(filters)
 
+    # Exec
+
+    def create_exec(self, ref: str, body: Any) -> dict[str, str]:
+        return self.execs.create(ref, body)
+
+    async def start_exec(
+        self, exec_id: str, detach: bool = False, tty: bool | None = None
+    ) -> ExecSession | None:
+        """Start the exec; None when detached, else the session to stream to the client."""
+        session = await self.execs.start(exec_id, detach, tty)
+        if not detach:
+            return session
+        self.containers.spawn(_drain(session.output))
+        return None
+
+    def inspect_exec(self, exec_id: str) -> dict[str, Any]:
+        return self.execs.inspect(exec_id)
+
+    async def resize_exec(self, exec_id: str, height: int, width: int) -> None:
+        await self.execs.resize(exec_id, height, width)
+
+    async def resize_container(self, ref: str, height: int, width: int) -> None:
+        container = self.containers.resolve(ref)
+        if not container.running:
+            raise Conflict(f"Container {container.id} is not running")
+        await self.supervisor.resize(container.id, height, width)
+
     def subscribe_events(
         self, filters: dict[str, list[str]], since_ns: int = 0, until_ns: int = 0
     ) -> AsyncIterator[dict[str, Any]]:
@@ -278,3 +310,9 @@ class Engine:
     ) -> asyncio.StreamReader:
         """Return docker-framed output of the container, ending at EOF with its output."""
         return await self.containers.attach(ref, stdout, stderr, stream, logs)
+
+
+async def _drain(output: AsyncIterator[bytes]) -> None:
+    """Read a detached exec's output to its end, so that its exit code is recorded."""
+    async for _ in output:
+        pass

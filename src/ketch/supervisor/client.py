@@ -95,6 +95,7 @@ class SupervisorClient:
         open_stdin: bool = False,
         log_max_size: int = 0,
         log_max_files: int = 1,
+        tty: bool = False,
     ) -> int:
         """Create the container and return its init's host pid; it waits for start.
 
@@ -109,6 +110,7 @@ class SupervisorClient:
                 "open_stdin": open_stdin,
                 "log_max_size": log_max_size,
                 "log_max_files": log_max_files,
+                "tty": tty,
             }
         )
         return int(response["pid"])
@@ -182,6 +184,42 @@ class SupervisorClient:
             raise
         reader.writer = writer
         return reader, writer
+
+    async def exec(
+        self,
+        container_id: str,
+        exec_id: str,
+        process: dict[str, Any],
+        *,
+        tty: bool = False,
+        open_stdin: bool = False,
+    ) -> tuple[AttachStream, asyncio.StreamWriter, int]:
+        """Start ``process`` (an OCI process object) in a running container.
+
+        Returns the exec's output as frames, ending with a ``STREAM_EXIT`` frame that
+        carries the exit code, a writer for its stdin (with ``open_stdin``;
+        ``write_eof()`` closes it), and its host pid.
+        """
+        reader, writer = await self._connect(stream_class=AttachStream)
+        request = {
+            "op": "exec",
+            "id": container_id,
+            "exec_id": exec_id,
+            "process": process,
+            "tty": tty,
+            "open_stdin": open_stdin,
+        }
+        try:
+            response = await _exchange(reader, writer, request)
+        except BaseException:
+            writer.close()
+            raise
+        reader.writer = writer
+        return reader, writer, int(response["pid"])
+
+    async def resize(self, target_id: str, height: int, width: int) -> None:
+        """Set the terminal size of a container or an exec that has a terminal."""
+        await self._request({"op": "resize", "id": target_id, "height": height, "width": width})
 
     async def subscribe(self) -> EventStream:
         """Open an event subscription; events that happen after this returns are seen."""

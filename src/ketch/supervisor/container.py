@@ -11,6 +11,8 @@ of the output.
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -132,8 +134,15 @@ class Container:
         output_fds: dict[int, int],
         stdin_fd: int | None,
         on_finished: Callable[[Container], None],
+        console_fd: int = -1,
+        exit_trailer: bool = False,
     ) -> None:
         self.record = record
+        # The pty master of a process with a terminal, for resizing; -1 without one.
+        self.console_fd = console_fd
+        # Whether attach clients get a STREAM_EXIT frame with the exit code before their
+        # stream ends, which holds their end until the process has exited (execs).
+        self.exit_trailer = exit_trailer
         self.exit_code: int | None = record.exit_code
         self.finished = record.status == "stopped"
         self.waiters: list[Connection] = []
@@ -193,7 +202,9 @@ class Container:
         except BlockingIOError:
             return
         except OSError as error:
-            log.error("container %s: cannot read %s: %s", self.id, _stream_name(pipe), error)
+            # A pty master reads EIO once every slave descriptor is closed: its end of file.
+            if error.errno != errno.EIO or pipe.fd != self.console_fd:
+                log.error("container %s: cannot read %s: %s", self.id, _stream_name(pipe), error)
             data = b""
         if data:
             self._deliver(pipe.stream, data)
@@ -208,6 +219,8 @@ class Container:
             self.stdin.close()
         if not self.output_ended:
             self._timers.append(self._loop.call_later(DRAIN_TIMEOUT_SECONDS, self._force_drain))
+        elif self.exit_trailer:
+            self._end_attachers()
         self._finish_if_done()
 
     def close(self) -> None:
@@ -248,12 +261,21 @@ class Container:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if not self.exit_trailer or self.exited:
+            self._end_attachers()
+        self._finish_if_done()
+
+    def _end_attachers(self) -> None:
+        """Send the attach clients their end of stream, after the exit frame if wanted."""
+        if self.exit_trailer:
+            payload = json.dumps({"exit_code": self.exit_code}).encode()
+            for connection in list(self._attachers):
+                connection.send(protocol.encode_frame(protocol.STREAM_EXIT, payload))
         for connection in list(self._attachers):
             connection.finish()
         if self._attachers:
             timer = self._loop.call_later(ATTACH_FLUSH_TIMEOUT_SECONDS, self._drop_slow_attachers)
             self._timers.append(timer)
-        self._finish_if_done()
 
     def _force_drain(self) -> None:
         """Read what the pipes hold now and close them, though writers may remain."""

@@ -13,6 +13,8 @@ op         request fields                                   response fields
 =========  ===============================================  =================================
 ping       (none)                                           pid, protocol
 create     id, bundle, log_path, open_stdin (default false) pid
+           tty (default false: pipes; true: a pty, whose
+           output is sent as stdout),
            log_max_size (bytes, default 0: never rotate),
            log_max_files (default 1)
 start      id                                               (none)
@@ -28,6 +30,9 @@ pause      id                                               (none), once frozen
 resume     id                                               (none), once thawed
 update     id, resources (an OCI linux.resources object)    (none)
 processes  id                                               pids (host pids in its cgroup)
+exec       id, exec_id, process (an OCI process object),    pid, then frames (see below)
+           tty, open_stdin (both default false)
+resize     id (a container or exec id), height, width       (none)
 =========  ===============================================  =================================
 
 A state object is ``{"id", "status", "pid", "exit_code", "started_at", "finished_at"}``.
@@ -54,8 +59,14 @@ created with ``open_stdin``), and the client's end of stream (shutdown for writi
 the container's stdin. A client that falls more than ``MAX_CLIENT_BACKLOG`` bytes behind
 is disconnected; the log file still gets every byte.
 
+After the ``exec`` response the connection is the exec's attach stream: frames as above,
+stdin from the client when ``open_stdin``, and a last frame of type ``STREAM_EXIT`` (255)
+whose payload is ``{"exit_code": n}`` in JSON, sent once the process has exited and its
+output is delivered.
+
 After the ``events`` response the supervisor sends one JSON object per line, currently
-only ``{"type": "exit", "id", "exit_code", "finished_at"}``, sent after the container's
+``{"type": "exit", "id", "exit_code", "finished_at"}`` and ``{"type": "exec_exit", "id",
+"exec_id", "exit_code"}``, sent after the container's
 output has been delivered to its attach clients. A subscriber that falls behind by more
 than ``MAX_CLIENT_BACKLOG`` bytes is disconnected; it can reconnect and call ``list`` to
 catch up, since the supervisor records every exit on disk.
@@ -94,6 +105,9 @@ STREAM_STDIN = 0
 STREAM_STDOUT = 1
 STREAM_STDERR = 2
 STREAM_NAMES = {STREAM_STDOUT: "stdout", STREAM_STDERR: "stderr"}
+# The last frame of an exec stream: its payload is ``{"exit_code": n}`` in JSON. It is no
+# Engine API stream type, so the engine takes it off before the stream reaches a client.
+STREAM_EXIT = 255
 
 FRAME_HEADER = struct.Struct(">BxxxI")
 
@@ -113,6 +127,8 @@ OPS = frozenset(
         "resume",
         "update",
         "processes",
+        "exec",
+        "resize",
     }
 )
 

@@ -38,6 +38,7 @@ from ketch.supervisor import process, protocol
 from ketch.supervisor.connection import Connection, Mode
 from ketch.supervisor.container import Container
 from ketch.supervisor.eventloop import EventLoop
+from ketch.supervisor.execs import ConsoleSocket, ExecProcesses, set_window_size
 from ketch.supervisor.logs import format_timestamp
 from ketch.supervisor.records import CREATED, RUNNING, STOPPED, ContainerRecord, RecordStore
 from ketch.supervisor.stdio import ContainerStdio, LogRotation
@@ -56,7 +57,21 @@ class Runtime(Protocol):
     """The part of ketch.runtime.Runtime the supervisor calls."""
 
     def create(
-        self, container_id: str, bundle: Path, *, stdio: tuple[int, int, int] | None = None
+        self,
+        container_id: str,
+        bundle: Path,
+        *,
+        stdio: tuple[int, int, int] | None = None,
+        console_socket: Path | None = None,
+    ) -> int: ...
+
+    def exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        *,
+        stdio: tuple[int, int, int] | None = None,
+        console_socket: Path | None = None,
     ) -> int: ...
 
     def start(self, container_id: str) -> None: ...
@@ -97,6 +112,9 @@ class Supervisor:
         self.containers: dict[str, Container] = {}
         self._containers_by_pid: dict[int, Container] = {}
         self._subscribers: list[Connection] = []
+        self.execs = ExecProcesses(
+            self.loop, self.runtime, exec_root, self._containers_by_pid.__setitem__, self._publish
+        )
         self._records: RecordStore | None = None
         self._listener: process.Listener | None = None
         self._wakeup: process.WakeupPipe | None = None
@@ -180,6 +198,7 @@ class Supervisor:
         bundle = Path(protocol.require_absolute_path(request, "bundle"))
         log_path = Path(protocol.require_absolute_path(request, "log_path"))
         open_stdin = protocol.optional_bool(request, "open_stdin", False)
+        terminal = protocol.optional_bool(request, "tty", False)
         rotation = LogRotation(
             protocol.optional_int(request, "log_max_size", 0, 0),
             protocol.optional_int(request, "log_max_files", 1, 1),
@@ -188,7 +207,9 @@ class Supervisor:
             raise Unavailable("the supervisor is shutting down and creates no containers")
         if container_id in self.containers:
             raise Conflict(f"container {container_id} already exists")
-        container = self._create_container(container_id, bundle, log_path, open_stdin, rotation)
+        container = self._create_container(
+            container_id, bundle, log_path, open_stdin, rotation, terminal
+        )
         return {"pid": container.record.pid}
 
     def _op_start(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
@@ -238,6 +259,35 @@ class Supervisor:
         container = self._get_live(request, "list the processes of")
         pids = _call_runtime("list", container.id, lambda: self.runtime.processes(container.id))
         return {"pids": list(pids)}
+
+    def _op_exec(self, connection: Connection, request: dict[str, Any]) -> None:
+        container = self._get_live(request, "exec in")
+        exec_id = protocol.require_container_id({"id": request.get("exec_id")})
+        process = request.get("process")
+        if not isinstance(process, dict):
+            raise InvalidArgument(f"invalid process {process!r}: expected an OCI process object")
+        tty = protocol.optional_bool(request, "tty", False)
+        open_stdin = protocol.optional_bool(request, "open_stdin", False)
+        exec_process = self.execs.start(
+            container.id, exec_id, process, tty=tty, open_stdin=open_stdin
+        )
+        connection.label = f"client fd {connection.fd} of exec {exec_id}"
+        connection.send_message({"ok": True, "pid": exec_process.record.pid})
+        streams = frozenset({protocol.STREAM_STDOUT, protocol.STREAM_STDERR})
+        exec_process.attach(connection, streams, open_stdin)
+
+    def _op_resize(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
+        target = request.get("id")
+        process = self.execs.processes.get(target) if isinstance(target, str) else None
+        if process is None:
+            process = self._get(request)
+        height = protocol.optional_int(request, "height", 0, 1)
+        width = protocol.optional_int(request, "width", 0, 1)
+        try:
+            set_window_size(process, height, width)
+        except OSError as error:
+            raise SystemFailure(f"cannot resize the terminal of {process.id}: {error}") from None
+        return {}
 
     def _get_live(self, request: dict[str, Any], action: str) -> Container:
         """Return a container whose init has not exited; raise Conflict for any other."""
@@ -323,14 +373,11 @@ class Supervisor:
         log_path: Path,
         open_stdin: bool,
         rotation: LogRotation,
+        terminal: bool = False,
     ) -> Container:
-        stdio = ContainerStdio.open(container_id, log_path, open_stdin, rotation)
+        stdio = ContainerStdio.open(container_id, log_path, open_stdin, rotation, terminal)
         try:
-            pid = _call_runtime(
-                "create",
-                container_id,
-                lambda: self.runtime.create(container_id, bundle, stdio=stdio.child_fds()),
-            )
+            pid = self._create_init(container_id, bundle, stdio, open_stdin)
         except BaseException:
             stdio.abandon()
             raise
@@ -350,12 +397,50 @@ class Supervisor:
             output_fds=stdio.output_fds(),
             stdin_fd=stdio.stdin_write_fd,
             on_finished=self._container_finished,
+            console_fd=stdio.console_fd,
         )
         self.containers[container_id] = container
         self._containers_by_pid[pid] = container
         self._save(record)
         log.info("container %s created, init pid %d", container_id, pid)
         return container
+
+    def _create_init(
+        self, container_id: str, bundle: Path, stdio: ContainerStdio, open_stdin: bool
+    ) -> int:
+        """Create the init through the runtime; with a terminal, receive its pty master."""
+        if not stdio.terminal:
+            return _call_runtime(
+                "create",
+                container_id,
+                lambda: self.runtime.create(container_id, bundle, stdio=stdio.child_fds()),
+            )
+        console_socket = ConsoleSocket(self.exec_root, container_id)
+        try:
+            pid = _call_runtime(
+                "create",
+                container_id,
+                lambda: self.runtime.create(
+                    container_id,
+                    bundle,
+                    stdio=stdio.child_fds(),
+                    console_socket=console_socket.path,
+                ),
+            )
+            try:
+                stdio.take_console(console_socket.receive_master(), open_stdin)
+            except BaseException:
+                self._delete_runtime_state_of(container_id)
+                raise
+            return pid
+        finally:
+            console_socket.close()
+
+    def _delete_runtime_state_of(self, container_id: str) -> None:
+        try:
+            self.runtime.delete(container_id, force=True)
+        except (KetchError, OSError) as error:
+            log.error("cannot delete container %s after a failed create: %s", container_id, error)
 
     def _reap_children(self) -> None:
         while True:
@@ -553,6 +638,7 @@ class Supervisor:
             if container.finished:
                 self._delete_runtime_state(container)
             container.close()
+        self.execs.close_all()
         for subscriber in list(self._subscribers):
             subscriber.close()
         if self._wakeup is not None:

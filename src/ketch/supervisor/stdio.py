@@ -27,40 +27,50 @@ class LogRotation:
     max_files: int = 1
 
 
-# Limitation: pipes only. A container whose spec requests a terminal gets no pseudo-terminal
-# from the supervisor, so its output is framed, not raw as in Docker's tty mode.
 @dataclass
 class ContainerStdio:
+    """The stdio of a container's init or of an exec'd process.
+
+    Without a terminal these are three pipes (stdin's is /dev/null unless ``open_stdin``).
+    With one, the child gets /dev/null for all three, because the runtime replaces them
+    with the pty's slave, and :meth:`take_console` installs the pty master that arrives
+    over the console socket as both the output and, with ``open_stdin``, the input.
+    A process without a log (an exec) has ``log_file`` None.
+    """
+
     container_id: str
-    log_file: JsonFileLog
+    log_file: JsonFileLog | None
     created_log: bool
+    terminal: bool = False
     stdin_read_fd: int = -1
     stdin_write_fd: int | None = None
     stdout_read_fd: int = -1
     stdout_write_fd: int = -1
     stderr_read_fd: int = -1
     stderr_write_fd: int = -1
+    console_fd: int = -1
     _child_fds_closed: bool = field(default=False, repr=False)
 
     @classmethod
     def open(
         cls,
         container_id: str,
-        log_path: Path,
+        log_path: Path | None,
         open_stdin: bool,
         rotation: LogRotation | None = None,
+        terminal: bool = False,
     ) -> ContainerStdio:
         """Open the log and make the pipes; on failure nothing stays open or created."""
-        created_log = not os.path.lexists(log_path)
-        log_file = _open_log(container_id, log_path, rotation or LogRotation())
-        stdio = cls(container_id, log_file, created_log)
+        created_log = log_path is not None and not os.path.lexists(log_path)
+        log_file = None
+        if log_path is not None:
+            log_file = _open_log(container_id, log_path, rotation or LogRotation())
+        stdio = cls(container_id, log_file, created_log, terminal)
         try:
-            stdio.stdout_read_fd, stdio.stdout_write_fd = os.pipe()
-            stdio.stderr_read_fd, stdio.stderr_write_fd = os.pipe()
-            if open_stdin:
-                stdio.stdin_read_fd, stdio.stdin_write_fd = os.pipe()
+            if terminal:
+                stdio._open_null_fds()
             else:
-                stdio.stdin_read_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                stdio._open_pipes(open_stdin)
         except OSError as error:
             stdio.close_child_fds()
             stdio.abandon()
@@ -68,12 +78,39 @@ class ContainerStdio:
             raise SystemFailure(message) from None
         return stdio
 
+    def _open_pipes(self, open_stdin: bool) -> None:
+        self.stdout_read_fd, self.stdout_write_fd = os.pipe()
+        self.stderr_read_fd, self.stderr_write_fd = os.pipe()
+        if open_stdin:
+            self.stdin_read_fd, self.stdin_write_fd = os.pipe()
+        else:
+            self.stdin_read_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    def _open_null_fds(self) -> None:
+        self.stdin_read_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.stdout_write_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        self.stderr_write_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+
+    def take_console(self, master: int, open_stdin: bool) -> None:
+        """Use the pty master as the output and, with ``open_stdin``, as the input."""
+        os.set_inheritable(master, False)
+        self.console_fd = master
+        self.stdout_read_fd = master
+        if open_stdin:
+            self.stdin_write_fd = os.dup(master)
+            os.set_inheritable(self.stdin_write_fd, False)
+
     def child_fds(self) -> tuple[int, int, int]:
         """Return the descriptors that become the init's stdin, stdout and stderr."""
         return (self.stdin_read_fd, self.stdout_write_fd, self.stderr_write_fd)
 
     def output_fds(self) -> dict[int, int]:
-        """Return the read ends of stdout and stderr, keyed by Engine API stream type."""
+        """Return the read ends of stdout and stderr, keyed by Engine API stream type.
+
+        A terminal has one output, the pty master, which the API shows as stdout.
+        """
+        if self.terminal:
+            return {protocol.STREAM_STDOUT: self.stdout_read_fd}
         return {
             protocol.STREAM_STDOUT: self.stdout_read_fd,
             protocol.STREAM_STDERR: self.stderr_read_fd,
@@ -90,9 +127,10 @@ class ContainerStdio:
         log file if this create made it."""
         stdin_write_fd = -1 if self.stdin_write_fd is None else self.stdin_write_fd
         _close_all(self.stdout_read_fd, self.stderr_read_fd, stdin_write_fd)
-        self.log_file.close()
-        if self.created_log:
-            self.log_file.path.unlink(missing_ok=True)
+        if self.log_file is not None:
+            self.log_file.close()
+            if self.created_log:
+                self.log_file.path.unlink(missing_ok=True)
 
 
 def _open_log(container_id: str, log_path: Path, rotation: LogRotation) -> JsonFileLog:
