@@ -147,3 +147,87 @@ def test_info_and_events(dockerd: Dockerd) -> None:
     assert info.stdout == "linux\n", info.stderr
     events = ketch(dockerd, "events", "--since", "0", "--until", "1", "--format", "{{.Type}}")
     assert events.returncode == 0, events.stderr
+
+
+def run_in_pty(
+    argv: list[str],
+    keys: bytes,
+    rows: int = 33,
+    columns: int = 101,
+    resize_to: tuple[int, int] | None = None,
+) -> tuple[bytes, int]:
+    """Run ``argv`` on a new pseudo-terminal of the given size, optionally resize it
+    once the command runs, type ``keys``, and return the output and exit status."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    output = b""
+    try:
+        time.sleep(0.5)
+        if resize_to is not None:
+            # The kernel sends SIGWINCH to the CLI, which passes the size on.
+            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", *resize_to, 0, 0))
+            time.sleep(1)
+        os.write(fd, keys)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            output += data
+    finally:
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    return output, os.waitstatus_to_exitcode(status)
+
+
+def test_run_interactive_tty(dockerd: Dockerd) -> None:
+    argv = [str(KETCH), "-H", f"unix://{dockerd.socket}", "run", "-it", "--rm", "--network", "none"]
+    output, status = run_in_pty([*argv, "busybox", "sh"], b"stty size; echo $((6*7)); exit 3\r")
+    assert status == 3, output
+    assert b"33 101" in output
+    assert b"42" in output
+
+
+def test_exec_interactive_tty(dockerd: Dockerd) -> None:
+    ketch(
+        dockerd,
+        "run",
+        "-d",
+        "--name",
+        "cli-exec-tty",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "100",
+    )
+    try:
+        argv = [str(KETCH), "-H", f"unix://{dockerd.socket}", "exec", "-it", "cli-exec-tty", "sh"]
+        output, status = run_in_pty(argv, b"tty; exit 4\r")
+        assert status == 4, output
+        assert b"/dev/pts/" in output
+    finally:
+        ketch(dockerd, "rm", "-f", "cli-exec-tty")
+
+
+def test_run_tty_follows_resize(dockerd: Dockerd) -> None:
+    argv = [str(KETCH), "-H", f"unix://{dockerd.socket}", "run", "-it", "--rm", "--network", "none"]
+    output, status = run_in_pty([*argv, "busybox", "sh"], b"stty size; exit\r", resize_to=(40, 120))
+    assert status == 0, output
+    assert b"40 120" in output
