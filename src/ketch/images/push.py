@@ -248,8 +248,9 @@ class Pusher:
 
     def _manifest(self, layers: list[LayerRecord]) -> tuple[bytes, str]:
         """Return the manifest this image was pulled with, else a new one, and its type."""
+        layer_digests = {layer.blob_digest for layer in layers}
         for digest in self.metadata.blobs(self.image_id):
-            if digest == self.image_id or self.content.size(digest) > MAX_DOCUMENT_SIZE:
+            if digest == self.image_id or digest in layer_digests:
                 continue
             found = self._stored_manifest(digest, layers)
             if found is not None:
@@ -263,8 +264,10 @@ class Pusher:
         return build_manifest(config, descriptors, media_type), media_type
 
     def _stored_manifest(self, digest: str, layers: list[LayerRecord]) -> tuple[bytes, str] | None:
-        data = self.content.read(digest)
         try:
+            if self.content.size(digest) > MAX_DOCUMENT_SIZE:
+                return None
+            data = self.content.read(digest)
             document = load_document(data, f"blob {digest}")
             media_type = detect_media_type(document, "")
             if media_type not in MANIFEST_MEDIA_TYPES:
