@@ -291,35 +291,47 @@ def parse_mount(value: str) -> dict:
         key, separator, text = part.partition("=")
         key = _MOUNT_KEYS.get(key.strip().lower(), key.strip().lower())
         fields[key] = text if separator else "true"
+
     kind = fields.pop("type", "volume")
     target = fields.pop("target", "")
     if not target:
         raise flag_error(value, "--mount", "target is required")
     if kind not in ("bind", "volume", "tmpfs"):
-        raise flag_error(
-            value, "--mount", f"unknown mount type {kind!r}: expected bind, volume or tmpfs"
-        )
+        reason = f"unknown mount type {kind!r}: expected bind, volume or tmpfs"
+        raise flag_error(value, "--mount", reason)
     mount: dict = {"Type": kind, "Target": target}
     if fields.get("source"):
         mount["Source"] = fields.pop("source")
-    readonly = fields.pop("readonly", "false").lower()
-    if readonly in ("1", "true"):
+    if fields.pop("readonly", "false").lower() in ("1", "true"):
         mount["ReadOnly"] = True
+
     if "bind-propagation" in fields:
         mount["BindOptions"] = {"Propagation": fields.pop("bind-propagation")}
-    tmpfs: dict = {}
-    if "tmpfs-size" in fields:
-        tmpfs["SizeBytes"] = parse_bytes(fields.pop("tmpfs-size"), "--mount")
-    if "tmpfs-mode" in fields:
-        tmpfs["Mode"] = int(fields.pop("tmpfs-mode"), 8)
+    tmpfs = _tmpfs_options(value, fields)
     if tmpfs:
         mount["TmpfsOptions"] = tmpfs
-    fields.pop("consistency", None)
+    fields.pop("consistency", None)  # accepted and ignored, as on Linux docker does
+
     if fields:
         raise flag_error(value, "--mount", f"unexpected key {sorted(fields)[0]!r}")
     if kind == "bind" and "Source" not in mount:
         raise flag_error(value, "--mount", "source is required for a bind mount")
     return mount
+
+
+def _tmpfs_options(value: str, fields: dict[str, str]) -> dict:
+    options: dict = {}
+    if "tmpfs-size" in fields:
+        options["SizeBytes"] = parse_bytes(fields.pop("tmpfs-size"), "--mount")
+    if "tmpfs-mode" in fields:
+        mode = fields.pop("tmpfs-mode")
+        try:
+            options["Mode"] = int(mode, 8)
+        except ValueError:
+            raise flag_error(
+                value, "--mount", f"invalid tmpfs-mode {mode!r}: expected octal"
+            ) from None
+    return options
 
 
 def parse_publish(values: list[str]) -> tuple[dict[str, dict], dict[str, list[dict]]]:
@@ -426,6 +438,7 @@ def host_config(options: dict) -> dict:
     if options["restart"]:
         config["RestartPolicy"] = parse_restart(options["restart"], bool(options["rm"]))
     _set_resources(config, options)
+
     lists = {
         "cap-add": "CapAdd",
         "cap-drop": "CapDrop",
@@ -443,6 +456,7 @@ def host_config(options: dict) -> dict:
             config[field] = True
     if options["publish-all"]:
         config["PublishAllPorts"] = True
+
     converted: dict[str, tuple[str, Callable[[list[str]], object]]] = {
         "add-host": ("ExtraHosts", lambda values: [parse_add_host(value) for value in values]),
         "ulimit": ("Ulimits", lambda values: [parse_ulimit(value) for value in values]),
@@ -457,6 +471,7 @@ def host_config(options: dict) -> dict:
             result = convert(options[flag])
             if result:
                 config[field] = result
+
     if options["pid"]:
         config["PidMode"] = options["pid"]
     if options["runtime"]:

@@ -4,7 +4,7 @@ From a container, ``GET /containers/{id}/archive?path=SRC`` returns a tar whose 
 entry is SRC's base name. It is unpacked into DEST when DEST is a directory, else next
 to DEST under DEST's name (a copy that renames). ``-`` as DEST writes the tar to stdout.
 
-Into a container, ``HEAD /containers/{id}/archive?path=DEST`` tells whether DEST exists
+Into a container, ``HEAD /containers/{id}/archive?path=DEST`` reports whether DEST exists
 and is a directory (the ``X-Docker-Container-Path-Stat`` header). The local SRC is
 packed under its base name and unpacked into DEST if DEST is a directory, else under
 DEST's base name into DEST's parent. ``-`` as SRC reads a tar from stdin.

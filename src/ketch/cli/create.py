@@ -26,7 +26,7 @@ COMMAND = Command(
 def execute(context: Context, options: dict, args: list[str]) -> int:
     from ketch.cli.run import create_container, pull_policy
 
-    # A created container is attached later by ``start -a``, so it asks for its streams.
+    # A created container is attached later by ``start -a``, so it requests its streams.
     body = create_body(args[0], args[1:], options, detached=False)
     container_id = create_container(context.client(), body, options["name"], pull_policy(options))
     sys.stdout.write(f"{container_id}\n")

@@ -1,8 +1,9 @@
 """``ketch exec``: run a command in a running container.
 
-``POST /containers/{id}/exec`` creates the exec; ``POST /exec/{id}/start`` runs it,
-hijacked so its streams are copied as ``run``'s are, and ``GET /exec/{id}/json`` then
-returns its exit code, which becomes ours. With ``-d`` the start returns at once.
+``POST /containers/{id}/exec`` creates the exec and ``POST /exec/{id}/start`` runs it.
+The start is hijacked, so its streams are copied as ``run`` copies them. Then
+``GET /exec/{id}/json`` returns the exec's exit code, which becomes ours. With ``-d``
+the start returns at once.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "unix:///run/ketch/ketch.sock"
 HOST_VARIABLE = "KETCH_HOST"
 
-# Command name -> (module under ketch.cli, one-line summary). A module holds one command
+# Command name -> (module under ketch.cli, one-line summary). A module contains one command
 # as COMMAND and execute(), or several as VERBS: name -> (Command, execute).
 COMMANDS = {
     "attach": (

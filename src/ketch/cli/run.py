@@ -16,8 +16,8 @@ The order of requests is docker's, and it matters:
 With ``-d`` only create and start happen and the container's ID is printed. Without a
 TTY, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to the CLI are passed on
 to the container (``--sig-proxy``, on by default). With ``-t`` the output is one raw
-stream; when stdin is a terminal too it is put in raw mode, so keys such as Ctrl-C reach
-the container's terminal, and the container's terminal follows the window size.
+stream. When stdin is a terminal too, it is put in raw mode so that keys such as Ctrl-C
+reach the container's terminal, and the container's terminal follows the window size.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """``ketch top`` and ``ketch stats``: a container's processes and resource usage.
 
-``stats`` computes its columns as docker does from ``GET /containers/{id}/stats``: CPU %
-is the container's share of the host's CPU time between two samples times the number of
-CPUs; memory excludes the page cache (``inactive_file`` on cgroup v2, ``total_inactive_file``
-on v1). Without ``--no-stream`` it redraws the table every second until interrupted.
+``stats`` computes its columns from ``GET /containers/{id}/stats`` as docker does. CPU %
+is the container's share of the host's CPU time between two samples, times the number
+of CPUs. Memory excludes the page cache (``inactive_file`` on cgroup v2,
+``total_inactive_file`` on v1). Without ``--no-stream`` the table is redrawn every
+second until interrupted.
 """
 
 from __future__ import annotations

@@ -4,13 +4,18 @@ No maintained Python package evaluates Go's template language (Jinja2's syntax a
 semantics differ: ``{{ .ID }}`` is not valid Jinja), and users paste the templates from
 docker's documentation, so ketch carries this small evaluator of its own.
 
-Supported: text and actions with ``{{-``/``-}}`` trimming and ``{{/* comments */}}``;
-pipelines (``a | b``) with variables (``$x := ...``, ``$x = ...``, ``$``); fields and
-map keys (``.A.B``, ``$x.A``, ``(pipeline).A``), methods called with arguments
-(``.Label "k"``); ``if``/``else if``/``else``, ``range`` (with ``$i, $v :=``, ``else``,
-``break``, ``continue``), ``with``/``else``; Go's functions ``and or not len index slice
-print printf println eq ne lt le gt ge urlquery`` and docker's ``json join split lower
-upper title pad truncate``.
+Supported:
+
+- text and actions, with ``{{-``/``-}}`` trimming and ``{{/* comments */}}``;
+- pipelines (``a | b``) and variables (``$x := ...``, ``$x = ...``, ``$``);
+- fields and map keys (``.A.B``, ``$x.A``, ``(pipeline).A``), and methods called with
+  arguments (``.Label "k"``);
+- ``if``/``else if``/``else``, ``with``/``else``, and ``range`` with ``$i, $v :=``,
+  ``else``, ``break`` and ``continue``;
+- Go's functions ``and or not len index slice print printf println eq ne lt le gt ge
+  urlquery`` and docker's ``json join split lower upper title pad truncate``.
+
+Not supported: ``define``, ``template`` and ``block``, which raise TemplateError.
 
 A value is a dict (a JSON object: a missing key gives ``<no value>``, as Go's maps do), a
 list, a scalar, or an object whose attributes are the fields (a missing one is an error,
