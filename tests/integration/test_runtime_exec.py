@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,59 @@ def test_cli_exec_unknown_error(cli):
     result = cli("exec", "missing", "true")
     assert result.returncode == 1
     assert result.stderr == "ketch-runc: container missing does not exist\n"
+
+
+def test_exec_terminal_console_socket(runner, running, tmp_path):
+    from ketch.runtime import console
+
+    path = tmp_path / "console.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        process = {
+            "args": ["sh", "-c", "tty; [ -t 0 ] && echo interactive"],
+            "cwd": "/",
+            "env": PATH_ENV,
+            "terminal": True,
+        }
+        pid = runner.runtime.exec(running, process, console_socket=path)
+        master = console.receive_master(listener)
+    try:
+        output = b""
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO once the process's side is closed
+                break
+            if not data:
+                break
+            output += data
+    finally:
+        os.close(master)
+    assert runner.wait(pid) == 0
+    # The init's devpts instance gave the init no terminal, so the exec gets pts 0.
+    assert output.decode().splitlines()[1] == "interactive"
+    assert output.decode().startswith("/dev/pts/")
+
+
+def test_exec_terminal_without_socket_rejected(runner, running):
+    process = {"args": ["true"], "cwd": "/", "env": PATH_ENV, "terminal": True}
+    with pytest.raises(InvalidArgument, match="console socket"):
+        runner.runtime.exec(running, process)
+
+
+def test_exec_paused_conflict(runner, running):
+    runner.runtime.pause(running)
+    try:
+        with pytest.raises(Conflict, match="paused"):
+            runner.runtime.exec(running, {"args": ["true"], "cwd": "/", "env": PATH_ENV})
+    finally:
+        runner.runtime.resume(running)
+
+
+def test_cli_exec_tty(cli, runner, running):
+    # Without --detach, exec keeps the terminal and copies it to its own stdout. The
+    # pty's \r\n reads back as \n, because Cli reads its output file in text mode.
+    result = cli("exec", "--tty", running, "sh", "-c", "[ -t 1 ] && echo on-a-tty")
+    assert result.stdout == "on-a-tty\n"
+    assert result.returncode == 0
