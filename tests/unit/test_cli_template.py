@@ -7,7 +7,8 @@ import pytest
 from ketch.cli.formatter import render, render_inspect
 from ketch.cli.ps import HEADERS as PS_HEADERS
 from ketch.cli.ps import ContainerRow, HeaderRow
-from ketch.cli.template import Template, TemplateError, go_sprintf
+from ketch.cli.template import Template, TemplateError
+from ketch.cli.template_functions import go_sprintf
 
 ITEM = {
     "Id": "abc123",

@@ -67,7 +67,7 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
         if template is not None:
             line = template.execute(event)
         elif options["format"]:
-            from ketch.cli.template import to_json
+            from ketch.cli.template_functions import to_json
 
             line = to_json(event)
         else:

@@ -16,7 +16,8 @@ each cell padded to its column's widest cell plus 3 spaces, and at least 10 wide
 
 from __future__ import annotations
 
-from ketch.cli.template import Template, TemplateError, to_json
+from ketch.cli.template import Template, TemplateError
+from ketch.cli.template_functions import to_json
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
 TYPE_CHECKING = False
