@@ -573,3 +573,11 @@ def test_run_detach_keys_in_attach_query(fake: FakeDocker) -> None:
     assert result.returncode == 0, result.stderr
     query = fake.find("POST", f"/containers/{CONTAINER_ID}/attach")[0].query
     assert query["detachKeys"] == ["ctrl-x"]
+
+
+def test_ps_size_template_requests_sizes(fake: FakeDocker) -> None:
+    row = {"Id": CONTAINER_ID, "Names": ["/web"], "SizeRw": 2000, "SizeRootFs": 5_000_000}
+    fake.reply("GET", "/containers/json", Reply(200, [row]))
+    result = ketch(fake, "ps", "--format", "{{.Names}} {{.Size}}")
+    assert result.stdout == "web 2kB (virtual 5MB)\n", result.stderr
+    assert fake.find("GET", "/containers/json")[0].query["size"] == ["1"]

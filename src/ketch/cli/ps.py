@@ -98,7 +98,8 @@ def list_query(options: dict) -> dict[str, str]:
         query["limit"] = "1"
     elif options["last"] is not None:
         query["limit"] = str(parse_count(options["last"], "--last"))
-    if options["size"]:
+    # As docker does, a template that shows .Size requests the sizes from the daemon.
+    if options["size"] or ".Size" in (options["format"] or ""):
         query["size"] = "1"
     if options["filter"]:
         query["filters"] = filters_json(options["filter"])
