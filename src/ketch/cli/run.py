@@ -248,7 +248,9 @@ class _Terminal:
         import tty
 
         self._saved = termios.tcgetattr(0)
-        tty.setraw(0)
+        # TCSANOW, not setraw's default TCSAFLUSH, so that keys typed before the
+        # container started still reach it, as with docker.
+        tty.setraw(0, termios.TCSANOW)
         self._previous_handler = signal.signal(signal.SIGWINCH, self._resize)
         self._resize()
         return self
