@@ -300,3 +300,69 @@ def test_logs_follow_ends_with_container(daemon: KetchDaemon, names: list[str]) 
     result = daemon.ketch("logs", "-f", "cli-follow")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "first\nsecond\n"
+
+
+def test_tag_push_rmi_pull(daemon: KetchDaemon) -> None:
+    daemon.ketch("pull", "-q", "busybox")
+    target = f"{daemon.registry_address}/cli/box:v1"
+    tagged = daemon.ketch("tag", "busybox", target)
+    skip_without_route(tagged)
+    assert tagged.returncode == 0, tagged.stderr
+    pushed = daemon.ketch("push", target)
+    skip_without_route(pushed)
+    assert pushed.returncode == 0, pushed.stderr
+    removed = daemon.ketch("rmi", target)
+    skip_without_route(removed)
+    assert f"Untagged: {target}" in removed.stdout.splitlines(), removed.stderr
+    pulled = daemon.ketch("pull", "-q", target)
+    assert pulled.stdout == f"{target}\n", pulled.stderr
+
+
+def test_top_and_stats(daemon: KetchDaemon, names: list[str]) -> None:
+    names.append("cli-top")
+    daemon.ketch("run", "-d", "--name", "cli-top", "busybox", "sleep", "100")
+    wait_for_state(daemon, "cli-top", "running")
+    top = daemon.ketch("top", "cli-top")
+    skip_without_route(top)
+    assert "sleep 100" in top.stdout, top.stderr
+    stats = daemon.ketch("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "cli-top")
+    skip_without_route(stats)
+    assert stats.stdout == "cli-top 1\n", stats.stderr
+
+
+def test_cp_diff_export_commit(daemon: KetchDaemon, names: list[str], tmp_path: Path) -> None:
+    names.append("cli-files")
+    daemon.ketch("run", "--name", "cli-files", "busybox", "sh", "-c", "echo made > /tmp/made")
+    copied = daemon.ketch("cp", "cli-files:/tmp/made", str(tmp_path / "made"))
+    skip_without_route(copied)
+    assert copied.returncode == 0, copied.stderr
+    assert (tmp_path / "made").read_text() == "made\n"
+    source = tmp_path / "in.txt"
+    source.write_text("in\n")
+    put = daemon.ketch("cp", str(source), "cli-files:/tmp/")
+    assert put.returncode == 0, put.stderr
+    changes = daemon.ketch("diff", "cli-files")
+    skip_without_route(changes)
+    assert "A /tmp/made" in changes.stdout.splitlines(), changes.stderr
+    exported = daemon.ketch("export", "-o", str(tmp_path / "fs.tar"), "cli-files")
+    skip_without_route(exported)
+    assert exported.returncode == 0, exported.stderr
+    committed = daemon.ketch("commit", "cli-files", "cli/committed:v1")
+    skip_without_route(committed)
+    assert committed.stdout.startswith("sha256:"), committed.stderr
+    result = daemon.ketch("run", "--rm", "cli/committed:v1", "cat", "/tmp/made", "/tmp/in.txt")
+    assert result.stdout == "made\nin\n", result.stderr
+
+
+def test_save_load_history(daemon: KetchDaemon, tmp_path: Path) -> None:
+    daemon.ketch("pull", "-q", "busybox")
+    history = daemon.ketch("history", "--format", "{{.Size}}", "busybox")
+    skip_without_route(history)
+    assert history.returncode == 0, history.stderr
+    archive = tmp_path / "busybox.tar"
+    saved = daemon.ketch("save", "-o", str(archive), "busybox")
+    skip_without_route(saved)
+    assert saved.returncode == 0, saved.stderr
+    loaded = daemon.ketch("load", "-i", str(archive))
+    skip_without_route(loaded)
+    assert "busybox:latest" in loaded.stdout, loaded.stderr
