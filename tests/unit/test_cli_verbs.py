@@ -581,3 +581,18 @@ def test_ps_size_template_requests_sizes(fake: FakeDocker) -> None:
     result = ketch(fake, "ps", "--format", "{{.Names}} {{.Size}}")
     assert result.stdout == "web 2kB (virtual 5MB)\n", result.stderr
     assert fake.find("GET", "/containers/json")[0].query["size"] == ["1"]
+
+
+def test_image_inspect_skips_containers(fake: FakeDocker) -> None:
+    fake.reply("GET", "/images/web/json", Reply(404, {"message": "No such image: web"}))
+    result = ketch(fake, "image", "inspect", "web")
+    assert result.returncode == 1
+    assert result.stderr == "Error: No such image: web\n"
+    assert fake.find("GET", "/containers/web/json") == []
+
+
+def test_container_inspect_size_flag(fake: FakeDocker) -> None:
+    fake.reply("GET", "/containers/web/json", Reply(200, inspected()))
+    result = ketch(fake, "container", "inspect", "-s", "-f", "{{.Id}}", "web")
+    assert result.stdout == CONTAINER_ID + "\n", result.stderr
+    assert fake.find("GET", "/containers/web/json")[0].query == {"size": ["1"]}

@@ -16,13 +16,15 @@ from ketch.cli.options import Command, Flag
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ketch.cli.client import Client
     from ketch.cli.main import Context
 
 COMMAND = Command(
     "inspect",
     "ketch inspect [OPTIONS] NAME|ID [NAME|ID...]",
-    "Return low-level information on Docker objects",
+    "Return low-level information on containers and images",
     (
         Flag(
             "format",
@@ -46,7 +48,7 @@ TYPES = ("container", "image")
 
 
 def execute(context: Context, options: dict, args: list[str]) -> int:
-    object_type = options["type"]
+    object_type = options.get("type", "")
     if object_type and object_type not in TYPES:
         raise UsageError(
             f'"{object_type}" is not a valid value for --type: expected container or image'
@@ -55,7 +57,7 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
     found: list[object] = []
     missing: list[str] = []
     for name in args:
-        result = inspect_object(client, name, object_type, bool(options["size"]))
+        result = inspect_object(client, name, object_type, bool(options.get("size")))
         if result is None:
             missing.append(name)
         else:
@@ -88,3 +90,29 @@ def _get_or_none(client: Client, path: str, query: dict[str, str] | None) -> obj
         if error.status == 404:
             return None
         raise
+
+
+def _typed_command(object_type: str) -> Command:
+    flags = [flag for flag in COMMAND.flags if flag.name == "format"]
+    if object_type == "container":
+        flags += [flag for flag in COMMAND.flags if flag.name == "size"]
+    title = object_type.upper()
+    return Command(
+        f"{object_type} inspect",
+        f"ketch {object_type} inspect [OPTIONS] {title} [{title}...]",
+        f"Display detailed information on one or more {object_type}s",
+        tuple(flags),
+        min_args=1,
+    )
+
+
+def _execute_as(object_type: str) -> Callable[[Context, dict, list[str]], int]:
+    return lambda context, options, args: execute(context, {**options, "type": object_type}, args)
+
+
+# ``ketch container inspect`` and ``ketch image inspect`` look up one type only.
+VERBS = {
+    "inspect": (COMMAND, execute),
+    "container-inspect": (_typed_command("container"), _execute_as("container")),
+    "image-inspect": (_typed_command("image"), _execute_as("image")),
+}

@@ -46,7 +46,7 @@ COMMANDS = {
     "images": ("images", "List images"),
     "import": ("transfer", "Import the contents from a tarball to create a filesystem image"),
     "info": ("system", "Display system-wide information"),
-    "inspect": ("inspect", "Return low-level information on Docker objects"),
+    "inspect": ("inspect", "Return low-level information on containers and images"),
     "kill": ("lifecycle", "Kill one or more running containers"),
     "load": ("transfer", "Load an image from a tar archive or STDIN"),
     "login": ("login", "Log in to a registry"),
@@ -88,11 +88,12 @@ GROUPS = {
         "list": "ps",
         "ps": "ps",
         "prune": "container-prune",
+        "inspect": "container-inspect",
     },
     "image": {
         "history": "history",
         "import": "import",
-        "inspect": "inspect",
+        "inspect": "image-inspect",
         "load": "load",
         "ls": "images",
         "list": "images",
@@ -111,6 +112,8 @@ GROUPS = {
     },
 }
 HIDDEN_COMMANDS = {
+    "container-inspect": "inspect",
+    "image-inspect": "inspect",
     "container-prune": "system",
     "image-prune": "system",
     "system-df": "system",

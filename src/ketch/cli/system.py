@@ -224,7 +224,7 @@ VERBS = {
         Command(
             "system df",
             "ketch system df [OPTIONS]",
-            "Show docker disk usage",
+            "Show disk usage of images, containers and volumes",
             (
                 Flag(
                     "format",
