@@ -195,3 +195,19 @@ def test_split_entry_path(name: str, parts: list[str]) -> None:
 def test_split_entry_path_rejects(name: str) -> None:
     with pytest.raises(ValueError):
         split_entry_path(name)
+
+
+def test_file_over_symlink_not_followed(tmp_path: Path, snapshot: Path, outside: Path) -> None:
+    # The file entry replaces the symlink; it must not write through it to its target.
+    blob = gzip_layer({"secret": Symlink(str(outside / "secret")), "./secret": File(b"owned")})
+    unpack(tmp_path, blob, snapshot)
+    assert (snapshot / "secret").read_bytes() == b"owned"
+    assert not (snapshot / "secret").is_symlink()
+    assert_outside_untouched(outside)
+
+
+def test_hard_link_to_symlink_links_symlink(tmp_path: Path, snapshot: Path, outside: Path) -> None:
+    blob = gzip_layer({"link": Symlink(str(outside / "secret")), "copy": HardLink("link")})
+    unpack(tmp_path, blob, snapshot)
+    assert os.readlink(snapshot / "copy") == str(outside / "secret")
+    assert_outside_untouched(outside)
