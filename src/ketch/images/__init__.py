@@ -8,12 +8,15 @@ concern and, where they own files, document their layout:
 * ``content``: blobs by digest, verified on the way in;
 * ``manifest``: manifests, indexes and configs, platform selection;
 * ``registry``: the distribution API client (pull and push);
-* ``layers``: safe unpacking of layer tars, whiteouts in overlayfs form;
-* ``snapshots``: unpacked layers by chain ID;
-* ``rootfs``: overlayfs mounts for containers;
+* ``layers``: safe unpacking of layer tars (plain, gzip, zstd), bounded against bombs;
+* ``diff``: a container's changes written as a layer tar, for commit and build;
+* ``snapshots``: the snapshotter interface, unpacked layers by chain ID;
+* ``overlay``, ``copying``: the overlayfs and the copying snapshotter;
+* ``rootfs``: container root filesystems made by the snapshotter;
 * ``pull``: the pull sequence and its progress messages;
+* ``archive``, ``loading``: docker save archives and OCI layouts in and out, rootfs import;
 * ``metadata``: the ``image_`` tables;
-* ``baseimage``: builds busybox from the host's busybox-static and pushes it.
+* ``baseimage``: builds busybox (and a minimal Debian) locally and pushes them.
 """
 
 from __future__ import annotations

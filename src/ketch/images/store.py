@@ -7,8 +7,10 @@ It ties together the parts that each own a piece of ``<root>`` (the engine passe
     <root>/
         blobs/sha256/<hex>    content store (ketch.images.content)
         ingest/               blobs being written (ketch.images.content)
+        snapshotter           the snapshotter that owns snapshots/ (ketch.images.snapshots)
         snapshots/<n>/fs      unpacked layers by chain ID (ketch.images.snapshots)
-        containers/<id>/      overlayfs mounts of containers (ketch.images.rootfs)
+        containers/<id>/      container root filesystems (ketch.images.rootfs)
+        archives/<random>/    archives being loaded (ketch.images.archive)
 
 and the ``image_`` tables in the engine's SQLite database (ketch.images.metadata).
 """
