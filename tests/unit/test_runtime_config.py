@@ -58,7 +58,8 @@ def test_relative_rootfs_from_bundle(tmp_path):
         (("process", "capabilities"), {"bounding": ["CAP_FLY"]}, "CAP_FLY"),
         (("root", "path"), 5, "root.path"),
         (("linux", "namespaces"), [{"type": "bogus"}], "linux.namespaces[0].type"),
-        (("linux", "namespaces"), [{"type": "user"}, {"type": "mount"}], "user namespaces"),
+        (("linux", "namespaces"), [{"type": "time"}, {"type": "mount"}], "time namespaces"),
+        (("linux", "uidMappings"), [{"containerID": 0, "hostID": 0}], "uidMappings[0].size"),
         (("linux", "namespaces"), [{"type": "pid"}], "must include mount"),
         (("linux", "namespaces"), [{"type": "mount"}, {"type": "mount"}], "given twice"),
         (("linux", "resources"), {"memory": {"limit": "1g"}}, "linux.resources.memory.limit"),
@@ -106,6 +107,23 @@ def test_mount_destination_relative_rejected(tmp_path):
     config["mounts"] = [{"destination": "proc", "type": "proc"}]
     with pytest.raises(InvalidArgument, match=r"mounts\[0\].destination"):
         _parse(tmp_path, config)
+
+
+def test_user_namespace_needs_mappings(tmp_path):
+    config = _config(tmp_path)
+    config["linux"]["namespaces"].append({"type": "user"})
+    with pytest.raises(InvalidArgument, match="linux.uidMappings"):
+        _parse(tmp_path, config)
+
+
+def test_id_mappings_parsed(tmp_path):
+    config = _config(tmp_path)
+    config["linux"]["namespaces"].append({"type": "user"})
+    mapping = [{"containerID": 0, "hostID": 1000, "size": 10}]
+    config["linux"]["uidMappings"] = mapping
+    config["linux"]["gidMappings"] = mapping
+    (parsed,) = _parse(tmp_path, config).uid_mappings
+    assert (parsed.container_id, parsed.host_id, parsed.size) == (0, 1000, 10)
 
 
 def test_hooks_parsed(tmp_path):

@@ -196,8 +196,9 @@ def _check_global_options(arguments: argparse.Namespace) -> None:
         # Limitation: no systemd cgroup driver; cgroups are written under the caller's own.
         raise InvalidArgument("--systemd-cgroup is not supported; cgroups are managed directly")
     if arguments.rootless == "true":
-        # Limitation: no user namespaces yet, so ketch-runc runs containers as root only.
-        raise InvalidArgument("--rootless=true is not supported yet")
+        # Limitation: ketch-runc must run as root; a user namespace in the config maps the
+        # container's ids, but an unprivileged caller cannot create the cgroups and mounts.
+        raise InvalidArgument("--rootless=true is not supported yet; run ketch-runc as root")
 
 
 def _set_up_logging(arguments: argparse.Namespace) -> None:

@@ -4,7 +4,7 @@ Everything the runtime acts on is checked here, before anything is created on th
 a bad config fails ``create`` with an InvalidArgument that names the field (for example
 ``invalid config.json: process.args: expected a non-empty list of strings``) and leaves
 nothing behind. Fields this runtime does not act on yet are either ignored, when ignoring
-them is safe, or rejected with a message saying so (see :func:`_reject_unsupported`).
+them is safe, or rejected with a message saying so.
 ``linux.seccomp`` is validated by :mod:`ketch.runtime.seccomp` and ``hooks`` by
 :mod:`ketch.runtime.hooks`.
 """
@@ -22,8 +22,8 @@ from ketch.runtime.capabilities import check_names
 from ketch.runtime.hooks import Hook, parse_hooks
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
-# Limitation: user and time namespaces are rejected; rootless containers need the first.
-UNSUPPORTED_NAMESPACES = ("user", "time")
+# Limitation: time namespaces are rejected, so configs that ask for one fail.
+UNSUPPORTED_NAMESPACES = ("time",)
 
 # The resource limits setrlimit(2) accepts, by their OCI names.
 RLIMIT_NAMES = (
@@ -94,6 +94,15 @@ class Namespace:
 
 
 @dataclass
+class IdMapping:
+    """One linux.uidMappings or linux.gidMappings entry, as /proc/<pid>/uid_map takes it."""
+
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass
 class Device:
     path: str
     type: str
@@ -153,6 +162,8 @@ class Spec:
     seccomp: dict[str, Any] | None = None
     # Hook kind ("prestart", ...) -> hooks of that kind; see ketch.runtime.hooks.
     hooks: dict[str, list[Hook]] = field(default_factory=dict)
+    uid_mappings: list[IdMapping] = field(default_factory=list)
+    gid_mappings: list[IdMapping] = field(default_factory=list)
 
     def namespace(self, kind: str) -> Namespace | None:
         for namespace in self.namespaces:
@@ -182,7 +193,6 @@ def load_spec(bundle: Path) -> Spec:
 def parse_spec(document: object, bundle: Path) -> Spec:
     """Validate a decoded config.json; relative paths are taken from ``bundle``."""
     config = _object(document, "the top level")
-    _reject_unsupported(config)
     oci_version = _string(config.get("ociVersion"), "ociVersion")
     root = _object(config.get("root"), "root")
     linux = _object(config.get("linux", {}), "linux")
@@ -205,10 +215,49 @@ def parse_spec(document: object, bundle: Path) -> Spec:
         annotations=_string_map(config.get("annotations", {}), "annotations"),
         seccomp=_seccomp(linux.get("seccomp")),
         hooks=parse_hooks(config.get("hooks", {})),
+        uid_mappings=_id_mappings(linux.get("uidMappings", []), "linux.uidMappings"),
+        gid_mappings=_id_mappings(linux.get("gidMappings", []), "linux.gidMappings"),
     )
     _check_namespaces_fit(spec)
+    _check_id_mappings(spec)
     _allow_listed_devices(spec)
     return spec
+
+
+def _id_mappings(value: object, where: str) -> list[IdMapping]:
+    mappings = []
+    for index, item in enumerate(_list(value, where)):
+        entry = _object(item, f"{where}[{index}]")
+        mappings.append(
+            IdMapping(
+                container_id=_id(entry.get("containerID"), f"{where}[{index}].containerID"),
+                host_id=_id(entry.get("hostID"), f"{where}[{index}].hostID"),
+                size=_integer(entry.get("size"), f"{where}[{index}].size", 1, 2**32 - 1),
+            )
+        )
+    return mappings
+
+
+def _check_id_mappings(spec: Spec) -> None:
+    user = spec.namespace("user")
+    mapped = spec.uid_mappings or spec.gid_mappings
+    if user is None and mapped:
+        raise InvalidArgument(
+            "invalid config.json: linux.uidMappings and linux.gidMappings need a user "
+            "namespace in linux.namespaces"
+        )
+    if user is not None and user.path is None:
+        if not spec.uid_mappings or not spec.gid_mappings:
+            raise InvalidArgument(
+                "invalid config.json: a new user namespace needs linux.uidMappings and "
+                "linux.gidMappings"
+            )
+        if user.path is None and spec.namespace("pid") is None:
+            # Limitation: the init's pid namespace is made in the new user namespace, so a
+            # new user namespace without a new (or joined) pid namespace is not supported.
+            raise InvalidArgument(
+                "invalid config.json: a new user namespace needs a pid namespace too"
+            )
 
 
 def _seccomp(value: object) -> dict[str, Any] | None:
@@ -230,16 +279,6 @@ def _allow_listed_devices(spec: Spec) -> None:
             kind = "b" if device.type == "b" else "c"
             rule = DeviceRule(True, kind, device.major, device.minor, "rwm")
             spec.resources.devices.append(rule)
-
-
-def _reject_unsupported(config: dict[str, Any]) -> None:
-    # uid mappings change what the process may do. Ignoring them would run the container
-    # with other ids than the caller requested.
-    linux = config.get("linux")
-    if isinstance(linux, dict):
-        for key in ("uidMappings", "gidMappings"):
-            if linux.get(key):
-                raise InvalidArgument(f"invalid config.json: linux.{key} is not supported yet")
 
 
 def _rootfs(root: dict[str, Any], bundle: Path) -> Path:

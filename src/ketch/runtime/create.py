@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
 from ketch.linux import syscalls
@@ -213,9 +213,12 @@ def _fork_init(
         bundle=str(bundle),
     )
     try:
-        pid = fork_into_pid_namespace(
-            namespace_fds.get("pid"), new=spec.namespace("pid") is not None
-        )
+        if spec.namespace("user") is not None:
+            pid = _fork_in_user_namespace(context, namespace_fds, parent_end, timeout, cgroups)
+        else:
+            pid = fork_into_pid_namespace(
+                namespace_fds.get("pid"), new=spec.namespace("pid") is not None
+            )
     except BaseException:
         parent_end.close()
         child_end.close()
@@ -228,6 +231,31 @@ def _fork_init(
     with parent_end:
         _collect_init(parent_end, pid, timeout, container_id, cgroups, run_runtime_hooks)
     return pid
+
+
+def _fork_in_user_namespace(
+    context: init.InitContext,
+    namespace_fds: dict[str, int],
+    parent_end: socket.socket,
+    timeout: float,
+    cgroups: _ContainerCgroups,
+) -> int:
+    """Fork the init through :mod:`ketch.runtime.userns`; return its pid (never 0)."""
+    from ketch.runtime import userns
+
+    def run_in_init(release_fd: int) -> NoReturn:
+        context.release_fd = release_fd
+        init.run_init(context)
+
+    return userns.fork_init(
+        context.spec,
+        namespace_fds,
+        parent_end,
+        context.sync_socket,
+        run_in_init,
+        timeout,
+        cgroups.add_before_init,
+    )
 
 
 def _undo_create(directory: Path, cgroups: CgroupManager | None, kill_timeout: float) -> None:
@@ -261,16 +289,25 @@ class _ContainerCgroups:
         self.manager = manager
         self.resources = spec.resources
         namespace = spec.namespace("cgroup")
-        self.init_joins = namespace is not None and namespace.path is None
+        # With a user namespace the init starts in the cgroups (see add_before_init).
+        self.init_joins = (
+            namespace is not None and namespace.path is None and spec.namespace("user") is None
+        )
         self.created = False
+        self.init_added = False
 
     def create(self) -> None:
         self.manager.create(self.resources)
         self.created = True
 
     def add_init(self, pid: int) -> None:
-        if not self.init_joins:
+        if not self.init_joins and not self.init_added:
             self.manager.add_process(pid)
+
+    def add_before_init(self, pid: int) -> None:
+        """Move the process that forks the init into the cgroups; the init inherits them."""
+        self.manager.add_process(pid)
+        self.init_added = True
 
 
 def fork_into_pid_namespace(namespace_fd: int | None, *, new: bool) -> int:

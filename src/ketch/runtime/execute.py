@@ -174,6 +174,7 @@ def _open_init_namespaces(record: state.ContainerRecord) -> dict[str, int]:
 
 
 _NAMESPACE_FILES = {
+    "user": "user",
     "pid": "pid",
     "ipc": "ipc",
     "uts": "uts",
@@ -237,7 +238,9 @@ def _run_child(context: _ExecContext) -> NoReturn:
 
 
 def _join_namespaces(namespace_fds: dict[str, int]) -> None:
-    for kind in init.JOIN_ORDER:
+    # The user namespace first: it owns the others, and joining it gives the
+    # capabilities that joining them needs.
+    for kind in ("user", *init.JOIN_ORDER):
         fd = namespace_fds.pop(kind, None)
         if fd is not None:
             syscalls.setns(fd, syscalls.NAMESPACE_FLAGS[kind])

@@ -63,6 +63,8 @@ class InitContext:
     bundle: str = ""  # absolute path, for hook states
     # The init's pid in the caller's pid namespace, for hook states; set by "continue".
     host_pid: int = 0
+    # With a user namespace: the pipe on which ketch.runtime.userns releases the init.
+    release_fd: int = -1
 
 
 def run_init(context: InitContext) -> NoReturn:
@@ -72,6 +74,10 @@ def run_init(context: InitContext) -> NoReturn:
         # non-dumpable process are closed to processes without CAP_SYS_PTRACE.
         syscalls.set_dumpable(False)
         reset_signals()
+        if context.release_fd >= 0:
+            from ketch.runtime import userns
+
+            userns.wait_for_release(context.release_fd)
         _enter_namespaces(context)
         os.setsid()
         setup_stdio(context.stdio)
@@ -200,7 +206,8 @@ def _wait_for_start(exec_fifo_fd: int) -> None:
 
 
 def _enter_namespaces(context: InitContext) -> None:
-    """Join the namespaces given by path, then unshare the new ones (pid excepted)."""
+    """Join the namespaces given by path, then unshare the new ones (pid and user
+    excepted)."""
     for kind in JOIN_ORDER:
         fd = context.namespace_fds.get(kind)
         if fd is not None:
@@ -210,7 +217,8 @@ def _enter_namespaces(context: InitContext) -> None:
         context.cgroups.add_process(os.getpid())
     flags = 0
     for namespace in context.spec.namespaces:
-        if namespace.path is None and namespace.type != "pid":
+        # The parent, or with a user namespace the intermediate, made these two.
+        if namespace.path is None and namespace.type not in ("pid", "user"):
             flags |= syscalls.NAMESPACE_FLAGS[namespace.type]
     syscalls.unshare(flags)
 

@@ -13,7 +13,10 @@ Walk-through, with the vocabulary of the OCI runtime spec::
 ``create`` forks the container's init from the calling process (see
 :mod:`ketch.runtime.init`) and returns once the init waits for ``start``. The init is
 the caller's child, and its exit status belongs to the caller, which must reap it (a
-caller that exits leaves it to the nearest child subreaper or to PID 1). ``create``
+caller that exits leaves it to the nearest child subreaper or to PID 1). With a user
+namespace the init is forked by an intermediate process instead (see
+:mod:`ketch.runtime.userns`), so it goes to the nearest child subreaper at once: a
+caller that reaps its containers must then be one. ``create``
 leaves no other child behind, reaps the init itself when it fails, and installs no
 signal handler or thread in the caller, so a long-running, single-threaded caller such
 as the supervisor can call it in-process.

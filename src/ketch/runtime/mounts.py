@@ -153,9 +153,19 @@ def remount(root_fd: int, destination: str, flags: int) -> None:
     """
     target = inroot.open_in_root(root_fd, destination)
     try:
-        sc.mount(None, inroot.fd_path(target), None, flags | sc.MS_BIND | sc.MS_REMOUNT)
+        path = inroot.fd_path(target)
+        # In a user namespace the flags of a mount made outside it are locked, and a
+        # remount that would clear one fails with EPERM, so the current ones are kept.
+        kept = os.statvfs(path).f_flag & _LOCKABLE_FLAGS
+        sc.mount(None, path, None, flags | kept | sc.MS_BIND | sc.MS_REMOUNT)
     finally:
         os.close(target)
+
+
+# statvfs(3) f_flag bits that are also the mount(2) flags of the same names.
+_LOCKABLE_FLAGS = (
+    sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME | sc.MS_NODIRATIME | sc.MS_RELATIME
+)
 
 
 def _mount_error(entry: Mount, where: str, error: OSError) -> SystemFailure:

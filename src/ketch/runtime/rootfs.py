@@ -14,6 +14,7 @@ Runs in the init, inside its new mount namespace, in this order:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -158,11 +159,46 @@ def _make_device(root_fd: int, device: Device) -> None:
         except FileExistsError:
             os.unlink(name, dir_fd=parent)
             os.mknod(name, mode, number, dir_fd=parent)
+        except PermissionError:
+            # In a user namespace mknod is not allowed; the host's node is bound instead.
+            _bind_host_device(parent, name, device)
+            return
         os.chown(name, device.uid, device.gid, dir_fd=parent, follow_symlinks=False)
     except OSError as error:
         raise SystemFailure(f"cannot create device {device.path}: {error.strerror}") from None
     finally:
         os.close(parent)
+
+
+def _bind_host_device(parent: int, name: str, device: Device) -> None:
+    """Bind-mount the host's node at device.path onto an empty file in the rootfs."""
+    try:
+        info = os.stat(device.path)
+    except FileNotFoundError:
+        raise SystemFailure(
+            f"cannot create device {device.path} in a user namespace: the host has no "
+            "node at that path to bind"
+        ) from None
+    if (os.major(info.st_rdev), os.minor(info.st_rdev)) != (device.major, device.minor):
+        raise SystemFailure(
+            f"cannot create device {device.path} in a user namespace: the host's node "
+            f"there is {os.major(info.st_rdev)}:{os.minor(info.st_rdev)}, not "
+            f"{device.major}:{device.minor}"
+        )
+    with contextlib.suppress(FileExistsError):
+        os.close(
+            os.open(
+                name,
+                os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC,
+                0o644,
+                dir_fd=parent,
+            )
+        )
+    target = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        sc.mount(device.path, inroot.fd_path(target), None, sc.MS_BIND)
+    finally:
+        os.close(target)
 
 
 def _make_symlink(root_fd: int, target: str, link: str) -> None:
