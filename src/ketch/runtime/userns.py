@@ -1,7 +1,7 @@
 """Creating a container's init inside a user namespace (linux.namespaces "user").
 
 Every namespace the init makes must belong to the container's user namespace, or the
-container's root could not use it: procfs, for one, can only be mounted by a process
+container's root could not use it. procfs, for one, can only be mounted by a process
 with CAP_SYS_ADMIN in the user namespace that owns the pid namespace. The pid
 namespace is made for a child (unshare(CLONE_NEWPID) affects the caller's next child),
 so the user namespace must exist before the fork of the init. An intermediate process
