@@ -352,8 +352,14 @@ def test_exec_inspect_after_exit(daemon: KetchDaemon) -> None:
     assert inspected["Running"] is False
 
 
-def run_in_pty(daemon: KetchDaemon, command: list[str], timeout: float = 60) -> str:
-    """Run ``command`` with a 24x80 pseudo-terminal as its stdio; return its output."""
+def run_in_pty(
+    daemon: KetchDaemon, command: list[str], timeout: float = 60, keys: list[bytes] | None = None
+) -> str:
+    """Run ``command`` with a 24x80 pseudo-terminal as its stdio; return its output.
+
+    Each of ``keys`` is typed half a second after the previous one (the first after one
+    second).
+    """
     env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
@@ -363,8 +369,13 @@ def run_in_pty(daemon: KetchDaemon, command: list[str], timeout: float = 60) -> 
     os.close(slave)
     output = bytearray()
     deadline = time.monotonic() + timeout
+    pending = list(keys or [])
+    next_key = time.monotonic() + 1.0
     try:
         while time.monotonic() < deadline:
+            if pending and time.monotonic() >= next_key:
+                os.write(master, pending.pop(0))
+                next_key = time.monotonic() + 0.5
             ready, _, _ = select.select([master], [], [], 0.5)
             if ready:
                 try:
@@ -382,3 +393,58 @@ def run_in_pty(daemon: KetchDaemon, command: list[str], timeout: float = 60) -> 
             process.kill()
         process.wait(timeout=10)
     return output.decode(errors="replace")
+
+
+# Attach, stdin and TTY containers
+
+
+def test_run_interactive_stdin(daemon: KetchDaemon) -> None:
+    env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z"],
+        input="piped in\n", capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.stdout == "PIPED IN\n", result.stderr
+
+
+def test_run_tty_interactive_shell(daemon: KetchDaemon) -> None:
+    output = run_in_pty(
+        daemon,
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-it",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "tty; stty size; echo $TERM",
+        ],
+    )
+    lines = output.replace("\r", "").splitlines()
+    assert lines[0].startswith("/dev/pts/")
+    assert lines[1] == "24 80"
+    assert lines[2] == "xterm"
+
+
+def test_tty_container_logs_raw(daemon: KetchDaemon) -> None:
+    run_to_exit(daemon, "tty-logs", "echo on-a-tty", "-t")
+    env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
+    result = subprocess.run(
+        ["docker", "logs", "tty-logs"], capture_output=True, env=env, timeout=60
+    )
+    assert result.stdout == b"on-a-tty\r\n"
+
+
+def test_attach_detach_keys(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "-it", "--name", "detachable", "busybox", "sh")
+    output = run_in_pty(
+        daemon, ["docker", "attach", "detachable"], keys=[b"echo still-here\r", b"\x10\x11"]
+    )
+    assert "still-here" in output
+    assert docker_ok(daemon, "inspect", "--format", "{{.State.Running}}", "detachable") == (
+        "true\n"
+    )
+    docker_ok(daemon, "rm", "-f", "detachable")

@@ -87,13 +87,6 @@ def test_attach_without_upgrade_is_200(served: ServedEngine) -> None:
     assert frames == [(1, b"plain\n")]
 
 
-def test_attach_stdin_is_rejected(served: ServedEngine) -> None:
-    container_id = create(served, ["true"])
-    reply = request(served.socket_path, "POST", f"/containers/{container_id}/attach?stdin=1")
-    assert reply.status == 400
-    assert "stdin" in reply.json()["message"]
-
-
 def test_attach_unknown_container_is_404(served: ServedEngine) -> None:
     with open_attach(served, "missing", UPGRADE) as sock:
         reply = read_reply(sock, "POST")
@@ -264,3 +257,32 @@ def test_attach_survives_client_half_close(served: ServedEngine) -> None:
 def served_task_count() -> int:
     """Count the tasks on the server's loop: the server itself plus one per connection."""
     return len(asyncio.all_tasks())
+
+
+def test_detach_keys_default() -> None:
+    from ketch.api.streams import parse_detach_keys
+
+    assert parse_detach_keys("") == b"\x10\x11"
+
+
+def test_detach_keys_rejects_word() -> None:
+    from ketch.api.streams import parse_detach_keys
+    from ketch.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="detach keys"):
+        parse_detach_keys("ctrl-p,escape")
+
+
+def test_detach_scanner_across_reads() -> None:
+    from ketch.api.streams import DetachScanner
+
+    scanner = DetachScanner(b"\x10\x11")
+    assert scanner.feed(b"ab\x10") == (b"ab", False)
+    assert scanner.feed(b"\x11rest") == (b"", True)
+
+
+def test_detach_scanner_passes_broken_prefix() -> None:
+    from ketch.api.streams import DetachScanner
+
+    scanner = DetachScanner(b"\x10\x11")
+    assert scanner.feed(b"\x10x") == (b"\x10x", False)

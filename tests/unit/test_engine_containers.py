@@ -106,6 +106,7 @@ class FakeSupervisor:
         open_stdin: bool = False,
         log_max_size: int = 0,
         log_max_files: int = 1,
+        tty: bool = False,
     ) -> int:
         if self.create_error is not None:
             raise self.create_error

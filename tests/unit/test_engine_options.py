@@ -105,9 +105,13 @@ def test_body_zero_values_of_unsupported_fields_accepted() -> None:
     assert parse(Tty=False, OpenStdin=False, HostConfig=host_config).image == "busybox"
 
 
-def test_body_tty_rejected() -> None:
-    with pytest.raises(InvalidArgument, match="Tty is not supported"):
-        parse(Tty=True)
+def test_body_tty_accepted() -> None:
+    assert parse(Tty=True, OpenStdin=True).tty
+
+
+def test_body_tty_must_be_bool() -> None:
+    with pytest.raises(InvalidArgument, match="Tty"):
+        parse(Tty="yes")
 
 
 def test_body_restart_policy_rejected() -> None:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 COPY_SIZE = 65536
 HANGUP_POLL_SECONDS = 1.0
 # Docker's stream formatter ends each JSON message with CRLF; clients split on "\n".
@@ -47,16 +48,22 @@ T = TypeVar("T")
 
 
 async def attach_container(call: Call) -> None:
-    if call.flag("stdin"):
-        raise InvalidArgument("attaching to a container's stdin (stdin=true) is not supported")
+    # Only an attach with stdin passes it, so engines without the parameter still work.
+    extra = {"stdin": True} if call.flag("stdin") else {}
     reader = await call.engine.attach_container(
         call.parameters["id"],
         stdout=call.flag("stdout"),
         stderr=call.flag("stderr"),
         stream=call.flag("stream"),
         logs=call.flag("logs"),
+        **extra,
     )
     writer = await call.http.hijack(call.request.wants_upgrade, RAW_STREAM)
+    stdin = getattr(reader, "stdin", None)
+    if stdin is not None:
+        keys = parse_detach_keys(call.request.query.get("detachKeys", ""))
+        await _run_hijacked(call, _read_chunks(reader), stdin, writer, keys)
+        return
     copy = asyncio.ensure_future(_copy_stream(reader, writer))
     hangup = asyncio.ensure_future(_wait_for_hangup(call.http))
     try:
@@ -68,6 +75,16 @@ async def attach_container(call: Call) -> None:
         copy.result()
     else:
         log.debug("attach to %s ended: the client closed the connection", call.parameters["id"])
+
+
+async def _read_chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await reader.read(COPY_SIZE):
+            yield chunk
+    finally:
+        detach = getattr(reader, "detach", None)
+        if detach is not None:
+            detach()
 
 
 async def _copy_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -161,24 +178,78 @@ async def start_exec(call: Call) -> None:
         await call.http.send(200, b"")
         return
     content_type = RAW_STREAM if session.raw else MULTIPLEXED_STREAM
+    keys = parse_detach_keys(session.detach_keys)
     writer = await call.http.hijack(call.request.wants_upgrade, content_type)
-    await _run_hijacked(call, session.output, session.stdin, writer)
+    await _run_hijacked(call, session.output, session.stdin, writer, keys)
+
+
+def parse_detach_keys(text: str) -> bytes:
+    """Parse a detach key sequence such as ``ctrl-p,ctrl-q`` (the default) into bytes."""
+    sequence = bytearray()
+    for key in (text or DEFAULT_DETACH_KEYS).split(","):
+        if len(key) == 1:
+            sequence += key.encode()
+        elif key.lower().startswith("ctrl-") and len(key) == 6:
+            code = ord(key[5].lower())
+            if ord("a") <= code <= ord("z"):
+                sequence.append(code - ord("a") + 1)
+            elif key[5] in "@[\\]^_":
+                sequence.append(ord(key[5]) - 64)
+            else:
+                raise InvalidArgument(f"invalid detach keys {text!r}: unknown key {key!r}")
+        else:
+            raise InvalidArgument(
+                f"invalid detach keys {text!r}: expected keys such as ctrl-p,ctrl-q or a,b"
+            )
+    return bytes(sequence)
+
+
+class DetachScanner:
+    """Finds the detach key sequence in the client's input, across reads."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self.matched = 0
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """Return the bytes to pass on and whether the sequence is complete."""
+        if not self.matched and self.keys[0] not in data:
+            return data, False
+        out = bytearray()
+        for byte in data:
+            if byte == self.keys[self.matched]:
+                self.matched += 1
+                if self.matched == len(self.keys):
+                    return bytes(out), True
+                continue
+            # A partial match that breaks off was input after all.
+            out += self.keys[: self.matched]
+            self.matched = 1 if byte == self.keys[0] else 0
+            if not self.matched:
+                out.append(byte)
+        return bytes(out), False
 
 
 async def _run_hijacked(
-    call: Call, output: AsyncIterator[bytes], stdin: Any, writer: asyncio.StreamWriter
+    call: Call,
+    output: AsyncIterator[bytes],
+    stdin: Any,
+    writer: asyncio.StreamWriter,
+    detach_keys: bytes = b"",
 ) -> None:
     """Copy ``output`` to the client and the client's bytes to ``stdin`` until the output
-    ends; without ``stdin``, until the output ends or the client hangs up."""
+    ends or the client types the detach keys; without ``stdin``, until the output ends or
+    the client hangs up."""
     copy = asyncio.ensure_future(_copy_output(output, writer))
     if stdin is not None:
-        watch = asyncio.ensure_future(_copy_input(call.http, stdin))
+        watch = asyncio.ensure_future(_copy_input(call.http, stdin, detach_keys))
     else:
         watch = asyncio.ensure_future(_wait_for_hangup(call.http))
-    # Stdin ends before the output does, so only a stream without stdin ends at a hangup.
-    ends = {copy} if stdin is not None else {copy, watch}
     try:
-        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({copy, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if stdin is not None and watch.done() and not watch.result():
+            # Stdin ended but the output goes on until the process ends.
+            await asyncio.wait({copy})
     finally:
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
@@ -198,14 +269,24 @@ async def _copy_output(output: AsyncIterator[bytes], writer: asyncio.StreamWrite
         await output.aclose()  # type: ignore[attr-defined]
 
 
-async def _copy_input(http: HttpConnection, stdin: asyncio.StreamWriter) -> None:
-    """Copy the client's bytes to the process's stdin; close it at the client's EOF."""
+async def _copy_input(http: HttpConnection, stdin: Any, detach_keys: bytes) -> bool:
+    """Copy the client's bytes to the process's stdin and close it at the client's EOF.
+
+    Returns True when the client typed the detach keys: then stdin stays open.
+    """
+    scanner = DetachScanner(detach_keys) if detach_keys else None
     try:
         data = http.take_buffered_input()
         while True:
+            detached = False
+            if scanner is not None and data:
+                data, detached = scanner.feed(data)
             if data:
                 stdin.write(data)
                 await stdin.drain()
+            if detached:
+                log.debug("client detached with its detach keys")
+                return True
             data = await http.reader.read(COPY_SIZE)
             if not data:
                 break
@@ -213,6 +294,7 @@ async def _copy_input(http: HttpConnection, stdin: asyncio.StreamWriter) -> None
             stdin.write_eof()
     except (ConnectionError, OSError) as error:
         log.debug("stdin copy ended: %s", error)
+    return False
 
 
 async def wait_container(call: Call) -> None:

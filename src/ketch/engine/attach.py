@@ -14,6 +14,12 @@ so a slow client holds back the supervisor's stream instead of growing ketchd's 
 the supervisor then drops that client once it is far behind, and the log keeps every byte.
 
 ``logs=True`` replays the json-file log as frames before the live stream.
+
+An attach with stdin gets a :class:`StdinFeed`: the API writes the client's bytes into it
+at once, and they wait there until the stream is connected. For a container with a TTY
+the supervisor's frames are unwrapped into the raw bytes Docker sends in TTY mode. The
+client's end of stdin closes the container's stdin only with ``StdinOnce`` and without a
+TTY, as in dockerd.
 """
 
 from __future__ import annotations
@@ -41,6 +47,39 @@ class AttachSource(Protocol):
         self, container_id: str, stdout: bool = True, stderr: bool = True
     ) -> asyncio.StreamReader: ...
 
+    async def attach_with_stdin(
+        self,
+        container_id: str,
+        stdout: bool = True,
+        stderr: bool = True,
+        *,
+        stdin: bool = True,
+        close_stdin: bool = True,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
+
+
+class StdinFeed:
+    """The client's bytes for a container's stdin, queued until the attach is connected.
+
+    It has the writer methods the API's copy uses (write, drain, write_eof).
+    """
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def write(self, data: bytes) -> None:
+        self.queue.put_nowait(data)
+
+    async def drain(self) -> None:
+        # Back-pressure comes from the supervisor's stdin pipe once connected.
+        await asyncio.sleep(0)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.queue.put_nowait(None)
+
 
 class _FlowControl:
     """The transport a StreamReader pauses and resumes; the pump waits while it is paused."""
@@ -56,13 +95,33 @@ class _FlowControl:
         self.resumed.set()
 
 
+class AttachReader(asyncio.StreamReader):
+    """The output of an attach for the API; ``stdin`` is set when the attach has stdin."""
+
+    stdin: StdinFeed | None = None
+    attachment: _Attachment | None = None
+
+    def detach(self) -> None:
+        """End this attach early (the client left or detached); the container runs on."""
+        attachment = self.attachment
+        if attachment is None:
+            return
+        for task in (attachment.pump, attachment.feeder):
+            if task is not None:
+                task.cancel()
+
+
 @dataclass(eq=False)
 class _Attachment:
-    reader: asyncio.StreamReader
+    reader: AttachReader
     flow: _FlowControl
     stdout: bool
     stderr: bool
     pump: asyncio.Task[None] | None = None
+    raw: bool = False
+    stdin: StdinFeed | None = None
+    close_stdin: bool = True
+    feeder: asyncio.Task[None] | None = None
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -100,18 +159,32 @@ class AttachHub:
         self._active: dict[str, set[_Attachment]] = {}
 
     def _new_attachment(self, stdout: bool, stderr: bool) -> _Attachment:
-        reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+        reader = AttachReader(limit=STREAM_LIMIT)
         flow = _FlowControl()
         reader.set_transport(flow)  # type: ignore[arg-type]
         return _Attachment(reader, flow, stdout, stderr)
 
     def open(
-        self, container_id: str, *, stdout: bool, stderr: bool, replay: list[bytes]
-    ) -> tuple[asyncio.StreamReader, _Attachment]:
+        self,
+        container_id: str,
+        *,
+        stdout: bool,
+        stderr: bool,
+        replay: list[bytes],
+        raw: bool = False,
+        stdin: bool = False,
+        close_stdin: bool = True,
+    ) -> tuple[AttachReader, _Attachment]:
         """Make a reader for the API with ``replay`` frames already in it."""
         attachment = self._new_attachment(stdout, stderr)
+        attachment.reader.attachment = attachment
+        attachment.raw = raw
+        attachment.close_stdin = close_stdin
+        if stdin:
+            attachment.stdin = StdinFeed()
+            attachment.reader.stdin = attachment.stdin
         for chunk in replay:
-            attachment.reader.feed_data(chunk)
+            attachment.reader.feed_data(_unframe(chunk) if raw else chunk)
         return attachment.reader, attachment
 
     def add_pending(self, container_id: str, attachment: _Attachment) -> None:
@@ -120,9 +193,18 @@ class AttachHub:
 
     async def connect(self, container_id: str, attachment: _Attachment) -> None:
         """Attach to the supervisor's stream of a created or running container."""
-        source = await self._supervisor.attach(
-            container_id, stdout=attachment.stdout, stderr=attachment.stderr
-        )
+        if attachment.stdin is not None:
+            source, writer = await self._supervisor.attach_with_stdin(
+                container_id,
+                stdout=attachment.stdout,
+                stderr=attachment.stderr,
+                close_stdin=attachment.close_stdin,
+            )
+            attachment.feeder = asyncio.create_task(_feed_stdin(attachment.stdin, writer))
+        else:
+            source = await self._supervisor.attach(
+                container_id, stdout=attachment.stdout, stderr=attachment.stderr
+            )
         attachment.pump = asyncio.create_task(self._pump(container_id, source, attachment))
         self._active.setdefault(container_id, set()).add(attachment)
 
@@ -153,16 +235,51 @@ class AttachHub:
     async def _pump(
         self, container_id: str, source: asyncio.StreamReader, attachment: _Attachment
     ) -> None:
+        pending = b""
         try:
             while chunk := await source.read(STREAM_LIMIT):
+                if attachment.raw:
+                    chunk, pending = _payloads(pending + chunk)
                 attachment.reader.feed_data(chunk)
                 await attachment.flow.resumed.wait()
         except (ConnectionError, KetchError) as error:
             logger.warning("attach stream of container %s broke: %s", container_id, error)
         finally:
+            if attachment.feeder is not None:
+                attachment.feeder.cancel()
             close = getattr(source, "close", None)
             if close is not None:
                 close()  # detach from the supervisor, also when the pump was cancelled
             with contextlib.suppress(RuntimeError):
                 attachment.reader.feed_eof()
             self._active.get(container_id, set()).discard(attachment)
+
+
+def _payloads(data: bytes) -> tuple[bytes, bytes]:
+    """Return the payloads of the whole frames in ``data`` and the incomplete rest."""
+    out = bytearray()
+    offset = 0
+    while len(data) - offset >= FRAME_HEADER.size:
+        _, length = FRAME_HEADER.unpack_from(data, offset)
+        end = offset + FRAME_HEADER.size + length
+        if end > len(data):
+            break
+        out += data[offset + FRAME_HEADER.size : end]
+        offset = end
+    return bytes(out), data[offset:]
+
+
+def _unframe(chunk: bytes) -> bytes:
+    return _payloads(chunk)[0]
+
+
+async def _feed_stdin(feed: StdinFeed, writer: asyncio.StreamWriter) -> None:
+    """Copy queued client bytes to the supervisor's stdin stream until the client's EOF."""
+    try:
+        while (data := await feed.queue.get()) is not None:
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError) as error:
+        logger.debug("stdin of an attach ended: %s", error)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ketch.engine import timestamps
-from ketch.engine.attach import AttachHub, log_frames
+from ketch.engine.attach import AttachHub, AttachReader, log_frames
 from ketch.engine.events import EventBus
 from ketch.engine.logopts import DEFAULT_LOG_OPTS, rotation
 from ketch.engine.names import generate_id, generate_name, normalize_name
@@ -85,6 +85,7 @@ class Supervisor(Protocol):
         open_stdin: bool = False,
         log_max_size: int = 0,
         log_max_files: int = 1,
+        tty: bool = False,
     ) -> int: ...
     async def start(self, container_id: str) -> None: ...
     async def kill(self, container_id: str, signal: int) -> None: ...
@@ -325,6 +326,8 @@ class ContainerService:
                 self._paths.log(container.id),
                 log_max_size=max_size,
                 log_max_files=max_files,
+                open_stdin=bool(container.config.get("OpenStdin")),
+                tty=bool(container.config.get("Tty")),
             )
         except KetchError as error:
             await self._fail_start(container, error)
@@ -579,12 +582,27 @@ class ContainerService:
         return self.waiters.register(container, checked)
 
     async def attach(
-        self, reference: str, stdout: bool, stderr: bool, stream: bool, logs: bool
-    ) -> asyncio.StreamReader:
+        self,
+        reference: str,
+        stdout: bool,
+        stderr: bool,
+        stream: bool,
+        logs: bool,
+        stdin: bool = False,
+    ) -> AttachReader:
         container = self.resolve(reference)
+        if stdin and not container.config.get("OpenStdin"):
+            stdin = False  # dockerd attaches no stdin to a container created without -i
+        tty = bool(container.config.get("Tty"))
         replay = log_frames(self._paths.log(container.id), stdout, stderr) if logs else []
         reader, attachment = self.attachments.open(
-            container.id, stdout=stdout, stderr=stderr, replay=replay
+            container.id,
+            stdout=stdout,
+            stderr=stderr,
+            replay=replay,
+            raw=tty,
+            stdin=stdin,
+            close_stdin=bool(container.config.get("StdinOnce")) and not tty,
         )
         if not stream:
             reader.feed_eof()

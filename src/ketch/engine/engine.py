@@ -307,9 +307,12 @@ class Engine:
         stderr: bool = True,
         stream: bool = True,
         logs: bool = False,
+        stdin: bool = False,
     ) -> asyncio.StreamReader:
-        """Return docker-framed output of the container, ending at EOF with its output."""
-        return await self.containers.attach(ref, stdout, stderr, stream, logs)
+        """Return the container's output, ending at EOF with its output: docker's frames,
+        or raw bytes for a TTY container. With ``stdin`` the reader's ``stdin`` takes
+        the client's bytes."""
+        return await self.containers.attach(ref, stdout, stderr, stream, logs, stdin)
 
 
 async def _drain(output: AsyncIterator[bytes]) -> None:

@@ -65,6 +65,7 @@ class ExecSession:
     raw: bool
     output: AsyncIterator[bytes]
     stdin: Any = None  # an asyncio.StreamWriter when the exec attached stdin
+    detach_keys: str = ""
 
 
 def _string_list(body: dict[str, Any], key: str) -> list[str]:
@@ -188,7 +189,12 @@ class ExecService:
         instance.pid = pid
         self._containers.emit(container, f"exec_start: {' '.join(instance.cmd)}", execID=exec_id)
         output = self._pump(instance, container, source, detach)
-        return ExecSession(raw=instance.tty, output=output, stdin=writer if open_stdin else None)
+        return ExecSession(
+            raw=instance.tty,
+            output=output,
+            stdin=writer if open_stdin else None,
+            detach_keys=instance.detach_keys,
+        )
 
     def _check_running(self, container: Container) -> None:
         if not container.running:

@@ -27,7 +27,7 @@ MIN_MEMORY_BYTES = 6 * 1024 * 1024
 NETWORK_MODES = ("none", "default", "bridge")
 
 # Config fields that must stay at their zero value until ketch implements them.
-_UNSUPPORTED_CONFIG = ("Tty", "OpenStdin", "StdinOnce", "AttachStdin", "Volumes", "Healthcheck")
+_UNSUPPORTED_CONFIG = ("Volumes", "Healthcheck")
 
 # HostConfig fields that must stay at their zero value until ketch implements them.
 _UNSUPPORTED_HOST_CONFIG = (
@@ -59,8 +59,14 @@ class CreateOptions:
     labels: dict[str, str] = field(default_factory=dict)
     stop_signal: str | None = None
     stop_timeout: int | None = None
+    attach_stdin: bool = False
     attach_stdout: bool = False
     attach_stderr: bool = False
+    tty: bool = False
+    # (height, width) of the terminal at start; None leaves it 0x0 until a resize.
+    console_size: tuple[int, int] | None = None
+    open_stdin: bool = False
+    stdin_once: bool = False
     exposed_ports: dict[str, Any] = field(default_factory=dict)
     network_mode: str = "default"
     memory: int = 0
@@ -338,9 +344,23 @@ def _parse_host_config(body: dict[str, Any], options: CreateOptions) -> None:
     options.network_mode = _parse_network_mode(host_config, networking)
     options.pids_limit = _parse_pids_limit(host_config)
     options.auto_remove = bool(_get(host_config, "AutoRemove", bool, "HostConfig.AutoRemove"))
+    options.console_size = _parse_console_size(host_config)
     options.readonly_rootfs = bool(
         _get(host_config, "ReadonlyRootfs", bool, "HostConfig.ReadonlyRootfs")
     )
+
+
+def _parse_console_size(host_config: dict[str, Any]) -> tuple[int, int] | None:
+    size = _get(host_config, "ConsoleSize", list, "HostConfig.ConsoleSize")
+    if not size:
+        return None
+    numbers = len(size) == 2 and all(type(n) is int and 0 <= n <= 65535 for n in size)
+    if not numbers:
+        raise InvalidArgument(
+            "invalid create body: HostConfig.ConsoleSize must be [height, width], "
+            "two numbers from 0 to 65535"
+        )
+    return None if size == [0, 0] else (size[0], size[1])
 
 
 def parse_create_body(body: Any) -> CreateOptions:
@@ -363,6 +383,10 @@ def parse_create_body(body: Any) -> CreateOptions:
     options.hostname = _get(body, "Hostname", str, "Hostname") or None
     options.domainname = _get(body, "Domainname", str, "Domainname") or ""
     options.labels = _parse_labels(body)
+    options.attach_stdin = bool(_get(body, "AttachStdin", bool, "AttachStdin"))
+    options.tty = bool(_get(body, "Tty", bool, "Tty"))
+    options.open_stdin = bool(_get(body, "OpenStdin", bool, "OpenStdin"))
+    options.stdin_once = bool(_get(body, "StdinOnce", bool, "StdinOnce"))
     options.attach_stdout = bool(_get(body, "AttachStdout", bool, "AttachStdout"))
     options.attach_stderr = bool(_get(body, "AttachStderr", bool, "AttachStderr"))
     options.exposed_ports = _get(body, "ExposedPorts", dict, "ExposedPorts") or {}

@@ -155,13 +155,13 @@ def merge_config(
         "Hostname": hostname,
         "Domainname": options.domainname,
         "User": options.user if options.user is not None else image_config.get("User", ""),
-        "AttachStdin": False,
+        "AttachStdin": options.attach_stdin,
         "AttachStdout": options.attach_stdout,
         "AttachStderr": options.attach_stderr,
         "ExposedPorts": exposed_ports or None,
-        "Tty": False,
-        "OpenStdin": False,
-        "StdinOnce": False,
+        "Tty": options.tty,
+        "OpenStdin": options.open_stdin,
+        "StdinOnce": options.stdin_once,
         "Env": merge_env(list(image_config.get("Env") or []), options.env),
         "Cmd": cmd,
         "Image": options.image,
@@ -178,12 +178,14 @@ def merge_config(
 def process_env(config: dict[str, Any], user: ExecUser) -> list[str]:
     """Return the environment of the container's process.
 
-    Like docker, PATH and HOSTNAME are set first and the Config's Env overrides them. HOME
-    comes from the user's passwd entry unless the Env sets it, as runc does.
+    Like docker, PATH and HOSTNAME are set first (and TERM=xterm with a TTY), and the
+    Config's Env overrides them. HOME comes from the user's passwd entry unless the Env sets
+    it, as runc does.
     """
-    env = merge_env(
-        [f"PATH={DEFAULT_PATH}", f"HOSTNAME={config['Hostname']}"], list(config["Env"] or [])
-    )
+    defaults = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={config['Hostname']}"]
+    if config.get("Tty"):
+        defaults.append("TERM=xterm")
+    env = merge_env(defaults, list(config["Env"] or []))
     if not any(_env_key(entry) == "HOME" for entry in env):
         env.append(f"HOME={user.home}")
     return env
@@ -255,7 +257,7 @@ def build_spec(
     """Return config.json for the container, on the runtime's default spec."""
     spec = _base_spec()
     spec["process"] = {
-        "terminal": False,
+        "terminal": options.tty,
         "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
         "args": process_args(config["Entrypoint"], config["Cmd"]),
         "env": process_env(config, user),
@@ -264,6 +266,9 @@ def build_spec(
         "noNewPrivileges": False,
         "oomScoreAdj": 0,
     }
+    if options.tty and options.console_size is not None:
+        height, width = options.console_size
+        spec["process"]["consoleSize"] = {"height": height, "width": width}
     spec["root"] = {"path": rootfs, "readonly": options.readonly_rootfs}
     spec["hostname"] = config["Hostname"]
     if config["Domainname"]:

@@ -164,11 +164,17 @@ class SupervisorClient:
         return reader
 
     async def attach_with_stdin(
-        self, container_id: str, stdout: bool = True, stderr: bool = True, *, stdin: bool = True
+        self,
+        container_id: str,
+        stdout: bool = True,
+        stderr: bool = True,
+        *,
+        stdin: bool = True,
+        close_stdin: bool = True,
     ) -> tuple[AttachStream, asyncio.StreamWriter]:
         """Attach as :meth:`attach` does, and return a writer whose bytes go to the
-        container's stdin; ``writer.write_eof()`` closes it. The container must have been
-        created with ``open_stdin``."""
+        container's stdin; ``writer.write_eof()`` closes it unless ``close_stdin`` is
+        false. The container must have been created with ``open_stdin``."""
         reader, writer = await self._connect(stream_class=AttachStream)
         request = {
             "op": "attach",
@@ -176,6 +182,7 @@ class SupervisorClient:
             "stdout": stdout,
             "stderr": stderr,
             "stdin": stdin,
+            "close_stdin": close_stdin,
         }
         try:
             await _exchange(reader, writer, request)

@@ -183,13 +183,23 @@ class Container:
         """When the init was reaped, in nanoseconds since the epoch."""
         return self._exit_time_ns
 
-    def attach(self, connection: Connection, streams: frozenset[int], stdin: bool) -> None:
-        """Stream the container's output to ``connection`` until the output ends."""
+    def attach(
+        self,
+        connection: Connection,
+        streams: frozenset[int],
+        stdin: bool,
+        close_stdin: bool = True,
+    ) -> None:
+        """Stream the container's output to ``connection`` until the output ends.
+
+        With ``stdin`` the client's bytes go to the container's stdin. The client's end of
+        stream closes that stdin when ``close_stdin`` is set, and is ignored otherwise.
+        """
         connection.mode = Mode.ATTACHED
         if stdin and self.stdin is not None and not self.stdin.closed:
             stdin_pipe = self.stdin
             connection.input_sink = lambda data: stdin_pipe.write(data, connection)
-            connection.input_end = stdin_pipe.close_when_drained
+            connection.input_end = stdin_pipe.close_when_drained if close_stdin else _ignore
         if self.output_ended:
             connection.finish()
             return
@@ -326,3 +336,7 @@ class Container:
 
 def _stream_name(pipe: OutputPipe) -> str:
     return protocol.STREAM_NAMES[pipe.stream]
+
+
+def _ignore() -> None:
+    pass

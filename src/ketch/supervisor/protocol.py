@@ -24,7 +24,8 @@ state      id                                               container (a state o
 list       (none)                                           containers (state objects)
 wait       id                                               exit_code, finished_at
 attach     id, stdout, stderr (default true), stdin         (none), then frames (see below)
-           (default false)
+           (default false), close_stdin (default true:
+           the client's end of stream closes stdin)
 events     (none)                                           (none), then one event per line
 pause      id                                               (none), once frozen
 resume     id                                               (none), once thawed

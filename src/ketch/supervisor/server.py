@@ -340,9 +340,10 @@ class Supervisor:
                 f"cannot attach stdin of container {container.id}: "
                 "it was created without open_stdin"
             )
+        close_stdin = protocol.optional_bool(request, "close_stdin", True)
         connection.label = f"client fd {connection.fd} of container {container.id}"
         connection.send_message({"ok": True})
-        container.attach(connection, streams, stdin)
+        container.attach(connection, streams, stdin, close_stdin)
 
     def _op_events(self, connection: Connection, request: dict[str, Any]) -> None:
         connection.mode = Mode.EVENTS
