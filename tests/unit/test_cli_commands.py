@@ -50,12 +50,15 @@ def start_containers(served: ServedEngine) -> tuple[str, str]:
 
 def test_ps_table(served: ServedEngine) -> None:
     web_id, _ = start_containers(served)
+    # Created 3 hours ago, so that the CREATED column does not change while the test runs.
+    for container in served.engine.containers.values():
+        container.created = int(time.time()) - 3 * 3600
     lines = run_ketch("ps", host=served.host).stdout.splitlines()
     assert lines[0] == (
-        "CONTAINER ID   IMAGE     COMMAND   CREATED                  STATUS         PORTS     NAMES"
+        "CONTAINER ID   IMAGE     COMMAND   CREATED       STATUS         PORTS     NAMES"
     )
     assert lines[1] == (
-        f'{web_id[:12]}   busybox   "sleep"   Less than a second ago   Up 3 seconds             web'
+        f'{web_id[:12]}   busybox   "sleep"   3 hours ago   Up 3 seconds             web'
     )
     assert len(lines) == 2
 
