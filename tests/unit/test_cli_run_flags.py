@@ -210,24 +210,16 @@ def test_run_interactive_tty(fake: FakeDocker) -> None:
     pid, fd = pty.fork()
     if pid == 0:
         os.environ.pop("KETCH_HOST", None)
-        argv = [
-            sys.executable,
-            "-m",
-            "ketch.cli.main",
-            "-H",
-            fake.host,
-            "run",
-            "-it",
-            "busybox",
-            "sh",
-        ]
-        os.execv(sys.executable, argv)
+        argv = [sys.executable, "-m", "ketch.cli.main", "-H", fake.host, "run", "-it"]
+        os.execv(sys.executable, [*argv, "busybox", "sh"])
+
     try:
         output, status = read_until_exit(fd, pid)
     finally:
         os.close(fd)
     assert status == 5, output
     assert b"/ # hello from tty" in output
+
     body = fake.find("POST", "/containers/create")[0].json()
     assert body["Tty"] is True
     assert body["AttachStdin"] is True

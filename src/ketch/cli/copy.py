@@ -10,10 +10,10 @@ packed under its base name and unpacked into DEST if DEST is a directory, else u
 DEST's base name into DEST's parent. ``-`` as SRC reads a tar from stdin.
 
 The archive from the daemon comes from inside the container, so it is checked before
-anything is unpacked (Python 3.11.2 here predates tarfile's extraction filters): a
+anything is unpacked, because Python 3.11.2 predates tarfile's extraction filters. A
 name must be relative without ``..`` and must not pass through or replace a link made
 by the same archive, so unpacking never follows a link the container planted. Links
-themselves are kept as they are, as ``docker cp`` keeps them; devices are skipped.
+themselves are kept as they are, as ``docker cp`` keeps them. Devices are skipped.
 """
 
 from __future__ import annotations
@@ -138,9 +138,9 @@ def safe_members(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:
     return safe
 
 
-def _check_relative(name: str, shown: str) -> None:
+def _check_relative(name: str, member_name: str) -> None:
     if name.startswith("/") or ".." in name.split("/"):
-        raise UsageError(f"invalid archive from the daemon: unsafe path {shown!r}")
+        raise UsageError(f"invalid archive from the daemon: unsafe path {member_name!r}")
 
 
 def copy_to_container(client: Client, source: str, container: str, path: str) -> None:

@@ -1,7 +1,7 @@
 """``ketch logs``: a container's output, optionally followed, cut by time or line count.
 
-The reply is the multiplexed frame stream unless the container has a TTY, in which case
-it is the raw output; the container's ``Config.Tty`` decides which, so it is read first.
+The reply is the multiplexed frame stream, or the raw output when the container has a
+TTY. The container's ``Config.Tty`` decides which, so it is read first.
 ``--since`` and ``--until`` take what docker takes: a Unix time (``1700000000.5``), an
 RFC 3339 time (``2024-05-01T10:00:00Z``), a date, or a duration before now (``10m``).
 """
