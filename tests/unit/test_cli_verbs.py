@@ -596,3 +596,22 @@ def test_container_inspect_size_flag(fake: FakeDocker) -> None:
     result = ketch(fake, "container", "inspect", "-s", "-f", "{{.Id}}", "web")
     assert result.stdout == CONTAINER_ID + "\n", result.stderr
     assert fake.find("GET", "/containers/web/json")[0].query == {"size": ["1"]}
+
+
+def test_cp_rejects_write_through_planted_link(fake: FakeDocker, directory: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        link = tarfile.TarInfo("out")
+        link.type = tarfile.SYMTYPE
+        link.linkname = str(directory / "outside")
+        archive.addfile(link)
+        planted = tarfile.TarInfo("out/evil")
+        planted.size = 1
+        archive.addfile(planted, io.BytesIO(b"x"))
+    (directory / "outside").mkdir()
+    (directory / "target").mkdir()
+    fake.reply("GET", "/containers/web/archive", Reply(200, raw=buffer.getvalue()))
+    result = ketch(fake, "cp", "web:/out", str(directory / "target"))
+    assert result.returncode != 0
+    assert "passes through a link" in result.stderr
+    assert not (directory / "outside" / "evil").exists()
