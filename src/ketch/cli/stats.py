@@ -65,6 +65,8 @@ def stats(context: Context, options: dict, args: list[str]) -> int:
 
     terminal = sys.stdout.isatty() and not options["no-stream"]
     while True:
+        # Limitation: containers are sampled one after another, so with many of them a
+        # refresh takes longer than a second.
         rows = [_sample(client, name, bool(options["no-trunc"])) for name in names]
         text = render(options["format"], STATS_TABLE, HeaderRow(STATS_HEADERS), rows)
         if terminal:
