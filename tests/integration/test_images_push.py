@@ -176,3 +176,14 @@ def test_push_token_auth_with_mount(tmp_path: Path, store: ImageStore, registry:
     assert "Pushed" in statuses(first)
     assert "Mounted from first/app" in statuses(second)
     assert any("repository:first/app:pull" in r.scopes for r in service.requests)
+
+
+def test_push_waits_for_upload_slot(store: ImageStore, registry: str, second_registry: str) -> None:
+    layers = [gzip_layer({f"f{n}": File(f"{n}\n".encode())}) for n in range(5)]
+    pushed = push_test_image(registry, "test/many", "v1", layers)
+    asyncio.run(store.pull(f"{registry}/test/many:v1"))
+    store.tag(f"{registry}/test/many:v1", f"{second_registry}/copy/many:v1")
+    _, messages = push(store, f"{second_registry}/copy/many:v1")
+    waiting = {m["id"] for m in messages if m.get("status") == "Waiting"}
+    assert len(waiting) == 2
+    assert statuses(messages).count("Pushed") == len(pushed.diff_ids)

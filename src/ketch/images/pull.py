@@ -14,6 +14,7 @@ first 12 hex digits of the layer's blob digest)::
 
     {"status": "Pulling from library/busybox", "id": "latest"}
     {"status": "Pulling fs layer", "progressDetail": {}, "id": "<layer>"}    or "Already exists"
+    {"status": "Waiting", "progressDetail": {}, "id": "<layer>"}    while three others download
     {"status": "Downloading", "progressDetail": {"current": n, "total": m}, "id": "<layer>"}
     {"status": "Verifying Checksum", "progressDetail": {}, "id": "<layer>"}
     {"status": "Download complete", "progressDetail": {}, "id": "<layer>"}
@@ -302,6 +303,8 @@ class Puller:
         if self.content.exists(layer.digest):
             self._emit_layer(layer, "Download complete")
             return
+        if semaphore.locked():
+            self._emit_layer(layer, "Waiting")
         async with semaphore:
             with self.content.writer(layer.digest, layer.size, resumable=True) as writer:
 

@@ -18,6 +18,7 @@ Progress goes to the caller as Engine API JSON messages, as docker push writes t
 
     {"status": "The push refers to repository [127.0.0.1:5000/app]"}
     {"status": "Preparing", "progressDetail": {}, "id": "<layer>"}
+    {"status": "Waiting", "progressDetail": {}, "id": "<layer>"}     while others upload
     {"status": "Pushing", "progressDetail": {"current": n, "total": m}, "id": "<layer>"}
     {"status": "Pushed", "progressDetail": {}, "id": "<layer>"}
         or "Layer already exists", or "Mounted from <repository>"
@@ -158,6 +159,8 @@ class Pusher:
         semaphore = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
 
         async def push_one(layer: LayerRecord) -> None:
+            if semaphore.locked():
+                self._emit_layer(layer, "Waiting")
             async with semaphore:
                 await self._push_layer(client, layer)
 
