@@ -4,6 +4,8 @@ token service that the test runs on loopback."""
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +24,8 @@ LAYER = gzip_layer({"etc/": Dir(), "etc/motd": File(b"private\n")})
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ImageStore]:
-    with image_store(tmp_path / "ketch", docker_config=tmp_path / "docker.json") as opened:
+    config = tmp_path / "docker-config" / "config.json"
+    with image_store(tmp_path / "ketch", docker_config=config) as opened:
         yield opened
 
 
@@ -105,3 +108,19 @@ def test_token_login_wrong_password(tmp_path: Path, store: ImageStore) -> None:
     with start_token_registry(tmp_path / "token", {USER: PASSWORD}) as (registry, _):
         with pytest.raises(Forbidden, match="rejected the credentials of user alice"):
             asyncio.run(store.login(registry.address, USER, "wrong"))
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
+def test_docker_cli_logout_reads_ketch_login(
+    tmp_path: Path, store: ImageStore, basic_registry: str
+) -> None:
+    asyncio.run(store.login(basic_registry, USER, PASSWORD))
+    result = subprocess.run(
+        ["docker", "logout", basic_registry],
+        env={**os.environ, "DOCKER_CONFIG": str(tmp_path / "docker-config")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == f"Removing login credentials for {basic_registry}"
+    assert store.credentials.get(basic_registry) is None
