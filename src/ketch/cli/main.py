@@ -150,7 +150,7 @@ class Context:
 
 
 def global_help() -> str:
-    width = max(len(name) for name in COMMANDS)
+    width = max(len(name) for name in [*COMMANDS, *GROUPS])
     commands = "".join(
         f"  {name.ljust(width)}   {summary}\n" for name, (_, summary) in COMMANDS.items()
     )

@@ -77,11 +77,18 @@ class Command:
     def help_text(self) -> str:
         """Format the help that ``--help`` prints, laid out as docker lays it out."""
         lines = [f"Usage:  {self.usage}", "", self.summary, "", "Options:"]
-        entries = [(_flag_label(flag), flag.help) for flag in self.flags]
+        flags = sorted(self.flags, key=lambda flag: flag.name)
+        entries = [(_flag_label(flag), _flag_help(flag)) for flag in flags]
         entries.append(("-h, --help", "Print usage"))
         width = max(len(label) for label, _ in entries)
         lines += [f"  {label.ljust(width)}   {text}" for label, text in entries]
         return "\n".join(lines) + "\n"
+
+
+def _flag_help(flag: Flag) -> str:
+    if flag.default is True:
+        return f"{flag.help} (default true)"
+    return flag.help
 
 
 def _flag_label(flag: Flag) -> str:
