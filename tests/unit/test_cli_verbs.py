@@ -615,3 +615,19 @@ def test_cp_rejects_write_through_planted_link(fake: FakeDocker, directory: Path
     assert result.returncode != 0
     assert "passes through a link" in result.stderr
     assert not (directory / "outside" / "evil").exists()
+
+
+def test_images_digests_column(fake: FakeDocker) -> None:
+    image = {
+        "Id": "sha256:" + "e" * 64,
+        "RepoTags": ["busybox:latest"],
+        "RepoDigests": ["busybox@sha256:" + "f" * 64],
+        "Created": 0,
+        "Size": 1000,
+    }
+    fake.reply("GET", "/images/json", Reply(200, [image]))
+    result = ketch(fake, "images", "-a", "--digests")
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["REPOSITORY", "TAG", "DIGEST", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert row.split()[2] == "sha256:" + "f" * 64
+    assert fake.find("GET", "/images/json")[0].query == {"all": ["1"]}
