@@ -124,3 +124,18 @@ def test_docker_cli_logout_reads_ketch_login(
     )
     assert result.stdout.strip() == f"Removing login credentials for {basic_registry}"
     assert store.credentials.get(basic_registry) is None
+
+
+def test_pull_with_request_credentials(store: ImageStore, basic_registry: str) -> None:
+    credentials = Credentials(USER, PASSWORD)
+    image = asyncio.run(store.pull(f"{basic_registry}/private/app:v1", auth=credentials))
+    assert image.repo_tags == [f"{basic_registry}/private/app:v1"]
+    assert not store.credentials.path.exists()
+
+
+def test_push_with_request_credentials(store: ImageStore, basic_registry: str) -> None:
+    credentials = Credentials(USER, PASSWORD)
+    asyncio.run(store.pull(f"{basic_registry}/private/app:v1", auth=credentials))
+    store.tag(f"{basic_registry}/private/app:v1", f"{basic_registry}/private/copy:v1")
+    digest = asyncio.run(store.push(f"{basic_registry}/private/copy:v1", auth=credentials))
+    assert digest.startswith("sha256:")

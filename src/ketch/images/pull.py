@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
-from ketch.images.auth import CredentialStore
+from ketch.images.auth import Credentials, CredentialStore
 from ketch.images.content import BlobWriter, ContentStore
 from ketch.images.layers import unpack_layer
 from ketch.images.manifest import (
@@ -113,6 +113,7 @@ class Puller:
         reference: Reference,
         progress: ProgressCallback | None,
         credentials: CredentialStore | None = None,
+        auth: Credentials | None = None,
     ) -> None:
         self.content = content
         self.snapshots = snapshots
@@ -124,6 +125,7 @@ class Puller:
         self.reference = reference
         self.progress = progress
         self.credentials = credentials
+        self.auth = auth
         self._leased_names: list[str] = []
         self._new_blobs: list[str] = []
         self._new_chains: list[str] = []
@@ -196,7 +198,7 @@ class Puller:
                 endpoint,
                 reference.path,
                 display_name=reference.familiar_name,
-                credentials=credentials_for(self.credentials, endpoint),
+                credentials=self.auth or credentials_for(self.credentials, endpoint),
             )
             try:
                 fetched = await client.get_manifest(target, reference.familiar())

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
-from ketch.images.auth import CredentialStore
+from ketch.images.auth import Credentials, CredentialStore
 from ketch.images.content import ContentStore
 from ketch.images.manifest import (
     DOCKER_CONFIG,
@@ -99,6 +99,7 @@ class Pusher:
         reference: Reference,
         progress: ProgressCallback | None,
         options: PushOptions | None = None,
+        auth: Credentials | None = None,
     ) -> None:
         if reference.tag is None or reference.digest is not None:
             raise InvalidArgument(f"cannot push {reference}: expected a reference with a tag")
@@ -110,6 +111,7 @@ class Pusher:
         self.reference = reference
         self.progress = progress
         self.options = options or PushOptions()
+        self.auth = auth
         self._last_progress: dict[str, float] = {}
         self._progress_failed = False
 
@@ -128,7 +130,7 @@ class Pusher:
                 reference.path,
                 display_name=reference.familiar_name,
                 actions="pull,push",
-                credentials=credentials_for(self.credentials, endpoint),
+                credentials=self.auth or credentials_for(self.credentials, endpoint),
             )
             for layer in layers:
                 self._emit_layer(layer, "Preparing")

@@ -106,8 +106,16 @@ class ImageStore:
         self.leases = Leases()
         self._configs: dict[str, dict[str, Any]] = {}
 
-    async def pull(self, reference: str, progress: ProgressCallback | None = None) -> Image:
+    async def pull(
+        self,
+        reference: str,
+        progress: ProgressCallback | None = None,
+        auth: Credentials | None = None,
+    ) -> Image:
         """Pull ``reference`` from its registry (or docker.io's mirrors) and return it.
+
+        ``auth`` are credentials for this pull only (the Engine API's X-Registry-Auth);
+        without them the stored ones for the registry are used, if any.
 
         Raises InvalidArgument ('invalid reference format: ...'), NotFound (no such
         manifest or repository), Unavailable (registry unreachable, naming it).
@@ -124,6 +132,7 @@ class ImageStore:
             reference=parsed,
             progress=progress,
             credentials=self.credentials,
+            auth=auth,
         )
         image_id = await puller.run()
         return self._load(image_id)
@@ -146,9 +155,10 @@ class ImageStore:
         reference: str,
         progress: ProgressCallback | None = None,
         options: PushOptions | None = None,
+        auth: Credentials | None = None,
     ) -> str:
         """Push the image named ``reference`` (``latest`` when it has no tag) to its
-        registry and return the manifest digest.
+        registry and return the manifest digest. ``auth`` is as for ``pull``.
 
         Raises NotFound ('No such image: ...') when the store has no such name, Forbidden
         when the registry denies the push, Unavailable when it cannot be reached.
@@ -168,6 +178,7 @@ class ImageStore:
             reference=parsed,
             progress=progress,
             options=options,
+            auth=auth,
         )
         return await pusher.run()
 
