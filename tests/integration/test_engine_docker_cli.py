@@ -448,3 +448,44 @@ def test_attach_detach_keys(daemon: KetchDaemon) -> None:
         "true\n"
     )
     docker_ok(daemon, "rm", "-f", "detachable")
+
+
+# Restart policies
+
+
+def test_restart_on_failure_limit(daemon: KetchDaemon) -> None:
+    docker_ok(
+        daemon, "run", "-d", "--name", "crasher", "--restart", "on-failure:2",
+        "busybox", "sh", "-c", "exit 3",
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = docker_ok(
+            daemon, "inspect", "--format", "{{.RestartCount}} {{.State.Status}}", "crasher"
+        ).strip()
+        if state == "2 exited":
+            break
+        time.sleep(0.2)
+    assert state == "2 exited"
+
+
+def test_restart_always_brings_back(daemon: KetchDaemon) -> None:
+    docker_ok(
+        daemon, "run", "-d", "--name", "comeback", "--restart", "always",
+        "busybox", "sh", "-c", "sleep 0.5; exit 1",
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    count = 0
+    while time.monotonic() < deadline and count < 2:
+        count = int(docker_ok(daemon, "inspect", "--format", "{{.RestartCount}}", "comeback"))
+        time.sleep(0.2)
+    assert count >= 2
+    docker_ok(daemon, "stop", "-t", "1", "comeback")
+    time.sleep(1)
+    assert docker_ok(daemon, "inspect", "--format", "{{.State.Status}}", "comeback") == "exited\n"
+
+
+def test_restart_with_rm_rejected(daemon: KetchDaemon) -> None:
+    result = daemon.docker("run", "--rm", "--restart", "always", "busybox", "true")
+    assert result.returncode == 125
+    assert "conflicting options" in result.stderr.lower()

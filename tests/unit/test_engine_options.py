@@ -114,9 +114,24 @@ def test_body_tty_must_be_bool() -> None:
         parse(Tty="yes")
 
 
-def test_body_restart_policy_rejected() -> None:
-    with pytest.raises(InvalidArgument, match="RestartPolicy.Name 'always'"):
-        parse(HostConfig={"RestartPolicy": {"Name": "always"}})
+def test_body_restart_policy_unknown_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="unknown policy 'sometimes'"):
+        parse(HostConfig={"RestartPolicy": {"Name": "sometimes"}})
+
+
+def test_body_restart_policy_on_failure_count() -> None:
+    policy = {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert parse(HostConfig={"RestartPolicy": policy}).restart_policy == policy
+
+
+def test_body_restart_count_needs_on_failure() -> None:
+    with pytest.raises(InvalidArgument, match="on-failure"):
+        parse(HostConfig={"RestartPolicy": {"Name": "always", "MaximumRetryCount": 2}})
+
+
+def test_body_restart_policy_with_auto_remove_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="AutoRemove"):
+        parse(HostConfig={"RestartPolicy": {"Name": "always"}, "AutoRemove": True})
 
 
 def test_body_restart_policy_no_accepted() -> None:

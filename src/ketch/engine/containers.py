@@ -35,6 +35,7 @@ from ketch.engine.events import EventBus
 from ketch.engine.logopts import DEFAULT_LOG_OPTS, rotation
 from ketch.engine.names import generate_id, generate_name, normalize_name
 from ketch.engine.options import CreateOptions, parse_create_body, parse_signal
+from ketch.engine.restarts import RestartPolicies
 from ketch.engine.spec import DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT, build_spec, merge_config
 from ketch.engine.store import Container, ContainerPaths, ContainerState, ContainerStore
 from ketch.engine.userdb import resolve_user_in_rootfs
@@ -148,6 +149,7 @@ class ContainerService:
         )
         self.waiters = Waiters()
         self.attachments = AttachHub(supervisor)
+        self.restarts = RestartPolicies(self)
         self._reserved_names: set[str] = set()
         self._starting: set[str] = set()
         self._deferred_exits: dict[str, dict[str, Any]] = {}
@@ -175,6 +177,13 @@ class ContainerService:
 
     def all(self) -> list[Container]:
         return self._store.all()
+
+    def find(self, container_id: str) -> Container | None:
+        """Return the container with exactly this id, or None."""
+        return self._store.get(container_id)
+
+    def save(self, container: Container) -> None:
+        self._store.save(container)
 
     @property
     def supervisor(self) -> Supervisor:
@@ -292,9 +301,14 @@ class ContainerService:
 
     # Start
 
-    async def start(self, reference: str) -> bool:
-        """Start a container; return False when it was already running (HTTP 304)."""
+    async def start(self, reference: str, by_policy: bool = False) -> bool:
+        """Start a container; return False when it was already running (HTTP 304).
+
+        A start by a user (not ``by_policy``) cancels a pending restart.
+        """
         container = self.resolve(reference)
+        if not by_policy:
+            self.restarts.cancel(container)
         if container.state.removing:
             raise Conflict(f"cannot start container {container.id}: it is being removed")
         if container.running:
@@ -408,6 +422,7 @@ class ContainerService:
         logger.info("container %s exited with code %d", container.id, exit_code)
         self.emit(container, "die", exitCode=str(exit_code))
         self.waiters.notify_stopped(container)
+        self.restarts.on_exit(container)
 
     async def reconcile(self) -> None:
         """Bring every record up to date with the supervisor, after ketchd (re)connects.
@@ -458,10 +473,16 @@ class ContainerService:
         container = self.resolve(reference)
         # Docker reads an empty signal parameter as the default, SIGKILL.
         number = parse_signal(signal_value or "SIGKILL", "signal")
+        if container.state.restarting:
+            raise Conflict(
+                f"Container {container.id} is restarting, wait until the container is running"
+            )
         if not container.running:
             raise Conflict(
                 f"Cannot kill container: {reference}: Container {container.id} is not running"
             )
+        container.state.manually_stopped = True
+        self._store.save(container)
         self.emit(container, "kill", signal=str(number))
         if number == signal.SIGKILL:
             await self._kill_and_wait(container, number, KILL_WAIT_SECONDS)
@@ -478,8 +499,15 @@ class ContainerService:
         the exit without a SIGKILL.
         """
         container = self.resolve(reference)
+        if container.state.restarting:
+            self.restarts.cancel(container)
+            container.state.manually_stopped = True
+            self._store.save(container)
+            return True
         if not container.running:
             return False
+        container.state.manually_stopped = True
+        self._store.save(container)
         stop_signal = parse_signal(
             signal_name or container.config.get("StopSignal") or DEFAULT_STOP_SIGNAL,
             "signal" if signal_name else "StopSignal",
@@ -553,6 +581,7 @@ class ContainerService:
         """Kill if needed, then delete everything the container owns."""
         if self._store.get(container.id) is None:
             return  # removed meanwhile by another request
+        self.restarts.cancel(container)
         container.state.removing = True
         self._store.save(container)
         try:

@@ -23,6 +23,7 @@ from ketch.engine.events import EventBus
 from ketch.engine.execs import ExecService, ExecSession
 from ketch.engine.filters import select_containers
 from ketch.engine.logs import LogQuery, read_log
+from ketch.engine.restarts import wants_start_at_boot
 from ketch.engine.store import ContainerPaths, ContainerStore
 from ketch.errors import Conflict, KetchError
 
@@ -116,6 +117,8 @@ class Engine:
                 stream = await self.supervisor.subscribe()
                 try:
                     await self.containers.reconcile()
+                    if not self._connected.is_set():
+                        self._start_by_policy_at_boot()
                     self._connected.set()
                     async for event in stream:
                         if event.get("type") == "exit":
@@ -135,6 +138,21 @@ class Engine:
                     await self._ensure_supervisor()
                 except KetchError as error:
                     logger.error("cannot start the supervisor: %s", error)
+
+    def _start_by_policy_at_boot(self) -> None:
+        """Start the stopped containers whose restart policy is always or unless-stopped."""
+        for container in self.containers.all():
+            if container.state.status != "exited" or container.state.restarting:
+                continue
+            if wants_start_at_boot(container):
+                logger.info("starting container %s for its restart policy", container.id)
+                self.containers.spawn(self._start_quietly(container.id))
+
+    async def _start_quietly(self, container_id: str) -> None:
+        try:
+            await self.containers.start(container_id)
+        except KetchError as error:
+            logger.warning("cannot start container %s: %s", container_id, error)
 
     # System
 

@@ -73,6 +73,9 @@ class CreateOptions:
     memory_swap: int = 0
     pids_limit: int | None = None
     auto_remove: bool = False
+    restart_policy: dict[str, Any] = field(
+        default_factory=lambda: {"Name": "no", "MaximumRetryCount": 0}
+    )
     readonly_rootfs: bool = False
     cpu_shares: int = 0
     cpu_period: int = 0
@@ -316,15 +319,6 @@ def parse_restart_policy(host_config: dict[str, Any], prefix: str) -> dict[str, 
     return {"Name": name, "MaximumRetryCount": retries}
 
 
-def _parse_restart_policy(host_config: dict[str, Any]) -> None:
-    name = parse_restart_policy(host_config, "HostConfig.")["Name"]
-    if name != "no":
-        raise InvalidArgument(
-            f"invalid create body: HostConfig.RestartPolicy.Name {name!r} is not supported "
-            "by ketch yet; expected 'no'"
-        )
-
-
 def _parse_log_config(host_config: dict[str, Any]) -> dict[str, str]:
     log_config = _get(host_config, "LogConfig", dict, "HostConfig.LogConfig") or {}
     log_type = _get(log_config, "Type", str, "HostConfig.LogConfig.Type") or ""
@@ -337,13 +331,18 @@ def _parse_host_config(body: dict[str, Any], options: CreateOptions) -> None:
     host_config = _get(body, "HostConfig", dict, "HostConfig") or {}
     networking = _get(body, "NetworkingConfig", dict, "NetworkingConfig") or {}
     _reject_unsupported(host_config, _UNSUPPORTED_HOST_CONFIG, "HostConfig.")
-    _parse_restart_policy(host_config)
+    options.restart_policy = parse_restart_policy(host_config, "HostConfig.")
     options.log_opts = _parse_log_config(host_config)
     _parse_memory(host_config, options)
     _parse_cpu(host_config, options, "HostConfig")
     options.network_mode = _parse_network_mode(host_config, networking)
     options.pids_limit = _parse_pids_limit(host_config)
     options.auto_remove = bool(_get(host_config, "AutoRemove", bool, "HostConfig.AutoRemove"))
+    if options.auto_remove and options.restart_policy["Name"] != "no":
+        raise InvalidArgument(
+            "conflicting options: cannot combine HostConfig.AutoRemove (--rm) with a restart "
+            f"policy ({options.restart_policy['Name']})"
+        )
     options.console_size = _parse_console_size(host_config)
     options.readonly_rootfs = bool(
         _get(host_config, "ReadonlyRootfs", bool, "HostConfig.ReadonlyRootfs")

@@ -39,6 +39,10 @@ class ContainerState:
     oom_killed: bool = False
     removing: bool = False
     paused: bool = False
+    # Waiting for a restart by its restart policy.
+    restarting: bool = False
+    # Stopped or killed by a user, which keeps restart policies from restarting it.
+    manually_stopped: bool = False
 
 
 @dataclass

@@ -46,7 +46,7 @@ def host_config_view(options: CreateOptions) -> dict[str, Any]:
         "MemorySwap": options.memory_swap,
         "PidsLimit": options.pids_limit,
         "ReadonlyRootfs": options.readonly_rootfs,
-        "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+        "RestartPolicy": dict(options.restart_policy),
         "LogConfig": {"Type": "json-file", "Config": dict(options.log_opts)},
         "Binds": None,
         "PortBindings": {},
@@ -87,6 +87,8 @@ def command_line(container: Container) -> list[str]:
 def status_name(container: Container) -> str:
     if container.state.removing:
         return "removing"
+    if container.state.restarting:
+        return "restarting"
     if container.running and container.state.paused:
         return "paused"
     return container.state.status
@@ -98,7 +100,7 @@ def state_view(container: Container) -> dict[str, Any]:
         "Status": status_name(container),
         "Running": container.running,
         "Paused": container.running and state.paused,
-        "Restarting": False,
+        "Restarting": state.restarting,
         # Limitation: OOM kills are not detected yet, so OOMKilled stays false.
         "OOMKilled": state.oom_killed,
         "Dead": False,
@@ -190,6 +192,10 @@ def status_text(container: Container, now: float | None = None) -> str:
     state = container.state
     if state.removing:
         return "Removal In Progress"
+    if state.restarting:
+        finished = timestamps.to_epoch(state.finished_at) or now
+        ago = timestamps.human_duration(max(0.0, now - finished))
+        return f"Restarting ({state.exit_code}) {ago} ago"
     if state.status == "running":
         started = timestamps.to_epoch(state.started_at) or now
         text = f"Up {timestamps.human_duration(max(0.0, now - started))}"
