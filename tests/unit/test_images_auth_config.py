@@ -12,6 +12,7 @@ from ketch.images.auth import (
     Credentials,
     CredentialStore,
     auth_key,
+    credentials_from_registry_auth,
     default_config_path,
     normalize_registry,
 )
@@ -110,3 +111,28 @@ def test_remove_absent(tmp_path: Path) -> None:
 
 def test_credentials_repr_hides_password() -> None:
     assert "pw" not in repr(Credentials("me", "pw"))
+
+
+def registry_auth(document: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(document).encode()).decode()
+
+
+def test_registry_auth_header() -> None:
+    header = registry_auth({"username": "me", "password": "pw", "serveraddress": "r.example"})
+    assert credentials_from_registry_auth(header) == Credentials("me", "pw")
+
+
+def test_registry_auth_unpadded() -> None:
+    header = registry_auth({"username": "me", "password": "pw1"}).rstrip("=")
+    assert credentials_from_registry_auth(header) == Credentials("me", "pw1")
+
+
+@pytest.mark.parametrize("header", ["", registry_auth({}), registry_auth({"username": ""})])
+def test_registry_auth_anonymous(header: str) -> None:
+    assert credentials_from_registry_auth(header) is None
+
+
+@pytest.mark.parametrize("header", ["%%%", registry_auth([1, 2])])
+def test_registry_auth_invalid(header: str) -> None:
+    with pytest.raises(InvalidArgument, match="invalid X-Registry-Auth header"):
+        credentials_from_registry_auth(header)

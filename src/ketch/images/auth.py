@@ -180,6 +180,31 @@ class CredentialStore:
             raise SystemFailure(f"cannot write {self.path}: {error.strerror}") from None
 
 
+def credentials_from_registry_auth(header: str) -> Credentials | None:
+    """Decode the Engine API's ``X-Registry-Auth`` header (base64url of a JSON AuthConfig).
+
+    Returns None for an empty header or one without a user name, which docker sends for
+    anonymous requests.
+    """
+    text = header.strip()
+    if not text:
+        return None
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        document = json.loads(base64.urlsafe_b64decode(padded))
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(
+            "invalid X-Registry-Auth header: expected base64url-encoded JSON"
+        ) from None
+    if not isinstance(document, dict):
+        raise InvalidArgument("invalid X-Registry-Auth header: expected a JSON object")
+    username, password = document.get("username"), document.get("password")
+    if isinstance(username, str) and username and isinstance(password, str):
+        return Credentials(username, password)
+    # Limitation: identity and registry tokens in the header are not used.
+    return None
+
+
 def _key_host(key: str) -> str:
     try:
         return normalize_registry(key)
