@@ -5,15 +5,16 @@ The engine uses :class:`ImageStore` and :class:`Image`; the modules below it eac
 concern and, where they own files, document their layout:
 
 * ``reference``: parsing and Docker's normalisation of image references;
-* ``content``: blobs by digest, verified on the way in;
+* ``content``: blobs by digest, verified on the way in, and resumable partial downloads;
 * ``manifest``: manifests, indexes and configs, platform selection;
 * ``registry``: the distribution API client (pull and push);
+* ``auth``: registry credentials in docker's config.json, login and logout;
 * ``layers``: safe unpacking of layer tars (plain, gzip, zstd), bounded against bombs;
 * ``diff``: a container's changes written as a layer tar, for commit and build;
 * ``snapshots``: the snapshotter interface, unpacked layers by chain ID;
 * ``overlay``, ``copying``: the overlayfs and the copying snapshotter;
 * ``rootfs``: container root filesystems made by the snapshotter;
-* ``pull``: the pull sequence and its progress messages;
+* ``pull``, ``push``: the pull and push sequences and their progress messages;
 * ``archive``, ``loading``: docker save archives and OCI layouts in and out, rootfs import;
 * ``metadata``: the ``image_`` tables;
 * ``baseimage``: builds busybox (and a minimal Debian) locally and pushes them.
