@@ -9,24 +9,33 @@ bridge.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from test_callers_dockerd import DOCKERD, Dockerd, import_busybox, remove_cgroup_trees
 
-from support.netns import network_namespace
+from support.netns import NetworkNamespace, network_namespace
+from support.registry import start_registry
 
 KETCH = Path(sys.executable).parent / "ketch"
 
 
+@dataclass
+class Setup:
+    dockerd: Dockerd
+    namespace: NetworkNamespace
+
+
 @pytest.fixture(scope="module")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     if not DOCKERD.exists() or shutil.which("docker") is None:
         pytest.skip("docker.io is not installed (/usr/sbin/dockerd and docker)")
     root = Path(tempfile.mkdtemp(prefix="kc-", dir="/tmp"))
@@ -36,7 +45,7 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
         try:
             daemon.wait_until_ready()
             import_busybox(daemon, tmp_path_factory.mktemp("cli-dockerd-image"))
-            yield daemon
+            yield Setup(daemon, namespace)
         finally:
             daemon.docker("rm", "-f", *daemon.docker("ps", "-aq").stdout.split())
             daemon.stop()
@@ -46,15 +55,39 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def dockerd(setup: Setup) -> Dockerd:
+    return setup.dockerd
+
+
+@pytest.fixture
+def registry(setup: Setup, tmp_path: Path) -> Iterator[str]:
+    """A registry beside dockerd that requires the user "me" with password "secret";
+    dockerd trusts plain HTTP on 127.0.0.0/8. Returns its address."""
+    htpasswd = subprocess.run(
+        ["htpasswd", "-Bbn", "me", "secret"], capture_output=True, text=True, check=True
+    )
+    (tmp_path / "htpasswd").write_text(htpasswd.stdout)
+    auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp_path / 'htpasswd'}\n"
+    server = start_registry(tmp_path / "registry", setup.namespace.name, extra_config=auth)
+    try:
+        yield server.address
+    finally:
+        server.stop()
+
+
 def ketch(
-    dockerd: Dockerd, *args: str, stdin: str | None = None
+    dockerd: Dockerd, *args: str, stdin: str | None = None, config: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """Run the ketch CLI against dockerd, with ``KETCH_CONFIG`` set when ``config`` is."""
+    environment = dict(os.environ, KETCH_CONFIG=str(config)) if config else None
     return subprocess.run(
         [str(KETCH), "-H", f"unix://{dockerd.socket}", *args],
         capture_output=True,
         text=True,
         timeout=120,
         input=stdin,
+        env=environment,
     )
 
 
@@ -159,7 +192,6 @@ def run_in_pty(
     """Run ``argv`` on a new pseudo-terminal of the given size, optionally resize it
     once the command runs, type ``keys``, and return the output and exit status."""
     import fcntl
-    import os
     import pty
     import select
     import struct
@@ -231,3 +263,28 @@ def test_run_tty_follows_resize(dockerd: Dockerd) -> None:
     output, status = run_in_pty([*argv, "busybox", "sh"], b"stty size; exit\r", resize_to=(40, 120))
     assert status == 0, output
     assert b"40 120" in output
+
+
+def test_login_push_pull(dockerd: Dockerd, registry: str, tmp_path: Path) -> None:
+    config = tmp_path / "ketch-config"
+    target = f"{registry}/cli/box:v1"
+    assert ketch(dockerd, "tag", "busybox", target).returncode == 0
+
+    refused = ketch(dockerd, "push", target, config=config)
+    assert refused.returncode == 1
+    assert "no basic auth credentials" in refused.stderr
+
+    login = ketch(
+        dockerd, "login", "-u", "me", "--password-stdin", registry, stdin="secret\n", config=config
+    )
+    assert login.stdout == "Login Succeeded\n", login.stderr
+    pushed = ketch(dockerd, "push", target, config=config)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "Pushed" in pushed.stdout
+
+    assert ketch(dockerd, "rmi", target).returncode == 0
+    pulled = ketch(dockerd, "pull", target, config=config)
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout.splitlines()[-1] == target
+    logout = ketch(dockerd, "logout", registry, config=config)
+    assert logout.stdout == f"Removing login credentials for {registry}\n"
