@@ -489,3 +489,30 @@ def test_restart_with_rm_rejected(daemon: KetchDaemon) -> None:
     result = daemon.docker("run", "--rm", "--restart", "always", "busybox", "true")
     assert result.returncode == 125
     assert "conflicting options" in result.stderr.lower()
+
+
+# Init
+
+
+def test_init_is_pid_one(daemon: KetchDaemon) -> None:
+    output = docker_ok(
+        daemon, "run", "--rm", "--init", "busybox", "sh", "-c", "cat /proc/1/cmdline"
+    )
+    assert output.split("\x00")[:2] == ["/sbin/docker-init", "--"]
+
+
+def test_init_reaps_orphans(daemon: KetchDaemon) -> None:
+    script = "sh -c 'sleep 0.1 &' ; sleep 1; ps -o stat,comm | grep -c '^Z' || true"
+    output = docker_ok(daemon, "run", "--rm", "--init", "busybox", "sh", "-c", script)
+    assert output.strip() == "0"
+
+
+def test_init_forwards_stop_signal(daemon: KetchDaemon) -> None:
+    docker_ok(
+        daemon, "run", "-d", "--init", "--name", "init-stop", "busybox",
+        "sh", "-c", "trap 'exit 9' TERM; while true; do sleep 0.1; done",
+    )  # fmt: skip
+    time.sleep(0.5)
+    docker_ok(daemon, "stop", "-t", "20", "init-stop")
+    code = docker_ok(daemon, "inspect", "--format", "{{.State.ExitCode}}", "init-stop")
+    assert code == "9\n"

@@ -2,9 +2,10 @@
 
 The file (default ``/etc/ketch/daemon.json``) takes dockerd's keys for what ketchd
 supports: ``data-root``, ``exec-root``, ``hosts``, ``registry-mirrors``,
-``insecure-registries``, ``log-driver``, ``log-opts`` and ``debug``. An unknown key is an
-error naming it, and, as with dockerd, so is a setting given both as a flag and in the
-file. A missing file is fine unless ``--config-file`` named it.
+``insecure-registries``, ``log-driver``, ``log-opts``, ``init``, ``init-path`` and
+``debug``. An unknown key is an error naming it, and, as with dockerd, so is a setting
+given both as a flag and in the file. A missing file is fine unless ``--config-file``
+named it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "insecure-registries": ("insecure_registries", list),
     "log-driver": ("log_driver", str),
     "log-opts": ("log_opts", dict),
+    "init": ("init", bool),
+    "init-path": ("init_path", str),
     "debug": ("debug", bool),
 }
 
@@ -46,6 +49,8 @@ class DaemonConfig:
     insecure_registries: list[str] = field(default_factory=list)
     log_driver: str = LOG_DRIVER
     log_opts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LOG_OPTS))
+    init: bool = False
+    init_path: str | None = None
     debug: bool = False
 
     def socket_paths(self) -> list[Path]:
@@ -93,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="default log driver option, such as max-size=10m or max-file=3; repeatable "
         "(default: max-size=10m, max-file=3)",
+    )
+    parser.add_argument(
+        "--init",
+        action="store_const",
+        const=True,
+        help="run an init (tini) as PID 1 in containers that do not choose",
+    )
+    parser.add_argument(
+        "--init-path", help="init binary for --init (default: docker-init or tini-static in PATH)"
     )
     parser.add_argument(
         "-D", "--debug", action="store_const", const=True, help="log at debug level"
@@ -209,6 +223,8 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.registry_mirrors = [_check_mirror(url) for url in merged["registry_mirrors"] or []]
     config.insecure_registries = list(merged["insecure_registries"] or [])
     config.debug = bool(merged["debug"])
+    config.init = bool(merged["init"])
+    config.init_path = merged["init_path"] or None
     config.log_driver = check_log_driver(merged["log_driver"] or "", "log-driver")
     if merged["log_opts"] is not None:
         config.log_opts = check_log_opts(_log_opts(merged["log_opts"]), "log-opts")

@@ -36,7 +36,14 @@ from ketch.engine.logopts import DEFAULT_LOG_OPTS, rotation
 from ketch.engine.names import generate_id, generate_name, normalize_name
 from ketch.engine.options import CreateOptions, parse_create_body, parse_signal
 from ketch.engine.restarts import RestartPolicies
-from ketch.engine.spec import DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT, build_spec, merge_config
+from ketch.engine.spec import (
+    DEFAULT_STOP_SIGNAL,
+    DEFAULT_STOP_TIMEOUT,
+    add_init,
+    build_spec,
+    find_init_binary,
+    merge_config,
+)
 from ketch.engine.store import Container, ContainerPaths, ContainerState, ContainerStore
 from ketch.engine.userdb import resolve_user_in_rootfs
 from ketch.engine.views import host_config_view
@@ -150,6 +157,10 @@ class ContainerService:
         self.waiters = Waiters()
         self.attachments = AttachHub(supervisor)
         self.restarts = RestartPolicies(self)
+        # daemon.json's "init" and "init-path": whether containers get an init by default,
+        # and the binary (None: docker-init or tini-static in PATH).
+        self.default_init = False
+        self.init_path: str | None = None
         self._reserved_names: set[str] = set()
         self._starting: set[str] = set()
         self._deferred_exits: dict[str, dict[str, Any]] = {}
@@ -255,6 +266,8 @@ class ContainerService:
             user = resolve_user_in_rootfs(config["User"], rootfs)
             mounts = self._write_etc_files(container_id, config)
             spec = build_spec(container_id, config, options, user, str(rootfs), mounts)
+            if options.init if options.init is not None else self.default_init:
+                add_init(spec, find_init_binary(self.init_path))
             bundle = self._paths.bundle(container_id)
             bundle.mkdir(mode=0o700)
             _write_file(bundle / "config.json", json.dumps(spec, indent=2), 0o600)

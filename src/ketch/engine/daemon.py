@@ -135,6 +135,8 @@ async def run(config: DaemonConfig) -> None:
             debug=config.debug,
             default_log_opts=config.log_opts,
         )
+        engine.containers.default_init = config.init
+        engine.containers.init_path = config.init_path
         stop = _stop_event()
         await engine.start()
         servers = await _serve_all(engine, config.socket_paths())

@@ -35,7 +35,7 @@ _UNSUPPORTED_HOST_CONFIG = (
     "Devices", "DeviceRequests", "DeviceCgroupRules", "Dns", "DnsOptions", "DnsSearch",
     "ExtraHosts", "GroupAdd", "Links", "VolumesFrom", "VolumeDriver", "Tmpfs", "SecurityOpt",
     "StorageOpt", "Sysctls", "Ulimits", "UsernsMode", "PidMode", "IpcMode", "UTSMode",
-    "CgroupParent", "Cgroup", "Runtime", "Init",
+    "CgroupParent", "Cgroup", "Runtime",
     "CpuRealtimePeriod", "CpuRealtimeRuntime",
     "CpuCount", "CpuPercent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
     "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
@@ -73,6 +73,8 @@ class CreateOptions:
     memory_swap: int = 0
     pids_limit: int | None = None
     auto_remove: bool = False
+    # HostConfig.Init: True or False, or None for the daemon's default.
+    init: bool | None = None
     restart_policy: dict[str, Any] = field(
         default_factory=lambda: {"Name": "no", "MaximumRetryCount": 0}
     )
@@ -344,6 +346,7 @@ def _parse_host_config(body: dict[str, Any], options: CreateOptions) -> None:
             f"policy ({options.restart_policy['Name']})"
         )
     options.console_size = _parse_console_size(host_config)
+    options.init = _get(host_config, "Init", bool, "HostConfig.Init")
     options.readonly_rootfs = bool(
         _get(host_config, "ReadonlyRootfs", bool, "HostConfig.ReadonlyRootfs")
     )

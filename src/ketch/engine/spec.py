@@ -13,6 +13,7 @@ Two steps, both pure functions:
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 from ketch.engine.options import CreateOptions
@@ -244,6 +245,43 @@ def resources_spec(options: CreateOptions) -> dict[str, Any]:
 
 def _resources(options: CreateOptions) -> dict[str, Any]:
     return {"devices": copy.deepcopy(DEVICE_RULES), **resources_spec(options)}
+
+
+# Where an init binary is bind-mounted in a container created with HostConfig.Init, the
+# path dockerd uses.
+INIT_DESTINATION = "/sbin/docker-init"
+# Init binaries looked up in PATH when the daemon names none: Debian's docker.io package
+# installs tini's static build under both names.
+INIT_BINARIES = ("docker-init", "tini-static")
+
+
+def find_init_binary(configured: str | None) -> str:
+    """Return the init binary for HostConfig.Init, or raise InvalidArgument naming the fix."""
+    import shutil
+
+    candidates = [configured] if configured else list(INIT_BINARIES)
+    for candidate in candidates:
+        found = shutil.which(candidate)
+        if found:
+            return os.path.realpath(found)
+    raise InvalidArgument(
+        f"cannot use HostConfig.Init (--init): no init binary found ({', '.join(candidates)}); "
+        "install tini's static build (Debian: tini) or set init-path in daemon.json"
+    )
+
+
+def add_init(spec: dict[str, Any], init_binary: str) -> None:
+    """Run the container's command under ``init_binary`` as PID 1, which forwards signals
+    to it and reaps orphaned processes (tini's ``--`` form)."""
+    spec["process"]["args"] = [INIT_DESTINATION, "--", *spec["process"]["args"]]
+    spec["mounts"].append(
+        {
+            "destination": INIT_DESTINATION,
+            "type": "bind",
+            "source": init_binary,
+            "options": ["rbind", "ro", "rprivate"],
+        }
+    )
 
 
 def build_spec(

@@ -42,6 +42,7 @@ def host_config_view(options: CreateOptions) -> dict[str, Any]:
     return {
         "NetworkMode": options.network_mode,
         "AutoRemove": options.auto_remove,
+        "Init": options.init,
         "Memory": options.memory,
         "MemorySwap": options.memory_swap,
         "PidsLimit": options.pids_limit,
