@@ -229,3 +229,17 @@ def test_run_interactive_tty(fake: FakeDocker) -> None:
     assert resize[0].query["w"][0].isdigit()
     attach = fake.find("POST", f"/containers/{CONTAINER_ID}/attach")[0]
     assert attach.query["stdin"] == ["1"]
+
+
+def test_run_it_without_terminal_exits_1(fake: FakeDocker) -> None:
+    result = run_ketch("run", "-it", "busybox", "sh", host=fake.host, input="")
+    assert result.returncode == 1
+    assert "the input device is not a TTY" in result.stderr
+    assert fake.requests == []
+
+
+def test_exec_it_without_terminal_exits_1(fake: FakeDocker) -> None:
+    result = run_ketch("exec", "-it", "web", "sh", host=fake.host, input="")
+    assert result.returncode == 1
+    assert "the input device is not a TTY" in result.stderr
+    assert fake.requests == []

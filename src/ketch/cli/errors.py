@@ -36,6 +36,15 @@ class StreamError(KetchError):
     """A streamed reply (image pull progress) ended with an error message."""
 
 
+class NotATerminal(KetchError):
+    """``-it`` was given but stdin is not a terminal; docker exits 1 for this."""
+
+    exit_code = 1
+
+    def __init__(self) -> None:
+        super().__init__("the input device is not a TTY")
+
+
 class StartFailed(KetchError):
     """The container was created but did not start. ``exit_code`` is docker's: 127 when
     the command was not found, 126 when it could not be invoked, else 125."""

@@ -72,9 +72,11 @@ def exec_body(command: list[str], options: dict) -> dict:
 
 def execute(context: Context, options: dict, args: list[str]) -> int:
     from ketch.cli.errors import ApiError
+    from ketch.cli.run import check_terminal
 
     client = context.client()
     body = exec_body(args[1:], options)
+    check_terminal(body["Tty"], body["AttachStdin"])
     created = client.call("POST", f"/containers/{args[0]}/exec", body=body)
     if not isinstance(created, dict) or not isinstance(created.get("Id"), str):
         raise ProtocolFailure(f"invalid reply to exec create: {created!r}")

@@ -14,7 +14,7 @@ import os
 import sys
 
 from ketch import __version__
-from ketch.cli.errors import StartFailed, UsageError
+from ketch.cli.errors import NotATerminal, StartFailed, UsageError
 from ketch.cli.options import Command, Flag, HelpRequested, parse
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
@@ -252,7 +252,7 @@ def _report_failure(error: Exception, name: str) -> int:
         raise error
     prefix = "ketch: " if name == "run" else ""
     sys.stderr.write(f"{prefix}{error}\n")
-    if isinstance(error, StartFailed):
+    if isinstance(error, (StartFailed, NotATerminal)):
         return error.exit_code
     return 125 if name == "run" else 1
 

@@ -97,6 +97,7 @@ def pull_policy(options: dict) -> str:
 def execute(context: Context, options: dict, args: list[str]) -> int:
     detached = bool(options["detach"])
     body = create_body(args[0], args[1:], options, detached)
+    check_terminal(body["Tty"], body["AttachStdin"])
     policy = pull_policy(options)
     client = context.client()
     container_id = create_container(client, body, options["name"], policy)
@@ -148,6 +149,15 @@ def run_attached(client: Client, container_id: str, body: dict, options: dict) -
         # Detached with the detach keys: the container runs on, as after ``run -d``.
         return 0
     return exit_status(result)
+
+
+def check_terminal(tty: bool, stdin: bool) -> None:
+    """Raise NotATerminal for ``-it`` when stdin is not a terminal, before anything is
+    created, as docker does: raw mode and window sizes need a terminal."""
+    if tty and stdin and not os.isatty(0):
+        from ketch.cli.errors import NotATerminal
+
+        raise NotATerminal()
 
 
 def start_container(client: Client, container_id: str, remove_on_failure: bool) -> None:
