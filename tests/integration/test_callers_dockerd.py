@@ -31,9 +31,7 @@ from support.rootfs import make_busybox_rootfs
 DOCKERD = Path("/usr/sbin/dockerd")
 KETCH_RUNC = Path(sys.executable).parent / "ketch-runc"
 READY_TIMEOUT = 90.0
-# dockerd sets its default seccomp profile in every container's config unless the
-# run has --security-opt seccomp=unconfined.
-RUN = ["run", "--runtime", "ketch", "--security-opt", "seccomp=unconfined"]
+RUN = ["run", "--runtime", "ketch"]
 
 
 class Dockerd:
@@ -176,15 +174,6 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.xfail(
-    reason="ketch-runc rejects linux.seccomp, which dockerd sets by default", strict=False
-)
-def test_dockerd_run_echo_default_profile(dockerd):
-    result = dockerd.docker("run", "--runtime", "ketch", "--rm", "busybox", "echo", "hi")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "hi\n"
-
-
 def test_dockerd_run_echo(dockerd):
     result = dockerd.docker(*RUN, "--rm", "busybox", "echo", "hi")
     assert result.returncode == 0, result.stderr + dockerd.log_text()
@@ -238,3 +227,18 @@ def test_dockerd_tty(dockerd):
     result = dockerd.docker(*RUN, "--rm", "--tty", "busybox", "tty")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("/dev/pts/")
+
+
+def test_dockerd_seccomp_unconfined(dockerd):
+    result = dockerd.docker(
+        *RUN, "--rm", "--security-opt", "seccomp=unconfined", "busybox",
+        "grep", "^Seccomp:", "/proc/self/status",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Seccomp:", "0"]
+
+
+def test_dockerd_default_seccomp_profile(dockerd):
+    result = dockerd.docker(*RUN, "--rm", "busybox", "grep", "^Seccomp:", "/proc/self/status")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Seccomp:", "2"]

@@ -4,15 +4,16 @@ Each test takes the ``oci`` fixture, which is parametrized over the runtimes in
 ``RUNTIMES``: ``ketch-runc`` (the venv's script) and Debian's ``runc``. A test writes an
 OCI bundle over a busybox rootfs, runs the runtime's command line on it and asserts what
 the process inside reports or what the runtime prints, with the same assertions for
-every runtime. A case that needs a feature ketch-runc lacks calls
-``oci.gap("reason")``, which marks it xfail (not strict) for ketch-runc only, so the
-counts per runtime show the gap and an unexpected pass shows when it closes.
+every runtime. A case that needs a feature one runtime lacks calls
+``oci.gap("reason", runtime=...)``, which marks it xfail (not strict) for that runtime
+only (ketch-runc unless named), so the counts per runtime show the gap and an unexpected
+pass shows when it closes.
 
 Per test, under the test's tmp_path::
 
     state/               the runtime's --root
     bundles/<id>/        config.json; root.path points at the shared rootfs
-    out/<id>.{out,err}   stdout and stderr of each command
+    out/<n>.out, <n>.err stdout and stderr of the n-th command
 
 Every container gets the relative cgroupsPath ``<parent>/<id>``, so its cgroups sit
 under the test process's own cgroup in each hierarchy. At the end the fixture
