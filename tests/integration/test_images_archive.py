@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -324,3 +325,52 @@ def test_load_with_copying_snapshotter(tmp_path: Path) -> None:
     with image_store(tmp_path / "copy", snapshotter="copy") as copying:
         load(copying, legacy_archive())
         assert rootfs_files(copying, "example/app:v1") == ["app", "app/run", "etc", "etc/motd"]
+
+
+@pytest.fixture
+def podman_root() -> Iterator[Path]:
+    """Yield a short directory for podman's storage; podman rejects a long runroot."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed")
+    root = Path(tempfile.mkdtemp(prefix="kp-", dir="/tmp"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def podman(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run podman with private storage (vfs) under ``root``, touching nothing else."""
+    storage = ["--root", str(root / "root"), "--runroot", str(root / "run"),
+               "--tmpdir", str(root / "tmp"), "--storage-driver", "vfs",
+               "--events-backend", "none", "--cgroup-manager", "cgroupfs"]  # fmt: skip
+    return subprocess.run(["podman", *storage, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_podman_loads_saved_archive(store: ImageStore, tmp_path: Path, podman_root: Path) -> None:
+    load(store, legacy_archive())
+    saved = tmp_path / "saved.tar"
+    with open(saved, "wb") as out:
+        asyncio.run(store.save(["example/app:v1"], out))
+    loaded = podman(podman_root, "load", "--input", str(saved))
+    assert loaded.returncode == 0, loaded.stderr
+    assert "Loaded image: docker.io/example/app:v1" in loaded.stdout
+    listed = podman(podman_root, "image", "inspect", "--format", "{{.Id}}", "example/app:v1")
+    assert listed.stdout.strip() == IMAGE_ID[7:]
+
+
+def test_ketch_loads_podman_save(store: ImageStore, tmp_path: Path, podman_root: Path) -> None:
+    load(store, legacy_archive())
+    archive = tmp_path / "legacy.tar"
+    archive.write_bytes(legacy_archive())
+    assert podman(podman_root, "load", "--input", str(archive)).returncode == 0
+    for format_name in ("docker-archive", "oci-archive"):
+        saved = tmp_path / f"{format_name}.tar"
+        result = podman(podman_root, "save", "--format", format_name, "--output", str(saved),
+                        "example/app:v1")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        loaded = load(store, saved.read_bytes())
+        # podman writes the config again, so the image ID differs; the files must not.
+        assert store.get(loaded[0].id).diff_ids == store.get("example/app:v1").diff_ids
+        assert len(loaded[0].repo_tags) == 1
+        assert loaded[0].repo_tags[0].endswith("example/app:v1")
