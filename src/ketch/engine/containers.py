@@ -306,6 +306,24 @@ class ContainerService:
             )
         ]
 
+    def remove_orphans(self) -> None:
+        """Delete what a create that ketchd did not finish left behind.
+
+        A create inserts the container's row last, so a container directory without a row
+        belongs to a create that a crash interrupted: the container never existed for any
+        client. Call only before serving requests, when no create is in progress.
+        """
+        try:
+            names = os.listdir(self._paths.root)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if self._store.get(name) is not None or name.startswith("."):
+                continue
+            logger.warning("removing %s: left by a create that did not finish", name)
+            self._release_rootfs(name)
+            shutil.rmtree(self._paths.directory(name), ignore_errors=True)
+
     def _release_rootfs(self, container_id: str) -> None:
         try:
             self._images.release_rootfs(container_id)

@@ -92,6 +92,7 @@ class Engine:
         Returns once both are done, or after ``timeout`` with a warning, in which case the
         background task keeps trying and container operations fail as Unavailable.
         """
+        self.containers.remove_orphans()
         self._watcher = asyncio.create_task(self._watch_supervisor())
         connected = asyncio.create_task(self._connected.wait())
         done, _ = await asyncio.wait(
