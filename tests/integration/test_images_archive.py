@@ -16,6 +16,7 @@ import pytest
 
 from ketch.errors import InvalidArgument
 from ketch.images import ImageStore
+from ketch.images.layers import UnpackLimits
 from support.images import (
     Dir,
     File,
@@ -374,3 +375,10 @@ def test_ketch_loads_podman_save(store: ImageStore, tmp_path: Path, podman_root:
         assert store.get(loaded[0].id).diff_ids == store.get("example/app:v1").diff_ids
         assert len(loaded[0].repo_tags) == 1
         assert loaded[0].repo_tags[0].endswith("example/app:v1")
+
+
+def test_load_bounded_by_unpack_limits(tmp_path: Path) -> None:
+    with image_store(tmp_path / "small", unpack_limits=UnpackLimits(max_entries=2)) as small:
+        with pytest.raises(InvalidArgument, match="more than 2 entries"):
+            load(small, legacy_archive())
+        assert small.list() == []

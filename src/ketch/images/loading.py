@@ -216,6 +216,7 @@ class ImageFiles:
                 layer=layer.digest,
                 expected_diff_id=diff_id,
                 whiteouts=snapshots.whiteout_form,
+                limits=self.store.unpack_limits,
             )
         except BaseException:
             snapshots.abort(key)

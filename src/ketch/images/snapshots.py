@@ -25,7 +25,7 @@ The life of a snapshot:
 
 1. **prepare** ``(key, parent)``: the writer picks a unique key and gets a directory to
    unpack into. It is empty in the overlay snapshotter and a copy of the parent's files
-   in the copying one; ``whiteout_form`` tells ``unpack_layer`` which::
+   in the copying one. ``whiteout_form`` is the form ``unpack_layer`` must write::
 
       path = snapshots.prepare("extract-7f3a-<chain id>", parent=C1)
       unpack_layer(blob, path, whiteouts=snapshots.whiteout_form)   # in a worker thread

@@ -30,6 +30,7 @@ from ketch.errors import Conflict, InvalidArgument, NotFound
 from ketch.images.auth import Credentials, CredentialStore, normalize_registry
 from ketch.images.content import ContentStore
 from ketch.images.diff import LayerDiff
+from ketch.images.layers import DEFAULT_LIMITS, UnpackLimits
 from ketch.images.loading import ImageFiles, LoadedImage
 from ketch.images.metadata import ImageMetadata, ImageRecord
 from ketch.images.pull import Leases, ProgressCallback, Puller
@@ -79,6 +80,7 @@ class ImageStore:
     ``registry-mirrors``. ``insecure_registries`` are ``host[:port]`` or CIDR entries
     spoken to over plain HTTP, as localhost and loopback addresses always are.
     ``snapshotter`` is "overlay" or "copy" (see ketch.images.snapshots).
+    ``unpack_limits`` bounds what one layer may unpack to (see ketch.images.layers).
     ``docker_config`` is the docker client config file with registry credentials
     (default ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``).
     """
@@ -91,6 +93,7 @@ class ImageStore:
         mirrors: Sequence[str] = (),
         insecure_registries: Sequence[str] = (),
         snapshotter: str = "overlay",
+        unpack_limits: UnpackLimits = DEFAULT_LIMITS,
         docker_config: Path | None = None,
     ) -> None:
         self.root = root
@@ -101,6 +104,7 @@ class ImageStore:
         self.content = ContentStore(root)
         self.metadata = ImageMetadata(db)
         self.snapshots = open_snapshotter(snapshotter, root, db)
+        self.unpack_limits = unpack_limits
         self.rootfs = RootfsManager(root, db, self.snapshots)
         self.files = ImageFiles(self)
         self.leases = Leases()
