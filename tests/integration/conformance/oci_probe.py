@@ -1,4 +1,5 @@
-"""Parsers for what the conformance probes print from inside a container.
+"""Parsers for what the conformance probes print from inside a container, and the
+receiving end of a console socket.
 
 A probe is ``sh -c`` running busybox commands, each under a header line ``=== <name>``
 (see :func:`probe_script`), so one container reports several files at once.
@@ -6,6 +7,8 @@ A probe is ``sh -c`` running busybox commands, each under a header line ``=== <n
 
 from __future__ import annotations
 
+import array
+import socket
 from dataclasses import dataclass
 
 SECTION_MARK = "=== "
@@ -68,3 +71,15 @@ def parse_mountinfo(text: str) -> dict[str, Mount]:
             super_options=set(super_options.split(",")),
         )
     return mounts
+
+
+def receive_console(listener: socket.socket) -> int:
+    """Accept one connection and return the terminal fd it carries (SCM_RIGHTS)."""
+    connection, _ = listener.accept()
+    with connection:
+        fds = array.array("i")
+        _, ancillary, _, _ = connection.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return fds[0]

@@ -3,14 +3,13 @@ and resume, update, hooks, seccomp and the console socket."""
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import socket
 import time
 from pathlib import Path
 
-from oci_probe import parse_sections, probe_script, status_fields
+from oci_probe import parse_sections, probe_script, receive_console, status_fields
 
 LONG_SLEEP = ["sleep", "300"]
 
@@ -158,18 +157,6 @@ def test_seccomp_errno(oci):
     sections = parse_sections(result.stdout)
     assert "Operation not permitted" in sections["mkdir"]
     assert status_fields(sections["status"])["Seccomp"] == "2"
-
-
-def receive_console(listener: socket.socket) -> int:
-    """Accept one connection and return the terminal fd it carries (SCM_RIGHTS)."""
-    connection, _ = listener.accept()
-    with connection:
-        fds = array.array("i")
-        _, ancillary, _, _ = connection.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    return fds[0]
 
 
 def test_console_socket(oci, tmp_path):
