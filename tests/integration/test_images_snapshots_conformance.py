@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ketch.errors import SystemFailure
+from ketch.images import overlay
 from ketch.images.layers import unpack_layer
 from ketch.images.snapshots import SNAPSHOTTER_NAMES, Snapshotter, chain_ids, open_snapshotter
 from ketch.linux.syscalls import MNT_DETACH, umount
@@ -240,11 +241,43 @@ def test_deep_chain_long_root(request: pytest.FixtureRequest, tmp_path: Path) ->
             db.close()
 
 
-def test_overlay_too_many_layers(tmp_path: Path) -> None:
+def overlay_layers(tmp_path: Path, count: int) -> tuple[Layers, sqlite3.Connection]:
     db = sqlite3.connect(":memory:")
-    layers = Layers(open_snapshotter("overlay", tmp_path / "root", db), tmp_path)
-    for index in range(260):
+    layers = Layers(open_snapshotter("overlay", tmp_path / ("r" * 200), db), tmp_path)
+    for index in range(count):
         layers.add({f"f{index}": File()})
+    return layers, db
+
+
+def test_overlay_260_layers_mount(tmp_path: Path) -> None:
+    # Past one page of options even with /proc/self/fd names; lowerdir+ takes them all.
+    layers, db = overlay_layers(tmp_path, 260)
+    try:
+        merged = layers.snapshots.mount_container(tmp_path / "c1", chain_ids(layers.diff_ids)[-1])
+        assert len(os.listdir(merged)) == 260
+    finally:
+        layers.snapshots.unmount_container(tmp_path / "c1")
+        db.close()
+
+
+def test_overlay_fd_names_without_lowerdir_plus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on kernels before 6.8: the layers are named /proc/self/fd/N in mount(2) options.
+    monkeypatch.setattr(overlay, "_mount_layer_by_layer", lambda *arguments: False)
+    layers, db = overlay_layers(tmp_path, 40)
+    try:
+        merged = layers.snapshots.mount_container(tmp_path / "c1", chain_ids(layers.diff_ids)[-1])
+        assert len(os.listdir(merged)) == 40
+    finally:
+        layers.snapshots.unmount_container(tmp_path / "c1")
+        db.close()
+
+
+def test_overlay_too_many_fd_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(overlay, "_mount_layer_by_layer", lambda *arguments: False)
+    layers, db = overlay_layers(tmp_path, 260)
     with pytest.raises(SystemFailure, match="260 layers make .* bytes of mount options"):
         layers.snapshots.mount_container(tmp_path / "c1", chain_ids(layers.diff_ids)[-1])
     assert mounts_under(tmp_path) == []
+    db.close()

@@ -10,16 +10,19 @@ Layout (the shared part is in ``ketch.images.snapshots``)::
         empty/     an empty lower directory, only for an image without layers
 
 mount(2) copies at most one page of option data, so the ``lowerdir`` list of a deep image
-with a long data-root path does not fit. Then every directory is opened and named as
-``/proc/self/fd/<fd>``: the kernel resolves each name when the mount is made, in this
-process, and keeps the directory, not the name. That costs about 19 bytes per layer, so
-about 200 layers fit in a 4 KiB page. overlayfs itself stacks at most 500
-(``OVL_MAX_STACK`` in Linux's fs/overlayfs).
+with a long data-root path does not fit. Then the layers go one by one, as ``lowerdir+``
+options of the new mount API (fsopen and fsconfig, Linux 6.8 and later), which has no
+such limit. On older kernels every directory is opened and named as ``/proc/self/fd/<fd>``
+instead: the kernel resolves each name when the mount is made, in this process, and keeps
+the directory, not the name. That costs about 19 bytes per layer, so about 200 layers fit
+in a 4 KiB page. overlayfs itself stacks at most 500 (``OVL_MAX_STACK`` in Linux's
+fs/overlayfs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -91,13 +94,15 @@ def mount_overlay(
     with contextlib.ExitStack() as stack:
         options = _overlay_options(lowerdirs, upper, work, str)
         if len(options) > MAX_MOUNT_DATA or _has_separator(lowerdirs, upper, work):
+            if _mount_layer_by_layer(target, lowerdirs, upper, work, flags):
+                return
             options = _overlay_options(
                 lowerdirs, upper, work, lambda path: stack.enter_context(_fd_path(path))
             )
             log.debug("mounting %d layers at %s by file descriptor", len(lowerdirs), target)
         if len(options) > MAX_MOUNT_DATA:
-            # Limitation: past about 200 layers even the short names exceed one page; the
-            # new mount API's "lowerdir+" (Linux 6.8) would lift that.
+            # Limitation: before Linux 6.8, past about 200 layers even the short names
+            # exceed one page.
             raise SystemFailure(
                 f"cannot mount overlayfs at {target}: {len(lowerdirs)} layers make "
                 f"{len(options)} bytes of mount options, more than {MAX_MOUNT_DATA}"
@@ -106,6 +111,56 @@ def mount_overlay(
             syscalls.mount("overlay", target, "overlay", flags, options)
         except OSError as error:
             raise SystemFailure(f"cannot mount overlayfs at {target}: {error}") from None
+
+
+def _mount_layer_by_layer(
+    target: Path, lowerdirs: list[Path], upper: Path | None, work: Path | None, flags: int
+) -> bool:
+    """Mount with one ``lowerdir+`` option per layer; False when the kernel has no
+    ``lowerdir+`` (before Linux 6.8), so that the caller falls back."""
+    try:
+        fs_fd = syscalls.fsopen("overlay")
+    except OSError as error:
+        log.debug("fsopen is not available (%s); mounting overlayfs with mount(2)", error)
+        return False
+    try:
+        try:
+            _configure_layers(fs_fd, lowerdirs, upper, work)
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            # An overlayfs without lowerdir+ rejects the key when it is set or, through
+            # the kernel's conversion for old mount options, when the context is created.
+            log.debug("overlayfs rejected lowerdir+ (%s); naming layers by fd instead", error)
+            return False
+        attributes = syscalls.MOUNT_ATTR_RDONLY if flags & syscalls.MS_RDONLY else 0
+        mount_fd = syscalls.fsmount(fs_fd, attributes)
+        try:
+            syscalls.move_mount_to(mount_fd, target)
+        finally:
+            os.close(mount_fd)
+    except OSError as error:
+        raise SystemFailure(
+            f"cannot mount overlayfs with {len(lowerdirs)} layers at {target}: {error}"
+        ) from None
+    finally:
+        os.close(fs_fd)
+    log.debug("mounted %d layers at %s layer by layer", len(lowerdirs), target)
+    return True
+
+
+def _configure_layers(
+    fs_fd: int, lowerdirs: list[Path], upper: Path | None, work: Path | None
+) -> None:
+    # fsconfig copies at most 256 bytes of a string value, so every directory is named
+    # by a /proc/self/fd path, as in the mount(2) fallback.
+    with contextlib.ExitStack() as stack:
+        for path in lowerdirs:
+            syscalls.fsconfig_string(fs_fd, "lowerdir+", stack.enter_context(_fd_path(path)))
+        if upper is not None and work is not None:
+            syscalls.fsconfig_string(fs_fd, "upperdir", stack.enter_context(_fd_path(upper)))
+            syscalls.fsconfig_string(fs_fd, "workdir", stack.enter_context(_fd_path(work)))
+        syscalls.fsconfig_create(fs_fd)
 
 
 def _overlay_options(
