@@ -281,3 +281,19 @@ def test_overlay_too_many_fd_names(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         layers.snapshots.mount_container(tmp_path / "c1", chain_ids(layers.diff_ids)[-1])
     assert mounts_under(tmp_path) == []
     db.close()
+
+
+def test_overlay_container_no_redirects(tmp_path: Path) -> None:
+    # With redirect_dir off, renaming a lower directory fails with EXDEV (tools then copy
+    # it), so the upper directory never holds a redirect that its diff would miss.
+    db = sqlite3.connect(":memory:")
+    layers = Layers(open_snapshotter("overlay", tmp_path / "root", db), tmp_path)
+    top = layers.add({"d/": Dir(), "d/x": File(b"x")})
+    try:
+        merged = layers.snapshots.mount_container(tmp_path / "c1", top)
+        with pytest.raises(OSError) as caught:
+            os.rename(merged / "d", merged / "e")
+        assert caught.value.errno == errno.EXDEV
+    finally:
+        layers.snapshots.unmount_container(tmp_path / "c1")
+        db.close()

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 # and the usual one on arm64.
 MAX_MOUNT_DATA = 4095
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# A writable mount turns these off whatever the kernel's defaults: a redirected directory
+# or a metadata-only copy-up in the upper directory would make its diff wrong, because
+# the diff reads the upper directory as the complete change set.
+_WRITABLE_OPTIONS = (("redirect_dir", "off"), ("metacopy", "off"))
 
 
 class OverlaySnapshotter(Snapshotter):
@@ -160,6 +164,8 @@ def _configure_layers(
         if upper is not None and work is not None:
             syscalls.fsconfig_string(fs_fd, "upperdir", stack.enter_context(_fd_path(upper)))
             syscalls.fsconfig_string(fs_fd, "workdir", stack.enter_context(_fd_path(work)))
+            for key, value in _WRITABLE_OPTIONS:
+                syscalls.fsconfig_string(fs_fd, key, value)
         syscalls.fsconfig_create(fs_fd)
 
 
@@ -169,6 +175,7 @@ def _overlay_options(
     options = "lowerdir=" + ":".join(name_of(path) for path in lowerdirs)
     if upper is not None and work is not None:
         options += f",upperdir={name_of(upper)},workdir={name_of(work)}"
+        options += "".join(f",{key}={value}" for key, value in _WRITABLE_OPTIONS)
     return options
 
 
