@@ -516,3 +516,65 @@ def test_init_forwards_stop_signal(daemon: KetchDaemon) -> None:
     docker_ok(daemon, "stop", "-t", "20", "init-stop")
     code = docker_ok(daemon, "inspect", "--format", "{{.State.ExitCode}}", "init-stop")
     assert code == "9\n"
+
+
+# Healthchecks
+
+
+def wait_for_health(daemon: KetchDaemon, name: str, status: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    current = ""
+    while time.monotonic() < deadline:
+        current = docker_ok(daemon, "inspect", "--format", "{{.State.Health.Status}}", name)
+        if current.strip() == status:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"container {name} is {current.strip()}, not {status}")
+
+
+def test_health_becomes_healthy(daemon: KetchDaemon) -> None:
+    docker_ok(
+        daemon, "run", "-d", "--name", "healthy", "--health-cmd", "echo ok",
+        "--health-interval", "300ms", "busybox", "sleep", "300",
+    )  # fmt: skip
+    wait_for_health(daemon, "healthy", "healthy")
+    log = json.loads(
+        docker_ok(daemon, "inspect", "--format", "{{json .State.Health.Log}}", "healthy")
+    )
+    assert log[-1]["Output"] == "ok\n"
+    assert "(healthy)" in docker_ok(daemon, "ps", "--filter", "name=healthy")
+    docker_ok(daemon, "rm", "-f", "healthy")
+
+
+def test_health_becomes_unhealthy(daemon: KetchDaemon) -> None:
+    since = str(time.time() - 1)
+    docker_ok(
+        daemon, "run", "-d", "--name", "unhealthy", "--health-cmd", "exit 1",
+        "--health-interval", "200ms", "--health-retries", "2", "busybox", "sleep", "300",
+    )  # fmt: skip
+    wait_for_health(daemon, "unhealthy", "unhealthy")
+    streak = docker_ok(
+        daemon, "inspect", "--format", "{{.State.Health.FailingStreak}}", "unhealthy"
+    )
+    assert int(streak) >= 2
+    events = docker_ok(
+        daemon, "events", "--since", since, "--until", str(time.time()),
+        "--filter", "container=unhealthy", "--filter", "event=health_status",
+        "--format", "{{.Action}}",
+    )  # fmt: skip
+    assert events.splitlines()[0] == "health_status: unhealthy"
+    docker_ok(daemon, "rm", "-f", "unhealthy")
+
+
+def test_health_timeout_fails_probe(daemon: KetchDaemon) -> None:
+    docker_ok(
+        daemon, "run", "-d", "--name", "slow-probe", "--health-cmd", "sleep 5",
+        "--health-interval", "200ms", "--health-timeout", "300ms", "--health-retries", "1",
+        "busybox", "sleep", "300",
+    )  # fmt: skip
+    wait_for_health(daemon, "slow-probe", "unhealthy")
+    log = json.loads(
+        docker_ok(daemon, "inspect", "--format", "{{json .State.Health.Log}}", "slow-probe")
+    )
+    assert "exceeded timeout" in log[-1]["Output"]
+    docker_ok(daemon, "rm", "-f", "slow-probe")

@@ -239,7 +239,7 @@ class AttachHub:
         try:
             while chunk := await source.read(STREAM_LIMIT):
                 if attachment.raw:
-                    chunk, pending = _payloads(pending + chunk)
+                    chunk, pending = frame_payloads(pending + chunk)
                 attachment.reader.feed_data(chunk)
                 await attachment.flow.resumed.wait()
         except (ConnectionError, KetchError) as error:
@@ -255,7 +255,7 @@ class AttachHub:
             self._active.get(container_id, set()).discard(attachment)
 
 
-def _payloads(data: bytes) -> tuple[bytes, bytes]:
+def frame_payloads(data: bytes) -> tuple[bytes, bytes]:
     """Return the payloads of the whole frames in ``data`` and the incomplete rest."""
     out = bytearray()
     offset = 0
@@ -270,7 +270,7 @@ def _payloads(data: bytes) -> tuple[bytes, bytes]:
 
 
 def _unframe(chunk: bytes) -> bytes:
-    return _payloads(chunk)[0]
+    return frame_payloads(chunk)[0]
 
 
 async def _feed_stdin(feed: StdinFeed, writer: asyncio.StreamWriter) -> None:

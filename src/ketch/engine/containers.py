@@ -157,6 +157,7 @@ class ContainerService:
         self.waiters = Waiters()
         self.attachments = AttachHub(supervisor)
         self.restarts = RestartPolicies(self)
+        self.health: Any = None  # a HealthMonitor, set by the Engine
         # daemon.json's "init" and "init-path": whether containers get an init by default,
         # and the binary (None: docker-init or tini-static in PATH).
         self.default_init = False
@@ -356,6 +357,8 @@ class ContainerService:
                 self.spawn(self.handle_exit(deferred))
         logger.info("started container %s (pid %d)", container.id, container.state.pid)
         self.emit(container, "start")
+        if self.health is not None:
+            self.health.watch(container)
         return True
 
     async def _start(self, container: Container) -> None:
@@ -452,6 +455,8 @@ class ContainerService:
         self._store.save(container)
         logger.info("container %s exited with code %d", container.id, exit_code)
         self.emit(container, "die", exitCode=str(exit_code))
+        if self.health is not None:
+            self.health.forget(container.id)
         self.waiters.notify_stopped(container)
         self.restarts.on_exit(container)
 

@@ -22,6 +22,7 @@ from ketch.engine.control import ContainerControl, writable_layer_size
 from ketch.engine.events import EventBus
 from ketch.engine.execs import ExecService, ExecSession
 from ketch.engine.filters import select_containers
+from ketch.engine.health import HealthMonitor
 from ketch.engine.logs import LogQuery, read_log
 from ketch.engine.restarts import wants_start_at_boot
 from ketch.engine.store import ContainerPaths, ContainerStore
@@ -77,6 +78,8 @@ class Engine:
         )
         self.control = ContainerControl(self.containers, self.store, self.paths)
         self.execs = ExecService(self.containers, self.paths)
+        self.health = HealthMonitor(self.containers, self.execs)
+        self.containers.health = self.health
         self._ensure_supervisor = ensure_supervisor
         self._mirrors = list(registry_mirrors or [])
         self._insecure_registries = list(insecure_registries or [])
@@ -110,6 +113,7 @@ class Engine:
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
+        await self.health.close()
         await self.containers.close()
 
     async def _watch_supervisor(self) -> None:
@@ -120,6 +124,9 @@ class Engine:
                     await self.containers.reconcile()
                     if not self._connected.is_set():
                         self._start_by_policy_at_boot()
+                        for container in self.containers.all():
+                            if container.running:
+                                self.health.watch(container)
                     self._connected.set()
                     async for event in stream:
                         if event.get("type") == "exit":

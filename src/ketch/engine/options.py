@@ -27,7 +27,7 @@ MIN_MEMORY_BYTES = 6 * 1024 * 1024
 NETWORK_MODES = ("none", "default", "bridge")
 
 # Config fields that must stay at their zero value until ketch implements them.
-_UNSUPPORTED_CONFIG = ("Volumes", "Healthcheck")
+_UNSUPPORTED_CONFIG = ("Volumes",)
 
 # HostConfig fields that must stay at their zero value until ketch implements them.
 _UNSUPPORTED_HOST_CONFIG = (
@@ -73,6 +73,7 @@ class CreateOptions:
     memory_swap: int = 0
     pids_limit: int | None = None
     auto_remove: bool = False
+    healthcheck: dict[str, Any] | None = None
     # HostConfig.Init: True or False, or None for the daemon's default.
     init: bool | None = None
     restart_policy: dict[str, Any] = field(
@@ -365,6 +366,32 @@ def _parse_console_size(host_config: dict[str, Any]) -> tuple[int, int] | None:
     return None if size == [0, 0] else (size[0], size[1])
 
 
+def _parse_healthcheck(body: dict[str, Any]) -> dict[str, Any] | None:
+    healthcheck = _get(body, "Healthcheck", dict, "Healthcheck")
+    if not healthcheck:
+        return None
+    test = _string_list(healthcheck, "Test", "Healthcheck.Test") or []
+    if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
+        raise InvalidArgument(
+            f"invalid create body: Healthcheck.Test must start with NONE, CMD or CMD-SHELL, "
+            f"not {test[0]!r}"
+        )
+    checked: dict[str, Any] = {"Test": test} if test else {}
+    for key in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
+        value = _get(healthcheck, key, int, f"Healthcheck.{key}")
+        if value is not None and value < 0:
+            raise InvalidArgument(f"invalid create body: Healthcheck.{key} can't be negative")
+        if value:
+            checked[key] = value
+    for key in ("Interval", "Timeout", "StartPeriod", "StartInterval"):
+        if 0 < checked.get(key, 0) < 1_000_000:
+            raise InvalidArgument(
+                f"invalid create body: Healthcheck.{key} in a container's config cannot be "
+                "less than 1ms"
+            )
+    return checked
+
+
 def parse_create_body(body: Any) -> CreateOptions:
     """Check a create body and return its options, or raise InvalidArgument naming a field."""
     if not isinstance(body, dict):
@@ -393,5 +420,6 @@ def parse_create_body(body: Any) -> CreateOptions:
     options.attach_stderr = bool(_get(body, "AttachStderr", bool, "AttachStderr"))
     options.exposed_ports = _get(body, "ExposedPorts", dict, "ExposedPorts") or {}
     _parse_stop_options(body, options)
+    options.healthcheck = _parse_healthcheck(body)
     _parse_host_config(body, options)
     return options

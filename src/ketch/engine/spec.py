@@ -173,7 +173,17 @@ def merge_config(
         "Labels": labels,
         "StopSignal": options.stop_signal or image_config.get("StopSignal") or None,
         "StopTimeout": options.stop_timeout,
+        "Healthcheck": _merge_healthcheck(options.healthcheck, image_config.get("Healthcheck")),
     }
+
+
+def _merge_healthcheck(
+    requested: dict[str, Any] | None, from_image: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Return the healthcheck: the image's, with the fields the create body sets replaced."""
+    merged = dict(from_image or {})
+    merged.update(requested or {})
+    return merged or None
 
 
 def process_env(config: dict[str, Any], user: ExecUser) -> list[str]:

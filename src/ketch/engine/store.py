@@ -43,6 +43,8 @@ class ContainerState:
     restarting: bool = False
     # Stopped or killed by a user, which keeps restart policies from restarting it.
     manually_stopped: bool = False
+    # State.Health of a container with a healthcheck: Status, FailingStreak, Log.
+    health: dict[str, Any] | None = None
 
 
 @dataclass

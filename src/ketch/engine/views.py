@@ -110,6 +110,7 @@ def state_view(container: Container) -> dict[str, Any]:
         "Error": state.error,
         "StartedAt": state.started_at,
         "FinishedAt": state.finished_at,
+        **({"Health": state.health} if state.health is not None else {}),
     }
 
 
@@ -200,7 +201,12 @@ def status_text(container: Container, now: float | None = None) -> str:
     if state.status == "running":
         started = timestamps.to_epoch(state.started_at) or now
         text = f"Up {timestamps.human_duration(max(0.0, now - started))}"
-        return text + " (Paused)" if state.paused else text
+        if state.paused:
+            return text + " (Paused)"
+        health = (state.health or {}).get("Status")
+        if health == "starting":
+            return text + " (health: starting)"
+        return f"{text} ({health})" if health else text
     if state.status == "exited":
         finished = timestamps.to_epoch(state.finished_at)
         if finished is None:

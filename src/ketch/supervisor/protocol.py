@@ -18,7 +18,7 @@ create     id, bundle, log_path, open_stdin (default false) pid
            log_max_size (bytes, default 0: never rotate),
            log_max_files (default 1)
 start      id                                               (none)
-kill       id, signal (1-64)                                (none)
+kill       id (a container or exec id), signal (1-64)       (none)
 delete     id, force (default false)                        (none), once the container is gone
 state      id                                               container (a state object)
 list       (none)                                           containers (state objects)

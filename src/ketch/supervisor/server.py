@@ -225,6 +225,12 @@ class Supervisor:
         return {}
 
     def _op_kill(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
+        exec_process = self.execs.processes.get(str(request.get("id")))
+        if exec_process is not None:
+            # An exec that has not finished is an unreaped child, so its pid is still its.
+            if not exec_process.exited:
+                os.kill(exec_process.record.pid, protocol.require_signal(request))
+            return {}
         container = self._get(request)
         signal_number = protocol.require_signal(request)
         # Once reaped, the pid may belong to another process, so the runtime is not asked.
