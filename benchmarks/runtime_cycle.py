@@ -6,13 +6,15 @@ containerd's shim and dockerd call it. Every runtime gets the same config.json (
 ``runc spec`` default with the terminal off), its own ``--root`` and a relative
 cgroupsPath, so the containers' cgroups go under this process's own. The runs alternate
 between the runtimes so that the machine's state affects all alike. The script prints
-the median cycle and the median of each verb per runtime, and the ratio to runc.
+the median cycle and the median of each verb per runtime, and the ratio to runc. A last
+row, "ketch library", runs the same cycle through ketch's runtime library inside this
+process, which shows what the work costs without a Python start-up per verb.
 
 This process is a child subreaper, so each container's process is reparented to it when
 ``create`` exits and the wait is a plain ``waitpid``.
 
-``--importtime`` runs one ketch-runc cycle under ``python -X importtime`` instead and
-prints, per verb, the total import time and the slowest imports.
+``--importtime`` runs ketch-runc's cycles under ``python -X importtime`` instead and
+prints, per verb, the median total import time and the slowest imports (cumulative).
 
 Run it as root:
 
@@ -119,6 +121,44 @@ class Runtime:
         os.close(self.null)
 
 
+class LibraryRuntime(Runtime):
+    """ketch's runtime library called in this process, as the supervisor calls it.
+
+    The verbs run with the library already imported and no process per verb, so the
+    difference to ketch-runc's cycle is the interpreter start-up and imports per verb.
+    """
+
+    def __init__(self, workdir: Path, cgroup_parent: str) -> None:
+        from ketch.runtime import Runtime as KetchRuntime
+
+        super().__init__("ketch library", [], workdir, cgroup_parent)
+        self.library = KetchRuntime(self.root)
+
+    def cycle(self, bundle: Path) -> dict[str, float]:
+        self.counter += 1
+        container_id = f"library-{self.counter}"
+        self._write_cgroups_path(bundle, container_id)
+        stdio = (self.null, self.null, self.null)
+        times = {}
+
+        started = time.perf_counter()
+        pid = self.library.create(container_id, bundle, stdio=stdio)
+        times["create"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        self.library.start(container_id)
+        times["start"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        os.waitpid(pid, 0)
+        times["wait"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        self.library.delete(container_id)
+        times["delete"] = time.perf_counter() - started
+        return times
+
+
 def make_bundle(workdir: Path, name: str, rootfs: Path) -> Path:
     bundle = workdir / "bundles" / name
     bundle.mkdir(parents=True)
@@ -174,17 +214,22 @@ def usable_runtimes(
             continue
         runtimes[name] = runtime
         bundles[name] = bundle
+    library = LibraryRuntime(workdir, cgroup_parent)
+    bundles[library.name] = make_bundle(workdir, "library", rootfs)
+    for _ in range(WARM_UP_RUNS):
+        library.cycle(bundles[library.name])
+    runtimes[library.name] = library
     return runtimes, bundles
 
 
 def print_results(timings: dict[str, list[dict[str, float]]], runs: int) -> None:
     print(f"create -> start -> wait -> delete of `true`, median of {runs} cycles (ms):")
-    print(f"  {'runtime':<12} {'cycle':>7} " + " ".join(f"{verb:>7}" for verb in VERBS))
+    print(f"  {'runtime':<14} {'cycle':>7} " + " ".join(f"{verb:>7}" for verb in VERBS))
     medians = {}
     for name, cycles in timings.items():
         medians[name] = statistics.median(sum(cycle.values()) for cycle in cycles) * 1000
         verbs = [statistics.median(cycle[verb] for cycle in cycles) * 1000 for verb in VERBS]
-        print(f"  {name:<12} {medians[name]:7.1f} " + " ".join(f"{v:7.1f}" for v in verbs))
+        print(f"  {name:<14} {medians[name]:7.1f} " + " ".join(f"{v:7.1f}" for v in verbs))
     if "runc" in medians:
         for name, median in medians.items():
             if name != "runc":
@@ -202,22 +247,36 @@ def parse_import_times(stderr: str) -> list[tuple[int, int, str]]:
     return rows
 
 
-def print_import_times(workdir: Path, rootfs: Path, cgroup_parent: str, count: int) -> None:
-    """Run one ketch-runc cycle under ``python -X importtime`` and print, per verb, the
-    total import time and the slowest imports."""
+def print_import_times(
+    workdir: Path, rootfs: Path, cgroup_parent: str, cycles: int, count: int
+) -> None:
+    """Run ketch-runc cycles under ``python -X importtime`` and print, per verb, the median
+    total import time and the imports with the largest median cumulative time."""
     prefix = [sys.executable, "-X", "importtime", "-m", "ketch.runtime.cli"]
     runtime = Runtime("ketch-runc", prefix, workdir, cgroup_parent)
+    bundle = make_bundle(workdir, "importtime", rootfs)
+    verbs = ("create", "start", "delete")
+    totals: dict[str, list[int]] = {verb: [] for verb in verbs}
+    modules: dict[str, dict[str, list[int]]] = {verb: {} for verb in verbs}
     try:
-        runtime.cycle(make_bundle(workdir, "importtime", rootfs))
+        for _ in range(cycles):
+            runtime.cycle(bundle)
+            for verb in verbs:
+                rows = parse_import_times(runtime.stderr[verb])
+                # importtime indents a module by two spaces per level of nesting below
+                # the one space after "|", so a top-level import has exactly one.
+                top_level = [cumulative for cumulative, _, name in rows if name[1:2] != " "]
+                totals[verb].append(sum(top_level))
+                for cumulative, _, name in rows:
+                    modules[verb].setdefault(name.strip(), []).append(cumulative)
     finally:
         runtime.close()
-    for verb in ("create", "start", "delete"):
-        rows = parse_import_times(runtime.stderr[verb])
-        top_level = sum(cumulative for cumulative, _, module in rows if not module.startswith("  "))
-        print(f"ketch-runc {verb}: {top_level / 1000:.1f} ms of imports; slowest (ms):")
-        print(f"  {'cumulative':>10} {'own':>7}  module")
-        for cumulative, own, module in sorted(rows, reverse=True)[:count]:
-            print(f"  {cumulative / 1000:10.1f} {own / 1000:7.1f}  {module.strip()}")
+    for verb in verbs:
+        total = statistics.median(totals[verb]) / 1000
+        print(f"ketch-runc {verb}: {total:.1f} ms of imports (median of {cycles}); slowest:")
+        medians = {name: statistics.median(values) for name, values in modules[verb].items()}
+        for name in sorted(medians, key=medians.__getitem__, reverse=True)[:count]:
+            print(f"  {medians[name] / 1000:7.1f} ms  {name}")
 
 
 def main() -> None:
@@ -238,7 +297,7 @@ def main() -> None:
     try:
         rootfs = make_busybox_rootfs(workdir / "rootfs")
         if options.importtime:
-            print_import_times(workdir, rootfs, cgroup_parent, options.top)
+            print_import_times(workdir, rootfs, cgroup_parent, options.runs, options.top)
             return
         runtimes, bundles = usable_runtimes(workdir, rootfs, cgroup_parent)
         timings: dict[str, list[dict[str, float]]] = {name: [] for name in runtimes}
