@@ -125,7 +125,8 @@ class LibraryRuntime(Runtime):
     """ketch's runtime library called in this process, as the supervisor calls it.
 
     The verbs run with the library already imported and no process per verb, so the
-    difference to ketch-runc's cycle is the interpreter start-up and imports per verb.
+    difference to ketch-runc's cycle is what a process per verb costs: the interpreter's
+    start-up, the imports and the argument parsing.
     """
 
     def __init__(self, workdir: Path, cgroup_parent: str) -> None:
