@@ -631,3 +631,17 @@ def test_images_digests_column(fake: FakeDocker) -> None:
     assert header.split() == ["REPOSITORY", "TAG", "DIGEST", "IMAGE", "ID", "CREATED", "SIZE"]
     assert row.split()[2] == "sha256:" + "f" * 64
     assert fake.find("GET", "/images/json")[0].query == {"all": ["1"]}
+
+
+def test_pull_all_tags_and_platform(fake: FakeDocker) -> None:
+    fake.reply("POST", "/images/create", Reply(200, lines=[{"status": "Pulling from team/app"}]))
+    result = ketch(fake, "pull", "-a", "--platform", "linux/amd64", "team/app")
+    assert result.stdout.splitlines()[-1] == "docker.io/team/app", result.stderr
+    query = fake.find("POST", "/images/create")[0].query
+    assert query == {"fromImage": ["team/app"], "tag": [""], "platform": ["linux/amd64"]}
+
+
+def test_pull_all_tags_with_tag_exits_125(fake: FakeDocker) -> None:
+    result = ketch(fake, "pull", "-a", "team/app:v1")
+    assert result.returncode == 125
+    assert fake.requests == []

@@ -22,7 +22,11 @@ COMMAND = Command(
     "pull",
     "ketch pull [OPTIONS] NAME[:TAG|@DIGEST]",
     "Download an image from a registry",
-    (Flag("quiet", "Suppress verbose output", short="q"),),
+    (
+        Flag("all-tags", "Download all tagged images in the repository", short="a"),
+        Flag("platform", "Set platform if server is multi-platform capable", metavar="string"),
+        Flag("quiet", "Suppress verbose output", short="q"),
+    ),
     min_args=1,
     max_args=1,
 )
@@ -62,8 +66,16 @@ def canonical_reference(reference: str) -> str:
     return f"docker.io/{reference}"
 
 
-def pull_image(client: Client, reference: str, output: TextIO, quiet: bool = False) -> None:
-    """Pull ``reference`` and write docker's progress output to ``output``.
+def pull_image(
+    client: Client,
+    reference: str,
+    output: TextIO,
+    quiet: bool = False,
+    all_tags: bool = False,
+    platform: str = "",
+) -> None:
+    """Pull ``reference`` (every tag of its repository with ``all_tags``) and write
+    docker's progress output to ``output``.
 
     Raises ApiError when the daemon rejects the pull, StreamError when it fails later.
     """
@@ -71,7 +83,10 @@ def pull_image(client: Client, reference: str, output: TextIO, quiet: bool = Fal
     from ketch.cli.progress import ProgressDisplay
 
     name, tag = split_reference(reference)
-    query = {"fromImage": name, "tag": tag or DEFAULT_TAG}
+    # The API pulls every tag of the repository when the tag is empty.
+    query = {"fromImage": name, "tag": "" if all_tags else tag or DEFAULT_TAG}
+    if platform:
+        query["platform"] = platform
     response = client.open("POST", "/images/create", query, headers=registry_auth_header(name))
     display = None if quiet else ProgressDisplay(output)
     for message in response.iter_json_lines():
@@ -82,8 +97,19 @@ def pull_image(client: Client, reference: str, output: TextIO, quiet: bool = Fal
 def execute(context: Context, options: dict, args: list[str]) -> int:
     reference = args[0]
     quiet = bool(options["quiet"])
-    if not split_reference(reference)[1] and not quiet:
+    all_tags = bool(options["all-tags"])
+    has_tag = bool(split_reference(reference)[1])
+    if all_tags and has_tag:
+        from ketch.cli.errors import UsageError
+
+        raise UsageError(f"tag can't be used with --all-tags/-a: {reference}")
+    if not has_tag and not quiet and not all_tags:
         print(f"Using default tag: {DEFAULT_TAG}")
-    pull_image(context.client(), reference, sys.stdout, quiet=quiet)
-    print(canonical_reference(reference))
+    client = context.client()
+    pull_image(client, reference, sys.stdout, quiet, all_tags, options["platform"] or "")
+    print(
+        canonical_reference(reference).rsplit(":", 1)[0]
+        if all_tags
+        else canonical_reference(reference)
+    )
     return 0
