@@ -578,3 +578,47 @@ def test_health_timeout_fails_probe(daemon: KetchDaemon) -> None:
     )
     assert "exceeded timeout" in log[-1]["Output"]
     docker_ok(daemon, "rm", "-f", "slow-probe")
+
+
+# Stats and top
+
+
+def test_stats_no_stream(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "measured", "-m", "64m", "busybox", "sleep", "300")
+    output = docker_ok(
+        daemon, "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", "measured"
+    )
+    name, usage, _, limit, pids = output.split()
+    assert name == "measured"
+    assert limit == "64MiB"
+    assert pids == "1"
+    docker_ok(daemon, "rm", "-f", "measured")
+
+
+def test_stats_stream_api(daemon: KetchDaemon) -> None:
+    import docker
+
+    docker_ok(daemon, "run", "-d", "--name", "streamed", "busybox", "sleep", "300")
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        samples = client.api.stats("streamed", decode=True, stream=True)
+        first = next(samples)
+        second = next(samples)
+    finally:
+        client.close()
+    assert (
+        second["precpu_stats"]["cpu_usage"]["total_usage"]
+        == (first["cpu_stats"]["cpu_usage"]["total_usage"])
+    )
+    assert second["cpu_stats"]["system_cpu_usage"] > first["cpu_stats"]["system_cpu_usage"]
+    docker_ok(daemon, "rm", "-f", "streamed")
+
+
+def test_top_lists_container_processes(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "-d", "--name", "topped", "busybox", "sleep", "300")
+    output = docker_ok(daemon, "top", "topped")
+    lines = output.splitlines()
+    assert lines[0].split()[:3] == ["UID", "PID", "PPID"]
+    assert len(lines) == 2
+    assert lines[1].endswith("sleep 300")
+    docker_ok(daemon, "rm", "-f", "topped")

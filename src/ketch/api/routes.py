@@ -175,6 +175,11 @@ async def resize_container(call: Call) -> None:
     await call.http.send(200, b"")
 
 
+async def container_top(call: Call) -> None:
+    ps_args = call.request.query.get("ps_args", "")
+    await call.http.send_json(200, await call.engine.container_top(call.parameters["id"], ps_args))
+
+
 async def disk_usage(call: Call) -> None:
     await call.http.send_json(200, call.engine.disk_usage())
 
@@ -294,6 +299,8 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", "/containers/{id}/update", update_container),
     _route("POST", "/containers/prune", prune_containers),
     _route("GET", "/events", streams.events),
+    _route("GET", "/containers/{id}/stats", streams.container_stats),
+    _route("GET", "/containers/{id}/top", container_top),
     _route("POST", "/containers/{id}/exec", create_exec),
     _route("POST", "/containers/{id}/resize", resize_container),
     _route("POST", "/exec/{id}/start", streams.start_exec),

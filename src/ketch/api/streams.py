@@ -297,6 +297,17 @@ async def _copy_input(http: HttpConnection, stdin: Any, detach_keys: bytes) -> b
     return False
 
 
+async def container_stats(call: Call) -> None:
+    stream = call.flag("stream") if "stream" in call.request.query else True
+    samples = call.engine.container_stats(
+        call.parameters["id"], stream=stream, one_shot=call.flag("one-shot")
+    )
+    await call.http.start_stream(200)
+    await _send_until_client_closes(
+        call, samples, lambda sample: json.dumps(sample).encode() + b"\n"
+    )
+
+
 async def wait_container(call: Call) -> None:
     condition = call.request.query.get("condition") or "not-running"
     waiter = asyncio.ensure_future(

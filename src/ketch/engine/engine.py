@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from ketch.engine import views
+from ketch.engine import stats, views
 from ketch.engine.containers import ContainerService, ImageSource, Supervisor
 from ketch.engine.control import ContainerControl, writable_layer_size
 from ketch.engine.events import EventBus
@@ -49,6 +49,7 @@ class ImageStoreLike(ImageSource, Protocol):
 class EventSupervisor(Supervisor, Protocol):
     async def subscribe(self) -> Any: ...
     async def resize(self, target_id: str, height: int, width: int) -> None: ...
+    async def processes(self, container_id: str) -> list[int]: ...
 
 
 class Engine:
@@ -275,6 +276,22 @@ class Engine:
         if not container.running:
             raise Conflict(f"Container {container.id} is not running")
         await self.supervisor.resize(container.id, height, width)
+
+    # Stats and processes
+
+    def container_stats(
+        self, ref: str, stream: bool = True, one_shot: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Return the container's stats objects; the container is resolved now."""
+        container = self.containers.resolve(ref)
+        return stats.stream_samples(container, stream, one_shot)
+
+    async def container_top(self, ref: str, ps_args: str = "") -> dict[str, Any]:
+        container = self.containers.resolve(ref)
+        if not container.running:
+            raise Conflict(f"Container {container.id} is not running")
+        pids = await self.supervisor.processes(container.id)
+        return await stats.top(pids, ps_args)
 
     def subscribe_events(
         self, filters: dict[str, list[str]], since_ns: int = 0, until_ns: int = 0
