@@ -645,3 +645,31 @@ def test_pull_all_tags_with_tag_exits_125(fake: FakeDocker) -> None:
     result = ketch(fake, "pull", "-a", "team/app:v1")
     assert result.returncode == 125
     assert fake.requests == []
+
+
+def test_stats_stream_redraws_until_interrupted(fake: FakeDocker) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    sample = {"id": CONTAINER_ID, "name": "/web", "pids_stats": {"current": 3}}
+    fake.reply("GET", "/containers/web/stats", Reply(200, lines=[sample]))
+    command = [sys.executable, "-m", "ketch.cli.main", "-H", fake.host, "stats"]
+    process = subprocess.Popen(
+        [*command, "--format", "{{.Name}} {{.PIDs}}", "web"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={key: value for key, value in os.environ.items() if key != "KETCH_HOST"},
+    )
+    try:
+        first = process.stdout.readline()  # type: ignore[union-attr]
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert first == "web 3\n"
+    assert status == 130
+    assert fake.find("GET", "/containers/web/stats")[0].query == {"stream": ["1"]}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ketch.cli.errors import ApiError, ProtocolFailure
+from ketch.cli.errors import ApiError, ProtocolFailure, StreamError
 from ketch.cli.humanize import human_size
 from ketch.cli.options import Command, Flag
 
@@ -63,29 +63,70 @@ def stats(context: Context, options: dict, args: list[str]) -> int:
     from ketch.cli.formatter import render
     from ketch.cli.ps import HeaderRow
 
-    terminal = sys.stdout.isatty() and not options["no-stream"]
+    no_trunc = bool(options["no-trunc"])
+    if options["no-stream"]:
+        samples = _sample_once(client, names)
+        rows = [StatsRow(name, samples.get(name) or {}, no_trunc) for name in names]
+        sys.stdout.write(render(options["format"], STATS_TABLE, HeaderRow(STATS_HEADERS), rows))
+        return 0
+
+    latest = _follow(client, names)
+    terminal = sys.stdout.isatty()
     while True:
-        # Limitation: containers are sampled one after another, so with many of them a
-        # refresh takes longer than a second.
-        rows = [_sample(client, name, bool(options["no-trunc"])) for name in names]
-        text = render(options["format"], STATS_TABLE, HeaderRow(STATS_HEADERS), rows)
-        if terminal:
-            text = "\033[2J\033[H" + text
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        if options["no-stream"]:
-            return 0
         time.sleep(REFRESH_SECONDS)
+        rows = [StatsRow(name, latest.get(name) or {}, no_trunc) for name in names]
+        text = render(options["format"], STATS_TABLE, HeaderRow(STATS_HEADERS), rows)
+        sys.stdout.write(("\033[2J\033[H" if terminal else "") + text)
+        sys.stdout.flush()
 
 
-def _sample(client: Client, name: str, no_trunc: bool) -> StatsRow:
-    try:
-        data = client.call("GET", f"/containers/{name}/stats", {"stream": "0"})
-    except ApiError as error:
-        if error.status != 404:
-            raise
-        data = None
-    return StatsRow(name, data if isinstance(data, dict) else {}, no_trunc)
+def _sample_once(client: Client, names: list[str]) -> dict[str, dict]:
+    """Take one sample of each container, all at once, because the daemon measures CPU
+    use between two readings before it replies to each."""
+    import threading
+
+    samples: dict[str, dict] = {}
+    errors: list[ApiError] = []
+
+    def sample(name: str) -> None:
+        try:
+            data = client.call("GET", f"/containers/{name}/stats", {"stream": "0"})
+        except ApiError as error:
+            if error.status != 404:
+                errors.append(error)
+            return
+        if isinstance(data, dict):
+            samples[name] = data
+
+    threads = [threading.Thread(target=sample, args=(name,), daemon=True) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return samples
+
+
+def _follow(client: Client, names: list[str]) -> dict[str, dict]:
+    """Follow each container's stats stream in a thread; return the dict of the latest
+    sample by name, which the threads keep up to date."""
+    import threading
+
+    latest: dict[str, dict] = {}
+
+    def follow(name: str) -> None:
+        try:
+            response = client.open("GET", f"/containers/{name}/stats", {"stream": "1"})
+            for message in response.iter_json_lines():
+                latest[name] = message
+        except (ApiError, OSError, ProtocolFailure, StreamError):
+            # The container went away; its row keeps showing "--" and zeros, as docker's.
+            latest.pop(name, None)
+
+    for name in names:
+        threading.Thread(target=follow, args=(name,), daemon=True).start()
+    return latest
 
 
 class StatsRow:
