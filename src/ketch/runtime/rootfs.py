@@ -74,7 +74,35 @@ _NAMESPACED_SYSCTLS = [
 
 def prepare_root(spec: Spec) -> None:
     sc.mount(None, "/", None, _PROPAGATION[spec.rootfs_propagation])
+    # pivot_root fails with EINVAL when the new root's parent mount is shared, which a
+    # "shared" or "rshared" linux.rootfsPropagation makes it; finish_root applies the
+    # requested propagation to the new / after the pivot instead.
+    parent = _mount_point_of(Path(spec.rootfs))
+    if _is_shared(parent):
+        sc.mount(None, str(parent), None, sc.MS_PRIVATE)
     sc.mount(spec.rootfs, spec.rootfs, None, sc.MS_BIND | sc.MS_REC)
+
+
+def _mountinfo() -> list[tuple[Path, list[str]]]:
+    """Return (mount point, optional fields) for each mount of this mount namespace."""
+    entries = []
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split(" - ", 1)[0].split()
+            point = fields[4].encode().decode("unicode_escape")
+            entries.append((Path(point), fields[6:]))
+    return entries
+
+
+def _mount_point_of(path: Path) -> Path:
+    """Return the mount point of the mount that contains ``path``."""
+    points = [point for point, _ in _mountinfo() if path == point or point in path.parents]
+    return max(points, key=lambda point: len(point.parts))
+
+
+def _is_shared(mount_point: Path) -> bool:
+    tags = [tags for point, tags in _mountinfo() if point == mount_point]
+    return any(tag.startswith("shared:") for tag in tags[-1]) if tags else False
 
 
 def mount_all(root_fd: int, spec: Spec, cgroups: CgroupManager) -> None:
@@ -246,6 +274,8 @@ def move_into(rootfs: Path) -> None:
 
 def finish_root(spec: Spec) -> None:
     """Apply what must wait until after pivot_root; runs with ``/`` as the rootfs."""
+    if spec.rootfs_propagation in ("shared", "rshared"):
+        sc.mount(None, "/", None, _PROPAGATION[spec.rootfs_propagation])
     if spec.root_readonly:
         sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
     write_sysctls(spec)
