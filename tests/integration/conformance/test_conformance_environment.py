@@ -94,6 +94,25 @@ def test_tmpfs_mount_options(oci):
     assert {"size=1024k", "mode=700"} <= mount.super_options
 
 
+def test_rootfs_propagation_shared(oci, tmp_path):
+    source = tmp_path / "propagated"
+    source.mkdir()
+    (source / "file").write_text("bound\n")
+    config = oci.config(["cat", "/mnt/propagated/file"])
+    config["linux"]["rootfsPropagation"] = "shared"
+    config["mounts"].append(
+        {
+            "destination": "/mnt/propagated",
+            "type": "bind",
+            "source": str(source),
+            "options": ["rbind"],
+        }
+    )
+    result = oci.run_config(config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "bound\n"
+
+
 def test_default_devices(oci):
     sections = probe(oci, {"devices": "stat -c '%n %F %t %T %a' /dev/* | grep special"})
     devices = {line.split()[0]: line.split()[-3:] for line in sections["devices"].splitlines()}
