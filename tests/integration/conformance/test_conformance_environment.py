@@ -77,6 +77,23 @@ def test_bind_mount_readonly(oci, tmp_path):
     assert {"ro", "nosuid"} <= mounts["/mnt/shared"].options
 
 
+def test_bind_mount_file(oci, tmp_path):
+    source = tmp_path / "single-file"
+    source.write_text("one file\n")
+    config = oci.config(["cat", "/etc/conformance/single-file"])
+    config["mounts"].append(
+        {
+            "destination": "/etc/conformance/single-file",
+            "type": "bind",
+            "source": str(source),
+            "options": ["bind", "ro"],
+        }
+    )
+    result = oci.run_config(config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "one file\n"
+
+
 def test_tmpfs_mount_options(oci):
     config = oci.config(probe_script({"mounts": "cat /proc/1/mountinfo"}))
     config["mounts"].append(

@@ -184,3 +184,23 @@ def test_console_socket(oci, tmp_path):
     finally:
         os.close(master)
     assert b"on-a-tty" in output
+
+
+def test_exec_options(oci):
+    container_id = running(oci)
+    result = oci(
+        "exec", "--user", "1000:1000", "--cwd", "/tmp", "--env", "CONFORMANCE=yes",
+        container_id, "sh", "-c", 'id -u; id -g; pwd; echo "$CONFORMANCE"',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1000", "1000", "/tmp", "yes"]
+
+
+def test_exec_detached_pid_file(oci, tmp_path):
+    container_id = running(oci)
+    pid_file = tmp_path / "exec.pid"
+    result = oci("exec", "--detach", "--pid-file", str(pid_file), container_id, "sleep", "300")
+    assert result.returncode == 0, result.stderr
+    pid = int(pid_file.read_text())
+    init = oci.state(container_id)["pid"]
+    assert os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{init}/ns/pid")

@@ -88,6 +88,12 @@ def test_env_home_from_passwd(oci):
     assert "HOME=/home/app" in result.stdout.split("\0")
 
 
+def test_env_home_without_passwd_entry(oci):
+    process = {"env": ["PATH=/bin"], "user": {"uid": 4242, "gid": 4242}}
+    result = oci.run(["sh", "-c", "cat /proc/1/environ; true"], process=process)
+    assert "HOME=/" in result.stdout.split("\0")
+
+
 def test_user_ids(oci):
     user = {"uid": 1000, "gid": 1000, "additionalGids": [2000, 3000]}
     sections = probe(oci, {"status": "cat /proc/1/status"}, process={"user": user})
