@@ -204,3 +204,33 @@ def test_exec_detached_pid_file(oci, tmp_path):
     pid = int(pid_file.read_text())
     init = oci.state(container_id)["pid"]
     assert os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{init}/ns/pid")
+
+
+def test_failing_create_container_hook(oci):
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", "exit 4"]}
+    container_id, result = oci.create(LONG_SLEEP, hooks={"createContainer": [hook]})
+    assert result.returncode == 1
+    assert oci("state", container_id).returncode == 1
+    assert oci.cgroup_directories(container_id) == []
+
+
+def test_failing_poststop_hook_still_deletes(oci):
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", "exit 5"]}
+    container_id = running(oci, ["true"], hooks={"poststop": [hook]})
+    oci.wait_for_status(container_id, "stopped")
+    oci("delete", container_id)
+    assert oci("state", container_id).returncode == 1
+    assert oci.cgroup_directories(container_id) == []
+
+
+def test_hook_args_and_env(oci, tmp_path):
+    # args[0] is the hook's argv[0], not its path, so /proc/$$/cmdline starts with it.
+    record = tmp_path / "hook-args"
+    script = f'cat /proc/$$/cmdline > {record}; echo "$HOOK_VALUE" >> {record}'
+    args = ["hook-name", "-c", script, "zeroth"]
+    hook = {"path": "/bin/sh", "args": args, "env": ["HOOK_VALUE=set"]}
+    container_id, result = oci.create(LONG_SLEEP, hooks={"createRuntime": [hook]})
+    assert result.returncode == 0, result.stderr
+    cmdline, _, environment_value = record.read_text().rpartition("\0")
+    assert cmdline.split("\0") == args
+    assert environment_value == "set\n"
