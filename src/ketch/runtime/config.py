@@ -252,7 +252,7 @@ def _check_id_mappings(spec: Spec) -> None:
                 "invalid config.json: a new user namespace needs linux.uidMappings and "
                 "linux.gidMappings"
             )
-        if user.path is None and spec.namespace("pid") is None:
+        if spec.namespace("pid") is None:
             # Limitation: the init's pid namespace is made in the new user namespace, so a
             # new user namespace without a new (or joined) pid namespace is not supported.
             raise InvalidArgument(

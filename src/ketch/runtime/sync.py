@@ -5,25 +5,27 @@ on exec.fifo for ``start``. They talk over an AF_UNIX SOCK_SEQPACKET socket pair
 the parent before the fork: each message is one JSON object in one packet, so no
 message is split or merged.
 
-==============  ==========  =============================================================
-sender          message     meaning
-==============  ==========  =============================================================
-init -> parent  ``ready``   ``{"type": "ready"}``: setup is done (mounts, pivot_root, user,
-                            executable found); the init now waits on exec.fifo.
-init -> parent  ``hooks``   ``{"type": "hooks"}``: the mounts are made and pivot_root is
-                            next; sent only when the config has prestart, createRuntime,
-                            createContainer or startContainer hooks. The init waits for
-                            ``continue``.
+==============  ============  ===========================================================
+sender          message       meaning
+==============  ============  ===========================================================
+init -> parent  ``hooks``     ``{"type": "hooks"}``: the mounts are made and pivot_root is
+                              next; sent only when the config has prestart,
+                              createRuntime, createContainer or startContainer hooks. The
+                              init waits for ``continue``.
 parent -> init  ``continue``  ``{"type": "continue", "pid": P}``: the prestart and
-                            createRuntime hooks ran; P is the init's pid in the caller's
-                            pid namespace, which the init's own hooks put in their state.
-init -> parent  ``error``   ``{"type": "error", "kind": K, "message": M}``: a step failed;
-                            K is a class name from :mod:`ketch.errors`. The init exits
-                            right after.
-==============  ==========  =============================================================
+                              createRuntime hooks ran; P is the init's pid in the
+                              caller's pid namespace, which the init's own hooks put in
+                              their state.
+init -> parent  ``ready``     ``{"type": "ready"}``: setup is done (mounts, pivot_root,
+                              user, executable found); the init now waits on exec.fifo.
+init -> parent  ``error``     ``{"type": "error", "kind": K, "message": M}``: a step
+                              failed; K is a class name from :mod:`ketch.errors`. The
+                              init exits right after.
+==============  ============  ===========================================================
 
-The parent needs no message to learn the init's pid: the init is its child. While the
-init sets up, the parent moves it into the container's cgroups. End of file on the
+The parent needs no message to learn the init's pid: the init is its child, or with a
+user namespace :mod:`ketch.runtime.userns` reports it first. While the init sets up,
+the parent moves it into the container's cgroups. End of file on the
 parent's end before ``ready`` means the init died without reporting; ``create`` then
 fails with SystemFailure.
 """
