@@ -287,3 +287,53 @@ def test_cli_exec_tty(cli, runner, running):
     result = cli("exec", "--tty", running, "sh", "-c", "[ -t 1 ] && echo on-a-tty")
     assert result.stdout == "on-a-tty\n"
     assert result.returncode == 0
+
+
+def test_exec_proc_self_exe_script_gets_helper(runner, running):
+    # CVE-2019-5736 kind, through exec: a script whose interpreter is /proc/self/exe is
+    # interpreted by whatever binary execs it, which must be the sealed helper and not
+    # the host's Python that the exec'd process ran before its exec.
+    import hashlib
+    import sys
+
+    host_python = Path(os.path.realpath(sys.executable))
+    before = hashlib.sha256(host_python.read_bytes()).hexdigest()
+    evil = runner.rootfs / "evil"
+    evil.write_text('#!/proc/self/exe\nopen("/pwned", "w").write("x")\n')
+    evil.chmod(0o755)
+    status, _, stderr = _exec(runner, running, ["/evil"])
+    assert status == 126
+    assert "/memfd:ketch-runc-exec" in stderr
+    assert not (runner.rootfs / "pwned").exists()
+    assert hashlib.sha256(host_python.read_bytes()).hexdigest() == before
+
+
+def test_exec_preserve_fds(runner, running, tmp_path):
+    shared = tmp_path / "shared"
+    shared.write_text("passed on\n")
+    out_read, out_write = os.pipe()
+    handle = os.open(shared, os.O_RDONLY)
+    try:
+        saved = os.dup(3)  # whatever the test process has at 3, put back afterwards
+    except OSError:
+        saved = -1
+    try:
+        os.dup2(handle, 3)
+        pid = runner.runtime.exec(
+            running,
+            {"args": ["sh", "-c", "cat <&3"], "cwd": "/", "env": PATH_ENV},
+            stdio=(0, out_write, 2),
+            preserve_fds=1,
+        )
+    finally:
+        if saved >= 0:
+            os.dup2(saved, 3)
+            os.close(saved)
+        else:
+            os.close(3)
+        os.close(handle)
+        os.close(out_write)
+    with os.fdopen(out_read) as output:
+        text = output.read()
+    assert runner.wait(pid) == 0
+    assert text == "passed on\n"
