@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -114,3 +115,22 @@ def test_overlapping_mappings_leave_nothing(runner):
     container_id = runner.ids[-1]
     assert not (runner.root / "state" / container_id).exists()
     assert all(not (parent / container_id).exists() for parent in runner.cgroup_parents())
+
+
+def test_hooks_with_user_namespace(runner, tmp_path):
+    record = tmp_path / "prestart.json"
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", f"cat > {record}"]}
+    container_id, pid = runner.create(["true"], linux=_linux(IDENTITY), hooks={"prestart": [hook]})
+    state = json.loads(record.read_text())
+    assert state["pid"] == pid
+    assert state["id"] == container_id
+
+
+def test_seccomp_with_user_namespace(runner):
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    linux = {**_linux(IDENTITY), "seccomp": profile}
+    result = runner.run(["mkdir", "/tmp/denied"], linux=linux)
+    assert "Operation not permitted" in result.stderr
