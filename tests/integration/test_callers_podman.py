@@ -9,7 +9,9 @@ machine allows:
   with a relative ``--cgroup-parent``: podman 4.3 puts conmon's own cgroup at the root of
   each hierarchy, outside the test process's cgroup, unless conmon gets no cgroup.
 - default ulimits no higher than the host's hard limits (root lacks CAP_SYS_RESOURCE),
-  because podman requests nofile 1048576 and nproc 4194304 by default for root.
+  because podman requests nofile 1048576 and nproc 4194304 by default for root. The
+  runtime under conmon sees a hard nproc of 32768 here (this machine's pid_max), lower
+  than the test process's, so nproc stays well below both.
 
 busybox comes in with ``podman import`` from the test rootfs, so nothing is pulled.
 conmon starts ketch-runc with runc's command line.
