@@ -2,6 +2,7 @@
 save output loads back and reads in skopeo, and rootfs tarballs import as images."""
 
 import asyncio
+import gzip
 import io
 import json
 import os
@@ -382,3 +383,9 @@ def test_load_bounded_by_unpack_limits(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument, match="more than 2 entries"):
             load(small, legacy_archive())
         assert small.list() == []
+
+
+def test_gzip_compressed_archive_loads(store: ImageStore) -> None:
+    # docker load reads `docker save | gzip` output too.
+    loaded = load(store, gzip.compress(legacy_archive()))
+    assert [image.repo_tags for image in loaded] == [["example/app:v1"], ["example/base:v1"]]
