@@ -389,3 +389,10 @@ def test_gzip_compressed_archive_loads(store: ImageStore) -> None:
     # docker load reads `docker save | gzip` output too.
     loaded = load(store, gzip.compress(legacy_archive()))
     assert [image.repo_tags for image in loaded] == [["example/app:v1"], ["example/base:v1"]]
+
+
+def test_import_with_digest_rejected(store: ImageStore) -> None:
+    reference = "imported/root@sha256:" + "a" * 64
+    with pytest.raises(InvalidArgument, match="name the image with a tag"):
+        asyncio.run(store.import_rootfs(io.BytesIO(layer_tar({"a": File()})), reference))
+    assert store.list() == []

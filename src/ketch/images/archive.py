@@ -30,6 +30,7 @@ so nothing outside the staging directory is read or written.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, SystemFailure
 from ketch.images.layers import split_entry_path
 from ketch.images.manifest import (
     INDEX_MEDIA_TYPES,
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 
 _CHUNK_SIZE = 1024 * 1024
 _MAX_SYMLINK_HOPS = 16
+# Errors that come from the host's disk, not from the archive's content.
+_HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
 
@@ -98,7 +101,13 @@ class StagedArchive:
             with tarfile.open(fileobj=stream, mode="r|*") as archive:
                 for member in archive:
                     self._extract_member(archive, member)
-        except (tarfile.TarError, EOFError, OSError) as error:
+        except OSError as error:
+            if error.errno in _HOST_ERRNOS:
+                raise SystemFailure(
+                    f"cannot stage the archive in {self.directory}: {error}"
+                ) from None
+            raise InvalidArgument(f"the archive is not a valid tar file: {error}") from None
+        except (tarfile.TarError, EOFError) as error:
             raise InvalidArgument(f"the archive is not a valid tar file: {error}") from None
 
     def _extract_member(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:

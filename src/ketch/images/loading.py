@@ -94,6 +94,11 @@ class ImageFiles:
         """Record the rootfs tarball ``stream`` (plain, gzip or zstd) as a one-layer image
         named ``reference`` (none when None), as ``docker import`` does."""
         name = str(parse_reference(reference)) if reference else None
+        if reference and parse_reference(reference).digest:
+            raise InvalidArgument(
+                f"cannot import as {reference!r}: a digest names content that a registry "
+                "stored; name the image with a tag"
+            )
         with self._staging() as directory:
             blob = directory / "rootfs.tar"
             await asyncio.to_thread(_copy_stream, stream, blob)
