@@ -396,3 +396,35 @@ def test_import_with_digest_rejected(store: ImageStore) -> None:
     with pytest.raises(InvalidArgument, match="name the image with a tag"):
         asyncio.run(store.import_rootfs(io.BytesIO(layer_tar({"a": File()})), reference))
     assert store.list() == []
+
+
+def test_absolute_symlink_in_archive_rejected(store: ImageStore) -> None:
+    manifest = [{"Config": "c.json", "RepoTags": ["x:1"], "Layers": ["l.tar"]}]
+    archive = tar_of({"manifest.json": json.dumps(manifest).encode(), "c.json": CONFIG,
+                      "l.tar": "/etc/passwd"})  # fmt: skip
+    with pytest.raises(InvalidArgument, match="outside the archive"):
+        load(store, archive)
+
+
+def test_symlink_loop_in_archive_rejected(store: ImageStore) -> None:
+    manifest = [{"Config": "c.json", "RepoTags": ["x:1"], "Layers": ["a.tar"]}]
+    archive = tar_of({"manifest.json": json.dumps(manifest).encode(), "c.json": CONFIG,
+                      "a.tar": "b.tar", "b.tar": "a.tar"})  # fmt: skip
+    with pytest.raises(InvalidArgument, match="too many levels of symlinks"):
+        load(store, archive)
+
+
+def test_hard_linked_layer_loads(store: ImageStore) -> None:
+    manifest = [{"Config": "c.json", "RepoTags": ["x:1"], "Layers": ["a/l.tar", "b/same.tar"]}]
+    files = {"manifest.json": json.dumps(manifest).encode(), "c.json": CONFIG,
+             "a/l.tar": BASE, "b/l.tar": TOP}  # fmt: skip
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("b/same.tar")
+        link.type, link.linkname = tarfile.LNKTYPE, "b/l.tar"
+        archive.addfile(link)
+    assert load(store, buffer.getvalue())[0].id == IMAGE_ID

@@ -93,7 +93,9 @@ class StagedArchive:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.symlinks: dict[str, str] = {}
+        # Each symlink or hard link, by name, with the archive path it stands for; None
+        # for a symlink that points outside the archive.
+        self.links: dict[str, str | None] = {}
 
     def extract(self, stream: BinaryIO) -> None:
         """Unpack the tar ``stream``: directories and regular files only, no symlinks."""
@@ -122,10 +124,11 @@ class StagedArchive:
         if member.isdir():
             target.mkdir(parents=True, exist_ok=True)
         elif member.issym():
-            self.symlinks[name] = member.linkname
+            self.links[name] = _symlink_target(name, member.linkname)
         elif member.islnk():
-            self.symlinks[name] = "/" + member.linkname  # relative to the archive root
+            self.links[name] = member.linkname  # hard links name a path from the root
         elif member.isreg():
+            self.links.pop(name, None)
             target.parent.mkdir(parents=True, exist_ok=True)
             source = archive.extractfile(member)
             assert source is not None
@@ -156,23 +159,27 @@ class StagedArchive:
         current = name
         for _ in range(_MAX_SYMLINK_HOPS):
             try:
-                parts = split_entry_path(
-                    current.lstrip("/") if current.startswith("/") else current
-                )
+                current = "/".join(split_entry_path(current))
             except ValueError as error:
                 raise InvalidArgument(f"archive path {name!r}: {error}") from None
-            current = "/".join(parts)
-            target = self.symlinks.get(current)
-            if target is None:
+            if current not in self.links:
                 return current
-            if target.startswith("/"):
-                current = target  # a hard link, named from the archive root
-                continue
-            joined = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
-            if joined.startswith("../") or joined == ".." or target.startswith("/"):
+            target = self.links[current]
+            if target is None:
                 raise InvalidArgument(f"archive symlink {current!r} points outside the archive")
-            current = joined
+            current = target
         raise InvalidArgument(f"archive path {name!r}: too many levels of symlinks")
+
+
+def _symlink_target(name: str, link: str) -> str | None:
+    """Return the archive path that the symlink ``name`` -> ``link`` stands for, or None
+    when it is absolute or leads out of the archive."""
+    if link.startswith("/"):
+        return None
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(name), link))
+    if joined == ".." or joined.startswith("../"):
+        return None
+    return joined
 
 
 class LayoutDirectory:
