@@ -65,8 +65,8 @@ def test_body_memory_string_rejected() -> None:
 
 
 def test_body_unknown_network_mode() -> None:
-    with pytest.raises(InvalidArgument, match="HostConfig.NetworkMode 'host'"):
-        parse(HostConfig={"NetworkMode": "host"})
+    with pytest.raises(InvalidArgument, match="HostConfig.NetworkMode 'container:web'"):
+        parse(HostConfig={"NetworkMode": "container:web"})
 
 
 def test_body_network_modes_accepted() -> None:
@@ -95,9 +95,40 @@ def test_body_pids_limit_positive() -> None:
     assert parse(HostConfig={"PidsLimit": 20}).pids_limit == 20
 
 
-def test_body_binds_rejected_as_unsupported() -> None:
-    with pytest.raises(InvalidArgument, match="HostConfig.Binds is not supported"):
-        parse(HostConfig={"Binds": ["/a:/b"]})
+def test_body_named_volume_bind_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="named volumes"):
+        parse(HostConfig={"Binds": ["data:/b"]})
+
+
+def test_body_bind_read_only() -> None:
+    mounts = parse(HostConfig={"Binds": ["/a:/b:ro"]}).host.mounts
+    assert mounts == [
+        {
+            "destination": "/b",
+            "type": "bind",
+            "source": "/a",
+            "options": ["rbind", "rprivate", "ro"],
+        }
+    ]
+
+
+def test_body_unknown_capability_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="unknown capability 'FLY'"):
+        parse(HostConfig={"CapAdd": ["FLY"]})
+
+
+def test_body_host_sysctl_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="sysctl 'vm.swappiness' is not allowed"):
+        parse(HostConfig={"Sysctls": {"vm.swappiness": "10"}})
+
+
+def test_body_ulimit_above_host_rejected() -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ulimit = {"Name": "nofile", "Soft": 1024, "Hard": hard + 1}
+    with pytest.raises(InvalidArgument, match="above the host's"):
+        parse(HostConfig={"Ulimits": [ulimit]})
 
 
 def test_body_zero_values_of_unsupported_fields_accepted() -> None:

@@ -2,8 +2,10 @@
 
 The file (default ``/etc/ketch/daemon.json``) takes dockerd's keys for what ketchd
 supports: ``data-root``, ``exec-root``, ``hosts``, ``registry-mirrors``,
-``insecure-registries``, ``log-driver``, ``log-opts``, ``init``, ``init-path`` and
-``debug``. An unknown key is an error naming it, and, as with dockerd, so is a setting
+``insecure-registries``, ``log-driver``, ``log-opts``, ``init``, ``init-path``,
+``default-ulimits``, ``live-restore`` and ``debug``. Containers always outlive ketchd,
+because the supervisor runs them, so ``live-restore`` false only logs that it is
+ignored. An unknown key is an error naming it, and, as with dockerd, so is a setting
 given both as a flag and in the file. A missing file is fine unless ``--config-file``
 named it.
 """
@@ -12,13 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ketch
+from ketch.engine.hostconfig import clamp_default_ulimits
 from ketch.engine.logopts import DEFAULT_LOG_OPTS, LOG_DRIVER, check_log_driver, check_log_opts
 from ketch.errors import InvalidArgument
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_FILE = Path("/etc/ketch/daemon.json")
 DEFAULT_DATA_ROOT = Path("/var/lib/ketch")
@@ -35,6 +41,8 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "log-driver": ("log_driver", str),
     "log-opts": ("log_opts", dict),
     "init": ("init", bool),
+    "default-ulimits": ("default_ulimits", dict),
+    "live-restore": ("live_restore", bool),
     "init-path": ("init_path", str),
     "debug": ("debug", bool),
 }
@@ -51,6 +59,8 @@ class DaemonConfig:
     log_opts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LOG_OPTS))
     init: bool = False
     init_path: str | None = None
+    default_ulimits: list[dict[str, Any]] = field(default_factory=list)
+    live_restore: bool = True
     debug: bool = False
 
     def socket_paths(self) -> list[Path]:
@@ -98,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="default log driver option, such as max-size=10m or max-file=3; repeatable "
         "(default: max-size=10m, max-file=3)",
+    )
+    parser.add_argument(
+        "--default-ulimit",
+        dest="default_ulimits",
+        action="append",
+        metavar="NAME=SOFT[:HARD]",
+        help="default ulimit of containers, such as nofile=1024:4096; repeatable; lowered to "
+        "the host's hard limit where above it",
+    )
+    parser.add_argument(
+        "--live-restore", action="store_const", const=True, help="accepted; always on in ketch"
     )
     parser.add_argument(
         "--init",
@@ -159,7 +180,9 @@ def _check_file_values(path: Path, values: dict[str, Any]) -> None:
         valid = isinstance(value, expected)
         if expected is list:
             valid = valid and all(isinstance(item, str) for item in value)
-        if expected is dict:
+        if expected is dict and key == "default-ulimits":
+            valid = valid and all(isinstance(item, dict) for item in value.values())
+        elif expected is dict:
             valid = valid and all(isinstance(item, str) for item in value.values())
         if not valid:
             kind = {
@@ -193,6 +216,24 @@ def _log_opts(value: dict[str, str] | list[str]) -> dict[str, str]:
     return opts
 
 
+def _ulimits(value: dict[str, Any] | list[str]) -> dict[str, dict[str, Any]]:
+    """Return ulimits by name from daemon.json's object or ``--default-ulimit`` flags."""
+    if isinstance(value, dict):
+        return {name: dict(limit) for name, limit in value.items()}
+    ulimits = {}
+    for item in value:
+        name, separator, limits = item.partition("=")
+        soft, _, hard = limits.partition(":")
+        if (
+            not separator
+            or not soft.lstrip("-").isdigit()
+            or not (hard or soft).lstrip("-").isdigit()
+        ):
+            raise InvalidArgument(f"invalid --default-ulimit {item!r}: expected NAME=SOFT[:HARD]")
+        ulimits[name] = {"Name": name, "Soft": int(soft), "Hard": int(hard or soft)}
+    return ulimits
+
+
 def load_config(argv: list[str] | None = None) -> DaemonConfig:
     """Combine flags and the configuration file into a checked DaemonConfig."""
     arguments = build_parser().parse_args(argv)
@@ -224,6 +265,9 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.insecure_registries = list(merged["insecure_registries"] or [])
     config.debug = bool(merged["debug"])
     config.init = bool(merged["init"])
+    config.default_ulimits = clamp_default_ulimits(_ulimits(merged["default_ulimits"] or {}))
+    if merged["live_restore"] is False:
+        logger.warning("live-restore false is ignored: containers always outlive ketchd")
     config.init_path = merged["init_path"] or None
     config.log_driver = check_log_driver(merged["log_driver"] or "", "log-driver")
     if merged["log_opts"] is not None:

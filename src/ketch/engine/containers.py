@@ -32,11 +32,13 @@ from typing import Any, Protocol
 from ketch.engine import timestamps
 from ketch.engine.attach import AttachHub, AttachReader, log_frames
 from ketch.engine.events import EventBus
+from ketch.engine.hostconfig import HostOptions, apply_host_options, hosts_lines, resolv_conf
 from ketch.engine.logopts import DEFAULT_LOG_OPTS, rotation
 from ketch.engine.names import generate_id, generate_name, normalize_name
 from ketch.engine.options import CreateOptions, parse_create_body, parse_signal
 from ketch.engine.restarts import RestartPolicies
 from ketch.engine.spec import (
+    DEFAULT_CAPABILITIES,
     DEFAULT_STOP_SIGNAL,
     DEFAULT_STOP_TIMEOUT,
     add_init,
@@ -161,6 +163,8 @@ class ContainerService:
         # daemon.json's "init" and "init-path": whether containers get an init by default,
         # and the binary (None: docker-init or tini-static in PATH).
         self.default_init = False
+        # daemon.json's "default-ulimits", already lowered to the host's hard limits.
+        self.default_ulimits: list[dict[str, Any]] = []
         self.init_path: str | None = None
         self._reserved_names: set[str] = set()
         self._starting: set[str] = set()
@@ -265,8 +269,11 @@ class ContainerService:
         try:
             rootfs = Path(self._images.prepare_rootfs(container_id, image))
             user = resolve_user_in_rootfs(config["User"], rootfs)
-            mounts = self._write_etc_files(container_id, config)
+            mounts = self._write_etc_files(container_id, config, options.host)
             spec = build_spec(container_id, config, options, user, str(rootfs), mounts)
+            if not options.host.ulimits:
+                options.host.ulimits = list(self.default_ulimits)
+            apply_host_options(spec, options.host, DEFAULT_CAPABILITIES)
             if options.init if options.init is not None else self.default_init:
                 add_init(spec, find_init_binary(self.init_path))
             bundle = self._paths.bundle(container_id)
@@ -288,12 +295,21 @@ class ContainerService:
             shutil.rmtree(directory, ignore_errors=True)
             raise
 
-    def _write_etc_files(self, container_id: str, config: dict[str, Any]) -> list[dict[str, Any]]:
-        """Write the container's /etc/hostname and /etc/hosts and return their bind mounts."""
+    def _write_etc_files(
+        self, container_id: str, config: dict[str, Any], host: HostOptions
+    ) -> list[dict[str, Any]]:
+        """Write the container's /etc/hostname, /etc/hosts (with ExtraHosts) and, with Dns
+        options, /etc/resolv.conf, and return their bind mounts."""
         hostname_path = self._paths.hostname(container_id)
         hosts_path = self._paths.hosts(container_id)
         _write_file(hostname_path, config["Hostname"] + "\n")
-        _write_file(hosts_path, HOSTS_FILE)
+        _write_file(hosts_path, HOSTS_FILE + hosts_lines(host))
+        files = [("/etc/hostname", hostname_path), ("/etc/hosts", hosts_path)]
+        resolv = resolv_conf(host)
+        if resolv is not None:
+            resolv_path = self._paths.directory(container_id) / "resolv.conf"
+            _write_file(resolv_path, resolv)
+            files.append(("/etc/resolv.conf", resolv_path))
         return [
             {
                 "destination": destination,
@@ -301,10 +317,7 @@ class ContainerService:
                 "source": str(source),
                 "options": ["rbind", "rprivate"],
             }
-            for destination, source in (
-                ("/etc/hostname", hostname_path),
-                ("/etc/hosts", hosts_path),
-            )
+            for destination, source in files
         ]
 
     def remove_orphans(self) -> None:

@@ -137,6 +137,7 @@ async def run(config: DaemonConfig) -> None:
         )
         engine.containers.default_init = config.init
         engine.containers.init_path = config.init_path
+        engine.containers.default_ulimits = config.default_ulimits
         stop = _stop_event()
         await engine.start()
         servers = await _serve_all(engine, config.socket_paths())

@@ -18,29 +18,30 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from ketch.engine.hostconfig import HostOptions, parse_host_options
 from ketch.engine.logopts import check_log_driver, check_log_opts
 from ketch.errors import InvalidArgument
 
 # Docker refuses memory limits below 6 MiB because a container cannot start in less.
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
 
-NETWORK_MODES = ("none", "default", "bridge")
+NETWORK_MODES = ("none", "default", "bridge", "host")
 
 # Config fields that must stay at their zero value until ketch implements them.
 _UNSUPPORTED_CONFIG = ("Volumes",)
 
 # HostConfig fields that must stay at their zero value until ketch implements them.
 _UNSUPPORTED_HOST_CONFIG = (
-    "Binds", "Mounts", "PortBindings", "PublishAllPorts", "Privileged", "CapAdd", "CapDrop",
-    "Devices", "DeviceRequests", "DeviceCgroupRules", "Dns", "DnsOptions", "DnsSearch",
-    "ExtraHosts", "GroupAdd", "Links", "VolumesFrom", "VolumeDriver", "Tmpfs", "SecurityOpt",
-    "StorageOpt", "Sysctls", "Ulimits", "UsernsMode", "PidMode", "IpcMode", "UTSMode",
+    "PortBindings", "PublishAllPorts",
+    "Devices", "DeviceRequests", "DeviceCgroupRules",
+    "GroupAdd", "Links", "VolumesFrom", "VolumeDriver",
+    "StorageOpt", "UsernsMode", "PidMode", "IpcMode", "UTSMode",
     "CgroupParent", "Cgroup", "Runtime",
     "CpuRealtimePeriod", "CpuRealtimeRuntime",
     "CpuCount", "CpuPercent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
     "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
     "MemoryReservation", "KernelMemory", "KernelMemoryTCP", "OomKillDisable",
-    "OomScoreAdj", "ShmSize", "MaskedPaths", "ReadonlyPaths",
+    "OomScoreAdj", "MaskedPaths", "ReadonlyPaths",
 )  # fmt: skip
 
 
@@ -74,6 +75,9 @@ class CreateOptions:
     pids_limit: int | None = None
     auto_remove: bool = False
     healthcheck: dict[str, Any] | None = None
+    host: HostOptions = field(default_factory=HostOptions)
+    # The HostConfig as the client sent it, for the fields inspect shows as given.
+    raw_host_config: dict[str, Any] = field(default_factory=dict)
     # HostConfig.Init: True or False, or None for the daemon's default.
     init: bool | None = None
     restart_policy: dict[str, Any] = field(
@@ -339,6 +343,8 @@ def _parse_host_config(body: dict[str, Any], options: CreateOptions) -> None:
     _parse_memory(host_config, options)
     _parse_cpu(host_config, options, "HostConfig")
     options.network_mode = _parse_network_mode(host_config, networking)
+    options.host = parse_host_options(host_config, options.network_mode)
+    options.raw_host_config = host_config
     options.pids_limit = _parse_pids_limit(host_config)
     options.auto_remove = bool(_get(host_config, "AutoRemove", bool, "HostConfig.AutoRemove"))
     if options.auto_remove and options.restart_policy["Name"] != "no":

@@ -327,6 +327,8 @@ def build_spec(
     # its loopback up. Limitation: bridge networking is not implemented, so "default" and
     # "bridge" give loopback only too.
     namespaces = ["pid", "network", "ipc", "uts", "mount"]
+    if options.network_mode == "host":
+        namespaces.remove("network")
     spec["linux"] = {
         "namespaces": [{"type": kind} for kind in namespaces],
         "cgroupsPath": f"ketch/{container_id}",

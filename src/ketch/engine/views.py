@@ -18,6 +18,7 @@ from typing import Any
 
 import ketch
 from ketch.engine import timestamps
+from ketch.engine.hostconfig import host_config_fields
 from ketch.engine.options import CreateOptions
 from ketch.engine.store import Container, ContainerPaths
 
@@ -77,6 +78,7 @@ def host_config_view(options: CreateOptions) -> dict[str, Any]:
         "Ulimits": None,
         "MaskedPaths": None,
         "ReadonlyPaths": None,
+        **host_config_fields(options.raw_host_config, options.host),
     }
 
 
