@@ -40,7 +40,7 @@ import aiohttp
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
 from ketch.images.auth import Credentials, CredentialStore
 from ketch.images.content import BlobWriter, ContentStore
-from ketch.images.layers import unpack_layer
+from ketch.images.layers import DEFAULT_LIMITS, UnpackLimits, unpack_layer
 from ketch.images.manifest import (
     INDEX_MEDIA_TYPES,
     MAX_DOCUMENT_SIZE,
@@ -114,7 +114,9 @@ class Puller:
         progress: ProgressCallback | None,
         credentials: CredentialStore | None = None,
         auth: Credentials | None = None,
+        unpack_limits: UnpackLimits = DEFAULT_LIMITS,
     ) -> None:
+        self.unpack_limits = unpack_limits
         self.content = content
         self.snapshots = snapshots
         self.metadata = metadata
@@ -400,6 +402,8 @@ class Puller:
                 layer=layer.digest,
                 expected_diff_id=diff_id,
                 progress=report,
+                whiteouts=self.snapshots.whiteout_form,
+                limits=self.unpack_limits,
             )
         )
         try:

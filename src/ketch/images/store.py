@@ -137,6 +137,7 @@ class ImageStore:
             progress=progress,
             credentials=self.credentials,
             auth=auth,
+            unpack_limits=self.unpack_limits,
         )
         image_id = await puller.run()
         return self._load(image_id)
