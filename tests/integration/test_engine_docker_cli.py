@@ -724,3 +724,68 @@ def test_read_only_rootfs(daemon: KetchDaemon) -> None:
     result = daemon.docker("run", "--rm", "--read-only", "busybox", "touch", "/file")
     assert result.returncode == 1
     assert "Read-only file system" in result.stderr
+
+
+# Copying files
+
+
+def test_cp_from_container(daemon: KetchDaemon) -> None:
+    docker_ok(
+        daemon,
+        "run",
+        "-d",
+        "--name",
+        "cp-source",
+        "busybox",
+        "sh",
+        "-c",
+        "echo inside > /tmp/note; sleep 300",
+    )
+    time.sleep(0.5)
+    target = daemon.root / "copied-note"
+    docker_ok(daemon, "cp", "cp-source:/tmp/note", str(target))
+    assert target.read_text() == "inside\n"
+    docker_ok(daemon, "rm", "-f", "cp-source")
+
+
+def test_cp_directory_into_container(daemon: KetchDaemon) -> None:
+    source = daemon.root / "cp-dir"
+    (source / "sub").mkdir(parents=True, exist_ok=True)
+    (source / "sub" / "file").write_text("deep\n")
+    docker_ok(daemon, "run", "-d", "--name", "cp-target", "busybox", "sleep", "300")
+    docker_ok(daemon, "cp", str(source), "cp-target:/tmp/")
+    output = docker_ok(daemon, "exec", "cp-target", "cat", "/tmp/cp-dir/sub/file")
+    assert output == "deep\n"
+    docker_ok(daemon, "rm", "-f", "cp-target")
+
+
+def test_cp_does_not_escape_through_symlink(daemon: KetchDaemon) -> None:
+    docker_ok(
+        daemon, "run", "-d", "--name", "cp-escape", "busybox",
+        "sh", "-c", "ln -s / /tmp/hostroot; sleep 300",
+    )  # fmt: skip
+    time.sleep(0.5)
+    marker = daemon.root / "escape-marker"
+    marker.write_text("host only\n")
+    result = daemon.docker("cp", f"cp-escape:/tmp/hostroot{marker}", str(daemon.root / "got"))
+    assert result.returncode != 0
+    assert "Could not find the file" in result.stderr
+    docker_ok(daemon, "rm", "-f", "cp-escape")
+
+
+def test_cp_missing_path(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "create", "--name", "cp-missing", "busybox", "true")
+    result = daemon.docker("cp", "cp-missing:/no/such/file", str(daemon.root / "never"))
+    assert result.returncode == 1
+    assert "Could not find the file /no/such/file" in result.stderr
+
+
+def test_export_contains_busybox(daemon: KetchDaemon) -> None:
+    import tarfile
+
+    docker_ok(daemon, "create", "--name", "exported", "busybox", "true")
+    target = daemon.root / "exported.tar"
+    docker_ok(daemon, "export", "-o", str(target), "exported")
+    with tarfile.open(target) as tar:
+        names = set(tar.getnames())
+    assert "bin/busybox" in names

@@ -189,9 +189,14 @@ class HttpConnection:
         """Send a reply whose body is ``value`` encoded as JSON."""
         await self.send(status, json.dumps(value).encode() + b"\n")
 
-    async def start_stream(self, status: int, content_type: str = "application/json") -> None:
+    async def start_stream(
+        self,
+        status: int,
+        content_type: str = "application/json",
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         """Send the status line and headers of a chunked reply at once."""
-        headers = self._response_headers(content_type, ())
+        headers = self._response_headers(content_type, extra_headers)
         self.response_started = True
         self.response_status = status
         response = h11.Response(status_code=status, headers=headers, reason=_reason(status))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ketch.api.connection import HttpConnection
 from ketch.api.errors import message_for_error
+from ketch.engine import archive
 from ketch.engine.logs import LogQuery, parse_tail, parse_unix_time
 from ketch.errors import InvalidArgument
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+STAT_HEADER = "X-Docker-Container-Path-Stat"
 COPY_SIZE = 65536
 HANGUP_POLL_SECONDS = 1.0
 # Docker's stream formatter ends each JSON message with CRLF; clients split on "\n".
@@ -306,6 +308,48 @@ async def container_stats(call: Call) -> None:
     await _send_until_client_closes(
         call, samples, lambda sample: json.dumps(sample).encode() + b"\n"
     )
+
+
+async def archive_get(call: Call) -> None:
+    path = _archive_path(call)
+    stat_object, spool = await call.engine.archive_get(call.parameters["id"], path)
+    with spool:
+        await call.http.start_stream(
+            200, "application/x-tar", ((STAT_HEADER, archive.stat_header(stat_object)),)
+        )
+        while chunk := spool.read(COPY_SIZE):
+            await call.http.send_chunk(chunk)
+    await call.http.end_stream()
+
+
+async def archive_head(call: Call) -> None:
+    path = _archive_path(call)
+    stat_object = await call.engine.archive_stat(call.parameters["id"], path)
+    header = ((STAT_HEADER, archive.stat_header(stat_object)),)
+    await call.http.send(200, b"", extra_headers=header)
+
+
+async def archive_put(call: Call) -> None:
+    path = _archive_path(call)
+    keep_owners = call.flag("copyUIDGID")
+    await call.engine.archive_put(call.parameters["id"], path, call.request.body, keep_owners)
+    await call.http.send(200, b"")
+
+
+async def export_container(call: Call) -> None:
+    spool = await call.engine.export_container(call.parameters["id"])
+    with spool:
+        await call.http.start_stream(200, "application/x-tar")
+        while chunk := spool.read(COPY_SIZE):
+            await call.http.send_chunk(chunk)
+    await call.http.end_stream()
+
+
+def _archive_path(call: Call) -> str:
+    path = call.request.query.get("path", "")
+    if not path:
+        raise InvalidArgument("missing 'path' parameter: the path in the container")
+    return path
 
 
 async def wait_container(call: Call) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from ketch.engine import stats, views
+from ketch.engine import archive, stats, views
 from ketch.engine.containers import ContainerService, ImageSource, Supervisor
 from ketch.engine.control import ContainerControl, writable_layer_size
 from ketch.engine.events import EventBus
@@ -25,7 +27,7 @@ from ketch.engine.filters import select_containers
 from ketch.engine.health import HealthMonitor
 from ketch.engine.logs import LogQuery, read_log
 from ketch.engine.restarts import wants_start_at_boot
-from ketch.engine.store import ContainerPaths, ContainerStore
+from ketch.engine.store import Container, ContainerPaths, ContainerStore
 from ketch.errors import Conflict, KetchError
 
 logger = logging.getLogger(__name__)
@@ -276,6 +278,53 @@ class Engine:
         if not container.running:
             raise Conflict(f"Container {container.id} is not running")
         await self.supervisor.resize(container.id, height, width)
+
+    # Archives
+
+    def _container_root(self, ref: str) -> tuple[Container, int]:
+        container = self.containers.resolve(ref)
+        pid = container.state.pid if container.running else 0
+        return container, archive.open_root(pid, container.rootfs)
+
+    async def archive_stat(self, ref: str, path: str) -> dict[str, Any]:
+        """Return the stat object of ``path`` in the container (HEAD archive)."""
+        container, root_fd = self._container_root(ref)
+        try:
+            return archive.path_stat(root_fd, path, container.id)
+        finally:
+            os.close(root_fd)
+
+    async def archive_get(self, ref: str, path: str) -> tuple[dict[str, Any], Any]:
+        """Return the stat of ``path`` and a rewound file holding its tar."""
+        container, root_fd = self._container_root(ref)
+        try:
+            stat_object = archive.path_stat(root_fd, path, container.id)
+            spool = await asyncio.to_thread(
+                archive.tar_to_spool, root_fd, path, container.id, self.data_root
+            )
+        finally:
+            os.close(root_fd)
+        return stat_object, spool
+
+    async def archive_put(self, ref: str, path: str, data: bytes, keep_owners: bool) -> None:
+        """Extract a tar into directory ``path`` of the container."""
+        container, root_fd = self._container_root(ref)
+        try:
+            await asyncio.to_thread(
+                archive.extract_tar, root_fd, path, io.BytesIO(data), container.id, keep_owners
+            )
+        finally:
+            os.close(root_fd)
+
+    async def export_container(self, ref: str) -> Any:
+        """Return a rewound file holding the tar of the container's whole filesystem."""
+        container, root_fd = self._container_root(ref)
+        try:
+            return await asyncio.to_thread(
+                archive.tar_to_spool, root_fd, "/", container.id, self.data_root
+            )
+        finally:
+            os.close(root_fd)
 
     # Stats and processes
 
