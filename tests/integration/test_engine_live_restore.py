@@ -7,16 +7,13 @@ by the next ketchd.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from support.daemon import VENV_BIN, KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon, daemon_fixture
+from support.restart import restart_ketchd
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
@@ -35,25 +32,7 @@ def docker_ok(daemon: KetchDaemon, *args: str) -> str:
 
 
 def restart_ketchd_after_sigkill(daemon: KetchDaemon, while_down: float = 0.0) -> None:
-    """Kill ketchd with SIGKILL, wait ``while_down`` seconds, start it on the same roots."""
-    os.kill(daemon.process.pid, signal.SIGKILL)
-    daemon.process.wait(timeout=10)
-    time.sleep(while_down)
-    command = [
-        str(VENV_BIN / "ketchd"),
-        "--data-root", str(daemon.data_root),
-        "--exec-root", str(daemon.exec_root),
-        "--host", daemon.host,
-        "--config-file", str(daemon.root / "daemon.json"),
-    ]  # fmt: skip
-    with open(daemon.log_path, "ab") as log:
-        daemon.process = subprocess.Popen(daemon.namespace.command(command), stdout=log, stderr=log)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if daemon.docker("version").returncode == 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"ketchd did not come back:\n{daemon.log_text()[-2000:]}")
+    restart_ketchd(daemon, while_down=while_down)
 
 
 def test_live_restore_keeps_containers_and_logs(daemon: KetchDaemon) -> None:

@@ -96,3 +96,37 @@ def test_config_mirror_scheme(tmp_path: Path) -> None:
     path = write(tmp_path, '{"registry-mirrors": ["127.0.0.1:5000"]}')
     with pytest.raises(InvalidArgument, match="invalid registry mirror '127.0.0.1:5000'"):
         load_config(["--config-file", str(path)])
+
+
+def test_config_tcp_with_tls_files(tmp_path: Path) -> None:
+    path = write(tmp_path, "{}")
+    config = load_config(
+        ["--config-file", str(path), "-H", "tcp://127.0.0.1:2376", "--tlsverify",
+         "--tlscacert", "ca.pem", "--tlscert", "cert.pem", "--tlskey", "key.pem"]
+    )  # fmt: skip
+    assert config.tcp_addresses() == [("127.0.0.1", 2376)]
+
+
+def test_config_tlsverify_needs_files(tmp_path: Path) -> None:
+    path = write(tmp_path, "{}")
+    with pytest.raises(InvalidArgument, match="--tlscacert"):
+        load_config(["--config-file", str(path), "-H", "tcp://127.0.0.1:2376", "--tlsverify"])
+
+
+def test_config_insecure_tcp_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, "{}")
+    config = load_config(
+        ["--config-file", str(path), "-H", "tcp://127.0.0.1:2375", "--insecure-tcp"]
+    )
+    assert config.insecure_tcp
+
+
+def test_config_default_ulimits_clamped(tmp_path: Path) -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limits = {"nofile": {"Name": "nofile", "Soft": 10**9, "Hard": 10**9}}
+    path = write(tmp_path, json.dumps({"default-ulimits": limits}))
+    config = load_config(["--config-file", str(path)])
+    expected = hard if hard != resource.RLIM_INFINITY else 10**9
+    assert config.default_ulimits == [{"Name": "nofile", "Soft": expected, "Hard": expected}]

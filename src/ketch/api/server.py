@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import socket
+import ssl
 import stat
 import time
 from pathlib import Path
@@ -49,6 +50,32 @@ async def serve(engine: object, socket_path: Path) -> asyncio.Server:
     _set_socket_permissions(socket_path)
     log.info("serving the Engine API on unix://%s", socket_path)
     return server
+
+
+async def serve_tcp(
+    engine: object, address: str, port: int, context: ssl.SSLContext | None
+) -> asyncio.Server:
+    """Listen on ``address:port``, over TLS when ``context`` is given."""
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await serve_connection(engine, reader, writer)
+
+    server = await asyncio.start_server(on_connection, host=address, port=port, ssl=context)
+    scheme = "TLS with client verification" if context is not None else "plain TCP"
+    log.info("serving the Engine API on tcp://%s:%d (%s)", address, port, scheme)
+    return server
+
+
+def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
+    """Return a server TLS context that requires a client certificate signed by the CA."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca_file)
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as error:
+        raise InvalidArgument(f"cannot load the TLS files: {error}") from None
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _remove_stale_socket(socket_path: Path) -> None:

@@ -43,6 +43,11 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "init": ("init", bool),
     "default-ulimits": ("default_ulimits", dict),
     "live-restore": ("live_restore", bool),
+    "tlsverify": ("tls_verify", bool),
+    "tlscacert": ("tls_ca", str),
+    "tlscert": ("tls_cert", str),
+    "tlskey": ("tls_key", str),
+    "insecure-tcp": ("insecure_tcp", bool),
     "init-path": ("init_path", str),
     "debug": ("debug", bool),
 }
@@ -61,10 +66,18 @@ class DaemonConfig:
     init_path: str | None = None
     default_ulimits: list[dict[str, Any]] = field(default_factory=list)
     live_restore: bool = True
+    tls_verify: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    insecure_tcp: bool = False
     debug: bool = False
 
     def socket_paths(self) -> list[Path]:
-        return [socket_path(host) for host in self.hosts]
+        return [socket_path(host) for host in self.hosts if not host.startswith("tcp://")]
+
+    def tcp_addresses(self) -> list[tuple[str, int]]:
+        return [tcp_address(host) for host in self.hosts if host.startswith("tcp://")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--live-restore", action="store_const", const=True, help="accepted; always on in ketch"
     )
     parser.add_argument(
+        "--tlsverify",
+        dest="tls_verify",
+        action="store_const",
+        const=True,
+        help="serve tcp:// hosts over TLS, accepting only clients with a certificate the CA signed",
+    )
+    parser.add_argument("--tlscacert", dest="tls_ca", help="CA certificate file for clients")
+    parser.add_argument("--tlscert", dest="tls_cert", help="the server's TLS certificate file")
+    parser.add_argument("--tlskey", dest="tls_key", help="the server's TLS key file")
+    parser.add_argument(
+        "--insecure-tcp",
+        dest="insecure_tcp",
+        action="store_const",
+        const=True,
+        help="serve tcp:// hosts without TLS (anyone who reaches the port controls the host)",
+    )
+    parser.add_argument(
         "--init",
         action="store_const",
         const=True,
@@ -141,9 +171,49 @@ def socket_path(host: str) -> Path:
     scheme, separator, path = host.partition("://")
     if not separator or scheme != "unix" or not path.startswith("/"):
         raise InvalidArgument(
-            f"invalid host {host!r}: ketchd serves unix sockets only, as unix:///absolute/path"
+            f"invalid host {host!r}: expected unix:///absolute/path or tcp://address:port"
         )
     return Path(path)
+
+
+def tcp_address(host: str) -> tuple[str, int]:
+    """Return ``(address, port)`` of a ``tcp://address:port`` host."""
+    address, _, port = host.removeprefix("tcp://").rstrip("/").rpartition(":")
+    if not address or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(f"invalid host {host!r}: expected tcp://address:port")
+    return address.strip("[]"), int(port)
+
+
+def _check_tcp_security(config: DaemonConfig) -> None:
+    """Require TLS client verification for TCP, unless insecure TCP was asked for."""
+    for host in config.hosts:
+        if not host.startswith("tcp://"):
+            continue
+        tcp_address(host)
+        if config.tls_verify:
+            missing = [
+                flag
+                for flag, value in (
+                    ("--tlscacert", config.tls_ca),
+                    ("--tlscert", config.tls_cert),
+                    ("--tlskey", config.tls_key),
+                )
+                if not value
+            ]
+            if missing:
+                raise InvalidArgument(
+                    f"invalid host {host!r}: --tlsverify needs {', '.join(missing)}"
+                )
+        elif config.insecure_tcp:
+            logger.warning(
+                "serving %s without TLS: anyone who can reach it controls ketchd and the host",
+                host,
+            )
+        else:
+            raise InvalidArgument(
+                f"invalid host {host!r}: TCP needs TLS client verification (--tlsverify with "
+                "--tlscacert, --tlscert and --tlskey) or an explicit --insecure-tcp"
+            )
 
 
 def load_config_file(path: Path, required: bool) -> dict[str, Any]:
@@ -272,5 +342,11 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.log_driver = check_log_driver(merged["log_driver"] or "", "log-driver")
     if merged["log_opts"] is not None:
         config.log_opts = check_log_opts(_log_opts(merged["log_opts"]), "log-opts")
-    config.socket_paths()  # checks every host
+    config.tls_verify = bool(merged["tls_verify"])
+    config.tls_ca = merged["tls_ca"] or None
+    config.tls_cert = merged["tls_cert"] or None
+    config.tls_key = merged["tls_key"] or None
+    config.insecure_tcp = bool(merged["insecure_tcp"])
+    config.socket_paths()  # checks every unix host
+    _check_tcp_security(config)
     return config

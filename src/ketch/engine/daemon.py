@@ -98,6 +98,18 @@ async def _serve_all(engine: Engine, paths: list[Path]) -> list[Any]:
     return servers
 
 
+async def _serve_tcp(engine: Engine, config: DaemonConfig) -> list[Any]:
+    from ketch.api.server import serve_tcp, tls_context
+
+    context = None
+    if config.tls_verify:
+        assert config.tls_ca and config.tls_cert and config.tls_key
+        context = tls_context(config.tls_ca, config.tls_cert, config.tls_key)
+    return [
+        await serve_tcp(engine, address, port, context) for address, port in config.tcp_addresses()
+    ]
+
+
 def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -141,6 +153,7 @@ async def run(config: DaemonConfig) -> None:
         stop = _stop_event()
         await engine.start()
         servers = await _serve_all(engine, config.socket_paths())
+        servers += await _serve_tcp(engine, config)
         logger.info("ketchd %s ready (pid %d)", ketch.__version__, os.getpid())
         await stop.wait()
         logger.info("shutting down; containers keep running in the supervisor")

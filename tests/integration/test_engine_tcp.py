@@ -1,0 +1,102 @@
+"""ketchd on TCP: TLS with client verification, through the docker CLI.
+
+The certificates are made with openssl for 127.0.0.1 in the test's network namespace,
+and the docker CLI runs in that namespace too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.daemon import VENV_BIN, KetchDaemon, daemon_fixture
+from support.restart import restart_ketchd
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("docker") is None or shutil.which("openssl") is None,
+    reason="the docker CLI or openssl is not installed",
+)
+
+PORT = 23760
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_certificates(directory: Path) -> None:
+    """Make a CA, a server certificate for 127.0.0.1 and a client certificate."""
+    directory.mkdir(exist_ok=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+            "-keyout", "ca-key.pem", "-out", "ca.pem", cwd=directory)  # fmt: skip
+    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", cwd=directory)  # fmt: skip
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+                "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext",
+                "-out", f"{name}.pem", cwd=directory)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[KetchDaemon]:
+    yield from daemon_fixture()
+
+
+@pytest.fixture(scope="module")
+def tls_daemon(daemon: KetchDaemon) -> KetchDaemon:
+    certificates = daemon.root / "tls"
+    make_certificates(certificates)
+    restart_ketchd(
+        daemon,
+        "--host", f"tcp://127.0.0.1:{PORT}", "--tlsverify",
+        "--tlscacert", str(certificates / "ca.pem"),
+        "--tlscert", str(certificates / "server.pem"),
+        "--tlskey", str(certificates / "server-key.pem"),
+        kill_signal=15,
+    )  # fmt: skip
+    return daemon
+
+
+def docker_tcp(daemon: KetchDaemon, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DOCKER_CONFIG=str(daemon.root / "docker"))
+    env.pop("DOCKER_HOST", None)
+    command = ["docker", "-H", f"tcp://127.0.0.1:{PORT}", *args]
+    return subprocess.run(
+        daemon.namespace.command(command), capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def test_tls_client_with_certificate(tls_daemon: KetchDaemon) -> None:
+    certificates = tls_daemon.root / "tls"
+    result = docker_tcp(
+        tls_daemon, "--tlsverify",
+        "--tlscacert", str(certificates / "ca.pem"),
+        "--tlscert", str(certificates / "client.pem"),
+        "--tlskey", str(certificates / "client-key.pem"),
+        "version", "--format", "{{.Server.APIVersion}}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "1.45\n"
+
+
+def test_tls_client_without_certificate_rejected(tls_daemon: KetchDaemon) -> None:
+    certificates = tls_daemon.root / "tls"
+    result = docker_tcp(tls_daemon, "--tls", "--tlscacert", str(certificates / "ca.pem"), "version")
+    assert result.returncode != 0
+
+
+def test_plain_tcp_refused_without_flag(daemon: KetchDaemon) -> None:
+    result = subprocess.run(
+        [str(VENV_BIN / "ketchd"), "--host", "tcp://127.0.0.1:23761",
+         "--data-root", str(daemon.root / "other-data"), "--exec-root", str(daemon.root / "oe")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "TCP needs TLS client verification" in result.stderr
