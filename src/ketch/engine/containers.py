@@ -20,34 +20,30 @@ it was, with ``State.Error`` set, as docker does.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
 import signal
 from collections.abc import Awaitable, Coroutine
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ketch.engine import timestamps
 from ketch.engine.attach import AttachHub, AttachReader, log_frames
+from ketch.engine.bundles import write_bundle
 from ketch.engine.events import EventBus
-from ketch.engine.hostconfig import HostOptions, apply_host_options, hosts_lines, resolv_conf
+from ketch.engine.interfaces import ImageSource, Supervisor
 from ketch.engine.logopts import DEFAULT_LOG_OPTS, rotation
 from ketch.engine.names import generate_id, generate_name, normalize_name
 from ketch.engine.options import CreateOptions, parse_create_body, parse_signal
 from ketch.engine.restarts import RestartPolicies
 from ketch.engine.spec import (
-    DEFAULT_CAPABILITIES,
     DEFAULT_STOP_SIGNAL,
     DEFAULT_STOP_TIMEOUT,
-    add_init,
-    build_spec,
     find_init_binary,
     merge_config,
 )
 from ketch.engine.store import Container, ContainerPaths, ContainerState, ContainerStore
-from ketch.engine.userdb import resolve_user_in_rootfs
 from ketch.engine.views import host_config_view
 from ketch.engine.waits import Waiters, check_condition
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
@@ -65,65 +61,6 @@ EXIT_START_FAILED = 128
 BRIDGE_WARNING = (
     "bridge networking is not implemented yet: the container has only a loopback interface"
 )
-
-HOSTS_FILE = """127.0.0.1\tlocalhost
-::1\tlocalhost ip6-localhost ip6-loopback
-fe00::0\tip6-localnet
-ff00::0\tip6-mcastprefix
-ff02::1\tip6-allnodes
-ff02::2\tip6-allrouters
-"""
-
-
-class ImageSource(Protocol):
-    """The part of ketch.images.ImageStore that containers use."""
-
-    def get(self, name_or_id: str) -> Any: ...
-    def prepare_rootfs(self, container_id: str, image: Any) -> Path: ...
-    def release_rootfs(self, container_id: str) -> None: ...
-
-
-class Supervisor(Protocol):
-    """The part of ketch.supervisor.client.SupervisorClient that containers use."""
-
-    async def create(
-        self,
-        container_id: str,
-        bundle: Path,
-        log_path: Path,
-        *,
-        open_stdin: bool = False,
-        log_max_size: int = 0,
-        log_max_files: int = 1,
-        tty: bool = False,
-    ) -> int: ...
-    async def start(self, container_id: str) -> None: ...
-    async def kill(self, container_id: str, signal: int) -> None: ...
-    async def pause(self, container_id: str) -> None: ...
-    async def resume(self, container_id: str) -> None: ...
-    async def update(self, container_id: str, resources: dict[str, Any]) -> None: ...
-    async def exec(
-        self,
-        container_id: str,
-        exec_id: str,
-        process: dict[str, Any],
-        *,
-        tty: bool = False,
-        open_stdin: bool = False,
-    ) -> tuple[Any, Any, int]: ...
-    async def resize(self, target_id: str, height: int, width: int) -> None: ...
-    async def delete(self, container_id: str, force: bool = False) -> None: ...
-    async def list(self) -> list[dict[str, Any]]: ...
-    async def attach(
-        self, container_id: str, stdout: bool = True, stderr: bool = True
-    ) -> asyncio.StreamReader: ...
-
-
-def _write_file(path: Path, text: str, mode: int = 0o644) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
 
 
 def start_failure_exit_code(message: str) -> int:
@@ -268,17 +205,11 @@ class ContainerService:
         directory.mkdir(parents=True, mode=0o710)
         try:
             rootfs = Path(self._images.prepare_rootfs(container_id, image))
-            user = resolve_user_in_rootfs(config["User"], rootfs)
-            mounts = self._write_etc_files(container_id, config, options.host)
-            spec = build_spec(container_id, config, options, user, str(rootfs), mounts)
             if not options.host.ulimits:
                 options.host.ulimits = list(self.default_ulimits)
-            apply_host_options(spec, options.host, DEFAULT_CAPABILITIES)
-            if options.init if options.init is not None else self.default_init:
-                add_init(spec, find_init_binary(self.init_path))
-            bundle = self._paths.bundle(container_id)
-            bundle.mkdir(mode=0o700)
-            _write_file(bundle / "config.json", json.dumps(spec, indent=2), 0o600)
+            wants_init = options.init if options.init is not None else self.default_init
+            init_binary = find_init_binary(self.init_path) if wants_init else None
+            write_bundle(self._paths, container_id, config, options, rootfs, init_binary)
             container = Container(
                 id=container_id,
                 name=name,
@@ -294,31 +225,6 @@ class ContainerService:
             self._release_rootfs(container_id)
             shutil.rmtree(directory, ignore_errors=True)
             raise
-
-    def _write_etc_files(
-        self, container_id: str, config: dict[str, Any], host: HostOptions
-    ) -> list[dict[str, Any]]:
-        """Write the container's /etc/hostname, /etc/hosts (with ExtraHosts) and, with Dns
-        options, /etc/resolv.conf, and return their bind mounts."""
-        hostname_path = self._paths.hostname(container_id)
-        hosts_path = self._paths.hosts(container_id)
-        _write_file(hostname_path, config["Hostname"] + "\n")
-        _write_file(hosts_path, HOSTS_FILE + hosts_lines(host))
-        files = [("/etc/hostname", hostname_path), ("/etc/hosts", hosts_path)]
-        resolv = resolv_conf(host)
-        if resolv is not None:
-            resolv_path = self._paths.directory(container_id) / "resolv.conf"
-            _write_file(resolv_path, resolv)
-            files.append(("/etc/resolv.conf", resolv_path))
-        return [
-            {
-                "destination": destination,
-                "type": "bind",
-                "source": str(source),
-                "options": ["rbind", "rprivate"],
-            }
-            for destination, source in files
-        ]
 
     def remove_orphans(self) -> None:
         """Delete what a create that ketchd did not finish left behind.

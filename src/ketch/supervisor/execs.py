@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ketch.errors import Conflict, InvalidArgument, SystemFailure
+from ketch.errors import Conflict, InvalidArgument, KetchError, SystemFailure
 from ketch.supervisor.container import Container
 from ketch.supervisor.eventloop import EventLoop
 from ketch.supervisor.records import RUNNING, ContainerRecord
@@ -71,6 +71,46 @@ class ConsoleSocket:
     def close(self) -> None:
         self.sock.close()
         self.path.unlink(missing_ok=True)
+
+
+def create_init(
+    runtime: Any,
+    exec_root: Path,
+    container_id: str,
+    bundle: Path,
+    stdio: ContainerStdio,
+    open_stdin: bool,
+) -> int:
+    """Create a container's init through the runtime and return its pid; with a terminal,
+    receive its pty master into ``stdio``. Raises SystemFailure for an OSError."""
+    console_socket = ConsoleSocket(exec_root, container_id) if stdio.terminal else None
+    try:
+        try:
+            pid = runtime.create(
+                container_id,
+                bundle,
+                stdio=stdio.child_fds(),
+                **({"console_socket": console_socket.path} if console_socket else {}),
+            )
+        except OSError as error:
+            raise SystemFailure(f"cannot create container {container_id}: {error}") from None
+        if console_socket is not None:
+            try:
+                stdio.take_console(console_socket.receive_master(), open_stdin)
+            except BaseException:
+                _delete_quietly(runtime, container_id)
+                raise
+        return pid
+    finally:
+        if console_socket is not None:
+            console_socket.close()
+
+
+def _delete_quietly(runtime: Any, container_id: str) -> None:
+    try:
+        runtime.delete(container_id, force=True)
+    except (KetchError, OSError) as error:
+        log.error("cannot delete container %s after a failed create: %s", container_id, error)
 
 
 def set_window_size(process: Container, height: int, width: int) -> None:

@@ -38,7 +38,7 @@ from ketch.supervisor import process, protocol
 from ketch.supervisor.connection import Connection, Mode
 from ketch.supervisor.container import Container
 from ketch.supervisor.eventloop import EventLoop
-from ketch.supervisor.execs import ConsoleSocket, ExecProcesses, set_window_size
+from ketch.supervisor.execs import ExecProcesses, create_init, set_window_size
 from ketch.supervisor.logs import format_timestamp
 from ketch.supervisor.records import CREATED, RUNNING, STOPPED, ContainerRecord, RecordStore
 from ketch.supervisor.stdio import ContainerStdio, LogRotation
@@ -384,7 +384,7 @@ class Supervisor:
     ) -> Container:
         stdio = ContainerStdio.open(container_id, log_path, open_stdin, rotation, terminal)
         try:
-            pid = self._create_init(container_id, bundle, stdio, open_stdin)
+            pid = create_init(self.runtime, self.exec_root, container_id, bundle, stdio, open_stdin)
         except BaseException:
             stdio.abandon()
             raise
@@ -411,43 +411,6 @@ class Supervisor:
         self._save(record)
         log.info("container %s created, init pid %d", container_id, pid)
         return container
-
-    def _create_init(
-        self, container_id: str, bundle: Path, stdio: ContainerStdio, open_stdin: bool
-    ) -> int:
-        """Create the init through the runtime; with a terminal, receive its pty master."""
-        if not stdio.terminal:
-            return _call_runtime(
-                "create",
-                container_id,
-                lambda: self.runtime.create(container_id, bundle, stdio=stdio.child_fds()),
-            )
-        console_socket = ConsoleSocket(self.exec_root, container_id)
-        try:
-            pid = _call_runtime(
-                "create",
-                container_id,
-                lambda: self.runtime.create(
-                    container_id,
-                    bundle,
-                    stdio=stdio.child_fds(),
-                    console_socket=console_socket.path,
-                ),
-            )
-            try:
-                stdio.take_console(console_socket.receive_master(), open_stdin)
-            except BaseException:
-                self._delete_runtime_state_of(container_id)
-                raise
-            return pid
-        finally:
-            console_socket.close()
-
-    def _delete_runtime_state_of(self, container_id: str) -> None:
-        try:
-            self.runtime.delete(container_id, force=True)
-        except (KetchError, OSError) as error:
-            log.error("cannot delete container %s after a failed create: %s", container_id, error)
 
     def _reap_children(self) -> None:
         while True:
