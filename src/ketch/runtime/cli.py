@@ -15,26 +15,36 @@ containerd and dockerd read back) or as text, after any records the library logg
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 DEFAULT_ROOT = "/run/ketch-runc"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    arguments = parser.parse_args(argv)
-    if arguments.version:
-        from ketch import __version__
-        from ketch.runtime.spec import OCI_VERSION
+    from ketch.runtime import cli_quick
 
-        print(f"ketch-runc version {__version__}\nspec: {OCI_VERSION}")
-        return 0
-    if arguments.verb is None:
-        parser.error("a command is required")
+    if argv is None:
+        argv = sys.argv[1:]
+    arguments: Any = cli_quick.parse(argv, DEFAULT_ROOT)
+    if arguments is not None:
+        arguments.handler = _QUICK_HANDLERS[arguments.verb]
+    else:
+        parser = _parser()
+        arguments = parser.parse_args(argv)
+        if arguments.version:
+            from ketch import __version__
+            from ketch.runtime.spec import OCI_VERSION
+
+            print(f"ketch-runc version {__version__}\nspec: {OCI_VERSION}")
+            return 0
+        if arguments.verb is None:
+            parser.error("a command is required")
     from ketch.errors import KetchError
 
     try:
@@ -189,6 +199,10 @@ def _list(arguments: argparse.Namespace) -> int:
     return 0
 
 
+# The verbs that :mod:`.cli_quick` parses without argparse.
+_QUICK_HANDLERS = {"start": _start, "state": _state, "kill": _kill, "delete": _delete}
+
+
 def _check_global_options(arguments: argparse.Namespace) -> None:
     from ketch.errors import InvalidArgument
 
@@ -267,6 +281,8 @@ def _report(arguments: argparse.Namespace, message: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="ketch-runc", description="Run containers from OCI bundles, as runc does."
     )
@@ -334,6 +350,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_exec_parser(verbs: Any) -> None:
+    import argparse
+
     verb = verbs.add_parser("exec", help="run another process in a container")
     verb.add_argument("--process", "-p", help="JSON file with an OCI process object (- is stdin)")
     verb.add_argument("--tty", "-t", action="store_true", help="give the process a terminal")

@@ -1,0 +1,110 @@
+"""A hand parser for the command lines that callers send most: start, state, kill, delete.
+
+containerd's shim, dockerd and podman call ``ketch-runc`` several times for each
+container, and each call pays the interpreter's start-up. Importing argparse and
+building every verb's subparser costs several milliseconds more than the work of
+``start`` or ``delete`` itself, so these four verbs are parsed here by hand.
+
+:func:`parse` accepts only the plain forms: the global options ``--root``, ``--log``,
+``--log-format``, ``--rootless`` (each as ``--opt VALUE`` or ``--opt=VALUE``),
+``--debug`` and ``--systemd-cgroup``, then the verb, its flags and its positionals. For
+anything else it returns None and :mod:`ketch.runtime.cli` parses with argparse, which
+also writes the help and the usage errors. The result has the same attributes as
+argparse's namespace for that verb, so the handlers cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+_VALUED_OPTIONS = {
+    "--root": "root",
+    "--log": "log",
+    "--log-format": "log_format",
+    "--rootless": "rootless",
+}
+_FLAG_OPTIONS = {"--debug": "debug", "--systemd-cgroup": "systemd_cgroup"}
+_CHOICES = {"log_format": ("text", "json"), "rootless": ("true", "false", "auto")}
+
+# Per verb: its flags (each with its attribute) and how many positionals it takes,
+# as (required, maximum). kill's optional second positional is the signal.
+_VERBS: dict[str, tuple[dict[str, str], tuple[int, int]]] = {
+    "start": ({}, (1, 1)),
+    "state": ({}, (1, 1)),
+    "kill": ({"--all": "all", "-a": "all"}, (1, 2)),
+    "delete": ({"--force": "force", "-f": "force"}, (1, 1)),
+}
+
+
+def parse(argv: list[str], default_root: str) -> SimpleNamespace | None:
+    """Return the parsed arguments of a plain start/state/kill/delete call, else None."""
+    arguments = SimpleNamespace(
+        root=os.environ.get("KETCH_RUNC_ROOT", default_root),
+        log=None,
+        log_format="text",
+        rootless="auto",
+        debug=False,
+        systemd_cgroup=False,
+        version=False,
+    )
+    index = _parse_global_options(argv, arguments)
+    if index is None or index >= len(argv) or argv[index] not in _VERBS:
+        return None
+    verb = argv[index]
+    if not _parse_verb(verb, argv[index + 1 :], arguments):
+        return None
+    arguments.verb = verb
+    return arguments
+
+
+def _parse_global_options(argv: list[str], arguments: SimpleNamespace) -> int | None:
+    """Set the global options on ``arguments``; return the index of the verb, or None."""
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        name, equals, value = argv[index].partition("=")
+        if name in _FLAG_OPTIONS and not equals:
+            setattr(arguments, _FLAG_OPTIONS[name], True)
+            index += 1
+            continue
+        if name not in _VALUED_OPTIONS:
+            return None
+        if not equals:
+            if index + 1 >= len(argv) or argv[index + 1].startswith("-"):
+                return None
+            value = argv[index + 1]
+            index += 1
+        attribute = _VALUED_OPTIONS[name]
+        if attribute in _CHOICES and value not in _CHOICES[attribute]:
+            return None
+        setattr(arguments, attribute, value)
+        index += 1
+    return index
+
+
+def _parse_verb(verb: str, rest: list[str], arguments: SimpleNamespace) -> bool:
+    flags, (required, maximum) = _VERBS[verb]
+    for attribute in flags.values():
+        setattr(arguments, attribute, False)
+    positionals: list[str] = []
+    flag_after_positional = False
+    for token in rest:
+        if token in flags:
+            setattr(arguments, flags[token], True)
+            flag_after_positional = bool(positionals)
+        elif token.startswith("-"):
+            # "--", "--help", a negative signal number, combined short flags: argparse
+            # decides what those mean.
+            return False
+        elif flag_after_positional:
+            # argparse fills the positionals from the first unbroken run of them, so in
+            # "kill ID --all SIGNAL" the signal is an error there, and argparse reports it.
+            return False
+        else:
+            positionals.append(token)
+    if not required <= len(positionals) <= maximum:
+        return False
+    arguments.id = positionals[0]
+    if verb == "kill":
+        arguments.signal = positionals[1] if len(positionals) > 1 else "SIGTERM"
+    return True
