@@ -8,9 +8,12 @@ the modules that creating a container needs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ketch.runtime.lifecycle import Runtime
 
 __all__ = ["Runtime"]

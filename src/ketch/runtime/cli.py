@@ -18,10 +18,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 DEFAULT_ROOT = "/run/ketch-runc"
 

@@ -27,20 +27,24 @@ Per-container files are described in :mod:`ketch.runtime.state`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
-import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 from ketch.errors import Conflict, KetchError, NotFound, SystemFailure
 from ketch.runtime import state
 from ketch.runtime.cgroups import CgroupManager, manager_from_state
+from ketch.runtime.lazylog import LazyLogger
 
-log = logging.getLogger(__name__)
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+log = LazyLogger(__name__)
 
 
 class Runtime:
@@ -181,7 +185,7 @@ class Runtime:
         except NotFound:
             if directory.is_dir():
                 # Left by a create that died before writing its record.
-                shutil.rmtree(directory, ignore_errors=True)
+                _remove_state_directory(directory)
                 return
             raise
         status = state.status_of(directory, record)
@@ -193,7 +197,7 @@ class Runtime:
         if status != "stopped" or cgroups.processes():
             self._kill_everything(record, cgroups)
         cgroups.destroy()
-        shutil.rmtree(directory, ignore_errors=True)
+        _remove_state_directory(directory)
         log.debug("deleted container %s", container_id)
         _run_record_hooks(record, "poststop", "stopped")
 
@@ -249,6 +253,24 @@ class Runtime:
 def reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def _remove_state_directory(directory: Path) -> None:
+    """Remove a container's state directory, ignoring errors, as ``rmtree`` would.
+
+    The directory holds only files, so this avoids importing shutil (with its
+    compression modules) on every delete; anything else goes to ``shutil.rmtree``.
+    """
+    try:
+        for entry in os.scandir(directory):
+            if entry.is_dir(follow_symlinks=False):
+                raise IsADirectoryError(entry.path)
+            os.unlink(entry.path)
+        os.rmdir(directory)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _run_record_hooks(record: state.ContainerRecord, kind: str, status: str) -> None:

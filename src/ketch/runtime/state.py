@@ -20,11 +20,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ketch.errors import InvalidArgument, NotFound
+
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -32,21 +36,52 @@ EXEC_FIFO = "exec.fifo"
 _ID_PATTERN = re.compile(r"[\w+\-.]+")
 
 
-@dataclass
 class ContainerRecord:
-    id: str
-    pid: int
-    init_start_time: int
-    bundle: str
-    rootfs: str
-    created: str
-    oci_version: str
-    owner: str = ""
-    annotations: dict[str, str] = field(default_factory=dict)
-    cgroups: dict[str, Any] = field(default_factory=dict)
-    # The config's hooks object and linux.seccomp object, for start, delete and exec.
-    hooks: dict[str, Any] = field(default_factory=dict)
-    seccomp: dict[str, Any] | None = None
+    """The contents of state.json.
+
+    A plain class rather than a dataclass, because importing dataclasses (with inspect)
+    costs each ``ketch-runc`` call a few milliseconds.
+    """
+
+    def __init__(
+        self,
+        id: str,
+        pid: int,
+        init_start_time: int,
+        bundle: str,
+        rootfs: str,
+        created: str,
+        oci_version: str,
+        owner: str = "",
+        annotations: dict[str, str] | None = None,
+        cgroups: dict[str, Any] | None = None,
+        hooks: dict[str, Any] | None = None,
+        seccomp: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = id
+        self.pid = pid
+        self.init_start_time = init_start_time
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.created = created
+        self.oci_version = oci_version
+        self.owner = owner
+        self.annotations = {} if annotations is None else annotations
+        self.cgroups = {} if cgroups is None else cgroups
+        # The config's hooks object and linux.seccomp object, for start, delete and exec.
+        self.hooks = {} if hooks is None else hooks
+        self.seccomp = seccomp
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as state.json stores them."""
+        return dict(vars(self))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ContainerRecord) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in vars(self).items())
+        return f"ContainerRecord({fields})"
 
     def to_oci_state(self, status: str) -> dict[str, Any]:
         """Return the state as ``runc state`` prints it."""
@@ -86,7 +121,7 @@ def write_record(directory: Path, record: ContainerRecord) -> None:
     # the containers, which a reboot ends anyway.
     temporary = directory / (STATE_FILE + ".tmp")
     with open(temporary, "w") as handle:
-        json.dump(asdict(record), handle)
+        json.dump(record.to_dict(), handle)
     os.replace(temporary, directory / STATE_FILE)
 
 

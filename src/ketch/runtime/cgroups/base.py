@@ -7,11 +7,15 @@ import errno
 import os
 import time
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
 
 from ketch.errors import InvalidArgument, SystemFailure
 
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ketch.runtime.config import Resources
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")

@@ -8,10 +8,12 @@ weight linearly, from the v1 range 2..262144 onto 1..10000, as runc and crun map
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ketch.runtime.cgroups.files import write_value
 
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ketch.runtime.config import Resources
 

@@ -11,10 +11,12 @@ CAP_MKNOD.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ketch.runtime.cgroups.files import write_value
 
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ketch.runtime.config import DeviceRule, Resources
 

@@ -7,13 +7,14 @@ the v2 value is ``swap - limit``. -1 means unlimited in both.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ketch.errors import InvalidArgument
 from ketch.runtime.cgroups.files import write_value
 
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ketch.runtime.config import Resources
 
@@ -67,6 +68,8 @@ def update_v1(directory: Path, resources: Resources) -> None:
     write, so a memsw limit that grows is written before the memory limit, and one that
     shrinks after it.
     """
+    from dataclasses import replace
+
     swap = resources.memory_swap
     if swap is not None and (swap == -1 or swap >= _current_memsw(directory)):
         apply_v1(directory, replace(resources, memory_limit=None))

@@ -11,9 +11,7 @@ Named hierarchies without a controller (name=systemd) are left alone.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
 
 from ketch.errors import SystemFailure
 from ketch.runtime.cgroups import cpu, cpuset, devices, freezer, memory, pids
@@ -24,11 +22,17 @@ from ketch.runtime.cgroups.base import (
     remove_directory,
 )
 from ketch.runtime.cgroups.files import read_pids, write_value
+from ketch.runtime.lazylog import LazyLogger
 
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ketch.runtime.config import Resources
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 CONTROLLERS = (
     "blkio",

@@ -14,20 +14,24 @@ is not the root. Such a caller must run in a cgroup made for delegation.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
 
 from ketch.errors import SystemFailure
 from ketch.runtime.cgroups import cpu, cpuset, freezer, memory, pids
 from ketch.runtime.cgroups.base import CGROUP_ROOT, CgroupManager, own_cgroups, remove_directory
 from ketch.runtime.cgroups.files import read_pids, read_value, write_value
 from ketch.runtime.cgroups.v1 import _make_directories
+from ketch.runtime.lazylog import LazyLogger
 
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ketch.runtime.config import Resources
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 # Limitation: device rules need an eBPF program on cgroup v2, which is not written yet, so
 # linux.resources.devices is not enforced there.
