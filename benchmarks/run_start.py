@@ -77,14 +77,16 @@ class Dockerd:
 
 
 def remove_docker_cgroup_parent() -> None:
-    """Remove the cgroup parent given to dockerd, which it leaves behind when it stops."""
+    """Remove the cgroup parent given to dockerd, which it leaves behind when it stops.
+
+    dockerd makes it in every hierarchy, the name=systemd and cgroup2 ones included.
+    """
     with open("/proc/self/cgroup") as cgroup_file:
         lines = [line.strip().split(":", 2) for line in cgroup_file]
     for _, controllers, path in lines:
         for controller in controllers.split(","):
-            if not controller or controller.startswith("name="):
-                continue
-            parent = Path("/sys/fs/cgroup") / controller / path.lstrip("/") / DOCKER_CGROUP_PARENT
+            mount = controller.removeprefix("name=") if controller else "unified"
+            parent = Path("/sys/fs/cgroup") / mount / path.lstrip("/") / DOCKER_CGROUP_PARENT
             try:
                 parent.rmdir()
             except OSError:
