@@ -789,3 +789,33 @@ def test_export_contains_busybox(daemon: KetchDaemon) -> None:
     with tarfile.open(target) as tar:
         names = set(tar.getnames())
     assert "bin/busybox" in names
+
+
+def test_inspect_mounts_and_exec_ids(daemon: KetchDaemon) -> None:
+    source = daemon.root / "inspect-bind"
+    source.mkdir(exist_ok=True)
+    docker_ok(
+        daemon,
+        "run",
+        "-d",
+        "--name",
+        "inspected",
+        "-v",
+        f"{source}:/data:ro",
+        "busybox",
+        "sleep",
+        "300",
+    )
+    mounts = json.loads(docker_ok(daemon, "inspect", "--format", "{{json .Mounts}}", "inspected"))
+    assert mounts == [
+        {
+            "Type": "bind", "Source": str(source), "Destination": "/data", "Mode": "ro",
+            "RW": False, "Propagation": "rprivate",
+        }
+    ]  # fmt: skip
+    docker_ok(daemon, "exec", "-d", "inspected", "sleep", "5")
+    exec_ids = json.loads(
+        docker_ok(daemon, "inspect", "--format", "{{json .ExecIDs}}", "inspected")
+    )
+    assert len(exec_ids) == 1
+    docker_ok(daemon, "rm", "-f", "inspected")

@@ -3,9 +3,9 @@
 - attach: the engine returns a reader of Docker's multiplexed frames. The connection is
   hijacked (``101 UPGRADED`` when the client sent ``Upgrade: tcp``), and the frames are
   copied to it until the container's output ends. Then the socket is closed.
-- logs: the engine resolves the container first (so an unknown one is a plain 404), then
-  the ``200`` headers go out and the log follows as a chunked body of frames, or raw bytes
-  for a TTY container, until the log ends or, with ``follow``, the container stops.
+- logs: the engine resolves the container first, so an unknown one is a plain 404. Then
+  the ``200`` headers go out, and the log follows as a chunked body of frames (raw bytes
+  for a TTY container) until the log ends or, with ``follow``, the container stops.
 - wait: the engine registers the waiter first, then the ``200`` headers go out at once, so
   a client that waits before it starts the container knows the waiter is in place; the
   JSON body follows when the condition is met.
@@ -239,9 +239,11 @@ async def _run_hijacked(
     writer: asyncio.StreamWriter,
     detach_keys: bytes = b"",
 ) -> None:
-    """Copy ``output`` to the client and the client's bytes to ``stdin`` until the output
-    ends or the client types the detach keys; without ``stdin``, until the output ends or
-    the client hangs up."""
+    """Copy ``output`` to the client and the client's bytes to ``stdin``.
+
+    This ends when the output ends or the client types the detach keys. Without
+    ``stdin`` it also ends when the client hangs up.
+    """
     copy = asyncio.ensure_future(_copy_output(output, writer))
     if stdin is not None:
         watch = asyncio.ensure_future(_copy_input(call.http, stdin, detach_keys))

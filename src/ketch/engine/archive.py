@@ -2,8 +2,8 @@
 and ``/containers/{id}/export``.
 
 Paths are resolved in the container's root: the root of its init through
-``/proc/<pid>/root`` while it runs (so bind and tmpfs mounts are seen as the container
-sees them), else its rootfs. Every lookup goes through openat2 with RESOLVE_IN_ROOT (see
+``/proc/<pid>/root`` while it runs (so its bind and tmpfs mounts are included), else its
+rootfs. Every lookup goes through openat2 with RESOLVE_IN_ROOT (see
 :mod:`ketch.runtime.inroot`) and every file is opened relative to its parent's
 descriptor with O_NOFOLLOW, so a symlink in the container, such as ``/etc -> /``, never
 leads to the host's files.

@@ -103,8 +103,8 @@ async def _serve_tcp(engine: Engine, config: DaemonConfig) -> list[Any]:
 
     context = None
     if config.tls_verify:
-        assert config.tls_ca and config.tls_cert and config.tls_key
-        context = tls_context(config.tls_ca, config.tls_cert, config.tls_key)
+        # load_config has checked that all three files are set.
+        context = tls_context(config.tls_ca or "", config.tls_cert or "", config.tls_key or "")
     return [
         await serve_tcp(engine, address, port, context) for address, port in config.tcp_addresses()
     ]

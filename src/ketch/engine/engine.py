@@ -212,7 +212,10 @@ class Engine:
         return await self.containers.start(ref)
 
     def inspect_container(self, ref: str) -> dict[str, Any]:
-        return views.inspect_container(self.containers.resolve(ref), self.paths)
+        container = self.containers.resolve(ref)
+        view = views.inspect_container(container, self.paths)
+        view["ExecIDs"] = self.execs.ids_of(container.id) or None
+        return view
 
     def list_containers(
         self, all: bool = False, limit: int = -1, filters: dict[str, list[str]] | None = None

@@ -268,10 +268,15 @@ def _parse_hosts(host_config: dict[str, Any]) -> list[tuple[str, str]]:
     return entries
 
 
+def parse_mount_options(host_config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the OCI mounts of Binds, Mounts and Tmpfs."""
+    return _parse_binds(host_config) + _parse_mounts(host_config)
+
+
 def parse_host_options(host_config: dict[str, Any], network_mode: str) -> HostOptions:
     """Check the HostConfig fields this module owns and return them."""
     options = HostOptions()
-    options.mounts = _parse_binds(host_config) + _parse_mounts(host_config)
+    options.mounts = parse_mount_options(host_config)
     options.cap_add = [_capability(name, "CapAdd") for name in _strings(host_config, "CapAdd")]
     options.cap_drop = [_capability(name, "CapDrop") for name in _strings(host_config, "CapDrop")]
     options.privileged = bool(host_config.get("Privileged"))
@@ -322,7 +327,8 @@ def apply_host_options(spec: dict[str, Any], options: HostOptions, default_caps:
     """Edit the container's spec for the checked options."""
     process = spec["process"]
     capabilities = capability_set(default_caps, options)
-    held = bool(process["capabilities"]["effective"])  # a non-root user holds none
+    # build_spec gives a non-root user no effective capabilities, and that stays so.
+    held = bool(process["capabilities"]["effective"])
     process["capabilities"] = {
         "bounding": list(capabilities),
         "effective": list(capabilities) if held else [],
@@ -330,11 +336,13 @@ def apply_host_options(spec: dict[str, Any], options: HostOptions, default_caps:
     }
     if options.no_new_privileges:
         process["noNewPrivileges"] = True
+
     if options.ulimits:
         process["rlimits"] = [
             {"type": f"RLIMIT_{u['Name'].upper()}", "soft": u["Soft"], "hard": u["Hard"]}
             for u in options.ulimits
         ]
+
     linux = spec["linux"]
     if options.sysctls:
         linux["sysctl"] = dict(options.sysctls)
@@ -349,6 +357,7 @@ def apply_host_options(spec: dict[str, Any], options: HostOptions, default_caps:
         for mount in spec["mounts"]:
             if mount["destination"] in ("/sys", "/sys/fs/cgroup"):
                 mount["options"] = [o for o in mount["options"] if o != "ro"]
+
     if options.shm_size:
         for mount in spec["mounts"]:
             if mount["destination"] == "/dev/shm":

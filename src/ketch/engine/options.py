@@ -266,6 +266,7 @@ def _parse_cpu(host_config: dict[str, Any], options: CreateOptions, prefix: str)
         raise InvalidArgument(
             f"CPU cfs quota can not be less than 1ms (i.e. 1000); got {prefix}.CpuQuota {quota}"
         )
+
     if nano_cpus and (period or quota):
         raise InvalidArgument(
             "Conflicting options: Nano CPUs cannot be set together with CPU Period or CPU Quota"
@@ -276,6 +277,7 @@ def _parse_cpu(host_config: dict[str, Any], options: CreateOptions, prefix: str)
             f"Range of CPUs is from 0.01 to {available}.00, as there are only {available} "
             f"CPUs available ({prefix}.NanoCpus {nano_cpus})"
         )
+
     options.cpu_shares, options.cpu_period, options.cpu_quota = shares, period, quota
     options.nano_cpus = nano_cpus
     for key in ("CpusetCpus", "CpusetMems"):

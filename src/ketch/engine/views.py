@@ -18,7 +18,7 @@ from typing import Any
 
 import ketch
 from ketch.engine import timestamps
-from ketch.engine.hostconfig import host_config_fields
+from ketch.engine.hostconfig import PROPAGATIONS, host_config_fields, parse_mount_options
 from ketch.engine.options import CreateOptions
 from ketch.engine.store import Container, ContainerPaths
 
@@ -80,6 +80,25 @@ def host_config_view(options: CreateOptions) -> dict[str, Any]:
         "ReadonlyPaths": None,
         **host_config_fields(options.raw_host_config, options.host),
     }
+
+
+def mount_points(host_config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return inspect's Mounts: the container's binds and tmpfs mounts."""
+    points = []
+    for mount in parse_mount_options(host_config):
+        options = mount["options"]
+        propagation = next((o for o in options if o in PROPAGATIONS), "")
+        points.append(
+            {
+                "Type": mount["type"],
+                "Source": mount["source"] if mount["type"] == "bind" else "",
+                "Destination": mount["destination"],
+                "Mode": "ro" if "ro" in options else "",
+                "RW": "ro" not in options,
+                "Propagation": propagation,
+            }
+        )
+    return points
 
 
 def command_line(container: Container) -> list[str]:
@@ -184,7 +203,7 @@ def inspect_container(container: Container, paths: ContainerPaths) -> dict[str, 
         "ExecIDs": None,
         "HostConfig": dict(container.host_config),
         "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": container.rootfs}},
-        "Mounts": [],
+        "Mounts": mount_points(container.host_config),
         "Config": dict(container.config),
         "NetworkSettings": network_settings(container),
     }
@@ -234,7 +253,7 @@ def container_summary(container: Container, now: float | None = None) -> dict[st
         "Status": status_text(container, now),
         "HostConfig": {"NetworkMode": container.host_config.get("NetworkMode", "default")},
         "NetworkSettings": {"Networks": _networks(container)},
-        "Mounts": [],
+        "Mounts": mount_points(container.host_config),
     }
 
 

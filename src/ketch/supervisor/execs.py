@@ -2,8 +2,8 @@
 
 An exec is started by the ``exec`` op. Its process joins a running container through
 ``Runtime.exec`` and is watched like a container's init: the supervisor is its parent
-(``Runtime.exec`` leaves it as the caller's child), holds its stdio, reaps it and reports
-its exit. Unlike an init it has no log and no record on disk, and the connection that
+(``Runtime.exec`` leaves it as the caller's child), keeps its stdio pipes, reaps it and
+reports its exit. Unlike an init it has no log and no record on disk, and the connection that
 started it is its only attach client. That client gets a ``STREAM_EXIT`` frame with the
 exit code just before its stream ends, so the engine knows the code as soon as the
 output is over. The exit is also published as ``{"type": "exec_exit", "id", "exec_id",
@@ -170,7 +170,7 @@ class ExecProcesses:
         except BaseException as error:
             stdio.abandon()
             if pid:
-                # The process runs but its terminal never arrived, so nobody could use it.
+                # The process runs but its terminal never arrived, so no client could use it.
                 os.kill(pid, signal.SIGKILL)
             if isinstance(error, OSError):
                 raise SystemFailure(f"cannot exec in container {container_id}: {error}") from None
