@@ -20,6 +20,10 @@ PLAIN_CALLS = [
     ["kill", "c1", "SIGUSR1", "-a"],
     ["delete", "--force", "c1"],
     ["delete", "c1", "-f"],
+    ["create", "c1"],
+    ["create", "--bundle", "/b", "--pid-file", "/p", "c1"],
+    ["create", "-b", "/b", "--pid-file=/p", "--console-socket", "/s", "c1"],
+    ["create", "c1", "--bundle=/b", "--no-pivot", "--no-new-keyring", "--preserve-fds", "2"],
 ]
 
 FALLBACK_CALLS = [
@@ -27,7 +31,12 @@ FALLBACK_CALLS = [
     ["--version"],
     ["--help"],
     ["start", "--help"],
-    ["create", "--bundle", "b", "c1"],
+    ["create", "--bundle", "c1"],
+    ["create", "-b=/b", "c1"],
+    ["create", "--bundl", "/b", "c1"],
+    ["create", "--preserve-fds", "two", "c1"],
+    ["create", "--no-pivot=1", "c1"],
+    ["create", "c1", "c2"],
     ["exec", "c1", "true"],
     ["state"],
     ["state", "c1", "c2"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -81,7 +80,7 @@ _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
 
 
 def _syscall_number(name: str) -> int:
-    machine = platform.machine()
+    machine = os.uname().machine
     try:
         return _SYSCALL_NUMBERS[machine][name]
     except KeyError:

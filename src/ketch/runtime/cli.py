@@ -203,7 +203,13 @@ def _list(arguments: argparse.Namespace) -> int:
 
 
 # The verbs that :mod:`.cli_quick` parses without argparse.
-_QUICK_HANDLERS = {"start": _start, "state": _state, "kill": _kill, "delete": _delete}
+_QUICK_HANDLERS = {
+    "create": _create,
+    "start": _start,
+    "state": _state,
+    "kill": _kill,
+    "delete": _delete,
+}
 
 
 def _check_global_options(arguments: argparse.Namespace) -> None:

@@ -1,9 +1,10 @@
-"""A hand parser for the command lines that callers send most: start, state, kill, delete.
+"""A hand parser for the command lines that callers send most: create, start, state, kill
+and delete.
 
 containerd's shim, dockerd and podman call ``ketch-runc`` several times for each
 container, and each call pays the interpreter's start-up. Importing argparse and
 building every verb's subparser costs several milliseconds more than the work of
-``start`` or ``delete`` itself, so these four verbs are parsed here by hand.
+``start`` or ``delete`` itself, so these five verbs are parsed here by hand.
 
 :func:`parse` accepts only the plain forms: the global options ``--root``, ``--log``,
 ``--log-format``, ``--rootless`` (each as ``--opt VALUE`` or ``--opt=VALUE``),
@@ -27,18 +28,42 @@ _VALUED_OPTIONS = {
 _FLAG_OPTIONS = {"--debug": "debug", "--systemd-cgroup": "systemd_cgroup"}
 _CHOICES = {"log_format": ("text", "json"), "rootless": ("true", "false", "auto")}
 
-# Per verb: its flags (each with its attribute) and how many positionals it takes,
-# as (required, maximum). kill's optional second positional is the signal.
-_VERBS: dict[str, tuple[dict[str, str], tuple[int, int]]] = {
-    "start": ({}, (1, 1)),
-    "state": ({}, (1, 1)),
-    "kill": ({"--all": "all", "-a": "all"}, (1, 2)),
-    "delete": ({"--force": "force", "-f": "force"}, (1, 1)),
+
+# A verb's options: its flags (set True when given), its options that take a value (with
+# the value's type and default), and how many positionals it takes as (required,
+# maximum). kill's optional second positional is the signal.
+class _Verb:
+    def __init__(
+        self,
+        flags: dict[str, str],
+        valued: dict[str, tuple[str, type, object]],
+        positionals: tuple[int, int],
+    ) -> None:
+        self.flags = flags
+        self.valued = valued
+        self.positionals = positionals
+
+
+_CREATE_OPTIONS: dict[str, tuple[str, type, object]] = {
+    "--bundle": ("bundle", str, "."),
+    "-b": ("bundle", str, "."),
+    "--pid-file": ("pid_file", str, None),
+    "--console-socket": ("console_socket", str, None),
+    "--preserve-fds": ("preserve_fds", int, 0),
+}
+_VERBS = {
+    "create": _Verb(
+        {"--no-pivot": "no_pivot", "--no-new-keyring": "no_new_keyring"}, _CREATE_OPTIONS, (1, 1)
+    ),
+    "start": _Verb({}, {}, (1, 1)),
+    "state": _Verb({}, {}, (1, 1)),
+    "kill": _Verb({"--all": "all", "-a": "all"}, {}, (1, 2)),
+    "delete": _Verb({"--force": "force", "-f": "force"}, {}, (1, 1)),
 }
 
 
 def parse(argv: list[str], default_root: str) -> SimpleNamespace | None:
-    """Return the parsed arguments of a plain start/state/kill/delete call, else None."""
+    """Return the parsed arguments of a plain call of one of these verbs, else None."""
     arguments = SimpleNamespace(
         root=os.environ.get("KETCH_RUNC_ROOT", default_root),
         log=None,
@@ -83,25 +108,52 @@ def _parse_global_options(argv: list[str], arguments: SimpleNamespace) -> int | 
 
 
 def _parse_verb(verb: str, rest: list[str], arguments: SimpleNamespace) -> bool:
-    flags, (required, maximum) = _VERBS[verb]
-    for attribute in flags.values():
+    options = _VERBS[verb]
+    for attribute in options.flags.values():
         setattr(arguments, attribute, False)
+    for attribute, _kind, default in options.valued.values():
+        setattr(arguments, attribute, default)
     positionals: list[str] = []
-    flag_after_positional = False
-    for token in rest:
-        if token in flags:
-            setattr(arguments, flags[token], True)
-            flag_after_positional = bool(positionals)
+    option_after_positional = False
+    index = 0
+    while index < len(rest):
+        token = rest[index]
+        name, equals, value = token.partition("=")
+        if token in options.flags:
+            setattr(arguments, options.flags[token], True)
+        elif name in options.valued and name.startswith("--"):
+            if not equals:
+                if index + 1 >= len(rest) or rest[index + 1].startswith("-"):
+                    return False
+                index += 1
+                value = rest[index]
+            attribute, kind, _default = options.valued[name]
+            try:
+                setattr(arguments, attribute, kind(value))
+            except ValueError:
+                return False
+        elif token in options.valued:
+            # A short option such as -b takes its value from the next argument.
+            if index + 1 >= len(rest) or rest[index + 1].startswith("-"):
+                return False
+            index += 1
+            attribute, kind, _default = options.valued[token]
+            setattr(arguments, attribute, kind(rest[index]))
         elif token.startswith("-"):
             # "--", "--help", a negative signal number, combined short flags: argparse
             # decides what those mean.
             return False
-        elif flag_after_positional:
+        elif option_after_positional:
             # argparse fills the positionals from the first unbroken run of them, so in
             # "kill ID --all SIGNAL" the signal is an error there, and argparse reports it.
             return False
         else:
             positionals.append(token)
+            index += 1
+            continue
+        option_after_positional = bool(positionals)
+        index += 1
+    required, maximum = options.positionals
     if not required <= len(positionals) <= maximum:
         return False
     arguments.id = positionals[0]

@@ -15,11 +15,16 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ketch.errors import InvalidArgument, NotFound
 from ketch.runtime.capabilities import check_names
 from ketch.runtime.hooks import Hook, parse_hooks
+
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 # Limitation: time namespaces are rejected, so configs that ask for one fail.

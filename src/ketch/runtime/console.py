@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import selectors
 import signal
 import socket
 import struct
@@ -119,6 +118,8 @@ def _copy_window_size(source: int, master: int) -> None:
 
 
 def _copy_until_closed(master: int, stdin: int, stdout: int) -> None:
+    import selectors
+
     with selectors.DefaultSelector() as selector:
         selector.register(master, selectors.EVENT_READ)
         try:

@@ -8,30 +8,32 @@ the rootfs code and the config parser.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
-import logging
 import os
-import shutil
 import signal
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
 from ketch.linux import syscalls
 from ketch.runtime import console, hooks, init, rootfs, seccomp, state, sync
 from ketch.runtime.cgroups import CgroupManager, manager_for
 from ketch.runtime.config import Spec, load_spec
+from ketch.runtime.lazylog import LazyLogger
 from ketch.runtime.lifecycle import reap, wait_until_empty
 
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
     from ketch.runtime.lifecycle import Runtime
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 
 def create_container(
@@ -269,6 +271,8 @@ def _undo_create(directory: Path, cgroups: CgroupManager | None, kill_timeout: f
             cgroups.destroy()
         except KetchError as error:
             log.warning("cleanup after a failed create: %s", error)
+    import shutil
+
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -443,5 +447,5 @@ def write_pid_file(path: Path, pid: int) -> None:
 def _now_rfc3339() -> str:
     now = time.time_ns()
     seconds, nanoseconds = divmod(now, 1_000_000_000)
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanoseconds:09d}Z"
+    # time.gmtime, not datetime, which create would import only for this.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanoseconds:09d}Z"

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import platform
 import struct
 
 from ketch.errors import SystemFailure
@@ -382,8 +381,8 @@ def _elf_file(code: bytes, machine: int, page_size: int) -> bytes:
 
 def helper_program(machine: str | None = None) -> bytes:
     """Return the helper as an ELF file for ``machine`` (default: this machine's, as
-    platform.machine() names it)."""
-    machine = machine or platform.machine()
+    os.uname() names it)."""
+    machine = machine or os.uname().machine
     if machine == "x86_64":
         return _elf_file(_x86_64_code(), machine=62, page_size=0x1000)  # EM_X86_64
     if machine == "aarch64":

@@ -29,13 +29,18 @@ poststop hook is logged as a warning and the remaining hooks still run, as the s
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from ketch.errors import InvalidArgument, SystemFailure
+from ketch.runtime.lazylog import LazyLogger
 
-log = logging.getLogger(__name__)
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+log = LazyLogger(__name__)
 
 HOOK_NAMES = (
     "prestart",

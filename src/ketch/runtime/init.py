@@ -20,7 +20,6 @@ import os
 import signal
 import socket
 from dataclasses import dataclass
-from typing import NoReturn
 
 from ketch.errors import SystemFailure
 from ketch.linux import syscalls
@@ -37,6 +36,12 @@ from ketch.runtime import (
 )
 from ketch.runtime.cgroups import CgroupManager
 from ketch.runtime.config import Spec
+
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # Joined namespaces, in the order they are entered: the mount namespace last, because
 # entering it changes the root and the working directory. The pid namespace is the

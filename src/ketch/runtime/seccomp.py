@@ -24,9 +24,14 @@ import ctypes
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from ketch.errors import InvalidArgument, SystemFailure
+
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 LIBRARY = "libseccomp.so.2"
 

@@ -35,9 +35,14 @@ from __future__ import annotations
 import json
 import select
 import socket
-from typing import Any
 
 from ketch import errors
+
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 READY = "ready"
 HOOKS = "hooks"

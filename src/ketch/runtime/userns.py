@@ -42,12 +42,17 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from typing import Any, NoReturn
 
 from ketch.errors import SystemFailure
 from ketch.linux import syscalls
 from ketch.runtime import sync
 from ketch.runtime.config import IdMapping, Spec
+
+# False at run time, so that typing is never imported on ketch-runc's start-up path;
+# type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 USERNS = "userns"
 MAPPED = "mapped"
