@@ -30,7 +30,7 @@ from ketch.api.connection import HttpConnection
 from ketch.api.errors import message_for_error
 from ketch.engine import archive
 from ketch.engine.logs import LogQuery, parse_tail, parse_unix_time
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, KetchError
 
 if TYPE_CHECKING:
     from ketch.api.routes import Call
@@ -175,13 +175,28 @@ async def start_exec(call: Call) -> None:
         raise InvalidArgument("invalid exec start body: expected a JSON object")
     detach = bool(body.get("Detach"))
     tty = body.get("Tty") if isinstance(body.get("Tty"), bool) else None
-    session = await call.engine.start_exec(call.parameters["id"], detach=detach, tty=tty)
-    if session is None:
+    exec_id = call.parameters["id"]
+    if detach:
+        await call.engine.start_exec(exec_id, detach=True, tty=tty)
         await call.http.send(200, b"")
         return
-    content_type = RAW_STREAM if session.raw else MULTIPLEXED_STREAM
+    # The reply's headers go out before the process starts, as with dockerd: a client
+    # that reads them through a buffered reader (docker-py) would lose output that came
+    # in the same read.
+    call.engine.check_exec_start(exec_id)
+    inspected = call.engine.inspect_exec(exec_id)
+    raw = bool(tty) or bool(inspected["ProcessConfig"]["tty"])
+    writer = await call.http.hijack(
+        call.request.wants_upgrade, RAW_STREAM if raw else MULTIPLEXED_STREAM
+    )
+    try:
+        session = await call.engine.start_exec(exec_id, detach=False, tty=tty)
+    except KetchError as error:
+        # The status line is gone, so the error goes into the stream, as dockerd does.
+        writer.write(message_for_error(error).encode() + b"\n")
+        await writer.drain()
+        return
     keys = parse_detach_keys(session.detach_keys)
-    writer = await call.http.hijack(call.request.wants_upgrade, content_type)
     await _run_hijacked(call, session.output, session.stdin, writer, keys)
 
 

@@ -270,6 +270,10 @@ class Engine:
         self.containers.spawn(_drain(session.output))
         return None
 
+    def check_exec_start(self, exec_id: str) -> None:
+        """Raise what starting the exec would raise now (unknown exec, container stopped)."""
+        self.execs.check_start(exec_id)
+
     def inspect_exec(self, exec_id: str) -> dict[str, Any]:
         return self.execs.inspect(exec_id)
 

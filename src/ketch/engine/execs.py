@@ -166,13 +166,18 @@ class ExecService:
             if instance.container_id not in existing:
                 del self._execs[instance.id]
 
-    async def start(self, exec_id: str, detach: bool, tty: bool | None = None) -> ExecSession:
-        """Run the exec; the session's output ends once its process has exited."""
+    def check_start(self, exec_id: str) -> None:
+        """Raise the error a start of the exec would raise now, without starting it."""
         instance = self.get(exec_id)
         if instance.started:
             raise Conflict(f"Error: Exec command {exec_id} has already run")
+        self._check_running(self._containers.resolve(instance.container_id))
+
+    async def start(self, exec_id: str, detach: bool, tty: bool | None = None) -> ExecSession:
+        """Run the exec; the session's output ends once its process has exited."""
+        self.check_start(exec_id)
+        instance = self.get(exec_id)
         container = self._containers.resolve(instance.container_id)
-        self._check_running(container)
         if tty is not None:
             instance.tty = instance.tty or tty
         process = self._process(container, instance)
