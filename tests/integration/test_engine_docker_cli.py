@@ -819,3 +819,24 @@ def test_inspect_mounts_and_exec_ids(daemon: KetchDaemon) -> None:
     )
     assert len(exec_ids) == 1
     docker_ok(daemon, "rm", "-f", "inspected")
+
+
+def test_ps_size_and_info_paused(daemon: KetchDaemon) -> None:
+    docker_ok(
+        daemon,
+        "run",
+        "-d",
+        "--name",
+        "sized",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 100000 /dev/zero > /big; sleep 300",
+    )
+    time.sleep(0.5)
+    output = docker_ok(daemon, "ps", "--size", "--filter", "name=sized", "--format", "{{.Size}}")
+    assert output.startswith("10")  # "102kB (virtual ...)" or similar
+    docker_ok(daemon, "pause", "sized")
+    paused = docker_ok(daemon, "info", "--format", "{{.ContainersPaused}}")
+    assert int(paused) >= 1
+    docker_ok(daemon, "rm", "-f", "sized")

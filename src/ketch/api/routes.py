@@ -89,7 +89,11 @@ async def create_container(call: Call) -> None:
 async def list_containers(call: Call) -> None:
     filters = parse_filters(call.request.query.get("filters", ""))
     limit = call.integer("limit", -1)
-    listing = call.engine.list_containers(all=call.flag("all"), limit=limit, filters=filters)
+    # Only a listing with sizes passes the flag, so engines without the parameter work.
+    extra = {"size": True} if call.flag("size") else {}
+    listing = call.engine.list_containers(
+        all=call.flag("all"), limit=limit, filters=filters, **extra
+    )
     await call.http.send_json(200, listing)
 
 

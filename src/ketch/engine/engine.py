@@ -183,6 +183,7 @@ class Engine:
             mirrors=self._mirrors,
             insecure_registries=self._insecure_registries,
             warnings=warnings,
+            events_listeners=self.events.listener_count,
         )
 
     # Images
@@ -218,10 +219,21 @@ class Engine:
         return view
 
     def list_containers(
-        self, all: bool = False, limit: int = -1, filters: dict[str, list[str]] | None = None
+        self,
+        all: bool = False,
+        limit: int = -1,
+        filters: dict[str, list[str]] | None = None,
+        size: bool = False,
     ) -> list[dict[str, Any]]:
+        """Return ``GET /containers/json``; with ``size``, SizeRw and SizeRootFs too."""
         selected = select_containers(self.containers.all(), all, limit, filters)
-        return [views.container_summary(container) for container in selected]
+        summaries = [views.container_summary(container) for container in selected]
+        if size:
+            image_sizes = {image.id: image.size for image in self.images.list()}
+            for summary, container in zip(summaries, selected, strict=True):
+                summary["SizeRw"] = writable_layer_size(container.rootfs)
+                summary["SizeRootFs"] = summary["SizeRw"] + image_sizes.get(container.image_id, 0)
+        return summaries
 
     async def remove_container(self, ref: str, force: bool = False) -> None:
         await self.containers.remove(ref, force)

@@ -401,16 +401,18 @@ def info_view(
     mirrors: list[str],
     insecure_registries: list[str],
     warnings: list[str],
+    events_listeners: int = 0,
 ) -> dict[str, Any]:
     """Return ``GET /info``."""
     os_release = _os_release()
-    running = sum(1 for container in containers if container.running)
+    paused = sum(1 for container in containers if container.running and container.state.paused)
+    running = sum(1 for container in containers if container.running) - paused
     return {
         "ID": engine_id,
         "Containers": len(containers),
         "ContainersRunning": running,
-        "ContainersPaused": 0,
-        "ContainersStopped": len(containers) - running,
+        "ContainersPaused": paused,
+        "ContainersStopped": len(containers) - running - paused,
         "Images": image_count,
         "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", "overlayfs"]],
@@ -441,7 +443,7 @@ def info_view(
         "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs",
         "CgroupVersion": cgroup_version(),
-        "NEventsListener": 0,
+        "NEventsListener": events_listeners,
         "KernelVersion": platform.release(),
         "OperatingSystem": os_release.get("PRETTY_NAME", "Linux"),
         "OSVersion": os_release.get("VERSION_ID", ""),
