@@ -1,10 +1,12 @@
 """``ketch-runc``: the runc command line over :class:`ketch.runtime.Runtime`.
 
 This module parses arguments, calls the library and reports; all behaviour is in the
-library. The OCI standard verbs (create, start, state, kill, delete) come first, then
-runc's extras (run, exec, spec, list); :mod:`.cli_extras` has the rest of them. Each
-verb imports only what it needs, because the interpreter's start-up is most of the cost
-of a call.
+library. The plain forms of create, start, state, kill and delete are parsed by
+:mod:`.cli_quick` without argparse, and everything else by the argparse parser below.
+The OCI standard verbs (create, start, state, kill, delete) come first, then runc's
+extras (run, exec, spec, list); :mod:`.cli_extras` has the rest of them. Each verb
+imports only what it needs, because the interpreter's start-up is most of the cost of
+a call.
 
 Errors print one line, ``ketch-runc: <message>``, and exit with status 1. With
 ``--log FILE`` the line is also appended to FILE as a record at level error, as JSON
@@ -19,8 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-# False at run time, so that typing is never imported on ketch-runc's start-up path;
-# type checkers take the branch below as true.
+# False at run time, so that this module does not import typing: every ketch-runc call
+# pays for what it imports. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse

@@ -108,41 +108,21 @@ def _parse_global_options(argv: list[str], arguments: SimpleNamespace) -> int | 
 
 
 def _parse_verb(verb: str, rest: list[str], arguments: SimpleNamespace) -> bool:
+    """Set the verb's options and positionals on ``arguments``; False leaves it to argparse."""
     options = _VERBS[verb]
     for attribute in options.flags.values():
         setattr(arguments, attribute, False)
     for attribute, _kind, default in options.valued.values():
         setattr(arguments, attribute, default)
+
     positionals: list[str] = []
     option_after_positional = False
-    index = 0
-    while index < len(rest):
+    index: int | None = 0
+    while index is not None and index < len(rest):
         token = rest[index]
-        name, equals, value = token.partition("=")
-        if token in options.flags:
-            setattr(arguments, options.flags[token], True)
-        elif name in options.valued and name.startswith("--"):
-            if not equals:
-                if index + 1 >= len(rest) or rest[index + 1].startswith("-"):
-                    return False
-                index += 1
-                value = rest[index]
-            attribute, kind, _default = options.valued[name]
-            try:
-                setattr(arguments, attribute, kind(value))
-            except ValueError:
-                return False
-        elif token in options.valued:
-            # A short option such as -b takes its value from the next argument.
-            if index + 1 >= len(rest) or rest[index + 1].startswith("-"):
-                return False
-            index += 1
-            attribute, kind, _default = options.valued[token]
-            setattr(arguments, attribute, kind(rest[index]))
-        elif token.startswith("-"):
-            # "--", "--help", a negative signal number, combined short flags: argparse
-            # decides what those mean.
-            return False
+        if token.startswith("-"):
+            index = _parse_option(options, rest, index, arguments)
+            option_after_positional = bool(positionals)
         elif option_after_positional:
             # argparse fills the positionals from the first unbroken run of them, so in
             # "kill ID --all SIGNAL" the signal is an error there, and argparse reports it.
@@ -150,9 +130,9 @@ def _parse_verb(verb: str, rest: list[str], arguments: SimpleNamespace) -> bool:
         else:
             positionals.append(token)
             index += 1
-            continue
-        option_after_positional = bool(positionals)
-        index += 1
+    if index is None:
+        return False
+
     required, maximum = options.positionals
     if not required <= len(positionals) <= maximum:
         return False
@@ -160,3 +140,29 @@ def _parse_verb(verb: str, rest: list[str], arguments: SimpleNamespace) -> bool:
     if verb == "kill":
         arguments.signal = positionals[1] if len(positionals) > 1 else "SIGTERM"
     return True
+
+
+def _parse_option(
+    options: _Verb, rest: list[str], index: int, arguments: SimpleNamespace
+) -> int | None:
+    """Set the option at ``rest[index]``; return the index after it, or None for argparse."""
+    token = rest[index]
+    if token in options.flags:
+        setattr(arguments, options.flags[token], True)
+        return index + 1
+    name, equals, value = token.partition("=")
+    if name not in options.valued or (equals and not name.startswith("--")):
+        # "--", "--help", a negative signal number, combined short flags, "-b=DIR":
+        # argparse decides what those mean.
+        return None
+    if not equals:
+        if index + 1 >= len(rest) or rest[index + 1].startswith("-"):
+            return None
+        index += 1
+        value = rest[index]
+    attribute, kind, _default = options.valued[name]
+    try:
+        setattr(arguments, attribute, kind(value))
+    except ValueError:
+        return None
+    return index + 1

@@ -48,8 +48,8 @@ from ketch.linux import syscalls
 from ketch.runtime import sync
 from ketch.runtime.config import IdMapping, Spec
 
-# False at run time, so that typing is never imported on ketch-runc's start-up path;
-# type checkers take the branch below as true.
+# False at run time, so that this module does not import typing: every ketch-runc call
+# pays for what it imports. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ketch.runtime.cgroups.files import read_value, write_value
 
-# False at run time, so that typing is never imported on ketch-runc's start-up path;
-# type checkers take the branch below as true.
+# False at run time, so that this module does not import typing: every ketch-runc call
+# pays for what it imports. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ketch.runtime.config import Resources

@@ -23,8 +23,8 @@ from ketch.runtime.cgroups.files import read_pids, read_value, write_value
 from ketch.runtime.cgroups.v1 import _make_directories
 from ketch.runtime.lazylog import LazyLogger
 
-# False at run time, so that typing is never imported on ketch-runc's start-up path;
-# type checkers take the branch below as true.
+# False at run time, so that this module does not import typing: every ketch-runc call
+# pays for what it imports. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
