@@ -35,6 +35,7 @@ from ketch.engine.events import EventBus
 from ketch.engine.interfaces import ImageSource, Supervisor
 from ketch.engine.logopts import DEFAULT_LOG_OPTS, rotation
 from ketch.engine.names import generate_id, generate_name, normalize_name
+from ketch.engine.networking import BRIDGE_MODES, ContainerNetworking
 from ketch.engine.options import CreateOptions, parse_create_body, parse_signal
 from ketch.engine.restarts import RestartPolicies
 from ketch.engine.spec import (
@@ -103,6 +104,8 @@ class ContainerService:
         # daemon.json's "default-ulimits", already lowered to the host's hard limits.
         self.default_ulimits: list[dict[str, Any]] = []
         self.init_path: str | None = None
+        # Bridge endpoints; None (as in unit tests) leaves bridge containers loopback only.
+        self.networking: ContainerNetworking | None = None
         self._reserved_names: set[str] = set()
         self._starting: set[str] = set()
         self._deferred_exits: dict[str, dict[str, Any]] = {}
@@ -173,7 +176,9 @@ class ContainerService:
             container = self._materialize(container_id, stored_name, image, options, config)
         finally:
             self._reserved_names.discard(stored_name)
-        warnings = [BRIDGE_WARNING] if options.network_mode in ("default", "bridge") else []
+        warnings = []
+        if self.networking is None and options.network_mode in BRIDGE_MODES:
+            warnings.append(BRIDGE_WARNING)
         self.emit(container, "create")
         logger.info("created container %s (%s) from %s", container.id, stored_name, options.image)
         return {"Id": container.id, "Warnings": warnings}
@@ -209,6 +214,9 @@ class ContainerService:
                 options.host.ulimits = list(self.default_ulimits)
             wants_init = options.init if options.init is not None else self.default_init
             init_binary = find_init_binary(self.init_path) if wants_init else None
+            if self.networking is not None:
+                namespace = self.networking.namespace_path(container_id, options.network_mode)
+                options.network_namespace = str(namespace) if namespace else None
             write_bundle(self._paths, container_id, config, options, rootfs, init_binary)
             container = Container(
                 id=container_id,
@@ -287,6 +295,7 @@ class ContainerService:
         log_opts = container.host_config.get("LogConfig", {}).get("Config") or {}
         max_size, max_files = rotation(log_opts)
         try:
+            await self._connect_network(container)
             pid = await self._supervisor.create(
                 container.id,
                 bundle,
@@ -315,6 +324,14 @@ class ContainerService:
             raise self._start_error(error) from None
         # Readers that attached while the supervisor's create was in flight.
         await self.attachments.connect_pending(container.id)
+
+    async def _connect_network(self, container: Container) -> None:
+        mode = container.host_config.get("NetworkMode", "default")
+        if self.networking is None or mode not in BRIDGE_MODES:
+            return
+        await self.networking.connect(
+            container.id, container.config.get("Hostname", ""), self._paths.hosts(container.id)
+        )
 
     def _start_error(self, error: KetchError) -> KetchError:
         # Docker responds with 400 for a command that cannot be found or executed, because the
@@ -547,6 +564,8 @@ class ContainerService:
             container.state.removing = False
             self._store.save(container)
             raise
+        if self.networking is not None:
+            await self.networking.disconnect(container.id)
         self._release_rootfs(container.id)
         shutil.rmtree(self._paths.directory(container.id), ignore_errors=True)
         self._store.remove(container.id)

@@ -25,6 +25,7 @@ from typing import Any
 import ketch
 from ketch.engine.config import DaemonConfig, load_config
 from ketch.engine.engine import Engine
+from ketch.engine.networking import ContainerNetworking
 from ketch.errors import Conflict, KetchError, SystemFailure
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ async def run(config: DaemonConfig) -> None:
         engine.containers.default_init = config.init
         engine.containers.init_path = config.init_path
         engine.containers.default_ulimits = config.default_ulimits
+        engine.containers.networking = ContainerNetworking(db, config.exec_root)
         stop = _stop_event()
         await engine.start()
         servers = await _serve_all(engine, config.socket_paths())

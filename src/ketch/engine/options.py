@@ -70,6 +70,8 @@ class CreateOptions:
     stdin_once: bool = False
     exposed_ports: dict[str, Any] = field(default_factory=dict)
     network_mode: str = "default"
+    # A network namespace the engine pinned for the container, which the runtime joins.
+    network_namespace: str | None = None
     memory: int = 0
     memory_swap: int = 0
     pids_limit: int | None = None

@@ -7,7 +7,8 @@ Two steps, both pure functions:
    docker does, giving the container's ``Config`` as ``docker inspect`` shows it.
 2. :func:`build_spec` turns that Config, the host options and the resolved user into
    config.json: docker's defaults for capabilities, mounts, masked paths and devices,
-   ``linux.cgroupsPath = "ketch/<id>"``, and a new network namespace with loopback only.
+   ``linux.cgroupsPath = "ketch/<id>"``, and a new network namespace
+   (loopback only, or the one the engine pinned for a bridge container).
 """
 
 from __future__ import annotations
@@ -323,14 +324,17 @@ def build_spec(
         spec["domainname"] = config["Domainname"]
     spec["mounts"] = copy.deepcopy(DEFAULT_MOUNTS) + list(extra_mounts or [])
 
-    # "none", "default" and "bridge" all get a new network namespace; the runtime brings
-    # its loopback up. Limitation: bridge networking is not implemented, so "default" and
-    # "bridge" give loopback only too.
-    namespaces = ["pid", "network", "ipc", "uts", "mount"]
+    # "none" gets a new network namespace, whose loopback the runtime brings up. With
+    # bridge networking the engine has pinned a wired namespace, which the runtime joins.
+    namespaces: list[dict[str, str]] = [
+        {"type": kind} for kind in ("pid", "network", "ipc", "uts", "mount")
+    ]
     if options.network_mode == "host":
-        namespaces.remove("network")
+        namespaces = [n for n in namespaces if n["type"] != "network"]
+    elif options.network_namespace is not None:
+        namespaces[1]["path"] = options.network_namespace
     spec["linux"] = {
-        "namespaces": [{"type": kind} for kind in namespaces],
+        "namespaces": namespaces,
         "cgroupsPath": f"ketch/{container_id}",
         "resources": _resources(options),
         "maskedPaths": list(MASKED_PATHS),

@@ -1,0 +1,86 @@
+"""Bridge networking against a real ketchd, all inside the test's network namespace."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from support.daemon import KetchDaemon, daemon_fixture
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[KetchDaemon]:
+    yield from daemon_fixture()
+
+
+def _links(daemon: KetchDaemon) -> str:
+    return subprocess.run(
+        daemon.namespace.command(["ip", "-o", "link"]), capture_output=True, text=True
+    ).stdout
+
+
+def _bridge_subnet(daemon: KetchDaemon) -> ipaddress.IPv4Network:
+    output = subprocess.run(
+        daemon.namespace.command(["ip", "-o", "-4", "addr", "show", "ketch0"]),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return ipaddress.IPv4Interface(output.split()[3]).network
+
+
+def _run_detached(daemon: KetchDaemon, *args: str) -> str:
+    result = daemon.ketch("run", "-d", "busybox", *args)
+    assert result.returncode == 0, result.stderr
+    container_id = result.stdout.strip()
+    daemon.container_ids.add(container_id)
+    return container_id
+
+
+def test_bridge_eth0_in_subnet(daemon: KetchDaemon) -> None:
+    result = daemon.ketch("run", "--rm", "busybox", "ip", "-o", "-4", "addr", "show", "eth0")
+    assert result.returncode == 0, result.stderr
+    address = ipaddress.IPv4Interface(result.stdout.split()[3])
+    assert address.ip in _bridge_subnet(daemon)
+
+
+def test_bridge_hosts_names_address(daemon: KetchDaemon) -> None:
+    result = daemon.ketch("run", "--rm", "--hostname", "web", "busybox", "cat", "/etc/hosts")
+    assert result.returncode == 0, result.stderr
+    assert "\tweb\n" in result.stdout
+
+
+def test_bridge_reaches_other_container(daemon: KetchDaemon) -> None:
+    server = _run_detached(daemon, "sh", "-c", "echo pong | nc -l -p 7000")
+    address = ""
+    deadline = time.monotonic() + 20
+    while not address and time.monotonic() < deadline:
+        shown = daemon.ketch("exec", server, "ip", "-o", "-4", "addr", "show", "eth0")
+        if shown.returncode == 0 and shown.stdout.split():
+            address = str(ipaddress.IPv4Interface(shown.stdout.split()[3]).ip)
+    assert address, "the server container has no eth0 address"
+
+    reply = ""
+    while "pong" not in reply and time.monotonic() < deadline:
+        result = daemon.ketch("run", "--rm", "busybox", "nc", "-w", "5", address, "7000")
+        reply = result.stdout
+        if "pong" not in reply:
+            time.sleep(0.2)
+    assert "pong" in reply
+    daemon.ketch("rm", "-f", server)
+
+
+def test_bridge_remove_leaves_nothing(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(daemon, "sleep", "60")
+    assert "veth" + container_id[:11] in _links(daemon)
+
+    removed = daemon.ketch("rm", "-f", container_id)
+    assert removed.returncode == 0, removed.stderr
+    assert "veth" + container_id[:11] not in _links(daemon)
+    assert not (daemon.exec_root / "netns" / container_id).exists()
+    mounts = open("/proc/self/mountinfo").read()
+    assert f"netns/{container_id}" not in mounts
