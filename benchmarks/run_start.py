@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from support.cgroups import remove_cgroup_trees  # noqa: E402
 from support.daemon import start_daemon, stop_daemon  # noqa: E402
 from support.netns import NetworkNamespace  # noqa: E402
 
@@ -74,23 +75,6 @@ class Dockerd:
             self.process.kill()
             self.process.wait()
         self.log.close()
-
-
-def remove_docker_cgroup_parent() -> None:
-    """Remove the cgroup parent given to dockerd, which it leaves behind when it stops.
-
-    dockerd makes it in every hierarchy, the name=systemd and cgroup2 ones included.
-    """
-    with open("/proc/self/cgroup") as cgroup_file:
-        lines = [line.strip().split(":", 2) for line in cgroup_file]
-    for _, controllers, path in lines:
-        for controller in controllers.split(","):
-            mount = controller.removeprefix("name=") if controller else "unified"
-            parent = Path("/sys/fs/cgroup") / mount / path.lstrip("/") / DOCKER_CGROUP_PARENT
-            try:
-                parent.rmdir()
-            except OSError:
-                pass
 
 
 def import_busybox(dockerd: Dockerd, workdir: Path) -> None:
@@ -152,7 +136,7 @@ def main() -> None:
     finally:
         if dockerd is not None:
             dockerd.stop()
-            remove_docker_cgroup_parent()
+            remove_cgroup_trees(DOCKER_CGROUP_PARENT)
         stop_daemon(ketchd)
         subprocess.run(["umount", "-R", "-l", str(root / "exec")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

@@ -9,6 +9,8 @@ import os
 
 import pytest
 
+from support.cgroups import own_cgroup_directories
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_root = pytest.mark.skip(reason="integration tests need root")
@@ -20,18 +22,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_root)
 
 
-def _own_cgroup_directories(name: str) -> list[str]:
-    """Return ``name`` under this process's cgroup in every v1 controller it is in."""
-    directories = []
-    with open("/proc/self/cgroup") as cgroup_file:
-        for line in cgroup_file:
-            _, controllers, path = line.strip().split(":", 2)
-            for controller in controllers.split(","):
-                if controller and not controller.startswith("name="):
-                    directories.append(f"/sys/fs/cgroup/{controller}{path.rstrip('/')}/{name}")
-    return directories
-
-
 @pytest.fixture(scope="session", autouse=True)
 def remove_parent_cgroups_made_by_tests():
     """Remove the ``ketch`` parent cgroups that the tests' containers made, once empty.
@@ -39,12 +29,12 @@ def remove_parent_cgroups_made_by_tests():
     The runtime puts each container's cgroup under ``ketch/`` below the caller's cgroup and
     leaves that parent in place for the next container, as dockerd leaves ``docker/``.
     """
-    existing = {path for path in _own_cgroup_directories("ketch") if os.path.isdir(path)}
+    existing = set(own_cgroup_directories("ketch"))
     yield
-    for path in _own_cgroup_directories("ketch"):
-        if path in existing or not os.path.isdir(path):
+    for path in own_cgroup_directories("ketch"):
+        if path in existing:
             continue
         try:
-            os.rmdir(path)
+            path.rmdir()
         except OSError:
             pass

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from support.cgroups import remove_cgroup_trees
 from support.netns import NetworkNamespace, network_namespace
 from support.rootfs import make_busybox_rootfs
 
@@ -104,32 +105,6 @@ class Podman:
             "--runtime", str(KETCH_RUNC), "--pull", "never", "--network", "none",
             "--cgroups", "no-conmon", "--cgroup-parent", self.cgroup_parent,
         ]  # fmt: skip
-
-
-def own_cgroup_directories(relative: str) -> list[Path]:
-    """Return ``relative`` below this process's cgroup in every hierarchy where it exists."""
-    found = []
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, own_path = line.split(":", 2)
-        if controllers == "":
-            mount = Path("/sys/fs/cgroup/unified")
-        elif controllers.startswith("name="):
-            mount = Path("/sys/fs/cgroup") / controllers.removeprefix("name=")
-        else:
-            mount = Path("/sys/fs/cgroup") / controllers.split(",")[0]
-        candidate = mount / own_path.lstrip("/") / relative
-        if candidate.is_dir():
-            found.append(candidate)
-    return found
-
-
-def remove_cgroup_trees(relative: str) -> None:
-    for directory in own_cgroup_directories(relative):
-        for parent, _, _ in sorted(os.walk(directory), key=lambda entry: -len(entry[0])):
-            try:
-                os.rmdir(parent)
-            except OSError:
-                pass
 
 
 @pytest.fixture(scope="module")

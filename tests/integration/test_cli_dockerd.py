@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_callers_dockerd import DOCKERD, Dockerd, import_busybox, remove_cgroup_trees
 
+from support.cgroups import remove_cgroup_trees
+from support.dockerd import DOCKERD, Dockerd, import_busybox
 from support.netns import NetworkNamespace, network_namespace
 from support.registry import start_registry
 

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_callers_dockerd import DOCKERD, Dockerd, remove_cgroup_trees
 
 from ketch.images import ImageStore
+from support.cgroups import remove_cgroup_trees
+from support.dockerd import DOCKERD, Dockerd
 from support.images import Dir, File, Whiteout, digest_of, image_config, image_store, layer_tar
 from support.netns import network_namespace
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support.cgroups import own_cgroup_directories
 from support.netns import NetworkNamespace, create_namespace, delete_namespace
 from support.registry import start_registry
 
@@ -169,20 +170,12 @@ def _unmount_under(root: Path) -> None:
 
 def _remove_container_cgroups(container_ids: set[str]) -> None:
     """Remove cgroups named after this daemon's containers under our own cgroup."""
-    with open("/proc/self/cgroup") as cgroup_file:
-        lines = [line.strip().split(":", 2) for line in cgroup_file]
-    for _, controllers, path in lines:
-        for controller in controllers.split(","):
-            if not controller or controller.startswith("name="):
-                continue
-            base = Path("/sys/fs/cgroup") / controller / path.lstrip("/") / "ketch"
-            for container_id in container_ids:
-                directory = base / container_id
-                if directory.is_dir():
-                    try:
-                        directory.rmdir()
-                    except OSError:
-                        pass
+    for container_id in container_ids:
+        for directory in own_cgroup_directories(f"ketch/{container_id}"):
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
 
 
 def stop_daemon(daemon: KetchDaemon) -> None:
