@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ketch.errors import InvalidArgument, NotFound
 from ketch.runtime.capabilities import check_names
 from ketch.runtime.hooks import Hook, parse_hooks
+from ketch.runtime.record import Factory, Record
 
 # False at run time, so that this module does not import typing: every ketch-runc call
 # pays for what it imports. Type checkers take the branch below as true.
@@ -53,29 +53,26 @@ RLIMIT_NAMES = (
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 
-@dataclass
-class User:
+class User(Record):
     uid: int = 0
     gid: int = 0
-    additional_gids: list[int] = field(default_factory=list)
+    additional_gids: list[int] = Factory(list)
     umask: int | None = None
 
 
-@dataclass
-class Rlimit:
+class Rlimit(Record):
     type: str
     soft: int
     hard: int
 
 
-@dataclass
-class Process:
+class Process(Record):
     args: list[str]
     env: list[str]
     cwd: str
     user: User
     terminal: bool = False
-    rlimits: list[Rlimit] = field(default_factory=list)
+    rlimits: list[Rlimit] = Factory(list)
     no_new_privileges: bool = False
     # Capability set name -> capability names; None when the config has no
     # process.capabilities, in which case the process keeps what the init has.
@@ -84,22 +81,19 @@ class Process:
     oom_score_adj: int | None = None
 
 
-@dataclass
-class Mount:
+class Mount(Record):
     destination: str
     type: str | None
     source: str | None
     options: list[str]
 
 
-@dataclass
-class Namespace:
+class Namespace(Record):
     type: str
     path: str | None = None
 
 
-@dataclass
-class IdMapping:
+class IdMapping(Record):
     """One linux.uidMappings or linux.gidMappings entry, as /proc/<pid>/uid_map takes it."""
 
     container_id: int
@@ -107,8 +101,7 @@ class IdMapping:
     size: int
 
 
-@dataclass
-class Device:
+class Device(Record):
     path: str
     type: str
     major: int
@@ -118,8 +111,7 @@ class Device:
     gid: int
 
 
-@dataclass
-class DeviceRule:
+class DeviceRule(Record):
     """One linux.resources.devices entry: a devices cgroup allow or deny rule."""
 
     allow: bool
@@ -129,8 +121,7 @@ class DeviceRule:
     access: str
 
 
-@dataclass
-class Resources:
+class Resources(Record):
     memory_limit: int | None = None
     memory_reservation: int | None = None
     memory_swap: int | None = None
@@ -140,11 +131,10 @@ class Resources:
     cpu_period: int | None = None
     cpuset_cpus: str | None = None
     cpuset_mems: str | None = None
-    devices: list[DeviceRule] = field(default_factory=list)
+    devices: list[DeviceRule] = Factory(list)
 
 
-@dataclass
-class Spec:
+class Spec(Record):
     """The parts of config.json the runtime acts on; ``rootfs`` is an absolute path."""
 
     oci_version: str
@@ -166,9 +156,9 @@ class Spec:
     # The decoded linux.seccomp object (validated), or None; see ketch.runtime.seccomp.
     seccomp: dict[str, Any] | None = None
     # Hook kind ("prestart", ...) -> hooks of that kind; see ketch.runtime.hooks.
-    hooks: dict[str, list[Hook]] = field(default_factory=dict)
-    uid_mappings: list[IdMapping] = field(default_factory=list)
-    gid_mappings: list[IdMapping] = field(default_factory=list)
+    hooks: dict[str, list[Hook]] = Factory(dict)
+    uid_mappings: list[IdMapping] = Factory(list)
+    gid_mappings: list[IdMapping] = Factory(list)
 
     def namespace(self, kind: str) -> Namespace | None:
         for namespace in self.namespaces:

@@ -14,7 +14,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
@@ -134,7 +133,7 @@ def _record_container(
         owner="",
         annotations=spec.annotations,
         cgroups=cgroups.state(),
-        hooks={kind: [asdict(hook) for hook in entries] for kind, entries in spec.hooks.items()},
+        hooks={kind: [hook.as_dict() for hook in entries] for kind, entries in spec.hooks.items()},
         seccomp=spec.seccomp,
     )
     state.write_record(directory, record)

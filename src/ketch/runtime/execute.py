@@ -28,7 +28,6 @@ import logging
 import os
 import signal
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -39,6 +38,7 @@ from ketch.runtime.cgroups import CgroupManager, manager_from_state
 from ketch.runtime.config import Process, parse_process
 from ketch.runtime.create import compile_seccomp, fork_into_pid_namespace, write_pid_file
 from ketch.runtime.lifecycle import reap
+from ketch.runtime.record import Record
 
 if TYPE_CHECKING:
     from ketch.runtime.lifecycle import Runtime
@@ -49,8 +49,7 @@ log = logging.getLogger(__name__)
 EXEC_TIMEOUT = 60.0
 
 
-@dataclass
-class _ExecContext:
+class _ExecContext(Record):
     process: Process
     cgroups: CgroupManager
     # Namespace type -> open /proc/<init pid>/ns/<type>, for those that differ from ours.

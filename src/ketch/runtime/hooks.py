@@ -29,10 +29,10 @@ poststop hook is logged as a warning and the remaining hooks still run, as the s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 from ketch.errors import InvalidArgument, SystemFailure
 from ketch.runtime.lazylog import LazyLogger
+from ketch.runtime.record import Factory, Record
 
 # False at run time, so that this module does not import typing: every ketch-runc call
 # pays for what it imports. Type checkers take the branch below as true.
@@ -58,11 +58,10 @@ _WARNING_ONLY = ("poststart", "poststop")
 _OUTPUT_KEPT = 400
 
 
-@dataclass
-class Hook:
+class Hook(Record):
     path: str
-    args: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
+    args: list[str] = Factory(list)
+    env: list[str] = Factory(list)
     timeout: int | None = None  # seconds
 
 

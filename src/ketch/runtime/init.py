@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from dataclasses import dataclass
 
 from ketch.errors import SystemFailure
 from ketch.linux import syscalls
@@ -36,6 +35,7 @@ from ketch.runtime import (
 )
 from ketch.runtime.cgroups import CgroupManager
 from ketch.runtime.config import Spec
+from ketch.runtime.record import Record
 
 # False at run time, so that this module does not import typing: every ketch-runc call
 # pays for what it imports. Type checkers take the branch below as true.
@@ -49,8 +49,7 @@ if TYPE_CHECKING:
 JOIN_ORDER = ("ipc", "uts", "network", "cgroup", "mount")
 
 
-@dataclass
-class InitContext:
+class InitContext(Record):
     container_id: str
     spec: Spec
     cgroups: CgroupManager

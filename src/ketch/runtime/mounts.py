@@ -8,13 +8,13 @@ bind mounts are host paths chosen by the caller and taken as given.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ketch.errors import NotFound, SystemFailure
 from ketch.linux import syscalls as sc
 from ketch.runtime import inroot
 from ketch.runtime.config import Mount
+from ketch.runtime.record import Factory, Record
 
 # Option -> (flags to set, flags to clear).
 _FLAG_OPTIONS: dict[str, tuple[int, int]] = {
@@ -58,10 +58,9 @@ _PROPAGATION_OPTIONS: dict[str, int] = {
 }
 
 
-@dataclass
-class MountOptions:
+class MountOptions(Record):
     flags: int = 0
-    propagation: list[int] = field(default_factory=list)
+    propagation: list[int] = Factory(list)
     data: str = ""
 
     @property

@@ -23,9 +23,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from dataclasses import dataclass, field
 
 from ketch.errors import InvalidArgument, SystemFailure
+from ketch.runtime.record import Factory, Record
 
 # False at run time, so that this module does not import typing: every ketch-runc call
 # pays for what it imports. Type checkers take the branch below as true.
@@ -70,33 +70,29 @@ _ARCHITECTURE_PREFIX = "SCMP_ARCH_"
 _SCMP_ERROR = -1  # __NR_SCMP_ERROR: libseccomp has no syscall of that name
 
 
-@dataclass
-class Argument:
+class Argument(Record):
     index: int
     value: int
     value_two: int
     op: str
 
 
-@dataclass
-class Rule:
+class Rule(Record):
     names: list[str]
     action: str
     errno_ret: int | None = None
-    args: list[Argument] = field(default_factory=list)
+    args: list[Argument] = Factory(list)
 
 
-@dataclass
-class Profile:
+class Profile(Record):
     default_action: str
     default_errno_ret: int | None = None
-    architectures: list[str] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
-    rules: list[Rule] = field(default_factory=list)
+    architectures: list[str] = Factory(list)
+    flags: list[str] = Factory(list)
+    rules: list[Rule] = Factory(list)
 
 
-@dataclass
-class Filter:
+class Filter(Record):
     """A compiled profile: the BPF program and the seccomp(2) flags to load it with."""
 
     program: bytes

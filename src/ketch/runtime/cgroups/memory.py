@@ -68,12 +68,10 @@ def update_v1(directory: Path, resources: Resources) -> None:
     write, so a memsw limit that grows is written before the memory limit, and one that
     shrinks after it.
     """
-    from dataclasses import replace
-
     swap = resources.memory_swap
     if swap is not None and (swap == -1 or swap >= _current_memsw(directory)):
-        apply_v1(directory, replace(resources, memory_limit=None))
-        apply_v1(directory, replace(resources, memory_swap=None))
+        apply_v1(directory, resources.replace(memory_limit=None))
+        apply_v1(directory, resources.replace(memory_swap=None))
     else:
         apply_v1(directory, resources)
 
