@@ -6,6 +6,9 @@ The engine pins a network namespace for each bridge container at
 runtime joins a namespace that is already wired, instead of the engine moving a veth into
 the init's namespace between the runtime's create and start. The endpoint lives from the
 first start until the container is removed.
+
+NOTE: a stopped container keeps its address until it is removed, and inspect does not
+show the address yet (NetworkSettings still has empty IPAddress fields).
 """
 
 from __future__ import annotations
