@@ -84,3 +84,18 @@ def test_bridge_remove_leaves_nothing(daemon: KetchDaemon) -> None:
     assert not (daemon.exec_root / "netns" / container_id).exists()
     mounts = open("/proc/self/mountinfo").read()
     assert f"netns/{container_id}" not in mounts
+
+
+def test_inspect_shows_bridge_address(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(daemon, "sleep", "60")
+    shown = daemon.ketch("inspect", "-f", "{{.NetworkSettings.IPAddress}}", container_id)
+    assert shown.returncode == 0, shown.stderr
+    assert ipaddress.IPv4Address(shown.stdout.strip()) in _bridge_subnet(daemon)
+    daemon.ketch("rm", "-f", container_id)
+
+
+def test_docker_cli_bridge_address(daemon: KetchDaemon) -> None:
+    result = daemon.docker("run", "--rm", "busybox", "ip", "-o", "-4", "addr", "show", "eth0")
+    assert result.returncode == 0, result.stderr
+    address = ipaddress.IPv4Interface(result.stdout.split()[3])
+    assert address.ip in _bridge_subnet(daemon)

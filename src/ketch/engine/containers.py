@@ -329,7 +329,7 @@ class ContainerService:
         mode = container.host_config.get("NetworkMode", "default")
         if self.networking is None or mode not in BRIDGE_MODES:
             return
-        await self.networking.connect(
+        container.network_endpoints = await self.networking.connect(
             container.id, container.config.get("Hostname", ""), self._paths.hosts(container.id)
         )
 

@@ -7,12 +7,12 @@ runtime joins a namespace that is already wired, instead of the engine moving a 
 the init's namespace between the runtime's create and start. The endpoint lives from the
 first start until the container is removed.
 
-NOTE: a stopped container keeps its address until it is removed, and inspect does not
-show the address yet (NetworkSettings still has empty IPAddress fields).
+NOTE: a stopped container keeps its address until it is removed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ketch.errors import SystemFailure
-from ketch.network.bridge import BridgeDriver
-from ketch.network.store import NetworkStore
+from ketch.network.bridge import DEFAULT_NETWORK, BridgeDriver
+from ketch.network.store import Endpoint, NetworkStore
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,9 @@ class ContainerNetworking:
             return None
         return self.driver.namespace_path(container_id)
 
-    async def connect(self, container_id: str, hostname: str, hosts_path: Path) -> None:
-        """Connect the container to ``bridge`` and name its address in its /etc/hosts."""
+    async def connect(self, container_id: str, hostname: str, hosts_path: Path) -> dict[str, Any]:
+        """Connect the container to ``bridge``, name its address in its /etc/hosts, and
+        return the endpoint's fields for inspect, keyed by network name."""
         try:
             endpoint = await self.driver.connect(container_id)
         except (OSError, NetlinkError) as error:
@@ -55,6 +56,21 @@ class ContainerNetworking:
             # before, and a rename would leave that mount on the old file.
             with hosts_path.open("a") as hosts:
                 hosts.write(line)
+        return {DEFAULT_NETWORK: self._inspect_fields(endpoint)}
+
+    def _inspect_fields(self, endpoint: Endpoint) -> dict[str, Any]:
+        network = self.driver.network_of(endpoint)
+        endpoint_key = f"{endpoint.network_id}/{endpoint.container_id}".encode()
+        return {
+            "NetworkID": network.id,
+            # Docker's endpoint IDs are random. This one is derived, so it needs no column.
+            "EndpointID": hashlib.sha256(endpoint_key).hexdigest(),
+            "Gateway": str(network.gateway),
+            "IPAddress": str(endpoint.address),
+            "IPPrefixLen": network.subnet.prefixlen,
+            "MacAddress": endpoint.mac,
+            "SandboxKey": str(self.driver.namespace_path(endpoint.container_id)),
+        }
 
     async def disconnect(self, container_id: str) -> None:
         """Remove the container's endpoint; a failure is logged so that removal goes on."""

@@ -61,6 +61,9 @@ class Container:
     state: ContainerState = field(default_factory=ContainerState)
     platform: str = "linux"
     restart_count: int = 0
+    # Per network name, the endpoint fields of inspect's NetworkSettings.Networks, plus
+    # "SandboxKey": the path of the pinned network namespace.
+    network_endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:

@@ -153,10 +153,14 @@ def _networks(container: Container) -> dict[str, Any]:
         "MacAddress": "",
         "DriverOpts": None,
     }
+    connected = container.network_endpoints.get(name, {})
+    endpoint.update({key: value for key, value in connected.items() if key in endpoint})
     return {name: endpoint}
 
 
 def network_settings(container: Container) -> dict[str, Any]:
+    # Docker repeats the default bridge endpoint's fields at the top level.
+    bridge = container.network_endpoints.get("bridge", {})
     return {
         "Bridge": "",
         "SandboxID": "",
@@ -164,17 +168,17 @@ def network_settings(container: Container) -> dict[str, Any]:
         "LinkLocalIPv6Address": "",
         "LinkLocalIPv6PrefixLen": 0,
         "Ports": {},
-        "SandboxKey": "",
+        "SandboxKey": bridge.get("SandboxKey", ""),
         "SecondaryIPAddresses": None,
         "SecondaryIPv6Addresses": None,
-        "EndpointID": "",
-        "Gateway": "",
+        "EndpointID": bridge.get("EndpointID", ""),
+        "Gateway": bridge.get("Gateway", ""),
         "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0,
-        "IPAddress": "",
-        "IPPrefixLen": 0,
+        "IPAddress": bridge.get("IPAddress", ""),
+        "IPPrefixLen": bridge.get("IPPrefixLen", 0),
         "IPv6Gateway": "",
-        "MacAddress": "",
+        "MacAddress": bridge.get("MacAddress", ""),
         "Networks": _networks(container),
     }
 

@@ -66,6 +66,10 @@ class BridgeDriver:
         )
         return network
 
+    def network_of(self, endpoint: Endpoint) -> Network:
+        """Return the network ``endpoint`` belongs to."""
+        return next(n for n in self._store.networks() if n.id == endpoint.network_id)
+
     async def connect(self, container_id: str) -> Endpoint:
         """Connect a container to the ``bridge`` network; return its existing endpoint if
         it is already connected and its namespace is still pinned."""
