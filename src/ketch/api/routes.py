@@ -13,13 +13,14 @@ Query parameters follow dockerd's parsing: a boolean is false when absent, empty
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ketch.api import streams
+from ketch.api import image_routes, streams
 from ketch.api.connection import HttpConnection, Request, decode_path_parameter
 from ketch.errors import InvalidArgument
 
@@ -309,6 +310,7 @@ ROUTES: tuple[Route, ...] = (
     _route("HEAD", "/containers/{id}/archive", streams.archive_head),
     _route("PUT", "/containers/{id}/archive", streams.archive_put),
     _route("GET", "/containers/{id}/export", streams.export_container),
+    _route("GET", "/containers/{id}/changes", image_routes.container_changes),
     _route("POST", "/containers/{id}/exec", create_exec),
     _route("POST", "/containers/{id}/resize", resize_container),
     _route("POST", "/exec/{id}/start", streams.start_exec),
@@ -316,14 +318,27 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/exec/{id}/json", inspect_exec),
     _route("GET", "/system/df", disk_usage),
     _route("DELETE", "/containers/{id}", remove_container),
-    _route("POST", "/images/create", streams.pull_image),
+    _route("POST", "/images/create", image_routes.create_image),
     _route("GET", "/images/json", list_images),
+    _route("POST", "/images/prune", image_routes.prune_images),
+    _route("POST", "/images/load", image_routes.load_images),
+    _route("GET", "/images/get", image_routes.save_images),
     _route("GET", "/images/{name*}/json", inspect_image),
+    _route("GET", "/images/{name*}/history", image_routes.image_history),
+    _route("GET", "/images/{name*}/get", image_routes.save_image),
+    _route("POST", "/images/{name*}/tag", image_routes.tag_image),
+    _route("POST", "/images/{name*}/push", image_routes.push_image),
+    _route("DELETE", "/images/{name*}", image_routes.remove_image),
+    _route("POST", "/auth", image_routes.login),
 )
 
 
 def match_route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
-    """Find the handler for a request; None when no route has this method and path."""
+    """Find the handler for a request; None when the path is not an Engine API route.
+
+    A route of Docker's Engine API that ketch lacks gets ``not_implemented``, which
+    answers 501 and names the route.
+    """
     for route in ROUTES:
         if route.method != method:
             continue
@@ -333,4 +348,34 @@ def match_route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None
                 key: decode_path_parameter(value) for key, value in match.groupdict().items()
             }
             return route.handler, parameters
+    template = docker_route_template(method, path)
+    if template is not None:
+        return not_implemented, {"method": method, "template": template}
     return None
+
+
+async def not_implemented(call: Call) -> None:
+    method, template = call.parameters["method"], call.parameters["template"]
+    message = f"ketch does not implement {method} {template} yet"
+    await call.http.send_json(501, {"message": message})
+
+
+def docker_route_template(method: str, path: str) -> str | None:
+    """Return the template of the Docker Engine API route that ``path`` matches, if any."""
+    for route_method, template, pattern in _docker_route_patterns():
+        if route_method == method and pattern.match(path):
+            return template
+    return None
+
+
+@functools.cache
+def _docker_route_patterns() -> tuple[tuple[str, str, re.Pattern[str]], ...]:
+    from ketch.api.docker_paths import DOCKER_ROUTES
+
+    compiled = []
+    for method, template in DOCKER_ROUTES:
+        # Image, plugin and distribution names contain slashes (library/busybox).
+        regex = re.sub(r"\{name\}", "(?P<name>.+)", template)
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
+        compiled.append((method, template, re.compile(f"^{regex}$")))
+    return tuple(compiled)

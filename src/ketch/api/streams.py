@@ -1,4 +1,4 @@
-"""The routes whose replies stream: attach, logs, wait and image pull.
+"""The routes whose replies stream: attach, logs, wait and image pull and push.
 
 - attach: the engine returns a reader of Docker's multiplexed frames. The connection is
   hijacked (``101 UPGRADED`` when the client sent ``Upgrade: tcp``), and the frames are
@@ -9,10 +9,10 @@
 - wait: the engine registers the waiter first, then the ``200`` headers go out at once, so
   a client that waits before it starts the container knows the waiter is in place; the
   JSON body follows when the condition is met.
-- image pull: progress messages go out as JSON lines in a chunked body. The headers wait
-  for the first message, so an error before any progress (an invalid reference, a
-  manifest that does not exist) is still a plain HTTP error; an error after it is the
-  last line, ``{"errorDetail": {"message": m}, "error": m}``, as dockerd writes it.
+- image pull and push: progress messages go out as JSON lines in a chunked body. The
+  headers wait for the first message, so an error before any progress (an invalid
+  reference, a manifest that does not exist) is still a plain HTTP error. An error after
+  it is the last line, ``{"errorDetail": {"message": m}, "error": m}``, as dockerd writes it.
 
 All three watch the client's side of the socket: when the client goes away, the engine
 call is cancelled, or the attach ended, instead of running on for nobody.
@@ -47,6 +47,7 @@ HANGUP_POLL_SECONDS = 1.0
 LINE_END = b"\r\n"
 
 T = TypeVar("T")
+ProgressCallback = Callable[[dict[str, Any]], None]
 
 
 async def attach_container(call: Call) -> None:
@@ -395,6 +396,20 @@ async def wait_container(call: Call) -> None:
 
 async def pull_image(call: Call) -> None:
     reference = image_reference(call.request.query)
+
+    def start(progress: ProgressCallback) -> Awaitable[Any]:
+        return call.engine.pull_image(reference, progress)
+
+    await stream_progress_of(call, start, f"pull of {reference}")
+
+
+async def stream_progress_of(
+    call: Call, start: Callable[[ProgressCallback], Awaitable[Any]], description: str
+) -> None:
+    """Run ``start(progress)`` and send each progress message as a JSON line.
+
+    ``description`` names the operation in log lines ("push of busybox").
+    """
     messages: list[dict[str, Any]] = []
     arrived = asyncio.Event()
 
@@ -402,24 +417,24 @@ async def pull_image(call: Call) -> None:
         messages.append(message)
         arrived.set()
 
-    pull = asyncio.ensure_future(call.engine.pull_image(reference, on_progress))
+    operation = asyncio.ensure_future(start(on_progress))
     try:
-        await _stream_progress(call.http, pull, messages, arrived)
+        await _stream_progress(call.http, operation, messages, arrived)
     finally:
-        if not pull.done():
-            pull.cancel()
+        if not operation.done():
+            operation.cancel()
     if call.http.must_close:
-        log.info("pull of %s cancelled: the client closed the connection", reference)
+        log.info("%s cancelled: the client closed the connection", description)
         return
 
-    error = pull.exception()
+    error = operation.exception()
     if error is None:
         if not call.http.response_started:
             await call.http.start_stream(200)
     elif not call.http.response_started:
         raise error
     else:
-        log.warning("pull of %s failed: %s", reference, error)
+        log.warning("%s failed: %s", description, error)
         message = message_for_error(error)
         line = {"errorDetail": {"message": message}, "error": message}
         await call.http.send_chunk(json.dumps(line).encode() + LINE_END)

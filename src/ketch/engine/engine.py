@@ -25,6 +25,7 @@ from ketch.engine.events import EventBus
 from ketch.engine.execs import ExecService, ExecSession
 from ketch.engine.filters import select_containers
 from ketch.engine.health import HealthMonitor
+from ketch.engine.images import ImageOperations
 from ketch.engine.logs import LogQuery, read_log
 from ketch.engine.restarts import wants_start_at_boot
 from ketch.engine.store import Container, ContainerPaths, ContainerStore
@@ -83,6 +84,9 @@ class Engine:
         self.execs = ExecService(self.containers, self.paths)
         self.health = HealthMonitor(self.containers, self.execs)
         self.containers.health = self.health
+        self.image_operations = ImageOperations(
+            images, self.containers.all, self.containers.resolve, self.events
+        )
         self._ensure_supervisor = ensure_supervisor
         self._mirrors = list(registry_mirrors or [])
         self._insecure_registries = list(insecure_registries or [])

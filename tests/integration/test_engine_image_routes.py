@@ -1,0 +1,165 @@
+"""The engine's image routes through the real docker CLI and docker-py against ketchd.
+
+One ketchd per module (see support.daemon), with busybox in the registry beside it. Each
+test uses image names of its own and removes them, so the tests run in any order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from support.daemon import KetchDaemon, daemon_fixture
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("docker") is None, reason="the docker CLI is not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[KetchDaemon]:
+    yield from daemon_fixture()
+
+
+@pytest.fixture(scope="module")
+def client(daemon: KetchDaemon) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        client.images.pull("busybox", tag="latest")
+        yield client
+    finally:
+        client.close()
+
+
+def docker_ok(daemon: KetchDaemon, *args: str) -> str:
+    result = daemon.docker(*args, timeout=120)
+    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def test_tag_and_rmi_untags(daemon: KetchDaemon, client: docker.DockerClient) -> None:
+    docker_ok(daemon, "tag", "busybox", "routes/tagged:v1")
+    tags = client.images.get("busybox").tags
+    assert "routes/tagged:v1" in tags
+    removed = docker_ok(daemon, "rmi", "routes/tagged:v1")
+    assert removed.splitlines() == ["Untagged: routes/tagged:v1"]
+    assert "busybox:latest" in client.images.get("busybox").tags
+
+
+def test_rmi_missing_image(daemon: KetchDaemon) -> None:
+    result = daemon.docker("rmi", "routes/missing:v1")
+    assert result.returncode != 0
+    assert "No such image: routes/missing:v1" in result.stderr
+
+
+def test_rmi_untags_one_of_several(daemon: KetchDaemon, client: docker.DockerClient) -> None:
+    client.images.get("busybox").tag("routes/used", "v1")
+    container = client.containers.create("routes/used:v1", ["true"])
+    try:
+        removed = docker_ok(daemon, "rmi", "routes/used:v1")
+    finally:
+        container.remove(force=True)
+    assert removed.splitlines() == ["Untagged: routes/used:v1"]
+
+
+def test_rmi_conflict_with_container(daemon: KetchDaemon, client: docker.DockerClient) -> None:
+    image = client.images.get("busybox")
+    container = client.containers.create("busybox", ["true"])
+    try:
+        result = daemon.docker("rmi", image.id)
+    finally:
+        container.remove(force=True)
+    assert result.returncode != 0
+    assert f"conflict: unable to delete {image.short_id.removeprefix('sha256:')}" in result.stderr
+
+
+def test_history_top_entry(client: docker.DockerClient) -> None:
+    image = client.images.get("busybox")
+    history = image.history()
+    assert history[0]["Id"] == image.id
+    assert "busybox:latest" in history[0]["Tags"]
+
+
+def test_tag_push_and_pull_back(daemon: KetchDaemon, client: docker.DockerClient) -> None:
+    target = f"{daemon.registry_address}/routes/pushed:v1"
+    docker_ok(daemon, "tag", "busybox", target)
+    try:
+        output = docker_ok(daemon, "push", target)
+        assert "digest: sha256:" in output
+    finally:
+        docker_ok(daemon, "rmi", target)
+    pulled = client.images.pull(f"{daemon.registry_address}/routes/pushed", tag="v1")
+    assert pulled.id == client.images.get("busybox").id
+    client.images.remove(target)
+
+
+def test_push_missing_image(client: docker.DockerClient) -> None:
+    with pytest.raises(docker.errors.APIError) as caught:
+        for _ in client.api.push("routes/never:v1", stream=True, decode=True):
+            pass
+    assert "No such image" in str(caught.value)
+
+
+def test_login_succeeds(daemon: KetchDaemon) -> None:
+    api = docker.APIClient(base_url=daemon.host)
+    try:
+        result = api.login("someone", "secret", registry=daemon.registry_address)
+    finally:
+        api.close()
+    assert result["Status"] == "Login Succeeded"
+
+
+def test_save_and_load(daemon: KetchDaemon, client: docker.DockerClient, tmp_path: Path) -> None:
+    archive = tmp_path / "busybox.tar"
+    docker_ok(daemon, "save", "-o", str(archive), "busybox")
+    with tarfile.open(archive) as tar:
+        assert "manifest.json" in tar.getnames()
+    output = docker_ok(daemon, "load", "-i", str(archive))
+    assert "Loaded image: busybox:latest" in output
+
+
+def test_save_missing_image(daemon: KetchDaemon, tmp_path: Path) -> None:
+    result = daemon.docker("save", "-o", str(tmp_path / "missing.tar"), "routes/missing:v1")
+    assert result.returncode != 0
+    assert "No such image" in result.stderr
+
+
+def test_import_rootfs(daemon: KetchDaemon, client: docker.DockerClient) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        content = b"imported\n"
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    replies = client.api.import_image_from_data(
+        buffer.getvalue(), repository="routes/imported", tag="v1"
+    )
+    status = json.loads(replies.strip().splitlines()[-1])["status"]
+    assert status.startswith("sha256:")
+    image = client.images.get("routes/imported:v1")
+    assert image.id == status
+    client.images.remove("routes/imported:v1")
+
+
+def test_prune_keeps_tagged(client: docker.DockerClient) -> None:
+    result = client.images.prune()
+    assert "SpaceReclaimed" in result
+    assert "busybox:latest" in client.images.get("busybox").tags
+
+
+def test_missing_route_is_501(client: docker.DockerClient) -> None:
+    response = client.api._post(client.api._url("/swarm/init"), data="{}")
+    assert response.status_code == 501
+    assert response.json()["message"] == "ketch does not implement POST /swarm/init yet"
+
+
+def test_unknown_path_is_404(client: docker.DockerClient) -> None:
+    response = client.api._get(client.api._url("/no/such/path"))
+    assert response.status_code == 404
