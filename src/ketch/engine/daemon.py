@@ -151,9 +151,11 @@ async def run(config: DaemonConfig) -> None:
         engine.containers.default_init = config.init
         engine.containers.init_path = config.init_path
         engine.containers.default_ulimits = config.default_ulimits
-        engine.containers.networking = ContainerNetworking(db, config.exec_root)
+        networking = ContainerNetworking(db, config.exec_root)
+        engine.containers.networking = networking
         stop = _stop_event()
         await engine.start()
+        await networking.remove_stale(engine.store.ids())
         servers = await _serve_all(engine, config.socket_paths())
         servers += await _serve_tcp(engine, config)
         logger.info("ketchd %s ready (pid %d)", ketch.__version__, os.getpid())

@@ -78,3 +78,10 @@ class ContainerNetworking:
             await self.driver.disconnect(container_id)
         except (OSError, NetlinkError, SystemFailure) as error:
             logger.error("cannot disconnect container %s from its network: %s", container_id, error)
+
+    async def remove_stale(self, container_ids: set[str]) -> None:
+        """Disconnect endpoints and namespaces of containers that no longer exist, which a
+        crash of ketchd between a removal's steps can leave behind."""
+        for container_id in self.driver.connected_containers() - container_ids:
+            logger.warning("removing the network endpoint of gone container %s", container_id)
+            await self.disconnect(container_id)

@@ -66,6 +66,13 @@ class BridgeDriver:
         )
         return network
 
+    def connected_containers(self) -> set[str]:
+        """Return the ids of containers with an endpoint record or a pinned namespace."""
+        ids = {endpoint.container_id for endpoint in self._store.endpoints()}
+        if self._namespace_root.is_dir():
+            ids.update(path.name for path in self._namespace_root.iterdir())
+        return ids
+
     def network_of(self, endpoint: Endpoint) -> Network:
         """Return the network ``endpoint`` belongs to."""
         return next(n for n in self._store.networks() if n.id == endpoint.network_id)
