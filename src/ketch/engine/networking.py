@@ -2,8 +2,8 @@
 container's /etc/hosts line for its own address.
 
 The engine pins a network namespace for each bridge container at
-``<exec_root>/netns/<id>`` and names that path in the spec's ``linux.namespaces``, so the
-runtime joins a namespace that is already wired, instead of the engine moving a veth into
+``<exec_root>/netns/<id>`` and names that path in the spec's ``linux.namespaces``. So the
+runtime joins a namespace that is already wired, and the engine need not move a veth into
 the init's namespace between the runtime's create and start. The endpoint lives from the
 first start until the container is removed.
 

@@ -31,8 +31,8 @@ DEFAULT_BRIDGE = "ketch0"
 class BridgeDriver:
     """The bridge networks of one engine, used from the event loop.
 
-    SQLite work stays on the loop's thread (the connection belongs to it); netlink and
-    namespace work, which blocks, runs on worker threads.
+    SQLite work stays on the loop's thread, because the connection belongs to it. Netlink
+    and namespace work, which blocks, runs on worker threads.
     """
 
     def __init__(self, store: NetworkStore, namespace_root: Path) -> None:

@@ -4,9 +4,9 @@ Layout::
 
     <exec_root>/netns/<container id>    bind mount of the namespace, kept until removal
 
-A namespace is made on a short-lived thread of its own: unshare(2) with CLONE_NEWNET moves
-only the calling thread, so ketchd's other threads stay in their namespace, and the thread
-ends afterwards instead of returning to a pool in the wrong namespace. The same holds for
+A namespace is made on a short-lived thread of its own. unshare(2) with CLONE_NEWNET moves
+only the calling thread, so ketchd's other threads stay in their namespace. The thread
+ends afterwards, so it never returns to a pool in the wrong namespace. The same holds for
 ``run_in_namespace``, which does netlink work inside a container's namespace.
 """
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _run_on_new_thread(work: Callable[[], T], what: str) -> T:
+def _run_on_new_thread(work: Callable[[], T], thread_name: str) -> T:
     """Run ``work`` on a thread that exits afterwards, and return its result or raise."""
     results: list[T] = []
     errors: list[BaseException] = []
@@ -39,7 +39,7 @@ def _run_on_new_thread(work: Callable[[], T], what: str) -> T:
         except BaseException as error:  # re-raised on the calling thread below
             errors.append(error)
 
-    thread = threading.Thread(target=target, name=what, daemon=True)
+    thread = threading.Thread(target=target, name=thread_name, daemon=True)
     thread.start()
     thread.join()
     if errors:
