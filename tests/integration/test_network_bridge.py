@@ -99,3 +99,17 @@ def test_docker_cli_bridge_address(daemon: KetchDaemon) -> None:
     assert result.returncode == 0, result.stderr
     address = ipaddress.IPv4Interface(result.stdout.split()[3])
     assert address.ip in _bridge_subnet(daemon)
+
+
+def test_bridge_restart_keeps_address(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(daemon, "sleep", "60")
+    before = daemon.ketch("inspect", "-f", "{{.NetworkSettings.IPAddress}}", container_id)
+    stopped = daemon.ketch("stop", "-t", "0", container_id)
+    assert stopped.returncode == 0, stopped.stderr
+
+    started = daemon.ketch("start", container_id)
+    assert started.returncode == 0, started.stderr
+    shown = daemon.ketch("exec", container_id, "ip", "-o", "-4", "addr", "show", "eth0")
+    assert shown.returncode == 0, shown.stderr
+    assert str(ipaddress.IPv4Interface(shown.stdout.split()[3]).ip) == before.stdout.strip()
+    daemon.ketch("rm", "-f", container_id)
