@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 # False at run time, so that this module does not import typing: every ketch-runc call
-# pays for what it imports. Type checkers take the branch below as true.
+# pays for what it imports. pathlib is imported only by the verbs that need it, because
+# start, state, kill and delete need none. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
@@ -66,13 +66,15 @@ def main(argv: list[str] | None = None) -> int:
 def _runtime(arguments: argparse.Namespace) -> Any:
     from ketch.runtime import Runtime
 
-    return Runtime(Path(arguments.root))
+    return Runtime(arguments.root)
 
 
 # The OCI standard verbs.
 
 
 def _create(arguments: argparse.Namespace) -> int:
+    from pathlib import Path
+
     pid_file = Path(arguments.pid_file) if arguments.pid_file else None
     console_socket = Path(arguments.console_socket) if arguments.console_socket else None
     _runtime(arguments).create(
@@ -121,6 +123,8 @@ def _run(arguments: argparse.Namespace) -> int:
         from ketch.errors import InvalidArgument
 
         raise InvalidArgument("run keeps the terminal itself; --console-socket is for create")
+    from pathlib import Path
+
     pid_file = Path(arguments.pid_file) if arguments.pid_file else None
     return run_foreground(
         _runtime(arguments),
@@ -133,6 +137,8 @@ def _run(arguments: argparse.Namespace) -> int:
 
 
 def _exec(arguments: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ketch.runtime import exec_options
 
     runtime = _runtime(arguments)
@@ -179,7 +185,7 @@ def _spec(arguments: argparse.Namespace) -> int:
     from ketch.errors import Conflict
     from ketch.runtime.spec import default_spec
 
-    path = Path(arguments.bundle) / "config.json"
+    path = os.path.join(arguments.bundle, "config.json")
     try:
         with open(path, "x") as handle:
             json.dump(default_spec(), handle, indent="\t")

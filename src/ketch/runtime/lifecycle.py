@@ -31,18 +31,20 @@ import os
 import select
 import signal
 import time
-from pathlib import Path
 
 from ketch.errors import Conflict, KetchError, NotFound, SystemFailure
 from ketch.runtime import state
-from ketch.runtime.cgroups import CgroupManager, manager_from_state
 from ketch.runtime.lazylog import LazyLogger
 
-# False at run time, so that this module does not import typing: every ketch-runc call
-# pays for what it imports. Type checkers take the branch below as true.
+# False at run time, so that this module does not import typing, pathlib or the cgroup
+# managers: every ketch-runc call pays for what it imports, and start, state and kill
+# need none of them. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
+
+    from ketch.runtime.cgroups import CgroupManager
 
 log = LazyLogger(__name__)
 
@@ -55,8 +57,16 @@ class Runtime:
     # Seconds delete waits for the container's processes to be gone after SIGKILL.
     kill_timeout = 10.0
 
-    def __init__(self, state_root: Path) -> None:
-        self.state_root = Path(state_root)
+    def __init__(self, state_root: Path | str) -> None:
+        # Kept as a string: the short verbs build their paths with os.path.
+        self._state_root = os.fspath(state_root)
+
+    @property
+    def state_root(self) -> Path:
+        """The state root, like runc's --root."""
+        from pathlib import Path
+
+        return Path(self._state_root)
 
     def create(
         self,
@@ -125,12 +135,12 @@ class Runtime:
 
     def start(self, container_id: str) -> None:
         """Let the init exec the container's process."""
-        record = state.read_record(self.state_root, container_id)
-        directory = state.container_dir(self.state_root, container_id)
+        record = state.read_record(self._state_root, container_id)
+        directory = state.container_path(self._state_root, container_id)
         status = state.status_of(directory, record)
         if status != "created":
             raise Conflict(f"cannot start container {container_id}: it is {status}, not created")
-        fifo_path = directory / state.EXEC_FIFO
+        fifo_path = os.path.join(directory, state.EXEC_FIFO)
         try:
             fifo = os.open(fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -140,14 +150,14 @@ class Runtime:
         finally:
             os.close(fifo)
         with contextlib.suppress(FileNotFoundError):
-            fifo_path.unlink()
+            os.unlink(fifo_path)
         log.debug("started container %s", container_id)
         _run_record_hooks(record, "poststart", "running")
 
     def state(self, container_id: str) -> dict[str, Any]:
         """Return the container's state as ``runc state`` prints it."""
-        record = state.read_record(self.state_root, container_id)
-        directory = state.container_dir(self.state_root, container_id)
+        record = state.read_record(self._state_root, container_id)
+        directory = state.container_path(self._state_root, container_id)
         return record.to_oci_state(state.status_of(directory, record))
 
     def list(self) -> list[dict[str, Any]]:
@@ -162,11 +172,13 @@ class Runtime:
 
     def kill(self, container_id: str, signal_number: int, all: bool = False) -> None:
         """Send ``signal_number`` to the init, or with ``all`` to every container process."""
-        record = state.read_record(self.state_root, container_id)
-        directory = state.container_dir(self.state_root, container_id)
+        record = state.read_record(self._state_root, container_id)
+        directory = state.container_path(self._state_root, container_id)
         if state.status_of(directory, record) == "stopped":
             raise Conflict(f"cannot kill container {container_id}: it is not running")
         if all:
+            from ketch.runtime.cgroups import manager_from_state
+
             cgroups = manager_from_state(record.cgroups)
             for pid in cgroups.processes():
                 with contextlib.suppress(ProcessLookupError):
@@ -179,11 +191,11 @@ class Runtime:
 
         A container still in "created" is killed without ``force``, as runc does.
         """
-        directory = state.container_dir(self.state_root, container_id)
+        directory = state.container_path(self._state_root, container_id)
         try:
-            record = state.read_record(self.state_root, container_id)
+            record = state.read_record(self._state_root, container_id)
         except NotFound:
-            if directory.is_dir():
+            if os.path.isdir(directory):
                 # Left by a create that died before writing its record.
                 _remove_state_directory(directory)
                 return
@@ -193,6 +205,8 @@ class Runtime:
             raise Conflict(
                 f"cannot delete container {container_id} that is not stopped: it is {status}"
             )
+        from ketch.runtime.cgroups import manager_from_state
+
         cgroups = manager_from_state(record.cgroups)
         if status != "stopped" or cgroups.processes():
             self._kill_everything(record, cgroups)
@@ -206,6 +220,8 @@ class Runtime:
         record, status = self._record_and_status(container_id)
         if status != "running":
             raise Conflict(f"cannot pause container {container_id}: it is {status}, not running")
+        from ketch.runtime.cgroups import manager_from_state
+
         manager_from_state(record.cgroups).freeze()
         log.debug("paused container %s", container_id)
 
@@ -214,11 +230,14 @@ class Runtime:
         record, status = self._record_and_status(container_id)
         if status != "paused":
             raise Conflict(f"cannot resume container {container_id}: it is {status}, not paused")
+        from ketch.runtime.cgroups import manager_from_state
+
         manager_from_state(record.cgroups).thaw()
         log.debug("resumed container %s", container_id)
 
     def update(self, container_id: str, resources: dict[str, Any]) -> None:
         """Write new cgroup limits; ``resources`` is an OCI linux.resources object."""
+        from ketch.runtime.cgroups import manager_from_state
         from ketch.runtime.config import parse_resources
 
         record, status = self._record_and_status(container_id)
@@ -229,12 +248,14 @@ class Runtime:
 
     def processes(self, container_id: str) -> list[int]:
         """Return the host pids of every process in the container's cgroup."""
-        record = state.read_record(self.state_root, container_id)
+        from ketch.runtime.cgroups import manager_from_state
+
+        record = state.read_record(self._state_root, container_id)
         return manager_from_state(record.cgroups).processes()
 
     def _record_and_status(self, container_id: str) -> tuple[state.ContainerRecord, str]:
-        record = state.read_record(self.state_root, container_id)
-        directory = state.container_dir(self.state_root, container_id)
+        record = state.read_record(self._state_root, container_id)
+        directory = state.container_path(self._state_root, container_id)
         return record, state.status_of(directory, record)
 
     def _kill_everything(self, record: state.ContainerRecord, cgroups: CgroupManager) -> None:
@@ -255,7 +276,7 @@ def reap(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _remove_state_directory(directory: Path) -> None:
+def _remove_state_directory(directory: str) -> None:
     """Remove a container's state directory, ignoring errors, as ``rmtree`` would.
 
     The directory holds only files, so this avoids importing shutil (with its
@@ -287,7 +308,7 @@ def _run_record_hooks(record: state.ContainerRecord, kind: str, status: str) -> 
     hooks.run_hooks(kind, [hooks.Hook(**entry) for entry in entries], hook_state)
 
 
-def _await_init_release(fifo: int, fifo_path: Path, record: state.ContainerRecord) -> None:
+def _await_init_release(fifo: int, fifo_path: str, record: state.ContainerRecord) -> None:
     """Wait for the init's byte on exec.fifo, checking that the init is still alive.
 
     Opening the read end without O_NONBLOCK would block forever if the init had died
@@ -301,7 +322,7 @@ def _await_init_release(fifo: int, fifo_path: Path, record: state.ContainerRecor
             return
         if not state.init_is_alive(record):
             raise SystemFailure(f"cannot start container {record.id}: its init exited")
-        if not fifo_path.exists():
+        if not os.path.exists(fifo_path):
             raise Conflict(f"cannot start container {record.id}: it was started")
         # A writer that closed without writing leaves the fifo readable at end of file,
         # which poll would report at once again.

@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 from ketch.errors import InvalidArgument, NotFound
 
-# False at run time, so that this module does not import typing: every ketch-runc call
-# pays for what it imports. Type checkers take the branch below as true.
+# False at run time, so that this module does not import typing or pathlib: every
+# ketch-runc call pays for what it imports. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 STATE_FILE = "state.json"
@@ -110,25 +110,33 @@ def validate_id(container_id: str) -> None:
         )
 
 
-def container_dir(state_root: Path, container_id: str) -> Path:
+def container_dir(state_root: Path | str, container_id: str) -> Path:
+    from pathlib import Path
+
+    return Path(container_path(state_root, container_id))
+
+
+def container_path(state_root: Path | str, container_id: str) -> str:
+    """Return the container's state directory as a string, for the verbs without pathlib."""
     validate_id(container_id)
-    return state_root / container_id
+    return os.path.join(state_root, container_id)
 
 
-def write_record(directory: Path, record: ContainerRecord) -> None:
+def write_record(directory: Path | str, record: ContainerRecord) -> None:
     # Replaced by rename, so a reader sees the old or the new record. Not fsynced: the
     # state root is runtime state (on tmpfs under /run by default) that does not outlive
     # the containers, which a reboot ends anyway.
-    temporary = directory / (STATE_FILE + ".tmp")
+    temporary = os.path.join(directory, STATE_FILE + ".tmp")
     with open(temporary, "w") as handle:
         json.dump(record.to_dict(), handle)
-    os.replace(temporary, directory / STATE_FILE)
+    os.replace(temporary, os.path.join(directory, STATE_FILE))
 
 
-def read_record(state_root: Path, container_id: str) -> ContainerRecord:
-    directory = container_dir(state_root, container_id)
+def read_record(state_root: Path | str, container_id: str) -> ContainerRecord:
+    directory = container_path(state_root, container_id)
     try:
-        text = (directory / STATE_FILE).read_text()
+        with open(os.path.join(directory, STATE_FILE)) as handle:
+            text = handle.read()
     except FileNotFoundError:
         raise NotFound(f"container {container_id} does not exist") from None
     return ContainerRecord(**json.loads(text))
@@ -152,12 +160,12 @@ def init_is_alive(record: ContainerRecord) -> bool:
     return record.pid > 0 and process_start_time(record.pid) == record.init_start_time
 
 
-def status_of(directory: Path, record: ContainerRecord) -> str:
+def status_of(directory: Path | str, record: ContainerRecord) -> str:
     if not init_is_alive(record):
         return "stopped"
     if is_frozen(record.cgroups):
         return "paused"
-    if (directory / EXEC_FIFO).exists():
+    if os.path.exists(os.path.join(directory, EXEC_FIFO)):
         return "created"
     return "running"
 
@@ -170,8 +178,8 @@ def is_frozen(cgroups: dict[str, Any]) -> bool:
     from ketch.runtime.cgroups import freezer
 
     if cgroups.get("version") == 2:
-        return freezer.frozen_v2(Path(cgroups["directory"]))
+        return freezer.frozen_v2(cgroups["directory"])
     for name, directory in cgroups.get("directories", {}).items():
         if "freezer" in cgroups.get("controllers", {}).get(name, [name]):
-            return freezer.frozen_v1(Path(directory))
+            return freezer.frozen_v1(directory)
     return False

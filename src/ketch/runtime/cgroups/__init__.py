@@ -19,11 +19,27 @@ the files are.
 
 from __future__ import annotations
 
-from ketch.runtime.cgroups.base import (
-    CgroupManager,
-    manager_for,
-    manager_from_state,
-    resolve_cgroups_path,
-)
+# False at run time, so that this module does not import typing. Type checkers take the
+# branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ketch.runtime.cgroups.base import (
+        CgroupManager,
+        manager_for,
+        manager_from_state,
+        resolve_cgroups_path,
+    )
 
 __all__ = ["CgroupManager", "manager_for", "manager_from_state", "resolve_cgroups_path"]
+
+
+def __getattr__(name: str) -> Any:
+    # The names come from .base on first use, so that ``ketch-runc state``, which imports
+    # only .freezer, does not pay for .base and pathlib.
+    if name in __all__:
+        from ketch.runtime.cgroups import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,12 +8,18 @@ Both wait for the kernel to finish, so that ``pause`` returns with the processes
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 from ketch.errors import SystemFailure
-from ketch.runtime.cgroups.files import read_value, write_value
+from ketch.runtime.cgroups.files import read_text, read_value, write_value
+
+# False at run time, so that ``ketch-runc state``, which reads the freezer's files, does not
+# import pathlib. Type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
 
 CONTROLLER = "freezer"
 
@@ -30,9 +36,9 @@ def thaw_v1(directory: Path) -> None:
     write_value(directory, "freezer.state", "THAWED")
 
 
-def frozen_v1(directory: Path) -> bool:
+def frozen_v1(directory: Path | str) -> bool:
     try:
-        return (directory / "freezer.state").read_text().strip() == "FROZEN"
+        return read_text(os.path.join(directory, "freezer.state")).strip() == "FROZEN"
     except OSError:
         return False
 
@@ -46,9 +52,9 @@ def thaw_v2(directory: Path) -> None:
     write_value(directory, "cgroup.freeze", "0")
 
 
-def frozen_v2(directory: Path) -> bool:
+def frozen_v2(directory: Path | str) -> bool:
     try:
-        events = (directory / "cgroup.events").read_text().split("\n")
+        events = read_text(os.path.join(directory, "cgroup.events")).split("\n")
     except OSError:
         return False
     return "frozen 1" in events
