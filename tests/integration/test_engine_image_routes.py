@@ -154,6 +154,40 @@ def test_prune_keeps_tagged(client: docker.DockerClient) -> None:
     assert "busybox:latest" in client.images.get("busybox").tags
 
 
+def test_diff_and_commit(daemon: KetchDaemon, client: docker.DockerClient) -> None:
+    container = client.containers.run("busybox", ["sh", "-c", "echo made > /tmp/made"], detach=True)
+    try:
+        container.wait(timeout=60)
+        changes = {(change["Kind"], change["Path"]) for change in container.diff()}
+        assert (1, "/tmp/made") in changes
+        assert (0, "/tmp") in changes
+        docker_ok(
+            daemon, "commit", "-m", "made a file", "-c", 'CMD ["cat", "/tmp/made"]',
+            container.id, "routes/committed:v1",
+        )  # fmt: skip
+    finally:
+        container.remove(force=True)
+    try:
+        output = client.containers.run("routes/committed:v1", remove=True)
+        assert output == b"made\n"
+        history = client.images.get("routes/committed:v1").history()
+        assert history[0]["Comment"] == "made a file"
+    finally:
+        client.images.remove("routes/committed:v1")
+
+
+def test_commit_missing_container(daemon: KetchDaemon) -> None:
+    result = daemon.docker("commit", "routes-missing", "routes/never:v1")
+    assert result.returncode != 0
+    assert "No such container: routes-missing" in result.stderr
+
+
+def test_history_sizes_sum_to_image(client: docker.DockerClient) -> None:
+    image = client.images.get("busybox")
+    total = sum(entry["Size"] for entry in image.history())
+    assert total == image.attrs["Size"]
+
+
 def test_missing_route_is_501(client: docker.DockerClient) -> None:
     response = client.api._post(client.api._url("/swarm/init"), data="{}")
     assert response.status_code == 501

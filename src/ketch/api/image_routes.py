@@ -112,6 +112,18 @@ async def create_image(call: Call) -> None:
     await _send_json_lines(call, [{"status": image_id}])
 
 
+async def commit_container(call: Call) -> None:
+    query = call.request.query
+    reference = query.get("container", "").strip()
+    if not reference:
+        raise InvalidArgument("missing 'container' parameter: the container to commit")
+    changes = [value for key, value in _query_pairs(call) if key == "changes" and value]
+    image_id = await call.engine.image_operations.commit(
+        reference, query, changes, call.request.json_body(), call.engine.data_root
+    )
+    await call.http.send_json(201, {"Id": image_id})
+
+
 async def container_changes(call: Call) -> None:
     changes = call.engine.image_operations.changes(call.parameters["id"], call.engine.data_root)
     await call.http.send_json(200, changes)

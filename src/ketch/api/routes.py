@@ -330,6 +330,7 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", "/images/{name*}/push", image_routes.push_image),
     _route("DELETE", "/images/{name*}", image_routes.remove_image),
     _route("POST", "/auth", image_routes.login),
+    _route("POST", "/commit", image_routes.commit_container),
 )
 
 

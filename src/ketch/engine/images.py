@@ -8,8 +8,10 @@ still uses an image that is about to go.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shlex
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from ketch.engine import timestamps
 from ketch.engine.events import EventBus
 from ketch.errors import Conflict, InvalidArgument
 from ketch.images.auth import credentials_from_registry_auth
+from ketch.images.commit import CommitRequest, commit_image
 from ketch.images.reference import DEFAULT_TAG, parse_normalized
 
 log = logging.getLogger(__name__)
@@ -86,9 +89,7 @@ class ImageOperations:
         for step in steps:
             size = 0
             if not step.get("empty_layer") and layer_index < len(layers):
-                # NOTE: this is the compressed size of the layer blob; docker reports the
-                # unpacked size, which the image store does not record per layer.
-                size = layers[layer_index].blob_size
+                size = self._layer_size(layers[layer_index])
                 layer_index += 1
             entries.append(
                 {
@@ -106,9 +107,14 @@ class ImageOperations:
             entries[0]["Tags"] = list(image.repo_tags)
         return entries
 
+    def _layer_size(self, layer: Any) -> int:
+        """Return the unpacked size of a layer, or its blob's size when it is not unpacked."""
+        snapshot = self.images.snapshots.stat(layer.chain_id)
+        return snapshot.size if snapshot is not None else layer.blob_size
+
     def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         """Remove images that no container uses: only untagged ones unless the filter
-        ``dangling=false`` asks for all (``docker image prune -a``)."""
+        ``dangling=false`` selects all (``docker image prune -a``)."""
         unknown = sorted(set(filters) - {"dangling"})
         if unknown:
             raise InvalidArgument(f"invalid filter {unknown[0]!r}: image prune supports dangling")
@@ -186,6 +192,48 @@ class ImageOperations:
         self.events.publish("image", "import", image.id, {"name": reference or image.id})
         return image.id
 
+    async def commit(
+        self,
+        reference: str,
+        options: dict[str, str],
+        changes: list[str],
+        config: Any,
+        spool_dir: Path,
+    ) -> str:
+        """Record the changes of container ``reference`` as a new image; return its ID.
+
+        ``options`` contains the query's repo, tag, comment and author, ``changes`` the
+        Dockerfile instructions to apply, and ``config`` the request body, whose config
+        fields replace the container's.
+        """
+        if config is not None and not isinstance(config, dict):
+            raise InvalidArgument(
+                "invalid commit body: expected a JSON object (a container config)"
+            )
+        container = self.resolve_container(reference)
+        image_config = apply_changes({**container.config, **(config or {})}, changes)
+        repository, tag = options.get("repo", ""), options.get("tag", "")
+        if tag and not repository:
+            raise InvalidArgument("invalid commit: a tag needs the 'repo' parameter as well")
+        name = (f"{repository}:{tag}" if tag else repository) or None
+        request = CommitRequest(
+            container_id=container.id,
+            config=image_config,
+            comment=options.get("comment", ""),
+            author=options.get("author", ""),
+            reference=name,
+        )
+        # Limitation: the container is not paused while its changes are read, as dockerd
+        # does by default, so a running container may change files during the commit.
+        with tempfile.NamedTemporaryFile(dir=spool_dir) as spool:
+            self.images.diff_rootfs(container.id, spool)
+            spool.flush()
+            image_id = await commit_image(
+                self.images, container.image_id, Path(spool.name), request
+            )
+        self.events.publish("container", "commit", container.id, {"comment": request.comment})
+        return image_id
+
     def changes(self, reference: str, spool_dir: Path) -> list[dict[str, Any]]:
         """Return ``GET /containers/{id}/changes`` for the container ``reference`` names."""
         container = self.resolve_container(reference)
@@ -257,3 +305,68 @@ def _exists_below(root: Path, path: str) -> bool:
         return True
     finally:
         os.close(directory)
+
+
+# Dockerfile instructions that docker commit --change accepts, with the config key each sets.
+_CHANGE_KEYS = {
+    "CMD": "Cmd",
+    "ENTRYPOINT": "Entrypoint",
+    "ENV": "Env",
+    "LABEL": "Labels",
+    "WORKDIR": "WorkingDir",
+    "USER": "User",
+    "EXPOSE": "ExposedPorts",
+    "STOPSIGNAL": "StopSignal",
+    "VOLUME": "Volumes",
+}
+
+
+def apply_changes(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
+    """Apply Dockerfile instructions such as ``CMD ["sh"]`` or ``ENV A=1`` to a container
+    config and return the result; raise InvalidArgument naming a change it cannot apply."""
+    result = dict(config)
+    for change in changes:
+        instruction, _, argument = change.strip().partition(" ")
+        key = _CHANGE_KEYS.get(instruction.upper())
+        argument = argument.strip()
+        if key is None or not argument:
+            supported = ", ".join(_CHANGE_KEYS)
+            raise InvalidArgument(
+                f"invalid change {change!r}: expected one of {supported} with an argument"
+            )
+        if key in ("Cmd", "Entrypoint"):
+            result[key] = _command(argument)
+        elif key == "Env":
+            result["Env"] = [*(result.get("Env") or []), *_pairs(argument, change)]
+        elif key == "Labels":
+            labels = dict(result.get("Labels") or {})
+            labels.update(pair.split("=", 1) for pair in _pairs(argument, change))
+            result["Labels"] = labels
+        elif key in ("ExposedPorts", "Volumes"):
+            values = dict(result.get(key) or {})
+            for item in _command(argument) if argument.startswith("[") else argument.split():
+                port = item if "/" in item or key == "Volumes" else f"{item}/tcp"
+                values[port] = {}
+            result[key] = values
+        else:
+            result[key] = argument
+    return result
+
+
+def _command(argument: str) -> list[str]:
+    """Read the exec form (a JSON array) or the shell form of CMD and ENTRYPOINT."""
+    if argument.startswith("["):
+        try:
+            value = json.loads(argument)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return value
+    return ["/bin/sh", "-c", argument]
+
+
+def _pairs(argument: str, change: str) -> list[str]:
+    pairs = shlex.split(argument)
+    if not all("=" in pair for pair in pairs):
+        raise InvalidArgument(f"invalid change {change!r}: expected KEY=VALUE pairs")
+    return pairs
