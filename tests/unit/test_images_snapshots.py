@@ -142,3 +142,28 @@ def test_lowerdirs_missing_chain(tmp_path: Path, db: sqlite3.Connection, kind: s
     snapshots = open_kind(kind, tmp_path, db)
     with pytest.raises(NotFound, match="snapshot"):
         snapshots.lowerdirs(DIFF_1)
+
+
+def test_pending_parent_overlay(tmp_path: Path, db: sqlite3.Connection) -> None:
+    snapshots = open_kind("overlay", tmp_path, db)
+    bottom, top = chain_ids([DIFF_1, DIFF_2])
+    child = snapshots.prepare("two", bottom, parent_pending=True)
+    snapshots.prepare("one", None)
+    snapshots.commit("one", bottom, DIFF_1, 0)
+    snapshots.commit("two", top, DIFF_2, 0)
+    assert snapshots.lowerdirs(top)[0] == child
+
+
+def test_pending_parent_commit_first(tmp_path: Path, db: sqlite3.Connection) -> None:
+    snapshots = open_kind("overlay", tmp_path, db)
+    bottom, top = chain_ids([DIFF_1, DIFF_2])
+    snapshots.prepare("two", bottom, parent_pending=True)
+    with pytest.raises(NotFound, match="not committed"):
+        snapshots.commit("two", top, DIFF_2, 0)
+
+
+def test_pending_parent_copy_rejected(tmp_path: Path, db: sqlite3.Connection) -> None:
+    snapshots = open_kind("copy", tmp_path, db)
+    with pytest.raises(InvalidArgument, match="committed first"):
+        snapshots.prepare("two", DIFF_1, parent_pending=True)
+    assert snapshots.list() == []

@@ -36,6 +36,7 @@ class CopyingSnapshotter(Snapshotter):
 
     name = "copy"
     whiteout_form = WhiteoutForm.APPLY
+    needs_parent_files = True
 
     def _populate(self, path: Path, parent: Snapshot | None) -> None:
         if parent is None:

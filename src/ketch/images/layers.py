@@ -148,6 +148,7 @@ def unpack_layer(
     progress: Callable[[int, int], None] | None = None,
     whiteouts: WhiteoutForm = WhiteoutForm.OVERLAY,
     limits: UnpackLimits = DEFAULT_LIMITS,
+    sync: bool = True,
 ) -> UnpackedLayer:
     """Unpack the layer blob at ``blob`` into the empty directory ``destination``.
 
@@ -156,7 +157,8 @@ def unpack_layer(
     ``progress(done, total)`` is called with compressed bytes read. ``destination`` must be
     empty for ``WhiteoutForm.OVERLAY`` and hold the parent's files for ``APPLY``. Raises
     LayerRejected (an InvalidArgument) for a hostile or malformed layer or one past
-    ``limits``; the caller removes ``destination`` then.
+    ``limits``; the caller removes ``destination`` then. With ``sync=False`` the files
+    are not flushed to disk, and the caller must sync before it records them.
     """
     total = blob.stat().st_size
     with open(blob, "rb") as raw:
@@ -174,7 +176,8 @@ def unpack_layer(
         try:
             unpacker.unpack(uncompressed, report_progress)
             uncompressed.drain()
-            _sync_filesystem(root_fd, destination)
+            if sync:
+                _sync_filesystem(root_fd, destination)
         except _LimitExceeded as error:
             raise LayerRejected(
                 f"layer {layer} unpacks to {error}, the configured maximum; "

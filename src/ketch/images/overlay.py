@@ -52,6 +52,7 @@ class OverlaySnapshotter(Snapshotter):
 
     name = "overlay"
     whiteout_form = WhiteoutForm.OVERLAY
+    needs_parent_files = False
 
     def _populate(self, path: Path, parent: Snapshot | None) -> None:
         path.mkdir(parents=True, mode=0o755)

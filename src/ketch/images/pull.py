@@ -1,8 +1,10 @@
 """Pulling an image: resolve the reference, fetch index, manifest, config and layers, unpack
 each layer into its snapshot, then record the image in one transaction.
 
-Layers download up to three at a time, starting while the config is fetched, and are
-unpacked bottom first as they arrive. A
+Layers download up to three at a time, starting while the config is fetched. With the
+overlay snapshotter each layer unpacks as soon as it arrives, alongside the others, and
+one syncfs before the snapshots are committed bottom first replaces one per layer. The
+copying snapshotter needs each parent's files, so there layers unpack bottom first. A
 download that breaks off resumes with HTTP Range from the bytes kept in the content
 store's ``ingest/``, within the same pull and in a later pull of the same blob. A
 layer whose chain ID already has a snapshot is neither downloaded nor unpacked. Until the
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 from collections import Counter
@@ -69,6 +72,9 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 MAX_CONCURRENT_DOWNLOADS = 3
+# Layers unpacked at once by the overlay snapshotter. Decompression, hashing and writing
+# release the GIL on large buffers, so each extra thread can use another core.
+MAX_CONCURRENT_UNPACKS = max(2, os.cpu_count() or 1)
 # A layer download that breaks off is resumed from its last byte this many times in all,
 # waiting RETRY_DELAY_SECONDS times the attempt number in between.
 DOWNLOAD_ATTEMPTS = 5
@@ -289,16 +295,90 @@ class Puller:
             self._emit_layer(layer, "Pulling fs layer")
             downloads[index] = asyncio.create_task(self._download(client, layer, semaphore))
 
+        if not self.snapshots.needs_parent_files:
+            await self._extract_in_parallel(layers, diff_ids, chains, downloads)
+            return
         for index, layer in enumerate(layers):
             if index not in downloads:
                 continue
-            await downloads[index]
-            if self.snapshots.stat(chains[index]) is not None:
-                # Another pull unpacked this layer while it downloaded here.
-                self._emit_layer(layer, "Pull complete")
-                continue
-            parent = chains[index - 1] if index else None
-            await self._extract(layer, diff_ids[index], chains[index], parent)
+            prepared = await self._extract_after_download(
+                index, layers, diff_ids, chains, downloads[index], parent_pending=False
+            )
+            if prepared is not None:
+                key, size = prepared
+                self._commit_snapshot(key, layer, diff_ids[index], chains[index], size)
+
+    async def _extract_in_parallel(
+        self,
+        layers: list[Descriptor],
+        diff_ids: list[str],
+        chains: list[str],
+        downloads: dict[int, asyncio.Task[None]],
+    ) -> None:
+        """Unpack each layer as soon as it is downloaded, alongside the others, then sync
+        once and commit the snapshots bottom first.
+
+        Only for snapshotters whose snapshots hold one layer each, so that no unpack reads
+        the files of the layer below. The one sync comes before the first commit, so a
+        committed snapshot is still always on disk.
+        """
+        limit = asyncio.Semaphore(MAX_CONCURRENT_UNPACKS)
+
+        async def extract(index: int) -> tuple[str, int] | None:
+            async with limit:
+                return await self._extract_after_download(
+                    index, layers, diff_ids, chains, downloads[index], parent_pending=True
+                )
+
+        tasks = {index: asyncio.create_task(extract(index)) for index in downloads}
+        try:
+            await asyncio.gather(*tasks.values())
+        except BaseException:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            for task in tasks.values():
+                if not task.cancelled() and task.exception() is None and task.result():
+                    self.snapshots.abort(task.result()[0])  # type: ignore[index]
+            raise
+
+        prepared = {index: task.result() for index, task in tasks.items()}
+        pending = {index: result for index, result in prepared.items() if result is not None}
+        try:
+            if pending:
+                await asyncio.to_thread(self.snapshots.sync)
+            for index in sorted(pending):
+                key, size = pending.pop(index)
+                self._commit_snapshot(key, layers[index], diff_ids[index], chains[index], size)
+        finally:
+            for key, _ in pending.values():
+                self.snapshots.abort(key)
+
+    async def _extract_after_download(
+        self,
+        index: int,
+        layers: list[Descriptor],
+        diff_ids: list[str],
+        chains: list[str],
+        download: asyncio.Task[None],
+        *,
+        parent_pending: bool,
+    ) -> tuple[str, int] | None:
+        """Wait for a layer's download, then unpack it into a new active snapshot.
+
+        Returns the snapshot's key and size, or None when another pull committed the same
+        chain ID meanwhile.
+        """
+        await download
+        layer = layers[index]
+        if self.snapshots.stat(chains[index]) is not None:
+            # Another pull unpacked this layer while it downloaded here.
+            self._emit_layer(layer, "Pull complete")
+            return None
+        parent = chains[index - 1] if index else None
+        return await self._extract(
+            layer, diff_ids[index], chains[index], parent, parent_pending=parent_pending
+        )
 
     async def _download(
         self, client: RegistryClient, layer: Descriptor, semaphore: asyncio.Semaphore
@@ -379,10 +459,21 @@ class Puller:
                 await asyncio.sleep(delay)
 
     async def _extract(
-        self, layer: Descriptor, diff_id: str, chain_id: str, parent: str | None
-    ) -> None:
+        self,
+        layer: Descriptor,
+        diff_id: str,
+        chain_id: str,
+        parent: str | None,
+        *,
+        parent_pending: bool,
+    ) -> tuple[str, int]:
+        """Unpack a downloaded layer into a new active snapshot; return its key and size.
+
+        With ``parent_pending`` the parent may still be unpacking and the files are not
+        synced; the caller syncs before it commits.
+        """
         key = f"extract-{secrets.token_hex(4)}-{chain_id}"
-        path = self.snapshots.prepare(key, parent)
+        path = self.snapshots.prepare(key, parent, parent_pending=parent_pending)
         loop = asyncio.get_running_loop()
         last_report = 0.0
 
@@ -404,6 +495,7 @@ class Puller:
                 progress=report,
                 whiteouts=self.snapshots.whiteout_form,
                 limits=self.unpack_limits,
+                sync=not parent_pending,
             )
         )
         try:
@@ -416,7 +508,12 @@ class Puller:
             self.snapshots.abort(key)
             raise
 
-        snapshot = self.snapshots.commit(key, chain_id, diff_id, unpacked.size)
+        return key, unpacked.size
+
+    def _commit_snapshot(
+        self, key: str, layer: Descriptor, diff_id: str, chain_id: str, size: int
+    ) -> None:
+        snapshot = self.snapshots.commit(key, chain_id, diff_id, size)
         if snapshot.key == key:
             self._new_chains.append(chain_id)
         self._emit_layer(layer, "Pull complete")

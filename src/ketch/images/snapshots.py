@@ -125,6 +125,9 @@ class Snapshotter(abc.ABC):
 
     name: str
     whiteout_form: WhiteoutForm
+    # True when a new snapshot starts as a copy of its parent's files, so the parent
+    # must be committed before a layer can be unpacked on top of it.
+    needs_parent_files: bool
 
     def __init__(self, root: Path, db: sqlite3.Connection) -> None:
         self.directory = root / "snapshots"
@@ -150,9 +153,20 @@ class Snapshotter(abc.ABC):
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM image_snapshots ORDER BY id")
         return [Snapshot(*row) for row in rows]
 
-    def prepare(self, key: str, parent: str | None) -> Path:
-        """Make an active snapshot named ``key`` on top of ``parent``; return its fs dir."""
-        if parent is not None and self.stat(parent) is None:
+    def prepare(self, key: str, parent: str | None, *, parent_pending: bool = False) -> Path:
+        """Make an active snapshot named ``key`` on top of ``parent``; return its fs dir.
+
+        With ``parent_pending`` the parent may still be unpacking elsewhere, and ``commit``
+        checks it instead. That lets layers unpack in parallel, and only a snapshotter
+        whose ``needs_parent_files`` is False accepts it.
+        """
+        if parent_pending and self.needs_parent_files:
+            raise InvalidArgument(
+                f"the {self.name} snapshotter copies the parent's files into a new "
+                "snapshot, so its parent must be committed first"
+            )
+        parent_snapshot = self.stat(parent) if parent is not None else None
+        if parent is not None and parent_snapshot is None and not parent_pending:
             raise NotFound(f"parent snapshot {parent} not found")
         created = datetime.now(UTC).isoformat()
         try:
@@ -170,7 +184,7 @@ class Snapshotter(abc.ABC):
         # that a later snapshot with the same number would collide with.
         path = self.directory / str(cursor.lastrowid) / "fs"
         try:
-            self._populate(path, self.stat(parent) if parent is not None else None)
+            self._populate(path, parent_snapshot)
         except BaseException:
             self.abort(key)
             raise
@@ -211,9 +225,15 @@ class Snapshotter(abc.ABC):
             log.debug("snapshot %s was committed meanwhile; dropping copy %s", chain_id, key)
             self.abort(key)
             return existing
+        if active.parent is not None and self.stat(active.parent) is None:
+            raise NotFound(
+                f"parent snapshot {active.parent} of {chain_id} is not committed; "
+                "commit the layers bottom first"
+            )
 
-        # The writer flushed the files (unpack_layer ends with syncfs), so the row that
-        # makes them visible is committed after they are on disk.
+        # The writer flushed the files (unpack_layer ends with syncfs, or the caller ran
+        # sync() after unpacking), so the row that makes them visible is committed after
+        # they are on disk.
         with transaction(self.db) as db:
             db.execute(
                 "UPDATE image_snapshots SET state = 'committed', chain_id = ?, diff_id = ?,"
@@ -223,6 +243,19 @@ class Snapshotter(abc.ABC):
         committed = self.stat(chain_id)
         assert committed is not None
         return committed
+
+    def sync(self) -> None:
+        """Write the snapshots' filesystem to disk (one syncfs), for writers that unpacked
+        with ``sync=False`` and have not committed yet."""
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            syscalls.syncfs(fd)
+        except OSError as error:
+            raise SystemFailure(
+                f"cannot sync the filesystem of {self.directory}: {error}"
+            ) from None
+        finally:
+            os.close(fd)
 
     def abort(self, key: str) -> None:
         """Remove the active snapshot ``key`` and its files; a missing key is ignored."""
