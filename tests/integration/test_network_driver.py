@@ -13,18 +13,24 @@ import pytest
 
 from support.netns import NetworkNamespace, create_namespace, delete_namespace
 
-# Run inside the namespace: connect two containers, report what exists, disconnect one,
-# let remove_stale drop the other, remove the network, and report again.
+# Run inside the namespace: connect two containers, report what exists, try to remove the
+# network in use, connect a third over a leftover veth, disconnect one, let remove_stale
+# drop the others, remove the network, and report again.
 SCENARIO = textwrap.dedent(
     """
     import asyncio, json, sqlite3, sys
     from pathlib import Path
     from pyroute2 import IPRoute
     from ketch.engine.networking import ContainerNetworking
+    from ketch.errors import Conflict
 
     def link_names():
         with IPRoute() as ipr:
             return sorted(link.get("ifname") for link in ipr.get_links())
+
+    def add_leftover_veth():
+        with IPRoute() as ipr:
+            ipr.link("add", ifname="veth" + "c" * 11, kind="veth", peer={"ifname": "kpleft"})
 
     async def main(root):
         db = sqlite3.connect(":memory:", isolation_level=None)
@@ -40,6 +46,14 @@ SCENARIO = textwrap.dedent(
             "links": await asyncio.to_thread(link_names),
             "hosts": hosts.read_text(),
         }
+        try:
+            await networking.driver.remove_network("bridge")
+            report["remove_in_use"] = "removed"
+        except Conflict as error:
+            report["remove_in_use"] = str(error)
+        # A veth that a crash left without a record must not block the next connect.
+        await asyncio.to_thread(add_leftover_veth)
+        report["after_leftover"] = (await networking.connect("c" * 64, "third", hosts))["bridge"]
         await networking.disconnect("a" * 64)
         await networking.remove_stale(set())
         await networking.driver.remove_network("bridge")
@@ -99,3 +113,11 @@ def test_driver_cleanup_leaves_nothing(report: dict[str, object]) -> None:
     assert report["links_after"] == ["lo"]
     assert report["netns_after"] == []
     assert report["mounts_after"] == 0
+
+
+def test_driver_remove_in_use_conflict(report: dict[str, str]) -> None:
+    assert "has active endpoints" in report["remove_in_use"]
+
+
+def test_driver_connect_over_leftover_veth(report: dict[str, dict[str, str]]) -> None:
+    assert report["after_leftover"]["IPAddress"]

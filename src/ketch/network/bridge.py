@@ -18,6 +18,7 @@ import logging
 import secrets
 from pathlib import Path
 
+from ketch.errors import Conflict
 from ketch.network import ipam, links
 from ketch.network.namespaces import create_namespace, remove_namespace
 from ketch.network.store import Endpoint, Network, NetworkStore
@@ -26,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "bridge"
 DEFAULT_BRIDGE = "ketch0"
+
+
+def veth_name(container_id: str) -> str:
+    """Return the host-side veth name of a container: 15 bytes, the kernel's maximum."""
+    return "veth" + container_id[:11]
 
 
 class BridgeDriver:
@@ -85,8 +91,9 @@ class BridgeDriver:
             existing = self._store.endpoints_of(container_id)
             if existing and namespace.is_mount():
                 return existing[0]
-            if existing or namespace.exists():
-                await self._disconnect(container_id, existing)
+            # Clears what an earlier connect left half-made, such as a veth or an unpinned
+            # namespace file after a crash or a reboot.
+            await self._disconnect(container_id, existing)
             return await self._connect(container_id, namespace)
 
     async def _connect(self, container_id: str, namespace: Path) -> Endpoint:
@@ -98,7 +105,7 @@ class BridgeDriver:
             network_id=network.id,
             address=address,
             mac=ipam.mac_address(address),
-            veth="veth" + container_id[:11],
+            veth=veth_name(container_id),
         )
         # A temporary peer name unique on the host, since eth0 exists only inside.
         peer = "kp" + container_id[:13]
@@ -132,16 +139,27 @@ class BridgeDriver:
 
     async def _disconnect(self, container_id: str, endpoints: list[Endpoint]) -> None:
         namespace = self.namespace_path(container_id)
-        for endpoint in endpoints:
-            await asyncio.to_thread(self._unwire, endpoint.veth, namespace)
-        await asyncio.to_thread(self._unwire, None, namespace)
+        # The derived name too: a crash between making the veth and recording the endpoint
+        # leaves a veth that no record names, and it would block the next connect.
+        veths = {endpoint.veth for endpoint in endpoints} | {veth_name(container_id)}
+        for veth in sorted(veths):
+            await asyncio.to_thread(self._unwire, veth, namespace)
         self._store.remove_endpoints(container_id)
 
     async def remove_network(self, name: str) -> None:
-        """Delete a network with no endpoints: its bridge and its record."""
+        """Delete a network with no endpoints: its bridge and its record.
+
+        Raises Conflict while a container is connected to it.
+        """
         network = self._store.by_name(name)
         if network is None:
             return
+        connected = self._store.endpoints(network.id)
+        if connected:
+            raise Conflict(
+                f"error while removing network: network {name} id {network.id} has active "
+                f"endpoints (container {connected[0].container_id})"
+            )
         await asyncio.to_thread(links.delete_link, network.bridge)
         self._store.remove_network(network.id)
         logger.info("removed network %s and bridge %s", network.name, network.bridge)
