@@ -188,6 +188,41 @@ def test_history_sizes_sum_to_image(client: docker.DockerClient) -> None:
     assert total == image.attrs["Size"]
 
 
+def test_docker_py_save_load(client: docker.DockerClient) -> None:
+    image = client.images.get("busybox")
+    data = b"".join(image.save(named=True))
+    loaded = client.images.load(data)
+    assert [each.id for each in loaded] == [image.id]
+
+
+def test_docker_py_push(daemon: KetchDaemon, client: docker.DockerClient) -> None:
+    repository = f"{daemon.registry_address}/routes/pyshed"
+    client.images.get("busybox").tag(repository, "v2")
+    try:
+        messages = list(client.api.push(repository, tag="v2", stream=True, decode=True))
+    finally:
+        client.images.remove(f"{repository}:v2")
+    assert not [message for message in messages if "error" in message]
+    assert any(message.get("aux", {}).get("Tag") == "v2" for message in messages)
+
+
+def test_docker_py_prune_all_unused(client: docker.DockerClient) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("empty.txt"), io.BytesIO(b""))
+    reply = client.api.import_image_from_data(buffer.getvalue())
+    image_id = json.loads(reply.strip().splitlines()[-1])["status"]
+    # The container keeps busybox in use, so only the imported image goes.
+    container = client.containers.create("busybox", ["true"])
+    try:
+        result = client.images.prune(filters={"dangling": False})
+    finally:
+        container.remove(force=True)
+    deleted = [entry.get("Deleted") for entry in result["ImagesDeleted"] or []]
+    assert image_id in deleted
+    assert "busybox:latest" in client.images.get("busybox").tags
+
+
 def test_missing_route_is_501(client: docker.DockerClient) -> None:
     response = client.api._post(client.api._url("/swarm/init"), data="{}")
     assert response.status_code == 501
