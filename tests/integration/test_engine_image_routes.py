@@ -148,6 +148,13 @@ def test_import_rootfs(daemon: KetchDaemon, client: docker.DockerClient) -> None
     client.images.remove("routes/imported:v1")
 
 
+def test_import_changes_rejected(client: docker.DockerClient) -> None:
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.api.import_image_from_data(b"not read", changes=["CMD ls"])
+    assert caught.value.status_code == 400
+    assert "'changes'" in str(caught.value)
+
+
 def test_prune_keeps_tagged(client: docker.DockerClient) -> None:
     result = client.images.prune()
     assert "SpaceReclaimed" in result
