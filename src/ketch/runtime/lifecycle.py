@@ -205,12 +205,15 @@ class Runtime:
             raise Conflict(
                 f"cannot delete container {container_id} that is not stopped: it is {status}"
             )
-        from ketch.runtime.cgroups import manager_from_state
+        if status == "stopped" and not _recorded_processes(record.cgroups):
+            _remove_recorded_cgroups(record.cgroups)
+        else:
+            from ketch.runtime.cgroups import manager_from_state
 
-        cgroups = manager_from_state(record.cgroups)
-        if status != "stopped" or cgroups.processes():
-            self._kill_everything(record, cgroups)
-        cgroups.destroy()
+            cgroups = manager_from_state(record.cgroups)
+            if status != "stopped" or cgroups.processes():
+                self._kill_everything(record, cgroups)
+            cgroups.destroy()
         _remove_state_directory(directory)
         log.debug("deleted container %s", container_id)
         _run_record_hooks(record, "poststop", "stopped")
@@ -274,6 +277,27 @@ class Runtime:
 def reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+# Delete of a stopped container with an empty cgroup, the usual case, reads the
+# directories from the record instead of building the cgroup manager, which would import
+# pathlib and every controller module.
+
+
+def _recorded_processes(cgroups: dict[str, Any]) -> list[int]:
+    from ketch.runtime.cgroups import directories_from_state
+    from ketch.runtime.cgroups.files import read_pids
+
+    # The same cgroup.procs the managers' processes() reads: the first directory's.
+    directories = directories_from_state(cgroups)
+    return read_pids(directories[0]) if directories else []
+
+
+def _remove_recorded_cgroups(cgroups: dict[str, Any]) -> None:
+    from ketch.runtime.cgroups import directories_from_state
+    from ketch.runtime.cgroups.files import remove_directories
+
+    remove_directories(directories_from_state(cgroups))
 
 
 def _remove_state_directory(directory: str) -> None:

@@ -35,6 +35,17 @@ if TYPE_CHECKING:
 __all__ = ["CgroupManager", "manager_for", "manager_from_state", "resolve_cgroups_path"]
 
 
+def directories_from_state(record: dict[str, Any]) -> list[str]:
+    """Return the cgroup directories a manager's :meth:`state` record lists, v1 or v2.
+
+    ``delete`` of a stopped container needs only these, so it skips building the manager
+    (and importing pathlib) when they are already empty.
+    """
+    if record.get("version") == 2:
+        return [record["directory"]]
+    return list(record["directories"].values())
+
+
 def __getattr__(name: str) -> Any:
     # The names come from .base on first use, so that ``ketch-runc state``, which imports
     # only .freezer, does not pay for .base and pathlib.

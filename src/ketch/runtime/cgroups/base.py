@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import abc
-import errno
-import os
-import time
 from pathlib import Path, PurePosixPath
 
 from ketch.errors import InvalidArgument, SystemFailure
@@ -136,21 +133,6 @@ def own_cgroups(pid: int | str = "self") -> dict[str, str]:
             _, controllers, path = line.rstrip("\n").split(":", 2)
             result[controllers] = path
     return result
-
-
-def remove_directory(directory: Path, wait_seconds: float = 2.0) -> None:
-    """rmdir a cgroup, retrying while it still has exiting processes (EBUSY)."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            os.rmdir(directory)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as error:
-            if error.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise SystemFailure(f"cannot remove cgroup {directory}: {error.strerror}") from None
-            time.sleep(0.01)
 
 
 def _unescape(field: str) -> str:

@@ -1,13 +1,19 @@
-"""Reading and writing cgroup interface files, with errors that name the file and value."""
+"""Reading and writing cgroup interface files and removing cgroup directories.
+
+Errors name the file or directory, and the value. The functions take a str or a Path, so
+that ``ketch-runc state`` and ``delete`` can use them without importing pathlib.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import time
 
 from ketch.errors import SystemFailure
 
-# False at run time, so that ``ketch-runc state`` does not import pathlib for the freezer's
-# files. Type checkers take the branch below as true.
+# False at run time, so that this module does not import pathlib. Type checkers take the
+# branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,3 +53,30 @@ def read_pids(directory: Path | str) -> list[int]:
 def read_text(path: str) -> str:
     with open(path) as handle:
         return handle.read()
+
+
+def remove_directory(directory: Path | str, wait_seconds: float = 2.0) -> None:
+    """rmdir a cgroup, retrying while it still has exiting processes (EBUSY)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            os.rmdir(directory)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            if error.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise SystemFailure(f"cannot remove cgroup {directory}: {error.strerror}") from None
+            time.sleep(0.01)
+
+
+def remove_directories(directories: list[Path] | list[str]) -> None:
+    """Remove every cgroup in ``directories``, then raise one error naming each failure."""
+    errors = []
+    for directory in directories:
+        try:
+            remove_directory(directory)
+        except SystemFailure as error:
+            errors.append(str(error))
+    if errors:
+        raise SystemFailure("; ".join(errors))

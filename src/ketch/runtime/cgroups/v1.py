@@ -19,9 +19,8 @@ from ketch.runtime.cgroups.base import (
     CgroupManager,
     cgroup_mounts,
     own_cgroups,
-    remove_directory,
 )
-from ketch.runtime.cgroups.files import read_pids, write_value
+from ketch.runtime.cgroups.files import read_pids, remove_directories, remove_directory, write_value
 from ketch.runtime.lazylog import LazyLogger
 
 # False at run time, so that this module does not import typing: every ketch-runc call
@@ -134,14 +133,7 @@ class V1Manager(CgroupManager):
         return []
 
     def destroy(self) -> None:
-        errors = []
-        for directory in self.directories.values():
-            try:
-                remove_directory(directory)
-            except SystemFailure as error:
-                errors.append(str(error))
-        if errors:
-            raise SystemFailure("; ".join(errors))
+        remove_directories(list(self.directories.values()))
 
     def update(self, resources: Resources) -> None:
         self._check_controllers(resources)

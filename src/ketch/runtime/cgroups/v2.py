@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 
 from ketch.errors import SystemFailure
 from ketch.runtime.cgroups import cpu, cpuset, freezer, memory, pids
-from ketch.runtime.cgroups.base import CGROUP_ROOT, CgroupManager, own_cgroups, remove_directory
-from ketch.runtime.cgroups.files import read_pids, read_value, write_value
+from ketch.runtime.cgroups.base import CGROUP_ROOT, CgroupManager, own_cgroups
+from ketch.runtime.cgroups.files import read_pids, read_value, remove_directory, write_value
 from ketch.runtime.cgroups.v1 import _make_directories
 from ketch.runtime.lazylog import LazyLogger
 
