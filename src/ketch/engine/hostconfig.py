@@ -16,6 +16,7 @@ import resource
 from dataclasses import dataclass, field
 from typing import Any
 
+from ketch.engine.seccomp_profile import default_profile
 from ketch.errors import InvalidArgument
 
 PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
@@ -52,7 +53,9 @@ class HostOptions:
     ulimits: list[dict[str, Any]] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)
     no_new_privileges: bool = False
+    # A profile from SecurityOpt; None with seccomp_unconfined False means the default.
     seccomp: dict[str, Any] | None = None
+    seccomp_unconfined: bool = False
     shm_size: int = 0
     extra_hosts: list[tuple[str, str]] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
@@ -224,9 +227,11 @@ def _parse_security_opt(host_config: dict[str, Any], options: HostOptions) -> No
             options.no_new_privileges = False
         elif key == "seccomp" and value == "unconfined":
             options.seccomp = None
+            options.seccomp_unconfined = True
         elif key == "seccomp" and value:
             try:
                 options.seccomp = _docker_profile_to_oci(json.loads(value))
+                options.seccomp_unconfined = False
             except (json.JSONDecodeError, TypeError, KeyError) as error:
                 raise InvalidArgument(f"invalid seccomp profile in SecurityOpt: {error}") from None
         elif key in ("label", "apparmor"):
@@ -346,8 +351,13 @@ def apply_host_options(spec: dict[str, Any], options: HostOptions, default_caps:
     linux = spec["linux"]
     if options.sysctls:
         linux["sysctl"] = dict(options.sysctls)
-    if options.seccomp is not None:
+    # As in docker, a privileged container runs without seccomp even when given a profile.
+    if options.privileged or options.seccomp_unconfined:
+        linux.pop("seccomp", None)
+    elif options.seccomp is not None:
         linux["seccomp"] = copy.deepcopy(options.seccomp)
+    else:
+        linux["seccomp"] = default_profile(capabilities)
     if options.privileged:
         # Limitation: the host's devices are not added to /dev; the device cgroup allows
         # them all, so a privileged container can mknod what it needs.
