@@ -1,8 +1,8 @@
 """The default seccomp profile: docker's behaviour, written as ketch's own data.
 
 A container that is neither privileged nor started with ``seccomp=unconfined`` gets this
-profile as its ``linux.seccomp``. It matches the profile of moby's
-``profiles/seccomp/default_linux.go`` (docker 24 to 26): every syscall not listed fails
+profile as its ``linux.seccomp``. It follows moby's ``profiles/seccomp/default_linux.go``
+(a version that still allows io_uring): every syscall not listed fails
 with EPERM, a list of syscalls is always allowed, and some syscalls are allowed only when
 the container holds the capability that the kernel checks for them anyway. Without
 CAP_SYS_ADMIN, clone may not create namespaces and clone3 fails with ENOSYS so that libc
@@ -82,8 +82,7 @@ _SCHEDULING = [
 _TIME = [
     "time", "gettimeofday", "clock_gettime", "clock_gettime64", "clock_getres",
     "clock_getres_time64", "clock_nanosleep", "clock_nanosleep_time64", "nanosleep",
-    # Reading the clock state is allowed; setting it fails in the kernel without
-    # CAP_SYS_TIME.
+    # These may read the clock state. Setting it fails in the kernel without CAP_SYS_TIME.
     "adjtimex", "clock_adjtime", "clock_adjtime64",
     "getitimer", "setitimer", "timer_create", "timer_delete", "timer_getoverrun",
     "timer_gettime", "timer_gettime64", "timer_settime", "timer_settime64",
