@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import ketch.images.pull
 import support.registry
 from ketch.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from ketch.images import Image, ImageStore
@@ -352,3 +353,25 @@ def test_moved_tag_leaves_old_image(store: ImageStore, registry: str) -> None:
     assert store.get(f"{registry}/test/app:v1").id == new.id
     assert store.get(old.id).repo_tags == []
     assert len(store.get(old.id).repo_digests) == 1
+
+
+def test_pull_stream_overflow_falls_back(
+    store: ImageStore, registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A feed that holds 1 byte breaks off at once, so each layer unpacks from its blob.
+    monkeypatch.setattr(ketch.images.pull, "MAX_STREAM_BUFFER", 1)
+    pushed = push_test_image(registry, "test/app", "v1", [BASE, TOP])
+    image, _ = pull(store, f"{registry}/test/app:v1")
+    assert image.diff_ids == pushed.diff_ids
+    assert len(store.snapshots.list()) == 2
+    assert stored_files(store)["ingest"] == []
+
+
+def test_pull_streamed_layers_match(store: ImageStore, registry: str) -> None:
+    pushed = push_test_image(registry, "test/app", "v1", [BASE, TOP])
+    image, _ = pull(store, f"{registry}/test/app:v1")
+    assert image.diff_ids == pushed.diff_ids
+    assert [snapshot.state for snapshot in store.snapshots.list()] == ["committed"] * 2
+    top = store.snapshots.stat(store.snapshots.list()[-1].chain_id or "")
+    assert top is not None
+    assert (store.snapshots.fs_path(top) / "etc" / "motd").read_bytes() == b"top\n"

@@ -162,35 +162,69 @@ def unpack_layer(
     """
     total = blob.stat().st_size
     with open(blob, "rb") as raw:
-        compressed = _CountingReader(raw, digest=False)
-        uncompressed = _CountingReader(
-            _decompressed(compressed, raw, layer), digest=True, limit=limits.max_bytes
+        magic = raw.read(4)
+        raw.seek(0)
+        return unpack_layer_stream(
+            raw,
+            magic,
+            total,
+            destination,
+            layer=layer,
+            expected_diff_id=expected_diff_id,
+            progress=progress,
+            whiteouts=whiteouts,
+            limits=limits,
+            sync=sync,
         )
 
-        def report_progress() -> None:
-            if progress is not None:
-                progress(compressed.count, total)
 
-        root_fd = os.open(destination, _DIRECTORY_FLAGS)
-        unpacker = _Unpacker(root_fd, layer, whiteouts, limits)
-        try:
-            unpacker.unpack(uncompressed, report_progress)
-            uncompressed.drain()
-            if sync:
-                _sync_filesystem(root_fd, destination)
-        except _LimitExceeded as error:
-            raise LayerRejected(
-                f"layer {layer} unpacks to {error}, the configured maximum; "
-                "it may be a decompression bomb"
-            ) from None
-        except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError) as error:
-            raise LayerRejected(f"layer {layer} is not a valid tar archive: {error}") from None
-        except Exception as error:
-            if not _is_decompressor_error(error):
-                raise
-            raise LayerRejected(f"layer {layer} is not valid compressed data: {error}") from None
-        finally:
-            os.close(root_fd)
+def unpack_layer_stream(
+    raw: BinaryIO,
+    magic: bytes,
+    total: int,
+    destination: Path,
+    *,
+    layer: str,
+    expected_diff_id: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    whiteouts: WhiteoutForm = WhiteoutForm.OVERLAY,
+    limits: UnpackLimits = DEFAULT_LIMITS,
+    sync: bool = True,
+) -> UnpackedLayer:
+    """Unpack the layer blob read from ``raw`` as ``unpack_layer`` does.
+
+    ``magic`` is the blob's first 4 bytes (or fewer for a shorter blob), which pick the
+    decompressor, and ``raw`` still starts at byte 0. ``total`` is the blob's size.
+    """
+    compressed = _CountingReader(raw, digest=False)
+    uncompressed = _CountingReader(
+        _decompressed(compressed, magic, layer), digest=True, limit=limits.max_bytes
+    )
+
+    def report_progress() -> None:
+        if progress is not None:
+            progress(compressed.count, total)
+
+    root_fd = os.open(destination, _DIRECTORY_FLAGS)
+    unpacker = _Unpacker(root_fd, layer, whiteouts, limits)
+    try:
+        unpacker.unpack(uncompressed, report_progress)
+        uncompressed.drain()
+        if sync:
+            _sync_filesystem(root_fd, destination)
+    except _LimitExceeded as error:
+        raise LayerRejected(
+            f"layer {layer} unpacks to {error}, the configured maximum; "
+            "it may be a decompression bomb"
+        ) from None
+    except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError) as error:
+        raise LayerRejected(f"layer {layer} is not a valid tar archive: {error}") from None
+    except Exception as error:
+        if not _is_decompressor_error(error):
+            raise
+        raise LayerRejected(f"layer {layer} is not valid compressed data: {error}") from None
+    finally:
+        os.close(root_fd)
 
     diff_id = "sha256:" + uncompressed.hexdigest()
     if expected_diff_id is not None and diff_id != expected_diff_id:
@@ -201,11 +235,9 @@ def unpack_layer(
     return UnpackedLayer(diff_id, unpacker.size)
 
 
-def _decompressed(reader: _CountingReader, raw: BinaryIO, layer: str) -> BinaryIO:
+def _decompressed(reader: _CountingReader, magic: bytes, layer: str) -> BinaryIO:
     # The blob's first bytes decide, not the manifest's media type, as in Docker's archive
     # code, so a gzip layer whose media type says plain tar still unpacks.
-    magic = raw.read(4)
-    raw.seek(0)
     if magic.startswith(_GZIP_MAGIC):
         return _gzip_reader(reader)
     if magic == _ZSTD_MAGIC:

@@ -2,14 +2,15 @@
 each layer into its snapshot, then record the image in one transaction.
 
 Layers download up to three at a time, starting while the config is fetched. With the
-overlay snapshotter each layer unpacks as soon as it arrives, alongside the others, and
-one syncfs before the snapshots are committed bottom first replaces one per layer. The
-copying snapshotter needs each parent's files, so there layers unpack bottom first. A
-download that breaks off resumes with HTTP Range from the bytes kept in the content
-store's ``ingest/``, within the same pull and in a later pull of the same blob. A
-layer whose chain ID already has a snapshot is neither downloaded nor unpacked. Until the
-image is recorded nothing names it, and a pull that fails removes the blobs and snapshots
-it made unless another image or another pull in progress uses them.
+overlay snapshotter each layer unpacks while it downloads (``ketch.images.feed``),
+alongside the others, and one syncfs before the snapshots are committed bottom first
+replaces one per layer. A snapshot is committed only after its blob's digest verified.
+The copying snapshotter needs each parent's files, so there layers unpack bottom first,
+each from its stored blob. A download that breaks off resumes with HTTP Range from the
+bytes kept in the content store's ``ingest/``, within the same pull and in a later pull
+of the same blob. A layer whose chain ID already has a snapshot is neither downloaded nor
+unpacked. Until the image is recorded nothing names it, and a pull that fails removes the
+blobs and snapshots it made unless another image or another pull in progress uses them.
 
 Progress goes to the caller as Engine API JSON messages, in this order (``<layer>`` is the
 first 12 hex digits of the layer's blob digest)::
@@ -35,6 +36,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +45,14 @@ import aiohttp
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
 from ketch.images.auth import Credentials, CredentialStore
 from ketch.images.content import BlobWriter, ContentStore
-from ketch.images.layers import DEFAULT_LIMITS, UnpackLimits, unpack_layer
+from ketch.images.feed import FeedBroken, LayerFeed
+from ketch.images.layers import (
+    DEFAULT_LIMITS,
+    UnpackedLayer,
+    UnpackLimits,
+    unpack_layer,
+    unpack_layer_stream,
+)
 from ketch.images.manifest import (
     INDEX_MEDIA_TYPES,
     MAX_DOCUMENT_SIZE,
@@ -75,6 +84,9 @@ MAX_CONCURRENT_DOWNLOADS = 3
 # Layers unpacked at once by the overlay snapshotter. Decompression, hashing and writing
 # release the GIL on large buffers, so each extra thread can use another core.
 MAX_CONCURRENT_UNPACKS = max(2, os.cpu_count() or 1)
+# Bytes a layer's download may run ahead of its unpack before the unpack gives up and
+# starts again from the stored blob, so a slow disk does not hold the blob in memory.
+MAX_STREAM_BUFFER = 64 * 1024 * 1024
 # A layer download that breaks off is resumed from its last byte this many times in all,
 # waiting RETRY_DELAY_SECONDS times the attempt number in between.
 DOWNLOAD_ATTEMPTS = 5
@@ -139,6 +151,13 @@ class Puller:
         self._new_chains: list[str] = []
         self._last_progress: dict[str, float] = {}
         self._progress_failed = False
+        # Unpacks that read a layer while it downloads, by layer index. They wait for
+        # the layers' diff IDs and chain IDs, which come with the config.
+        self._streams: dict[int, asyncio.Task[tuple[str, int] | None]] = {}
+        self._layer_ids: asyncio.Future[tuple[list[str], list[str]]] | None = None
+        self._stream_threads = ThreadPoolExecutor(
+            MAX_CONCURRENT_DOWNLOADS, thread_name_prefix="ketch-unpack"
+        )
 
     async def run(self) -> str:
         reference = self.reference
@@ -150,6 +169,7 @@ class Puller:
             raise
         finally:
             self.leases.release(self._leased_names)
+            self._stream_threads.shutdown(wait=False)
         return image_id
 
     async def _pull(self) -> str:
@@ -157,6 +177,7 @@ class Puller:
             client, fetched = await self._resolve(session)
             manifest, top_digest, document_blobs = await self._load_manifest(client, fetched)
             semaphore = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
+            self._layer_ids = asyncio.get_running_loop().create_future()
             downloads = self._prefetch_layers(client, manifest.layers, semaphore)
             try:
                 config = await self._load_config(client, manifest.config)
@@ -168,6 +189,7 @@ class Puller:
                         f"{len(diff_ids)} diff IDs"
                     )
                 chains = chain_ids(diff_ids)
+                self._layer_ids.set_result((diff_ids, chains))
                 await self._fetch_layers(
                     client, manifest.layers, diff_ids, chains, downloads, semaphore
                 )
@@ -175,6 +197,7 @@ class Puller:
                 for task in downloads.values():
                     task.cancel()
                 await asyncio.gather(*downloads.values(), return_exceptions=True)
+                await self._stop_streams()
 
         image_id = manifest.config.digest
         tag_name = None
@@ -268,7 +291,7 @@ class Puller:
             if self.content.exists(layer.digest) or self.metadata.layer_blob_known(layer.digest):
                 continue
             self._emit_layer(layer, "Pulling fs layer")
-            downloads[index] = asyncio.create_task(self._download(client, layer, semaphore))
+            downloads[index] = asyncio.create_task(self._download(client, layer, semaphore, index))
         return downloads
 
     async def _fetch_layers(
@@ -293,7 +316,7 @@ class Puller:
                 self._emit_layer(layer, "Already exists")
                 continue
             self._emit_layer(layer, "Pulling fs layer")
-            downloads[index] = asyncio.create_task(self._download(client, layer, semaphore))
+            downloads[index] = asyncio.create_task(self._download(client, layer, semaphore, index))
 
         if not self.snapshots.needs_parent_files:
             await self._extract_in_parallel(layers, diff_ids, chains, downloads)
@@ -364,13 +387,19 @@ class Puller:
         *,
         parent_pending: bool,
     ) -> tuple[str, int] | None:
-        """Wait for a layer's download, then unpack it into a new active snapshot.
+        """Wait for a layer's download and its unpack from the download, or else unpack the
+        stored blob into a new active snapshot.
 
         Returns the snapshot's key and size, or None when another pull committed the same
         chain ID meanwhile.
         """
         await download
         layer = layers[index]
+        stream = self._streams.pop(index, None)
+        if stream is not None:
+            streamed = await stream
+            if streamed is not None:
+                return streamed
         if self.snapshots.stat(chains[index]) is not None:
             # Another pull unpacked this layer while it downloaded here.
             self._emit_layer(layer, "Pull complete")
@@ -381,7 +410,7 @@ class Puller:
         )
 
     async def _download(
-        self, client: RegistryClient, layer: Descriptor, semaphore: asyncio.Semaphore
+        self, client: RegistryClient, layer: Descriptor, semaphore: asyncio.Semaphore, index: int
     ) -> None:
         self._hold(layer.digest)
         if self.content.exists(layer.digest):
@@ -391,31 +420,96 @@ class Puller:
             self._emit_layer(layer, "Waiting")
         async with semaphore:
             with self.content.writer(layer.digest, layer.size, resumable=True) as writer:
-
-                def receive(chunk: bytes) -> None:
-                    writer.write(chunk)
-                    self._emit_bytes(layer, "Downloading", writer.written, layer.size)
-
-                resumed_from = writer.written
-                await self._download_with_retries(client, layer, writer, receive)
-                self._emit_layer(layer, "Verifying Checksum")
+                feed = self._start_stream(index, layer, writer.written)
                 try:
-                    await asyncio.to_thread(writer.commit)
-                except InvalidArgument as error:
-                    if not resumed_from:
-                        raise InvalidArgument(
-                            f"filesystem layer verification failed for digest {layer.digest} "
-                            f"from {client.endpoint.name}: {error}"
-                        ) from None
-                    # The bytes kept from an earlier pull may be what is wrong, so the
-                    # whole blob is downloaded once more before the layer counts as bad.
-                    log.warning("resumed layer %s failed verification, downloading it again: %s",
-                                layer.digest, error)  # fmt: skip
-                    writer.restart()
-                    await self._download_with_retries(client, layer, writer, receive)
-                    await self._commit_layer(client, layer, writer)
+                    await self._download_to(client, layer, writer, feed)
+                finally:
+                    if feed is not None:
+                        feed.break_off("the download of the layer failed")
         self._new_blobs.append(layer.digest)
         self._emit_layer(layer, "Download complete")
+
+    def _start_stream(self, index: int, layer: Descriptor, resumed_from: int) -> LayerFeed | None:
+        """Start unpacking a layer from its download, when the snapshotter allows it."""
+        if self.snapshots.needs_parent_files or resumed_from or self._layer_ids is None:
+            return None
+        feed = LayerFeed(MAX_STREAM_BUFFER)
+        self._streams[index] = asyncio.create_task(self._unpack_stream(index, layer, feed))
+        return feed
+
+    async def _unpack_stream(
+        self, index: int, layer: Descriptor, feed: LayerFeed
+    ) -> tuple[str, int] | None:
+        """Unpack a layer from its feed into a new active snapshot; return its key and size.
+
+        Returns None when the feed broke off, so that the caller unpacks the stored blob.
+        """
+        assert self._layer_ids is not None
+        try:
+            diff_ids, chains = await asyncio.shield(self._layer_ids)
+        except BaseException:
+            feed.break_off("the pull stopped before the image config arrived")
+            raise
+        if self.snapshots.stat(chains[index]) is not None:
+            feed.break_off("the layer is unpacked already")
+            return None
+        parent = chains[index - 1] if index else None
+        try:
+            return await self._extract(
+                layer, diff_ids[index], chains[index], parent, parent_pending=True, feed=feed
+            )
+        except FeedBroken as error:
+            log.debug("unpacking layer %s from the stored blob: %s", layer.digest, error)
+            return None
+
+    async def _stop_streams(self) -> None:
+        """Stop the unpacks from downloads that nothing awaited, and drop their snapshots."""
+        streams = list(self._streams.values())
+        self._streams.clear()
+        for task in streams:
+            task.cancel()
+        results = await asyncio.gather(*streams, return_exceptions=True)
+        for result in results:
+            if isinstance(result, tuple):
+                self.snapshots.abort(result[0])
+
+    async def _download_to(
+        self, client: RegistryClient, layer: Descriptor, writer: BlobWriter, feed: LayerFeed | None
+    ) -> None:
+        """Download a layer into ``writer`` and commit it; a feed gets the same bytes and
+        ends once the blob is verified, or breaks off when the download starts over."""
+
+        def receive(chunk: bytes) -> None:
+            writer.write(chunk)
+            if feed is not None:
+                feed.put(chunk)
+            self._emit_bytes(layer, "Downloading", writer.written, layer.size)
+
+        def restart() -> None:
+            if feed is not None:
+                feed.break_off("the download of the layer started over")
+            writer.restart()
+
+        resumed_from = writer.written
+        await self._download_with_retries(client, layer, writer, receive, restart)
+        self._emit_layer(layer, "Verifying Checksum")
+        try:
+            await asyncio.to_thread(writer.commit)
+        except InvalidArgument as error:
+            if not resumed_from:
+                raise InvalidArgument(
+                    f"filesystem layer verification failed for digest {layer.digest} "
+                    f"from {client.endpoint.name}: {error}"
+                ) from None
+            # The bytes kept from an earlier pull may be what is wrong, so the
+            # whole blob is downloaded once more before the layer counts as bad.
+            log.warning("resumed layer %s failed verification, downloading it again: %s",
+                        layer.digest, error)  # fmt: skip
+            restart()
+            await self._download_with_retries(client, layer, writer, receive, restart)
+            await self._commit_layer(client, layer, writer)
+        if feed is not None:
+            feed.close()
 
     async def _commit_layer(
         self, client: RegistryClient, layer: Descriptor, writer: BlobWriter
@@ -434,16 +528,16 @@ class Puller:
         layer: Descriptor,
         writer: BlobWriter,
         receive: Callable[[bytes], None],
+        restart: Callable[[], None],
     ) -> None:
         """Download the rest of a layer blob, resuming from the bytes the writer has after
-        each interruption, up to DOWNLOAD_ATTEMPTS times."""
+        each interruption, up to DOWNLOAD_ATTEMPTS times. ``restart`` empties the writer
+        when the registry sends the whole blob again."""
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             if layer.size and writer.written >= layer.size:
                 return
             try:
-                await client.download_blob(
-                    layer, receive, offset=writer.written, restart=writer.restart
-                )
+                await client.download_blob(layer, receive, offset=writer.written, restart=restart)
                 return
             except Unavailable as error:
                 if attempt == DOWNLOAD_ATTEMPTS:
@@ -466,9 +560,11 @@ class Puller:
         parent: str | None,
         *,
         parent_pending: bool,
+        feed: LayerFeed | None = None,
     ) -> tuple[str, int]:
-        """Unpack a downloaded layer into a new active snapshot; return its key and size.
+        """Unpack a layer into a new active snapshot; return its key and size.
 
+        The layer comes from ``feed`` while it downloads, or else from the stored blob.
         With ``parent_pending`` the parent may still be unpacking and the files are not
         synced; the caller syncs before it commits.
         """
@@ -485,23 +581,33 @@ class Puller:
                 last_report = now
                 loop.call_soon_threadsafe(self._emit_bytes, layer, "Extracting", done, total)
 
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                unpack_layer,
-                self.content.path(layer.digest),
-                path,
-                layer=layer.digest,
-                expected_diff_id=diff_id,
-                progress=report,
-                whiteouts=self.snapshots.whiteout_form,
-                limits=self.unpack_limits,
-                sync=not parent_pending,
-            )
-        )
+        def unpack() -> UnpackedLayer:
+            options: dict[str, Any] = {
+                "layer": layer.digest,
+                "expected_diff_id": diff_id,
+                "progress": report,
+                "whiteouts": self.snapshots.whiteout_form,
+                "limits": self.unpack_limits,
+                "sync": not parent_pending,
+            }
+            if feed is None:
+                return unpack_layer(self.content.path(layer.digest), path, **options)
+            magic = feed.peek(4)
+            return unpack_layer_stream(feed, magic, layer.size, path, **options)  # type: ignore[arg-type]
+
+        if feed is None:
+            work = asyncio.ensure_future(asyncio.to_thread(unpack))
+        else:
+            # Threads of their own: one that waits for its download's bytes must never
+            # hold the default executor's threads that the downloads themselves need.
+            work = asyncio.ensure_future(loop.run_in_executor(self._stream_threads, unpack))
         try:
             unpacked = await asyncio.shield(work)
         except asyncio.CancelledError:
-            # The worker thread cannot be stopped; its directory goes once it finishes.
+            # The worker thread cannot be stopped, but a broken feed ends its reads; its
+            # directory goes once it finishes.
+            if feed is not None:
+                feed.break_off("the pull was cancelled")
             work.add_done_callback(lambda _: self.snapshots.abort(key))
             raise
         except BaseException:

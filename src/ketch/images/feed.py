@@ -1,0 +1,94 @@
+"""A byte stream that the download writes and an unpacking thread reads, so that a layer
+unpacks while its blob is still arriving.
+
+The writer never blocks: past ``max_buffered`` bytes not yet read, or when the download
+restarts or fails, the feed breaks, the reader gets :class:`FeedBroken`, and the caller
+unpacks the layer again from the stored blob once it is verified.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import threading
+
+
+class FeedBroken(Exception):
+    """The stream was cut off before its end; the message gives the reason."""
+
+
+class LayerFeed:
+    """Chunks handed from the event loop to one reader thread, in order."""
+
+    def __init__(self, max_buffered: int) -> None:
+        self.max_buffered = max_buffered
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._condition = threading.Condition()
+        self._closed = False
+        self._broken: str | None = None
+
+    def put(self, data: bytes) -> None:
+        """Append ``data``; breaks the feed instead of buffering past ``max_buffered``."""
+        with self._condition:
+            if self._closed or self._broken is not None:
+                return
+            if self._buffered + len(data) > self.max_buffered:
+                self._broken = f"the unpack fell more than {self.max_buffered} bytes behind"
+            else:
+                self._chunks.append(data)
+                self._buffered += len(data)
+            self._condition.notify_all()
+
+    def close(self) -> None:
+        """End the stream: the reader gets the rest, then end of file."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+    def break_off(self, reason: str) -> None:
+        """Cut the stream: the reader's next read raises FeedBroken with ``reason``.
+
+        Does nothing once the stream is closed, so the reader gets all of a verified blob.
+        """
+        with self._condition:
+            if self._broken is not None or self._closed:
+                return
+            self._broken = reason
+            self._chunks.clear()
+            self._buffered = 0
+            self._condition.notify_all()
+
+    @property
+    def broken(self) -> bool:
+        return self._broken is not None
+
+    def peek(self, size: int) -> bytes:
+        """Wait for the first ``size`` bytes (fewer at end of file) without consuming them."""
+        with self._condition:
+            self._wait(lambda: self._buffered >= size)
+            return b"".join(self._chunks)[:size]
+
+    def read(self, size: int = -1) -> bytes:
+        """Return up to ``size`` bytes (all that is buffered for -1), b"" at end of file."""
+        with self._condition:
+            self._wait(lambda: self._buffered > 0)
+            parts: list[bytes] = []
+            wanted = size if size >= 0 else self._buffered
+            while self._chunks and wanted > 0:
+                chunk = self._chunks.popleft()
+                if len(chunk) > wanted:
+                    self._chunks.appendleft(chunk[wanted:])
+                    chunk = chunk[:wanted]
+                parts.append(chunk)
+                wanted -= len(chunk)
+                self._buffered -= len(chunk)
+            return b"".join(parts)
+
+    def _wait(self, ready: collections.abc.Callable[[], bool]) -> None:
+        while True:
+            if self._broken is not None:
+                raise FeedBroken(self._broken)
+            if ready() or self._closed:
+                return
+            self._condition.wait()
