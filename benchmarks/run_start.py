@@ -1,11 +1,16 @@
-"""Time `ketch run --rm --network none busybox true` against `docker run --rm` on dockerd.
+"""Time `ketch run --rm --network none busybox true` against `docker run --rm` on dockerd
+and `podman run --rm`.
 
 Both daemons run in one network namespace made for the run, each with private roots:
 ketchd with a loopback registry as its docker.io mirror, Debian's dockerd 20.10 with
-bridge, iptables and forwarding off and busybox brought in with `docker import`. The runs
-alternate between the two so that the machine's state affects both alike, and the script
-prints the median and the ratio of each. Run it as root after scripts/setup, with docker.io
-installed (`apt-get install docker.io`):
+bridge, iptables and forwarding off and busybox brought in with `docker import`. Debian's
+podman 4.3 runs in the same namespace through nsenter, with private storage and
+configuration, runc as its OCI runtime (Debian's crun 1.8 rejects a host whose cgroup v2
+hierarchy has controllers, as this one has hugetlb), cgroup_manager "cgroupfs" and
+`--cgroups no-conmon` (there is no systemd here), and busybox brought in with `podman import`. The
+runs alternate between the commands so that the machine's state affects all alike, and
+the script prints the median and the ratio of each. Run it as root after scripts/setup,
+with docker.io and podman installed (`apt-get install docker.io podman`):
 
     .venv/bin/python benchmarks/run_start.py [--runs 20]
 """
@@ -31,6 +36,25 @@ from support.netns import NetworkNamespace  # noqa: E402
 DOCKERD_READY_SECONDS = 60.0
 # Relative, so that dockerd makes its containers' cgroups under its own cgroup.
 DOCKER_CGROUP_PARENT = "ketch-bench-docker"
+PODMAN_CGROUP_PARENT = "ketch-bench-podman"
+
+PODMAN_CONTAINERS_CONF = """[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+netns = "none"
+log_driver = "k8s-file"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{root}/events.log"
+tmp_dir = "{root}/tmp"
+"""
+PODMAN_STORAGE_CONF = """[storage]
+driver = "overlay"
+graphroot = "{root}/storage"
+runroot = "{root}/run"
+"""
 
 
 class Dockerd:
@@ -77,8 +101,45 @@ class Dockerd:
         self.log.close()
 
 
-def import_busybox(dockerd: Dockerd, workdir: Path) -> None:
-    """Import a busybox rootfs tarball into dockerd as busybox:latest."""
+class Podman:
+    """Debian's podman with private storage, run, tmp and configuration under ``root``.
+
+    The default ulimits stay below the host's hard limits because podman asks for nofile
+    1048576 for root, which root without CAP_SYS_RESOURCE cannot grant.
+    """
+
+    def __init__(self, root: Path, namespace: NetworkNamespace) -> None:
+        self.root = root
+        self.namespace = namespace
+        (root / "tmp").mkdir(parents=True)
+        (root / "containers.conf").write_text(PODMAN_CONTAINERS_CONF.format(root=root))
+        (root / "storage.conf").write_text(PODMAN_STORAGE_CONF.format(root=root))
+        (root / "registries.conf").write_text("")
+        self.environment = dict(
+            os.environ,
+            CONTAINERS_CONF=str(root / "containers.conf"),
+            CONTAINERS_STORAGE_CONF=str(root / "storage.conf"),
+            CONTAINERS_REGISTRIES_CONF=str(root / "registries.conf"),
+        )
+
+    def command(self, *args: str) -> list[str]:
+        return self.namespace.command(["podman", *args])
+
+    def run_options(self) -> list[str]:
+        return ["--pull", "never", "--cgroups", "no-conmon", "--cgroup-parent",
+                PODMAN_CGROUP_PARENT]  # fmt: skip
+
+    def clean(self) -> None:
+        for args in (("rm", "--all", "--force", "--time", "0"), ("rmi", "--all", "--force")):
+            subprocess.run(self.command(*args), capture_output=True, env=self.environment)
+        # podman's overlay storage may leave mounts under its private roots.
+        for directory in ("storage", "run"):
+            subprocess.run(["umount", "-R", "-l", str(self.root / directory)], capture_output=True)
+        remove_cgroup_trees(PODMAN_CGROUP_PARENT)
+
+
+def import_busybox(dockerd: Dockerd, workdir: Path) -> Path:
+    """Import a busybox rootfs tarball into dockerd as busybox:latest; return the tarball."""
     rootfs = workdir / "busybox-rootfs"
     (rootfs / "bin").mkdir(parents=True)
     shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
@@ -87,6 +148,7 @@ def import_busybox(dockerd: Dockerd, workdir: Path) -> None:
     tarball = workdir / "busybox.tar"
     subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
     dockerd.docker("import", str(tarball), "busybox:latest", check=True, capture_output=True)
+    return tarball
 
 
 def time_command(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -106,24 +168,35 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="ketch-bench-", dir="/tmp"))
     ketchd = start_daemon(root / "ketch")
     dockerd = None
+    podman = None
     try:
         dockerd = Dockerd(root, ketchd.namespace)
-        import_busybox(dockerd, root)
+        tarball = import_busybox(dockerd, root)
+        podman = Podman(root / "podman", ketchd.namespace)
+        subprocess.run(
+            podman.command("import", str(tarball), "localhost/busybox:latest"),
+            check=True, capture_output=True, env=podman.environment,
+        )  # fmt: skip
         venv_bin = Path(sys.executable).parent
-        commands = {
-            "ketch": [str(venv_bin / "ketch"), "-H", ketchd.host],
-            "docker": ["docker", "-H", f"unix://{dockerd.socket}"],
-            "docker CLI -> ketchd": ["docker", "-H", ketchd.host],
-        }
         run_args = ["run", "--rm", "--network", "none", "busybox", "true"]
         env = dict(os.environ, DOCKER_CONFIG=str(root / "docker-config"))
-        for prefix in commands.values():
+        commands = {
+            "ketch": ([str(venv_bin / "ketch"), "-H", ketchd.host, *run_args], env),
+            "docker": (["docker", "-H", f"unix://{dockerd.socket}", *run_args], env),
+            "docker CLI -> ketchd": (["docker", "-H", ketchd.host, *run_args], env),
+            "podman": (
+                podman.command("run", "--rm", "--network", "none", *podman.run_options(),
+                               "localhost/busybox:latest", "true"),
+                podman.environment,
+            ),
+        }  # fmt: skip
+        for argv, environment in commands.values():
             for _ in range(3):
-                time_command(prefix + run_args, env)
+                time_command(argv, environment)
         timings: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(options.runs):
-            for name, prefix in commands.items():
-                timings[name].append(time_command(prefix + run_args, env))
+            for name, (argv, environment) in commands.items():
+                timings[name].append(time_command(argv, environment))
         medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
         print(f"run --rm --network none busybox true, median of {options.runs} runs:")
         for name, median in medians.items():
@@ -133,7 +206,10 @@ def main() -> None:
             f"ratio docker CLI on ketchd / docker: "
             f"{medians['docker CLI -> ketchd'] / medians['docker']:.2f}"
         )
+        print(f"ratio ketch / podman: {medians['ketch'] / medians['podman']:.2f}")
     finally:
+        if podman is not None:
+            podman.clean()
         if dockerd is not None:
             dockerd.stop()
             remove_cgroup_trees(DOCKER_CGROUP_PARENT)
