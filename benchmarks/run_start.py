@@ -5,12 +5,13 @@ Both daemons run in one network namespace made for the run, each with private ro
 ketchd with a loopback registry as its docker.io mirror, Debian's dockerd 20.10 with
 bridge, iptables and forwarding off and busybox brought in with `docker import`. Debian's
 podman 4.3 runs in the same namespace through nsenter, with private storage and
-configuration, runc as its OCI runtime (Debian's crun 1.8 rejects a host whose cgroup v2
-hierarchy has controllers, as this one has hugetlb), cgroup_manager "cgroupfs" and
-`--cgroups no-conmon` (there is no systemd here), and busybox brought in with `podman import`. The
-runs alternate between the commands so that the machine's state affects all alike, and
-the script prints the median and the ratio of each. Run it as root after scripts/setup,
-with docker.io and podman installed (`apt-get install docker.io podman`):
+configuration. It uses runc, because Debian's crun 1.8 rejects a hybrid host whose cgroup
+v2 hierarchy has controllers (this one has hugetlb). It uses cgroup_manager "cgroupfs"
+and `--cgroups no-conmon` because there is no systemd here. busybox comes in with
+`podman import`. The runs alternate between the commands so that the machine's state
+affects all alike, and the script prints the median and the ratio of each. Run it as
+root after scripts/setup, with docker.io and podman installed (`apt-get install docker.io
+podman`):
 
     .venv/bin/python benchmarks/run_start.py [--runs 20]
 """
