@@ -68,6 +68,10 @@ class Runtime:
 
         return Path(self._state_root)
 
+    @state_root.setter
+    def state_root(self, value: Path | str) -> None:
+        self._state_root = os.fspath(value)
+
     def create(
         self,
         container_id: str,
