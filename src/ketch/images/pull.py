@@ -395,7 +395,9 @@ class Puller:
         """
         await download
         layer = layers[index]
-        stream = self._streams.pop(index, None)
+        # The task stays listed, so that _stop_streams drops its snapshot when this
+        # coroutine is cancelled after the task finished but before its result arrived.
+        stream = self._streams.get(index)
         if stream is not None:
             streamed = await stream
             if streamed is not None:
@@ -419,6 +421,9 @@ class Puller:
         if semaphore.locked():
             self._emit_layer(layer, "Waiting")
         async with semaphore:
+            # Listed before the commit, so that a failed pull removes the blob even when it
+            # fails while the commit runs.
+            self._new_blobs.append(layer.digest)
             with self.content.writer(layer.digest, layer.size, resumable=True) as writer:
                 feed = self._start_stream(index, layer, writer.written)
                 try:
@@ -426,7 +431,6 @@ class Puller:
                 finally:
                     if feed is not None:
                         feed.break_off("the download of the layer failed")
-        self._new_blobs.append(layer.digest)
         self._emit_layer(layer, "Download complete")
 
     def _start_stream(self, index: int, layer: Descriptor, resumed_from: int) -> LayerFeed | None:
@@ -463,7 +467,8 @@ class Puller:
             return None
 
     async def _stop_streams(self) -> None:
-        """Stop the unpacks from downloads that nothing awaited, and drop their snapshots."""
+        """Stop the unpacks from downloads and drop their snapshots that were not committed
+        (``abort`` leaves a committed snapshot alone)."""
         streams = list(self._streams.values())
         self._streams.clear()
         for task in streams:
@@ -494,7 +499,7 @@ class Puller:
         await self._download_with_retries(client, layer, writer, receive, restart)
         self._emit_layer(layer, "Verifying Checksum")
         try:
-            await asyncio.to_thread(writer.commit)
+            await _commit_to_end(writer)
         except InvalidArgument as error:
             if not resumed_from:
                 raise InvalidArgument(
@@ -515,7 +520,7 @@ class Puller:
         self, client: RegistryClient, layer: Descriptor, writer: BlobWriter
     ) -> None:
         try:
-            await asyncio.to_thread(writer.commit)
+            await _commit_to_end(writer)
         except InvalidArgument as error:
             raise InvalidArgument(
                 f"filesystem layer verification failed for digest {layer.digest} "
@@ -604,11 +609,16 @@ class Puller:
         try:
             unpacked = await asyncio.shield(work)
         except asyncio.CancelledError:
-            # The worker thread cannot be stopped, but a broken feed ends its reads; its
-            # directory goes once it finishes.
+            # The worker thread cannot be stopped, but a broken feed ends its reads. Its
+            # directory is removed once it finishes, before the failed pull returns.
             if feed is not None:
                 feed.break_off("the pull was cancelled")
-            work.add_done_callback(lambda _: self.snapshots.abort(key))
+            try:
+                await asyncio.wait({work})
+            except asyncio.CancelledError:
+                work.add_done_callback(lambda _: self.snapshots.abort(key))
+                raise
+            self.snapshots.abort(key)
             raise
         except BaseException:
             self.snapshots.abort(key)
@@ -703,6 +713,17 @@ class Puller:
             # and the next pull finds it. Later messages of this pull are dropped.
             self._progress_failed = True
             log.exception("progress callback failed for pull of %s", self.reference.familiar())
+
+
+async def _commit_to_end(writer: BlobWriter) -> None:
+    """Commit a blob in a worker thread. A cancelled caller still waits for the thread,
+    so the blob never lands in the store after a failed pull cleaned up."""
+    work = asyncio.ensure_future(asyncio.to_thread(writer.commit))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait({work})
+        raise
 
 
 def _short_id(digest: str) -> str:
