@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +116,26 @@ def test_login_succeeds(daemon: KetchDaemon) -> None:
     finally:
         api.close()
     assert result["Status"] == "Login Succeeded"
+
+
+def test_docker_cli_login(daemon: KetchDaemon) -> None:
+    env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
+    command = ["docker", "login", "-u", "someone", "--password-stdin", daemon.registry_address]
+    result = subprocess.run(
+        command, input="secret\n", capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Login Succeeded" in result.stdout
+
+
+def test_docker_cli_history(daemon: KetchDaemon) -> None:
+    output = docker_ok(daemon, "history", "--no-trunc", "--format", "{{.ID}}", "busybox")
+    assert output.splitlines()[0].startswith("sha256:")
+
+
+def test_docker_cli_image_prune(daemon: KetchDaemon) -> None:
+    output = docker_ok(daemon, "image", "prune", "-f")
+    assert "Total reclaimed space" in output
 
 
 def test_save_and_load(daemon: KetchDaemon, client: docker.DockerClient, tmp_path: Path) -> None:
