@@ -118,6 +118,19 @@ def test_login_succeeds(daemon: KetchDaemon) -> None:
     assert result["Status"] == "Login Succeeded"
 
 
+def test_login_stores_nothing(daemon: KetchDaemon) -> None:
+    # ketchd runs as the same user with the same HOME, so a stored credential would land
+    # in this docker config; as with dockerd, the client is the one that stores it.
+    api = docker.APIClient(base_url=daemon.host)
+    try:
+        api.login("someone", "secret", registry=daemon.registry_address)
+    finally:
+        api.close()
+    config = Path.home() / ".docker" / "config.json"
+    stored = json.loads(config.read_text()).get("auths", {}) if config.exists() else {}
+    assert daemon.registry_address not in stored
+
+
 def test_docker_cli_login(daemon: KetchDaemon) -> None:
     env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
     command = ["docker", "login", "-u", "someone", "--password-stdin", daemon.registry_address]

@@ -21,9 +21,10 @@ from typing import Any, BinaryIO
 from ketch.engine import timestamps
 from ketch.engine.events import EventBus
 from ketch.errors import Conflict, InvalidArgument
-from ketch.images.auth import credentials_from_registry_auth
+from ketch.images.auth import Credentials, credentials_from_registry_auth, normalize_registry
 from ketch.images.commit import CommitRequest, commit_image
 from ketch.images.reference import DEFAULT_TAG, parse_normalized
+from ketch.images.registry import check_login, endpoints_for, open_session
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,10 @@ class ImageOperations:
         return digest
 
     async def login(self, body: Any) -> dict[str, str]:
-        """Check the credentials of a ``POST /auth`` body against their registry."""
+        """Check the credentials of a ``POST /auth`` body against their registry.
+
+        Raises Forbidden when the registry rejects them.
+        """
         if not isinstance(body, dict):
             raise InvalidArgument("invalid auth body: expected a JSON object")
         username = body.get("username") or ""
@@ -162,8 +166,15 @@ class ImageOperations:
             raise InvalidArgument(
                 "invalid auth body: username, password and serveraddress must be strings"
             )
-        status = await self.images.login(registry, username, password)
-        return {"Status": status, "IdentityToken": ""}
+        if not username:
+            raise InvalidArgument("invalid auth body: missing 'username'")
+        # As with dockerd, the credentials are only checked: the client stores them.
+        domain = normalize_registry(registry)
+        endpoint = endpoints_for(domain, [], self.images.insecure_registries)[0]
+        async with open_session() as session:
+            await check_login(session, endpoint, Credentials(username, password))
+        log.info("login check for %s at %s succeeded", username, domain)
+        return {"Status": "Login Succeeded", "IdentityToken": ""}
 
     async def save(self, names: list[str], out: BinaryIO) -> None:
         """Write ``names`` as a ``docker save`` tar stream to ``out``."""
