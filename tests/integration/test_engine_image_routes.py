@@ -197,12 +197,15 @@ def test_prune_keeps_tagged(client: docker.DockerClient) -> None:
 
 
 def test_diff_and_commit(daemon: KetchDaemon, client: docker.DockerClient) -> None:
-    container = client.containers.run("busybox", ["sh", "-c", "echo made > /tmp/made"], detach=True)
+    container = client.containers.run(
+        "busybox", ["sh", "-c", "echo made > /tmp/made; rm /bin/ls"], detach=True
+    )
     try:
         container.wait(timeout=60)
         changes = {(change["Kind"], change["Path"]) for change in container.diff()}
         assert (1, "/tmp/made") in changes
         assert (0, "/tmp") in changes
+        assert (2, "/bin/ls") in changes
         docker_ok(
             daemon, "commit", "-m", "made a file", "-c", 'CMD ["cat", "/tmp/made"]',
             container.id, "routes/committed:v1",

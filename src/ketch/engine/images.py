@@ -82,7 +82,7 @@ class ImageOperations:
     def history(self, name: str) -> list[dict[str, Any]]:
         """Return ``GET /images/{name}/history``: one entry per history step, newest first."""
         image = self.images.get(name)
-        config = self.images._config(image.id)
+        config = json.loads(self.images.content.read(image.id))
         layers = self.images.metadata.layers(image.id)
         steps = config.get("history") or [{} for _ in layers]
         entries: list[dict[str, Any]] = []
