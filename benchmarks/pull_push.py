@@ -44,12 +44,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from run_start import Dockerd, remove_docker_cgroup_parent  # noqa: E402
+from run_start import DOCKER_CGROUP_PARENT, Dockerd  # noqa: E402
 
 from ketch.images import ImageStore  # noqa: E402
 from ketch.images.layers import unpack_layer  # noqa: E402
 from ketch.images.registry import Endpoint, open_session, push_image  # noqa: E402
 from ketch.linux.syscalls import MNT_DETACH, umount  # noqa: E402
+from support.cgroups import remove_cgroup_trees  # noqa: E402
 from support.netns import NetworkNamespace, network_namespace  # noqa: E402
 from support.registry import Registry, start_registry  # noqa: E402
 
@@ -394,7 +395,7 @@ def run_docker(address: str, work: Path, runs: int, ketch_pull: float, ketch_pus
         finally:
             source.stop()
             dockerd.stop()
-            remove_docker_cgroup_parent()
+            remove_cgroup_trees(DOCKER_CGROUP_PARENT)
             subprocess.run(["umount", "-R", "-l", str(work / "dockerd" / "exec")],
                            capture_output=True)  # fmt: skip
     print(f"\ndocker (dockerd 20.10 in its own network namespace), median of {runs} runs:")
