@@ -198,8 +198,9 @@ def test_mirror_serves_docker_io(tmp_path: Path, registry: str) -> None:
 def test_mirror_miss_is_not_found(tmp_path: Path, registry: str) -> None:
     # With a mirror configured, a miss must not fall back to Docker Hub.
     with image_store(tmp_path, mirrors=[f"http://{registry}"]) as store:
-        with pytest.raises(NotFound, match="no-such-image-here"):
+        with pytest.raises(NotFound, match="no-such-image-here") as raised:
             pull(store, "no-such-image-here")
+    assert f"docker.io mirrors http://{registry}" in str(raised.value)
 
 
 def test_mirrors_tried_in_order(tmp_path: Path, registry: str) -> None:

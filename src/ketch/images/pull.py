@@ -234,6 +234,12 @@ class Puller:
             try:
                 fetched = await client.get_manifest(target, reference.familiar())
             except (NotFound, Unavailable, Forbidden) as error:
+                if number == len(endpoints) and endpoint.is_mirror and isinstance(error, NotFound):
+                    mirrors = ", ".join(self.mirrors)
+                    raise NotFound(
+                        f"{error} (looked up in the docker.io mirrors {mirrors}; ketch does not "
+                        "fall back to Docker Hub when mirrors are configured)"
+                    ) from error
                 if number == len(endpoints):
                     raise
                 log.warning(
