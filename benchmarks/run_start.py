@@ -90,7 +90,7 @@ class Dockerd:
             if self.docker("version", capture_output=True).returncode == 0:
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"dockerd did not answer; see {self.root / 'dockerd.log'}")
+        raise RuntimeError(f"dockerd did not respond in time; see {self.root / 'dockerd.log'}")
 
     def stop(self) -> None:
         self.process.terminate()

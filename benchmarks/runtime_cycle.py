@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from ketch.linux import syscalls  # noqa: E402
+from support.cgroups import own_cgroup_directories  # noqa: E402
 from support.rootfs import bundle_config, make_busybox_rootfs  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -166,23 +167,6 @@ def make_bundle(workdir: Path, name: str, rootfs: Path) -> Path:
     config = bundle_config(rootfs, ["true"])
     (bundle / "config.json").write_text(json.dumps(config))
     return bundle
-
-
-def own_cgroup_directories(relative: str) -> list[Path]:
-    """Return ``relative`` below this process's cgroup in every hierarchy where it exists."""
-    found = []
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, own_path = line.split(":", 2)
-        if controllers == "":
-            mount = Path("/sys/fs/cgroup/unified")
-        elif controllers.startswith("name="):
-            mount = Path("/sys/fs/cgroup") / controllers.removeprefix("name=")
-        else:
-            mount = Path("/sys/fs/cgroup") / controllers.split(",")[0]
-        candidate = mount / own_path.lstrip("/") / relative
-        if candidate.is_dir():
-            found.append(candidate)
-    return found
 
 
 def remove_cgroup_parent(relative: str) -> None:

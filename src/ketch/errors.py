@@ -27,7 +27,7 @@ class InvalidArgument(KetchError):
 
 class Unavailable(KetchError):
     """A service ketch depends on (a registry, the supervisor, the daemon) cannot be
-    reached or failed to answer."""
+    reached or failed to respond."""
 
 
 class Forbidden(KetchError):

@@ -240,8 +240,8 @@ class RegistryClient:
         content_range = response.headers.get("Content-Range", "")
         if not content_range.startswith(f"bytes {offset}-"):
             raise Unavailable(
-                f"registry {self.endpoint.name} answered the range from byte {offset} of blob "
-                f"{descriptor.digest} with Content-Range {content_range!r}"
+                f"registry {self.endpoint.name} returned Content-Range {content_range!r} for "
+                f"a request of blob {descriptor.digest} from byte {offset}"
             )
 
     async def blob_exists(self, digest: str) -> bool:

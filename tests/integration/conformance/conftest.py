@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from support.cgroups import own_cgroup_directories
 from support.rootfs import bundle_config, make_busybox_rootfs
 
 RUNTIMES = {
@@ -155,24 +156,6 @@ class OciRuntime:
         for directory in own_cgroup_directories(self.cgroup_parent):
             errors.extend(remove_cgroup_tree(directory))
         return errors
-
-
-def own_cgroup_directories(relative: str) -> list[Path]:
-    """Return ``relative`` below this process's cgroup in each mounted hierarchy, where it
-    exists (v1 controllers, the named systemd hierarchy and the v2 mount)."""
-    found = []
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, own_path = line.split(":", 2)
-        if controllers == "":
-            mount = Path("/sys/fs/cgroup/unified")
-        elif controllers.startswith("name="):
-            mount = Path("/sys/fs/cgroup") / controllers.removeprefix("name=")
-        else:
-            mount = Path("/sys/fs/cgroup") / controllers.split(",")[0]
-        candidate = mount / own_path.lstrip("/") / relative
-        if candidate.is_dir():
-            found.append(candidate)
-    return found
 
 
 def remove_cgroup_tree(directory: Path) -> list[str]:
