@@ -1,0 +1,319 @@
+"""The userland proxy: forwards a published host port to a container's address, in ketchd's
+event loop.
+
+TCP: each accepted connection gets a connection to the container. Bytes are copied both
+ways by asyncio protocols. When one side's send buffer passes its high-water mark, reading
+from the other side pauses until the buffer drains, so a slow reader holds back a fast
+writer and memory stays bounded. An EOF is passed on as a shutdown of the write half, so
+half-closed connections work (a client that sends a request and then shuts down its write
+half still gets the reply). A connection ends when both halves are closed or either side
+resets.
+
+UDP: each client address is a flow with a socket of its own connected to the container,
+so replies go back to the client that sent the request. A flow ends after
+``UDP_IDLE_SECONDS`` without traffic in either direction, as docker's proxy does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Any, cast
+
+logger = logging.getLogger(__name__)
+
+# Send-buffer marks of each TCP side, in bytes: reading from the peer pauses above HIGH.
+WRITE_HIGH_WATER = 4 * 1024 * 1024
+WRITE_LOW_WATER = 1024 * 1024
+CONNECT_TIMEOUT_SECONDS = 10.0
+# docker-proxy (moby, udp_proxy.go: UDPConnTrackTimeout) also closes a flow after 90 s idle.
+UDP_IDLE_SECONDS = 90.0
+UDP_MAX_FLOWS = 4096
+
+
+class _TcpSide(asyncio.Protocol):
+    """One socket of a proxied TCP connection; ``peer`` is the other one."""
+
+    def __init__(self, connection: _TcpConnection) -> None:
+        self.connection = connection
+        self.transport: asyncio.Transport | None = None
+        self.peer: _TcpSide | None = None
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer is not None and peer.transport is not None and peer.transport.can_write_eof():
+            peer.transport.write_eof()
+        if peer is None or peer.eof:
+            self.connection.close()
+            return False
+        return True  # keep the other direction open
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connection.close()
+
+
+class _TcpConnection:
+    """A client connection and its connection to the container."""
+
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+        self.client = _ClientSide(self)
+        self.backend = _TcpSide(self)
+        self.client.peer = self.backend
+        self.backend.peer = self.client
+        self.closed = False
+
+    def close(self) -> None:
+        """Close both sockets once; a transport's close still sends what it has buffered."""
+        if self.closed:
+            return
+        self.closed = True
+        for side in (self.client, self.backend):
+            if side.transport is not None:
+                side.transport.close()
+        self.proxy.connections.discard(self)
+
+    def abort(self) -> None:
+        self.closed = True
+        for side in (self.client, self.backend):
+            if side.transport is not None:
+                side.transport.abort()
+
+
+class TcpProxy:
+    """Forwards connections from a listening host socket to ``target`` (address, port)."""
+
+    def __init__(self, listener: socket.socket, target: tuple[str, int]) -> None:
+        self._listener = listener
+        self._target = target
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connections: set[_TcpConnection] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._accept, sock=self._listener)
+
+    def _accept(self) -> asyncio.Protocol:
+        connection = _TcpConnection(self)
+        self.connections.add(connection)
+        task = asyncio.get_running_loop().create_task(self._connect_backend(connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return connection.client
+
+    async def _connect_backend(self, connection: _TcpConnection) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: connection.backend, *self._target),
+                CONNECT_TIMEOUT_SECONDS,
+            )
+        except (OSError, TimeoutError) as error:
+            logger.debug("cannot connect to %s:%d: %s", *self._target, error)
+            connection.close()
+            return
+        if connection.closed:
+            connection.abort()
+            return
+        connection.client.backend_connected()
+
+    def close(self) -> None:
+        """Stop listening and drop every proxied connection."""
+        if self._server is not None:
+            self._server.close()
+        else:
+            self._listener.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for connection in list(self.connections):
+            connection.abort()
+        self.connections.clear()
+
+
+class _ClientSide(_TcpSide):
+    """The accepted side, which buffers what the client sends until the container's side is
+    connected.
+
+    NOTE: pause_reading() inside connection_made() does not hold on Python 3.11, because
+    the transport adds its reader after that call, so the first data is buffered here and
+    reading pauses from data_received() instead.
+    """
+
+    def __init__(self, connection: _TcpConnection) -> None:
+        super().__init__(connection)
+        self.early_data: list[bytes] = []
+        self.early_eof = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.connection.backend.transport is None:
+            self.early_data.append(data)
+            assert self.transport is not None
+            self.transport.pause_reading()
+            return
+        super().data_received(data)
+
+    def eof_received(self) -> bool:
+        if self.connection.backend.transport is None:
+            self.early_eof = True
+            return True
+        return super().eof_received()
+
+    def backend_connected(self) -> None:
+        """Send what arrived before the container's side was connected; read again."""
+        for data in self.early_data:
+            super().data_received(data)
+        self.early_data.clear()
+        if self.early_eof:
+            if not super().eof_received():
+                self.connection.close()
+            return
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+
+class _UdpFlow(asyncio.DatagramProtocol):
+    """The container's side of one client's UDP flow."""
+
+    def __init__(self, proxy: UdpProxy, client: Any) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.transport: asyncio.DatagramTransport | None = None
+        self.last_active = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.last_active = time.monotonic()
+        self.proxy.reply(data, self.client)
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP port unreachable from the container, for example; the client retries.
+        logger.debug("UDP flow from %s: %s", self.client, exc)
+
+
+class UdpProxy(asyncio.DatagramProtocol):
+    """Forwards datagrams from a bound host socket to ``target`` and replies back."""
+
+    def __init__(self, sock: socket.socket, target: tuple[str, int]) -> None:
+        self._sock = sock
+        self._target = target
+        self._transport: asyncio.DatagramTransport | None = None
+        self._flows: dict[Any, _UdpFlow] = {}
+        self._pending: dict[Any, list[bytes]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dropped = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=self._sock)
+        self._sweeper = loop.create_task(self._sweep_idle_flows())
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        flow = self._flows.get(addr)
+        if flow is not None and flow.transport is not None:
+            flow.last_active = time.monotonic()
+            flow.transport.sendto(data)
+            return
+        if addr in self._pending:
+            self._pending[addr].append(data)
+            return
+        if len(self._flows) + len(self._pending) >= UDP_MAX_FLOWS:
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                logger.warning(
+                    "UDP proxy to %s:%d has %d flows, the maximum; dropped %d datagrams",
+                    *self._target,
+                    UDP_MAX_FLOWS,
+                    self._dropped,
+                )
+            return
+        self._pending[addr] = [data]
+        task = asyncio.get_running_loop().create_task(self._open_flow(addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open_flow(self, client: Any) -> None:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self._target[0] else socket.AF_INET
+        try:
+            _, flow = await loop.create_datagram_endpoint(
+                lambda: _UdpFlow(self, client), remote_addr=self._target, family=family
+            )
+        except OSError as error:
+            logger.debug("cannot open a UDP flow to %s:%d: %s", *self._target, error)
+            self._pending.pop(client, None)
+            return
+        self._flows[client] = flow
+        for data in self._pending.pop(client, []):
+            flow.transport.sendto(data)  # type: ignore[union-attr]
+
+    def reply(self, data: bytes, client: Any) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data, client)
+
+    async def _sweep_idle_flows(self) -> None:
+        while True:
+            await asyncio.sleep(min(UDP_IDLE_SECONDS / 3, 30.0))
+            cutoff = time.monotonic() - UDP_IDLE_SECONDS
+            for client, flow in list(self._flows.items()):
+                if flow.last_active < cutoff:
+                    self._close_flow(client)
+
+    def _close_flow(self, client: Any) -> None:
+        flow = self._flows.pop(client, None)
+        if flow is not None and flow.transport is not None:
+            flow.transport.close()
+
+    @property
+    def flow_count(self) -> int:
+        return len(self._flows)
+
+    def close(self) -> None:
+        """Stop receiving and close every flow."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for client in list(self._flows):
+            self._close_flow(client)
+        self._pending.clear()
+        if self._transport is not None:
+            self._transport.close()
+        else:
+            self._sock.close()
+
+
+Proxy = TcpProxy | UdpProxy
+
+
+def make_proxy(protocol: str, sock: socket.socket, target: tuple[str, int]) -> Proxy:
+    """Return a proxy for a bound host socket of ``protocol`` ("tcp" or "udp")."""
+    if protocol == "tcp":
+        return TcpProxy(sock, target)
+    return UdpProxy(sock, target)

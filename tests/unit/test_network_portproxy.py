@@ -1,0 +1,178 @@
+"""The userland proxy between loopback sockets: TCP both ways, half-close, UDP flows."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from ketch.network import portproxy
+from ketch.network.ports import open_host_socket
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def _echo_server() -> tuple[asyncio.Server, int]:
+    """A TCP server that echoes until EOF, then sends "bye" and closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.write(b"bye")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _tcp_proxy(target_port: int) -> tuple[portproxy.TcpProxy, int]:
+    listener = open_host_socket("tcp", "127.0.0.1", 0)
+    proxy = portproxy.TcpProxy(listener, ("127.0.0.1", target_port))
+    await proxy.start()
+    return proxy, listener.getsockname()[1]
+
+
+def test_tcp_echo_and_half_close() -> None:
+    async def scenario() -> bytes:
+        server, server_port = await _echo_server()
+        proxy, port = await _tcp_proxy(server_port)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"hello")
+            writer.write_eof()
+            reply = await reader.read()
+            writer.close()
+            return reply
+        finally:
+            proxy.close()
+            server.close()
+
+    assert asyncio.run(scenario()) == b"hellobye"
+
+
+def test_tcp_large_transfer() -> None:
+    payload = bytes(range(256)) * 40000  # about 10 MB, past every buffer mark
+
+    async def scenario() -> int:
+        server, server_port = await _echo_server()
+        proxy, port = await _tcp_proxy(server_port)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+            async def send() -> None:
+                writer.write(payload)
+                await writer.drain()
+                writer.write_eof()
+
+            sender = asyncio.create_task(send())
+            reply = await reader.read(-1)
+            await sender
+            writer.close()
+            return len(reply) if reply == payload + b"bye" else -1
+        finally:
+            proxy.close()
+            server.close()
+
+    assert asyncio.run(scenario()) == len(payload) + 3
+
+
+def test_tcp_backend_refused_closes_client() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed_port = unused.getsockname()[1]
+
+    async def scenario() -> bytes:
+        proxy, port = await _tcp_proxy(closed_port)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reply = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return reply
+        finally:
+            proxy.close()
+
+    assert asyncio.run(scenario()) == b""
+
+
+def test_tcp_close_stops_listening() -> None:
+    async def scenario() -> int:
+        server, server_port = await _echo_server()
+        proxy, port = await _tcp_proxy(server_port)
+        proxy.close()
+        server.close()
+        await asyncio.sleep(0)
+        return port
+
+    port = asyncio.run(scenario())
+    with socket.socket() as client, pytest.raises(ConnectionRefusedError):
+        client.connect(("127.0.0.1", port))
+
+
+class _UdpEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(data.upper(), addr)  # type: ignore[attr-defined]
+
+
+async def _udp_exchange(port: int, message: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            replies.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", port))
+    try:
+        transport.sendto(message)
+        return await asyncio.wait_for(replies.get(), 10)
+    finally:
+        transport.close()
+
+
+def test_udp_flows_per_client() -> None:
+    async def scenario() -> tuple[bytes, bytes, int]:
+        loop = asyncio.get_running_loop()
+        echo, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
+        host = open_host_socket("udp", "127.0.0.1", 0)
+        target = echo.get_extra_info("sockname")
+        proxy = portproxy.UdpProxy(host, target)
+        await proxy.start()
+        try:
+            port = host.getsockname()[1]
+            first = await _udp_exchange(port, b"ping")
+            second = await _udp_exchange(port, b"pong")
+            return first, second, proxy.flow_count
+        finally:
+            proxy.close()
+            echo.close()
+
+    first, second, flows = asyncio.run(scenario())
+    assert first == b"PING"
+    assert second == b"PONG"
+    assert flows == 2
+
+
+def test_udp_idle_flow_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(portproxy, "UDP_IDLE_SECONDS", 0.2)
+
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        echo, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
+        host = open_host_socket("udp", "127.0.0.1", 0)
+        proxy = portproxy.UdpProxy(host, echo.get_extra_info("sockname"))
+        await proxy.start()
+        try:
+            await _udp_exchange(host.getsockname()[1], b"ping")
+            await asyncio.sleep(0.6)
+            return proxy.flow_count
+        finally:
+            proxy.close()
+            echo.close()
+
+    assert asyncio.run(scenario()) == 0
