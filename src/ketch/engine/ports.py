@@ -1,0 +1,205 @@
+"""Published ports of running containers: their host sockets, proxies and records.
+
+A container's ports are bound when it starts, after its network endpoint exists, and
+released when it exits, fails to start or is removed. Proxies live in ketchd, so they
+end with it. The records let the next ketchd bind the same host ports again for the
+containers that kept running meanwhile.
+
+Table (each change is one transaction)::
+
+    network_ports   container id, container port, protocol, host IP, host port
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any
+
+from ketch.errors import KetchError
+from ketch.network.portproxy import Proxy, make_proxy
+from ketch.network.ports import (
+    BoundPort,
+    PortBinder,
+    PortRequest,
+    exposed_port_keys,
+    requested_bindings,
+)
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS network_ports (
+    container_id TEXT NOT NULL,
+    container_port INTEGER NOT NULL,
+    protocol TEXT NOT NULL,
+    host_ip TEXT NOT NULL,
+    host_port INTEGER NOT NULL
+);
+"""
+
+
+def container_address(container: Any) -> str | None:
+    """Return the address of the container on its first network, or None without one."""
+    for endpoint in container.network_endpoints.values():
+        address = endpoint.get("IPAddress")
+        if address:
+            return str(address)
+    return None
+
+
+class PublishedPorts:
+    """The published ports of one engine's containers. Used from the event loop only."""
+
+    def __init__(self, db: sqlite3.Connection, binder: PortBinder | None = None) -> None:
+        self._db = db
+        self._db.executescript(SCHEMA)
+        self._binder = binder or PortBinder()
+        self._active: dict[str, list[tuple[BoundPort, Proxy]]] = {}
+
+    async def publish(self, container: Any) -> None:
+        """Bind the container's host ports and start their proxies.
+
+        Raises Conflict when a host port is taken, and then leaves nothing bound.
+        """
+        requests = requested_bindings(container.host_config, container.config.get("ExposedPorts"))
+        if not requests:
+            return
+        address = container_address(container)
+        if address is None:
+            # Docker also ignores published ports in network modes none and host.
+            logger.info("container %s has no network address; publishing no ports", container.id)
+            return
+        self.release(container.id)
+        await self._bind_all(container.id, requests, address)
+
+    async def _bind_all(self, container_id: str, requests: list[PortRequest], address: str) -> None:
+        active: list[tuple[BoundPort, Proxy]] = []
+        self._active[container_id] = active
+        try:
+            for request in requests:
+                bound, sock = self._binder.bind(request)
+                proxy = make_proxy(bound.protocol, sock, (address, request.container_port))
+                active.append((bound, proxy))
+                await proxy.start()
+            self._record(container_id, [bound for bound, _ in active])
+        except BaseException:
+            self.release(container_id)
+            raise
+        for bound, _ in active:
+            logger.info(
+                "container %s: %s:%d/%s -> %s:%d",
+                container_id,
+                bound.host_ip,
+                bound.host_port,
+                bound.protocol,
+                address,
+                bound.container_port,
+            )
+
+    def release(self, container_id: str) -> None:
+        """Close the container's proxies and forget its ports; nothing if it has none."""
+        for bound, proxy in self._active.pop(container_id, []):
+            proxy.close()
+            self._binder.release(bound)
+        self._db.execute("DELETE FROM network_ports WHERE container_id = ?", (container_id,))
+
+    def close(self) -> None:
+        """Close every proxy but keep the records, for the next ketchd to bind again."""
+        for active in self._active.values():
+            for bound, proxy in active:
+                proxy.close()
+                self._binder.release(bound)
+        self._active.clear()
+
+    async def restore(self, containers: list[Any]) -> None:
+        """Bind the recorded ports of running containers again, after a restart of ketchd,
+        and drop the records of the others."""
+        running = {container.id: container for container in containers if container.running}
+        recorded = self._recorded()
+        for container_id, ports in recorded.items():
+            container = running.get(container_id)
+            address = container_address(container) if container is not None else None
+            if address is None:
+                self.release(container_id)
+                continue
+            requests = [
+                PortRequest(p.container_port, p.protocol, p.host_ip, p.host_port, p.host_port)
+                for p in ports
+            ]
+            try:
+                await self._bind_all(container_id, requests, address)
+            except KetchError as error:
+                logger.error(
+                    "cannot publish the ports of container %s again: %s", container_id, error
+                )
+
+    def bound_ports(self, container_id: str) -> list[BoundPort]:
+        return [bound for bound, _ in self._active.get(container_id, [])]
+
+    def port_map(self, container: Any) -> dict[str, Any]:
+        """Return inspect's NetworkSettings.Ports: exposed ports map to None, published
+        ones to their host bindings. Empty unless the container is running."""
+        if not container.running:
+            return {}
+        ports: dict[str, Any] = {}
+        for key in self._port_keys(container):
+            ports[key] = None
+        for bound in self.bound_ports(container.id):
+            host = {"HostIp": bound.host_ip, "HostPort": str(bound.host_port)}
+            ports.setdefault(bound.key, None)
+            ports[bound.key] = (ports[bound.key] or []) + [host]
+        return ports
+
+    def summary_ports(self, container: Any) -> list[dict[str, Any]]:
+        """Return the Ports of a ``GET /containers/json`` item, in docker's shape."""
+        if not container.running:
+            return []
+        items: list[dict[str, Any]] = []
+        published = set()
+        for bound in self.bound_ports(container.id):
+            published.add(bound.key)
+            items.append(
+                {
+                    "IP": bound.host_ip,
+                    "PrivatePort": bound.container_port,
+                    "PublicPort": bound.host_port,
+                    "Type": bound.protocol,
+                }
+            )
+        for key in self._port_keys(container):
+            if key not in published:
+                port, _, protocol = key.partition("/")
+                items.append({"PrivatePort": int(port), "Type": protocol})
+        return items
+
+    @staticmethod
+    def _port_keys(container: Any) -> list[str]:
+        try:
+            return exposed_port_keys(container.config.get("ExposedPorts"))
+        except KetchError:
+            return []  # checked at create; an old record may hold anything
+
+    def _record(self, container_id: str, ports: list[BoundPort]) -> None:
+        rows = [(container_id, p.container_port, p.protocol, p.host_ip, p.host_port) for p in ports]
+        # The engine's connection is in autocommit mode, so the replacement gets an explicit
+        # transaction.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("DELETE FROM network_ports WHERE container_id = ?", (container_id,))
+            self._db.executemany("INSERT INTO network_ports VALUES (?, ?, ?, ?, ?)", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _recorded(self) -> dict[str, list[BoundPort]]:
+        rows = self._db.execute(
+            "SELECT container_id, container_port, protocol, host_ip, host_port FROM network_ports"
+        ).fetchall()
+        recorded: dict[str, list[BoundPort]] = {}
+        for container_id, container_port, protocol, host_ip, host_port in rows:
+            recorded.setdefault(container_id, []).append(
+                BoundPort(container_port, protocol, host_ip, host_port)
+            )
+        return recorded
