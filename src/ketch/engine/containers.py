@@ -37,6 +37,7 @@ from ketch.engine.logopts import DEFAULT_LOG_OPTS, rotation
 from ketch.engine.names import generate_id, generate_name, normalize_name
 from ketch.engine.networking import BRIDGE_MODES, ContainerNetworking
 from ketch.engine.options import CreateOptions, parse_create_body, parse_signal
+from ketch.engine.ports import PublishedPorts
 from ketch.engine.restarts import RestartPolicies
 from ketch.engine.spec import (
     DEFAULT_STOP_SIGNAL,
@@ -106,6 +107,8 @@ class ContainerService:
         self.init_path: str | None = None
         # Bridge endpoints; None (as in unit tests) leaves bridge containers loopback only.
         self.networking: ContainerNetworking | None = None
+        # Published ports, set by the Engine; None publishes no ports.
+        self.ports: PublishedPorts | None = None
         self._reserved_names: set[str] = set()
         self._starting: set[str] = set()
         self._deferred_exits: dict[str, dict[str, Any]] = {}
@@ -296,6 +299,8 @@ class ContainerService:
         max_size, max_files = rotation(log_opts)
         try:
             await self._connect_network(container)
+            if self.ports is not None:
+                await self.ports.publish(container)
             pid = await self._supervisor.create(
                 container.id,
                 bundle,
@@ -342,6 +347,8 @@ class ContainerService:
 
     async def _fail_start(self, container: Container, error: KetchError) -> None:
         logger.warning("cannot start container %s: %s", container.id, error)
+        if self.ports is not None:
+            self.ports.release(container.id)
         container.state.error = str(error)
         container.state.exit_code = start_failure_exit_code(str(error))
         self._store.save(container)
@@ -385,6 +392,8 @@ class ContainerService:
         container.state.paused = False
         container.state.pid = 0
         container.state.exit_code = exit_code
+        if self.ports is not None:
+            self.ports.release(container.id)
         container.state.finished_at = finished_at
         if error:
             container.state.error = error
@@ -564,6 +573,8 @@ class ContainerService:
             container.state.removing = False
             self._store.save(container)
             raise
+        if self.ports is not None:
+            self.ports.release(container.id)
         if self.networking is not None:
             await self.networking.disconnect(container.id)
         self._release_rootfs(container.id)
