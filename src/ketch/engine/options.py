@@ -20,6 +20,7 @@ from typing import Any
 
 from ketch.engine.hostconfig import HostOptions, parse_host_options
 from ketch.engine.logopts import check_log_driver, check_log_opts
+from ketch.network.ports import exposed_port_keys, requested_bindings
 from ketch.errors import InvalidArgument
 
 # Docker refuses memory limits below 6 MiB because a container cannot start in less.
@@ -32,7 +33,6 @@ _UNSUPPORTED_CONFIG = ("Volumes",)
 
 # HostConfig fields that must stay at their zero value until ketch implements them.
 _UNSUPPORTED_HOST_CONFIG = (
-    "PortBindings", "PublishAllPorts",
     "Devices", "DeviceRequests", "DeviceCgroupRules",
     "GroupAdd", "Links", "VolumesFrom", "VolumeDriver",
     "StorageOpt", "UsernsMode", "PidMode", "IpcMode", "UTSMode",
@@ -342,6 +342,9 @@ def _parse_host_config(body: dict[str, Any], options: CreateOptions) -> None:
     host_config = _get(body, "HostConfig", dict, "HostConfig") or {}
     networking = _get(body, "NetworkingConfig", dict, "NetworkingConfig") or {}
     _reject_unsupported(host_config, _UNSUPPORTED_HOST_CONFIG, "HostConfig.")
+    # Checked now, so that a bad port fails the create; host ports are bound at start.
+    exposed_port_keys(body.get("ExposedPorts"))
+    requested_bindings(host_config, body.get("ExposedPorts"))
     options.restart_policy = parse_restart_policy(host_config, "HostConfig.")
     options.log_opts = _parse_log_config(host_config)
     _parse_memory(host_config, options)
