@@ -202,3 +202,29 @@ def test_binder_ephemeral_takes_turns() -> None:
     second, second_sock = binder.bind(PortRequest(80, "tcp", "127.0.0.1"))
     second_sock.close()
     assert second.host_port != first.host_port
+
+
+def test_create_body_rejects_bad_host_port() -> None:
+    from ketch.engine.options import parse_create_body
+
+    body = {"Image": "busybox", "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "x"}]}}}
+    with pytest.raises(InvalidArgument, match='invalid port specification: "x"'):
+        parse_create_body(body)
+
+
+def test_create_body_rejects_bad_exposed_port() -> None:
+    from ketch.engine.options import parse_create_body
+
+    with pytest.raises(InvalidArgument, match='invalid port specification: "eighty"'):
+        parse_create_body({"Image": "busybox", "ExposedPorts": {"eighty/tcp": {}}})
+
+
+def test_create_body_accepts_port_bindings() -> None:
+    from ketch.engine.options import parse_create_body
+    from ketch.engine.views import host_config_view
+
+    bindings = {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
+    body = {"Image": "busybox", "HostConfig": {"PortBindings": bindings, "PublishAllPorts": True}}
+    view = host_config_view(parse_create_body(body))
+    assert view["PortBindings"] == bindings
+    assert view["PublishAllPorts"] is True
