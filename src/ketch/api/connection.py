@@ -10,6 +10,11 @@ replies in one of four ways:
   carries raw bytes (attach), as with dockerd. The connection is not reused afterwards.
 - nothing at all, when the server reports an error for it.
 
+A request body is read whole before the route runs. JSON bodies are kept in memory and
+capped at ``MAX_BODY_BYTES``. The tarballs of ``POST /images/load`` and of an import can
+be gigabytes, so for the routes that ``spools_body`` selects the body goes to an unlinked
+temporary file in ``spool_dir`` instead, bounded only by the disk.
+
 Every reply carries the headers dockerd puts on all of its replies (``Api-Version``,
 ``Ostype``, ``Docker-Experimental``, ``Server``); docker-py and the docker CLI read the
 API version from them.
@@ -18,12 +23,16 @@ API version from them.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import select
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import h11
@@ -53,12 +62,32 @@ class BodyTooLarge(Exception):
 
 @dataclass
 class Request:
-    """One HTTP request with its whole body."""
+    """One HTTP request with its whole body.
+
+    The body is either in ``body`` or, for a spooled route, in ``body_file`` (an
+    unlinked temporary file at offset 0, closed by the server after the reply).
+    """
 
     method: str
     target: str
     headers: dict[str, str]
     body: bytes
+    body_file: IO[bytes] | None = field(default=None, repr=False)
+
+    def has_body(self) -> bool:
+        """Return whether the request carries a non-empty body."""
+        return bool(self.body) or self.body_file is not None
+
+    def body_stream(self) -> IO[bytes]:
+        """Return the body as a binary file object positioned at its start."""
+        if self.body_file is not None:
+            return self.body_file
+        return io.BytesIO(self.body)
+
+    def close(self) -> None:
+        """Delete the spooled body, if any."""
+        if self.body_file is not None:
+            self.body_file.close()
 
     @property
     def path(self) -> str:
@@ -100,12 +129,32 @@ def _reason(status: int) -> bytes:
         return b""
 
 
-class HttpConnection:
-    """The server's side of one client connection."""
+SpoolPredicate = Callable[[str, str], bool]
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+
+def _spools_nothing(method: str, target: str) -> bool:
+    return False
+
+
+class HttpConnection:
+    """The server's side of one client connection.
+
+    ``spools_body(method, target)`` selects the requests whose body goes to a temporary
+    file in ``spool_dir`` (the system's temporary directory when None) without a size cap.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        spools_body: SpoolPredicate = _spools_nothing,
+        spool_dir: Path | None = None,
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self._spools_body = spools_body
+        self._spool_dir = spool_dir
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._method = ""
         self.response_status: int | None = None
@@ -120,38 +169,61 @@ class HttpConnection:
         """
         request: h11.Request | None = None
         body = bytearray()
-        while True:
-            event = self._h11.next_event()
-            if event is h11.NEED_DATA:
-                if self._h11.they_are_waiting_for_100_continue:
-                    # curl sends "Expect: 100-continue" for larger bodies and waits for this.
-                    await self._write(
-                        self._h11.send(
-                            h11.InformationalResponse(
-                                status_code=100, headers=[], reason=b"Continue"
-                            )
-                        )
-                    )
-                self._h11.receive_data(await self._reader.read(READ_SIZE))
-            elif isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY_BYTES:
-                    raise BodyTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
-            elif isinstance(event, h11.EndOfMessage) and request is not None:
-                return self._make_request(request, bytes(body))
-            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return None
+        spool: IO[bytes] | None = None
+        try:
+            while True:
+                event = self._h11.next_event()
+                if event is h11.NEED_DATA:
+                    await self._continue_if_expected()
+                    self._h11.receive_data(await self._reader.read(READ_SIZE))
+                elif isinstance(event, h11.Request):
+                    request = event
+                elif isinstance(event, h11.Data) and request is not None:
+                    if spool is None and self._spools(request):
+                        spool = tempfile.TemporaryFile(dir=self._spool_dir)
+                    if spool is not None:
+                        spool.write(event.data)
+                        continue
+                    body += event.data
+                    if len(body) > MAX_BODY_BYTES:
+                        raise BodyTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+                elif isinstance(event, h11.EndOfMessage) and request is not None:
+                    if spool is not None:
+                        spool.seek(0)
+                    return self._make_request(request, bytes(body), spool)
+                elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                    if spool is not None:
+                        spool.close()
+                    return None
+        except BaseException:
+            if spool is not None:
+                spool.close()
+            raise
 
-    def _make_request(self, event: h11.Request, body: bytes) -> Request:
+    async def _continue_if_expected(self) -> None:
+        if self._h11.they_are_waiting_for_100_continue:
+            # curl sends "Expect: 100-continue" for larger bodies and waits for this.
+            await self._write(
+                self._h11.send(
+                    h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                )
+            )
+
+    def _spools(self, event: h11.Request) -> bool:
+        method = event.method.decode("ascii")
+        return self._spools_body(method, event.target.decode("latin-1"))
+
+    def _make_request(
+        self, event: h11.Request, body: bytes, body_file: IO[bytes] | None
+    ) -> Request:
         self._method = event.method.decode("ascii")
         self.response_status = None
         self.response_started = False
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers
         }
-        return Request(self._method, event.target.decode("latin-1"), headers, body)
+        target = event.target.decode("latin-1")
+        return Request(self._method, target, headers, body, body_file)
 
     def _response_headers(
         self, content_type: str | None, extra: tuple[tuple[str, str], ...]

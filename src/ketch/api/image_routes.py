@@ -2,13 +2,12 @@
 auth, save (get), load and import, served by ``engine.image_operations``.
 
 Push, load and import reply with JSON lines in a chunked body, as dockerd does; save
-replies with the tar stream. The request body of load and import is read whole by the
-connection before the handler runs, so it is bounded by ``connection.MAX_BODY_BYTES``.
+replies with the tar stream. The server spools the request body of load and import to
+a temporary file before the handler runs, so its size is bounded only by the disk.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from typing import TYPE_CHECKING, Any
@@ -87,9 +86,9 @@ async def _send_saved(call: Call, names: list[str]) -> None:
 
 
 async def load_images(call: Call) -> None:
-    if not call.request.body:
+    if not call.request.has_body():
         raise InvalidArgument("empty request body: expected a docker save or OCI archive")
-    lines = await call.engine.image_operations.load(io.BytesIO(call.request.body))
+    lines = await call.engine.image_operations.load(call.request.body_stream())
     await _send_json_lines(call, [{"stream": line + "\n"} for line in lines])
 
 
@@ -103,7 +102,7 @@ async def create_image(call: Call) -> None:
         raise InvalidArgument(
             f"invalid fromSrc {source!r}: only '-' (the tarball in the request body) is supported"
         )
-    if not call.request.body:
+    if not call.request.has_body():
         raise InvalidArgument("empty request body: expected a rootfs tarball to import")
     if any(key == "changes" and value for key, value in _query_pairs(call)):
         # TODO: the image store records imports with an empty config, so Dockerfile
@@ -113,7 +112,7 @@ async def create_image(call: Call) -> None:
     # "Imported from a rootfs tarball".
     query = call.request.query
     image_id = await call.engine.image_operations.import_rootfs(
-        io.BytesIO(call.request.body), query.get("repo", "").strip(), query.get("tag", "").strip()
+        call.request.body_stream(), query.get("repo", "").strip(), query.get("tag", "").strip()
     )
     await _send_json_lines(call, [{"status": image_id}])
 

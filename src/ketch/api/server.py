@@ -8,6 +8,9 @@ Every request goes through ``dispatch``. It checks and strips the ``/vX.Y`` pref
 the route table in ``routes`` picks the handler. Any error the handler raises before its
 reply has started is sent as ``{"message": ...}`` with the status from
 ``errors.status_for_error``: this is the one place where the API reports errors.
+
+The bodies of the routes in ``SPOOLED_BODY_ROUTES`` (image tarballs) are spooled to a
+temporary file under the engine's data root rather than held in memory.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import ssl
 import stat
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import h11
 
@@ -37,6 +41,10 @@ SOCKET_MODE = 0o660
 SOCKET_GROUP = "ketch"
 
 _VERSION_PREFIX = re.compile(r"^/v(\d+(?:\.\d+)*)(/.*)$")
+
+# Routes whose body is a tarball of any size: image load, and image create with
+# fromSrc=- (import). A pull through image create has an empty body, so nothing is spooled.
+SPOOLED_BODY_ROUTES = frozenset({("POST", "/images/load"), ("POST", "/images/create")})
 
 
 async def serve(engine: object, socket_path: Path) -> asyncio.Server:
@@ -111,7 +119,8 @@ async def serve_connection(
     engine: object, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     """Serve requests on one connection until the client closes it or a reply ends it."""
-    http = HttpConnection(reader, writer)
+    spool_dir = getattr(engine, "data_root", None)
+    http = HttpConnection(reader, writer, spools_body=spools_body, spool_dir=spool_dir)
     try:
         while True:
             try:
@@ -125,7 +134,10 @@ async def serve_connection(
                 return
             if request is None:
                 return
-            await dispatch(engine, request, http)
+            try:
+                await dispatch(engine, request, http)
+            finally:
+                request.close()
             if not http.start_next_request():
                 return
     except ConnectionError as error:
@@ -155,6 +167,15 @@ async def dispatch(engine: object, request: Request, http: HttpConnection) -> No
         elapsed_ms = (time.monotonic() - started) * 1000
         status = http.response_status or "no reply"
         log.debug("%s %s -> %s (%.1f ms)", request.method, request.target, status, elapsed_ms)
+
+
+def spools_body(method: str, target: str) -> bool:
+    """Return whether the body of this request goes to a temporary file."""
+    path = urlsplit(target).path
+    match = _VERSION_PREFIX.match(path)
+    if match is not None:
+        path = match.group(2)
+    return (method, path) in SPOOLED_BODY_ROUTES
 
 
 def strip_version_prefix(path: str) -> str:

@@ -27,6 +27,7 @@ from ketch.engine.filters import select_containers
 from ketch.engine.health import HealthMonitor
 from ketch.engine.images import ImageOperations
 from ketch.engine.logs import LogQuery, read_log
+from ketch.engine.ports import PublishedPorts
 from ketch.engine.restarts import wants_start_at_boot
 from ketch.engine.store import Container, ContainerPaths, ContainerStore
 from ketch.errors import Conflict, KetchError
@@ -80,6 +81,8 @@ class Engine:
         self.containers = ContainerService(
             self.store, self.paths, images, supervisor, default_log_opts, self.events
         )
+        self.ports = PublishedPorts(db)
+        self.containers.ports = self.ports
         self.control = ContainerControl(self.containers, self.store, self.paths)
         self.execs = ExecService(self.containers, self.paths)
         self.health = HealthMonitor(self.containers, self.execs)
@@ -114,6 +117,7 @@ class Engine:
             self._watcher.result()
         elif not done:
             logger.warning("the supervisor did not respond within %g s; still trying", timeout)
+        await self.ports.restore(self.containers.all())
 
     async def close(self) -> None:
         """Stop following events and background work; containers keep running."""
@@ -122,6 +126,7 @@ class Engine:
             await asyncio.gather(self._watcher, return_exceptions=True)
         await self.health.close()
         await self.containers.close()
+        self.ports.close()
 
     async def _watch_supervisor(self) -> None:
         while True:
@@ -220,6 +225,7 @@ class Engine:
         container = self.containers.resolve(ref)
         view = views.inspect_container(container, self.paths)
         view["ExecIDs"] = self.execs.ids_of(container.id) or None
+        view["NetworkSettings"]["Ports"] = self.ports.port_map(container)
         return view
 
     def list_containers(
@@ -232,6 +238,8 @@ class Engine:
         """Return ``GET /containers/json``; with ``size``, SizeRw and SizeRootFs too."""
         selected = select_containers(self.containers.all(), all, limit, filters)
         summaries = [views.container_summary(container) for container in selected]
+        for summary, container in zip(summaries, selected, strict=True):
+            summary["Ports"] = self.ports.summary_ports(container)
         if size:
             image_sizes = {image.id: image.size for image in self.images.list()}
             for summary, container in zip(summaries, selected, strict=True):

@@ -1,0 +1,134 @@
+"""Request bodies: JSON bodies in memory under a cap, image tarballs spooled to a file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from ketch.api.connection import MAX_BODY_BYTES, BodyTooLarge, HttpConnection, Request
+from ketch.api.server import spools_body
+
+LARGE_SIZE = MAX_BODY_BYTES + 1024 * 1024
+
+
+def chunked_request(method: str, target: str, size: int) -> bytes:
+    """Encode a request whose body is ``size`` bytes sent in 1 MiB chunks, as docker does."""
+    head = f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+    block = os.urandom(1024 * 1024)
+    parts = [head.encode()]
+    remaining = size
+    while remaining:
+        piece = block[: min(remaining, len(block))]
+        parts.append(b"%x\r\n%b\r\n" % (len(piece), piece))
+        remaining -= len(piece)
+    parts.append(b"0\r\n\r\n")
+    return b"".join(parts)
+
+
+def read_one_request(data: bytes, spool_dir: Path) -> Request | None:
+    """Send ``data`` over a socket pair and read it with an HttpConnection."""
+
+    async def read() -> Request | None:
+        server_side, client_side = socket.socketpair()
+        sender = threading.Thread(target=_send_and_close, args=(client_side, data))
+        sender.start()
+        reader, writer = await asyncio.open_connection(sock=server_side)
+        http = HttpConnection(reader, writer, spools_body=spools_body, spool_dir=spool_dir)
+        try:
+            return await http.read_request()
+        finally:
+            # Closing the server's side unblocks a sender whose body was not read to the end.
+            writer.close()
+            await writer.wait_closed()
+            sender.join(timeout=30)
+
+    return asyncio.run(read())
+
+
+def _send_and_close(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass  # The server stops reading a body that is too large.
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("POST", "/images/load"),
+        ("POST", "/v1.45/images/load?quiet=1"),
+        ("POST", "/images/create?fromSrc=-&repo=a"),
+    ],
+)
+def test_spools_body_tarball_routes(method: str, target: str) -> None:
+    assert spools_body(method, target)
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("POST", "/containers/create"),
+        ("GET", "/images/load"),
+        ("POST", "/v1.45/images/busybox/tag"),
+    ],
+)
+def test_spools_body_json_routes(method: str, target: str) -> None:
+    assert not spools_body(method, target)
+
+
+def test_load_body_over_cap_is_spooled(tmp_path: Path) -> None:
+    request = read_one_request(chunked_request("POST", "/images/load", LARGE_SIZE), tmp_path)
+    assert request is not None
+    try:
+        assert request.body == b""
+        assert request.has_body()
+        assert len(request.body_stream().read()) == LARGE_SIZE
+    finally:
+        request.close()
+
+
+def test_spool_file_is_unlinked(tmp_path: Path) -> None:
+    request = read_one_request(chunked_request("POST", "/images/load", 1024), tmp_path)
+    assert request is not None
+    try:
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        request.close()
+
+
+def test_spool_closed_with_request(tmp_path: Path) -> None:
+    request = read_one_request(chunked_request("POST", "/images/load", 1024), tmp_path)
+    assert request is not None
+    request.close()
+    assert request.body_file is not None
+    assert request.body_file.closed
+
+
+def test_empty_load_body_not_spooled(tmp_path: Path) -> None:
+    data = b"POST /images/load HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    request = read_one_request(data, tmp_path)
+    assert request is not None
+    assert request.body_file is None
+    assert not request.has_body()
+
+
+def test_json_body_over_cap_rejected(tmp_path: Path) -> None:
+    data = chunked_request("POST", "/containers/create", LARGE_SIZE)
+    with pytest.raises(BodyTooLarge):
+        read_one_request(data, tmp_path)
+
+
+def test_json_body_stays_in_memory(tmp_path: Path) -> None:
+    body = b'{"Image": "busybox"}'
+    head = f"POST /containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    request = read_one_request(head.encode() + body, tmp_path)
+    assert request is not None
+    assert request.body_file is None
+    assert request.json_body() == {"Image": "busybox"}
