@@ -4,7 +4,7 @@ Layout, inside the container's directory (see ``ketch.engine.store``)::
 
     bundle/config.json    the OCI spec: build_spec's, with the HostConfig options and init
     hostname, hosts       bind-mounted over /etc/hostname and /etc/hosts (with ExtraHosts)
-    resolv.conf           bind-mounted over /etc/resolv.conf when Dns options are set
+    resolv.conf           bind-mounted over /etc/resolv.conf (see ``ketch.engine.resolvconf``)
 
 Each file is written to a temporary name and renamed, so a crash leaves a whole file.
 """
@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ketch.engine.hostconfig import HostOptions, apply_host_options, hosts_lines, resolv_conf
+from ketch.engine.hostconfig import HostOptions, apply_host_options, hosts_lines
 from ketch.engine.options import CreateOptions
+from ketch.engine.resolvconf import ResolvConfRenderer
 from ketch.engine.spec import DEFAULT_CAPABILITIES, add_init, build_spec
 from ketch.engine.store import ContainerPaths
 from ketch.engine.userdb import resolve_user_in_rootfs
@@ -45,10 +46,14 @@ def write_bundle(
     options: CreateOptions,
     rootfs: Path,
     init_binary: str | None,
+    resolv_conf: ResolvConfRenderer | None = None,
 ) -> None:
-    """Write the container's /etc files and bundle/config.json."""
+    """Write the container's /etc files and bundle/config.json. Without ``resolv_conf``,
+    /etc/resolv.conf comes from the host's file alone."""
     user = resolve_user_in_rootfs(config["User"], rootfs)
-    mounts = write_etc_files(paths, container_id, config, options.host)
+    renderer = resolv_conf or ResolvConfRenderer()
+    resolv_text = renderer.render(options.host, options.network_mode)
+    mounts = write_etc_files(paths, container_id, config, options.host, resolv_text)
     spec = build_spec(container_id, config, options, user, str(rootfs), mounts)
     apply_host_options(spec, options.host, DEFAULT_CAPABILITIES)
     if init_binary is not None:
@@ -59,20 +64,25 @@ def write_bundle(
 
 
 def write_etc_files(
-    paths: ContainerPaths, container_id: str, config: dict[str, Any], host: HostOptions
+    paths: ContainerPaths,
+    container_id: str,
+    config: dict[str, Any],
+    host: HostOptions,
+    resolv_text: str,
 ) -> list[dict[str, Any]]:
-    """Write the container's /etc/hostname, /etc/hosts (with ExtraHosts) and, with Dns
-    options, /etc/resolv.conf, and return their bind mounts."""
+    """Write the container's /etc/hostname, /etc/hosts (with ExtraHosts) and
+    /etc/resolv.conf, and return their bind mounts."""
     hostname_path = paths.hostname(container_id)
     hosts_path = paths.hosts(container_id)
+    resolv_path = paths.directory(container_id) / "resolv.conf"
     _write_file(hostname_path, config["Hostname"] + "\n")
     _write_file(hosts_path, HOSTS_FILE + hosts_lines(host))
-    files = [("/etc/hostname", hostname_path), ("/etc/hosts", hosts_path)]
-    resolv = resolv_conf(host)
-    if resolv is not None:
-        resolv_path = paths.directory(container_id) / "resolv.conf"
-        _write_file(resolv_path, resolv)
-        files.append(("/etc/resolv.conf", resolv_path))
+    _write_file(resolv_path, resolv_text)
+    files = [
+        ("/etc/hostname", hostname_path),
+        ("/etc/hosts", hosts_path),
+        ("/etc/resolv.conf", resolv_path),
+    ]
     return [
         {
             "destination": destination,

@@ -383,18 +383,6 @@ def hosts_lines(options: HostOptions) -> str:
     return "".join(f"{address}\t{name}\n" for name, address in options.extra_hosts)
 
 
-def resolv_conf(options: HostOptions) -> str | None:
-    """Return /etc/resolv.conf for Dns, DnsSearch and DnsOptions, or None without them."""
-    if not (options.dns or options.dns_search or options.dns_options):
-        return None
-    lines = [f"nameserver {server}" for server in options.dns]
-    if options.dns_search:
-        lines.append("search " + " ".join(options.dns_search))
-    if options.dns_options:
-        lines.append("options " + " ".join(options.dns_options))
-    return "\n".join(lines) + "\n"
-
-
 def host_config_fields(host_config: dict[str, Any], options: HostOptions) -> dict[str, Any]:
     """Return the inspect HostConfig values of these options, as the client sent them."""
     return {
