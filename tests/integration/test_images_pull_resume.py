@@ -11,8 +11,7 @@ import pytest
 
 import support.registry
 from ketch.errors import Unavailable
-from ketch.images import ImageStore
-from ketch.images import pull as pull_module
+from ketch.images import ImageStore, layer_download
 from support.images import Dir, File, digest_of, gzip_layer, image_store, push_test_image
 from support.registry_proxy import RegistryProxy
 
@@ -44,7 +43,7 @@ def pull_through(store: ImageStore, proxy: RegistryProxy) -> list[dict[str, Any]
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ImageStore]:
-    monkeypatch.setattr(pull_module, "RETRY_DELAY_SECONDS", 0.05)
+    monkeypatch.setattr(layer_download, "RETRY_DELAY_SECONDS", 0.05)
     with image_store(tmp_path / "ketch") as opened:
         yield opened
 
@@ -67,7 +66,7 @@ def test_cut_download_resumes_in_pull(store: ImageStore, pushed: str) -> None:
 def test_failed_pull_keeps_partial(
     store: ImageStore, pushed: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pull_module, "DOWNLOAD_ATTEMPTS", 1)
+    monkeypatch.setattr(layer_download, "DOWNLOAD_ATTEMPTS", 1)
     with pytest.raises(Unavailable, match="unreachable"):
         pull_through(store, make_proxy(pushed, cuts=1))
     assert store.content.partial_size(BIG_DIGEST) == CUT_AFTER
@@ -77,7 +76,7 @@ def test_failed_pull_keeps_partial(
 def test_next_pull_resumes_partial(
     store: ImageStore, pushed: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pull_module, "DOWNLOAD_ATTEMPTS", 1)
+    monkeypatch.setattr(layer_download, "DOWNLOAD_ATTEMPTS", 1)
     with pytest.raises(Unavailable):
         pull_through(store, make_proxy(pushed, cuts=1))
     proxy = make_proxy(pushed)

@@ -9,12 +9,17 @@ concern and, where they own files, document their layout:
 * ``manifest``: manifests, indexes and configs, platform selection;
 * ``registry``: the distribution API client (pull and push);
 * ``auth``: registry credentials in docker's config.json, login and logout;
-* ``layers``: safe unpacking of layer tars (plain, gzip, zstd), bounded against bombs;
+* ``layers``: unpacking of layer tars (plain, gzip, zstd), bounded against bombs;
+* ``layer_entries``: writing a layer's entries safely, whiteouts in either form;
 * ``diff``: a container's changes written as a layer tar, for commit and build;
 * ``snapshots``: the snapshotter interface, unpacked layers by chain ID;
 * ``overlay``, ``copying``: the overlayfs and the copying snapshotter;
 * ``rootfs``: container root filesystems made by the snapshotter;
 * ``pull``, ``push``: the pull and push sequences and their progress messages;
+* ``pull_source``, ``layer_download``, ``feed``, ``snapshot_unpack``,
+  ``pull_progress``, ``leases``: the parts of a pull (which endpoint, one layer's
+  download, the stream to its unpack, the unpack into a snapshot, the messages, and
+  what a pull in progress keeps from removal);
 * ``archive``, ``loading``: docker save archives and OCI layouts in and out, rootfs import;
 * ``metadata``: the ``image_`` tables;
 * ``baseimage``: builds busybox (and a minimal Debian) locally and pushes them.

@@ -32,27 +32,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-
-from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
+from ketch.errors import InvalidArgument
 from ketch.images.auth import Credentials, CredentialStore
-from ketch.images.content import BlobWriter, ContentStore
+from ketch.images.content import ContentStore
 from ketch.images.feed import FeedBroken, LayerFeed
-from ketch.images.layers import (
-    DEFAULT_LIMITS,
-    UnpackedLayer,
-    UnpackLimits,
-    unpack_layer,
-    unpack_layer_stream,
-)
+from ketch.images.layer_download import download_layer
+from ketch.images.layers import DEFAULT_LIMITS, UnpackLimits
+from ketch.images.leases import Leases
 from ketch.images.manifest import (
     INDEX_MEDIA_TYPES,
     MAX_DOCUMENT_SIZE,
@@ -66,19 +57,21 @@ from ketch.images.manifest import (
     select_manifest,
 )
 from ketch.images.metadata import ImageMetadata, ImageRecord, LayerRecord
+from ketch.images.pull_progress import ProgressCallback, PullProgress
+from ketch.images.pull_source import find_manifest
 from ketch.images.reference import Reference
 from ketch.images.registry import (
     FetchedManifest,
     RegistryClient,
-    credentials_for,
-    endpoints_for,
     open_session,
 )
+from ketch.images.snapshot_unpack import unpack_into_snapshot
 from ketch.images.snapshots import Snapshotter, chain_ids
 
-log = logging.getLogger(__name__)
+# Leases and ProgressCallback are imported from here by the image store.
+__all__ = ["Leases", "ProgressCallback", "Puller"]
 
-ProgressCallback = Callable[[dict[str, Any]], None]
+log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_DOWNLOADS = 3
 # Layers unpacked at once by the overlay snapshotter. Decompression, hashing and writing
@@ -87,32 +80,6 @@ MAX_CONCURRENT_UNPACKS = max(2, os.cpu_count() or 1)
 # Bytes a layer's download may run ahead of its unpack before the unpack gives up and
 # starts again from the stored blob, so a slow disk does not hold the blob in memory.
 MAX_STREAM_BUFFER = 64 * 1024 * 1024
-# A layer download that breaks off is resumed from its last byte this many times in all,
-# waiting RETRY_DELAY_SECONDS times the attempt number in between.
-DOWNLOAD_ATTEMPTS = 5
-RETRY_DELAY_SECONDS = 1.0
-# Byte-count progress is sent at most this often per layer, so a fast download does not
-# flood the client with messages.
-PROGRESS_INTERVAL_SECONDS = 0.1
-
-
-class Leases:
-    """Blobs and chain IDs that pulls in progress rely on, so removal leaves them alone."""
-
-    def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
-
-    def hold(self, name: str) -> None:
-        self._counts[name] += 1
-
-    def release(self, names: Iterable[str]) -> None:
-        for name in names:
-            self._counts[name] -= 1
-            if self._counts[name] <= 0:
-                del self._counts[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._counts
 
 
 class Puller:
@@ -143,14 +110,12 @@ class Puller:
         self.insecure_registries = insecure_registries
         self.collect_garbage = collect_garbage
         self.reference = reference
-        self.progress = progress
+        self._progress = PullProgress(progress, reference.familiar())
         self.credentials = credentials
         self.auth = auth
         self._leased_names: list[str] = []
         self._new_blobs: list[str] = []
         self._new_chains: list[str] = []
-        self._last_progress: dict[str, float] = {}
-        self._progress_failed = False
         # Unpacks that read a layer while it downloads, by layer index. They wait for
         # the layers' diff IDs and chain IDs, which come with the config.
         self._streams: dict[int, asyncio.Task[tuple[str, int] | None]] = {}
@@ -161,7 +126,7 @@ class Puller:
 
     async def run(self) -> str:
         reference = self.reference
-        self._emit(f"Pulling from {reference.path}", reference.digest or reference.tag)
+        self._progress.status(f"Pulling from {reference.path}", reference.digest or reference.tag)
         try:
             image_id = await self._pull()
         except BaseException:
@@ -174,7 +139,14 @@ class Puller:
 
     async def _pull(self) -> str:
         async with open_session() as session:
-            client, fetched = await self._resolve(session)
+            client, fetched = await find_manifest(
+                session,
+                self.reference,
+                self.mirrors,
+                self.insecure_registries,
+                self.auth,
+                self.credentials,
+            )
             manifest, top_digest, document_blobs = await self._load_manifest(client, fetched)
             semaphore = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
             self._layer_ids = asyncio.get_running_loop().create_future()
@@ -209,47 +181,12 @@ class Puller:
         )
         self._record(image_id, config, manifest, diff_ids, chains, top_digest, document_blobs)
 
-        self._emit(f"Digest: {top_digest}")
+        self._progress.status(f"Digest: {top_digest}")
         if up_to_date:
-            self._emit(f"Status: Image is up to date for {self.reference.familiar()}")
+            self._progress.status(f"Status: Image is up to date for {self.reference.familiar()}")
         else:
-            self._emit(f"Status: Downloaded newer image for {self.reference.familiar()}")
+            self._progress.status(f"Status: Downloaded newer image for {self.reference.familiar()}")
         return image_id
-
-    async def _resolve(
-        self, session: aiohttp.ClientSession
-    ) -> tuple[RegistryClient, FetchedManifest]:
-        """Fetch the manifest from the first endpoint that has it (mirrors in order)."""
-        reference = self.reference
-        endpoints = endpoints_for(reference.domain, self.mirrors, self.insecure_registries)
-        target = reference.digest or reference.tag or "latest"
-        for number, endpoint in enumerate(endpoints, start=1):
-            client = RegistryClient(
-                session,
-                endpoint,
-                reference.path,
-                display_name=reference.familiar_name,
-                credentials=self.auth or credentials_for(self.credentials, endpoint),
-            )
-            try:
-                fetched = await client.get_manifest(target, reference.familiar())
-            except (NotFound, Unavailable, Forbidden) as error:
-                if number == len(endpoints) and endpoint.is_mirror and isinstance(error, NotFound):
-                    mirrors = ", ".join(self.mirrors)
-                    raise NotFound(
-                        f"{error} (looked up in the docker.io mirrors {mirrors}; ketch does not "
-                        "fall back to Docker Hub when mirrors are configured)"
-                    ) from error
-                if number == len(endpoints):
-                    raise
-                log.warning(
-                    "pulling %s from %s failed, trying the next mirror: %s",
-                    reference.familiar(), endpoint.name, error,
-                )  # fmt: skip
-                continue
-            log.info("pulling %s from %s (%s)", reference.familiar(), endpoint.name, fetched.digest)
-            return client, fetched
-        raise AssertionError("endpoints_for returned no endpoint")
 
     async def _load_manifest(
         self, client: RegistryClient, fetched: FetchedManifest
@@ -296,7 +233,7 @@ class Puller:
         for index, layer in enumerate(layers):
             if self.content.exists(layer.digest) or self.metadata.layer_blob_known(layer.digest):
                 continue
-            self._emit_layer(layer, "Pulling fs layer")
+            self._progress.layer(layer, "Pulling fs layer")
             downloads[index] = asyncio.create_task(self._download(client, layer, semaphore, index))
         return downloads
 
@@ -319,9 +256,9 @@ class Puller:
             if index in downloads:
                 continue
             if self.snapshots.stat(chains[index]) is not None:
-                self._emit_layer(layer, "Already exists")
+                self._progress.layer(layer, "Already exists")
                 continue
-            self._emit_layer(layer, "Pulling fs layer")
+            self._progress.layer(layer, "Pulling fs layer")
             downloads[index] = asyncio.create_task(self._download(client, layer, semaphore, index))
 
         if not self.snapshots.needs_parent_files:
@@ -410,7 +347,7 @@ class Puller:
                 return streamed
         if self.snapshots.stat(chains[index]) is not None:
             # Another pull unpacked this layer while it downloaded here.
-            self._emit_layer(layer, "Pull complete")
+            self._progress.layer(layer, "Pull complete")
             return None
         parent = chains[index - 1] if index else None
         return await self._extract(
@@ -422,10 +359,10 @@ class Puller:
     ) -> None:
         self._hold(layer.digest)
         if self.content.exists(layer.digest):
-            self._emit_layer(layer, "Download complete")
+            self._progress.layer(layer, "Download complete")
             return
         if semaphore.locked():
-            self._emit_layer(layer, "Waiting")
+            self._progress.layer(layer, "Waiting")
         async with semaphore:
             # Listed before the commit, so that a failed pull removes the blob even when it
             # fails while the commit runs.
@@ -433,11 +370,11 @@ class Puller:
             with self.content.writer(layer.digest, layer.size, resumable=True) as writer:
                 feed = self._start_stream(index, layer, writer.written)
                 try:
-                    await self._download_to(client, layer, writer, feed)
+                    await download_layer(client, layer, writer, feed, self._progress)
                 finally:
                     if feed is not None:
                         feed.break_off("the download of the layer failed")
-        self._emit_layer(layer, "Download complete")
+        self._progress.layer(layer, "Download complete")
 
     def _start_stream(self, index: int, layer: Descriptor, resumed_from: int) -> LayerFeed | None:
         """Start unpacking a layer from its download, when the snapshotter allows it."""
@@ -484,85 +421,6 @@ class Puller:
             if isinstance(result, tuple):
                 self.snapshots.abort(result[0])
 
-    async def _download_to(
-        self, client: RegistryClient, layer: Descriptor, writer: BlobWriter, feed: LayerFeed | None
-    ) -> None:
-        """Download a layer into ``writer`` and commit it; a feed gets the same bytes and
-        ends once the blob is verified, or breaks off when the download starts over."""
-
-        def receive(chunk: bytes) -> None:
-            writer.write(chunk)
-            if feed is not None:
-                feed.put(chunk)
-            self._emit_bytes(layer, "Downloading", writer.written, layer.size)
-
-        def restart() -> None:
-            if feed is not None:
-                feed.break_off("the download of the layer started over")
-            writer.restart()
-
-        resumed_from = writer.written
-        await self._download_with_retries(client, layer, writer, receive, restart)
-        self._emit_layer(layer, "Verifying Checksum")
-        try:
-            await _commit_to_end(writer)
-        except InvalidArgument as error:
-            if not resumed_from:
-                raise InvalidArgument(
-                    f"filesystem layer verification failed for digest {layer.digest} "
-                    f"from {client.endpoint.name}: {error}"
-                ) from None
-            # The bytes kept from an earlier pull may be what is wrong, so the
-            # whole blob is downloaded once more before the layer counts as bad.
-            log.warning("resumed layer %s failed verification, downloading it again: %s",
-                        layer.digest, error)  # fmt: skip
-            restart()
-            await self._download_with_retries(client, layer, writer, receive, restart)
-            await self._commit_layer(client, layer, writer)
-        if feed is not None:
-            feed.close()
-
-    async def _commit_layer(
-        self, client: RegistryClient, layer: Descriptor, writer: BlobWriter
-    ) -> None:
-        try:
-            await _commit_to_end(writer)
-        except InvalidArgument as error:
-            raise InvalidArgument(
-                f"filesystem layer verification failed for digest {layer.digest} "
-                f"from {client.endpoint.name}: {error}"
-            ) from None
-
-    async def _download_with_retries(
-        self,
-        client: RegistryClient,
-        layer: Descriptor,
-        writer: BlobWriter,
-        receive: Callable[[bytes], None],
-        restart: Callable[[], None],
-    ) -> None:
-        """Download the rest of a layer blob, resuming from the bytes the writer has after
-        each interruption, up to DOWNLOAD_ATTEMPTS times. ``restart`` empties the writer
-        when the registry sends the whole blob again."""
-        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-            if layer.size and writer.written >= layer.size:
-                return
-            try:
-                await client.download_blob(layer, receive, offset=writer.written, restart=restart)
-                return
-            except Unavailable as error:
-                if attempt == DOWNLOAD_ATTEMPTS:
-                    raise
-                log.warning(
-                    "download of layer %s from %s stopped at byte %d of %d (attempt %d of %d), "
-                    "resuming: %s",
-                    layer.digest, client.endpoint.name, writer.written, layer.size, attempt,
-                    DOWNLOAD_ATTEMPTS, error,
-                )  # fmt: skip
-                delay = RETRY_DELAY_SECONDS * attempt
-                self._emit_layer(layer, f"Retrying in {delay:g} second{'s' if delay != 1 else ''}")
-                await asyncio.sleep(delay)
-
     async def _extract(
         self,
         layer: Descriptor,
@@ -573,64 +431,19 @@ class Puller:
         parent_pending: bool,
         feed: LayerFeed | None = None,
     ) -> tuple[str, int]:
-        """Unpack a layer into a new active snapshot; return its key and size.
-
-        The layer comes from ``feed`` while it downloads, or else from the stored blob.
-        With ``parent_pending`` the parent may still be unpacking and the files are not
-        synced; the caller syncs before it commits.
-        """
-        key = f"extract-{secrets.token_hex(4)}-{chain_id}"
-        path = self.snapshots.prepare(key, parent, parent_pending=parent_pending)
-        loop = asyncio.get_running_loop()
-        last_report = 0.0
-
-        def report(done: int, total: int) -> None:
-            # Runs in the worker thread for every entry, so it throttles before it posts.
-            nonlocal last_report
-            now = time.monotonic()
-            if now - last_report >= PROGRESS_INTERVAL_SECONDS:
-                last_report = now
-                loop.call_soon_threadsafe(self._emit_bytes, layer, "Extracting", done, total)
-
-        def unpack() -> UnpackedLayer:
-            options: dict[str, Any] = {
-                "layer": layer.digest,
-                "expected_diff_id": diff_id,
-                "progress": report,
-                "whiteouts": self.snapshots.whiteout_form,
-                "limits": self.unpack_limits,
-                "sync": not parent_pending,
-            }
-            if feed is None:
-                return unpack_layer(self.content.path(layer.digest), path, **options)
-            magic = feed.peek(4)
-            return unpack_layer_stream(feed, magic, layer.size, path, **options)  # type: ignore[arg-type]
-
-        if feed is None:
-            work = asyncio.ensure_future(asyncio.to_thread(unpack))
-        else:
-            # Threads of their own: one that waits for its download's bytes must never
-            # hold the default executor's threads that the downloads themselves need.
-            work = asyncio.ensure_future(loop.run_in_executor(self._stream_threads, unpack))
-        try:
-            unpacked = await asyncio.shield(work)
-        except asyncio.CancelledError:
-            # The worker thread cannot be stopped, but a broken feed ends its reads. Its
-            # directory is removed once it finishes, before the failed pull returns.
-            if feed is not None:
-                feed.break_off("the pull was cancelled")
-            try:
-                await asyncio.wait({work})
-            except asyncio.CancelledError:
-                work.add_done_callback(lambda _: self.snapshots.abort(key))
-                raise
-            self.snapshots.abort(key)
-            raise
-        except BaseException:
-            self.snapshots.abort(key)
-            raise
-
-        return key, unpacked.size
+        return await unpack_into_snapshot(
+            self.snapshots,
+            layer,
+            diff_id,
+            chain_id,
+            parent,
+            blob=self.content.path(layer.digest),
+            limits=self.unpack_limits,
+            progress=self._progress,
+            parent_pending=parent_pending,
+            feed=feed,
+            feed_threads=self._stream_threads,
+        )
 
     def _commit_snapshot(
         self, key: str, layer: Descriptor, diff_id: str, chain_id: str, size: int
@@ -638,7 +451,7 @@ class Puller:
         snapshot = self.snapshots.commit(key, chain_id, diff_id, size)
         if snapshot.key == key:
             self._new_chains.append(chain_id)
-        self._emit_layer(layer, "Pull complete")
+        self._progress.layer(layer, "Pull complete")
 
     def _record(
         self,
@@ -690,47 +503,3 @@ class Puller:
         self.leases.release(self._leased_names)
         self._leased_names = []
         self.collect_garbage(self._new_blobs, self._new_chains)
-
-    def _emit(self, status: str, item_id: str | None = None) -> None:
-        message: dict[str, Any] = {"status": status}
-        if item_id is not None:
-            message["id"] = item_id
-        self._send(message)
-
-    def _emit_layer(self, layer: Descriptor, status: str) -> None:
-        self._send({"status": status, "progressDetail": {}, "id": _short_id(layer.digest)})
-
-    def _emit_bytes(self, layer: Descriptor, status: str, current: int, total: int) -> None:
-        key = f"{status} {layer.digest}"
-        now = time.monotonic()
-        if current < total and now - self._last_progress.get(key, 0.0) < PROGRESS_INTERVAL_SECONDS:
-            return
-        self._last_progress[key] = now
-        detail = {"current": current, "total": total}
-        self._send({"status": status, "progressDetail": detail, "id": _short_id(layer.digest)})
-
-    def _send(self, message: dict[str, Any]) -> None:
-        if self.progress is None or self._progress_failed:
-            return
-        try:
-            self.progress(message)
-        except Exception:
-            # A client that went away must not fail the pull: the image is still recorded
-            # and the next pull finds it. Later messages of this pull are dropped.
-            self._progress_failed = True
-            log.exception("progress callback failed for pull of %s", self.reference.familiar())
-
-
-async def _commit_to_end(writer: BlobWriter) -> None:
-    """Commit a blob in a worker thread. A cancelled caller still waits for the thread,
-    so the blob never lands in the store after a failed pull cleaned up."""
-    work = asyncio.ensure_future(asyncio.to_thread(writer.commit))
-    try:
-        await asyncio.shield(work)
-    except asyncio.CancelledError:
-        await asyncio.wait({work})
-        raise
-
-
-def _short_id(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
