@@ -1,0 +1,236 @@
+"""Published ports against a real ketchd; every packet stays in the test's network namespace.
+
+Clients connect to 127.0.0.1 of the namespace that ketchd runs in, which is where its
+proxies listen, so fixed host ports cannot clash with anything else on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from support.daemon import KetchDaemon, daemon_fixture
+from support.netns import entered
+
+WAIT_SECONDS = 30.0
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[KetchDaemon]:
+    yield from daemon_fixture()
+
+
+def _run_detached(daemon: KetchDaemon, *args: str) -> str:
+    result = daemon.ketch("run", "-d", *args)
+    assert result.returncode == 0, result.stderr
+    container_id = result.stdout.strip()
+    daemon.container_ids.add(container_id)
+    return container_id
+
+
+def _inspect(daemon: KetchDaemon, container_id: str) -> dict:
+    result = daemon.ketch("inspect", container_id)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+def _tcp_reply(daemon: KetchDaemon, port: int) -> bytes:
+    """Connect to 127.0.0.1:port in ketchd's namespace and read until EOF, once."""
+    with entered(daemon.namespace):
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with client:
+        chunks = []
+        while chunk := client.recv(4096):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _wait_for_tcp_reply(daemon: KetchDaemon, port: int, expected: bytes) -> bytes:
+    """Retry until the server in the container is up; the proxy accepts before it is."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    reply = b""
+    while time.monotonic() < deadline:
+        try:
+            reply = _tcp_reply(daemon, port)
+        except OSError:
+            reply = b""
+        if expected in reply:
+            return reply
+        time.sleep(0.2)
+    return reply
+
+
+def _connection_refused(daemon: KetchDaemon, port: int) -> bool:
+    with entered(daemon.namespace):
+        probe = socket.socket()
+    with probe:
+        try:
+            probe.connect(("127.0.0.1", port))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+def test_publish_tcp_answers(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(
+        daemon,
+        "-p",
+        "127.0.0.1:18080:8080",
+        "busybox",
+        "nc",
+        "-ll",
+        "-p",
+        "8080",
+        "-e",
+        "echo",
+        "hi",
+    )
+    assert _wait_for_tcp_reply(daemon, 18080, b"hi") == b"hi\n"
+    daemon.ketch("rm", "-f", container_id)
+
+
+def test_publish_shown_in_inspect_and_ps(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(daemon, "-p", "127.0.0.1:18081:80", "busybox", "sleep", "60")
+    shown = _inspect(daemon, container_id)
+    assert shown["NetworkSettings"]["Ports"] == {
+        "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18081"}]
+    }
+    assert shown["HostConfig"]["PortBindings"] == {
+        "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18081"}]
+    }
+    listing = daemon.ketch("ps", "--format", "{{.Ports}}", "--filter", f"id={container_id}")
+    assert listing.stdout.strip() == "127.0.0.1:18081->80/tcp"
+    daemon.ketch("rm", "-f", container_id)
+
+
+def test_publish_all_exposed(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(daemon, "--expose", "7000", "-P", "busybox", "sleep", "60")
+    bindings = _inspect(daemon, container_id)["NetworkSettings"]["Ports"]["7000/tcp"]
+    low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    assert bindings[0]["HostIp"] == "0.0.0.0"
+    assert low <= int(bindings[0]["HostPort"]) <= high
+    daemon.ketch("rm", "-f", container_id)
+
+
+def test_exposed_only_is_null(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(daemon, "--expose", "7001", "busybox", "sleep", "60")
+    assert _inspect(daemon, container_id)["NetworkSettings"]["Ports"] == {"7001/tcp": None}
+    daemon.ketch("rm", "-f", container_id)
+
+
+def test_taken_port_fails_start(daemon: KetchDaemon) -> None:
+    first = _run_detached(daemon, "-p", "18082:80", "busybox", "sleep", "60")
+    second = daemon.ketch("run", "-d", "--name", "second-on-18082", "-p", "18082:80", "busybox")
+    assert second.returncode != 0
+    assert "Bind for 0.0.0.0:18082 failed: port is already allocated" in second.stderr
+    state = _inspect(daemon, "second-on-18082")["State"]
+    assert state["Running"] is False
+    daemon.ketch("rm", "-f", first, "second-on-18082")
+
+
+def test_rm_closes_listener(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(daemon, "-p", "127.0.0.1:18083:80", "busybox", "sleep", "60")
+    assert not _connection_refused(daemon, 18083)
+    removed = daemon.ketch("rm", "-f", container_id)
+    assert removed.returncode == 0, removed.stderr
+    assert _connection_refused(daemon, 18083)
+
+
+def test_stop_releases_and_start_binds(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(
+        daemon,
+        "-p",
+        "127.0.0.1:18084:8080",
+        "busybox",
+        "nc",
+        "-ll",
+        "-p",
+        "8080",
+        "-e",
+        "echo",
+        "hi",
+    )
+    stopped = daemon.ketch("stop", "-t", "0", container_id)
+    assert stopped.returncode == 0, stopped.stderr
+    assert _connection_refused(daemon, 18084)
+    started = daemon.ketch("start", container_id)
+    assert started.returncode == 0, started.stderr
+    assert _wait_for_tcp_reply(daemon, 18084, b"hi") == b"hi\n"
+    daemon.ketch("rm", "-f", container_id)
+
+
+UDP_ECHO = """
+import socket
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind(("0.0.0.0", 9000))
+while True:
+    data, client = server.recvfrom(65535)
+    server.sendto(data.upper(), client)
+"""
+
+
+def test_publish_udp_echoes(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(daemon, "-p", "127.0.0.1:18085:9000/udp", "busybox", "sleep", "60")
+    sandbox = _inspect(daemon, container_id)["NetworkSettings"]["SandboxKey"]
+    # busybox has no UDP server, so the echo server runs in the container's network
+    # namespace from the host; the proxy still forwards to the container's address.
+    server = subprocess.Popen(["nsenter", f"--net={sandbox}", sys.executable, "-c", UDP_ECHO])
+    try:
+        with entered(daemon.namespace):
+            client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with client:
+            client.settimeout(0.5)
+            reply = b""
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not reply and time.monotonic() < deadline:
+                client.sendto(b"ping", ("127.0.0.1", 18085))
+                try:
+                    reply = client.recv(100)
+                except TimeoutError:
+                    continue
+        assert reply == b"PING"
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+        daemon.ketch("rm", "-f", container_id)
+
+
+def test_docker_cli_publish(daemon: KetchDaemon) -> None:
+    result = daemon.docker(
+        "run", "-d", "-p", "127.0.0.1:18086:8080", "busybox", "nc", "-ll", "-p", "8080", "-e",
+        "echo", "hi",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    container_id = result.stdout.strip()
+    daemon.container_ids.add(container_id)
+    assert _wait_for_tcp_reply(daemon, 18086, b"hi") == b"hi\n"
+    port = daemon.docker("port", container_id, "8080")
+    assert port.stdout.strip() == "127.0.0.1:18086"
+    daemon.docker("rm", "-f", container_id)
+
+
+def test_docker_py_publish(daemon: KetchDaemon) -> None:
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        container = client.containers.run(
+            "busybox",
+            ["nc", "-ll", "-p", "8080", "-e", "echo", "hi"],
+            detach=True,
+            ports={"8080/tcp": ("127.0.0.1", 18087)},
+        )
+        daemon.container_ids.add(container.id)
+        try:
+            assert _wait_for_tcp_reply(daemon, 18087, b"hi") == b"hi\n"
+            container.reload()
+            assert container.ports == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18087"}]}
+        finally:
+            container.remove(force=True)
+    finally:
+        client.close()
