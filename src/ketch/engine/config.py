@@ -3,7 +3,7 @@
 The file (default ``/etc/ketch/daemon.json``) takes dockerd's keys for what ketchd
 supports: ``data-root``, ``exec-root``, ``hosts``, ``registry-mirrors``,
 ``insecure-registries``, ``log-driver``, ``log-opts``, ``init``, ``init-path``,
-``default-ulimits``, ``live-restore`` and ``debug``. Containers always outlive ketchd,
+``default-ulimits``, ``live-restore``, ``dns`` and ``debug``. Containers always outlive ketchd,
 because the supervisor runs them, so ``live-restore`` false only logs that it is
 ignored. An unknown key is an error naming it, and, as with dockerd, so is a setting
 given both as a flag and in the file. A missing file is fine unless ``--config-file``
@@ -13,6 +13,7 @@ named it.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "insecure-tcp": ("insecure_tcp", bool),
     "init-path": ("init_path", str),
     "debug": ("debug", bool),
+    "dns": ("dns", list),
 }
 
 
@@ -72,6 +74,10 @@ class DaemonConfig:
     tls_key: str | None = None
     insecure_tcp: bool = False
     debug: bool = False
+    # DNS servers for containers and for the network name server to forward to; empty: the
+    # nameservers of host_resolv_conf.
+    dns: list[str] = field(default_factory=list)
+    host_resolv_conf: Path = Path("/etc/resolv.conf")
 
     def socket_paths(self) -> list[Path]:
         return [socket_path(host) for host in self.hosts if not host.startswith("tcp://")]
@@ -158,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--init-path", help="init binary for --init (default: docker-init or tini-static in PATH)"
+    )
+    parser.add_argument(
+        "--dns",
+        action="append",
+        metavar="ADDRESS",
+        help="IP address of a DNS server for containers, which the name server of "
+        "user-defined networks forwards to; repeatable (default: the host's nameservers)",
     )
     parser.add_argument(
         "-D", "--debug", action="store_const", const=True, help="log at debug level"
@@ -273,6 +286,13 @@ def _check_mirror(url: str) -> str:
     return url.rstrip("/")
 
 
+def _check_dns_server(server: str) -> str:
+    try:
+        return str(ipaddress.ip_address(server))
+    except ValueError:
+        raise InvalidArgument(f"invalid dns {server!r}: expected an IP address") from None
+
+
 def _log_opts(value: dict[str, str] | list[str]) -> dict[str, str]:
     """Return log options from daemon.json's object or from ``--log-opt KEY=VALUE`` flags."""
     if isinstance(value, dict):
@@ -347,6 +367,7 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.tls_cert = merged["tls_cert"] or None
     config.tls_key = merged["tls_key"] or None
     config.insecure_tcp = bool(merged["insecure_tcp"])
+    config.dns = [_check_dns_server(server) for server in merged["dns"] or []]
     config.socket_paths()  # checks every unix host
     _check_tcp_security(config)
     return config
