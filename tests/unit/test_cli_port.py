@@ -1,0 +1,49 @@
+"""Output of ``ketch port`` from the Ports of container inspect."""
+
+from __future__ import annotations
+
+import pytest
+
+from ketch.cli.errors import UsageError
+from ketch.cli.port import format_mappings, host_address, port_key
+from ketch.errors import NotFound
+
+PORTS = {
+    "8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18080"}],
+    "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"}, {"HostIp": "::", "HostPort": "5353"}],
+    "9000/tcp": None,
+}
+
+
+def test_port_key_defaults_to_tcp() -> None:
+    assert port_key("80") == "80/tcp"
+
+
+def test_port_key_keeps_protocol() -> None:
+    assert port_key("53/UDP") == "53/udp"
+
+
+def test_port_key_invalid() -> None:
+    with pytest.raises(UsageError, match="PRIVATE_PORT"):
+        port_key("http")
+
+
+def test_host_address_ipv6_bracketed() -> None:
+    assert host_address({"HostIp": "::", "HostPort": "80"}) == "[::]:80"
+
+
+def test_mappings_all_sorted_by_port() -> None:
+    assert format_mappings(PORTS, None) == [
+        "53/udp -> 0.0.0.0:5353",
+        "53/udp -> [::]:5353",
+        "8080/tcp -> 127.0.0.1:18080",
+    ]
+
+
+def test_mappings_one_port() -> None:
+    assert format_mappings(PORTS, "8080/tcp") == ["127.0.0.1:18080"]
+
+
+def test_mappings_exposed_only_not_found() -> None:
+    with pytest.raises(NotFound, match="No public port '9000/tcp' published"):
+        format_mappings(PORTS, "9000/tcp")
