@@ -53,6 +53,7 @@ COMMANDS = {
     "logout": ("login", "Log out from a registry"),
     "logs": ("logs", "Fetch the logs of a container"),
     "pause": ("lifecycle", "Pause all processes within one or more containers"),
+    "port": ("port", "List port mappings or a specific mapping for the container"),
     "ps": ("ps", "List containers"),
     "pull": ("pull", "Download an image from a registry"),
     "push": ("imagecmds", "Upload an image to a registry"),
@@ -78,7 +79,7 @@ COMMANDS = {
 
 # Management commands: ``ketch container ls`` is ``ketch ps``; name -> subcommand -> command.
 _CONTAINER_VERBS = (
-    "attach commit cp create diff exec export inspect kill logs pause rename restart rm run "
+    "attach commit cp create diff exec export inspect kill logs pause port rename restart rm run "
     "start stats stop top unpause update wait"
 )
 GROUPS = {
