@@ -109,6 +109,20 @@ def test_publish_shown_in_inspect_and_ps(daemon: KetchDaemon) -> None:
     daemon.ketch("rm", "-f", container_id)
 
 
+def test_port_command_lists_bindings(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(
+        daemon, "-p", "127.0.0.1:18088:80", "-p", "127.0.0.1:18089:53/udp", "busybox", "sleep", "60"
+    )
+    every = daemon.ketch("port", container_id)
+    assert every.stdout.splitlines() == ["53/udp -> 127.0.0.1:18089", "80/tcp -> 127.0.0.1:18088"]
+    one = daemon.ketch("port", container_id, "80")
+    assert one.stdout == "127.0.0.1:18088\n"
+    missing = daemon.ketch("port", container_id, "81")
+    assert missing.returncode == 1
+    assert "No public port '81/tcp' published" in missing.stderr
+    daemon.ketch("rm", "-f", container_id)
+
+
 def test_publish_all_exposed(daemon: KetchDaemon) -> None:
     container_id = _run_detached(daemon, "--expose", "7000", "-P", "busybox", "sleep", "60")
     bindings = _inspect(daemon, container_id)["NetworkSettings"]["Ports"]["7000/tcp"]
