@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ketch.api import streams
+from ketch.engine import commits
 from ketch.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -123,8 +124,10 @@ async def commit_container(call: Call) -> None:
     if not reference:
         raise InvalidArgument("missing 'container' parameter: the container to commit")
     changes = [value for key, value in _query_pairs(call) if key == "changes" and value]
-    image_id = await call.engine.image_operations.commit(
-        reference, query, changes, call.request.json_body(), call.engine.data_root
+    # As in dockerd, a commit pauses the container unless the client sends pause=false.
+    pause = "pause" not in query or call.flag("pause")
+    image_id = await commits.commit_container(
+        call.engine, reference, query, changes, call.request.json_body(), pause
     )
     await call.http.send_json(201, {"Id": image_id})
 

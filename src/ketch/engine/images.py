@@ -234,8 +234,6 @@ class ImageOperations:
             author=options.get("author", ""),
             reference=name,
         )
-        # Limitation: the container is not paused while its changes are read, as dockerd
-        # does by default, so a running container may change files during the commit.
         with tempfile.NamedTemporaryFile(dir=spool_dir) as spool:
             self.images.diff_rootfs(container.id, spool)
             spool.flush()
