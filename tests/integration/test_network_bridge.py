@@ -76,11 +76,12 @@ def test_bridge_reaches_other_container(daemon: KetchDaemon) -> None:
 
 def test_bridge_remove_leaves_nothing(daemon: KetchDaemon) -> None:
     container_id = _run_detached(daemon, "sleep", "60")
-    assert "veth" + container_id[:11] in _links(daemon)
+    # Host-side veths are named v<container id[:7]><network id[:7]>.
+    assert " v" + container_id[:7] in _links(daemon)
 
     removed = daemon.ketch("rm", "-f", container_id)
     assert removed.returncode == 0, removed.stderr
-    assert "veth" + container_id[:11] not in _links(daemon)
+    assert " v" + container_id[:7] not in _links(daemon)
     assert not (daemon.exec_root / "netns" / container_id).exists()
     mounts = open("/proc/self/mountinfo").read()
     assert f"netns/{container_id}" not in mounts

@@ -13,50 +13,110 @@ import pytest
 
 from support.netns import NetworkNamespace, create_namespace, delete_namespace
 
-# Run inside the namespace: connect two containers, report what exists, try to remove the
-# network in use, connect a third over a leftover veth, disconnect one, let remove_stale
-# drop the others, remove the network, and report again.
+# Run inside the namespace: connect two containers to ``bridge``, make a user-defined network
+# and connect one of them to it as well, try the errors, disconnect, let remove_stale drop
+# the rest, remove the networks, and report what exists at each step.
 SCENARIO = textwrap.dedent(
     """
     import asyncio, json, sqlite3, sys
+    from ipaddress import IPv4Address, IPv4Network
     from pathlib import Path
+    from types import SimpleNamespace
     from pyroute2 import IPRoute
     from ketch.engine.networking import ContainerNetworking
-    from ketch.errors import Conflict
+    from ketch.errors import KetchError
+    from ketch.network import links
+    from ketch.network.bridge import NetworkRequest, veth_name
+    from ketch.network.namespaces import run_in_namespace
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+        async def network_up(self, network):
+            self.calls.append(["up", network.name])
+        async def network_down(self, network):
+            self.calls.append(["down", network.name])
 
     def link_names():
         with IPRoute() as ipr:
             return sorted(link.get("ifname") for link in ipr.get_links())
 
-    def add_leftover_veth():
+    def interfaces():
         with IPRoute() as ipr:
-            ipr.link("add", ifname="veth" + "c" * 11, kind="veth", peer={"ifname": "kpleft"})
+            return {
+                link.get("ifname"): {
+                    "mtu": link.get("mtu"),
+                    "addresses": [
+                        a.get("address") for a in ipr.get_addr(index=link["index"], family=2)
+                    ],
+                }
+                for link in ipr.get_links()
+            }
+
+    def container(letter, hostname):
+        return SimpleNamespace(
+            id=letter * 64, name="/" + hostname, host_config={"NetworkMode": "default"},
+            config={"Hostname": hostname}, network_endpoints={}, running=True,
+        )
+
+    async def error_of(coroutine):
+        try:
+            await coroutine
+        except KetchError as error:
+            return type(error).__name__ + ": " + str(error)
+        return "no error"
 
     async def main(root):
         db = sqlite3.connect(":memory:", isolation_level=None)
         networking = ContainerNetworking(db, root)
+        driver = networking.driver
+        recorder = Recorder()
+        networking.services.append(recorder)
         hosts = root / "hosts"
-        first = await networking.connect("a" * 64, "first", hosts)
-        second = await networking.connect("b" * 64, "second", hosts)
-        again = await networking.connect("a" * 64, "first", hosts)
-        report = {
-            "first": first["bridge"],
-            "second": second["bridge"],
-            "again": again["bridge"],
-            "links": await asyncio.to_thread(link_names),
-            "hosts": hosts.read_text(),
-        }
-        try:
-            await networking.driver.remove_network("bridge")
-            report["remove_in_use"] = "removed"
-        except Conflict as error:
-            report["remove_in_use"] = str(error)
+        first, second = container("a", "first"), container("b", "second")
+        await networking.connect_container(first, hosts, lambda _: None)
+        await networking.connect_container(second, hosts, lambda _: None)
+        report = {"first": first.network_endpoints["bridge"]}
+        report["second"] = second.network_endpoints["bridge"]
+        await networking.connect_container(first, hosts, lambda _: None)
+        report["again"] = first.network_endpoints["bridge"]
+        bridge = networking.find_network("bridge")
+        request = NetworkRequest(
+            name="backend", subnet=IPv4Network("10.55.0.0/24"),
+            ip_range=IPv4Network("10.55.0.128/25"), mtu=1400, internal=True,
+        )
+        backend = await driver.create_network(request)
+        report["overlap"] = await error_of(
+            driver.create_network(NetworkRequest(name="other", subnet=IPv4Network("10.55.0.0/16")))
+        )
+        report["duplicate"] = await error_of(driver.create_network(request))
+        await networking.connect_network(first, backend, {"Aliases": ["db"]}, hosts)
+        report["backend"] = first.network_endpoints["backend"]
+        report["connect_twice"] = await error_of(
+            networking.connect_network(first, backend, {}, hosts)
+        )
+        report["aliases"] = [list(e.aliases) for e in networking.endpoints(backend.id)]
+        report["links"] = await asyncio.to_thread(link_names)
+        report["inside"] = run_in_namespace(driver.namespace_path("a" * 64), interfaces)
+        report["hosts"] = hosts.read_text()
+        report["remove_in_use"] = await error_of(driver.remove_network(backend))
+        report["remove_default"] = await error_of(driver.remove_network(bridge))
+        await networking.disconnect_network(first, backend)
+        report["inside_after"] = sorted(
+            run_in_namespace(driver.namespace_path("a" * 64), interfaces)
+        )
         # A veth that a crash left without a record must not block the next connect.
-        await asyncio.to_thread(add_leftover_veth)
-        report["after_leftover"] = (await networking.connect("c" * 64, "third", hosts))["bridge"]
+        await asyncio.to_thread(
+            links.add_veth, veth_name("c" * 64, bridge.id), "kleft", "ketch0", Path("/proc/self/ns/net")
+        )
+        third = container("c", "third")
+        await networking.connect_container(third, hosts, lambda _: None)
+        report["after_leftover"] = third.network_endpoints["bridge"]
         await networking.disconnect("a" * 64)
         await networking.remove_stale(set())
-        await networking.driver.remove_network("bridge")
+        await driver.remove_network(backend)
+        await asyncio.to_thread(links.delete_link, "ketch0")
+        report["services"] = recorder.calls
         report["links_after"] = await asyncio.to_thread(link_names)
         report["netns_after"] = sorted(p.name for p in (root / "netns").iterdir())
         report["mounts_after"] = open("/proc/self/mountinfo").read().count(str(root))
@@ -99,24 +159,68 @@ def test_driver_reconnect_keeps_address(report: dict[str, dict[str, str]]) -> No
     assert report["again"]["IPAddress"] == report["first"]["IPAddress"]
 
 
-def test_driver_makes_bridge_and_veths(report: dict[str, list[str]]) -> None:
+def test_driver_makes_bridges_and_veths(report: dict[str, list[str]]) -> None:
     assert "ketch0" in report["links"]
-    assert "veth" + "a" * 11 in report["links"]
-    assert "veth" + "b" * 11 in report["links"]
+    assert report["links"].count("br-" + report["backend"]["NetworkID"][:12]) == 1
+    assert sum(name.startswith("vaaaaaaa") for name in report["links"]) == 2
+    assert sum(name.startswith("vbbbbbbb") for name in report["links"]) == 1
 
 
 def test_driver_hosts_lines(report: dict[str, str]) -> None:
-    assert report["hosts"].count("\tfirst\n") == 1
+    assert report["hosts"].count("\tfirst\n") == 2
+
+
+def test_driver_second_network_is_eth1(report: dict[str, dict[str, dict[str, object]]]) -> None:
+    assert report["inside"]["eth1"]["addresses"] == ["10.55.0.128"]
+    assert report["inside"]["eth1"]["mtu"] == 1400
+    assert report["inside"]["eth0"]["addresses"] == [report["first"]["IPAddress"]]
+
+
+def test_driver_ip_range_and_inspect(report: dict[str, dict[str, object]]) -> None:
+    assert report["backend"]["IPAddress"] == "10.55.0.128"
+    assert report["backend"]["IPPrefixLen"] == 24
+    assert report["backend"]["Aliases"] == ["db"]
+    assert report["backend"]["Gateway"] == ""  # internal: no route out
+
+
+def test_driver_stores_aliases(report: dict[str, object]) -> None:
+    assert report["aliases"] == [["db"]]
+
+
+def test_driver_disconnect_removes_eth1(report: dict[str, list[str]]) -> None:
+    assert report["inside_after"] == ["eth0", "lo"]
+
+
+def test_driver_overlap_names_both(report: dict[str, str]) -> None:
+    assert report["overlap"].startswith("Forbidden: Pool overlaps")
+    assert "10.55.0.0/24 of network backend" in report["overlap"]
+
+
+def test_driver_duplicate_name(report: dict[str, str]) -> None:
+    assert report["duplicate"] == "Conflict: network with name backend already exists"
+
+
+def test_driver_connect_twice_forbidden(report: dict[str, str]) -> None:
+    assert "already exists in network backend" in report["connect_twice"]
+
+
+def test_driver_remove_in_use_conflict(report: dict[str, str]) -> None:
+    assert report["remove_in_use"].startswith("Conflict:")
+    assert "has active endpoints" in report["remove_in_use"]
+
+
+def test_driver_remove_default_forbidden(report: dict[str, str]) -> None:
+    assert "pre-defined network" in report["remove_default"]
+
+
+def test_driver_services_told(report: dict[str, list[list[str]]]) -> None:
+    assert report["services"] == [["up", "bridge"], ["up", "backend"], ["down", "backend"]]
 
 
 def test_driver_cleanup_leaves_nothing(report: dict[str, object]) -> None:
     assert report["links_after"] == ["lo"]
     assert report["netns_after"] == []
     assert report["mounts_after"] == 0
-
-
-def test_driver_remove_in_use_conflict(report: dict[str, str]) -> None:
-    assert "has active endpoints" in report["remove_in_use"]
 
 
 def test_driver_connect_over_leftover_veth(report: dict[str, dict[str, str]]) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
-from ketch.network.store import Endpoint, Network, NetworkStore
+from ketch.network.store import SCHEMA, Endpoint, Network, NetworkStore
 
 NETWORK = Network(
     id="n" * 64,
@@ -49,4 +50,58 @@ def test_store_remove_network_drops_endpoints() -> None:
     store = _store()
     store.remove_network(NETWORK.id)
     assert store.networks() == []
+    assert store.endpoints() == []
+
+
+def test_store_user_network_round_trip() -> None:
+    store = NetworkStore(sqlite3.connect(":memory:", isolation_level=None))
+    network = replace(
+        NETWORK,
+        id="u" * 64,
+        name="backend",
+        bridge="br-uuuuuuuuuuuu",
+        ip_range=IPv4Network("172.17.1.0/24"),
+        internal=True,
+        attachable=True,
+        labels={"team": "a"},
+        options={"com.docker.network.driver.mtu": "1400"},
+        created="2026-12-04T23:00:00.000000000Z",
+        mtu=1400,
+    )
+    store.add_network(network)
+    assert store.by_id(network.id) == network
+
+
+def test_store_endpoint_aliases_round_trip() -> None:
+    store = _store()
+    endpoint = replace(
+        ENDPOINT,
+        network_id="m" * 64,
+        aliases=("db", "cache"),
+        interface="eth1",
+        requested_address=IPv4Address("172.17.0.9"),
+    )
+    store.add_endpoint(endpoint)
+    assert store.endpoints("m" * 64) == [endpoint]
+
+
+def test_store_migrates_first_schema() -> None:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.executescript(SCHEMA)
+    db.execute(
+        "INSERT INTO network_networks VALUES (?, ?, ?, ?, ?, ?)",
+        ("n" * 64, "bridge", "bridge", "172.17.0.0/16", "172.17.0.1", "ketch0"),
+    )
+    db.execute(
+        "INSERT INTO network_endpoints VALUES (?, ?, ?, ?, ?)",
+        ("c" * 64, "n" * 64, "172.17.0.2", "02:42:ac:11:00:02", "vethccccccccccc"),
+    )
+    store = NetworkStore(db)
+    assert store.by_name("bridge") == NETWORK
+    assert store.endpoints_of("c" * 64) == [ENDPOINT]
+
+
+def test_store_remove_one_endpoint() -> None:
+    store = _store()
+    store.remove_endpoint("c" * 64, "n" * 64)
     assert store.endpoints() == []

@@ -1,31 +1,53 @@
-"""Engine glue for container networking: which containers get a bridge endpoint, and the
-container's /etc/hosts line for its own address.
+"""Engine glue for container networking: which networks a container is planned on, its
+endpoints when it starts, connect and disconnect while it runs, and the container's
+/etc/hosts lines for its own addresses.
 
-The engine pins a network namespace for each bridge container at
+The engine pins a network namespace for each container on a bridge network at
 ``<exec_root>/netns/<id>`` and names that path in the spec's ``linux.namespaces``. So the
 runtime joins a namespace that is already wired, and the engine need not move a veth into
-the init's namespace between the runtime's create and start. The endpoint lives from the
-first start until the container is removed.
+the init's namespace between the runtime's create and start. ``container:<id>`` joins the
+pinned namespace of that container.
 
-NOTE: a stopped container keeps its address until it is removed.
+``container.network_endpoints`` maps a network name to the endpoint's fields for inspect.
+At create it holds what the client asked for (NetworkID, Aliases, IPAMConfig, MacAddress);
+each start connects the container to every network named there, the network of its
+NetworkMode first (eth0). The endpoints live from the first start until the container is
+removed or disconnected.
+
+NOTE: a stopped container keeps its addresses until it is removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ketch.errors import SystemFailure
-from ketch.network.bridge import DEFAULT_NETWORK, BridgeDriver
-from ketch.network.store import Endpoint, NetworkStore
+from ketch.errors import Conflict, Forbidden, InvalidArgument, NotFound, SystemFailure
+from ketch.network import ipam
+from ketch.network.bridge import DEFAULT_NETWORK, BridgeDriver, EndpointRequest
+from ketch.network.services import NetworkService
+from ketch.network.store import Endpoint, Network, NetworkStore
 
 logger = logging.getLogger(__name__)
 
 BRIDGE_MODES = ("default", "bridge")
+CONTAINER_MODE_PREFIX = "container:"
+# Modes that make or share a namespace without endpoints of their own.
+NAMESPACE_ONLY_MODES = ("host", "none")
+
+
+def network_name_of(mode: str) -> str | None:
+    """Return the network that NetworkMode ``mode`` connects to, None for host, none and
+    container:<id>."""
+    if mode in NAMESPACE_ONLY_MODES or mode.startswith(CONTAINER_MODE_PREFIX):
+        return None
+    return DEFAULT_NETWORK if mode in BRIDGE_MODES else mode
 
 
 class ContainerNetworking:
@@ -33,55 +55,308 @@ class ContainerNetworking:
 
     def __init__(self, db: Any, exec_root: Path) -> None:
         self.driver = BridgeDriver(NetworkStore(db), exec_root / "netns")
+        # Told about every network brought up or removed; see ketch.network.services.
+        self.services: list[NetworkService] = self.driver.services
+
+    # Lookups for other parts of ketchd
+
+    def networks(self) -> list[Network]:
+        return self.driver.store.networks()
+
+    def endpoints(self, network_id: str) -> list[Endpoint]:
+        return self.driver.store.endpoints(network_id)
+
+    def find_network(self, reference: str) -> Network:
+        """Find a network by name, full id or unique id prefix; NotFound in docker's words."""
+        store = self.driver.store
+        network = store.by_name(reference) or store.by_id(reference)
+        if network is not None:
+            return network
+        matches = [n for n in store.networks() if reference and n.id.startswith(reference)]
+        if len(matches) != 1:
+            raise NotFound(f"network {reference} not found")
+        return matches[0]
+
+    async def network_by_reference(self, reference: str) -> Network:
+        """Like ``find_network``, but makes the default ``bridge`` network on first use."""
+        if reference == DEFAULT_NETWORK:
+            return await self.driver.default_network()
+        return self.find_network(reference)
 
     def namespace_path(self, container_id: str, network_mode: str) -> Path | None:
         """Return the namespace the spec joins, or None when the runtime makes its own."""
-        if network_mode not in BRIDGE_MODES:
+        if network_mode.startswith(CONTAINER_MODE_PREFIX):
+            return self.driver.namespace_path(network_mode.removeprefix(CONTAINER_MODE_PREFIX))
+        if network_name_of(network_mode) is None:
             return None
         return self.driver.namespace_path(container_id)
 
-    async def connect(self, container_id: str, hostname: str, hosts_path: Path) -> dict[str, Any]:
-        """Connect the container to ``bridge``, name its address in its /etc/hosts, and
-        return the endpoint's fields for inspect, keyed by network name."""
+    # Create
+
+    async def plan(
+        self, options: Any, body: dict[str, Any], resolve: Callable[[str], Any]
+    ) -> dict[str, dict[str, Any]]:
+        """Check the networks a create body names and return the planned endpoints.
+
+        Rewrites ``options.network_mode`` from container:<name> to container:<id>, as
+        docker does. Raises NotFound for an unknown network or container.
+        """
+        mode = options.network_mode
+        configs = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+        primary = network_name_of(mode)
+        if primary is None:
+            others = [name for name in configs if name != mode]
+            if others:
+                raise InvalidArgument(
+                    "Container cannot be connected to network endpoints: "
+                    + ", ".join([mode, *others])
+                )
+            if mode.startswith(CONTAINER_MODE_PREFIX):
+                options.network_mode = self._container_mode(mode, resolve)
+            return {}
+        if mode == "default":
+            # The docker CLI names the default network "default" here; others say "bridge".
+            configs = {
+                (DEFAULT_NETWORK if name in BRIDGE_MODES else name): config
+                for name, config in configs.items()
+            }
+        names = [primary] + [name for name in configs if name != primary]
+        planned = {}
+        for name in names:
+            network = await self.network_by_reference(name)
+            request = endpoint_request(configs.get(name) or {}, network)
+            planned[network.name] = planned_fields(network, request)
+        return planned
+
+    def _container_mode(self, mode: str, resolve: Callable[[str], Any]) -> str:
+        target = resolve(mode.removeprefix(CONTAINER_MODE_PREFIX))
+        target_mode = target.host_config.get("NetworkMode", "default")
+        if network_name_of(target_mode) is None:
+            # Limitation: only a container with a pinned namespace (one on a bridge network)
+            # can be joined; joining one in host, none or container mode is rejected.
+            raise InvalidArgument(
+                f"cannot join the network namespace of container {target.id}: its network "
+                f"mode is {target_mode}, and ketch can join only containers on a bridge network"
+            )
+        return CONTAINER_MODE_PREFIX + target.id
+
+    # Start
+
+    async def connect_container(
+        self, container: Any, hosts_path: Path, find: Callable[[str], Any]
+    ) -> None:
+        """Connect a starting container to its planned networks and name its addresses in
+        its /etc/hosts; for container:<id>, check that the target runs."""
+        mode = container.host_config.get("NetworkMode", "default")
+        if mode.startswith(CONTAINER_MODE_PREFIX):
+            target_id = mode.removeprefix(CONTAINER_MODE_PREFIX)
+            target = find(target_id)
+            if target is None or not target.running:
+                raise Conflict(f"cannot join network of a non running container: {target_id}")
+            return
+        primary = network_name_of(mode)
+        if primary is None:
+            return
+        planned = dict(container.network_endpoints) or {primary: {}}
+        order = [primary] + [name for name in planned if name != primary]
+        connected: dict[str, dict[str, Any]] = {}
+        for name in order:
+            fields = dict(planned.get(name, {}))
+            if fields.get("IPAddress") and fields.get("MacAddress") == ipam.mac_address(
+                IPv4Address(fields["IPAddress"])
+            ):
+                fields.pop("MacAddress")  # derived from the old address, not requested
+            network = await self._planned_network(name, fields)
+            request = endpoint_request(fields, network)
+            endpoint = await self._connect(container.id, network, request)
+            connected[network.name] = self.inspect_fields(endpoint, network)
+            self._add_hosts_line(hosts_path, endpoint.address, container.config.get("Hostname", ""))
+        container.network_endpoints = connected
+
+    async def _planned_network(self, name: str, fields: dict[str, Any]) -> Network:
+        network_id = fields.get("NetworkID")
+        if network_id:
+            network = self.driver.store.by_id(network_id)
+            if network is not None:
+                return network
+        if name == DEFAULT_NETWORK:
+            return await self.driver.default_network()
+        network = self.driver.store.by_name(name)
+        if network is None:
+            raise NotFound(f"network {name} not found")
+        return network
+
+    async def _connect(
+        self, container_id: str, network: Network, request: EndpointRequest
+    ) -> Endpoint:
         try:
-            endpoint = await self.driver.connect(container_id)
+            return await self.driver.connect(container_id, network, request)
         except (OSError, NetlinkError) as error:
             raise SystemFailure(
-                f"cannot connect container {container_id} to network bridge: {error}"
+                f"cannot connect container {container_id} to network {network.name}: {error}"
             ) from error
-        line = f"{endpoint.address}\t{hostname}\n"
+
+    @staticmethod
+    def _add_hosts_line(hosts_path: Path, address: IPv4Address, hostname: str) -> None:
+        line = f"{address}\t{hostname}\n"
         text = hosts_path.read_text() if hosts_path.exists() else ""
         if line not in text:
             # Written in place: the file is bind-mounted into a container that may have run
             # before, and a rename would leave that mount on the old file.
             with hosts_path.open("a") as hosts:
                 hosts.write(line)
-        return {DEFAULT_NETWORK: self._inspect_fields(endpoint)}
 
-    def _inspect_fields(self, endpoint: Endpoint) -> dict[str, Any]:
-        network = self.driver.network_of(endpoint)
+    def inspect_fields(self, endpoint: Endpoint, network: Network) -> dict[str, Any]:
+        """Return the fields of NetworkSettings.Networks.<name> for an endpoint."""
         endpoint_key = f"{endpoint.network_id}/{endpoint.container_id}".encode()
+        requested = endpoint.requested_address
         return {
+            "IPAMConfig": {"IPv4Address": str(requested)} if requested else None,
+            "Aliases": list(endpoint.aliases) or None,
             "NetworkID": network.id,
             # Docker's endpoint IDs are random. This one is derived, so it needs no column.
             "EndpointID": hashlib.sha256(endpoint_key).hexdigest(),
-            "Gateway": str(network.gateway),
+            "Gateway": "" if network.internal else str(network.gateway),
             "IPAddress": str(endpoint.address),
             "IPPrefixLen": network.subnet.prefixlen,
             "MacAddress": endpoint.mac,
             "SandboxKey": str(self.driver.namespace_path(endpoint.container_id)),
         }
 
+    # Connect and disconnect of existing containers
+
+    async def connect_network(
+        self, container: Any, network: Network, config: dict[str, Any], hosts_path: Path
+    ) -> None:
+        """Connect ``container`` to ``network``: now if it has a namespace (it started
+        before), else at its next start. Updates ``container.network_endpoints``."""
+        check_connectable(container, network)
+        if network.name in container.network_endpoints:
+            raise Forbidden(
+                f"endpoint with name {container.name.lstrip('/')} already exists in network "
+                f"{network.name}"
+            )
+        request = endpoint_request(config, network)
+        if not self.driver.has_namespace(container.id):
+            container.network_endpoints[network.name] = planned_fields(network, request)
+            return
+        endpoint = await self._connect(container.id, network, request)
+        container.network_endpoints[network.name] = self.inspect_fields(endpoint, network)
+        self._add_hosts_line(hosts_path, endpoint.address, container.config.get("Hostname", ""))
+
+    async def disconnect_network(self, container: Any, network: Network) -> None:
+        """Remove the container's endpoint on ``network`` and drop it from
+        ``container.network_endpoints``."""
+        mode = container.host_config.get("NetworkMode", "default")
+        if mode == "host" or network.name == "host":
+            raise Forbidden(
+                "container cannot be disconnected from host network or connected to host network"
+            )
+        if network.name not in container.network_endpoints:
+            raise Forbidden(f"container {container.id} is not connected to network {network.name}")
+        await self.driver.disconnect(container.id, network.id)
+        del container.network_endpoints[network.name]
+
+    # Removal and reconciliation
+
     async def disconnect(self, container_id: str) -> None:
-        """Remove the container's endpoint; a failure is logged so that removal goes on."""
+        """Remove the container's endpoints; a failure is logged so that removal goes on."""
         try:
             await self.driver.disconnect(container_id)
         except (OSError, NetlinkError, SystemFailure) as error:
-            logger.error("cannot disconnect container %s from its network: %s", container_id, error)
+            logger.error(
+                "cannot disconnect container %s from its networks: %s", container_id, error
+            )
 
     async def remove_stale(self, container_ids: set[str]) -> None:
         """Disconnect endpoints and namespaces of containers that no longer exist, which a
         crash of ketchd between a removal's steps can leave behind."""
         for container_id in self.driver.connected_containers() - container_ids:
-            logger.warning("removing the network endpoint of gone container %s", container_id)
+            logger.warning("removing the network endpoints of gone container %s", container_id)
             await self.disconnect(container_id)
+
+    async def bring_up_networks(self) -> None:
+        """Make missing bridges of recorded networks and tell the services about each, as
+        ketchd's start does."""
+        try:
+            await self.driver.bring_up_all()
+        except (OSError, NetlinkError) as error:
+            logger.error("cannot bring up the bridges of the networks: %s", error)
+
+
+def check_connectable(container: Any, network: Network) -> None:
+    """Raise docker's errors for containers whose mode forbids further networks."""
+    mode = container.host_config.get("NetworkMode", "default")
+    if mode == "host":
+        raise Forbidden(
+            "container cannot be disconnected from host network or connected to host network"
+        )
+    if mode == "none":
+        raise Forbidden(
+            "container cannot be connected to multiple networks with one of the networks in "
+            "private (none) mode"
+        )
+    if mode.startswith(CONTAINER_MODE_PREFIX):
+        raise Forbidden(
+            "container sharing network namespace with another container or host cannot be "
+            "connected to any other network"
+        )
+
+
+def endpoint_request(config: dict[str, Any], network: Network) -> EndpointRequest:
+    """Read an EndpointSettings object (Aliases, IPAMConfig.IPv4Address, MacAddress) for
+    ``network``; InvalidArgument names the field that is wrong."""
+    if not isinstance(config, dict):
+        raise InvalidArgument(
+            f"invalid endpoint settings for network {network.name}: expected an object"
+        )
+    aliases = config.get("Aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise InvalidArgument(
+            f"invalid Aliases for network {network.name}: expected a list of names"
+        )
+    ipam_config = config.get("IPAMConfig") or {}
+    address_text = ipam_config.get("IPv4Address") if isinstance(ipam_config, dict) else None
+    address = ipam.parse_address(address_text, "IPv4Address") if address_text else None
+    user_defined = network.name != DEFAULT_NETWORK
+    if address is not None and not user_defined:
+        raise InvalidArgument(
+            "user specified IP address is supported on user defined networks only"
+        )
+    if aliases and not user_defined:
+        raise InvalidArgument(
+            "network-scoped alias is supported only for containers in user defined networks"
+        )
+    if address is not None:
+        ipam.check_in_subnet(address, network.subnet, "IPv4Address")
+    mac = config.get("MacAddress") or None
+    if mac is not None:
+        mac = check_mac(mac)
+    # Docker adds the short container id to Aliases; ketch keeps only the requested ones.
+    return EndpointRequest(aliases=tuple(dict.fromkeys(aliases)), address=address, mac=mac)
+
+
+def check_mac(text: str) -> str:
+    """Return a MAC address in lower case; InvalidArgument when it is not one."""
+    parts = text.split(":") if isinstance(text, str) else []
+    if len(parts) != 6 or not all(
+        len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts
+    ):
+        raise InvalidArgument(
+            f"invalid MacAddress {text!r}: expected six hex bytes, such as 02:42:ac:11:00:02"
+        )
+    if int(parts[0], 16) & 1:
+        raise InvalidArgument(
+            f"invalid MacAddress {text!r}: a multicast address cannot be an interface's"
+        )
+    return text.lower()
+
+
+def planned_fields(network: Network, request: EndpointRequest) -> dict[str, Any]:
+    """Return inspect fields of an endpoint not connected yet: what the client asked for."""
+    return {
+        "IPAMConfig": {"IPv4Address": str(request.address)} if request.address else None,
+        "Aliases": list(request.aliases) or None,
+        "NetworkID": network.id,
+        "MacAddress": request.mac or "",
+    }

@@ -1,14 +1,23 @@
-"""The bridge driver: the default ``bridge`` network and the endpoints of containers on it.
+"""The bridge driver: the default ``bridge`` network, user-defined networks, and the
+endpoints of containers on them.
 
-Connecting a container, in order (each step is undone if a later one fails)::
+A network is a record and a Linux bridge: ``ketch0`` for ``bridge``, ``br-<id[:12]>`` for
+user-defined ones unless the ``com.docker.network.bridge.name`` option names another. The
+record is written before the bridge is made, so a crash in between leaves a record whose
+bridge the next start makes, never a bridge that nothing names.
 
-    namespace   <exec_root>/netns/<id>: a new network namespace with lo up
-    address     the lowest free address of the subnet, and MAC 02:42:<address bytes>
-    veth        veth<id[:11]> on the bridge, its peer moved into the namespace as eth0
+Connecting a container to a network, in order (each step is undone if a later one fails)::
+
+    namespace   <exec_root>/netns/<id>: a network namespace with lo up, made on the first
+                connect of the container and shared by all its endpoints
+    address     the requested one, or the lowest free one of the ip-range (the subnet when
+                there is none), and MAC 02:42:<address bytes> unless one is requested
+    veth        v<container id[:7]><network id[:7]> on the bridge, its peer moved into the
+                namespace as eth0 (eth1, eth2... for further networks)
     record      a row in network_endpoints
 
-Disconnecting deletes the host end of the veth (which deletes eth0 too), unpins the
-namespace and deletes the row.
+Disconnecting deletes the host end of the veth (which deletes the container's interface
+too) and the row; disconnecting the last endpoint unpins the namespace as well.
 """
 
 from __future__ import annotations
@@ -16,22 +25,66 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from ketch.errors import Conflict
+from ketch.errors import Conflict, Forbidden, NotFound
 from ketch.network import ipam, links
-from ketch.network.namespaces import create_namespace, remove_namespace
-from ketch.network.store import Endpoint, Network, NetworkStore
+from ketch.network.namespaces import create_namespace, is_pinned, remove_namespace
+from ketch.network.services import NetworkService, notify_down, notify_up
+from ketch.network.store import DEFAULT_MTU, Endpoint, Network, NetworkStore
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "bridge"
 DEFAULT_BRIDGE = "ketch0"
 
+# Options of docker's bridge driver that a network create may set.
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+MTU_OPTION = "com.docker.network.driver.mtu"
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
 
-def veth_name(container_id: str) -> str:
-    """Return the host-side veth name of a container: 15 bytes, the kernel's maximum."""
-    return "veth" + container_id[:11]
+
+def _now() -> str:
+    # RFC 3339 in UTC with nanoseconds, the form of the Engine API's timestamps.
+    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanoseconds:09d}Z"
+
+
+def veth_name(container_id: str, network_id: str) -> str:
+    """Return the host-side veth name of an endpoint: 15 bytes, the kernel's maximum."""
+    return "v" + container_id[:7] + network_id[:7]
+
+
+def _peer_name(container_id: str, network_id: str) -> str:
+    # A temporary name unique on the host, since eth0 and its siblings exist only inside.
+    return "k" + container_id[:7] + network_id[:7]
+
+
+@dataclass(frozen=True)
+class NetworkRequest:
+    """A user-defined network to create, checked for syntax but not against the host."""
+
+    name: str
+    subnet: IPv4Network | None = None
+    gateway: IPv4Address | None = None
+    ip_range: IPv4Network | None = None
+    internal: bool = False
+    attachable: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    mtu: int = DEFAULT_MTU
+
+
+@dataclass(frozen=True)
+class EndpointRequest:
+    """What a client asked for a container on one network."""
+
+    aliases: tuple[str, ...] = ()
+    address: IPv4Address | None = None
+    mac: str | None = None
 
 
 class BridgeDriver:
@@ -42,21 +95,24 @@ class BridgeDriver:
     """
 
     def __init__(self, store: NetworkStore, namespace_root: Path) -> None:
-        self._store = store
+        self.store = store
         self._namespace_root = namespace_root
-        # Address allocation reads then writes the endpoint table, so connects take turns.
+        self.services: list[NetworkService] = []
+        # Ids of networks whose bridge this process has brought up and announced.
+        self._up: set[str] = set()
+        # Address allocation reads then writes the endpoint table, so changes take turns.
         self._lock = asyncio.Lock()
 
     def namespace_path(self, container_id: str) -> Path:
         return self._namespace_root / container_id
 
+    # Networks
+
     async def default_network(self) -> Network:
         """Return the ``bridge`` network, making its record and its bridge if missing."""
-        network = self._store.by_name(DEFAULT_NETWORK)
+        network = self.store.by_name(DEFAULT_NETWORK)
         if network is None:
-            taken = await asyncio.to_thread(links.host_routes)
-            taken += [n.subnet for n in self._store.networks()]
-            subnet = ipam.choose_subnet(taken)
+            subnet = ipam.choose_subnet(await self._taken_subnets())
             network = Network(
                 id=secrets.token_hex(32),
                 name=DEFAULT_NETWORK,
@@ -64,102 +120,251 @@ class BridgeDriver:
                 subnet=subnet,
                 gateway=ipam.gateway_address(subnet),
                 bridge=DEFAULT_BRIDGE,
+                options={BRIDGE_NAME_OPTION: DEFAULT_BRIDGE},
+                created=_now(),
             )
-            self._store.add_network(network)
+            self.store.add_network(network)
             logger.info("created network %s with subnet %s", network.name, subnet)
-        await asyncio.to_thread(
-            links.ensure_bridge, network.bridge, network.gateway, network.subnet
-        )
+        await self.bring_up(network)
         return network
+
+    async def _taken_subnets(self) -> list[IPv4Network]:
+        networks = self.store.networks()
+        bridges = [n.bridge for n in networks]
+        routes = await asyncio.to_thread(links.host_routes, bridges)
+        return routes + [n.subnet for n in networks]
+
+    async def bring_up(self, network: Network) -> None:
+        """Make the network's bridge if missing and, once per process, tell the services."""
+        await asyncio.to_thread(
+            links.ensure_bridge, network.bridge, network.gateway, network.subnet, network.mtu
+        )
+        if network.id not in self._up:
+            self._up.add(network.id)
+            await notify_up(self.services, network)
+
+    async def bring_up_all(self) -> None:
+        """Bring up the bridge of every recorded network, as ketchd's start does."""
+        for network in self.store.networks():
+            await self.bring_up(network)
+
+    async def create_network(self, request: NetworkRequest) -> Network:
+        """Record a user-defined network, make its bridge and tell the services."""
+        async with self._lock:
+            if self.store.by_name(request.name) is not None:
+                raise Conflict(f"network with name {request.name} already exists")
+            network = await self._network_from(request)
+            self.store.add_network(network)
+            try:
+                await asyncio.to_thread(
+                    links.ensure_bridge,
+                    network.bridge,
+                    network.gateway,
+                    network.subnet,
+                    network.mtu,
+                )
+            except BaseException:
+                await asyncio.to_thread(links.delete_link, network.bridge)
+                self.store.remove_network(network.id)
+                raise
+        logger.info(
+            "created network %s (%s) with subnet %s on bridge %s",
+            network.name,
+            network.id[:12],
+            network.subnet,
+            network.bridge,
+        )
+        self._up.add(network.id)
+        await notify_up(self.services, network)
+        return network
+
+    async def _network_from(self, request: NetworkRequest) -> Network:
+        network_id = secrets.token_hex(32)
+        bridge = request.options.get(BRIDGE_NAME_OPTION) or "br-" + network_id[:12]
+        if any(n.bridge == bridge for n in self.store.networks()):
+            raise Conflict(f"bridge name {bridge} is already used by another network")
+        if await asyncio.to_thread(links.link_exists, bridge):
+            raise Conflict(f"bridge name {bridge}: a link with that name exists on the host")
+        subnet = request.subnet
+        if subnet is None:
+            subnet = ipam.choose_subnet(await self._taken_subnets())
+        else:
+            networks = self.store.networks()
+            routes = await asyncio.to_thread(links.host_routes, [n.bridge for n in networks])
+            ipam.check_free(subnet, [(n.name, n.subnet) for n in networks], routes)
+        return Network(
+            id=network_id,
+            name=request.name,
+            driver="bridge",
+            subnet=subnet,
+            gateway=request.gateway or ipam.gateway_address(subnet),
+            bridge=bridge,
+            ip_range=request.ip_range,
+            internal=request.internal,
+            attachable=request.attachable,
+            labels=dict(request.labels),
+            options=dict(request.options),
+            created=_now(),
+            mtu=request.mtu,
+        )
+
+    async def remove_network(self, network: Network) -> None:
+        """Delete a user-defined network with no endpoints: its bridge and its record.
+
+        Raises Forbidden for the default network and Conflict while a container is
+        connected to it.
+        """
+        if network.name == DEFAULT_NETWORK:
+            raise Forbidden(f"{network.name} is a pre-defined network and cannot be removed")
+        async with self._lock:
+            connected = self.store.endpoints(network.id)
+            if connected:
+                raise Conflict(
+                    f"error while removing network: network {network.name} id {network.id} "
+                    f"has active endpoints (container {connected[0].container_id[:12]})"
+                )
+            await notify_down(self.services, network)
+            self._up.discard(network.id)
+            await asyncio.to_thread(links.delete_link, network.bridge)
+            self.store.remove_network(network.id)
+        logger.info("removed network %s and bridge %s", network.name, network.bridge)
+
+    def network(self, network_id: str) -> Network:
+        network = self.store.by_id(network_id)
+        if network is None:
+            raise NotFound(f"network {network_id} not found")
+        return network
+
+    # Endpoints
 
     def connected_containers(self) -> set[str]:
         """Return the ids of containers with an endpoint record or a pinned namespace."""
-        ids = {endpoint.container_id for endpoint in self._store.endpoints()}
+        ids = {endpoint.container_id for endpoint in self.store.endpoints()}
         if self._namespace_root.is_dir():
             ids.update(path.name for path in self._namespace_root.iterdir())
         return ids
 
     def network_of(self, endpoint: Endpoint) -> Network:
         """Return the network ``endpoint`` belongs to."""
-        return next(n for n in self._store.networks() if n.id == endpoint.network_id)
+        return self.network(endpoint.network_id)
 
-    async def connect(self, container_id: str) -> Endpoint:
-        """Connect a container to the ``bridge`` network; return its existing endpoint if
-        it is already connected and its namespace is still pinned."""
+    def has_namespace(self, container_id: str) -> bool:
+        return is_pinned(self.namespace_path(container_id))
+
+    async def connect(
+        self, container_id: str, network: Network, request: EndpointRequest | None = None
+    ) -> Endpoint:
+        """Connect a container to ``network``; return its existing endpoint if it is
+        already connected and its namespace is still pinned."""
+        request = request or EndpointRequest()
         async with self._lock:
             namespace = self.namespace_path(container_id)
-            existing = self._store.endpoints_of(container_id)
-            if existing and namespace.is_mount():
-                return existing[0]
-            # Clears what an earlier connect left half-made, such as a veth or an unpinned
-            # namespace file after a crash or a reboot.
-            await self._disconnect(container_id, existing)
-            return await self._connect(container_id, namespace)
+            if not is_pinned(namespace):
+                # Clears what an earlier connect left half-made, or what a reboot left
+                # without a namespace, before starting over.
+                await self._disconnect_all(container_id)
+                await asyncio.to_thread(create_namespace, namespace, links.bring_up_loopback)
+            for endpoint in self.store.endpoints_of(container_id):
+                if endpoint.network_id == network.id:
+                    return endpoint
+            # A veth that a crash left between making it and recording the endpoint.
+            await asyncio.to_thread(links.delete_link, veth_name(container_id, network.id))
+            return await self._connect(container_id, network, request, namespace)
 
-    async def _connect(self, container_id: str, namespace: Path) -> Endpoint:
-        network = await self.default_network()
-        in_use = [e.address for e in self._store.endpoints(network.id)]
-        address = ipam.allocate_address(network.subnet, in_use)
+    async def _connect(
+        self, container_id: str, network: Network, request: EndpointRequest, namespace: Path
+    ) -> Endpoint:
+        await self.bring_up(network)
+        in_use = [e.address for e in self.store.endpoints(network.id)]
+        if request.address is not None:
+            address = self._check_requested(network, request.address, in_use)
+        else:
+            address = ipam.allocate_address(
+                network.subnet, in_use, network.ip_range, network.gateway
+            )
+        used_names = {e.interface for e in self.store.endpoints_of(container_id)}
+        interface = next(
+            f"eth{n}" for n in range(len(used_names) + 1) if f"eth{n}" not in used_names
+        )
         endpoint = Endpoint(
             container_id=container_id,
             network_id=network.id,
             address=address,
-            mac=ipam.mac_address(address),
-            veth=veth_name(container_id),
+            mac=request.mac or ipam.mac_address(address),
+            veth=veth_name(container_id, network.id),
+            aliases=request.aliases,
+            interface=interface,
+            requested_address=request.address,
         )
-        # A temporary peer name unique on the host, since eth0 exists only inside.
-        peer = "kp" + container_id[:13]
-        await asyncio.to_thread(create_namespace, namespace, links.bring_up_loopback)
         try:
-            await asyncio.to_thread(self._wire, endpoint, peer, network, namespace)
-            self._store.add_endpoint(endpoint)
+            await asyncio.to_thread(self._wire, endpoint, network, namespace)
+            self.store.add_endpoint(endpoint)
         except BaseException:
-            await asyncio.to_thread(self._unwire, endpoint.veth, namespace)
+            await asyncio.to_thread(links.delete_link, endpoint.veth)
             raise
-        logger.info("connected container %s to %s as %s", container_id, network.name, address)
+        logger.info(
+            "connected container %s to %s as %s on %s",
+            container_id[:12],
+            network.name,
+            address,
+            interface,
+        )
         return endpoint
 
     @staticmethod
-    def _wire(endpoint: Endpoint, peer: str, network: Network, namespace: Path) -> None:
-        links.add_veth(endpoint.veth, peer, network.bridge, namespace)
-        links.configure_container_interface(
-            namespace, peer, endpoint.address, network.subnet, endpoint.mac, network.gateway
-        )
+    def _check_requested(
+        network: Network, address: IPv4Address, in_use: list[IPv4Address]
+    ) -> IPv4Address:
+        ipam.check_in_subnet(address, network.subnet, "IPv4 address")
+        if address == network.gateway or address in in_use:
+            raise Conflict(f"Address already in use: {address} on network {network.name}")
+        return address
 
     @staticmethod
-    def _unwire(veth: str | None, namespace: Path) -> None:
-        if veth is not None:
-            links.delete_link(veth)
-        remove_namespace(namespace)
+    def _wire(endpoint: Endpoint, network: Network, namespace: Path) -> None:
+        peer = _peer_name(endpoint.container_id, endpoint.network_id)
+        links.add_veth(endpoint.veth, peer, network.bridge, namespace, network.mtu)
+        config = links.InterfaceConfig(
+            name=endpoint.interface,
+            address=endpoint.address,
+            subnet=network.subnet,
+            mac=endpoint.mac,
+            gateway=None if network.internal else network.gateway,
+        )
+        links.configure_container_interface(namespace, peer, config)
 
-    async def disconnect(self, container_id: str) -> None:
-        """Remove the container's veth, namespace and endpoint records, if any."""
+    async def disconnect(self, container_id: str, network_id: str | None = None) -> None:
+        """Remove one endpoint of a container, or all of them with its namespace when
+        ``network_id`` is None."""
         async with self._lock:
-            await self._disconnect(container_id, self._store.endpoints_of(container_id))
+            if network_id is None:
+                await self._disconnect_all(container_id)
+                return
+            await self._disconnect_one(container_id, network_id)
 
-    async def _disconnect(self, container_id: str, endpoints: list[Endpoint]) -> None:
+    async def _disconnect_one(self, container_id: str, network_id: str) -> None:
+        endpoints = self.store.endpoints_of(container_id)
+        for endpoint in endpoints:
+            if endpoint.network_id == network_id:
+                await asyncio.to_thread(links.delete_link, endpoint.veth)
+                self.store.remove_endpoint(container_id, network_id)
         namespace = self.namespace_path(container_id)
-        # The derived name too: a crash between making the veth and recording the endpoint
+        gateways = [
+            network.gateway
+            for endpoint in endpoints
+            if endpoint.network_id != network_id
+            and not (network := self.network_of(endpoint)).internal
+        ]
+        if gateways and is_pinned(namespace):
+            await asyncio.to_thread(links.restore_default_route, namespace, gateways)
+
+    async def _disconnect_all(self, container_id: str) -> None:
+        namespace = self.namespace_path(container_id)
+        # The derived names too: a crash between making a veth and recording its endpoint
         # leaves a veth that no record names, and it would block the next connect.
-        veths = {endpoint.veth for endpoint in endpoints} | {veth_name(container_id)}
+        veths = {e.veth for e in self.store.endpoints_of(container_id)}
+        veths |= {veth_name(container_id, n.id) for n in self.store.networks()}
         for veth in sorted(veths):
-            await asyncio.to_thread(self._unwire, veth, namespace)
-        self._store.remove_endpoints(container_id)
-
-    async def remove_network(self, name: str) -> None:
-        """Delete a network with no endpoints: its bridge and its record.
-
-        Raises Conflict while a container is connected to it.
-        """
-        network = self._store.by_name(name)
-        if network is None:
-            return
-        connected = self._store.endpoints(network.id)
-        if connected:
-            raise Conflict(
-                f"error while removing network: network {name} id {network.id} has active "
-                f"endpoints (container {connected[0].container_id})"
-            )
-        await asyncio.to_thread(links.delete_link, network.bridge)
-        self._store.remove_network(network.id)
-        logger.info("removed network %s and bridge %s", network.name, network.bridge)
+            await asyncio.to_thread(links.delete_link, veth)
+        await asyncio.to_thread(remove_namespace, namespace)
+        self.store.remove_endpoints(container_id)

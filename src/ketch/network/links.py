@@ -1,5 +1,5 @@
-"""Links made over netlink (pyroute2): the bridge of a network, a container's veth pair, and
-``lo`` and ``eth0`` inside the container's network namespace.
+"""Links made over netlink (pyroute2): the bridge of a network, a container's veth pairs, and
+``lo`` and ``eth0``, ``eth1``... inside the container's network namespace.
 
 Every function here blocks; the engine calls them from a worker thread.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -17,20 +19,25 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ketch.errors import SystemFailure
 from ketch.network.ipam import parse_network
 from ketch.network.namespaces import run_in_namespace
+from ketch.network.store import DEFAULT_MTU
 
 logger = logging.getLogger(__name__)
 
-CONTAINER_INTERFACE = "eth0"
+# The kernel's main routing table (RT_TABLE_MAIN); the local table holds the addresses of
+# the host's own links, which are no routes that a subnet can overlap.
+MAIN_TABLE = 254
 
 
-def host_routes() -> list[IPv4Network]:
-    """Return the IPv4 destinations routed in the engine's network namespace."""
+def host_routes(skip_links: Iterable[str] = ()) -> list[IPv4Network]:
+    """Return the IPv4 destinations of the main routing table in the engine's network
+    namespace, leaving out routes through ``skip_links`` (the engine's own bridges)."""
     with IPRoute() as ipr:
-        routes = ipr.get_routes(family=2)
+        skipped = {index for name in skip_links for index in ipr.link_lookup(ifname=name)}
+        routes = ipr.get_routes(family=2, table=MAIN_TABLE)
     networks = []
     for route in routes:
         destination = route.get("dst")
-        if destination is None:
+        if destination is None or route.get("oif") in skipped:
             continue
         network = parse_network(f"{destination}/{route['dst_len']}")
         if network is not None:
@@ -38,7 +45,9 @@ def host_routes() -> list[IPv4Network]:
     return networks
 
 
-def ensure_bridge(name: str, gateway: IPv4Address, subnet: IPv4Network) -> None:
+def ensure_bridge(
+    name: str, gateway: IPv4Address, subnet: IPv4Network, mtu: int = DEFAULT_MTU
+) -> None:
     """Make bridge ``name`` with ``gateway`` as its address and bring it up, if missing."""
     with IPRoute() as ipr:
         if not ipr.link_lookup(ifname=name):
@@ -48,7 +57,12 @@ def ensure_bridge(name: str, gateway: IPv4Address, subnet: IPv4Network) -> None:
         addresses = {a.get("address") for a in ipr.get_addr(index=index, family=2)}
         if str(gateway) not in addresses:
             ipr.addr("add", index=index, address=str(gateway), prefixlen=subnet.prefixlen)
-        ipr.link("set", index=index, state="up")
+        ipr.link("set", index=index, mtu=mtu, state="up")
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return bool(ipr.link_lookup(ifname=name))
 
 
 def delete_link(name: str) -> None:
@@ -63,7 +77,9 @@ def delete_link(name: str) -> None:
             raise SystemFailure(f"cannot delete link {name}: {error}") from error
 
 
-def add_veth(host_name: str, peer_name: str, bridge: str, namespace: Path) -> None:
+def add_veth(
+    host_name: str, peer_name: str, bridge: str, namespace: Path, mtu: int = DEFAULT_MTU
+) -> None:
     """Make a veth pair, attach ``host_name`` to ``bridge`` and move ``peer_name`` into
     the namespace pinned at ``namespace``. On failure the pair is deleted again."""
     with IPRoute() as ipr:
@@ -72,7 +88,8 @@ def add_veth(host_name: str, peer_name: str, bridge: str, namespace: Path) -> No
             host_index = ipr.link_lookup(ifname=host_name)[0]
             peer_index = ipr.link_lookup(ifname=peer_name)[0]
             bridge_index = ipr.link_lookup(ifname=bridge)[0]
-            ipr.link("set", index=host_index, master=bridge_index, state="up")
+            ipr.link("set", index=peer_index, mtu=mtu)
+            ipr.link("set", index=host_index, mtu=mtu, master=bridge_index, state="up")
             fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 ipr.link("set", index=peer_index, net_ns_fd=fd)
@@ -89,22 +106,55 @@ def bring_up_loopback() -> None:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
 
-def configure_container_interface(
-    namespace: Path,
-    peer_name: str,
-    address: IPv4Address,
-    subnet: IPv4Network,
-    mac: str,
-    gateway: IPv4Address,
-) -> None:
-    """Rename the moved peer to eth0 and give it its MAC, address and default route."""
+@dataclass(frozen=True)
+class InterfaceConfig:
+    """What a container's interface on one network gets."""
+
+    name: str
+    address: IPv4Address
+    subnet: IPv4Network
+    mac: str
+    # The default route goes through this gateway unless the namespace has one already;
+    # None (an internal network) adds no route.
+    gateway: IPv4Address | None
+
+
+def configure_container_interface(namespace: Path, peer_name: str, config: InterfaceConfig) -> None:
+    """Rename the moved peer and give it its MAC and address, and a default route through
+    its gateway when the namespace has none yet."""
 
     def configure() -> None:
         with IPRoute() as ipr:
             index = ipr.link_lookup(ifname=peer_name)[0]
-            ipr.link("set", index=index, ifname=CONTAINER_INTERFACE, address=mac)
-            ipr.addr("add", index=index, address=str(address), prefixlen=subnet.prefixlen)
+            ipr.link("set", index=index, ifname=config.name, address=config.mac)
+            ipr.addr(
+                "add", index=index, address=str(config.address), prefixlen=config.subnet.prefixlen
+            )
             ipr.link("set", index=index, state="up")
-            ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
+            if config.gateway is not None and not _has_default_route(ipr):
+                ipr.route("add", dst="0.0.0.0/0", gateway=str(config.gateway))
 
     run_in_namespace(namespace, configure)
+
+
+def restore_default_route(namespace: Path, gateways: list[IPv4Address]) -> None:
+    """Add a default route through the first of ``gateways`` that is reachable, when the
+    namespace has none (the interface that carried it was removed)."""
+
+    def restore() -> None:
+        with IPRoute() as ipr:
+            if _has_default_route(ipr):
+                return
+            for gateway in gateways:
+                try:
+                    ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
+                    return
+                except NetlinkError as error:
+                    logger.debug("no default route through %s: %s", gateway, error)
+
+    run_in_namespace(namespace, restore)
+
+
+def _has_default_route(ipr: IPRoute) -> bool:
+    routes = ipr.get_routes(family=2, table=MAIN_TABLE)
+    return any(route.get("dst") is None and route["dst_len"] == 0 for route in routes)

@@ -82,6 +82,19 @@ def run_in_namespace(path: Path, work: Callable[[], T]) -> T:
     return _run_on_new_thread(enter_and_work, "ketch-netns-enter")
 
 
+def is_pinned(path: Path) -> bool:
+    """Return whether a namespace is bind-mounted at ``path``.
+
+    ``Path.is_mount`` cannot tell, because before Python 3.12 it returns False for
+    anything that is not a directory. A mounted namespace file is on nsfs, so its device
+    differs from its directory's.
+    """
+    try:
+        return path.stat().st_dev != path.parent.stat().st_dev
+    except FileNotFoundError:
+        return False
+
+
 def remove_namespace(path: Path) -> None:
     """Unpin the namespace at ``path``; the kernel frees it once nothing else uses it."""
     try:
