@@ -173,9 +173,6 @@ class ContainerService:
         stored_name = self._claim_name(name)
         try:
             image = self._images.get(options.image)
-        planned = {}
-        if self.networking is not None:
-            planned = await self.networking.plan(options, body, self.resolve)
             container_id = generate_id(self._store.ids())
             hostname = options.hostname or container_id[:12]
             config = merge_config(options, dict(image.config or {}), hostname)
@@ -187,9 +184,6 @@ class ContainerService:
             warnings.append(BRIDGE_WARNING)
         self.emit(container, "create")
         logger.info("created container %s (%s) from %s", container.id, stored_name, options.image)
-        if planned:
-            container.network_endpoints = planned
-            self._store.save(container)
         return {"Id": container.id, "Warnings": warnings}
 
     def _claim_name(self, name: str | None) -> str:
@@ -337,10 +331,11 @@ class ContainerService:
         await self.attachments.connect_pending(container.id)
 
     async def _connect_network(self, container: Container) -> None:
-        if self.networking is None:
+        mode = container.host_config.get("NetworkMode", "default")
+        if self.networking is None or mode not in BRIDGE_MODES:
             return
-        await self.networking.connect_container(
-            container, self._paths.hosts(container.id), self.find
+        container.network_endpoints = await self.networking.connect(
+            container.id, container.config.get("Hostname", ""), self._paths.hosts(container.id)
         )
 
     def _start_error(self, error: KetchError) -> KetchError:
