@@ -64,27 +64,18 @@ def test_body_memory_string_rejected() -> None:
         parse(HostConfig={"Memory": "64m"})
 
 
-def test_body_unknown_network_mode() -> None:
-    with pytest.raises(InvalidArgument, match="HostConfig.NetworkMode 'container:web'"):
-        parse(HostConfig={"NetworkMode": "container:web"})
+def test_body_container_mode_without_name() -> None:
+    with pytest.raises(InvalidArgument, match="HostConfig.NetworkMode 'container:'"):
+        parse(HostConfig={"NetworkMode": "container:"})
 
 
 def test_body_network_modes_accepted() -> None:
-    for mode in ("none", "default", "bridge"):
+    for mode in ("none", "default", "bridge", "container:web", "backend"):
         assert parse(HostConfig={"NetworkMode": mode}).network_mode == mode
 
 
 def test_body_network_mode_defaults() -> None:
     assert parse().network_mode == "default"
-
-
-def test_body_endpoint_for_other_network() -> None:
-    body = {
-        "HostConfig": {"NetworkMode": "none"},
-        "NetworkingConfig": {"EndpointsConfig": {"x": {}}},
-    }
-    with pytest.raises(InvalidArgument, match="EndpointsConfig names network 'x'"):
-        parse(**body)
 
 
 def test_body_pids_limit_zero_is_unlimited() -> None:
@@ -95,9 +86,9 @@ def test_body_pids_limit_positive() -> None:
     assert parse(HostConfig={"PidsLimit": 20}).pids_limit == 20
 
 
-def test_body_named_volume_bind_rejected() -> None:
-    with pytest.raises(InvalidArgument, match="named volumes"):
-        parse(HostConfig={"Binds": ["data:/b"]})
+def test_body_named_volume_bind_is_volume_mount() -> None:
+    mounts = parse(HostConfig={"Binds": ["data:/b"]}).host.mounts
+    assert [(mount["type"], mount["source"]) for mount in mounts] == [("volume", "data")]
 
 
 def test_body_bind_read_only() -> None:

@@ -161,6 +161,7 @@ async def run(config: DaemonConfig) -> None:
         logger.info("ketchd %s ready (pid %d)", ketch.__version__, os.getpid())
         await stop.wait()
         logger.info("shutting down; containers keep running in the supervisor")
+        await networking.bring_up_networks()
     finally:
         for server in servers:
             server.close()

@@ -137,7 +137,13 @@ def state_view(container: Container) -> dict[str, Any]:
 
 def _networks(container: Container) -> dict[str, Any]:
     mode = container.host_config.get("NetworkMode", "default")
-    name = "bridge" if mode == "default" else mode
+    if mode.startswith("container:"):
+        return {}  # the container has the namespace, and the endpoints, of another
+    names = list(container.network_endpoints) or ["bridge" if mode == "default" else mode]
+    return {name: _endpoint_view(container, name) for name in names}
+
+
+def _endpoint_view(container: Container, name: str) -> dict[str, Any]:
     endpoint = {
         "IPAMConfig": None,
         "Links": None,
@@ -155,7 +161,7 @@ def _networks(container: Container) -> dict[str, Any]:
     }
     connected = container.network_endpoints.get(name, {})
     endpoint.update({key: value for key, value in connected.items() if key in endpoint})
-    return {name: endpoint}
+    return endpoint
 
 
 def network_settings(container: Container) -> dict[str, Any]:
