@@ -168,6 +168,9 @@ class ContainerService:
     async def create(self, body: Any, name: str | None) -> dict[str, Any]:
         """Create a container from a create body; return ``{"Id", "Warnings"}``."""
         options = parse_create_body(body)
+        planned = {}
+        if self.networking is not None:
+            planned = await self.networking.plan(options, body, self.resolve)
         if not options.log_opts:
             options.log_opts = dict(self._default_log_opts)
         stored_name = self._claim_name(name)
@@ -179,6 +182,9 @@ class ContainerService:
             container = self._materialize(container_id, stored_name, image, options, config)
         finally:
             self._reserved_names.discard(stored_name)
+        if planned:
+            container.network_endpoints = planned
+            self._store.save(container)
         warnings = []
         if self.networking is None and options.network_mode in BRIDGE_MODES:
             warnings.append(BRIDGE_WARNING)
@@ -331,11 +337,10 @@ class ContainerService:
         await self.attachments.connect_pending(container.id)
 
     async def _connect_network(self, container: Container) -> None:
-        mode = container.host_config.get("NetworkMode", "default")
-        if self.networking is None or mode not in BRIDGE_MODES:
+        if self.networking is None:
             return
-        container.network_endpoints = await self.networking.connect(
-            container.id, container.config.get("Hostname", ""), self._paths.hosts(container.id)
+        await self.networking.connect_container(
+            container, self._paths.hosts(container.id), self.find
         )
 
     def _start_error(self, error: KetchError) -> KetchError:
