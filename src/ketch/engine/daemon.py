@@ -156,12 +156,12 @@ async def run(config: DaemonConfig) -> None:
         stop = _stop_event()
         await engine.start()
         await networking.remove_stale(engine.store.ids())
+        await networking.bring_up_networks()
         servers = await _serve_all(engine, config.socket_paths())
         servers += await _serve_tcp(engine, config)
         logger.info("ketchd %s ready (pid %d)", ketch.__version__, os.getpid())
         await stop.wait()
         logger.info("shutting down; containers keep running in the supervisor")
-        await networking.bring_up_networks()
     finally:
         for server in servers:
             server.close()
