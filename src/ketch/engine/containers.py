@@ -38,6 +38,7 @@ from ketch.engine.names import generate_id, generate_name, normalize_name
 from ketch.engine.networking import BRIDGE_MODES, ContainerNetworking
 from ketch.engine.options import CreateOptions, parse_create_body, parse_signal
 from ketch.engine.ports import PublishedPorts
+from ketch.engine.resolvconf import ResolvConfRenderer
 from ketch.engine.restarts import RestartPolicies
 from ketch.engine.spec import (
     DEFAULT_STOP_SIGNAL,
@@ -109,6 +110,8 @@ class ContainerService:
         self.networking: ContainerNetworking | None = None
         # Published ports, set by the Engine; None publishes no ports.
         self.ports: PublishedPorts | None = None
+        # Renders the /etc/resolv.conf of new containers; ketchd gives it its DNS settings.
+        self.resolv_conf = ResolvConfRenderer()
         self._reserved_names: set[str] = set()
         self._starting: set[str] = set()
         self._deferred_exits: dict[str, dict[str, Any]] = {}
@@ -226,7 +229,9 @@ class ContainerService:
             if self.networking is not None:
                 namespace = self.networking.namespace_path(container_id, options.network_mode)
                 options.network_namespace = str(namespace) if namespace else None
-            write_bundle(self._paths, container_id, config, options, rootfs, init_binary)
+            write_bundle(
+                self._paths, container_id, config, options, rootfs, init_binary, self.resolv_conf
+            )
             container = Container(
                 id=container_id,
                 name=name,

@@ -24,8 +24,10 @@ from typing import Any
 
 import ketch
 from ketch.engine.config import DaemonConfig, load_config
+from ketch.engine.dnsnames import attach_name_server
 from ketch.engine.engine import Engine
 from ketch.engine.networking import ContainerNetworking
+from ketch.engine.resolvconf import DnsSettings
 from ketch.errors import Conflict, KetchError, SystemFailure
 
 logger = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ async def run(config: DaemonConfig) -> None:
     pid_file = PidFile(config.exec_root / "ketchd.pid")
     db = open_database(config.data_root / "ketch.db")
     engine = None
+    name_server = None
     servers: list[Any] = []
     try:
         images = ImageStore(
@@ -153,6 +156,8 @@ async def run(config: DaemonConfig) -> None:
         engine.containers.default_ulimits = config.default_ulimits
         networking = ContainerNetworking(db, config.exec_root)
         engine.containers.networking = networking
+        dns_settings = DnsSettings(tuple(config.dns), config.host_resolv_conf)
+        name_server = attach_name_server(engine.containers, engine.store, networking, dns_settings)
         stop = _stop_event()
         await engine.start()
         await networking.remove_stale(engine.store.ids())
@@ -167,6 +172,8 @@ async def run(config: DaemonConfig) -> None:
             server.close()
         for path in config.socket_paths() if servers else []:
             path.unlink(missing_ok=True)
+        if name_server is not None:
+            await name_server.close()
         if engine is not None:
             await engine.close()
         db.close()
