@@ -133,4 +133,10 @@ def test_firewall_nft_failure_raises(tmp_path: Path) -> None:
 def test_firewall_missing_nft_raises(tmp_path: Path) -> None:
     firewall = Firewall(str(tmp_path / "no-nft"), tmp_path / "ip_forward")
     with pytest.raises(SystemFailure, match="install nftables"):
-        asyncio.run(firewall.reconcile())
+        asyncio.run(firewall.network_up(OPEN))
+
+
+def test_firewall_reconcile_logs_failure(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    firewall = Firewall(str(tmp_path / "no-nft"), tmp_path / "ip_forward")
+    asyncio.run(firewall.reconcile())
+    assert "install nftables" in caplog.text

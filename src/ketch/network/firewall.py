@@ -115,9 +115,12 @@ class Firewall:
 
     async def reconcile(self) -> None:
         """Replace whatever table an earlier ketchd left with the rules of the networks up
-        now (none at start, which deletes it)."""
+        now (none at start, which deletes it). A failure is logged, so ketchd still starts."""
         async with self._lock:
-            await self._apply()
+            try:
+                await self._apply()
+            except SystemFailure as error:
+                logger.error("cannot reconcile ketch's firewall rules: %s", error)
 
     async def _apply(self) -> None:
         script = render_ruleset(list(self._networks.values()))
