@@ -27,6 +27,7 @@ from ketch.engine.config import DaemonConfig, load_config
 from ketch.engine.dnsnames import attach_name_server
 from ketch.engine.engine import Engine
 from ketch.engine.networking import ContainerNetworking
+from ketch.network.firewall import Firewall
 from ketch.engine.resolvconf import DnsSettings
 from ketch.errors import Conflict, KetchError, SystemFailure
 
@@ -156,11 +157,14 @@ async def run(config: DaemonConfig) -> None:
         engine.containers.default_ulimits = config.default_ulimits
         networking = ContainerNetworking(db, config.exec_root)
         engine.containers.networking = networking
+        firewall = Firewall()
+        networking.services.append(firewall)
         dns_settings = DnsSettings(tuple(config.dns), config.host_resolv_conf)
         name_server = attach_name_server(engine.containers, engine.store, networking, dns_settings)
         stop = _stop_event()
         await engine.start()
         await networking.remove_stale(engine.store.ids())
+        await firewall.reconcile()
         await networking.bring_up_networks()
         servers = await _serve_all(engine, config.socket_paths())
         servers += await _serve_tcp(engine, config)
