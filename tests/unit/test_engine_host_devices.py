@@ -1,0 +1,52 @@
+"""The host's device nodes listed for a privileged container, read from the real /dev."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ketch.engine.host_devices import host_devices
+
+
+@pytest.fixture(scope="module")
+def devices_by_path() -> dict[str, dict[str, object]]:
+    return {device["path"]: device for device in host_devices()}
+
+
+def test_host_devices_null_entry(devices_by_path: dict[str, dict[str, object]]) -> None:
+    null = devices_by_path["/dev/null"]
+    info = os.stat("/dev/null")
+    assert null["type"] == "c"
+    assert (null["major"], null["minor"]) == (1, 3)
+    assert null["fileMode"] == stat.S_IMODE(info.st_mode)
+    assert (null["uid"], null["gid"]) == (info.st_uid, info.st_gid)
+
+
+def test_host_devices_skips_runtime_nodes(devices_by_path: dict[str, dict[str, object]]) -> None:
+    assert "/dev/console" not in devices_by_path
+    assert "/dev/ptmx" not in devices_by_path
+
+
+def test_host_devices_skips_own_mounts(devices_by_path: dict[str, dict[str, object]]) -> None:
+    for path in devices_by_path:
+        assert not path.startswith(("/dev/pts/", "/dev/shm/", "/dev/mqueue/")), path
+
+
+def test_host_devices_only_nodes(devices_by_path: dict[str, dict[str, object]]) -> None:
+    for path, device in devices_by_path.items():
+        assert device["type"] in ("b", "c"), path
+        assert not Path(path).is_symlink(), path
+
+
+def test_host_devices_sorted() -> None:
+    paths = [device["path"] for device in host_devices()]
+    assert paths == sorted(paths)
+
+
+def test_host_devices_other_root(tmp_path: Path) -> None:
+    (tmp_path / "regular").write_text("not a device")
+    (tmp_path / "link").symlink_to("/dev/null")
+    assert host_devices(tmp_path) == []
