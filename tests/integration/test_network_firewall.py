@@ -1,0 +1,145 @@
+"""ketch's nftables table, applied for real, only inside network namespaces the tests make."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import subprocess
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from ketch.network.firewall import Firewall
+from ketch.network.store import Network
+from support.daemon import KetchDaemon, daemon_fixture
+from support.netns import NetworkNamespace, entered, network_namespace
+
+OPEN = Network(
+    id="a" * 64,
+    name="front",
+    driver="bridge",
+    subnet=IPv4Network("10.201.0.0/24"),
+    gateway=IPv4Address("10.201.0.1"),
+    bridge="br-k6cfront",
+)
+INTERNAL = Network(
+    id="b" * 64,
+    name="back",
+    driver="bridge",
+    subnet=IPv4Network("10.202.0.0/24"),
+    gateway=IPv4Address("10.202.0.1"),
+    bridge="br-k6cback",
+    internal=True,
+)
+
+
+def _table(namespace: NetworkNamespace) -> list[dict] | None:
+    """Return the rules of ``ip ketch`` in the namespace as nft's JSON, or None without it."""
+    listed = subprocess.run(
+        namespace.command(["nft", "-j", "list", "table", "ip", "ketch"]),
+        capture_output=True,
+        text=True,
+    )
+    if listed.returncode != 0:
+        return None
+    return [item["rule"] for item in json.loads(listed.stdout)["nftables"] if "rule" in item]
+
+
+def _masqueraded_subnets(rules: list[dict]) -> set[str]:
+    subnets = set()
+    for rule in rules:
+        if not any("masquerade" in expression for expression in rule["expr"]):
+            continue
+        for expression in rule["expr"]:
+            right = expression.get("match", {}).get("right")
+            if isinstance(right, dict) and "prefix" in right:
+                prefix = right["prefix"]
+                subnets.add(f"{prefix['addr']}/{prefix['len']}")
+    return subnets
+
+
+def _run_firewall(
+    namespace: NetworkNamespace, steps: list[tuple[str, Network]], forward: Path
+) -> None:
+    async def scenario() -> None:
+        firewall = Firewall(ip_forward_path=forward)
+        for action, network in steps:
+            if action == "up":
+                await firewall.network_up(network)
+            else:
+                await firewall.network_down(network)
+
+    if not forward.exists():
+        forward.write_text("0\n")
+    # nft is started from this thread, so it runs inside the namespace.
+    with entered(namespace):
+        asyncio.run(scenario())
+
+
+@pytest.fixture
+def namespace() -> Iterator[NetworkNamespace]:
+    with network_namespace("ketch-fw") as made:
+        yield made
+
+
+def test_firewall_masquerades_subnet(namespace: NetworkNamespace, tmp_path: Path) -> None:
+    forward = tmp_path / "ip_forward"
+    forward.write_text("0\n")
+    _run_firewall(namespace, [("up", OPEN)], forward)
+    rules = _table(namespace)
+    assert rules is not None
+    assert _masqueraded_subnets(rules) == {"10.201.0.0/24"}
+    assert forward.read_text() == "1\n"
+
+
+def test_firewall_internal_only_drops(namespace: NetworkNamespace, tmp_path: Path) -> None:
+    _run_firewall(namespace, [("up", INTERNAL)], tmp_path / "ip_forward")
+    rules = _table(namespace)
+    assert rules is not None
+    assert _masqueraded_subnets(rules) == set()
+    verdicts = [next(iter(rule["expr"][-1])) for rule in rules]
+    assert verdicts == ["drop", "drop"]
+
+
+def test_firewall_down_removes_rules(namespace: NetworkNamespace, tmp_path: Path) -> None:
+    forward = tmp_path / "ip_forward"
+    _run_firewall(namespace, [("up", OPEN), ("up", INTERNAL), ("down", OPEN)], forward)
+    rules = _table(namespace)
+    assert rules is not None
+    assert _masqueraded_subnets(rules) == set()
+
+
+def test_firewall_last_down_deletes_table(namespace: NetworkNamespace, tmp_path: Path) -> None:
+    _run_firewall(namespace, [("up", OPEN), ("down", OPEN)], tmp_path / "ip_forward")
+    assert _table(namespace) is None
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[KetchDaemon]:
+    yield from daemon_fixture()
+
+
+def test_ketchd_masquerades_bridge(daemon: KetchDaemon) -> None:
+    result = daemon.ketch("run", "--rm", "busybox", "true")
+    assert result.returncode == 0, result.stderr
+    address = subprocess.run(
+        daemon.namespace.command(["ip", "-o", "-4", "addr", "show", "ketch0"]),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[3]
+    subnet = str(ipaddress.IPv4Interface(address).network)
+
+    rules = _table(daemon.namespace)
+    assert rules is not None
+    assert subnet in _masqueraded_subnets(rules)
+    forwarding = subprocess.run(
+        daemon.namespace.command(["cat", "/proc/sys/net/ipv4/ip_forward"]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert forwarding.stdout.strip() == "1"
