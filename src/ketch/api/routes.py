@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ketch.api import image_routes, streams
+from ketch.api import image_routes, network_routes, streams
 from ketch.api.connection import HttpConnection, Request, decode_path_parameter
 from ketch.errors import InvalidArgument
 
@@ -331,6 +331,13 @@ ROUTES: tuple[Route, ...] = (
     _route("DELETE", "/images/{name*}", image_routes.remove_image),
     _route("POST", "/auth", image_routes.login),
     _route("POST", "/commit", image_routes.commit_container),
+    _route("GET", "/networks", network_routes.list_networks),
+    _route("POST", "/networks/create", network_routes.create_network),
+    _route("POST", "/networks/prune", network_routes.prune_networks),
+    _route("GET", "/networks/{id}", network_routes.inspect_network),
+    _route("POST", "/networks/{id}/connect", network_routes.connect_network),
+    _route("POST", "/networks/{id}/disconnect", network_routes.disconnect_network),
+    _route("DELETE", "/networks/{id}", network_routes.remove_network),
 )
 
 

@@ -27,6 +27,7 @@ from ketch.engine.filters import select_containers
 from ketch.engine.health import HealthMonitor
 from ketch.engine.images import ImageOperations
 from ketch.engine.logs import LogQuery, read_log
+from ketch.engine.networks import NetworkOperations
 from ketch.engine.ports import PublishedPorts
 from ketch.engine.restarts import wants_start_at_boot
 from ketch.engine.store import Container, ContainerPaths, ContainerStore
@@ -85,6 +86,7 @@ class Engine:
         self.containers.ports = self.ports
         self.control = ContainerControl(self.containers, self.store, self.paths)
         self.execs = ExecService(self.containers, self.paths)
+        self.networks = NetworkOperations(self.containers, self.paths)
         self.health = HealthMonitor(self.containers, self.execs)
         self.containers.health = self.health
         self.image_operations = ImageOperations(
