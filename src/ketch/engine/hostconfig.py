@@ -16,6 +16,7 @@ import resource
 from dataclasses import dataclass, field
 from typing import Any
 
+from ketch.engine.host_devices import host_devices
 from ketch.engine.seccomp_profile import default_profile
 from ketch.errors import InvalidArgument
 
@@ -359,8 +360,7 @@ def apply_host_options(spec: dict[str, Any], options: HostOptions, default_caps:
     else:
         linux["seccomp"] = default_profile(capabilities)
     if options.privileged:
-        # Limitation: the host's devices are not added to /dev; the device cgroup allows
-        # them all, so a privileged container can mknod what it needs.
+        linux["devices"] = host_devices() + linux.get("devices", [])
         linux["maskedPaths"] = []
         linux["readonlyPaths"] = []
         linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
