@@ -48,13 +48,13 @@ def _sort_key(key: str) -> tuple[int, str]:
     return (int(port) if port.isdigit() else 0, protocol)
 
 
-def format_mappings(ports: dict, wanted: str | None) -> list[str]:
+def format_mappings(ports: dict, requested: str | None) -> list[str]:
     """Return the output lines for the Ports of an inspect body; raise NotFound when
-    ``wanted`` is not published."""
-    if wanted is not None:
-        bindings = ports.get(wanted) or []
+    ``requested`` is not published."""
+    if requested is not None:
+        bindings = ports.get(requested) or []
         if not bindings:
-            raise NotFound(f"No public port '{wanted}' published")
+            raise NotFound(f"No public port '{requested}' published")
         return [host_address(binding) for binding in bindings]
     lines = []
     for key in sorted(ports, key=_sort_key):
@@ -64,11 +64,11 @@ def format_mappings(ports: dict, wanted: str | None) -> list[str]:
 
 
 def execute(context: Context, options: dict, args: list[str]) -> int:
-    wanted = port_key(args[1]) if len(args) > 1 else None
+    requested = port_key(args[1]) if len(args) > 1 else None
     container = context.client().call("GET", f"/containers/{args[0]}/json")
     ports = ((container or {}).get("NetworkSettings") or {}).get("Ports") or {}
     try:
-        lines = format_mappings(ports, wanted)
+        lines = format_mappings(ports, requested)
     except NotFound as error:
         raise NotFound(f"{error} for {args[0]}") from None
     sys.stdout.write("".join(line + "\n" for line in lines))

@@ -11,7 +11,7 @@ For each network that is up, the table holds::
         oifname <bridge> iifname != <bridge> drop             (internal only)
 
 Every change rewrites the whole table in one ``nft -f -`` transaction (declare, delete,
-then add the table again), so the kernel never holds half of an update, and a table left
+then add the table again), so the kernel never contains half of an update, and a table left
 by an earlier ketchd is replaced by the first change. The table is deleted when the last
 network goes. Rules of other tables are not touched: an accept here does not override a
 drop in another table's forward chain.
