@@ -186,6 +186,29 @@ def test_large_answer_truncated_for_udp_client() -> None:
     assert response.flags & dns.flags.TC
 
 
+def test_client_dns_option_used_first() -> None:
+    with upstream_server({"example.test.": ["192.0.2.10"]}) as upstream:
+        port = free_port()
+        calls = []
+
+        def client_upstreams(network: Network, client: IPv4Address | None):
+            calls.append((network.name, client))
+            return [(upstream.address, upstream.port)]
+
+        server = NameServer(FakeLookup([]), [], port, 2.0, client_upstreams)
+
+        async def main() -> dns.message.Message:
+            await server.network_up(NETWORK)
+            try:
+                return await ask_udp("example.test")(port)
+            finally:
+                await server.close()
+
+        response = asyncio.run(main())
+    assert addresses(response) == ["192.0.2.10"]
+    assert calls == [("front", IPv4Address("127.0.0.1"))]
+
+
 def test_second_upstream_used_when_first_silent() -> None:
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))

@@ -3,7 +3,7 @@ aliases and ids."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from ketch.engine.dnsnames import ContainerNames
@@ -41,6 +41,7 @@ class FakeContainer:
     id: str
     name: str
     running: bool = True
+    host_config: dict = field(default_factory=dict)
 
 
 class FakeStore:
@@ -130,3 +131,19 @@ def test_names_follow_rename() -> None:
     records = lookup(FRONT, None)
     assert find_addresses(records, "frontend") == [IPv4Address("172.20.0.2")]
     assert find_addresses(records, "web") == []
+
+
+def test_upstreams_from_client_dns_option() -> None:
+    store = FakeStore(FakeContainer(WEB_ID, "/web", host_config={"Dns": ["10.1.1.1"]}))
+    lookup = lookup_for(store, ENDPOINTS)
+    assert lookup.upstreams_of(FRONT, IPv4Address("172.20.0.2")) == [("10.1.1.1", 53)]
+
+
+def test_upstreams_empty_without_dns_option() -> None:
+    lookup = lookup_for(STORE, ENDPOINTS)
+    assert lookup.upstreams_of(FRONT, IPv4Address("172.20.0.2")) == []
+
+
+def test_upstreams_empty_for_unknown_client() -> None:
+    lookup = lookup_for(STORE, ENDPOINTS)
+    assert lookup.upstreams_of(FRONT, IPv4Address("172.20.9.9")) == []

@@ -93,9 +93,15 @@ def test_host_mode_copies_host_file(tmp_path: Path) -> None:
 
 def test_container_dns_options_override(tmp_path: Path) -> None:
     host = HostOptions(dns=["10.1.1.1"], dns_search=["app.test"], dns_options=["ndots:3"])
-    for mode, gateway in (("front", GATEWAY), ("default", None), ("host", None)):
-        text = container_resolv_conf(host, mode, gateway, settings_for(tmp_path))
+    for mode in ("default", "host"):
+        text = container_resolv_conf(host, mode, None, settings_for(tmp_path))
         assert text == "nameserver 10.1.1.1\nsearch app.test\noptions ndots:3\n", mode
+
+
+def test_user_network_keeps_gateway_with_dns(tmp_path: Path) -> None:
+    host = HostOptions(dns=["10.1.1.1"], dns_search=["app.test"], dns_options=["ndots:3"])
+    text = container_resolv_conf(host, "front", GATEWAY, settings_for(tmp_path))
+    assert text == "nameserver 172.20.0.1\nsearch app.test\noptions ndots:3\n"
 
 
 def test_dns_not_address_rejected(tmp_path: Path) -> None:

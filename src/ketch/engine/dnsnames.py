@@ -1,11 +1,12 @@
 """Engine glue for ketchd's network name server: which names resolve for which container.
 
-A client sees the running containers on every user-defined network that the client's own
-container is connected to, as docker's embedded server scopes names. A client that is not
-a known container (ketchd itself, or a container whose endpoint was just removed) sees the
-network it sent the query to. Each container resolves by its name, its aliases on that
-network, its short id (12 hex digits) and its full id. The default ``bridge`` network has no
-name resolution, as in docker.
+A client gets the names of running containers on every user-defined network that the
+client's own container is connected to, as docker's embedded server scopes names. A client
+that is not a known container (ketchd itself, or a container whose endpoint was just
+removed) gets the names on the network it sent the query to. Each container resolves by its
+name, its aliases on that network, its short id (12 hex digits) and its full id. The
+default ``bridge`` network has no name resolution, as in docker. Other names are forwarded
+to the servers of the client container's Dns option, or else to ketchd's upstreams.
 
 The names come from the container store and the network store on every query, so a rename,
 a stop or a disconnect shows in the next answer.
@@ -21,7 +22,7 @@ from ketch.engine.networking import ContainerNetworking
 from ketch.engine.resolvconf import DnsSettings, ResolvConfRenderer
 from ketch.engine.store import ContainerStore
 from ketch.network.bridge import DEFAULT_NETWORK
-from ketch.network.dns import NameRecord, NameServer, parse_upstreams
+from ketch.network.dns import NameRecord, NameServer, Upstream, parse_upstreams
 from ketch.network.store import Endpoint, Network
 
 logger = logging.getLogger(__name__)
@@ -51,11 +52,22 @@ class ContainerNames:
                     records.append(record)
         return records
 
+    def upstreams_of(self, network: Network, client: IPv4Address | None) -> list[Upstream]:
+        """Return the servers of the client container's Dns option, or [] without one."""
+        for endpoint in self._networking.endpoints(network.id):
+            if endpoint.address != client:
+                continue
+            container = self._store.get(endpoint.container_id)
+            servers = container.host_config.get("Dns") if container is not None else None
+            # Checked at create, so an invalid entry here comes from an older record.
+            return parse_upstreams(servers or [])
+        return []
+
     @staticmethod
     def _scope(
         network: Network, client: IPv4Address | None, endpoints: dict[str, list[Endpoint]]
     ) -> list[str]:
-        """Return the ids of the networks whose names ``client`` sees."""
+        """Return the ids of the networks whose names ``client`` gets."""
         client_id = next(
             (e.container_id for e in endpoints.get(network.id, []) if e.address == client), None
         )
@@ -95,7 +107,8 @@ def attach_name_server(
             "containers on user-defined networks resolve only container names",
             settings.host_resolv_conf,
         )
-    server = NameServer(ContainerNames(store, networking), upstreams)
+    names = ContainerNames(store, networking)
+    server = NameServer(names, upstreams, client_upstreams=names.upstreams_of)
     networking.services.append(server)
     containers.resolv_conf = ResolvConfRenderer(settings, networking.networks)
     return server

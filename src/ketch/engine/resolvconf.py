@@ -4,24 +4,25 @@ Each container gets a file of its own (``<container dir>/resolv.conf``, bind-mou
 /etc/resolv.conf), written at create from its network mode:
 
     user-defined network   ``nameserver <gateway>``, where ketchd's name server for the
-                           network listens, with DnsSearch (or the host's search) and
-                           DnsOptions (or the host's options) plus ``ndots:0``, as docker
-                           writes it, so that a container name is asked as it is before any
-                           search domain is tried
+                           network listens. Search and options come from DnsSearch and
+                           DnsOptions, or else from the host. Docker adds ``ndots:0`` too, so
+                           that a container name is looked up as it is before any search
+                           domain is tried.
     host                   the host's file
     anything else          nameservers from the daemon's ``dns`` setting, or else the
                            host's nameservers without loopback ones, which the container
                            cannot reach from its own network namespace; the host's search
                            and options
 
-A container's Dns, DnsSearch and DnsOptions replace the matching lines in every mode.
+A container's DnsSearch and DnsOptions replace the matching lines in every mode, and so
+does Dns except on a user-defined network, where the name server forwards to those servers.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
@@ -151,10 +152,11 @@ def container_resolv_conf(
     host_file = settings.host_file()
     comment = ""
     if gateway is not None:
-        # NOTE: with Dns set, the container asks those servers directly, so the names of
-        # other containers do not resolve for it. Docker forwards through its own server.
+        # The name server forwards to the container's Dns servers, as docker's does, so they
+        # do not replace the gateway here.
         resolv = ResolvConf([str(gateway)], host_file.search, _with_ndots_zero(host_file.options))
-    elif network_mode == "host":
+        return _apply_container_options(resolv, replace(host, dns=[])).render()
+    if network_mode == "host":
         resolv = host_file
     else:
         reachable = [server for server in host_file.nameservers if not is_loopback(server)]

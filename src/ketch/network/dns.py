@@ -11,7 +11,8 @@ A query is answered in this order:
                       such a name get an empty answer (NOERROR), because containers here
                       have no IPv6 addresses.
     container PTRs    ``in-addr.arpa`` names of those containers' addresses
-    everything else   forwarded to the upstream servers in order: over UDP (retried over TCP
+    everything else   forwarded to the upstream servers in order (the client container's
+                      Dns option, or else the server's list): over UDP (retried over TCP
                       when the answer is truncated) for a UDP query, over TCP for a TCP one.
                       SERVFAIL when no upstream answers, when none is configured, or when
                       the network is internal.
@@ -79,6 +80,9 @@ class NameRecord:
 # Returns the records visible to a client that sent a query to ``network``'s server, from the
 # client's address (None when it is not an IPv4 address).
 NameLookup = Callable[[Network, IPv4Address | None], list[NameRecord]]
+# Returns the upstream servers that a client's container names with its own Dns option, or
+# an empty list when the server's upstreams apply.
+UpstreamLookup = Callable[[Network, IPv4Address | None], list[Upstream]]
 
 
 def find_addresses(records: Sequence[NameRecord], query_name: str) -> list[IPv4Address]:
@@ -168,9 +172,11 @@ class NameServer:
         upstreams: Sequence[Upstream],
         port: int = DNS_PORT,
         timeout: float = UPSTREAM_TIMEOUT,
+        client_upstreams: UpstreamLookup | None = None,
     ) -> None:
         self._lookup = lookup
         self.upstreams = list(upstreams)
+        self._client_upstreams = client_upstreams
         self._port = port
         self._timeout = timeout
         self._listeners: dict[str, _Listeners] = {}
@@ -232,7 +238,7 @@ class NameServer:
             local = self._answer_locally(network, query, client)
             if local is not None:
                 return local
-        return await self._forward(network, query, over_tcp)
+        return await self._forward(network, query, client, over_tcp)
 
     def _answer_locally(
         self, network: Network, query: dns.message.Message, client: IPv4Address | None
@@ -261,12 +267,18 @@ class NameServer:
         return response
 
     async def _forward(
-        self, network: Network, query: dns.message.Message, over_tcp: bool
+        self,
+        network: Network,
+        query: dns.message.Message,
+        client: IPv4Address | None,
+        over_tcp: bool,
     ) -> dns.message.Message:
+        upstreams = self._client_upstreams(network, client) if self._client_upstreams else []
+        upstreams = upstreams or self.upstreams
         # Limitation: an internal network has no route out, so its names are all it resolves.
-        if network.internal or not self.upstreams:
+        if network.internal or not upstreams:
             return _error_response(query, dns.rcode.SERVFAIL)
-        for upstream in self.upstreams:
+        for upstream in upstreams:
             try:
                 return await self._ask_upstream(query, upstream, over_tcp)
             except (dns.exception.DNSException, OSError, EOFError) as error:
