@@ -215,6 +215,71 @@ def test_kill_9_exit_137(sup: SupervisorSetup) -> None:
     assert run(scenario())["exit_code"] == 137
 
 
+PATH_ENV = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+
+
+async def start_sleeping(sup: SupervisorSetup) -> str:
+    container_id, bundle, log_path = sup.new_container("sleep", "1000")
+    await sup.client.create(container_id, bundle, log_path)
+    await sup.client.start(container_id)
+    return container_id
+
+
+async def exec_state(sup: SupervisorSetup, container_id: str, exec_id: str) -> dict[str, Any]:
+    states = {state["exec_id"]: state for state in await sup.client.execs(container_id)}
+    return states[exec_id]
+
+
+def test_execs_remembers_exit_code(sup: SupervisorSetup) -> None:
+    async def scenario() -> dict[str, Any]:
+        container_id = await start_sleeping(sup)
+        process = {"args": ["sh", "-c", "exit 7"], "cwd": "/", "env": PATH_ENV}
+        reader, writer, _ = await sup.client.exec(container_id, "e7", process)
+        await read_frames(reader)
+        writer.close()
+        return await exec_state(sup, container_id, "e7")
+
+    state = run(scenario())
+    assert state["status"] == "stopped"
+    assert state["exit_code"] == 7
+
+
+def test_execs_exit_without_client(sup: SupervisorSetup) -> None:
+    # The engine's stream goes away first, as when ketchd is killed; the exit still counts.
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        container_id = await start_sleeping(sup)
+        process = {"args": ["sleep", "1000"], "cwd": "/", "env": PATH_ENV}
+        _, writer, _ = await sup.client.exec(container_id, "orphan", process)
+        writer.close()
+        running = await exec_state(sup, container_id, "orphan")
+        await sup.client.kill("orphan", 9)
+        for _ in range(200):
+            stopped = await exec_state(sup, container_id, "orphan")
+            if stopped["status"] == "stopped":
+                break
+            await asyncio.sleep(0.05)
+        return running, stopped
+
+    running, stopped = run(scenario())
+    assert running["status"] == "running"
+    assert running["exit_code"] is None
+    assert stopped["status"] == "stopped"
+    assert stopped["exit_code"] == 137
+
+
+def test_execs_forgotten_with_container(sup: SupervisorSetup) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        container_id = await start_sleeping(sup)
+        process = {"args": ["true"], "cwd": "/", "env": PATH_ENV}
+        reader, writer, _ = await sup.client.exec(container_id, "gone", process)
+        await read_frames(reader)
+        writer.close()
+        await sup.client.delete(container_id, force=True)
+        return await sup.client.execs(container_id)
+
+    assert run(scenario()) == []
+
+
 def test_log_file_json_format(sup: SupervisorSetup) -> None:
     container_id, _, _ = run(run_attached(sup, "sh", "-c", "echo out; echo err >&2"))
     log_path = sup.root / "containers" / container_id / f"{container_id}-json.log"

@@ -4,8 +4,8 @@ Ulimits, Sysctls, SecurityOpt, ShmSize, ExtraHosts, Dns, DnsSearch and DnsOption
 
 :func:`parse_host_options` checks the create body's values (every error names the
 field), and :func:`apply_host_options` edits the spec that ``spec.build_spec`` made.
-Named volumes come with the volume driver, so a bind whose source is not an absolute
-path is rejected.
+A Binds entry that names a volume, and a Mounts entry of type volume, stay placeholder
+mounts of type ``volume`` until ``ketch.engine.volume_mounts`` resolves them at create.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from ketch.engine.host_devices import host_devices
 from ketch.engine.seccomp_profile import default_profile
+from ketch.engine.volume_mounts import parse_volume_bind, parse_volume_mount
 from ketch.errors import InvalidArgument
 
 PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
@@ -76,8 +77,8 @@ def _strings(host_config: dict[str, Any], key: str) -> list[str]:
 def _bind(source: str, target: str, read_only: bool, propagation: str, where: str) -> dict:
     if not source.startswith("/"):
         raise InvalidArgument(
-            f"invalid {where}: source {source!r} is not an absolute path; named volumes are "
-            "not supported yet"
+            f"invalid {where}: source {source!r} is not an absolute path; a bind mount takes a "
+            "host path, and a volume takes Type volume"
         )
     if not target.startswith("/"):
         raise InvalidArgument(f"invalid {where}: target {target!r} is not an absolute path")
@@ -90,6 +91,10 @@ def _bind(source: str, target: str, read_only: bool, propagation: str, where: st
 def _parse_binds(host_config: dict[str, Any]) -> list[dict[str, Any]]:
     mounts = []
     for bind in _strings(host_config, "Binds"):
+        volume = parse_volume_bind(bind)
+        if volume is not None:
+            mounts.append(volume)
+            continue
         parts = bind.split(":")
         if len(parts) not in (2, 3):
             raise InvalidArgument(
@@ -142,9 +147,12 @@ def _parse_mounts(host_config: dict[str, Any]) -> list[dict[str, Any]]:
             if read_only:
                 options.append("ro")
             mounts.append(_tmpfs(target, options, where))
+        elif kind == "volume":
+            mounts.append(parse_volume_mount(mount, where))
         else:
             raise InvalidArgument(
-                f"invalid {where}: mount type {kind!r} is not supported; expected bind or tmpfs"
+                f"invalid {where}: mount type {kind!r} is not supported; expected bind, volume "
+                "or tmpfs"
             )
     for target, text in (host_config.get("Tmpfs") or {}).items():
         options = [option for option in str(text).split(",") if option]

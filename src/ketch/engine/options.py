@@ -29,12 +29,12 @@ MIN_MEMORY_BYTES = 6 * 1024 * 1024
 NETWORK_MODES = ("none", "default", "bridge", "host")
 
 # Config fields that must stay at their zero value until ketch implements them.
-_UNSUPPORTED_CONFIG = ("Volumes",)
+_UNSUPPORTED_CONFIG: tuple[str, ...] = ()
 
 # HostConfig fields that must stay at their zero value until ketch implements them.
 _UNSUPPORTED_HOST_CONFIG = (
     "Devices", "DeviceRequests", "DeviceCgroupRules",
-    "GroupAdd", "Links", "VolumesFrom", "VolumeDriver",
+    "GroupAdd", "Links", "VolumeDriver",
     "StorageOpt", "UsernsMode", "PidMode", "IpcMode", "UTSMode",
     "CgroupParent", "Cgroup", "Runtime",
     "CpuRealtimePeriod", "CpuRealtimeRuntime",
@@ -77,6 +77,8 @@ class CreateOptions:
     pids_limit: int | None = None
     auto_remove: bool = False
     healthcheck: dict[str, Any] | None = None
+    # Config.Volumes: destinations that get anonymous volumes (docker run -v /path).
+    volumes: dict[str, Any] = field(default_factory=dict)
     host: HostOptions = field(default_factory=HostOptions)
     # The HostConfig as the client sent it, for the fields inspect shows as given.
     raw_host_config: dict[str, Any] = field(default_factory=dict)
@@ -429,5 +431,6 @@ def parse_create_body(body: Any) -> CreateOptions:
     options.exposed_ports = _get(body, "ExposedPorts", dict, "ExposedPorts") or {}
     _parse_stop_options(body, options)
     options.healthcheck = _parse_healthcheck(body)
+    options.volumes = _get(body, "Volumes", dict, "Volumes") or {}
     _parse_host_config(body, options)
     return options

@@ -86,6 +86,8 @@ def mount_points(host_config: dict[str, Any]) -> list[dict[str, Any]]:
     """Return inspect's Mounts: the container's binds and tmpfs mounts."""
     points = []
     for mount in parse_mount_options(host_config):
+        if mount["type"] == "volume":
+            continue  # the volume store records these
         options = mount["options"]
         propagation = next((o for o in options if o in PROPAGATIONS), "")
         points.append(

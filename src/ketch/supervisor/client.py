@@ -224,6 +224,12 @@ class SupervisorClient:
         reader.writer = writer
         return reader, writer, int(response["pid"])
 
+    async def execs(self, container_id: str) -> list[dict[str, Any]]:
+        """Return the state objects of the container's running and remembered execs:
+        ``{"id", "exec_id", "pid", "status", "exit_code"}``."""
+        response = await self._request({"op": "execs", "id": container_id})
+        return response["execs"]
+
     async def resize(self, target_id: str, height: int, width: int) -> None:
         """Set the terminal size of a container or an exec that has a terminal."""
         await self._request({"op": "resize", "id": target_id, "height": height, "width": width})

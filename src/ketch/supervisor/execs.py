@@ -9,6 +9,11 @@ exit code just before its stream ends, so the engine knows the code as soon as t
 output is over. The exit is also published as ``{"type": "exec_exit", "id", "exec_id",
 "exit_code"}`` to event subscribers.
 
+The supervisor remembers the exit codes of finished execs in memory, up to
+``MAX_FINISHED_EXECS`` and until their container is deleted, so that an engine restarted
+while an exec ended can ask for its code (the ``execs`` op). A restart of the supervisor
+itself loses them, as it kills every container and its execs.
+
 A process with a terminal (an exec or a container's init) gets its pty through runc's
 console socket protocol (see :mod:`ketch.runtime.console`). The socket is made for the one
 process and removed once its pty master has arrived::
@@ -18,6 +23,7 @@ process and removed once its pty master has arrived::
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -29,7 +35,7 @@ from typing import Any
 from ketch.errors import Conflict, InvalidArgument, KetchError, SystemFailure
 from ketch.supervisor.container import Container
 from ketch.supervisor.eventloop import EventLoop
-from ketch.supervisor.records import RUNNING, ContainerRecord
+from ketch.supervisor.records import RUNNING, STOPPED, ContainerRecord
 from ketch.supervisor.stdio import ContainerStdio
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,10 @@ log = logging.getLogger(__name__)
 # How long the supervisor waits for a pty master after the runtime returned. The process
 # sends it before it execs, so it is normally waiting already.
 CONSOLE_TIMEOUT_SECONDS = 10.0
+
+# Finished execs whose exit codes are kept; the oldest is forgotten first. Healthchecks
+# run an exec per probe, so the table must not grow with a container's lifetime.
+MAX_FINISHED_EXECS = 4096
 
 
 class ConsoleSocket:
@@ -140,6 +150,8 @@ class ExecProcesses:
         self._publish = publish
         self._parents: dict[str, str] = {}
         self.processes: dict[str, Container] = {}
+        # Exec state objects of finished execs by exec id, oldest first.
+        self._exit_states: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
 
     def start(
         self,
@@ -205,6 +217,7 @@ class ExecProcesses:
         self.processes.pop(exec_id, None)
         exec_process.close()
         log.info("exec %s exited with code %s", exec_id, exec_process.exit_code)
+        self._remember_exit(container_id, exec_id, exec_process)
         self._publish(
             {
                 "type": "exec_exit",
@@ -214,7 +227,34 @@ class ExecProcesses:
             }
         )
 
+    def _remember_exit(self, container_id: str, exec_id: str, exec_process: Container) -> None:
+        state = _exec_state(container_id, exec_id, exec_process.record.pid, STOPPED)
+        state["exit_code"] = exec_process.exit_code
+        self._exit_states[exec_id] = state
+        while len(self._exit_states) > MAX_FINISHED_EXECS:
+            self._exit_states.popitem(last=False)
+
+    def states(self, container_id: str) -> list[dict[str, Any]]:
+        """Return the state objects of the container's running and remembered execs."""
+        states = [
+            _exec_state(container_id, exec_id, process.record.pid, RUNNING)
+            for exec_id, process in self.processes.items()
+            if self._parents.get(exec_id) == container_id
+        ]
+        states += [state for state in self._exit_states.values() if state["id"] == container_id]
+        return states
+
+    def forget_container(self, container_id: str) -> None:
+        """Drop the remembered exits of a deleted container's execs."""
+        for exec_id, state in list(self._exit_states.items()):
+            if state["id"] == container_id:
+                del self._exit_states[exec_id]
+
     def close_all(self) -> None:
         for exec_process in list(self.processes.values()):
             exec_process.close()
         self.processes.clear()
+
+
+def _exec_state(container_id: str, exec_id: str, pid: int, status: str) -> dict[str, Any]:
+    return {"id": container_id, "exec_id": exec_id, "pid": pid, "status": status, "exit_code": None}

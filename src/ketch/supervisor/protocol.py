@@ -34,12 +34,18 @@ processes  id                                               pids (host pids in i
 exec       id, exec_id, process (an OCI process object),    pid, then frames (see below)
            tty, open_stdin (both default false)
 resize     id (a container or exec id), height, width       (none)
+execs      id                                               execs (exec state objects)
 =========  ===============================================  =================================
 
 A state object is ``{"id", "status", "pid", "exit_code", "started_at", "finished_at"}``.
 ``status`` is ``created``, ``running`` or ``stopped``; ``exit_code`` is the process's exit
 status, or 128 + the signal number when a signal ended it; times are RFC 3339 UTC with
 nanoseconds, or null when the event has not happened.
+
+An exec state object is ``{"id", "exec_id", "pid", "status", "exit_code"}``, where ``id``
+is the container's, ``status`` is ``running`` or ``stopped`` and ``exit_code`` is null
+while it runs. ``execs`` lists the container's running execs and the finished ones the
+supervisor still remembers (see :mod:`ketch.supervisor.execs`).
 
 A failed request gets ``{"ok": false, "error": "<message>", "kind": "<class>"}``, where the
 kind is the name of a class in :mod:`ketch.errors` (``NotFound``, ``Conflict``,
@@ -130,6 +136,7 @@ OPS = frozenset(
         "processes",
         "exec",
         "resize",
+        "execs",
     }
 )
 

@@ -295,6 +295,10 @@ class Supervisor:
             raise SystemFailure(f"cannot resize the terminal of {process.id}: {error}") from None
         return {}
 
+    def _op_execs(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
+        container_id = protocol.require_container_id(request)
+        return {"execs": self.execs.states(container_id)}
+
     def _get_live(self, request: dict[str, Any], action: str) -> Container:
         """Return a container whose init has not exited; raise Conflict for any other."""
         container = self._get(request)
@@ -471,6 +475,7 @@ class Supervisor:
             raise SystemFailure(f"cannot delete container {container.id}: {error}") from None
         container.close()
         del self.containers[container.id]
+        self.execs.forget_container(container.id)
         assert self._records is not None
         self._records.remove(container.id)
         log.info("container %s deleted", container.id)
