@@ -247,7 +247,10 @@ class FakeEngine:
         ]
         return items if limit < 0 else items[:limit]
 
-    async def remove_container(self, reference: str, force: bool = False) -> None:
+    async def remove_container(
+        self, reference: str, force: bool = False, volumes: bool = False
+    ) -> None:
+        # The fake has no volumes, so ``volumes`` (rm -v) changes nothing.
         container = self._find(reference)
         self.calls.append(("remove_container", (container.id, force)))
         if container.status == "running":

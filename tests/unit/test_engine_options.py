@@ -86,9 +86,9 @@ def test_body_pids_limit_positive() -> None:
     assert parse(HostConfig={"PidsLimit": 20}).pids_limit == 20
 
 
-def test_body_named_volume_bind_rejected() -> None:
-    with pytest.raises(InvalidArgument, match="named volumes"):
-        parse(HostConfig={"Binds": ["data:/b"]})
+def test_body_named_volume_bind_is_volume_mount() -> None:
+    mounts = parse(HostConfig={"Binds": ["data:/b"]}).host.mounts
+    assert [(mount["type"], mount["source"]) for mount in mounts] == [("volume", "data")]
 
 
 def test_body_bind_read_only() -> None:

@@ -110,6 +110,8 @@ class ContainerService:
         self.networking: ContainerNetworking | None = None
         # Published ports, set by the Engine; None publishes no ports.
         self.ports: PublishedPorts | None = None
+        # A volume_mounts.ContainerVolumes, set by the Engine; None leaves volumes unresolved.
+        self.volumes: Any = None
         # Renders the /etc/resolv.conf of new containers; ketchd gives it its DNS settings.
         self.resolv_conf = ResolvConfRenderer()
         self._reserved_names: set[str] = set()
@@ -229,6 +231,8 @@ class ContainerService:
             if self.networking is not None:
                 namespace = self.networking.namespace_path(container_id, options.network_mode)
                 options.network_namespace = str(namespace) if namespace else None
+            if self.volumes is not None:
+                self.volumes.attach(container_id, options, config, rootfs, self.resolve)
             write_bundle(
                 self._paths, container_id, config, options, rootfs, init_binary, self.resolv_conf
             )
@@ -244,6 +248,8 @@ class ContainerService:
             self._store.add(container)
             return container
         except BaseException:
+            if self.volumes is not None:
+                self.volumes.detach(container_id, remove_anonymous=True)
             self._release_rootfs(container_id)
             shutil.rmtree(directory, ignore_errors=True)
             raise
@@ -555,7 +561,8 @@ class ContainerService:
                 f"container {container.id} did not exit within {timeout:g} s of signal {number}"
             ) from None
 
-    async def remove(self, reference: str, force: bool = False) -> None:
+    async def remove(self, reference: str, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container; ``volumes`` removes its anonymous volumes too (rm -v)."""
         container = self.resolve(reference)
         if container.state.removing:
             raise Conflict(f"removal of container {container.id} is already in progress")
@@ -566,10 +573,13 @@ class ContainerService:
                 f"You cannot remove a running container {container.id}. Stop the container "
                 "before attempting removal or force remove"
             )
-        await self._remove(container)
+        await self._remove(container, volumes)
 
-    async def _remove(self, container: Container) -> None:
-        """Kill if needed, then delete everything the container owns."""
+    async def _remove(self, container: Container, volumes: bool = False) -> None:
+        """Kill if needed, then delete everything the container owns.
+
+        Anonymous volumes go with ``volumes`` or AutoRemove, as dockerd removes them.
+        """
         if self._store.get(container.id) is None:
             return  # removed meanwhile by another request
         self.restarts.cancel(container)
@@ -590,6 +600,8 @@ class ContainerService:
         self._release_rootfs(container.id)
         shutil.rmtree(self._paths.directory(container.id), ignore_errors=True)
         self._store.remove(container.id)
+        if self.volumes is not None:
+            self.volumes.detach(container.id, remove_anonymous=volumes or container.auto_remove)
         self.attachments.close(container.id)
         self.waiters.notify_removed(container)
         self.emit(container, "destroy")

@@ -31,6 +31,8 @@ from ketch.engine.networks import NetworkOperations
 from ketch.engine.ports import PublishedPorts
 from ketch.engine.restarts import wants_start_at_boot
 from ketch.engine.store import Container, ContainerPaths, ContainerStore
+from ketch.engine.volume_mounts import ContainerVolumes
+from ketch.engine.volumes import VolumeService
 from ketch.errors import Conflict, KetchError
 
 logger = logging.getLogger(__name__)
@@ -84,6 +86,9 @@ class Engine:
         )
         self.ports = PublishedPorts(db)
         self.containers.ports = self.ports
+        self.volumes = VolumeService(data_root, db)
+        self.volumes.container_exists = self.store.get
+        self.containers.volumes = ContainerVolumes(self.volumes)
         self.control = ContainerControl(self.containers, self.store, self.paths)
         self.execs = ExecService(self.containers, self.paths)
         self.networks = NetworkOperations(self.containers, self.paths)
@@ -108,6 +113,7 @@ class Engine:
         background task keeps trying and container operations fail as Unavailable.
         """
         self.containers.remove_orphans()
+        self.containers.volumes.forget_missing(self.store.ids())
         self._watcher = asyncio.create_task(self._watch_supervisor())
         connected = asyncio.create_task(self._connected.wait())
         done, _ = await asyncio.wait(
@@ -227,6 +233,7 @@ class Engine:
         container = self.containers.resolve(ref)
         view = views.inspect_container(container, self.paths)
         view["ExecIDs"] = self.execs.ids_of(container.id) or None
+        view["Mounts"] += self.containers.volumes.mount_points(container.id)
         view["NetworkSettings"]["Ports"] = self.ports.port_map(container)
         return view
 
@@ -240,6 +247,8 @@ class Engine:
         """Return ``GET /containers/json``; with ``size``, SizeRw and SizeRootFs too."""
         selected = select_containers(self.containers.all(), all, limit, filters)
         summaries = [views.container_summary(container) for container in selected]
+        for summary in summaries:
+            summary["Mounts"] += self.containers.volumes.mount_points(summary["Id"])
         for summary, container in zip(summaries, selected, strict=True):
             summary["Ports"] = self.ports.summary_ports(container)
         if size:
@@ -249,8 +258,8 @@ class Engine:
                 summary["SizeRootFs"] = summary["SizeRw"] + image_sizes.get(container.image_id, 0)
         return summaries
 
-    async def remove_container(self, ref: str, force: bool = False) -> None:
-        await self.containers.remove(ref, force)
+    async def remove_container(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        await self.containers.remove(ref, force, volumes)
 
     async def kill_container(self, ref: str, signal: str | int = "SIGKILL") -> None:
         await self.containers.kill(ref, signal)
@@ -385,7 +394,7 @@ class Engine:
         return self.events.subscribe(filters, since_ns, until_ns).events()
 
     def disk_usage(self) -> dict[str, Any]:
-        """Return ``GET /system/df``: images, containers with their sizes, no volumes."""
+        """Return ``GET /system/df``: images, containers and volumes with their sizes."""
         containers = self.containers.all()
         images = self.list_images()
         by_image = {image["Id"]: image["Size"] for image in images}
@@ -399,7 +408,7 @@ class Engine:
             "LayersSize": sum(image["Size"] for image in images),
             "Images": images,
             "Containers": container_views,
-            "Volumes": [],
+            "Volumes": self.volumes.usage(),
             "BuildCache": [],
         }
 
