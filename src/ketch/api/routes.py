@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ketch.api import image_routes, network_routes, streams
+from ketch.api import image_routes, network_routes, streams, volume_routes
 from ketch.api.connection import HttpConnection, Request, decode_path_parameter
 from ketch.errors import InvalidArgument
 
@@ -199,8 +199,9 @@ async def kill_container(call: Call) -> None:
 async def remove_container(call: Call) -> None:
     if call.flag("link"):
         raise InvalidArgument("removing a link (link=true) is not supported")
-    # The 'v' parameter (remove anonymous volumes) is accepted: containers have no volumes yet.
-    await call.engine.remove_container(call.parameters["id"], force=call.flag("force"))
+    # Only a removal with 'v' (anonymous volumes too) passes it, so engines without it work.
+    extra = {"volumes": True} if call.flag("v") else {}
+    await call.engine.remove_container(call.parameters["id"], force=call.flag("force"), **extra)
     await call.http.send(204)
 
 
@@ -331,6 +332,11 @@ ROUTES: tuple[Route, ...] = (
     _route("DELETE", "/images/{name*}", image_routes.remove_image),
     _route("POST", "/auth", image_routes.login),
     _route("POST", "/commit", image_routes.commit_container),
+    _route("GET", "/volumes", volume_routes.list_volumes),
+    _route("POST", "/volumes/create", volume_routes.create_volume),
+    _route("POST", "/volumes/prune", volume_routes.prune_volumes),
+    _route("GET", "/volumes/{name}", volume_routes.inspect_volume),
+    _route("DELETE", "/volumes/{name}", volume_routes.remove_volume),
     _route("GET", "/networks", network_routes.list_networks),
     _route("POST", "/networks/create", network_routes.create_network),
     _route("POST", "/networks/prune", network_routes.prune_networks),
