@@ -59,10 +59,12 @@ FLAGS = (
     _value("hostname", "Container host name", short="h"),
     Flag("init", "Run an init inside the container that forwards signals and reaps processes"),
     Flag("interactive", "Keep STDIN open even if not attached", short="i"),
+    _value("ip", "IPv4 address on the network of --network (e.g., 172.30.100.104)"),
     _list("label", "Set meta data on a container", short="l"),
     _list("label-file", "Read in a line delimited file of labels"),
     _value("log-driver", "Logging driver for the container"),
     _list("log-opt", "Log driver options"),
+    _value("mac-address", "Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
     _value("memory", "Memory limit", "bytes", short="m"),
     _value("memory-reservation", "Memory soft limit", "bytes"),
     _value(
@@ -74,10 +76,12 @@ FLAGS = (
     _value("name", "Assign a name to the container"),
     Flag(
         "network",
-        "Connect a container to a network: none, host, bridge or default",
+        "Connect a container to a network: none, host, bridge, default, a network's name, "
+        "or container:NAME to share another container's",
         metavar="network",
         default="default",
     ),
+    _list("network-alias", "Add network-scoped alias for the container"),
     Flag("no-healthcheck", "Disable any container-specified HEALTHCHECK"),
     Flag("oom-kill-disable", "Disable OOM Killer"),
     _value("pid", "PID namespace to use"),
@@ -377,7 +381,22 @@ def create_body(image: str, command: list[str], options: dict, detached: bool) -
     body["Env"] = environment + environment_entries(options["env"])
     _set_config_fields(body, options)
     body["HostConfig"] = host_config(options)
+    endpoint = endpoint_config(options)
+    if endpoint:
+        body["NetworkingConfig"] = {"EndpointsConfig": {options["network"]: endpoint}}
     return body
+
+
+def endpoint_config(options: dict) -> dict:
+    """Build the endpoint settings of --network from --ip, --network-alias, --mac-address."""
+    endpoint: dict = {}
+    if options["network-alias"]:
+        endpoint["Aliases"] = list(options["network-alias"])
+    if options["ip"]:
+        endpoint["IPAMConfig"] = {"IPv4Address": options["ip"]}
+    if options["mac-address"]:
+        endpoint["MacAddress"] = options["mac-address"]
+    return endpoint
 
 
 def _set_config_fields(body: dict, options: dict) -> None:

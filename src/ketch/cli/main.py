@@ -105,6 +105,17 @@ GROUPS = {
         "save": "save",
         "tag": "tag",
     },
+    "network": {
+        "connect": "network-connect",
+        "create": "network-create",
+        "disconnect": "network-disconnect",
+        "inspect": "network-inspect",
+        "ls": "network-ls",
+        "list": "network-ls",
+        "prune": "network-prune",
+        "rm": "network-rm",
+        "remove": "network-rm",
+    },
     "system": {
         "df": "system-df",
         "events": "events",
@@ -112,11 +123,13 @@ GROUPS = {
         "prune": "system-prune",
     },
 }
+NETWORK_VERBS = ("connect", "create", "disconnect", "inspect", "ls", "prune", "rm")
 HIDDEN_COMMANDS = {
     "container-inspect": "inspect",
     "image-inspect": "inspect",
     "container-prune": "system",
     "image-prune": "system",
+    **{f"network-{verb}": "network" for verb in NETWORK_VERBS},
     "system-df": "system",
     "system-prune": "system",
 }
