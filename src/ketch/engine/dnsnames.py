@@ -53,7 +53,11 @@ class ContainerNames:
         return records
 
     def upstreams_of(self, network: Network, client: IPv4Address | None) -> list[Upstream]:
-        """Return the servers of the client container's Dns option, or [] without one."""
+        """Return the servers of the client container's Dns option, or [] without one.
+
+        ketchd sends the forwarded query from its own network namespace, so a loopback
+        address here is the host's loopback. Docker's server would use the container's.
+        """
         for endpoint in self._networking.endpoints(network.id):
             if endpoint.address != client:
                 continue
@@ -100,6 +104,8 @@ def attach_name_server(
 ) -> NameServer:
     """Make the name server, register it as a network service, and have ``containers``
     write resolv.conf files that name it. The caller closes the server at shutdown."""
+    # Limitation: the host's resolv.conf is read once here, so ketchd forwards to the old
+    # servers after it changes, until ketchd restarts.
     upstreams = parse_upstreams(settings.upstream_servers())
     if not upstreams:
         logger.warning(

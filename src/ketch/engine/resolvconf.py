@@ -5,14 +5,19 @@ Each container gets a file of its own (``<container dir>/resolv.conf``, bind-mou
 
     user-defined network   ``nameserver <gateway>``, where ketchd's name server for the
                            network listens. Search and options come from DnsSearch and
-                           DnsOptions, or else from the host. Docker adds ``ndots:0`` too, so
-                           that a container name is looked up as it is before any search
-                           domain is tried.
+                           DnsOptions, or else from the host. ``ndots:0`` is added unless an
+                           ndots option is there, as docker's embedded server does (libnetwork
+                           resolver.go, ResolverOptions), so that a container name is looked
+                           up as it is before any search domain is tried.
     host                   the host's file
     anything else          nameservers from the daemon's ``dns`` setting, or else the
                            host's nameservers without loopback ones, which the container
                            cannot reach from its own network namespace; the host's search
                            and options
+
+Limitation: the file is written once, at create. A container connected to a user-defined
+network later keeps its old file, so it resolves no container names unless it was created
+on such a network.
 
 A container's DnsSearch and DnsOptions replace the matching lines in every mode, and so
 does Dns except on a user-defined network, where the name server forwards to those servers.
