@@ -274,6 +274,10 @@ class ContainerNetworking:
         for container_id in self.driver.connected_containers() - container_ids:
             logger.warning("removing the network endpoints of gone container %s", container_id)
             await self.disconnect(container_id)
+        try:
+            await self.driver.remove_leftover_links()
+        except (OSError, NetlinkError, SystemFailure) as error:
+            logger.error("cannot delete leftover network links: %s", error)
 
     async def bring_up_networks(self) -> None:
         """Make missing bridges of recorded networks and tell the services about each, as

@@ -47,6 +47,13 @@ MTU_OPTION = "com.docker.network.driver.mtu"
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 
 
+# Link aliases (ifalias) that mark the engine's own links, so that a start can find and
+# delete the ones that no record names any more: "<prefix><network id>" on a bridge and
+# "<prefix><container id> <network id>" on the host end of a veth.
+BRIDGE_ALIAS_PREFIX = "ketch network "
+VETH_ALIAS_PREFIX = "ketch endpoint "
+
+
 def _now() -> str:
     # RFC 3339 in UTC with nanoseconds, the form of the Engine API's timestamps.
     seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
@@ -136,12 +143,32 @@ class BridgeDriver:
 
     async def bring_up(self, network: Network) -> None:
         """Make the network's bridge if missing and, once per process, tell the services."""
-        await asyncio.to_thread(
-            links.ensure_bridge, network.bridge, network.gateway, network.subnet, network.mtu
-        )
+        await asyncio.to_thread(self._ensure_bridge, network)
         if network.id not in self._up:
             self._up.add(network.id)
             await notify_up(self.services, network)
+
+    @staticmethod
+    def _ensure_bridge(network: Network) -> None:
+        alias = BRIDGE_ALIAS_PREFIX + network.id
+        links.ensure_bridge(network.bridge, network.gateway, network.subnet, network.mtu, alias)
+
+    async def remove_leftover_links(self) -> None:
+        """Delete the engine's bridges and veths that no record names, which a crash
+        between deleting a record and its link leaves behind. Call before serving."""
+        networks = {n.id for n in self.store.networks()}
+        endpoints = {(e.container_id, e.network_id) for e in self.store.endpoints()}
+        bridges = await asyncio.to_thread(links.owned_links, BRIDGE_ALIAS_PREFIX)
+        for name, alias in bridges.items():
+            if alias.removeprefix(BRIDGE_ALIAS_PREFIX) not in networks:
+                logger.warning("deleting bridge %s of a removed network", name)
+                await asyncio.to_thread(links.delete_link, name)
+        veths = await asyncio.to_thread(links.owned_links, VETH_ALIAS_PREFIX)
+        for name, alias in veths.items():
+            key = tuple(alias.removeprefix(VETH_ALIAS_PREFIX).split(" "))
+            if key not in endpoints:
+                logger.warning("deleting veth %s of a removed endpoint", name)
+                await asyncio.to_thread(links.delete_link, name)
 
     async def bring_up_all(self) -> None:
         """Bring up the bridge of every recorded network, as ketchd's start does."""
@@ -156,13 +183,7 @@ class BridgeDriver:
             network = await self._network_from(request)
             self.store.add_network(network)
             try:
-                await asyncio.to_thread(
-                    links.ensure_bridge,
-                    network.bridge,
-                    network.gateway,
-                    network.subnet,
-                    network.mtu,
-                )
+                await asyncio.to_thread(self._ensure_bridge, network)
             except BaseException:
                 await asyncio.to_thread(links.delete_link, network.bridge)
                 self.store.remove_network(network.id)
@@ -323,7 +344,8 @@ class BridgeDriver:
     @staticmethod
     def _wire(endpoint: Endpoint, network: Network, namespace: Path) -> None:
         peer = _peer_name(endpoint.container_id, endpoint.network_id)
-        links.add_veth(endpoint.veth, peer, network.bridge, namespace, network.mtu)
+        alias = f"{VETH_ALIAS_PREFIX}{endpoint.container_id} {endpoint.network_id}"
+        links.add_veth(endpoint.veth, peer, network.bridge, namespace, network.mtu, alias)
         config = links.InterfaceConfig(
             name=endpoint.interface,
             address=endpoint.address,

@@ -46,18 +46,37 @@ def host_routes(skip_links: Iterable[str] = ()) -> list[IPv4Network]:
 
 
 def ensure_bridge(
-    name: str, gateway: IPv4Address, subnet: IPv4Network, mtu: int = DEFAULT_MTU
+    name: str,
+    gateway: IPv4Address,
+    subnet: IPv4Network,
+    mtu: int = DEFAULT_MTU,
+    alias: str | None = None,
 ) -> None:
-    """Make bridge ``name`` with ``gateway`` as its address and bring it up, if missing."""
+    """Make bridge ``name`` with ``gateway`` as its address and bring it up, if missing.
+    ``alias`` (the link's ifalias) marks it as the engine's, for ``owned_links``."""
     with IPRoute() as ipr:
         if not ipr.link_lookup(ifname=name):
             ipr.link("add", ifname=name, kind="bridge")
             logger.info("created bridge %s for subnet %s", name, subnet)
         index = ipr.link_lookup(ifname=name)[0]
+        if alias is not None:
+            ipr.link("set", index=index, ifalias=alias)
         addresses = {a.get("address") for a in ipr.get_addr(index=index, family=2)}
         if str(gateway) not in addresses:
             ipr.addr("add", index=index, address=str(gateway), prefixlen=subnet.prefixlen)
         ipr.link("set", index=index, mtu=mtu, state="up")
+
+
+def owned_links(alias_prefix: str) -> dict[str, str]:
+    """Return the links whose ifalias starts with ``alias_prefix``: name -> alias."""
+    with IPRoute() as ipr:
+        links = ipr.get_links()
+    owned = {}
+    for link in links:
+        alias = link.get_attr("IFLA_IFALIAS")
+        if alias and alias.startswith(alias_prefix):
+            owned[link.get_attr("IFLA_IFNAME")] = alias
+    return owned
 
 
 def link_exists(name: str) -> bool:
@@ -78,10 +97,16 @@ def delete_link(name: str) -> None:
 
 
 def add_veth(
-    host_name: str, peer_name: str, bridge: str, namespace: Path, mtu: int = DEFAULT_MTU
+    host_name: str,
+    peer_name: str,
+    bridge: str,
+    namespace: Path,
+    mtu: int = DEFAULT_MTU,
+    alias: str | None = None,
 ) -> None:
     """Make a veth pair, attach ``host_name`` to ``bridge`` and move ``peer_name`` into
-    the namespace pinned at ``namespace``. On failure the pair is deleted again."""
+    the namespace pinned at ``namespace``. On failure the pair is deleted again.
+    ``alias`` (the host end's ifalias) marks it as the engine's, for ``owned_links``."""
     with IPRoute() as ipr:
         ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": peer_name})
         try:
@@ -90,6 +115,8 @@ def add_veth(
             bridge_index = ipr.link_lookup(ifname=bridge)[0]
             ipr.link("set", index=peer_index, mtu=mtu)
             ipr.link("set", index=host_index, mtu=mtu, master=bridge_index, state="up")
+            if alias is not None:
+                ipr.link("set", index=host_index, ifalias=alias)
             fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 ipr.link("set", index=peer_index, net_ns_fd=fd)
