@@ -13,9 +13,9 @@ import pytest
 
 from support.netns import NetworkNamespace, create_namespace, delete_namespace
 
-# Run inside the namespace: connect two containers to ``bridge``, make a user-defined network
-# and connect one of them to it as well, try the errors, disconnect, let remove_stale drop
-# the rest, remove the networks, and report what exists at each step.
+# Run inside the namespace: connect two containers to ``bridge``, then make a user-defined
+# network and connect one of them to it as well. Try the errors, disconnect, let remove_stale
+# drop the rest, remove the networks, and report what exists at each step.
 SCENARIO = textwrap.dedent(
     """
     import asyncio, json, sqlite3, sys
@@ -106,9 +106,9 @@ SCENARIO = textwrap.dedent(
             run_in_namespace(driver.namespace_path("a" * 64), interfaces)
         )
         # A veth that a crash left without a record must not block the next connect.
-        await asyncio.to_thread(
-            links.add_veth, veth_name("c" * 64, bridge.id), "kleft", "ketch0", Path("/proc/self/ns/net")
-        )
+        leftover = veth_name("c" * 64, bridge.id)
+        own_namespace = Path("/proc/self/ns/net")
+        await asyncio.to_thread(links.add_veth, leftover, "kleft", "ketch0", own_namespace)
         third = container("c", "third")
         await networking.connect_container(third, hosts, lambda _: None)
         report["after_leftover"] = third.network_endpoints["bridge"]

@@ -115,7 +115,7 @@ class ContainerNetworking:
                 options.network_mode = self._container_mode(mode, resolve)
             return {}
         if mode == "default":
-            # The docker CLI names the default network "default" here; others say "bridge".
+            # The docker CLI names the default network "default" here, and other clients "bridge".
             configs = {
                 (DEFAULT_NETWORK if name in BRIDGE_MODES else name): config
                 for name, config in configs.items()
@@ -132,8 +132,8 @@ class ContainerNetworking:
         target = resolve(mode.removeprefix(CONTAINER_MODE_PREFIX))
         target_mode = target.host_config.get("NetworkMode", "default")
         if network_name_of(target_mode) is None:
-            # Limitation: only a container with a pinned namespace (one on a bridge network)
-            # can be joined; joining one in host, none or container mode is rejected.
+            # Limitation: only a container on a bridge network has a pinned namespace to
+            # join, so a target in host, none or container mode is rejected.
             raise InvalidArgument(
                 f"cannot join the network namespace of container {target.id}: its network "
                 f"mode is {target_mode}, and ketch can join only containers on a bridge network"

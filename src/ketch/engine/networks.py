@@ -249,6 +249,7 @@ def parse_create_body(body: Any) -> NetworkRequest:
         raise InvalidArgument(
             f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )
+
     driver = body.get("Driver") or "bridge"
     if driver != "bridge":
         raise NotFound(f'plugin "{driver}" not found: ketch supports only the bridge driver')
@@ -257,6 +258,7 @@ def parse_create_body(body: Any) -> NetworkRequest:
             raise InvalidArgument(f"invalid network config: {field} is not supported by ketch")
     if (body.get("ConfigFrom") or {}).get("Network"):
         raise InvalidArgument("invalid network config: ConfigFrom is not supported by ketch")
+
     options = _string_map(body.get("Options"), "Options")
     subnet, gateway, ip_range = _parse_ipam(body.get("IPAM") or {})
     return NetworkRequest(
@@ -289,6 +291,7 @@ def _parse_ipam(ipam_body: Any) -> tuple[Any, Any, Any]:
         )
     if not configs:
         return None, None, None
+
     config = configs[0]
     if config.get("AuxiliaryAddresses"):
         raise InvalidArgument("invalid network config: AuxiliaryAddresses is not supported")
@@ -303,6 +306,7 @@ def _parse_ipam(ipam_body: Any) -> tuple[Any, Any, Any]:
                 "invalid network config: a gateway or ip-range needs a subnet (--subnet)"
             )
         return None, None, None
+
     subnet = ipam.parse_subnet(subnet_text, "subnet")
     gateway = ipam.parse_address(gateway_text, "gateway") if gateway_text else None
     if gateway is not None:
@@ -327,6 +331,8 @@ def _check_options(options: dict[str, str]) -> int:
             f"invalid option {BRIDGE_NAME_OPTION}={bridge!r}: expected an interface name of "
             f"1 to {MAX_INTERFACE_NAME} letters, digits, '_', '.' or '-'"
         )
+    # Limitation: enable_icc=false is stored in Options, but ketch does not block traffic
+    # between the containers of the network.
     icc = options.get(ICC_OPTION)
     if icc is not None and icc.lower() not in ("true", "false"):
         raise InvalidArgument(f"invalid option {ICC_OPTION}={icc!r}: expected true or false")
@@ -385,10 +391,10 @@ def _type_matches(name: str, value: str) -> bool:
 def _dangling_matches(in_use: bool, view: dict[str, Any], value: str) -> bool:
     if value.lower() not in ("true", "false", "1", "0"):
         raise InvalidArgument(f"invalid filter: 'dangling' must be true or false, not {value!r}")
-    wanted = value.lower() in ("true", "1")
+    expected = value.lower() in ("true", "1")
     # Docker never counts the predefined networks as dangling.
     dangling = view["Name"] not in PREDEFINED and not in_use and not view["Containers"]
-    return dangling == wanted
+    return dangling == expected
 
 
 def _prune_labels_match(labels: dict[str, str], filters: dict[str, list[str]]) -> bool:

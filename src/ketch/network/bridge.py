@@ -87,7 +87,7 @@ class NetworkRequest:
 
 @dataclass(frozen=True)
 class EndpointRequest:
-    """What a client asked for a container on one network."""
+    """Endpoint settings that a client requested for a container on one network."""
 
     aliases: tuple[str, ...] = ()
     address: IPv4Address | None = None

@@ -23,8 +23,8 @@ from ketch.network.store import DEFAULT_MTU
 
 logger = logging.getLogger(__name__)
 
-# The kernel's main routing table (RT_TABLE_MAIN); the local table holds the addresses of
-# the host's own links, which are no routes that a subnet can overlap.
+# The kernel's main routing table (RT_TABLE_MAIN). The local table contains the addresses
+# of the host's own links, which are not routes that a subnet can overlap.
 MAIN_TABLE = 254
 
 
@@ -135,7 +135,7 @@ def bring_up_loopback() -> None:
 
 @dataclass(frozen=True)
 class InterfaceConfig:
-    """What a container's interface on one network gets."""
+    """Settings of a container's interface on one network."""
 
     name: str
     address: IPv4Address
