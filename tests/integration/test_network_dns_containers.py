@@ -222,6 +222,24 @@ def test_dns_docker_py_tcp_by_name(front: FrontNetwork) -> None:
     assert output == b"hello\n"
 
 
+def test_dns_connect_rewrites_resolv_conf(front: FrontNetwork) -> None:
+    daemon = front.daemon
+    docker_ok(daemon, "run", "-d", "--name", "joiner", "busybox", "sleep", "60")
+    try:
+        before = docker_ok(daemon, "exec", "joiner", "cat", "/etc/resolv.conf")
+        docker_ok(daemon, "network", "connect", "front", "joiner")
+        joined = daemon.docker("exec", "joiner", "sh", "-c", "cat /etc/resolv.conf; nslookup web")
+        docker_ok(daemon, "network", "disconnect", "front", "joiner")
+        after = docker_ok(daemon, "exec", "joiner", "cat", "/etc/resolv.conf")
+    finally:
+        daemon.docker("rm", "-f", "joiner")
+    assert f"nameserver {front.gateway}" not in before.splitlines()
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert f"nameserver {front.gateway}" in joined.stdout.splitlines()
+    assert f"Address: {front.web_address}" in joined.stdout
+    assert after == before
+
+
 def test_dns_served_after_ketchd_restart(front: FrontNetwork) -> None:
     # Last in the module: it replaces the ketchd process, keeping its --dns setting.
     restart_ketchd(front.daemon, "--dns", "127.0.0.1")
