@@ -104,6 +104,7 @@ FLAGS = (
     _list("ulimit", "Ulimit options"),
     _value("user", "Username or UID (format: <name|uid>[:<group|gid>])", short="u"),
     _list("volume", "Bind mount a volume", short="v"),
+    _list("volumes-from", "Mount volumes from the specified container(s)"),
     _value("workdir", "Working directory inside the container", short="w"),
 )
 
@@ -291,9 +292,14 @@ _MOUNT_KEYS = {"src": "source", "dst": "target", "destination": "target", "ro": 
 def parse_mount(value: str) -> dict:
     """Parse ``--mount type=bind,source=/a,target=/b,readonly`` into a Mount object."""
     fields: dict[str, str] = {}
+    # volume-label and volume-opt may repeat, so they are collected as lists.
+    repeated: dict[str, list[str]] = {"volume-label": [], "volume-opt": []}
     for part in value.split(","):
         key, separator, text = part.partition("=")
         key = _MOUNT_KEYS.get(key.strip().lower(), key.strip().lower())
+        if key in repeated:
+            repeated[key].append(text)
+            continue
         fields[key] = text if separator else "true"
 
     kind = fields.pop("type", "volume")
@@ -315,6 +321,11 @@ def parse_mount(value: str) -> dict:
     if tmpfs:
         mount["TmpfsOptions"] = tmpfs
     fields.pop("consistency", None)  # accepted and ignored, as on Linux docker does
+    from ketch.cli.volume import volume_options
+
+    volume = volume_options(value, fields, repeated)
+    if volume:
+        mount["VolumeOptions"] = volume
 
     if fields:
         raise flag_error(value, "--mount", f"unexpected key {sorted(fields)[0]!r}")
@@ -483,6 +494,7 @@ def host_config(options: dict) -> dict:
         "sysctl": ("Sysctls", lambda values: parse_key_values(values, "--sysctl")),
         "mount": ("Mounts", lambda values: [parse_mount(value) for value in values]),
         "volume": ("Binds", lambda values: parse_volumes(values)[0]),
+        "volumes-from": ("VolumesFrom", list),
         "publish": ("PortBindings", lambda values: parse_publish(values)[1]),
     }
     for flag, (field, convert) in converted.items():

@@ -116,6 +116,15 @@ GROUPS = {
         "rm": "network-rm",
         "remove": "network-rm",
     },
+    "volume": {
+        "create": "volume-create",
+        "inspect": "volume-inspect",
+        "ls": "volume-ls",
+        "list": "volume-ls",
+        "prune": "volume-prune",
+        "rm": "volume-rm",
+        "remove": "volume-rm",
+    },
     "system": {
         "df": "system-df",
         "events": "events",
@@ -124,12 +133,14 @@ GROUPS = {
     },
 }
 NETWORK_VERBS = ("connect", "create", "disconnect", "inspect", "ls", "prune", "rm")
+VOLUME_VERBS = ("create", "inspect", "ls", "prune", "rm")
 HIDDEN_COMMANDS = {
     "container-inspect": "inspect",
     "image-inspect": "inspect",
     "container-prune": "system",
     "image-prune": "system",
     **{f"network-{verb}": "network" for verb in NETWORK_VERBS},
+    **{f"volume-{verb}": "volume" for verb in VOLUME_VERBS},
     "system-df": "system",
     "system-prune": "system",
 }

@@ -98,7 +98,11 @@ def system_df(context: Context, options: dict, args: list[str]) -> int:
             volumes,
             [v for v in volumes if ((v.get("UsageData") or {}).get("RefCount") or 0) > 0],
             sum(((v.get("UsageData") or {}).get("Size") or 0) for v in volumes),
-            [],
+            [
+                (v.get("UsageData") or {}).get("Size") or 0
+                for v in volumes
+                if not (v.get("UsageData") or {}).get("RefCount")
+            ],
         ),
         _df_row(
             "Build Cache",
