@@ -1,14 +1,21 @@
 """Exec instances: ``POST /containers/{id}/exec``, ``/exec/{id}/start``, ``/json`` and
 ``/resize``.
 
-An exec is created as a record in memory (docker keeps them in memory too) and runs when
+An exec is created as a record in memory and on disk (see ``exec_records``) and runs when
 it is started. Its process is the container's own process from ``bundle/config.json``
 with the exec's command, environment, working directory, user and terminal, so it gets
 the container's capabilities, rlimits and security settings. The supervisor runs it and
 streams its output; the stream ends with the exit code, which the engine records before
 it closes the client's stream, so an inspect right after the output ends sees the code.
 
-The records of a container's execs go when the container is removed.
+The records of a container's execs go when the container is removed, and only the
+newest ``MAX_FINISHED_EXECS`` finished execs of a container are kept before that, because
+every healthcheck probe is an exec.
+
+After a restart of ketchd, ``reconcile`` loads the records and queries the supervisor for
+the execs that were running: one that ended meanwhile gets its exit code and its
+``exec_die`` event then. The supervisor remembers exit codes only while it runs, so when
+it has restarted too, such an exec is recorded as not running with no exit code.
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ import json
 import logging
 import secrets
 import struct
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ketch.engine.containers import ContainerService
+from ketch.engine.exec_records import ExecRecords
 from ketch.engine.spec import merge_env
 from ketch.engine.store import Container, ContainerPaths
 from ketch.engine.userdb import resolve_user_in_rootfs
@@ -34,6 +43,7 @@ logger = logging.getLogger(__name__)
 FRAME_HEADER = struct.Struct(">BxxxI")
 STREAM_EXIT = 255  # the supervisor's last frame of an exec stream, see its protocol
 READ_SIZE = 64 * 1024
+MAX_FINISHED_EXECS = 100
 
 
 @dataclass
@@ -56,6 +66,23 @@ class ExecInstance:
     running: bool = False
     pid: int = 0
     exit_code: int | None = None
+    created_ns: int = field(default_factory=time.time_ns)
+    # The exit code from the end of the output stream, before it is recorded.
+    stream_exit_code: int | None = field(default=None, compare=False)
+
+    def to_record(self) -> dict[str, Any]:
+        """Return the fields that the record on disk keeps."""
+        record = asdict(self)
+        del record["stream_exit_code"]
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ExecInstance:
+        known = {item.name for item in fields(cls)} - {"stream_exit_code"}
+        values = {key: value for key, value in record.items() if key in known}
+        if values.get("console_size") is not None:
+            values["console_size"] = tuple(values["console_size"])
+        return cls(**values)
 
 
 @dataclass
@@ -137,14 +164,20 @@ class ExecService:
     def __init__(self, containers: ContainerService, paths: ContainerPaths) -> None:
         self._containers = containers
         self._paths = paths
+        self._records = ExecRecords(paths)
         self._execs: dict[str, ExecInstance] = {}
+        # Execs whose output this ketchd streams; the others were restored from disk.
+        self._streaming: set[str] = set()
+        self._loaded = False
 
     def create(self, reference: str, body: Any) -> dict[str, str]:
         container = self._containers.resolve(reference)
         self._check_running(container)
         instance = parse_exec_config(container.id, body)
         self._forget_removed_containers()
+        self._forget_old_execs(container.id)
         self._execs[instance.id] = instance
+        self._save(instance)
         self._containers.emit(
             container, f"exec_create: {' '.join(instance.cmd)}", execID=instance.id
         )
@@ -165,6 +198,20 @@ class ExecService:
         for instance in list(self._execs.values()):
             if instance.container_id not in existing:
                 del self._execs[instance.id]
+
+    def _forget_old_execs(self, container_id: str) -> None:
+        finished = [
+            instance
+            for instance in self._execs.values()
+            if instance.container_id == container_id and instance.started and not instance.running
+        ]
+        finished.sort(key=lambda instance: instance.created_ns)
+        for instance in finished[: max(0, len(finished) - MAX_FINISHED_EXECS)]:
+            del self._execs[instance.id]
+            self._records.remove(container_id, instance.id)
+
+    def _save(self, instance: ExecInstance) -> None:
+        self._records.save(instance.container_id, instance.id, instance.to_record())
 
     def check_start(self, exec_id: str) -> None:
         """Raise the error a start of the exec would raise now, without starting it."""
@@ -192,6 +239,8 @@ class ExecService:
             raise
         instance.running = True
         instance.pid = pid
+        self._streaming.add(instance.id)
+        self._save(instance)
         self._containers.emit(container, f"exec_start: {' '.join(instance.cmd)}", execID=exec_id)
         output = self._pump(instance, container, source, detach)
         return ExecSession(
@@ -253,8 +302,8 @@ class ExecService:
                     yield pieces
         finally:
             source.close()
-            if instance.running:
-                self._finish(instance, container)
+            self._streaming.discard(instance.id)
+            self._finish(instance)
 
     def _split_frames(
         self, instance: ExecInstance, buffer: bytes, wanted: dict[int, bool]
@@ -268,17 +317,31 @@ class ExecService:
                 break
             payload = buffer[FRAME_HEADER.size : end]
             if stream == STREAM_EXIT:
-                instance.exit_code = int(json.loads(payload)["exit_code"])
+                instance.stream_exit_code = int(json.loads(payload)["exit_code"])
             elif wanted.get(stream):
                 out += payload if instance.tty else buffer[:end]
             buffer = buffer[end:]
         return bytes(out), buffer
 
-    def _finish(self, instance: ExecInstance, container: Container) -> None:
-        instance.running = False
-        if instance.exit_code is None:
+    def _finish(self, instance: ExecInstance) -> None:
+        if instance.stream_exit_code is not None:
+            self._record_exit(instance, instance.stream_exit_code)
+        elif instance.running:
             # The stream broke before its last frame; an exec_exit event may still come.
             logger.warning("exec %s: the output stream ended without an exit code", instance.id)
+            instance.running = False
+            self._save(instance)
+
+    def _record_exit(self, instance: ExecInstance, exit_code: int) -> None:
+        """Record the exec's exit code and publish ``exec_die``, once per exec."""
+        if instance.exit_code is not None:
+            return
+        instance.exit_code = exit_code
+        instance.running = False
+        self._save(instance)
+        try:
+            container = self._containers.resolve(instance.container_id)
+        except NotFound:
             return
         self._containers.emit(
             container, "exec_die", execID=instance.id, exitCode=str(instance.exit_code)
@@ -288,10 +351,55 @@ class ExecService:
         """Record an exec's exit from the supervisor's event stream, if not done yet."""
         instance = self._execs.get(str(event.get("exec_id")))
         exit_code = event.get("exit_code")
-        if instance is None or instance.exit_code is not None or not isinstance(exit_code, int):
+        if instance is None or not isinstance(exit_code, int):
             return
-        instance.exit_code = exit_code
-        instance.running = False
+        self._record_exit(instance, exit_code)
+
+    async def reconcile(self) -> None:
+        """Load the exec records once, then settle the execs that the records show as
+        running but whose output this ketchd does not stream, with the supervisor."""
+        if not self._loaded:
+            self._load_records()
+        unsettled: dict[str, list[ExecInstance]] = {}
+        for instance in self._execs.values():
+            if instance.running and instance.id not in self._streaming:
+                unsettled.setdefault(instance.container_id, []).append(instance)
+        for container_id, instances in unsettled.items():
+            try:
+                states = await self._containers.supervisor.execs(container_id)
+            except KetchError as error:
+                logger.warning("cannot read the execs of container %s: %s", container_id, error)
+                continue
+            by_id = {state.get("exec_id"): state for state in states}
+            for instance in instances:
+                self._settle(instance, by_id.get(instance.id))
+
+    def _load_records(self) -> None:
+        self._loaded = True
+        restored = []
+        for container in self._containers.all():
+            for record in self._records.load(container.id):
+                try:
+                    restored.append(ExecInstance.from_record(record))
+                except TypeError as error:
+                    logger.warning("skipping an exec record of %s: %s", container.id, error)
+        for instance in sorted(restored, key=lambda instance: instance.created_ns):
+            self._execs.setdefault(instance.id, instance)
+        if restored:
+            logger.info("restored %d exec records", len(restored))
+
+    def _settle(self, instance: ExecInstance, state: dict[str, Any] | None) -> None:
+        if state is None:
+            logger.warning(
+                "exec %s of container %s: the supervisor has no state for it, so its exit "
+                "code is lost",
+                instance.id,
+                instance.container_id,
+            )
+            instance.running = False
+            self._save(instance)
+        elif state.get("status") == "stopped" and isinstance(state.get("exit_code"), int):
+            self._record_exit(instance, state["exit_code"])
 
     async def resize(self, exec_id: str, height: int, width: int) -> None:
         instance = self.get(exec_id)

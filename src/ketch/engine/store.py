@@ -12,6 +12,7 @@ The files that belong to a container live under the data root::
         bundle/config.json      the OCI spec handed to the supervisor
         <id>-json.log           stdout and stderr in docker's json-file format
         hostname, hosts         bind-mounted over /etc/hostname and /etc/hosts
+        execs/<exec id>.json    exec records, see ketch.engine.exec_records
 """
 
 from __future__ import annotations
