@@ -142,6 +142,7 @@ class Engine:
                 stream = await self.supervisor.subscribe()
                 try:
                     await self.containers.reconcile()
+                    await self.execs.reconcile()
                     if not self._connected.is_set():
                         self._start_by_policy_at_boot()
                         for container in self.containers.all():
