@@ -152,6 +152,21 @@ def test_network_tcp_by_address(
     assert b"pong" in reply
 
 
+def test_network_tcp_by_name(
+    client: docker.DockerClient, network: docker.models.networks.Network
+) -> None:
+    _run(client, "sh", "-c", "echo pong | nc -l -p 7000", network="web", name="server")
+    reply = b""
+    deadline = time.monotonic() + 30
+    while b"pong" not in reply and time.monotonic() < deadline:
+        reply = client.containers.run(
+            "busybox", ["nc", "-w", "5", "server", "7000"], network="web", remove=True
+        )
+        if b"pong" not in reply:
+            time.sleep(0.2)
+    assert b"pong" in reply
+
+
 def test_network_mtu_on_eth0(
     client: docker.DockerClient, network: docker.models.networks.Network
 ) -> None:

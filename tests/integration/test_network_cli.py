@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -98,6 +99,24 @@ def test_cli_run_on_network_with_ip(cli: Runner) -> None:
         "busybox", "ip", "-o", "-4", "addr", "show", "eth0",
     )  # fmt: skip
     assert ipaddress.IPv4Interface(output.split()[3]) == ipaddress.IPv4Interface("10.90.0.50/24")
+
+
+def test_cli_tcp_by_name(cli: Runner) -> None:
+    ok(cli, "network", "create", "talk")
+    ok(
+        cli, "run", "-d", "--network", "talk", "--name", "server", "busybox",
+        "sh", "-c", "echo pong | nc -l -p 7000",
+    )  # fmt: skip
+    reply = ""
+    deadline = time.monotonic() + 30
+    while "pong" not in reply and time.monotonic() < deadline:
+        result = cli(
+            "run", "--rm", "--network", "talk", "busybox", "nc", "-w", "5", "server", "7000"
+        )
+        reply = result.stdout
+        if "pong" not in reply:
+            time.sleep(0.2)
+    assert "pong" in reply
 
 
 def test_cli_alias_in_inspect(cli: Runner) -> None:
