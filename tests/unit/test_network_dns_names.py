@@ -1,12 +1,17 @@
-"""The names that ketchd's name server resolves for a client: scope, running containers only,
-aliases and ids."""
+"""The names that ketchd's name server resolves for a client (scope, running containers only,
+aliases and ids), and the resolv.conf updates after a connect or disconnect."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
-from ketch.engine.dnsnames import ContainerNames
+from ketch.engine.dnsnames import ContainerNames, ResolvConfUpdater
+from ketch.engine.events import EventBus
+from ketch.engine.resolvconf import DnsSettings, ResolvConfRenderer
+from ketch.engine.store import ContainerPaths
 from ketch.network.dns import find_addresses
 from ketch.network.store import Endpoint, Network
 
@@ -42,6 +47,7 @@ class FakeContainer:
     name: str
     running: bool = True
     host_config: dict = field(default_factory=dict)
+    network_endpoints: dict = field(default_factory=dict)
 
 
 class FakeStore:
@@ -147,3 +153,57 @@ def test_upstreams_empty_without_dns_option() -> None:
 def test_upstreams_empty_for_unknown_client() -> None:
     lookup = lookup_for(STORE, ENDPOINTS)
     assert lookup.upstreams_of(FRONT, IPv4Address("172.20.9.9")) == []
+
+
+class FakeEngine:
+    def __init__(self, tmp_path: Path, container: object) -> None:
+        self.events = EventBus()
+        self.paths = ContainerPaths(tmp_path)
+        self.store = FakeStore(container)  # type: ignore[arg-type]
+
+
+def run_update(tmp_path: Path, container: object, action: str = "connect") -> str:
+    """Publish a network event for ``container`` and return its resolv.conf afterwards."""
+    host_file = tmp_path / "host-resolv.conf"
+    host_file.write_text("nameserver 10.0.0.2\n")
+    settings = DnsSettings(host_resolv_conf=host_file)
+    engine = FakeEngine(tmp_path, container)
+    path = engine.paths.directory(WEB_ID) / "resolv.conf"
+    path.parent.mkdir(parents=True)
+    path.write_text("nameserver 10.0.0.2\n")
+    inode = path.stat().st_ino
+
+    async def main() -> None:
+        renderer = ResolvConfRenderer(settings, lambda: [FRONT, BACK, BRIDGE])
+        updater = ResolvConfUpdater(engine, renderer)  # type: ignore[arg-type]
+        try:
+            engine.events.publish("network", action, FRONT.id, {"container": WEB_ID})
+            for _ in range(10):
+                await asyncio.sleep(0)
+        finally:
+            await updater.close()
+
+    asyncio.run(main())
+    assert path.stat().st_ino == inode, "the file was replaced, not rewritten in place"
+    return path.read_text()
+
+
+def test_updater_connect_names_gateway(tmp_path: Path) -> None:
+    container = FakeContainer(WEB_ID, "/web")
+    container.network_endpoints = {"bridge": {}, "front": {}}
+    text = run_update(tmp_path, container)
+    assert text == "nameserver 172.20.0.1\noptions ndots:0\n"
+
+
+def test_updater_prefers_own_network(tmp_path: Path) -> None:
+    container = FakeContainer(WEB_ID, "/web", host_config={"NetworkMode": "back"})
+    container.network_endpoints = {"front": {}, "back": {}}
+    text = run_update(tmp_path, container)
+    assert text.splitlines()[0] == "nameserver 172.21.0.1"
+
+
+def test_updater_disconnect_restores_default(tmp_path: Path) -> None:
+    container = FakeContainer(WEB_ID, "/web", host_config={"NetworkMode": "front"})
+    container.network_endpoints = {"bridge": {}}
+    text = run_update(tmp_path, container, "disconnect")
+    assert text == "nameserver 10.0.0.2\n"

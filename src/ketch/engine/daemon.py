@@ -160,7 +160,7 @@ async def run(config: DaemonConfig) -> None:
         firewall = Firewall()
         networking.services.append(firewall)
         dns_settings = DnsSettings(tuple(config.dns), config.host_resolv_conf)
-        name_server = attach_name_server(engine.containers, engine.store, networking, dns_settings)
+        name_server = attach_name_server(engine, networking, dns_settings)
         stop = _stop_event()
         await engine.start()
         await networking.remove_stale(engine.store.ids())

@@ -14,13 +14,17 @@ a stop or a disconnect shows in the next answer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from ipaddress import IPv4Address
 
-from ketch.engine.containers import ContainerService
+from ketch.engine.engine import Engine
+from ketch.engine.hostconfig import HostOptions
 from ketch.engine.networking import ContainerNetworking
 from ketch.engine.resolvconf import DnsSettings, ResolvConfRenderer
-from ketch.engine.store import ContainerStore
+from ketch.engine.store import Container, ContainerStore
+from ketch.errors import KetchError
 from ketch.network.bridge import DEFAULT_NETWORK
 from ketch.network.dns import NameRecord, NameServer, Upstream, parse_upstreams
 from ketch.network.store import Endpoint, Network
@@ -96,14 +100,88 @@ class ContainerNames:
         return NameRecord(endpoint.address, names, network.name)
 
 
+class ResolvConfUpdater:
+    """Rewrites a container's resolv.conf after it joins or leaves a network, following the
+    connect and disconnect events, so that the file names the server of a user-defined
+    network that the container is still on. Docker rewrites the file at these points too.
+    """
+
+    def __init__(self, engine: Engine, renderer: ResolvConfRenderer) -> None:
+        self._engine = engine
+        self._renderer = renderer
+        self._subscription = engine.events.subscribe(
+            {"type": ["network"], "event": ["connect", "disconnect"]}
+        )
+        self._task = asyncio.get_running_loop().create_task(self._follow_events())
+
+    async def _follow_events(self) -> None:
+        async for event in self._subscription.events():
+            container_id = event["Actor"]["Attributes"].get("container", "")
+            try:
+                self.update(container_id)
+            except (OSError, KetchError) as error:
+                logger.error("cannot update resolv.conf of container %s: %s", container_id, error)
+
+    def update(self, container_id: str) -> None:
+        """Rewrite the container's resolv.conf if its networks call for other content."""
+        container = self._engine.store.get(container_id)
+        if container is None:
+            return
+        host_config = container.host_config
+        host = HostOptions(
+            dns=list(host_config.get("Dns") or []),
+            dns_search=list(host_config.get("DnsSearch") or []),
+            dns_options=list(host_config.get("DnsOptions") or []),
+        )
+        text = self._renderer.render(host, self._effective_mode(container))
+        path = self._engine.paths.directory(container.id) / "resolv.conf"
+        if not path.is_file() or path.read_text() == text:
+            return
+        # Written in place: the file is bind-mounted into the container, and a rename would
+        # leave that mount on the old file.
+        with path.open("w") as resolv_conf:
+            resolv_conf.write(text)
+        logger.info("updated resolv.conf of container %s for its networks", container.id)
+
+    @staticmethod
+    def _effective_mode(container: Container) -> str:
+        """Return the network mode whose resolv.conf fits the container's networks now: its
+        own user-defined network, or else another one it is on, or else the default."""
+        mode = container.host_config.get("NetworkMode", "default")
+        user_networks = [name for name in container.network_endpoints if name != DEFAULT_NETWORK]
+        if mode in user_networks:
+            return mode
+        if user_networks:
+            return user_networks[0]
+        if mode in ("host", "none") or mode.startswith("container:"):
+            return mode
+        return "default"
+
+    async def close(self) -> None:
+        self._engine.events.unsubscribe(self._subscription)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class NameService:
+    """The name server and the resolv.conf updates of one ketchd."""
+
+    def __init__(self, server: NameServer, updater: ResolvConfUpdater) -> None:
+        self.server = server
+        self.updater = updater
+
+    async def close(self) -> None:
+        await self.updater.close()
+        await self.server.close()
+
+
 def attach_name_server(
-    containers: ContainerService,
-    store: ContainerStore,
-    networking: ContainerNetworking,
-    settings: DnsSettings,
-) -> NameServer:
-    """Make the name server, register it as a network service, and have ``containers``
-    write resolv.conf files that name it. The caller closes the server at shutdown."""
+    engine: Engine, networking: ContainerNetworking, settings: DnsSettings
+) -> NameService:
+    """Make the name server and register it as a network service. Have the engine's
+    containers get resolv.conf files that name it, also after a connect or disconnect. The
+    caller closes the returned service at shutdown."""
     # Limitation: the host's resolv.conf is read once here, so ketchd forwards to the old
     # servers after it changes, until ketchd restarts.
     upstreams = parse_upstreams(settings.upstream_servers())
@@ -113,8 +191,9 @@ def attach_name_server(
             "containers on user-defined networks resolve only container names",
             settings.host_resolv_conf,
         )
-    names = ContainerNames(store, networking)
+    names = ContainerNames(engine.store, networking)
     server = NameServer(names, upstreams, client_upstreams=names.upstreams_of)
     networking.services.append(server)
-    containers.resolv_conf = ResolvConfRenderer(settings, networking.networks)
-    return server
+    renderer = ResolvConfRenderer(settings, networking.networks)
+    engine.containers.resolv_conf = renderer
+    return NameService(server, ResolvConfUpdater(engine, renderer))
