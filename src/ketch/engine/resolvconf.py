@@ -15,9 +15,8 @@ Each container gets a file of its own (``<container dir>/resolv.conf``, bind-mou
                            cannot reach from its own network namespace; the host's search
                            and options
 
-Limitation: the file is written once, at create. A container connected to a user-defined
-network later keeps its old file, so it resolves no container names unless it was created
-on such a network.
+The file is written at create and rewritten in place when the container joins or leaves a
+network (``ketch.engine.dnsnames.ResolvConfUpdater``).
 
 A container's DnsSearch and DnsOptions replace the matching lines in every mode, and so
 does Dns except on a user-defined network, where the name server forwards to those servers.
