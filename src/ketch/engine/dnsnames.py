@@ -101,10 +101,9 @@ class ContainerNames:
 
 
 class ResolvConfUpdater:
-    """Rewrites a container's resolv.conf after it joins or leaves a network, following the
-    connect and disconnect events, so that the file names the server of a user-defined
-    network that the container is still on. Docker rewrites the file at these points too.
-    """
+    """The rewriting of a container's resolv.conf after it joins or leaves a network. It
+    follows the connect and disconnect events, so that the file names the server of a
+    user-defined network that the container is still on."""
 
     def __init__(self, engine: Engine, renderer: ResolvConfRenderer) -> None:
         self._engine = engine

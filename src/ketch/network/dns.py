@@ -136,7 +136,7 @@ def _client_address(peer: tuple[str, int] | None) -> IPv4Address | None:
 
 
 class _UpstreamFailures:
-    """Counts failed forwards per upstream and logs them at most once a minute each."""
+    """Failed forwards per upstream, logged at most once a minute for each upstream."""
 
     def __init__(self) -> None:
         self._last_logged: dict[Upstream, float] = {}
@@ -275,7 +275,7 @@ class NameServer:
     ) -> dns.message.Message:
         upstreams = self._client_upstreams(network, client) if self._client_upstreams else []
         upstreams = upstreams or self.upstreams
-        # Limitation: an internal network has no route out, so its names are all it resolves.
+        # An internal network has no route out, so its containers resolve container names only.
         if network.internal or not upstreams:
             return _error_response(query, dns.rcode.SERVFAIL)
         for upstream in upstreams:
@@ -332,6 +332,9 @@ def _to_wire(
         return response.to_wire(max_size=max_size, prefer_truncation=True)
     except dns.exception.TooBig:
         # Even the question does not fit, which only a hostile query can cause.
+        logger.debug(
+            "dropped a response to query %d: its question exceeds %d bytes", query.id, max_size
+        )
         return None
 
 
