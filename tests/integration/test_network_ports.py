@@ -17,6 +17,7 @@ import pytest
 
 from support.daemon import KetchDaemon, daemon_fixture
 from support.netns import entered
+from support.restart import restart_ketchd
 
 WAIT_SECONDS = 30.0
 
@@ -248,3 +249,40 @@ def test_docker_py_publish(daemon: KetchDaemon) -> None:
             container.remove(force=True)
     finally:
         client.close()
+
+
+def test_ports_survive_ketchd_kill(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(
+        daemon,
+        "-p",
+        "127.0.0.1:18090:8080",
+        "busybox",
+        "nc",
+        "-ll",
+        "-p",
+        "8080",
+        "-e",
+        "echo",
+        "hi",
+    )
+    assert _wait_for_tcp_reply(daemon, 18090, b"hi") == b"hi\n"
+
+    restart_ketchd(daemon)
+    assert _wait_for_tcp_reply(daemon, 18090, b"hi") == b"hi\n"
+    assert _inspect(daemon, container_id)["NetworkSettings"]["Ports"] == {
+        "8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18090"}]
+    }
+    daemon.ketch("rm", "-f", container_id)
+
+
+def test_restart_policy_binds_again(daemon: KetchDaemon) -> None:
+    # Without -ll the server exits after one connection, and the policy starts it again.
+    container_id = _run_detached(
+        daemon, "--restart", "always", "-p", "127.0.0.1:18091:8080", "busybox", "nc", "-l", "-p",
+        "8080", "-e", "echo", "hi",
+    )  # fmt: skip
+    assert _wait_for_tcp_reply(daemon, 18091, b"hi") == b"hi\n"
+    assert _wait_for_tcp_reply(daemon, 18091, b"hi") == b"hi\n"
+    shown = _inspect(daemon, container_id)
+    assert shown["RestartCount"] >= 1
+    daemon.ketch("rm", "-f", container_id)
