@@ -202,6 +202,18 @@ def test_network_connect_running(
     assert network.attrs["Containers"][container.id]["IPv4Address"] == "10.77.0.200/24"  # type: ignore[attr-defined]
 
 
+def test_network_connect_before_start(
+    client: docker.DockerClient, network: docker.models.networks.Network
+) -> None:
+    container = client.containers.create("busybox", ["sleep", "60"])
+    network.connect(container, aliases=["late"])
+    container.start()
+    shown = container.exec_run(["ip", "-o", "-4", "addr", "show", "eth1"])
+    assert b"10.77.0.128/24" in shown.output
+    container.reload()
+    assert container.attrs["NetworkSettings"]["Networks"]["web"]["Aliases"] == ["late"]
+
+
 def test_network_disconnect_running(
     client: docker.DockerClient, network: docker.models.networks.Network
 ) -> None:

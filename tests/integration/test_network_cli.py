@@ -119,6 +119,24 @@ def test_cli_tcp_by_name(cli: Runner) -> None:
     assert "pong" in reply
 
 
+def test_cli_mac_address(cli: Runner) -> None:
+    ok(cli, "network", "create", "macs")
+    output = ok(
+        cli, "run", "--rm", "--network", "macs", "--mac-address", "02:42:0a:0b:0c:0d",
+        "busybox", "cat", "/sys/class/net/eth0/address",
+    )  # fmt: skip
+    assert output == "02:42:0a:0b:0c:0d\n"
+
+
+def test_cli_prune(cli: Runner) -> None:
+    ok(cli, "network", "create", "spare")
+    ok(cli, "network", "create", "busy")
+    ok(cli, "create", "--network", "busy", "busybox", "true")
+    output = ok(cli, "network", "prune", "-f")
+    assert output == "Deleted Networks:\nspare\n\n"
+    assert ok(cli, "network", "ls", "--format", "{{.Name}}", "-f", "type=custom") == "busy\n"
+
+
 def test_cli_alias_in_inspect(cli: Runner) -> None:
     ok(cli, "network", "create", "side")
     container = ok(

@@ -178,7 +178,8 @@ def prune(context: Context, options: dict, args: list[str]) -> int:
     result = context.client().call("POST", "/networks/prune", query)
     deleted = result.get("NetworksDeleted") if isinstance(result, dict) else None
     if deleted:
-        sys.stdout.write("Deleted Networks:\n" + "".join(f"{name}\n" for name in deleted))
+        # Docker ends the list with a blank line.
+        sys.stdout.write("Deleted Networks:\n" + "".join(f"{name}\n" for name in deleted) + "\n")
     return 0
 
 

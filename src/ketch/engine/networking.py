@@ -121,10 +121,15 @@ class ContainerNetworking:
                 for name, config in configs.items()
             }
         names = [primary] + [name for name in configs if name != primary]
+        # Docker CLIs before API 1.44 send --mac-address as Config.MacAddress.
+        legacy_mac = body.get("MacAddress")
         planned = {}
         for name in names:
             network = await self.network_by_reference(name)
-            request = endpoint_request(configs.get(name) or {}, network)
+            config = dict(configs.get(name) or {})
+            if name == primary and legacy_mac and not config.get("MacAddress"):
+                config["MacAddress"] = legacy_mac
+            request = endpoint_request(config, network)
             planned[network.name] = planned_fields(network, request)
         return planned
 
