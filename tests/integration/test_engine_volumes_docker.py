@@ -12,6 +12,7 @@ import json
 import platform
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +143,18 @@ def test_mount_flag_makes_labelled_volume(daemon: KetchDaemon) -> None:
     assert json.loads(labels) == {"made": "by-mount"}
     assert (data_path(daemon, "mounted1") / "x").exists()
     docker_ok(daemon, "volume", "rm", "mounted1")
+
+
+def test_create_and_rm_send_events(daemon: KetchDaemon) -> None:
+    since = str(int(time.time()) - 1)
+    docker_ok(daemon, "volume", "create", "evented1")
+    docker_ok(daemon, "volume", "rm", "evented1")
+    until = str(int(time.time()) + 1)
+    output = docker_ok(daemon, "events", "--since", since, "--until", until, "--filter",
+                       "type=volume", "--format", "{{.Action}} {{.Actor.ID}}")  # fmt: skip
+    # Other tests' volumes may have events in the same second.
+    events = [line for line in output.splitlines() if line.endswith(" evented1")]
+    assert events == ["create evented1", "destroy evented1"]
 
 
 # Removal

@@ -257,3 +257,20 @@ def test_mount_spec_subpath_rejected() -> None:
     mount = {"Type": "volume", "Source": "v1", "Target": "/d", "VolumeOptions": {"Subpath": "x"}}
     with pytest.raises(InvalidArgument, match="Subpath"):
         parse_volume_mount(mount, "HostConfig.Mounts[0]")
+
+
+def test_create_and_remove_publish_events(service: VolumeService) -> None:
+    published: list[tuple[str, str, str, dict[str, str]]] = []
+
+    class Recorder:
+        def publish(self, kind: str, action: str, actor: str, attributes: dict) -> None:
+            published.append((kind, action, actor, attributes))
+
+    service.events = Recorder()
+    service.create("data1")
+    service.create("data1")
+    service.remove("data1")
+    assert published == [
+        ("volume", "create", "data1", {"driver": "local"}),
+        ("volume", "destroy", "data1", {"driver": "local"}),
+    ]

@@ -88,6 +88,7 @@ class Engine:
         self.containers.ports = self.ports
         self.volumes = VolumeService(data_root, db)
         self.volumes.container_exists = self.store.get
+        self.volumes.events = self.events
         self.containers.volumes = ContainerVolumes(self.volumes)
         self.control = ContainerControl(self.containers, self.store, self.paths)
         self.execs = ExecService(self.containers, self.paths)

@@ -178,6 +178,8 @@ class VolumeService:
         self.root = data_root / "volumes"
         self.store = VolumeStore(db)
         self.container_exists: Callable[[str], Any] = lambda container_id: True
+        # An events.EventBus for docker's volume create and destroy events; None sends none.
+        self.events: Any = None
 
     def data_path(self, name: str) -> Path:
         return self.root / name / "_data"
@@ -223,6 +225,7 @@ class VolumeService:
         )
         self._make_directory(volume)
         logger.info("created volume %s", name)
+        self._publish("create", volume)
         return volume
 
     def _random_name(self) -> str:
@@ -375,6 +378,11 @@ class VolumeService:
         else:
             shutil.rmtree(directory, ignore_errors=True)
         logger.info("removed volume %s", volume.name)
+        self._publish("destroy", volume)
+
+    def _publish(self, action: str, volume: Volume) -> None:
+        if self.events is not None:
+            self.events.publish("volume", action, volume.name, {"driver": volume.driver})
 
     def remove_anonymous(self, names: list[str]) -> None:
         """Remove the anonymous volumes among ``names`` that no container uses any more."""
