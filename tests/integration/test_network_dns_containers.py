@@ -147,6 +147,19 @@ def test_dns_other_network_unresolved(front: FrontNetwork) -> None:
     assert ("web.", "udp") in front.upstream.queries
 
 
+def test_dns_other_gateway_hides_names(front: FrontNetwork) -> None:
+    daemon = front.daemon
+    docker_ok(daemon, "network", "create", "side")
+    try:
+        # The front gateway is reachable from the side network through ketchd's namespace.
+        result = run_on(front, "side", "nslookup", "web", front.gateway)
+    finally:
+        daemon.docker("network", "rm", "side")
+    # The server answered: it forwarded the name, and the upstream has no such name.
+    assert "NXDOMAIN" in result.stdout, result.stdout + result.stderr
+    assert front.web_address not in result.stdout
+
+
 def test_dns_listener_follows_network(front: FrontNetwork) -> None:
     daemon = front.daemon
     docker_ok(daemon, "network", "create", "brief")

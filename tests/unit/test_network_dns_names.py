@@ -32,6 +32,8 @@ def network(name: str, number: int) -> Network:
 
 
 FRONT = network("front", 20)
+# ketchd's own address on the front network: in the subnet, but no container's.
+GATEWAY = IPv4Address("172.20.0.1")
 BACK = network("back", 21)
 BRIDGE = network("bridge", 17)
 
@@ -93,16 +95,16 @@ def resolve(name: str, client: IPv4Address | None, queried: Network = FRONT) -> 
 
 
 def test_names_by_container_name() -> None:
-    assert resolve("cache", None) == ["172.20.0.3"]
+    assert resolve("cache", GATEWAY) == ["172.20.0.3"]
 
 
 def test_names_by_alias() -> None:
-    assert resolve("www", None) == ["172.20.0.2"]
+    assert resolve("www", GATEWAY) == ["172.20.0.2"]
 
 
 def test_names_by_short_and_full_id() -> None:
-    assert resolve(CACHE_ID[:12], None) == ["172.20.0.3"]
-    assert resolve(CACHE_ID, None) == ["172.20.0.3"]
+    assert resolve(CACHE_ID[:12], GATEWAY) == ["172.20.0.3"]
+    assert resolve(CACHE_ID, GATEWAY) == ["172.20.0.3"]
 
 
 def test_names_alias_only_on_its_network() -> None:
@@ -120,13 +122,13 @@ def test_names_other_network_hidden() -> None:
 
 
 def test_names_default_bridge_never_served() -> None:
-    records = lookup_for(STORE, ENDPOINTS)(FRONT, None)
+    records = lookup_for(STORE, ENDPOINTS)(FRONT, GATEWAY)
     assert all(record.network_name != "bridge" for record in records)
 
 
 def test_names_stopped_container_hidden() -> None:
     store = FakeStore(FakeContainer(WEB_ID, "/web", running=False), FakeContainer(DB_ID, "/db"))
-    records = lookup_for(store, ENDPOINTS)(FRONT, None)
+    records = lookup_for(store, ENDPOINTS)(FRONT, GATEWAY)
     assert find_addresses(records, "web") == []
 
 
@@ -134,7 +136,7 @@ def test_names_follow_rename() -> None:
     store = FakeStore(FakeContainer(WEB_ID, "/web"))
     lookup = lookup_for(store, ENDPOINTS)
     store.containers[WEB_ID].name = "/frontend"
-    records = lookup(FRONT, None)
+    records = lookup(FRONT, GATEWAY)
     assert find_addresses(records, "frontend") == [IPv4Address("172.20.0.2")]
     assert find_addresses(records, "web") == []
 
@@ -207,3 +209,12 @@ def test_updater_disconnect_restores_default(tmp_path: Path) -> None:
     container.network_endpoints = {"bridge": {}}
     text = run_update(tmp_path, container, "disconnect")
     assert text == "nameserver 10.0.0.2\n"
+
+
+def test_names_hidden_from_other_subnet() -> None:
+    container_on_back = IPv4Address("172.21.0.3")
+    assert resolve("web", container_on_back, FRONT) == []
+
+
+def test_names_hidden_without_client_address() -> None:
+    assert resolve("web", None) == []

@@ -3,7 +3,8 @@
 A client gets the names of running containers on every user-defined network that the
 client's own container is connected to, as docker's embedded server scopes names. A client
 that is not a known container (ketchd itself, or a container whose endpoint was just
-removed) gets the names on the network it sent the query to. Each container resolves by its
+removed) gets the names on the network it sent the query to if its address is in that
+network's subnet, and no names otherwise. Each container resolves by its
 name, its aliases on that network, its short id (12 hex digits) and its full id. The
 default ``bridge`` network has no name resolution, as in docker. Other names are forwarded
 to the servers of the client container's Dns option, or else to ketchd's upstreams.
@@ -76,6 +77,10 @@ class ContainerNames:
         network: Network, client: IPv4Address | None, endpoints: dict[str, list[Endpoint]]
     ) -> list[str]:
         """Return the ids of the networks whose names ``client`` gets."""
+        if client is None or client not in network.subnet:
+            # A container on another network reaches this gateway address through its own
+            # gateway, and must not learn the names on this one.
+            return []
         client_id = next(
             (e.container_id for e in endpoints.get(network.id, []) if e.address == client), None
         )
