@@ -1,60 +1,97 @@
-"""Time `ketch run --rm busybox true` on the bridge network against `--network none`.
+"""Time `ketch run --rm busybox true` on the bridge network against `--network none`; with
+``--docker``, time the same for Debian's dockerd 20.10 on its default bridge.
 
-ketchd runs in a network namespace made for the run (tests/support/daemon.py), so its
-bridge and veths stay inside it. The runs alternate between the two modes so that the
-machine's state affects both alike; the script prints the median of each and their ratio.
-Run it as root after scripts/setup:
+ketchd runs in a network namespace made for the run (tests/support/daemon.py), and dockerd
+in another one, so their bridges and veths stay inside them. The runs alternate between the
+modes so that the machine's state affects all alike; the script prints the median of each
+and the bridge / none ratios. Run it as root after scripts/setup:
 
-    .venv/bin/python benchmarks/network_start.py [--runs 20]
+    .venv/bin/python benchmarks/network_start.py [--runs 20] [--docker]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from port_throughput import PrivateDockerd  # noqa: E402
+
 from support.daemon import KetchDaemon, start_daemon, stop_daemon  # noqa: E402
+from support.dockerd import import_busybox  # noqa: E402
+from support.netns import create_namespace, delete_namespace  # noqa: E402
 
 MODES = ("none", "bridge")
 
 
-def time_run(daemon: KetchDaemon, mode: str) -> float:
+def time_run(run: Callable[..., subprocess.CompletedProcess[str]], label: str, mode: str) -> float:
     started = time.perf_counter()
-    result = daemon.ketch("run", "--rm", "--network", mode, "busybox", "true")
+    result = run("run", "--rm", "--network", mode, "busybox", "true")
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
-        raise SystemExit(f"ketch run --network {mode} failed: {result.stderr.strip()}")
+        raise SystemExit(f"{label} run --network {mode} failed: {result.stderr.strip()}")
     return elapsed
+
+
+def measure(
+    runners: dict[str, Callable[..., subprocess.CompletedProcess[str]]], runs: int
+) -> dict[str, list[float]]:
+    for label, run in runners.items():
+        for mode in MODES:
+            time_run(run, label, mode)  # warm up: the first bridge run makes the bridge
+    times: dict[str, list[float]] = {f"{label} {m}": [] for label in runners for m in MODES}
+    for _ in range(runs):
+        for label, run in runners.items():
+            for mode in MODES:
+                times[f"{label} {mode}"].append(time_run(run, label, mode))
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="runs per mode (default 20)")
+    parser.add_argument("--docker", action="store_true", help="also time dockerd 20.10")
     options = parser.parse_args()
 
-    daemon = start_daemon(Path(tempfile.mkdtemp(prefix="ketch-bench-net-")))
+    root = Path(tempfile.mkdtemp(prefix="ketch-bench-net-", dir="/tmp"))
+    daemon: KetchDaemon | None = None
+    dockerd = None
+    docker_namespace = None
     try:
+        daemon = start_daemon(root / "ketch")
         daemon.ketch("pull", "busybox")
-        for mode in MODES:
-            time_run(daemon, mode)  # warm up: the first bridge run makes the bridge
-        times: dict[str, list[float]] = {mode: [] for mode in MODES}
-        for _ in range(options.runs):
-            for mode in MODES:
-                times[mode].append(time_run(daemon, mode))
+        runners = {"ketch": daemon.ketch}
+        if options.docker:
+            docker_namespace = create_namespace("ketch-bench-docker")
+            (root / "docker").mkdir()
+            dockerd = PrivateDockerd(root / "docker", docker_namespace)
+            import_busybox(dockerd, root / "docker")  # type: ignore[arg-type]
+            runners["docker"] = dockerd.docker
+        times = measure(runners, options.runs)
     finally:
-        stop_daemon(daemon)
+        if daemon is not None:
+            stop_daemon(daemon)
+        if dockerd is not None:
+            dockerd.stop()
+        if docker_namespace is not None:
+            delete_namespace(docker_namespace)
+        shutil.rmtree(root, ignore_errors=True)
 
-    medians = {mode: statistics.median(values) for mode, values in times.items()}
-    print(f"ketch run --rm --network MODE busybox true, median of {options.runs} runs:")
-    for mode in MODES:
-        print(f"  {mode:<7} {medians[mode] * 1000:7.1f} ms")
-    print(f"  bridge / none: {medians['bridge'] / medians['none']:.2f}")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f"run --rm --network MODE busybox true, median of {options.runs} runs:")
+    for name, median in medians.items():
+        print(f"  {name:<14} {median * 1000:7.1f} ms")
+    for label in runners:
+        ratio = medians[f"{label} bridge"] / medians[f"{label} none"]
+        print(f"  {label} bridge / none: {ratio:.2f}")
 
 
 if __name__ == "__main__":
