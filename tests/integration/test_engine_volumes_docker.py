@@ -12,6 +12,7 @@ import json
 import platform
 import shutil
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,6 +299,20 @@ def test_tmpfs_volume_mounted_while_used(daemon: KetchDaemon) -> None:
         docker_ok(daemon, "rm", "fast1")
     assert volume_mounts(daemon) == []
     docker_ok(daemon, "volume", "rm", "fast1")
+
+
+def test_tmpfs_volume_mounted_again_at_start(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "volume", "create", "-o", "type=tmpfs", "again1")
+    docker_ok(daemon, "create", "--name", "again1", "-v", "again1:/fast", "busybox", "grep",
+              "/fast", "/proc/mounts")  # fmt: skip
+    try:
+        # As after a reboot of the host: the record is there, the tmpfs is not.
+        subprocess.run(["umount", str(data_path(daemon, "again1"))], check=True)
+        output = docker_ok(daemon, "start", "-a", "again1")
+        assert output.split()[2] == "tmpfs"
+    finally:
+        docker_ok(daemon, "rm", "again1")
+    docker_ok(daemon, "volume", "rm", "again1")
 
 
 def test_bind_volume_writes_host_directory(daemon: KetchDaemon, tmp_path: Path) -> None:

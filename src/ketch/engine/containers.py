@@ -315,6 +315,8 @@ class ContainerService:
         log_opts = container.host_config.get("LogConfig", {}).get("Config") or {}
         max_size, max_files = rotation(log_opts)
         try:
+            if self.volumes is not None:
+                self.volumes.mount_for_start(container.id)
             await self._connect_network(container)
             if self.ports is not None:
                 await self.ports.publish(container)

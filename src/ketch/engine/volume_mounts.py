@@ -335,6 +335,16 @@ class ContainerVolumes:
             except KetchError as error:
                 logger.warning("cannot remove volume %s after a failed create: %s", name, error)
 
+    def mount_for_start(self, container_id: str) -> None:
+        """Mount the container's tmpfs and bind volumes that are not mounted, for example
+        after the host restarted, so that the container never sees a bare _data."""
+        for point in self.volumes.store.mount_points(container_id):
+            volume = (
+                self.volumes.store.get(point.get("Name", "")) if point["Type"] == "volume" else None
+            )
+            if volume is not None:
+                self.volumes.mount_for_use(volume)
+
     def detach(self, container_id: str, remove_anonymous: bool = False) -> None:
         """Forget a removed container's mount points, unmount volumes nothing else uses, and
         with ``remove_anonymous`` remove its anonymous volumes (``rm -v``, ``--rm``)."""
