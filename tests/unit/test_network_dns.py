@@ -20,6 +20,7 @@ import dns.reversename
 import pytest
 
 from ketch.errors import InvalidArgument, SystemFailure
+from ketch.network import dns as dns_server
 from ketch.network.dns import NameRecord, NameServer, find_addresses, parse_upstreams
 from ketch.network.store import Network
 from support.dns_upstream import free_port, upstream_server
@@ -311,3 +312,29 @@ def test_upstreams_parsed_with_port_53() -> None:
 def test_upstream_not_address_rejected() -> None:
     with pytest.raises(InvalidArgument, match="resolver.test"):
         parse_upstreams(["resolver.test"])
+
+
+def test_tcp_connections_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dns_server, "MAX_TCP_CONNECTIONS", 1)
+
+    async def scenario(port: int) -> tuple[bytes, dns.message.Message]:
+        # The first connection stays open and idle, so it takes the only slot.
+        _, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            closed = await asyncio.wait_for(reader.read(), TIMEOUT)
+        finally:
+            writer.close()
+        idle_writer.close()
+        # With the slot free again, a query over TCP is answered. The server frees the slot
+        # once it reads the end of the idle connection, so the first tries may be closed.
+        for _ in range(50):
+            try:
+                return closed, await ask_tcp("web")(port)
+            except (EOFError, ConnectionError):
+                await asyncio.sleep(0.1)
+        raise AssertionError("the TCP slot was not freed")
+
+    closed, response = serve(scenario)
+    assert closed == b""
+    assert addresses(response) == ["172.20.0.2"]

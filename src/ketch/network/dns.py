@@ -60,6 +60,8 @@ TCP_IDLE_TIMEOUT = 10.0
 # Queries answered at once per network; UDP queries beyond it are dropped, so a flood cannot
 # grow ketchd's memory without bound. Clients retry a dropped query.
 MAX_PENDING_QUERIES = 256
+# Open TCP connections per network; a connection beyond it is closed at once.
+MAX_TCP_CONNECTIONS = 64
 # The largest UDP answer for a client that does not announce a size with EDNS (RFC 1035).
 CLASSIC_UDP_SIZE = 512
 # An upstream's failures are logged at most once in this many seconds.
@@ -420,6 +422,15 @@ class _Listeners:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if len(self._connections) >= MAX_TCP_CONNECTIONS:
+            logger.warning(
+                "closed a DNS connection from %s on network %s: %d are already open",
+                writer.get_extra_info("peername"),
+                self.network.name,
+                MAX_TCP_CONNECTIONS,
+            )
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
