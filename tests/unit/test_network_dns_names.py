@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from ketch.engine.dnsnames import ContainerNames, ResolvConfUpdater
+from ketch.engine.dnsnames import ContainerNames, HostUpstreams, ResolvConfUpdater
 from ketch.engine.events import EventBus
 from ketch.engine.resolvconf import DnsSettings, ResolvConfRenderer
 from ketch.engine.store import ContainerPaths
@@ -218,3 +218,26 @@ def test_names_hidden_from_other_subnet() -> None:
 
 def test_names_hidden_without_client_address() -> None:
     assert resolve("web", None) == []
+
+
+def test_upstreams_default_for_unknown_client() -> None:
+    lookup = ContainerNames(STORE, FakeNetworking(ENDPOINTS), lambda: [("10.0.0.2", 53)])  # type: ignore[arg-type]
+    assert lookup.upstreams_of(FRONT, IPv4Address("172.20.9.9")) == [("10.0.0.2", 53)]
+
+
+def test_host_upstreams_follow_file(tmp_path: Path) -> None:
+    host_file = tmp_path / "resolv.conf"
+    host_file.write_text("nameserver 10.0.0.2\n")
+    upstreams = HostUpstreams(DnsSettings(host_resolv_conf=host_file))
+    first = upstreams()
+    host_file.write_text("nameserver 10.0.0.3\nnameserver 10.0.0.4\n")
+    second = upstreams()
+    assert first == [("10.0.0.2", 53)]
+    assert second == [("10.0.0.3", 53), ("10.0.0.4", 53)]
+
+
+def test_host_upstreams_prefer_dns_setting(tmp_path: Path) -> None:
+    host_file = tmp_path / "resolv.conf"
+    host_file.write_text("nameserver 10.0.0.2\n")
+    upstreams = HostUpstreams(DnsSettings(servers=("10.9.9.9",), host_resolv_conf=host_file))
+    assert upstreams() == [("10.9.9.9", 53)]

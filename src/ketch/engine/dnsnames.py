@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from ketch.engine.engine import Engine
@@ -35,12 +36,54 @@ logger = logging.getLogger(__name__)
 SHORT_ID_LENGTH = 12
 
 
+class HostUpstreams:
+    """The servers to forward to when a container names none: the ``dns`` setting, or else
+    the host's nameservers, read again whenever the host's resolv.conf changes."""
+
+    def __init__(self, settings: DnsSettings) -> None:
+        self._settings = settings
+        self._stamp: tuple[int, int, int] | None = None
+        self._upstreams: list[Upstream] = []
+        self._read = False
+
+    def __call__(self) -> list[Upstream]:
+        stamp = None if self._settings.servers else self._file_stamp()
+        if self._read and stamp == self._stamp:
+            return self._upstreams
+        self._stamp = stamp
+        self._read = True
+        self._upstreams = parse_upstreams(self._settings.upstream_servers())
+        if self._upstreams:
+            servers = ", ".join(address for address, _ in self._upstreams)
+            logger.info("forwarding DNS queries for other names to %s", servers)
+        else:
+            logger.warning(
+                "no DNS servers to forward to: neither a dns setting nor nameservers in %s; "
+                "containers on user-defined networks resolve only container names",
+                self._settings.host_resolv_conf,
+            )
+        return self._upstreams
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            status = self._settings.host_resolv_conf.stat()
+        except OSError:
+            return None
+        return (status.st_mtime_ns, status.st_size, status.st_ino)
+
+
 class ContainerNames:
     """The ``NameLookup`` of the name server: records of running containers."""
 
-    def __init__(self, store: ContainerStore, networking: ContainerNetworking) -> None:
+    def __init__(
+        self,
+        store: ContainerStore,
+        networking: ContainerNetworking,
+        default_upstreams: Callable[[], list[Upstream]] = list,
+    ) -> None:
         self._store = store
         self._networking = networking
+        self._default_upstreams = default_upstreams
 
     def __call__(self, network: Network, client: IPv4Address | None) -> list[NameRecord]:
         networks = {
@@ -58,7 +101,8 @@ class ContainerNames:
         return records
 
     def upstreams_of(self, network: Network, client: IPv4Address | None) -> list[Upstream]:
-        """Return the servers of the client container's Dns option, or [] without one.
+        """Return the servers of the client container's Dns option, or else the default
+        upstreams.
 
         ketchd sends the forwarded query from its own network namespace, so a loopback
         address here is the host's loopback. Docker's server would use the container's.
@@ -68,9 +112,11 @@ class ContainerNames:
                 continue
             container = self._store.get(endpoint.container_id)
             servers = container.host_config.get("Dns") if container is not None else None
-            # Checked at create, so an invalid entry here comes from an older record.
-            return parse_upstreams(servers or [])
-        return []
+            if servers:
+                # Checked at create, so an invalid entry here comes from an older record.
+                return parse_upstreams(servers)
+            break
+        return self._default_upstreams()
 
     @staticmethod
     def _scope(
@@ -186,17 +232,9 @@ def attach_name_server(
     """Make the name server and register it as a network service. Have the engine's
     containers get resolv.conf files that name it, also after a connect or disconnect. The
     caller closes the returned service at shutdown."""
-    # Limitation: the host's resolv.conf is read once here, so ketchd forwards to the old
-    # servers after it changes, until ketchd restarts.
-    upstreams = parse_upstreams(settings.upstream_servers())
-    if not upstreams:
-        logger.warning(
-            "no DNS servers to forward to: neither a dns setting nor nameservers in %s; "
-            "containers on user-defined networks resolve only container names",
-            settings.host_resolv_conf,
-        )
-    names = ContainerNames(engine.store, networking)
-    server = NameServer(names, upstreams, client_upstreams=names.upstreams_of)
+    host_upstreams = HostUpstreams(settings)
+    names = ContainerNames(engine.store, networking, host_upstreams)
+    server = NameServer(names, host_upstreams(), client_upstreams=names.upstreams_of)
     networking.services.append(server)
     renderer = ResolvConfRenderer(settings, networking.networks)
     engine.containers.resolv_conf = renderer
