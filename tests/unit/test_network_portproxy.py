@@ -28,17 +28,22 @@ async def _echo_server() -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def _tcp_proxy(target_port: int) -> tuple[portproxy.TcpProxy, int]:
+TCP_PROXIES = [portproxy.TcpProxy, portproxy.SpliceTcpProxy]
+
+
+async def _tcp_proxy(kind: type, target_port: int) -> tuple[portproxy.Proxy, int]:
     listener = open_host_socket("tcp", "127.0.0.1", 0)
-    proxy = portproxy.TcpProxy(listener, ("127.0.0.1", target_port))
+    port = listener.getsockname()[1]
+    proxy = kind(listener, ("127.0.0.1", target_port))
     await proxy.start()
-    return proxy, listener.getsockname()[1]
+    return proxy, port
 
 
-def test_tcp_echo_and_half_close() -> None:
+@pytest.mark.parametrize("kind", TCP_PROXIES)
+def test_tcp_echo_and_half_close(kind: type) -> None:
     async def scenario() -> bytes:
         server, server_port = await _echo_server()
-        proxy, port = await _tcp_proxy(server_port)
+        proxy, port = await _tcp_proxy(kind, server_port)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"hello")
@@ -53,12 +58,13 @@ def test_tcp_echo_and_half_close() -> None:
     assert asyncio.run(scenario()) == b"hellobye"
 
 
-def test_tcp_large_transfer() -> None:
+@pytest.mark.parametrize("kind", TCP_PROXIES)
+def test_tcp_large_transfer(kind: type) -> None:
     payload = bytes(range(256)) * 40000  # about 10 MB, past every buffer mark
 
     async def scenario() -> int:
         server, server_port = await _echo_server()
-        proxy, port = await _tcp_proxy(server_port)
+        proxy, port = await _tcp_proxy(kind, server_port)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
@@ -79,13 +85,14 @@ def test_tcp_large_transfer() -> None:
     assert asyncio.run(scenario()) == len(payload) + 3
 
 
-def test_tcp_backend_refused_closes_client() -> None:
+@pytest.mark.parametrize("kind", TCP_PROXIES)
+def test_tcp_backend_refused_closes_client(kind: type) -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         closed_port = unused.getsockname()[1]
 
     async def scenario() -> bytes:
-        proxy, port = await _tcp_proxy(closed_port)
+        proxy, port = await _tcp_proxy(kind, closed_port)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             reply = await asyncio.wait_for(reader.read(), 10)
@@ -97,10 +104,11 @@ def test_tcp_backend_refused_closes_client() -> None:
     assert asyncio.run(scenario()) == b""
 
 
-def test_tcp_close_stops_listening() -> None:
+@pytest.mark.parametrize("kind", TCP_PROXIES)
+def test_tcp_close_stops_listening(kind: type) -> None:
     async def scenario() -> int:
         server, server_port = await _echo_server()
-        proxy, port = await _tcp_proxy(server_port)
+        proxy, port = await _tcp_proxy(kind, server_port)
         proxy.close()
         server.close()
         await asyncio.sleep(0)
@@ -174,5 +182,28 @@ def test_udp_idle_flow_closed(monkeypatch: pytest.MonkeyPatch) -> None:
         finally:
             proxy.close()
             echo.close()
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_make_proxy_prefers_splice() -> None:
+    listener = open_host_socket("tcp", "127.0.0.1", 0)
+    with listener:
+        proxy = portproxy.make_proxy("tcp", listener, ("127.0.0.1", 1))
+    assert isinstance(proxy, portproxy.SpliceTcpProxy)
+
+
+def test_splice_close_ends_connections() -> None:
+    async def scenario() -> int:
+        server, server_port = await _echo_server()
+        proxy, port = await _tcp_proxy(portproxy.SpliceTcpProxy, server_port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping")
+        await reader.readexactly(4)
+        proxy.close()
+        ended = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        server.close()
+        return len(ended)
 
     assert asyncio.run(scenario()) == 0
