@@ -119,6 +119,13 @@ def test_cli_tcp_by_name(cli: Runner) -> None:
     assert "pong" in reply
 
 
+def test_cli_internal_has_no_route_out(cli: Runner) -> None:
+    ok(cli, "network", "create", "--internal", "--subnet", "10.94.0.0/24", "closed")
+    routes = ok(cli, "run", "--rm", "--network", "closed", "busybox", "ip", "route")
+    assert "default" not in routes
+    assert "10.94.0.0/24 dev eth0" in routes
+
+
 def test_cli_mac_address(cli: Runner) -> None:
     ok(cli, "network", "create", "macs")
     output = ok(

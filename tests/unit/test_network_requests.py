@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
 from ketch.engine.networking import check_mac, endpoint_request, network_name_of
-from ketch.engine.networks import parse_create_body
+from ketch.engine.networks import _prune_until, parse_create_body
 from ketch.errors import InvalidArgument, NotFound
 from ketch.network.store import Network
 
@@ -166,3 +167,16 @@ def test_network_name_of_modes() -> None:
     assert network_name_of("host") is None
     assert network_name_of("none") is None
     assert network_name_of("container:abc") is None
+
+
+def test_prune_until_forms() -> None:
+    assert _prune_until([]) is None
+    assert _prune_until(["1700000000"]) == 1700000000.0
+    assert _prune_until(["2023-11-14T22:13:20Z"]) == 1700000000.0
+    hours_ago = time.time() - _prune_until(["1h30m"])  # type: ignore[operator]
+    assert 5399 < hours_ago < 5410
+
+
+def test_prune_until_garbage() -> None:
+    with pytest.raises(InvalidArgument, match="invalid filter 'until=soon'"):
+        _prune_until(["soon"])

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from ipaddress import IPv4Network
 from typing import Any
 
+from ketch.engine import timestamps
 from ketch.engine.networking import ContainerNetworking, network_name_of
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
 from ketch.network import ipam
@@ -34,7 +36,7 @@ PREDEFINED = (DEFAULT_NETWORK, *NAMESPACE_NETWORKS)
 
 NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 LIST_FILTERS = ("name", "id", "label", "driver", "type", "dangling", "scope")
-PRUNE_FILTERS = ("label", "label!")
+PRUNE_FILTERS = ("label", "label!", "until")
 
 # The kernel's limit on interface names (IFNAMSIZ less the terminating NUL).
 MAX_INTERFACE_NAME = 15
@@ -189,6 +191,7 @@ class NetworkOperations:
     async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         """Remove user-defined networks that no container is on or planned to join."""
         _check_filters(filters, PRUNE_FILTERS)
+        until = _prune_until(filters.get("until", []))
         deleted = []
         for network in self._networking.networks():
             if network.name == DEFAULT_NETWORK or self._in_use(network.name):
@@ -196,6 +199,8 @@ class NetworkOperations:
             if self._networking.endpoints(network.id):
                 continue
             if not _prune_labels_match(network.labels, filters):
+                continue
+            if until is not None and (timestamps.to_epoch(network.created) or 0) >= until:
                 continue
             await self._networking.driver.remove_network(network)
             self._emit(network, "destroy")
@@ -401,6 +406,32 @@ def _prune_labels_match(labels: dict[str, str], filters: dict[str, list[str]]) -
     if not all(_label_matches(labels, value) for value in filters.get("label", [])):
         return False
     return not any(_label_matches(labels, value) for value in filters.get("label!", []))
+
+
+GO_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:h|m|s|ms))+$")
+GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+SECONDS_PER_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _prune_until(values: list[str]) -> float | None:
+    """Return the epoch time of an ``until`` filter: a Unix time, an RFC 3339 timestamp or
+    a Go duration before now (``24h``, ``1h30m``)."""
+    if not values:
+        return None
+    value = values[-1]
+    epoch = timestamps.to_epoch(value)
+    if epoch is not None:
+        return epoch
+    if GO_DURATION.match(value):
+        parts = GO_DURATION_PART.findall(value)
+        return time.time() - sum(float(n) * SECONDS_PER_UNIT[unit] for n, unit in parts)
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid filter 'until={value}': expected a Unix time, an RFC 3339 timestamp "
+            "or a duration such as 24h"
+        ) from None
 
 
 def _name_of_fixed(network_id: str) -> str:
