@@ -130,6 +130,19 @@ def test_inspect_shows_volume_mount(daemon: KetchDaemon) -> None:
         docker_ok(daemon, "volume", "rm", "shown1")
 
 
+def test_ps_filter_by_volume(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "create", "--name", "listed1", "-v", "listed1:/data", "busybox")
+    docker_ok(daemon, "create", "--name", "listed2", "busybox")
+    try:
+        for value in ("listed1", "/data"):
+            output = docker_ok(daemon, "ps", "-a", "--filter", f"volume={value}", "--format",
+                               "{{.Names}}")  # fmt: skip
+            assert output.split() == ["listed1"]
+    finally:
+        docker_ok(daemon, "rm", "listed1", "listed2")
+    docker_ok(daemon, "volume", "rm", "listed1")
+
+
 def test_read_only_volume_rejects_writes(daemon: KetchDaemon) -> None:
     result = daemon.docker("run", "--rm", "-v", "ro1:/data:ro", "busybox", "touch", "/data/x")
     assert result.returncode == 1

@@ -247,7 +247,14 @@ class Engine:
         size: bool = False,
     ) -> list[dict[str, Any]]:
         """Return ``GET /containers/json``; with ``size``, SizeRw and SizeRootFs too."""
+        volume_filter = (filters or {}).get("volume")
+        if volume_filter:
+            filters = {key: values for key, values in (filters or {}).items() if key != "volume"}
+            # A limit lists stopped containers too, which must hold when the limit moves below.
+            all, limit, volume_limit = all or limit > 0, -1, limit
         selected = select_containers(self.containers.all(), all, limit, filters)
+        if volume_filter:
+            selected = self.containers.volumes.select(selected, volume_filter, volume_limit)
         summaries = [views.container_summary(container) for container in selected]
         for summary in summaries:
             summary["Mounts"] += self.containers.volumes.mount_points(summary["Id"])

@@ -364,5 +364,20 @@ class ContainerVolumes:
             logger.warning("forgetting the volume mounts of missing container %s", container_id)
             self.detach(container_id)
 
+    def select(self, containers: list[Any], values: list[str], limit: int) -> list[Any]:
+        """Return the containers that mount any of ``values``, a volume name, a bind source
+        or a destination (``docker ps --filter volume=``), at most ``limit`` if it is > 0."""
+        from ketch.engine.views import mount_points
+
+        selected = []
+        for container in containers:
+            points = mount_points(container.host_config) + self.mount_points(container.id)
+            names = {
+                point.get(key) for point in points for key in ("Name", "Source", "Destination")
+            }
+            if names & set(values):
+                selected.append(container)
+        return selected[:limit] if limit > 0 else selected
+
     def mount_points(self, container_id: str) -> list[dict[str, Any]]:
         return self.volumes.store.mount_points(container_id)
