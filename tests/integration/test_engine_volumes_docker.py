@@ -22,6 +22,7 @@ import pytest
 from support.daemon import KetchDaemon, daemon_fixture
 from support.images import Dir, File, Symlink, gzip_layer, image_config, push_test_image
 from support.netns import entered
+from support.restart import restart_ketchd
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
@@ -383,3 +384,20 @@ def test_system_df_counts_volumes(daemon: KetchDaemon) -> None:
         assert line.split()[1:] == ["0", "5kB"]
     finally:
         docker_ok(daemon, "volume", "rm", "counted1")
+
+
+def test_volumes_survive_ketchd_sigkill(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "volume", "create", "-o", "type=tmpfs", "restored1")
+    docker_ok(daemon, "run", "-d", "--name", "restored1", "-v", "restored1:/fast", "busybox",
+              "sh", "-c", "echo kept > /fast/f && sleep 600")  # fmt: skip
+    try:
+        restart_ketchd(daemon)
+        assert "restored1" in volume_names(daemon)
+        template = "{{range .Mounts}}{{.Name}}{{end}}"
+        assert docker_ok(daemon, "inspect", "-f", template, "restored1").strip() == "restored1"
+        assert (data_path(daemon, "restored1") / "f").read_text() == "kept\n"
+        busy = daemon.docker("volume", "rm", "restored1")
+        assert "volume is in use" in busy.stderr
+    finally:
+        docker_ok(daemon, "rm", "-f", "restored1")
+    docker_ok(daemon, "volume", "rm", "restored1")
