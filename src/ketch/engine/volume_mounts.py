@@ -14,7 +14,7 @@ rootfs is mounted, :meth:`ContainerVolumes.attach` resolves the placeholders in 
    volume for each destination that nothing above covers.
 
 A volume's first mount copies the image's files at the destination into it when it is
-empty, unless the mount says ``nocopy``. Every mount point from a volume or from
+empty, unless the mount sets ``nocopy``. Every mount point from a volume or from
 volumes-from is recorded in the volume store, which is what inspect's ``Mounts`` shows
 and what makes a volume in use.
 """
@@ -337,7 +337,7 @@ class ContainerVolumes:
 
     def mount_for_start(self, container_id: str) -> None:
         """Mount the container's tmpfs and bind volumes that are not mounted, for example
-        after the host restarted, so that the container never sees a bare _data."""
+        after the host restarted, so that the container never gets the bare _data directory."""
         for point in self.volumes.store.mount_points(container_id):
             volume = (
                 self.volumes.store.get(point.get("Name", "")) if point["Type"] == "volume" else None
