@@ -42,3 +42,27 @@ def test_dns_not_address_rejected(tmp_path: Path) -> None:
 def test_dns_file_not_list_rejected(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="'dns'"):
         load_config(["--config-file", config_file(tmp_path, {"dns": "10.0.0.2"})])
+
+
+def test_dns_search_and_opts_flags(tmp_path: Path) -> None:
+    config = load_config(
+        [
+            "--config-file", config_file(tmp_path, {}),
+            "--dns-search", "corp.test", "--dns-opt", "ndots:2", "--dns-opt", "timeout:1",
+        ]
+    )  # fmt: skip
+    assert config.dns_search == ["corp.test"]
+    assert config.dns_options == ["ndots:2", "timeout:1"]
+
+
+def test_dns_search_and_opts_from_file(tmp_path: Path) -> None:
+    values = {"dns-search": ["corp.test"], "dns-opts": ["ndots:2"]}
+    config = load_config(["--config-file", config_file(tmp_path, values)])
+    assert config.dns_search == ["corp.test"]
+    assert config.dns_options == ["ndots:2"]
+
+
+def test_dns_search_with_space_rejected(tmp_path: Path) -> None:
+    values = {"dns-search": ["corp.test lab.test"]}
+    with pytest.raises(InvalidArgument, match="dns-search"):
+        load_config(["--config-file", config_file(tmp_path, values)])

@@ -158,3 +158,26 @@ def test_etc_files_always_mount_resolv_conf(tmp_path: Path) -> None:
     assert Path(by_target["/etc/resolv.conf"]).read_text() == "nameserver 10.0.0.2\n"
     assert Path(by_target["/etc/hosts"]).parent == paths.directory("c1")
     assert Path(by_target["/etc/hostname"]).read_text() == "c1\n"
+
+
+def test_daemon_search_and_options_used(tmp_path: Path) -> None:
+    settings = DnsSettings(
+        host_resolv_conf=settings_for(tmp_path).host_resolv_conf,
+        search=("daemon.test",),
+        options=("timeout:1",),
+    )
+    default = container_resolv_conf(HostOptions(), "default", None, settings)
+    user = container_resolv_conf(HostOptions(), "front", GATEWAY, settings)
+    assert default == "nameserver 10.0.0.2\nsearch daemon.test\noptions timeout:1\n"
+    assert user == "nameserver 172.20.0.1\nsearch daemon.test\noptions timeout:1 ndots:0\n"
+
+
+def test_container_options_beat_daemon_ones(tmp_path: Path) -> None:
+    settings = DnsSettings(
+        host_resolv_conf=settings_for(tmp_path).host_resolv_conf,
+        search=("daemon.test",),
+        options=("timeout:1",),
+    )
+    host = HostOptions(dns_search=["app.test"], dns_options=["attempts:3"])
+    text = container_resolv_conf(host, "front", GATEWAY, settings)
+    assert text == "nameserver 172.20.0.1\nsearch app.test\noptions attempts:3 ndots:0\n"

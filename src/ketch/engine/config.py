@@ -3,11 +3,11 @@
 The file (default ``/etc/ketch/daemon.json``) takes dockerd's keys for what ketchd
 supports: ``data-root``, ``exec-root``, ``hosts``, ``registry-mirrors``,
 ``insecure-registries``, ``log-driver``, ``log-opts``, ``init``, ``init-path``,
-``default-ulimits``, ``live-restore``, ``dns`` and ``debug``. Containers always outlive ketchd,
-because the supervisor runs them, so ``live-restore`` false only logs that it is
-ignored. An unknown key is an error naming it, and, as with dockerd, so is a setting
-given both as a flag and in the file. A missing file is fine unless ``--config-file``
-named it.
+``default-ulimits``, ``live-restore``, ``dns``, ``dns-search``, ``dns-opts`` and
+``debug``. Containers always outlive ketchd, because the supervisor runs them, so
+``live-restore`` false only logs that it is ignored. An unknown key is an error naming
+it, and, as with dockerd, so is a setting given both as a flag and in the file. A missing
+file is fine unless ``--config-file`` named it.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "init-path": ("init_path", str),
     "debug": ("debug", bool),
     "dns": ("dns", list),
+    "dns-search": ("dns_search", list),
+    "dns-opts": ("dns_options", list),
 }
 
 
@@ -77,6 +79,9 @@ class DaemonConfig:
     # DNS servers for containers and for the network name server to forward to; empty: the
     # nameservers of host_resolv_conf.
     dns: list[str] = field(default_factory=list)
+    # Search domains and resolver options for containers that set none of their own.
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
     host_resolv_conf: Path = Path("/etc/resolv.conf")
 
     def socket_paths(self) -> list[Path]:
@@ -171,6 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="IP address of a DNS server for containers, which the name server of "
         "user-defined networks forwards to; repeatable (default: the host's nameservers)",
+    )
+    parser.add_argument(
+        "--dns-search",
+        action="append",
+        metavar="DOMAIN",
+        help="DNS search domain for containers; repeatable (default: the host's)",
+    )
+    parser.add_argument(
+        "--dns-opt",
+        dest="dns_options",
+        action="append",
+        metavar="OPTION",
+        help="resolv.conf option for containers, such as ndots:2; repeatable (default: the host's)",
     )
     parser.add_argument(
         "-D", "--debug", action="store_const", const=True, help="log at debug level"
@@ -293,6 +311,13 @@ def _check_dns_server(server: str) -> str:
         raise InvalidArgument(f"invalid dns {server!r}: expected an IP address") from None
 
 
+def _check_dns_word(word: str, key: str) -> str:
+    # A word with white space would add lines to containers' resolv.conf files.
+    if not word or any(character.isspace() for character in word):
+        raise InvalidArgument(f"invalid {key} {word!r}: expected a value without white space")
+    return word
+
+
 def _log_opts(value: dict[str, str] | list[str]) -> dict[str, str]:
     """Return log options from daemon.json's object or from ``--log-opt KEY=VALUE`` flags."""
     if isinstance(value, dict):
@@ -368,6 +393,8 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.tls_key = merged["tls_key"] or None
     config.insecure_tcp = bool(merged["insecure_tcp"])
     config.dns = [_check_dns_server(server) for server in merged["dns"] or []]
+    config.dns_search = [_check_dns_word(word, "dns-search") for word in merged["dns_search"] or []]
+    config.dns_options = [_check_dns_word(word, "dns-opts") for word in merged["dns_options"] or []]
     config.socket_paths()  # checks every unix host
     _check_tcp_security(config)
     return config

@@ -159,7 +159,12 @@ async def run(config: DaemonConfig) -> None:
         engine.containers.networking = networking
         firewall = Firewall()
         networking.services.append(firewall)
-        dns_settings = DnsSettings(tuple(config.dns), config.host_resolv_conf)
+        dns_settings = DnsSettings(
+            servers=tuple(config.dns),
+            host_resolv_conf=config.host_resolv_conf,
+            search=tuple(config.dns_search),
+            options=tuple(config.dns_options),
+        )
         name_server = attach_name_server(engine, networking, dns_settings)
         stop = _stop_event()
         await engine.start()

@@ -4,29 +4,30 @@ Each container gets a file of its own (``<container dir>/resolv.conf``, bind-mou
 /etc/resolv.conf), written at create from its network mode:
 
     user-defined network   ``nameserver <gateway>``, where ketchd's name server for the
-                           network listens. Search and options come from DnsSearch and
-                           DnsOptions, or else from the host. ``ndots:0`` is added unless an
-                           ndots option is there, as docker's embedded server does (libnetwork
-                           resolver.go, ResolverOptions), so that a container name is looked
-                           up as it is before any search domain is tried.
+                           network listens. ``ndots:0`` is added unless an ndots option is
+                           there, as docker's embedded server does (libnetwork resolver.go,
+                           ResolverOptions), so that a container name is looked up as it is
+                           before any search domain is tried.
     host                   the host's file
     anything else          nameservers from the daemon's ``dns`` setting, or else the
                            host's nameservers without loopback ones, which the container
-                           cannot reach from its own network namespace; the host's search
-                           and options
+                           cannot reach from its own network namespace
+
+Outside host mode, search domains come from the container's DnsSearch, or else the daemon's
+``dns-search``, or else the host's file, and options likewise from DnsOptions, ``dns-opts``
+and the host's file. A container's Dns replaces the nameservers except on a user-defined
+network, where the name server forwards to those servers instead. In host mode the
+container's Dns, DnsSearch and DnsOptions replace the host's lines.
 
 The file is written at create and rewritten in place when the container joins or leaves a
 network (``ketch.engine.dnsnames.ResolvConfUpdater``).
-
-A container's DnsSearch and DnsOptions replace the matching lines in every mode, and so
-does Dns except on a user-defined network, where the name server forwards to those servers.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
@@ -90,10 +91,13 @@ def is_loopback(server: str) -> bool:
 
 @dataclass(frozen=True)
 class DnsSettings:
-    """ketchd's DNS settings: dockerd's ``dns`` list and the host's resolv.conf path."""
+    """ketchd's DNS settings: dockerd's ``dns``, ``dns-search`` and ``dns-opts`` lists, which
+    containers get unless they set their own, and the host's resolv.conf path."""
 
     servers: tuple[str, ...] = ()
     host_resolv_conf: Path = HOST_RESOLV_CONF
+    search: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
 
     def host_file(self) -> ResolvConf:
         """Return the host's resolv.conf, or an empty one when it cannot be read."""
@@ -154,23 +158,22 @@ def container_resolv_conf(
     """
     check_dns_options(host)
     host_file = settings.host_file()
-    comment = ""
+    if network_mode == "host":
+        return _apply_container_options(host_file, host).render()
+    search = list(host.dns_search) or list(settings.search) or host_file.search
+    options = list(host.dns_options) or list(settings.options) or host_file.options
     if gateway is not None:
         # The name server forwards to the container's Dns servers, as docker's does, so they
         # do not replace the gateway here.
-        resolv = ResolvConf([str(gateway)], host_file.search, _with_ndots_zero(host_file.options))
-        return _apply_container_options(resolv, replace(host, dns=[])).render()
-    if network_mode == "host":
-        resolv = host_file
-    else:
-        reachable = [server for server in host_file.nameservers if not is_loopback(server)]
-        servers = list(settings.servers) or reachable
-        resolv = ResolvConf(servers, host_file.search, host_file.options)
-        if not resolv.nameservers and not host.dns:
-            # Limitation: docker falls back to public resolvers here. ketch adds none, so such
-            # a container resolves no names until a dns setting names a server.
-            comment = NO_NAMESERVER_COMMENT
-    return _apply_container_options(resolv, host).render(comment)
+        return ResolvConf([str(gateway)], search, _with_ndots_zero(options)).render()
+    reachable = [server for server in host_file.nameservers if not is_loopback(server)]
+    servers = list(host.dns) or list(settings.servers) or reachable
+    comment = ""
+    if not servers:
+        # Limitation: docker falls back to public resolvers here. ketch adds none, so such a
+        # container resolves no names until a dns setting names a server.
+        comment = NO_NAMESERVER_COMMENT
+    return ResolvConf(servers, search, options).render(comment)
 
 
 def _with_ndots_zero(options: Sequence[str]) -> list[str]:
