@@ -3,11 +3,11 @@
 A client gets the names of running containers on every user-defined network that the
 client's own container is connected to, as docker's embedded server scopes names. A client
 that is not a known container (ketchd itself, or a container whose endpoint was just
-removed) gets the names on the network it sent the query to if its address is in that
-network's subnet, and no names otherwise. Each container resolves by its
-name, its aliases on that network, its short id (12 hex digits) and its full id. The
-default ``bridge`` network has no name resolution, as in docker. Other names are forwarded
-to the servers of the client container's Dns option, or else to ketchd's upstreams.
+removed) gets the names on the network it sent the query to. A client outside that
+network's subnet gets no names. Each container resolves by its name, its aliases on that
+network, its short id (12 hex digits) and its full id. The default ``bridge`` network has
+no name resolution, as in docker. Other names are forwarded to the servers of the client
+container's Dns option, or else to ketchd's upstreams.
 
 The names come from the container store and the network store on every query, so a rename,
 a stop or a disconnect shows in the next answer.
