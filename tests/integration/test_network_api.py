@@ -114,6 +114,43 @@ def test_network_overlap_forbidden(
     assert "10.77.0.0/24 of network web" in str(caught.value)
 
 
+def test_network_host_route_overlap(daemon: KetchDaemon, client: docker.DockerClient) -> None:
+    route = ["ip", "route", "add", "10.96.5.0/24", "dev", "lo"]
+    subprocess.run(daemon.namespace.command(route), check=True)
+    try:
+        pool = docker.types.IPAMPool(subnet="10.96.0.0/16")
+        with pytest.raises(docker.errors.APIError) as caught:
+            client.networks.create("routed", ipam=docker.types.IPAMConfig(pool_configs=[pool]))
+    finally:
+        route[2] = "del"
+        subprocess.run(daemon.namespace.command(route), check=True)
+    assert caught.value.status_code == 403
+    assert "overlaps the host's route to 10.96.5.0/24" in str(caught.value)
+
+
+def test_network_automatic_subnets_disjoint(
+    daemon: KetchDaemon, client: docker.DockerClient
+) -> None:
+    route = ["ip", "route", "add", "172.19.0.0/16", "dev", "lo"]
+    subprocess.run(daemon.namespace.command(route), check=True)
+    made = []
+    try:
+        made = [client.networks.create(name) for name in ("auto1", "auto2")]
+    finally:
+        route[2] = "del"
+        subprocess.run(daemon.namespace.command(route), check=True)
+    subnets = [ipaddress.IPv4Network(n.attrs["IPAM"]["Config"][0]["Subnet"]) for n in made]
+    subnets.append(
+        ipaddress.IPv4Network(client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Subnet"])
+    )
+    for network in made:
+        network.remove()
+    assert ipaddress.IPv4Network("172.19.0.0/16") not in subnets
+    for index, subnet in enumerate(subnets):
+        for other in subnets[index + 1 :]:
+            assert not subnet.overlaps(other)
+
+
 def test_network_duplicate_name(
     client: docker.DockerClient, network: docker.models.networks.Network
 ) -> None:

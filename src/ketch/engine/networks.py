@@ -172,9 +172,10 @@ class NetworkOperations:
     async def create(self, body: Any) -> dict[str, Any]:
         """Create a bridge network from a ``POST /networks/create`` body."""
         request = parse_create_body(body)
+        # The default network comes first, so that it gets the first free pool (172.17.0.0/16
+        # on most hosts) as docker's does, and a user-defined network never takes it.
+        await self._networking.driver.default_network()
         if request.name in PREDEFINED:
-            if request.name == DEFAULT_NETWORK:
-                await self._networking.driver.default_network()
             raise Forbidden(f"{request.name} is a pre-defined network and cannot be created")
         network = await self._networking.driver.create_network(request)
         self._emit(network, "create")
