@@ -163,3 +163,15 @@ def test_docker_py_prune(client: docker.DockerClient) -> None:
     client.volumes.create("py3", labels={"prune": "me"})
     result = client.volumes.prune(filters={"label": "prune=me", "all": "true"})
     assert result["VolumesDeleted"] == ["py3"]
+
+
+def test_prune_before_api_1_42_takes_named(daemon: KetchDaemon) -> None:
+    old = docker.APIClient(base_url=daemon.host, version="1.41")
+    new = docker.APIClient(base_url=daemon.host, version="1.43")
+    try:
+        new.create_volume("py4", labels={"era": "api"})
+        assert new.prune_volumes(filters={"label": "era=api"})["VolumesDeleted"] == []
+        assert old.prune_volumes(filters={"label": "era=api"})["VolumesDeleted"] == ["py4"]
+    finally:
+        old.close()
+        new.close()

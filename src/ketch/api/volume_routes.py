@@ -4,12 +4,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from ketch.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from ketch.api.routes import Call
+
+# The API version in a request path such as /v1.41/volumes/prune.
+_PATH_VERSION = re.compile(r"^/v(\d+)\.(\d+)/")
+
+# From this Engine API version on, a prune without all=true keeps named volumes.
+ANONYMOUS_PRUNE_VERSION = (1, 42)
 
 
 async def list_volumes(call: Call) -> None:
@@ -47,7 +54,17 @@ async def prune_volumes(call: Call) -> None:
     from ketch.api.routes import parse_filters
 
     filters = parse_filters(call.request.query.get("filters", ""))
+    if _request_version(call) < ANONYMOUS_PRUNE_VERSION and "all" not in filters:
+        filters["all"] = ["true"]
     await call.http.send_json(200, call.engine.volumes.prune(filters))
+
+
+def _request_version(call: Call) -> tuple[int, int]:
+    """Return the API version the request path names; a path without one is the newest."""
+    match = _PATH_VERSION.match(call.request.path)
+    if match is None:
+        return (999, 0)
+    return (int(match.group(1)), int(match.group(2)))
 
 
 def _string(body: dict[str, Any], key: str) -> str:

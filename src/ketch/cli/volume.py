@@ -159,10 +159,10 @@ def prune(context: Context, options: dict, args: list[str]) -> int:
 
     if not confirm(options, PRUNE_ALL_WARNING if options["all"] else PRUNE_WARNING):
         return 0
-    filters = list(options["filter"])
-    if options["all"]:
-        filters.append("all=true")
-    query = {"filters": filters_json(filters)} if filters else {}
+    # An explicit all=false keeps named volumes also where the client's API version is below
+    # 1.42, for which dockerd (and ketchd) prune named volumes by default.
+    filters = [*options["filter"], f"all={str(bool(options['all'])).lower()}"]
+    query = {"filters": filters_json(filters)}
     result = context.client().call("POST", "/volumes/prune", query)
     if not isinstance(result, dict):
         raise ProtocolFailure(f"invalid reply to volume prune: {result!r}")
