@@ -98,6 +98,19 @@ def test_network_list_and_filters(
     assert client.networks.list(names=["nothing-like-this"]) == []
 
 
+def test_network_default_bridge_options(client: docker.DockerClient) -> None:
+    options = client.networks.get("bridge").attrs["Options"]
+    assert options["com.docker.network.bridge.default_bridge"] == "true"
+    assert options["com.docker.network.bridge.name"] == "ketch0"
+
+
+def test_network_name_filter_not_regex(
+    client: docker.DockerClient, network: docker.models.networks.Network
+) -> None:
+    assert client.networks.list(names=["we"])[0].name == "web"
+    assert client.networks.list(names=["(unclosed"]) == []
+
+
 def test_network_get_by_prefix(
     client: docker.DockerClient, network: docker.models.networks.Network
 ) -> None:

@@ -97,9 +97,17 @@ class NetworkOperations:
             "ConfigFrom": {"Network": ""},
             "ConfigOnly": False,
             "Containers": self._endpoint_views(network) if with_containers else {},
-            "Options": dict(network.options),
+            "Options": self._options_view(network),
             "Labels": dict(network.labels),
         }
+
+    @staticmethod
+    def _options_view(network: Network) -> dict[str, str]:
+        options = dict(network.options)
+        if network.name == DEFAULT_NETWORK:
+            options.setdefault("com.docker.network.bridge.default_bridge", "true")
+            options.setdefault(BRIDGE_NAME_OPTION, network.bridge)
+        return options
 
     def _endpoint_views(self, network: Network) -> dict[str, Any]:
         views = {}
@@ -147,7 +155,7 @@ class NetworkOperations:
 
     def _matches(self, view: dict[str, Any], filters: dict[str, list[str]]) -> bool:
         checks = {
-            "name": lambda value: re.search(value, view["Name"]) is not None,
+            "name": lambda value: _name_matches(view["Name"], value),
             "id": lambda value: view["Id"].startswith(value),
             "label": lambda value: _label_matches(view["Labels"], value),
             "driver": lambda value: view["Driver"] == value,
@@ -379,6 +387,15 @@ def _check_filters(filters: dict[str, list[str]], allowed: tuple[str, ...]) -> N
     for name in filters:
         if name not in allowed:
             raise InvalidArgument(f"invalid filter '{name}'")
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    # Docker matches the name filter as a regular expression; text that is not one is
+    # matched as a substring instead of failing the request.
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return pattern in name
 
 
 def _label_matches(labels: dict[str, str], value: str) -> bool:
