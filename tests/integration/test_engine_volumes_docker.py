@@ -366,6 +366,18 @@ def test_bad_volume_in_run_leaves_nothing(daemon: KetchDaemon) -> None:
     assert volume_names(daemon) == before
 
 
+def test_failed_create_removes_new_volumes(daemon: KetchDaemon) -> None:
+    before = volume_names(daemon)
+    mount = "type=volume,src=badtype1,dst=/b,volume-opt=type=nfs"
+    result = daemon.docker("create", "--name", "failed1", "-v", "fresh1:/a", "-v", "/anon",
+                           "--mount", mount, "busybox")  # fmt: skip
+    assert result.returncode == 1
+    assert "type=nfs" in result.stderr
+    assert volume_names(daemon) == before
+    assert not (daemon.data_root / "volumes" / "fresh1").exists()
+    assert daemon.docker("inspect", "failed1").returncode == 1
+
+
 # Others
 
 
