@@ -44,12 +44,16 @@ from types import TracebackType
 
 from ketch.errors import InvalidArgument, NotFound, SystemFailure
 from ketch.images.reference import validate_digest
+from ketch.images.writeback import start_writeback
 
 log = logging.getLogger(__name__)
 
 # A partial download untouched this long is removed when the store opens, because a pull
 # that resumes it is unlikely by then and it takes disk space.
 PARTIAL_MAX_AGE_SECONDS = 7 * 24 * 3600
+# A blob being written starts going to disk every this many bytes, so that the fsync in
+# commit waits for the last few MiB only instead of the whole blob.
+WRITEBACK_STEP_BYTES = 8 * 1024 * 1024
 
 
 class BlobWriter:
@@ -72,6 +76,7 @@ class BlobWriter:
         self.resumable = resumable
         self.committed = False
         self._keep_partial = resumable
+        self._writeback_from = 0
         if resumable:
             self._temp_path = store.partial_path(self.digest)
             self._fd: int | None = _open_locked(self._temp_path)
@@ -96,6 +101,9 @@ class BlobWriter:
             count = os.write(self._fd, view)
             view = view[count:]
         self.written += len(data)
+        if self.written - self._writeback_from >= WRITEBACK_STEP_BYTES:
+            start_writeback(self._fd, self._writeback_from, self.written - self._writeback_from)
+            self._writeback_from = self.written
 
     def restart(self) -> None:
         """Drop what was written so far and start again from byte 0."""
@@ -103,6 +111,7 @@ class BlobWriter:
             raise ValueError(f"writer for blob {self.digest} is closed")
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
+        self._writeback_from = 0
         self._hash = hashlib.sha256()
         self.written = 0
         self._keep_partial = self.resumable

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ketch.errors import InvalidArgument, SystemFailure
+from ketch.images.writeback import start_writeback
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 # Extended attributes a layer may set. trusted.* is excluded above all because
 # trusted.overlay.* would let a layer forge opaque directories or redirects in the mount.
 _ALLOWED_XATTR_PREFIXES = ("user.", "security.", "system.posix_acl_")
+# Files of at least this size start going to disk as soon as they are written, so that
+# the syncfs before the snapshot is committed waits for less. Smaller files are left to
+# that syncfs, which batches them (on the Debian base layer's thousands of small files,
+# starting each one early measured no faster).
+EARLY_WRITEBACK_MIN_BYTES = 256 * 1024
 # Errors that come from the host's disk, not from the layer's content.
 _HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
@@ -244,6 +250,8 @@ class EntryWriter:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
+            if member.size >= EARLY_WRITEBACK_MIN_BYTES:
+                start_writeback(fd)
             if self.is_root:
                 os.fchown(fd, member.uid, member.gid)
             self._set_xattrs(fd, member)

@@ -40,7 +40,7 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +68,10 @@ from ketch.images.reference import DEFAULT_DOMAIN, SHA256_DIGEST_PATTERN
 log = logging.getLogger(__name__)
 
 DOCKER_HUB_URL = "https://registry-1.docker.io"
-_CHUNK_SIZE = 256 * 1024
+_CHUNK_SIZE = 1024 * 1024
+# How many bytes of a response aiohttp buffers before it stops reading the socket. Its
+# default, 64 KiB, paused and resumed the socket hundreds of times per layer blob.
+READ_BUFFER_SIZE = 4 * 1024 * 1024
 _CHALLENGE_PARAMETER = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -154,7 +157,10 @@ def open_session() -> aiohttp.ClientSession:
     """Return an HTTP session for registry requests (no proxies from the environment)."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
     return aiohttp.ClientSession(
-        timeout=timeout, headers={"User-Agent": f"ketch/{__version__}"}, trust_env=False
+        timeout=timeout,
+        headers={"User-Agent": f"ketch/{__version__}"},
+        trust_env=False,
+        read_bufsize=READ_BUFFER_SIZE,
     )
 
 
@@ -206,12 +212,14 @@ class RegistryClient:
     async def download_blob(
         self,
         descriptor: Descriptor,
-        sink: Callable[[bytes], None],
+        sink: Callable[[bytes], Awaitable[None] | None],
         *,
         offset: int = 0,
         restart: Callable[[], None] | None = None,
     ) -> None:
         """Stream the blob to ``sink`` chunk by chunk; the caller verifies the digest.
+
+        ``sink`` may return an awaitable, which is awaited before the next chunk is read.
 
         With ``offset`` the request asks for the bytes from there on (HTTP Range). A
         registry that sends the whole blob instead makes ketch call ``restart`` first, so
@@ -232,7 +240,9 @@ class RegistryClient:
                 raise await self._failure(response, f"blob {descriptor.digest}")
             with self._network_errors("GET", url):
                 async for chunk in response.content.iter_chunked(_CHUNK_SIZE):
-                    sink(chunk)
+                    written = sink(chunk)
+                    if written is not None:
+                        await written
 
     def _check_content_range(
         self, response: aiohttp.ClientResponse, offset: int, descriptor: Descriptor
