@@ -143,3 +143,31 @@ def test_ketchd_masquerades_bridge(daemon: KetchDaemon) -> None:
         check=True,
     )
     assert forwarding.stdout.strip() == "1"
+
+
+def test_ketchd_network_rules_follow_network(daemon: KetchDaemon) -> None:
+    created = daemon.docker("network", "create", "--subnet", "10.210.0.0/24", "egress-net")
+    assert created.returncode == 0, created.stderr
+    rules = _table(daemon.namespace)
+    assert rules is not None
+    assert "10.210.0.0/24" in _masqueraded_subnets(rules)
+
+    removed = daemon.docker("network", "rm", "egress-net")
+    assert removed.returncode == 0, removed.stderr
+    rules = _table(daemon.namespace) or []
+    assert "10.210.0.0/24" not in _masqueraded_subnets(rules)
+
+
+def test_ketchd_internal_network_drops(daemon: KetchDaemon) -> None:
+    created = daemon.docker(
+        "network", "create", "--internal", "--subnet", "10.211.0.0/24", "closed-net"
+    )
+    assert created.returncode == 0, created.stderr
+    try:
+        rules = _table(daemon.namespace)
+        assert rules is not None
+        assert "10.211.0.0/24" not in _masqueraded_subnets(rules)
+        comments = [rule.get("comment") for rule in rules]
+        assert comments.count("network closed-net") == 2
+    finally:
+        daemon.docker("network", "rm", "closed-net")
