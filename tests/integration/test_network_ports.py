@@ -286,3 +286,33 @@ def test_restart_policy_binds_again(daemon: KetchDaemon) -> None:
     shown = _inspect(daemon, container_id)
     assert shown["RestartCount"] >= 1
     daemon.ketch("rm", "-f", container_id)
+
+
+def test_docker_cli_port_ranges(daemon: KetchDaemon) -> None:
+    result = daemon.docker(
+        "run", "-d", "-p", "127.0.0.1:18100-18101:8080-8081", "-p", "127.0.0.1:18110-18112:9000",
+        "busybox", "sleep", "60",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    container_id = result.stdout.strip()
+    daemon.container_ids.add(container_id)
+    ports = _inspect(daemon, container_id)["NetworkSettings"]["Ports"]
+    assert ports["8080/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": "18100"}]
+    assert ports["8081/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": "18101"}]
+    assert 18110 <= int(ports["9000/tcp"][0]["HostPort"]) <= 18112
+    daemon.docker("rm", "-f", container_id)
+
+
+def test_docker_py_taken_port_error(daemon: KetchDaemon) -> None:
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=daemon.host)
+    first = _run_detached(daemon, "-p", "18120:80", "busybox", "sleep", "60")
+    try:
+        with pytest.raises(docker.errors.APIError, match="port is already allocated"):
+            client.containers.run(
+                "busybox", ["sleep", "60"], detach=True, name="py-on-18120", ports={"80/tcp": 18120}
+            )
+        assert client.containers.get("py-on-18120").status == "created"
+    finally:
+        daemon.ketch("rm", "-f", first, "py-on-18120")
+        client.close()
