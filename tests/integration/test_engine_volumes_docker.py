@@ -205,6 +205,8 @@ def test_rm_v_drops_anonymous_only(daemon: KetchDaemon) -> None:
 def test_rm_without_v_keeps_anonymous(daemon: KetchDaemon) -> None:
     before = volume_names(daemon)
     docker_ok(daemon, "create", "--name", "anon2", "-v", "/anon", "busybox")
+    volumes = docker_ok(daemon, "inspect", "-f", "{{json .Config.Volumes}}", "anon2")
+    assert json.loads(volumes) == {"/anon": {}}
     docker_ok(daemon, "rm", "anon2")
     left = volume_names(daemon) - before
     assert len(left) == 1
