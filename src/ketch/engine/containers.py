@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from ketch.engine import timestamps
+from ketch.engine import rootfs_mounts, timestamps
 from ketch.engine.attach import AttachHub, AttachReader, log_frames
 from ketch.engine.bundles import write_bundle
 from ketch.engine.events import EventBus
@@ -311,6 +311,7 @@ class ContainerService:
     async def _start(self, container: Container) -> None:
         if container.state.status == "exited":
             await self._forget_in_supervisor(container.id)
+        rootfs_mounts.ensure_mounted(self._images, container)
         bundle = self._paths.bundle(container.id)
         log_opts = container.host_config.get("LogConfig", {}).get("Config") or {}
         max_size, max_files = rotation(log_opts)
@@ -422,6 +423,7 @@ class ContainerService:
             self.health.forget(container.id)
         self.waiters.notify_stopped(container)
         self.restarts.on_exit(container)
+        rootfs_mounts.unmount_stopped(container)
 
     async def reconcile(self) -> None:
         """Bring every record up to date with the supervisor, after ketchd (re)connects.

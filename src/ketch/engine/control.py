@@ -231,7 +231,8 @@ def writable_layer_size(rootfs: str) -> int:
     upper and work directories). For a copied rootfs it is the whole copy.
     """
     merged = Path(rootfs)
-    if not os.path.ismount(merged):
+    # A stopped container's overlayfs rootfs is unmounted but keeps its "upper" directory.
+    if not os.path.ismount(merged) and not (merged.parent / "upper").is_dir():
         return _directory_size(merged)
     try:
         siblings = [entry for entry in merged.parent.iterdir() if entry != merged]

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from ketch.engine import archive, stats, views
+from ketch.engine import archive, rootfs_mounts, stats, views
 from ketch.engine.containers import ContainerService, ImageSource, Supervisor
 from ketch.engine.control import ContainerControl, writable_layer_size
 from ketch.engine.events import EventBus
@@ -335,6 +335,8 @@ class Engine:
     def _container_root(self, ref: str) -> tuple[Container, int]:
         container = self.containers.resolve(ref)
         pid = container.state.pid if container.running else 0
+        if not pid:
+            rootfs_mounts.ensure_mounted(self.images, container)
         return container, archive.open_root(pid, container.rootfs)
 
     async def archive_stat(self, ref: str, path: str) -> dict[str, Any]:
