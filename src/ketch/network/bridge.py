@@ -155,7 +155,12 @@ class BridgeDriver:
 
     async def remove_leftover_links(self) -> None:
         """Delete the engine's bridges and veths that no record names, which a crash
-        between deleting a record and its link leaves behind. Call before serving."""
+        between deleting a record and its link leaves behind."""
+        # Under the lock: a connect makes its veth before it records the endpoint.
+        async with self._lock:
+            await self._remove_leftover_links()
+
+    async def _remove_leftover_links(self) -> None:
         networks = {n.id for n in self.store.networks()}
         endpoints = {(e.container_id, e.network_id) for e in self.store.endpoints()}
         bridges = await asyncio.to_thread(links.owned_links, BRIDGE_ALIAS_PREFIX)
