@@ -185,6 +185,8 @@ class ContainerService:
             hostname = options.hostname or container_id[:12]
             config = merge_config(options, dict(image.config or {}), hostname)
             container = self._materialize(container_id, stored_name, image, options, config)
+            if self.volumes is not None:
+                await self.volumes.populate(container, self._remove)
         finally:
             self._reserved_names.discard(stored_name)
         if planned:

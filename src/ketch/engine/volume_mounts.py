@@ -14,17 +14,20 @@ rootfs is mounted, :meth:`ContainerVolumes.attach` resolves the placeholders in 
    volume for each destination that nothing above covers.
 
 A volume's first mount copies the image's files at the destination into it when it is
-empty, unless the mount sets ``nocopy``. Every mount point from a volume or from
+empty, unless the mount sets ``nocopy``. That copy runs in a worker thread in
+:meth:`ContainerVolumes.populate`, which the create awaits after the container's row
+exists, so a large directory does not stall other requests. Every mount point from a volume or from
 volumes-from is recorded in the volume store, which is what inspect's ``Mounts`` shows
 and what makes a volume in use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,8 +171,6 @@ def copy_image_content(rootfs: Path, destination: str, data: Path) -> None:
         try:
             if not inroot.is_directory(source_fd):
                 return
-            # NOTE: this copy runs on the event loop's thread, so a large image directory
-            # delays other requests until it is done.
             result = subprocess.run(
                 ["cp", "-a", "--no-target-directory", f"/proc/self/fd/{source_fd}/.", str(data)],
                 pass_fds=(source_fd,),
@@ -187,11 +188,19 @@ def copy_image_content(rootfs: Path, destination: str, data: Path) -> None:
         )
 
 
+def _copy_into_empty(rootfs: Path, destination: str, data: Path) -> None:
+    # An empty volume only: another container may have filled it meanwhile.
+    if not os.listdir(data):
+        copy_image_content(rootfs, destination, data)
+
+
 class ContainerVolumes:
     """The volumes that containers mount: attach at create, detach at remove."""
 
     def __init__(self, volumes: VolumeService) -> None:
         self.volumes = volumes
+        # Per container being created: (rootfs, destination, volume data) still to copy.
+        self._pending_copies: dict[str, list[tuple[Path, str, Path]]] = {}
 
     def attach(
         self,
@@ -215,7 +224,7 @@ class ContainerVolumes:
             points = self._resolve_points(
                 container_id, mounts, config, host_config, resolve, created
             )
-            self._prepare_volumes(points, rootfs)
+            self._prepare_volumes(container_id, points, rootfs)
         except BaseException:
             self._remove_created(created)
             raise
@@ -315,15 +324,35 @@ class ContainerVolumes:
         created.append(volume.name)
         return volume
 
-    def _prepare_volumes(self, points: list[tuple[dict[str, Any], bool]], rootfs: Path) -> None:
-        """Mount tmpfs and bind volumes, and copy image content into empty volumes."""
+    def _prepare_volumes(
+        self, container_id: str, points: list[tuple[dict[str, Any], bool]], rootfs: Path
+    ) -> None:
+        """Mount tmpfs and bind volumes, and note the copies of image content for populate()."""
+        copies = []
         for point, copy in points:
             if point["Type"] != "volume":
                 continue
             volume = self.volumes.get(point["Name"])
             data = self.volumes.mount_for_use(volume)
-            if copy and not os.listdir(data):
-                copy_image_content(rootfs, point["Destination"], data)
+            if copy:
+                copies.append((rootfs, point["Destination"], data))
+        self._pending_copies[container_id] = copies
+
+    async def populate(
+        self, container: Any, remove: Callable[[Any, bool], Awaitable[None]]
+    ) -> None:
+        """Copy the image's content into the new container's empty volumes, in a thread.
+
+        If a copy fails, ``remove(container, True)`` removes the container and its
+        anonymous volumes before the error is raised again.
+        """
+        copies = self._pending_copies.pop(container.id, [])
+        try:
+            for rootfs, destination, data in copies:
+                await asyncio.to_thread(_copy_into_empty, rootfs, destination, data)
+        except BaseException:
+            await remove(container, True)
+            raise
 
     def _remove_created(self, names: list[str]) -> None:
         for name in names:
@@ -348,6 +377,7 @@ class ContainerVolumes:
     def detach(self, container_id: str, remove_anonymous: bool = False) -> None:
         """Forget a removed container's mount points, unmount volumes nothing else uses, and
         with ``remove_anonymous`` remove its anonymous volumes (``rm -v``, ``--rm``)."""
+        self._pending_copies.pop(container_id, None)
         points = self.volumes.store.remove_mount_points(container_id)
         names = [point["Name"] for point in points if point.get("Type") == "volume"]
         if remove_anonymous:
