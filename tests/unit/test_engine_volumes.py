@@ -3,14 +3,16 @@ data root in a temporary directory (no mounts: tmpfs and bind volumes are only c
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from ketch.engine.volume_mounts import parse_volume_bind, parse_volume_mount
+from ketch.engine.volume_mounts import ContainerVolumes, parse_volume_bind, parse_volume_mount
 from ketch.engine.volumes import ANONYMOUS_LABEL, VolumeService
-from ketch.errors import Conflict, InvalidArgument, NotFound
+from ketch.errors import Conflict, InvalidArgument, NotFound, SystemFailure
 
 
 @pytest.fixture
@@ -274,3 +276,51 @@ def test_create_and_remove_publish_events(service: VolumeService) -> None:
         ("volume", "create", "data1", {"driver": "local"}),
         ("volume", "destroy", "data1", {"driver": "local"}),
     ]
+
+
+def test_populate_copies_into_empty_volume(service: VolumeService, tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "seed").mkdir(parents=True)
+    (rootfs / "seed" / "file").write_text("image\n")
+    (rootfs / "seed" / "link").symlink_to("/etc")
+    (rootfs / "escape").symlink_to("/etc")
+    volumes = ContainerVolumes(service)
+    data = service.data_path(service.create("seeded").name)
+    other = service.data_path(service.create("other").name)
+    volumes._pending_copies["c1"] = [(rootfs, "/seed", data), (rootfs, "/escape", other)]
+
+    asyncio.run(volumes.populate(SimpleNamespace(id="c1"), never_remove))
+
+    assert (data / "file").read_text() == "image\n"
+    assert (data / "link").readlink() == Path("/etc")
+    # /escape resolves inside the rootfs, where there is no /etc to copy.
+    assert list(other.iterdir()) == []
+
+
+def test_populate_skips_non_empty_volume(service: VolumeService, tmp_path: Path) -> None:
+    (tmp_path / "rootfs" / "seed").mkdir(parents=True)
+    (tmp_path / "rootfs" / "seed" / "file").write_text("image\n")
+    volumes = ContainerVolumes(service)
+    data = service.data_path(service.create("full").name)
+    (data / "mine").write_text("x")
+    volumes._pending_copies["c1"] = [(tmp_path / "rootfs", "/seed", data)]
+    asyncio.run(volumes.populate(SimpleNamespace(id="c1"), never_remove))
+    assert sorted(path.name for path in data.iterdir()) == ["mine"]
+
+
+def test_populate_failure_removes_container(service: VolumeService, tmp_path: Path) -> None:
+    volumes = ContainerVolumes(service)
+    data = service.data_path(service.create("target").name)
+    volumes._pending_copies["c1"] = [(tmp_path / "missing", "/seed", data)]
+    removed: list[tuple[str, bool]] = []
+
+    async def remove(container: SimpleNamespace, anonymous: bool) -> None:
+        removed.append((container.id, anonymous))
+
+    with pytest.raises(SystemFailure, match="cannot open the rootfs"):
+        asyncio.run(volumes.populate(SimpleNamespace(id="c1"), remove))
+    assert removed == [("c1", True)]
+
+
+async def never_remove(container: SimpleNamespace, anonymous: bool) -> None:
+    raise AssertionError(f"container {container.id} removed")

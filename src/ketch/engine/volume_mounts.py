@@ -162,7 +162,10 @@ def copy_image_content(rootfs: Path, destination: str, data: Path) -> None:
     cannot make the copy read the host's files, and ``cp -a`` copies symlinks below it as
     symlinks without following them.
     """
-    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as error:
+        raise SystemFailure(f"cannot open the rootfs {rootfs}: {error.strerror}") from None
     try:
         try:
             source_fd = inroot.open_in_root(root_fd, destination, os.O_PATH | os.O_CLOEXEC)
