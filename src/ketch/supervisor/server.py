@@ -20,6 +20,9 @@ SIGTERM or SIGINT stops the supervisor and its containers. Each running init get
 and SIGKILL after the shutdown timeout or a second signal. A created one gets SIGKILL at
 once. Once their exits are recorded, their runtime state and cgroups are deleted. The
 records stay, so a later supervisor still reports the exit codes.
+
+The protocol's ops are in :mod:`ketch.supervisor.operations`, and the runtime calls the
+supervisor makes are the Protocol in :mod:`ketch.supervisor.runtime_interface`.
 """
 
 from __future__ import annotations
@@ -30,17 +33,19 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure, Unavailable
+from ketch.errors import KetchError, NotFound, SystemFailure
 from ketch.linux import syscalls
-from ketch.supervisor import process, protocol
-from ketch.supervisor.connection import Connection, Mode
+from ketch.supervisor import operations, process, protocol
+from ketch.supervisor.connection import Connection
 from ketch.supervisor.container import Container
 from ketch.supervisor.eventloop import EventLoop
-from ketch.supervisor.execs import ExecProcesses, create_init, set_window_size
+from ketch.supervisor.execs import ExecProcesses, create_init
 from ketch.supervisor.logs import format_timestamp
-from ketch.supervisor.records import CREATED, RUNNING, STOPPED, ContainerRecord, RecordStore
+from ketch.supervisor.operations import exit_fields
+from ketch.supervisor.records import CREATED, STOPPED, ContainerRecord, RecordStore
+from ketch.supervisor.runtime_interface import Runtime
 from ketch.supervisor.stdio import ContainerStdio, LogRotation
 
 log = logging.getLogger(__name__)
@@ -51,42 +56,6 @@ DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 5.0
 # The exit code recorded for a container whose real exit status was lost because the
 # supervisor that ran it ended without stopping it.
 LOST_EXIT_CODE = 255
-
-
-class Runtime(Protocol):
-    """The part of ketch.runtime.Runtime the supervisor calls."""
-
-    def create(
-        self,
-        container_id: str,
-        bundle: Path,
-        *,
-        stdio: tuple[int, int, int] | None = None,
-        console_socket: Path | None = None,
-    ) -> int: ...
-
-    def exec(
-        self,
-        container_id: str,
-        process: dict[str, Any],
-        *,
-        stdio: tuple[int, int, int] | None = None,
-        console_socket: Path | None = None,
-    ) -> int: ...
-
-    def start(self, container_id: str) -> None: ...
-
-    def kill(self, container_id: str, signal: int, all: bool = False) -> None: ...
-
-    def delete(self, container_id: str, force: bool = False) -> None: ...
-
-    def pause(self, container_id: str) -> None: ...
-
-    def resume(self, container_id: str) -> None: ...
-
-    def update(self, container_id: str, resources: dict[str, Any]) -> None: ...
-
-    def processes(self, container_id: str) -> list[int]: ...
 
 
 class Supervisor:
@@ -111,7 +80,7 @@ class Supervisor:
         self.loop = EventLoop()
         self.containers: dict[str, Container] = {}
         self._containers_by_pid: dict[int, Container] = {}
-        self._subscribers: list[Connection] = []
+        self.subscribers: list[Connection] = []
         self.execs = ExecProcesses(
             self.loop, self.runtime, exec_root, self._containers_by_pid.__setitem__, self._publish
         )
@@ -175,209 +144,16 @@ class Supervisor:
 
     def handle_request(self, connection: Connection, request: dict[str, Any]) -> None:
         """Run one request and send its response, unless the operation responds later itself."""
-        op = request["op"]
-        try:
-            response = getattr(self, f"_op_{op}")(connection, request)
-        except KetchError as error:
-            level = logging.ERROR if isinstance(error, SystemFailure) else logging.DEBUG
-            log.log(level, "request %s %s failed: %s", op, request.get("id", ""), error)
-            connection.send_error(error)
-            return
-        except Exception as error:
-            log.exception("request %s failed", op)
-            connection.send_error(SystemFailure(f"supervisor failed on {op}: {error!r}"))
-            return
-        if response is not None:
-            connection.send_message({"ok": True, **response})
+        operations.handle_request(self, connection, request)
 
-    def _op_ping(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid(), "protocol": protocol.PROTOCOL_VERSION}
-
-    def _op_create(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        container_id = protocol.require_container_id(request)
-        bundle = Path(protocol.require_absolute_path(request, "bundle"))
-        log_path = Path(protocol.require_absolute_path(request, "log_path"))
-        open_stdin = protocol.optional_bool(request, "open_stdin", False)
-        terminal = protocol.optional_bool(request, "tty", False)
-        rotation = LogRotation(
-            protocol.optional_int(request, "log_max_size", 0, 0),
-            protocol.optional_int(request, "log_max_files", 1, 1),
-        )
-        if self._shutting_down:
-            raise Unavailable("the supervisor is shutting down and creates no containers")
-        if container_id in self.containers:
-            raise Conflict(f"container {container_id} already exists")
-        container = self._create_container(
-            container_id, bundle, log_path, open_stdin, rotation, terminal
-        )
-        return {"pid": container.record.pid}
-
-    def _op_start(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        container = self._get(request)
-        if container.record.status != CREATED or container.exited:
-            status = STOPPED if container.exited else container.record.status
-            raise Conflict(f"container {container.id} is {status}: only a created one can start")
-        _call_runtime("start", container.id, lambda: self.runtime.start(container.id))
-        container.record.status = RUNNING
-        container.record.started_at = format_timestamp(time.time_ns())
-        self._save(container.record)
-        log.info("container %s started", container.id)
-        return {}
-
-    def _op_kill(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        exec_process = self.execs.processes.get(str(request.get("id")))
-        if exec_process is not None:
-            # An exec that has not finished is an unreaped child, so its pid is still its.
-            if not exec_process.exited:
-                os.kill(exec_process.record.pid, protocol.require_signal(request))
-            return {}
-        container = self._get(request)
-        signal_number = protocol.require_signal(request)
-        # Once reaped, the pid may belong to another process, so the runtime is not asked.
-        if container.exited:
-            raise Conflict(f"container {container.id} is not running")
-        _call_runtime("kill", container.id, lambda: self.runtime.kill(container.id, signal_number))
-        return {}
-
-    def _op_pause(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        container = self._get_live(request, "pause")
-        _call_runtime("pause", container.id, lambda: self.runtime.pause(container.id))
-        log.info("container %s paused", container.id)
-        return {}
-
-    def _op_resume(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        container = self._get_live(request, "resume")
-        _call_runtime("resume", container.id, lambda: self.runtime.resume(container.id))
-        log.info("container %s resumed", container.id)
-        return {}
-
-    def _op_update(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        container = self._get_live(request, "update")
-        resources = request.get("resources")
-        if not isinstance(resources, dict):
-            raise InvalidArgument(
-                f"invalid resources {resources!r}: expected an OCI linux.resources object"
-            )
-        _call_runtime("update", container.id, lambda: self.runtime.update(container.id, resources))
-        return {}
-
-    def _op_processes(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        container = self._get_live(request, "list the processes of")
-        pids = _call_runtime("list", container.id, lambda: self.runtime.processes(container.id))
-        return {"pids": list(pids)}
-
-    def _op_exec(self, connection: Connection, request: dict[str, Any]) -> None:
-        container = self._get_live(request, "exec in")
-        exec_id = protocol.require_container_id({"id": request.get("exec_id")})
-        process = request.get("process")
-        if not isinstance(process, dict):
-            raise InvalidArgument(f"invalid process {process!r}: expected an OCI process object")
-        tty = protocol.optional_bool(request, "tty", False)
-        open_stdin = protocol.optional_bool(request, "open_stdin", False)
-        exec_process = self.execs.start(
-            container.id, exec_id, process, tty=tty, open_stdin=open_stdin
-        )
-        connection.label = f"client fd {connection.fd} of exec {exec_id}"
-        connection.send_message({"ok": True, "pid": exec_process.record.pid})
-        streams = frozenset({protocol.STREAM_STDOUT, protocol.STREAM_STDERR})
-        exec_process.attach(connection, streams, open_stdin)
-
-    def _op_resize(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        target = request.get("id")
-        process = self.execs.processes.get(target) if isinstance(target, str) else None
-        if process is None:
-            process = self._get(request)
-        height = protocol.optional_int(request, "height", 0, 1)
-        width = protocol.optional_int(request, "width", 0, 1)
-        try:
-            set_window_size(process, height, width)
-        except OSError as error:
-            raise SystemFailure(f"cannot resize the terminal of {process.id}: {error}") from None
-        return {}
-
-    def _op_execs(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        container_id = protocol.require_container_id(request)
-        return {"execs": self.execs.states(container_id)}
-
-    def _get_live(self, request: dict[str, Any], action: str) -> Container:
-        """Return a container whose init has not exited; raise Conflict for any other."""
-        container = self._get(request)
-        if container.exited or container.finished:
-            raise Conflict(f"cannot {action} container {container.id}: it is not running")
-        return container
-
-    def _op_delete(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any] | None:
-        container = self._get(request)
-        force = protocol.optional_bool(request, "force", False)
-        if container.finished:
-            self._remove(container)
-            return {}
-        if container.record.status == RUNNING and not container.exited and not force:
-            raise Conflict(
-                f"container {container.id} is running: stop it first or delete it with force"
-            )
-        if not container.exited:
-            self._kill_quietly(container, signal.SIGKILL)
-        self._park(connection, container.delete_requests)
-        return None
-
-    def _op_state(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        return {"container": self._get(request).record.to_state()}
-
-    def _op_list(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
-        return {"containers": [c.record.to_state() for c in self.containers.values()]}
-
-    def _op_wait(self, connection: Connection, request: dict[str, Any]) -> dict[str, Any] | None:
-        container = self._get(request)
-        if container.finished:
-            return _exit_fields(container.record)
-        self._park(connection, container.waiters)
-        return None
-
-    def _op_attach(self, connection: Connection, request: dict[str, Any]) -> None:
-        container = self._get(request)
-        streams = frozenset(
-            stream
-            for stream, field in (
-                (protocol.STREAM_STDOUT, "stdout"),
-                (protocol.STREAM_STDERR, "stderr"),
-            )
-            if protocol.optional_bool(request, field, True)
-        )
-        stdin = protocol.optional_bool(request, "stdin", False)
-        if stdin and container.stdin is None and not container.exited:
-            raise InvalidArgument(
-                f"cannot attach stdin of container {container.id}: "
-                "it was created without open_stdin"
-            )
-        close_stdin = protocol.optional_bool(request, "close_stdin", True)
-        connection.label = f"client fd {connection.fd} of container {container.id}"
-        connection.send_message({"ok": True})
-        container.attach(connection, streams, stdin, close_stdin)
-
-    def _op_events(self, connection: Connection, request: dict[str, Any]) -> None:
-        connection.mode = Mode.EVENTS
-        connection.label = f"event subscriber fd {connection.fd}"
-        connection.send_message({"ok": True})
-        self._subscribers.append(connection)
-        connection.add_close_callback(self._subscribers.remove)
-
-    def _get(self, request: dict[str, Any]) -> Container:
-        container_id = protocol.require_container_id(request)
-        container = self.containers.get(container_id)
-        if container is None:
-            raise NotFound(f"No such container: {container_id}")
-        return container
-
-    def _park(self, connection: Connection, queue: list[Connection]) -> None:
-        """Hold ``connection`` in ``queue`` until the container finishes."""
-        connection.mode = Mode.PARKED
-        queue.append(connection)
-        connection.add_close_callback(lambda closed: closed in queue and queue.remove(closed))
+    @property
+    def shutting_down(self) -> bool:
+        """Whether a stop signal has come, so that no container may be created."""
+        return self._shutting_down
 
     # Containers.
 
-    def _create_container(
+    def create_container(
         self,
         container_id: str,
         bundle: Path,
@@ -412,7 +188,7 @@ class Supervisor:
         )
         self.containers[container_id] = container
         self._containers_by_pid[pid] = container
-        self._save(record)
+        self.save_record(record)
         log.info("container %s created, init pid %d", container_id, pid)
         return container
 
@@ -440,13 +216,13 @@ class Supervisor:
         record.status = STOPPED
         record.exit_code = container.exit_code
         record.finished_at = format_timestamp(container.exit_time_ns)
-        self._save(record)
+        self.save_record(record)
         log.info("container %s exited with code %s", record.id, record.exit_code)
         for waiter in list(container.waiters):
             container.waiters.remove(waiter)
-            waiter.send_message({"ok": True, **_exit_fields(record)})
+            waiter.send_message({"ok": True, **exit_fields(record)})
             waiter.resume_requests()
-        self._publish({"type": "exit", "id": record.id, **_exit_fields(record)})
+        self._publish({"type": "exit", "id": record.id, **exit_fields(record)})
         if container.delete_requests:
             self._complete_deletes(container)
 
@@ -454,7 +230,7 @@ class Supervisor:
         requests = list(container.delete_requests)
         container.delete_requests.clear()
         try:
-            self._remove(container)
+            self.remove(container)
         except KetchError as error:
             for connection in requests:
                 connection.send_error(error)
@@ -464,7 +240,7 @@ class Supervisor:
             connection.send_message({"ok": True})
             connection.resume_requests()
 
-    def _remove(self, container: Container) -> None:
+    def remove(self, container: Container) -> None:
         """Delete the runtime state and cgroups of a finished container and forget it."""
         try:
             self.runtime.delete(container.id)
@@ -482,19 +258,19 @@ class Supervisor:
 
     def _publish(self, event: dict[str, Any]) -> None:
         line = protocol.encode_message(event)
-        for subscriber in list(self._subscribers):
+        for subscriber in list(self.subscribers):
             if not subscriber.send(line):
                 log.warning("dropping %s: it fell too far behind", subscriber.label)
                 subscriber.close()
 
-    def _save(self, record: ContainerRecord) -> None:
+    def save_record(self, record: ContainerRecord) -> None:
         assert self._records is not None
         try:
             self._records.save(record)
         except OSError as error:
             log.error("cannot write the record of container %s: %s", record.id, error)
 
-    def _kill_quietly(self, container: Container, signal_number: int) -> None:
+    def kill_quietly(self, container: Container, signal_number: int) -> None:
         """Signal a container's init that is not reaped yet, logging instead of raising."""
         try:
             self.runtime.kill(container.id, signal_number)
@@ -556,7 +332,7 @@ class Supervisor:
         record.status = STOPPED
         record.exit_code = LOST_EXIT_CODE
         record.finished_at = format_timestamp(time.time_ns())
-        self._save(record)
+        self.save_record(record)
 
     # Shutdown.
 
@@ -579,14 +355,14 @@ class Supervisor:
             # A created container's process has not run yet, so there is nothing to
             # shut down cleanly.
             first = signal.SIGKILL if container.record.status == CREATED else signal.SIGTERM
-            self._kill_quietly(container, first)
+            self.kill_quietly(container, first)
         self.loop.call_later(self.shutdown_timeout, self._kill_remaining)
         self._shutdown_deadline = time.monotonic() + self.shutdown_timeout + 30.0
 
     def _kill_remaining(self) -> None:
         for container in self.containers.values():
             if not container.exited and not container.finished:
-                self._kill_quietly(container, signal.SIGKILL)
+                self.kill_quietly(container, signal.SIGKILL)
 
     def _shutdown_complete(self) -> bool:
         if not self._shutting_down:
@@ -614,7 +390,7 @@ class Supervisor:
                 self._delete_runtime_state(container)
             container.close()
         self.execs.close_all()
-        for subscriber in list(self._subscribers):
+        for subscriber in list(self.subscribers):
             subscriber.close()
         if self._wakeup is not None:
             signal.set_wakeup_fd(-1)
@@ -631,15 +407,3 @@ class Supervisor:
             pass
         except (KetchError, OSError) as error:
             log.error("cannot delete runtime state of container %s: %s", container.id, error)
-
-
-def _exit_fields(record: ContainerRecord) -> dict[str, Any]:
-    return {"exit_code": record.exit_code, "finished_at": record.finished_at}
-
-
-def _call_runtime(action: str, container_id: str, call: Any) -> Any:
-    """Run a runtime call, turning an OSError into SystemFailure naming the container."""
-    try:
-        return call()
-    except OSError as error:
-        raise SystemFailure(f"cannot {action} container {container_id}: {error}") from None
