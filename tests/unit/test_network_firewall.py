@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from ketch.errors import SystemFailure
-from ketch.network.firewall import Firewall, network_rules, render_ruleset
+from ketch.network.firewall import (
+    Firewall,
+    PortRule,
+    network_rules,
+    port_rule_text,
+    render_ruleset,
+)
 from ketch.network.store import Network
 
 OPEN = Network(
@@ -140,3 +146,48 @@ def test_firewall_reconcile_logs_failure(tmp_path: Path, caplog: pytest.LogCaptu
     firewall = Firewall(str(tmp_path / "no-nft"), tmp_path / "ip_forward")
     asyncio.run(firewall.reconcile())
     assert "install nftables" in caplog.text
+
+
+PORT = PortRule("tcp", "0.0.0.0", 8080, "172.18.0.2", 80, OPEN.id)
+
+
+def test_port_rule_all_addresses() -> None:
+    assert port_rule_text(PORT) == "fib daddr type local tcp dport 8080 dnat to 172.18.0.2:80"
+
+
+def test_port_rule_one_address() -> None:
+    rule = PortRule("udp", "127.0.0.1", 5353, "172.18.0.2", 53, OPEN.id)
+    assert port_rule_text(rule) == "ip daddr 127.0.0.1 udp dport 5353 dnat to 172.18.0.2:53"
+
+
+def test_ruleset_port_rules_both_hooks() -> None:
+    script = render_ruleset([OPEN], [PORT])
+    assert script.count(port_rule_text(PORT)) == 2
+    assert 'ip saddr 127.0.0.0/8 oifname "br-aaaaaaaaaaaa" masquerade' in script
+
+
+def test_ruleset_skips_rules_of_down_network() -> None:
+    script = render_ruleset([INTERNAL], [PORT])
+    assert "dnat" not in script
+
+
+def test_firewall_port_rules_set_and_removed(tmp_path: Path) -> None:
+    nft, scripts = _fake_nft(tmp_path)
+    forward = tmp_path / "ip_forward"
+    forward.write_text("1\n")
+    interfaces = tmp_path / "conf"
+    (interfaces / OPEN.bridge).mkdir(parents=True)
+
+    async def scenario() -> None:
+        firewall = Firewall(str(nft), forward, interfaces)
+        await firewall.network_up(OPEN)
+        await firewall.set_port_rules("c" * 64, [PORT])
+        firewall.remove_port_rules("c" * 64)
+        await asyncio.sleep(0)
+        await firewall.reconcile()  # waits for the lock, so the removal has been applied
+
+    asyncio.run(scenario())
+    applied = _applied(scripts)
+    assert "dnat" in applied[1]
+    assert "dnat" not in applied[-1]
+    assert (interfaces / OPEN.bridge / "route_localnet").read_text() == "1\n"

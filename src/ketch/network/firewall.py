@@ -10,6 +10,12 @@ For each network that is up, the table holds::
         iifname <bridge> oifname != <bridge> drop             (internal only)
         oifname <bridge> iifname != <bridge> drop             (internal only)
 
+With ketchd's ``userland-proxy`` set to false, published ports are kernel rules too: each
+binding is a ``dnat`` rule in a ``prerouting`` chain (traffic from elsewhere) and in an
+``output`` chain (connections from this host). A connection to 127.0.0.1 is then routed to
+the bridge, which needs ``route_localnet`` on the bridge and a masquerade rule for
+127.0.0.0/8 leaving by it, so that replies come back.
+
 Every change rewrites the whole table in one ``nft -f -`` transaction (declare, delete,
 then add the table again), so the kernel never contains half of an update, and a table left
 by an earlier ketchd is replaced by the first change. The table is deleted when the last
@@ -23,6 +29,7 @@ import asyncio
 import logging
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from ketch.errors import SystemFailure
@@ -33,6 +40,7 @@ logger = logging.getLogger(__name__)
 TABLE_FAMILY = "ip"
 TABLE_NAME = "ketch"
 IP_FORWARD_PATH = Path("/proc/sys/net/ipv4/ip_forward")
+INTERFACE_SYSCTL_ROOT = Path("/proc/sys/net/ipv4/conf")
 NFT_TIMEOUT_SECONDS = 30.0
 
 
@@ -60,9 +68,44 @@ def network_rules(network: Network) -> tuple[list[str], list[str]]:
     return postrouting, forward
 
 
-def render_ruleset(networks: list[Network]) -> str:
-    """Return the nft script that replaces ketch's table with the rules of ``networks``;
-    with no networks, the script deletes the table."""
+@dataclass(frozen=True)
+class PortRule:
+    """A published port forwarded by the kernel: host side to the container's address."""
+
+    protocol: str
+    host_ip: str  # "0.0.0.0" means every local address
+    host_port: int
+    container_ip: str
+    container_port: int
+    # The network of the container's address; the rule applies while that network is up.
+    network_id: str
+
+
+def port_rule_text(rule: PortRule) -> str:
+    """Return the dnat rule of one published port, in nft syntax."""
+    if rule.host_ip == "0.0.0.0":
+        destination = "fib daddr type local"
+    else:
+        destination = f"ip daddr {rule.host_ip}"
+    return (
+        f"{destination} {rule.protocol} dport {rule.host_port} "
+        f"dnat to {rule.container_ip}:{rule.container_port}"
+    )
+
+
+def _chain(name: str, hook: str, rules: list[str]) -> list[str]:
+    return (
+        [f"  chain {name} {{", f"    {hook}; policy accept;"]
+        + [f"    {rule}" for rule in rules]
+        + ["  }"]
+    )
+
+
+def render_ruleset(networks: list[Network], port_rules: list[PortRule] | None = None) -> str:
+    """Return the nft script that replaces ketch's table with the rules of ``networks`` and
+    of the ``port_rules`` on them; with no networks, the script deletes the table."""
+    bridges = {network.id: network.bridge for network in networks}
+    port_rules = [rule for rule in port_rules or [] if rule.network_id in bridges]
     table = f"table {TABLE_FAMILY} {TABLE_NAME}"
     # Declaring the table first makes the delete valid when the table does not exist.
     lines = [f"{table} {{}}", f"delete {table}"]
@@ -74,15 +117,16 @@ def render_ruleset(networks: list[Network]) -> str:
         nat_rules, filter_rules = network_rules(network)
         postrouting += nat_rules
         forward += filter_rules
+    for bridge in sorted({bridges[rule.network_id] for rule in port_rules}):
+        postrouting.append(f"ip saddr 127.0.0.0/8 oifname {_quoted(bridge)} masquerade")
+    dnat = [port_rule_text(rule) for rule in port_rules]
+
     lines.append(f"{table} {{")
-    lines.append("  chain postrouting {")
-    lines.append("    type nat hook postrouting priority srcnat; policy accept;")
-    lines += [f"    {rule}" for rule in postrouting]
-    lines.append("  }")
-    lines.append("  chain forward {")
-    lines.append("    type filter hook forward priority filter; policy accept;")
-    lines += [f"    {rule}" for rule in forward]
-    lines.append("  }")
+    if dnat:
+        lines += _chain("prerouting", "type nat hook prerouting priority dstnat", dnat)
+        lines += _chain("output", "type nat hook output priority -100", dnat)
+    lines += _chain("postrouting", "type nat hook postrouting priority srcnat", postrouting)
+    lines += _chain("forward", "type filter hook forward priority filter", forward)
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -91,17 +135,61 @@ class Firewall:
     """The ``NetworkService`` that keeps ketch's nftables table in step with the networks
     that are up. Used from the event loop."""
 
-    def __init__(self, nft: str | None = None, ip_forward_path: Path = IP_FORWARD_PATH) -> None:
+    def __init__(
+        self,
+        nft: str | None = None,
+        ip_forward_path: Path = IP_FORWARD_PATH,
+        interface_sysctl_root: Path = INTERFACE_SYSCTL_ROOT,
+    ) -> None:
         self._nft = nft or shutil.which("nft") or "/usr/sbin/nft"
         self._ip_forward_path = ip_forward_path
+        self._interface_sysctl_root = interface_sysctl_root
         self._networks: dict[str, Network] = {}
+        # Published ports forwarded by the kernel, per container id.
+        self._port_rules: dict[str, list[PortRule]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+
+    async def set_port_rules(self, container_id: str, rules: list[PortRule]) -> None:
+        """Forward the container's published ports in the kernel. Raises SystemFailure.
+
+        Rules of a network that is not up yet apply once ``network_up`` adds it.
+        """
+        self._port_rules[container_id] = list(rules)
+        try:
+            for network_id in {rule.network_id for rule in rules}:
+                await self._enable_route_localnet(network_id)
+            async with self._lock:
+                await self._apply()
+        except BaseException:
+            self._port_rules.pop(container_id, None)
+            raise
+
+    def remove_port_rules(self, container_id: str) -> None:
+        """Stop forwarding the container's ports; the table is rewritten in the background.
+
+        The rules are dropped from the state at once, so a later ``set_port_rules`` of the
+        same container, applied after this rewrite or before it, is never undone by it.
+        """
+        if self._port_rules.pop(container_id, None) is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._apply_logged(container_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _apply_logged(self, container_id: str) -> None:
+        try:
+            async with self._lock:
+                await self._apply()
+        except SystemFailure as error:
+            logger.error("cannot remove the port rules of container %s: %s", container_id, error)
 
     async def network_up(self, network: Network) -> None:
         """Add the network's rules; turn on IPv4 forwarding for a network with egress."""
         async with self._lock:
             self._networks[network.id] = network
             await self._apply()
+        await self._enable_route_localnet(network.id)
         if not network.internal:
             await asyncio.to_thread(self._enable_forwarding)
         logger.info("added firewall rules for network %s (%s)", network.name, network.subnet)
@@ -123,7 +211,8 @@ class Firewall:
                 logger.error("cannot reconcile ketch's firewall rules: %s", error)
 
     async def _apply(self) -> None:
-        script = render_ruleset(list(self._networks.values()))
+        port_rules = [rule for rules in self._port_rules.values() for rule in rules]
+        script = render_ruleset(list(self._networks.values()), port_rules)
         try:
             process = await asyncio.create_subprocess_exec(
                 self._nft,
@@ -163,3 +252,17 @@ class Firewall:
                 f"cannot enable IPv4 forwarding in {self._ip_forward_path}: {error}"
             ) from error
         logger.info("enabled IPv4 forwarding (%s)", self._ip_forward_path)
+
+    async def _enable_route_localnet(self, network_id: str) -> None:
+        """Let a connection to 127.0.0.1 that a dnat rule sends to a container leave by the
+        network's bridge, if the network is up and has port rules; the kernel drops packets
+        with a loopback source on other interfaces unless this is set."""
+        network = self._networks.get(network_id)
+        rules = (rule for rules in self._port_rules.values() for rule in rules)
+        if network is None or not any(rule.network_id == network_id for rule in rules):
+            return
+        path = self._interface_sysctl_root / network.bridge / "route_localnet"
+        try:
+            await asyncio.to_thread(path.write_text, "1\n")
+        except OSError as error:
+            raise SystemFailure(f"cannot enable route_localnet in {path}: {error}") from error
