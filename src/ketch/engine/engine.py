@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from ketch.engine import archive, rootfs_mounts, stats, views
 from ketch.engine.containers import ContainerService, ImageSource, Supervisor
@@ -359,12 +359,15 @@ class Engine:
             os.close(root_fd)
         return stat_object, spool
 
-    async def archive_put(self, ref: str, path: str, data: bytes, keep_owners: bool) -> None:
-        """Extract a tar into directory ``path`` of the container."""
+    async def archive_put(
+        self, ref: str, path: str, data: bytes | IO[bytes], keep_owners: bool
+    ) -> None:
+        """Extract a tar (bytes or a binary file) into directory ``path`` of the container."""
         container, root_fd = self._container_root(ref)
+        stream = io.BytesIO(data) if isinstance(data, bytes) else data
         try:
             await asyncio.to_thread(
-                archive.extract_tar, root_fd, path, io.BytesIO(data), container.id, keep_owners
+                archive.extract_tar, root_fd, path, stream, container.id, keep_owners
             )
         finally:
             os.close(root_fd)
