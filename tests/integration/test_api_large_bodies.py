@@ -99,6 +99,22 @@ def test_docker_py_load_over_cap(client: docker.DockerClient, image_id: str, sav
     assert [image.id for image in loaded] == [image_id]
 
 
+def test_docker_cp_over_cap(
+    daemon: KetchDaemon, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    client.images.pull("busybox", tag="latest")
+    source = tmp_path / "payload.bin"
+    source.write_bytes(os.urandom(PAYLOAD_SIZE))
+    container = client.containers.run("busybox", ["sleep", "1000"], detach=True)
+    try:
+        result = daemon.docker("cp", str(source), f"{container.id}:/tmp/", timeout=300)
+        assert result.returncode == 0, result.stderr
+        size = container.exec_run(["stat", "-c", "%s", "/tmp/payload.bin"]).output
+        assert int(size) == PAYLOAD_SIZE
+    finally:
+        container.remove(force=True)
+
+
 def test_json_body_over_cap_is_413(client: docker.DockerClient) -> None:
     labels = {"filler": "x" * (MAX_BODY_BYTES + 1)}
     with pytest.raises(docker.errors.APIError) as caught:

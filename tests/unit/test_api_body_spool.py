@@ -65,6 +65,7 @@ def _send_and_close(sock: socket.socket, data: bytes) -> None:
         ("POST", "/images/load"),
         ("POST", "/v1.45/images/load?quiet=1"),
         ("POST", "/images/create?fromSrc=-&repo=a"),
+        ("PUT", "/v1.41/containers/web/archive?path=/tmp"),
     ],
 )
 def test_spools_body_tarball_routes(method: str, target: str) -> None:
@@ -77,6 +78,8 @@ def test_spools_body_tarball_routes(method: str, target: str) -> None:
         ("POST", "/containers/create"),
         ("GET", "/images/load"),
         ("POST", "/v1.45/images/busybox/tag"),
+        ("GET", "/containers/web/archive?path=/tmp"),
+        ("PUT", "/containers/web/archive/extra"),
     ],
 )
 def test_spools_body_json_routes(method: str, target: str) -> None:

@@ -42,9 +42,11 @@ SOCKET_GROUP = "ketch"
 
 _VERSION_PREFIX = re.compile(r"^/v(\d+(?:\.\d+)*)(/.*)$")
 
-# Routes whose body is a tarball of any size: image load, and image create with
-# fromSrc=- (import). A pull through image create has an empty body, so nothing is spooled.
+# Routes whose body is a tarball of any size: image load, image create with fromSrc=-
+# (import) and archive put (docker cp into a container). A pull through image create has
+# an empty body, so nothing is spooled for it.
 SPOOLED_BODY_ROUTES = frozenset({("POST", "/images/load"), ("POST", "/images/create")})
+SPOOLED_BODY_PATTERNS = (("PUT", re.compile(r"^/containers/[^/]+/archive$")),)
 
 
 async def serve(engine: object, socket_path: Path) -> asyncio.Server:
@@ -175,7 +177,11 @@ def spools_body(method: str, target: str) -> bool:
     match = _VERSION_PREFIX.match(path)
     if match is not None:
         path = match.group(2)
-    return (method, path) in SPOOLED_BODY_ROUTES
+    if (method, path) in SPOOLED_BODY_ROUTES:
+        return True
+    return any(
+        method == spooled and pattern.match(path) for spooled, pattern in SPOOLED_BODY_PATTERNS
+    )
 
 
 def strip_version_prefix(path: str) -> str:

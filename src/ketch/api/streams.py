@@ -350,7 +350,9 @@ async def archive_head(call: Call) -> None:
 async def archive_put(call: Call) -> None:
     path = _archive_path(call)
     keep_owners = call.flag("copyUIDGID")
-    await call.engine.archive_put(call.parameters["id"], path, call.request.body, keep_owners)
+    await call.engine.archive_put(
+        call.parameters["id"], path, call.request.body_stream(), keep_owners
+    )
     await call.http.send(200, b"")
 
 
