@@ -14,8 +14,10 @@ then, run after run with the commands alternating:
   ``docker pull`` and ``docker push`` to an empty registry in the same way.
 
 It prints medians, ratios, and where ketch's pull time goes: the phases seen in its progress
-messages, CPU time against wall time, and the unpack of one layer against ``tar -xzf`` of
-the same blob. Run it as root (unpacking sets ownership) with skopeo installed:
+messages, CPU time against wall time, the CPU time of the event loop thread, the blob write
+threads and the unpack threads (from the debug log records of ``ketch.images``), and the
+unpack of one layer against ``tar -xzf`` of the same blob. Run it as root (unpacking sets
+ownership) with skopeo installed:
 
     .venv/bin/python benchmarks/pull_push.py [--runs 3] [--layer-mib 40] [--docker]
 """
@@ -28,6 +30,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import random
 import resource
 import shutil
@@ -149,21 +152,44 @@ def skopeo(*arguments: str) -> None:
         raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
 
 
+class StageCpu(logging.Handler):
+    """Adds up the ``cpu_seconds`` of the pull's debug records, by their ``pull_stage``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seconds: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stage = getattr(record, "pull_stage", None)
+        if stage is not None:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + record.cpu_seconds
+
+
 def ketch_pull(address: str, work: Path, phases: list[dict[str, float]]) -> CpuClock:
     root = work / "ketch-pull"
     store, db = open_store(root)
     stamps: list[tuple[float, str]] = []
+    stages = StageCpu()
+    logger = logging.getLogger("ketch.images")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(stages)
     try:
         with CpuClock() as clock:
             start = time.perf_counter()
+            loop_cpu = time.thread_time()
 
             def record(message: dict[str, Any]) -> None:
                 stamps.append((time.perf_counter() - start, str(message.get("status", ""))))
 
             asyncio.run(store.pull(f"{address}/{REPOSITORY}:{TAG}", record))
+            loop_cpu = time.thread_time() - loop_cpu
     finally:
+        logger.removeHandler(stages)
         close_store(store, db, root)
     phases.append(pull_phases(stamps, clock.wall))
+    phases[-1]["CPU: event loop thread"] = loop_cpu
+    for stage, seconds in sorted(stages.seconds.items()):
+        phases[-1][f"CPU: {stage} threads"] = seconds
     return clock
 
 
@@ -325,9 +351,9 @@ def run_pulls(address: str, work: Path, runs: int) -> float:
                 skipped[storage_name] = str(error)
                 results.pop(storage_name, None)
     report(f"pull, median of {runs} runs", results, skipped)
-    print("  ketch pull phases (median, from its progress messages):")
+    print("  ketch pull phases (median, from its progress messages and log records):")
     for key in phases[0]:
-        print(f"    {key:<32} {median_ms([p[key] for p in phases]):9.0f} ms")
+        print(f"    {key:<32} {median_ms([p.get(key, 0.0) for p in phases]):9.0f} ms")
     return median_ms([c.wall for c in results["ketch"]])
 
 

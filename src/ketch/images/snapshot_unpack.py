@@ -9,6 +9,7 @@ has finished, before the failed pull returns.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from concurrent.futures import Executor
@@ -20,6 +21,8 @@ from ketch.images.layers import UnpackedLayer, UnpackLimits, unpack_layer, unpac
 from ketch.images.manifest import Descriptor
 from ketch.images.pull_progress import PROGRESS_INTERVAL_SECONDS, PullProgress
 from ketch.images.snapshots import Snapshotter
+
+log = logging.getLogger(__name__)
 
 
 async def unpack_into_snapshot(
@@ -64,10 +67,19 @@ async def unpack_into_snapshot(
             "limits": limits,
             "sync": not parent_pending,
         }
+        started = time.thread_time()
         if feed is None:
-            return unpack_layer(blob, path, **options)
-        magic = feed.peek(4)
-        return unpack_layer_stream(feed, magic, layer.size, path, **options)  # type: ignore[arg-type]
+            unpacked = unpack_layer(blob, path, **options)
+        else:
+            magic = feed.peek(4)
+            unpacked = unpack_layer_stream(feed, magic, layer.size, path, **options)  # type: ignore[arg-type]
+        cpu_seconds = time.thread_time() - started
+        log.debug(
+            "unpacked layer %s into snapshot %s: %d bytes of files, %.0f ms of CPU",
+            layer.digest, key, unpacked.size, cpu_seconds * 1000,
+            extra={"pull_stage": "unpack", "cpu_seconds": cpu_seconds},
+        )  # fmt: skip
+        return unpacked
 
     if feed is None:
         work = asyncio.ensure_future(asyncio.to_thread(unpack))

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
+import time
 from collections.abc import Callable
 
 from ketch.images.content import BlobWriter
 from ketch.images.feed import LayerFeed
+
+log = logging.getLogger(__name__)
 
 # Marks in the queue where the download started over from byte 0.
 _RESTART = object()
@@ -106,6 +110,18 @@ class BlobWriteThread:
         await future
 
     def _run(self) -> None:
+        started = time.thread_time()
+        try:
+            self._write_queued()
+        finally:
+            cpu_seconds = time.thread_time() - started
+            log.debug(
+                "blob %s: hashed and wrote %d bytes in %.0f ms of CPU",
+                self.writer.digest, self.writer.written, cpu_seconds * 1000,
+                extra={"pull_stage": "blob write", "cpu_seconds": cpu_seconds},
+            )  # fmt: skip
+
+    def _write_queued(self) -> None:
         while True:
             with self._condition:
                 while not self._queue and not self._stopping:
