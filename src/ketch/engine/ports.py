@@ -13,10 +13,12 @@ Table (each change is one transaction)::
 from __future__ import annotations
 
 import logging
+import socket
 import sqlite3
 from typing import Any
 
 from ketch.errors import KetchError
+from ketch.network.firewall import Firewall, PortRule
 from ketch.network.portproxy import Proxy, make_proxy
 from ketch.network.ports import (
     BoundPort,
@@ -39,13 +41,28 @@ CREATE TABLE IF NOT EXISTS network_ports (
 """
 
 
-def container_address(container: Any) -> str | None:
-    """Return the address of the container on its first network, or None without one."""
+def container_address(container: Any) -> tuple[str, str] | None:
+    """Return the address of the container on its first network and that network's id, or
+    None without one."""
     for endpoint in container.network_endpoints.values():
         address = endpoint.get("IPAddress")
         if address:
-            return str(address)
+            return str(address), str(endpoint.get("NetworkID", ""))
     return None
+
+
+class HeldPort:
+    """A bound host socket kept open while a kernel rule forwards its port, so that no
+    other process can take the port meanwhile (docker does the same without its proxy)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    async def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 class PublishedPorts:
@@ -55,7 +72,10 @@ class PublishedPorts:
         self._db = db
         self._db.executescript(SCHEMA)
         self._binder = binder or PortBinder()
-        self._active: dict[str, list[tuple[BoundPort, Proxy]]] = {}
+        self._active: dict[str, list[tuple[BoundPort, Proxy | HeldPort]]] = {}
+        # With ketchd's "userland-proxy" false: the firewall that forwards ports instead of
+        # proxies.
+        self.kernel_rules: Firewall | None = None
 
     async def publish(self, container: Any) -> None:
         """Bind the container's host ports and start their proxies.
@@ -65,23 +85,37 @@ class PublishedPorts:
         requests = requested_bindings(container.host_config, container.config.get("ExposedPorts"))
         if not requests:
             return
-        address = container_address(container)
-        if address is None:
+        endpoint = container_address(container)
+        if endpoint is None:
             # Docker also ignores published ports in network modes none and host.
             logger.info("container %s has no network address; publishing no ports", container.id)
             return
         self.release(container.id)
-        await self._bind_all(container.id, requests, address)
+        await self._bind_all(container.id, requests, endpoint)
 
-    async def _bind_all(self, container_id: str, requests: list[PortRequest], address: str) -> None:
-        active: list[tuple[BoundPort, Proxy]] = []
+    async def _bind_all(
+        self, container_id: str, requests: list[PortRequest], endpoint: tuple[str, str]
+    ) -> None:
+        address, network_id = endpoint
+        active: list[tuple[BoundPort, Proxy | HeldPort]] = []
         self._active[container_id] = active
         try:
             for request in requests:
                 bound, sock = self._binder.bind(request)
-                proxy = make_proxy(bound.protocol, sock, (address, request.container_port))
+                if self.kernel_rules is None:
+                    proxy = make_proxy(bound.protocol, sock, (address, request.container_port))
+                else:
+                    proxy = HeldPort(sock)
                 active.append((bound, proxy))
                 await proxy.start()
+            if self.kernel_rules is not None:
+                rules = [
+                    PortRule(
+                        b.protocol, b.host_ip, b.host_port, address, b.container_port, network_id
+                    )
+                    for b, _ in active
+                ]
+                await self.kernel_rules.set_port_rules(container_id, rules)
             self._record(container_id, [bound for bound, _ in active])
         except BaseException:
             self.release(container_id)
@@ -102,6 +136,8 @@ class PublishedPorts:
         for bound, proxy in self._active.pop(container_id, []):
             proxy.close()
             self._binder.release(bound)
+        if self.kernel_rules is not None:
+            self.kernel_rules.remove_port_rules(container_id)
         self._db.execute("DELETE FROM network_ports WHERE container_id = ?", (container_id,))
 
     def close(self) -> None:
@@ -119,8 +155,8 @@ class PublishedPorts:
         recorded = self._recorded()
         for container_id, ports in recorded.items():
             container = running.get(container_id)
-            address = container_address(container) if container is not None else None
-            if address is None:
+            endpoint = container_address(container) if container is not None else None
+            if endpoint is None:
                 self.release(container_id)
                 continue
             requests = [
@@ -128,7 +164,7 @@ class PublishedPorts:
                 for p in ports
             ]
             try:
-                await self._bind_all(container_id, requests, address)
+                await self._bind_all(container_id, requests, endpoint)
             except KetchError as error:
                 logger.error(
                     "cannot publish the ports of container %s again: %s", container_id, error
