@@ -3,11 +3,11 @@
 The file (default ``/etc/ketch/daemon.json``) takes dockerd's keys for what ketchd
 supports: ``data-root``, ``exec-root``, ``hosts``, ``registry-mirrors``,
 ``insecure-registries``, ``log-driver``, ``log-opts``, ``init``, ``init-path``,
-``default-ulimits``, ``live-restore``, ``dns``, ``dns-search``, ``dns-opts`` and
-``debug``. Containers always outlive ketchd, because the supervisor runs them, so
-``live-restore`` false only logs that it is ignored. An unknown key is an error naming
-it, and, as with dockerd, so is a setting given both as a flag and in the file. A missing
-file is fine unless ``--config-file`` named it.
+``default-ulimits``, ``live-restore``, ``dns``, ``dns-search``, ``dns-opts``,
+``userland-proxy`` and ``debug``. Containers always outlive ketchd, because the
+supervisor runs them, so ``live-restore`` false only logs that it is ignored. An unknown
+key is an error naming it, and, as with dockerd, so is a setting given both as a flag and
+in the file. A missing file is fine unless ``--config-file`` named it.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "dns": ("dns", list),
     "dns-search": ("dns_search", list),
     "dns-opts": ("dns_options", list),
+    "userland-proxy": ("userland_proxy", bool),
 }
 
 
@@ -83,6 +84,8 @@ class DaemonConfig:
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
     host_resolv_conf: Path = Path("/etc/resolv.conf")
+    # False: published ports are dnat rules in the kernel instead of proxies in ketchd.
+    userland_proxy: bool = True
 
     def socket_paths(self) -> list[Path]:
         return [socket_path(host) for host in self.hosts if not host.startswith("tcp://")]
@@ -191,10 +194,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="resolv.conf option for containers, such as ndots:2; repeatable (default: the host's)",
     )
     parser.add_argument(
+        "--userland-proxy",
+        type=_parse_bool,
+        nargs="?",
+        const=True,
+        metavar="BOOL",
+        help="forward published ports with a proxy in ketchd (true, the default) or with "
+        "nftables dnat rules (false)",
+    )
+    parser.add_argument(
         "-D", "--debug", action="store_const", const=True, help="log at debug level"
     )
     parser.add_argument("-v", "--version", action="version", version=f"ketchd {ketch.__version__}")
     return parser
+
+
+def _parse_bool(text: str) -> bool:
+    """Parse a flag value the way Go's strconv.ParseBool does for dockerd's flags."""
+    if text.lower() in ("1", "t", "true"):
+        return True
+    if text.lower() in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: expected true or false")
 
 
 def socket_path(host: str) -> Path:
@@ -395,6 +416,7 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.dns = [_check_dns_server(server) for server in merged["dns"] or []]
     config.dns_search = [_check_dns_word(word, "dns-search") for word in merged["dns_search"] or []]
     config.dns_options = [_check_dns_word(word, "dns-opts") for word in merged["dns_options"] or []]
+    config.userland_proxy = merged["userland_proxy"] is not False
     config.socket_paths()  # checks every unix host
     _check_tcp_security(config)
     return config

@@ -27,9 +27,9 @@ from ketch.engine.config import DaemonConfig, load_config
 from ketch.engine.dnsnames import attach_name_server
 from ketch.engine.engine import Engine
 from ketch.engine.networking import ContainerNetworking
-from ketch.network.firewall import Firewall
 from ketch.engine.resolvconf import DnsSettings
 from ketch.errors import Conflict, KetchError, SystemFailure
+from ketch.network.firewall import Firewall
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +159,8 @@ async def run(config: DaemonConfig) -> None:
         engine.containers.networking = networking
         firewall = Firewall()
         networking.services.append(firewall)
+        if not config.userland_proxy:
+            engine.ports.kernel_rules = firewall
         dns_settings = DnsSettings(
             servers=tuple(config.dns),
             host_resolv_conf=config.host_resolv_conf,
