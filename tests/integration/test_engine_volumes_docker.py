@@ -144,6 +144,17 @@ def test_ps_filter_by_volume(daemon: KetchDaemon) -> None:
     docker_ok(daemon, "volume", "rm", "listed1")
 
 
+def test_volume_propagation_in_inspect(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "run", "--name", "shared1", "-v", "prop1:/data:rshared", "busybox", "true")
+    try:
+        template = "{{range .Mounts}}{{.Propagation}} {{.Mode}}{{end}}"
+        output = docker_ok(daemon, "inspect", "-f", template, "shared1")
+        assert output.strip() == "rshared rshared"
+    finally:
+        docker_ok(daemon, "rm", "-v", "shared1")
+    docker_ok(daemon, "volume", "rm", "prop1")
+
+
 def test_read_only_volume_rejects_writes(daemon: KetchDaemon) -> None:
     result = daemon.docker("run", "--rm", "-v", "ro1:/data:ro", "busybox", "touch", "/data/x")
     assert result.returncode == 1

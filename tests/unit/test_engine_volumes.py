@@ -215,6 +215,13 @@ def test_bind_spec_named_volume() -> None:
     assert mount["nocopy"] is True
 
 
+def test_bind_spec_propagation() -> None:
+    mount = parse_volume_bind("data1:/data:rshared")
+    assert mount is not None
+    assert mount["options"] == ["rshared"]
+    assert mount["mode"] == "rshared"
+
+
 def test_bind_spec_anonymous() -> None:
     mount = parse_volume_bind("/data")
     assert mount is not None

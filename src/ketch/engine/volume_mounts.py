@@ -56,6 +56,7 @@ def volume_placeholder(
     labels: dict[str, str] | None = None,
     driver: str = "",
     driver_options: dict[str, str] | None = None,
+    propagation: str = "",
 ) -> dict[str, Any]:
     """Return the placeholder mount of a volume: ``source`` is a volume name, or empty
     for a new anonymous volume."""
@@ -67,7 +68,7 @@ def volume_placeholder(
         "destination": target,
         "type": "volume",
         "source": source,
-        "options": ["ro"] if read_only else [],
+        "options": (["ro"] if read_only else []) + ([propagation] if propagation else []),
         "mode": mode,
         "nocopy": nocopy,
         "labels": dict(labels or {}),
@@ -98,8 +99,15 @@ def parse_volume_bind(bind: str) -> dict[str, Any] | None:
             raise InvalidArgument(
                 f"invalid {where}: mode {item!r}; expected ro, rw, nocopy, z, Z or a propagation"
             )
+    propagation = next((item for item in modes if item in _PROPAGATIONS), "")
     return volume_placeholder(
-        source, target, "ro" in modes, where, mode=mode, nocopy="nocopy" in modes
+        source,
+        target,
+        "ro" in modes,
+        where,
+        mode=mode,
+        nocopy="nocopy" in modes,
+        propagation=propagation,
     )
 
 
@@ -127,7 +135,9 @@ def parse_volume_mount(mount: dict[str, Any], where: str) -> dict[str, Any]:
     )
 
 
-def volume_point(volume: Volume, data: Path, destination: str, read_only: bool, mode: str) -> dict:
+def volume_point(
+    volume: Volume, data: Path, destination: str, read_only: bool, mode: str, propagation: str = ""
+) -> dict:
     """Return inspect's mount point of a volume."""
     return {
         "Type": "volume",
@@ -137,7 +147,7 @@ def volume_point(volume: Volume, data: Path, destination: str, read_only: bool, 
         "Driver": volume.driver,
         "Mode": mode,
         "RW": not read_only,
-        "Propagation": "",
+        "Propagation": propagation,
     }
 
 
@@ -254,7 +264,10 @@ class ContainerVolumes:
             volume = self._volume_for(mount, created)
             data = self.volumes.data_path(volume.name)
             read_only = "ro" in mount["options"]
-            point = volume_point(volume, data, mount["destination"], read_only, mount["mode"])
+            propagation = next((o for o in mount["options"] if o in _PROPAGATIONS), "")
+            point = volume_point(
+                volume, data, mount["destination"], read_only, mount["mode"], propagation
+            )
             mounts[index] = oci_mount(point)
             points.append((point, not mount["nocopy"]))
 
