@@ -228,3 +228,23 @@ def test_create_body_accepts_port_bindings() -> None:
     view = host_config_view(parse_create_body(body))
     assert view["PortBindings"] == bindings
     assert view["PublishAllPorts"] is True
+
+
+def test_daemon_userland_proxy_default_on() -> None:
+    from ketch.engine.config import load_config
+
+    assert load_config([]).userland_proxy is True
+
+
+def test_daemon_userland_proxy_flag_off() -> None:
+    from ketch.engine.config import load_config
+
+    assert load_config(["--userland-proxy=false"]).userland_proxy is False
+
+
+def test_daemon_userland_proxy_file_off(tmp_path: Path) -> None:
+    from ketch.engine.config import load_config
+
+    path = tmp_path / "daemon.json"
+    path.write_text('{"userland-proxy": false}')
+    assert load_config(["--config-file", str(path)]).userland_proxy is False

@@ -1,0 +1,85 @@
+"""Published ports as nftables dnat rules, with ketchd's userland-proxy set to false; every
+packet stays in the test's network namespace."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from support.daemon import KetchDaemon, daemon_fixture
+from support.netns import entered
+from support.restart import restart_ketchd
+
+WAIT_SECONDS = 30.0
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[KetchDaemon]:
+    for started in daemon_fixture():
+        restart_ketchd(started, "--userland-proxy=false", kill_signal=signal.SIGTERM)
+        yield started
+
+
+def _dnat_rules(daemon: KetchDaemon) -> list[str]:
+    listed = subprocess.run(
+        daemon.namespace.command(["nft", "list", "table", "ip", "ketch"]),
+        capture_output=True,
+        text=True,
+    )
+    return [line.strip() for line in listed.stdout.splitlines() if " dnat to " in line]
+
+
+def _reply(daemon: KetchDaemon, port: int) -> bytes:
+    deadline = time.monotonic() + WAIT_SECONDS
+    reply = b""
+    while b"hi" not in reply and time.monotonic() < deadline:
+        try:
+            with entered(daemon.namespace):
+                client = socket.create_connection(("127.0.0.1", port), timeout=5)
+            with client:
+                reply = client.recv(100)
+        except OSError:
+            time.sleep(0.2)
+    return reply
+
+
+def test_kernel_rules_forward_loopback(daemon: KetchDaemon) -> None:
+    result = daemon.ketch(
+        "run", "-d", "-p", "127.0.0.1:18300:8080", "busybox", "nc", "-ll", "-p", "8080", "-e",
+        "echo", "hi",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    container_id = result.stdout.strip()
+    daemon.container_ids.add(container_id)
+    address = json.loads(daemon.ketch("inspect", container_id).stdout)[0]["NetworkSettings"][
+        "IPAddress"
+    ]
+
+    assert f"ip daddr 127.0.0.1 tcp dport 18300 dnat to {address}:8080" in _dnat_rules(daemon)
+    assert _reply(daemon, 18300) == b"hi\n"
+    ps = daemon.ketch("ps", "--format", "{{.Ports}}", "--filter", f"id={container_id}")
+    assert ps.stdout.strip() == "127.0.0.1:18300->8080/tcp"
+
+    removed = daemon.ketch("rm", "-f", container_id)
+    assert removed.returncode == 0, removed.stderr
+    deadline = time.monotonic() + WAIT_SECONDS
+    while _dnat_rules(daemon) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _dnat_rules(daemon) == []
+
+
+def test_kernel_rules_hold_port(daemon: KetchDaemon) -> None:
+    result = daemon.ketch("run", "-d", "-p", "18301:80", "busybox", "sleep", "60")
+    assert result.returncode == 0, result.stderr
+    daemon.container_ids.add(result.stdout.strip())
+    with entered(daemon.namespace):
+        other = socket.socket()
+    with other, pytest.raises(OSError):
+        other.bind(("0.0.0.0", 18301))
+    daemon.ketch("rm", "-f", result.stdout.strip())
