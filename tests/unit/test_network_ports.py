@@ -12,6 +12,7 @@ from ketch.network.ports import (
     BoundPort,
     PortBinder,
     PortRequest,
+    check_network_mode,
     ephemeral_range,
     exposed_port_keys,
     parse_host_port,
@@ -248,3 +249,23 @@ def test_daemon_userland_proxy_file_off(tmp_path: Path) -> None:
     path = tmp_path / "daemon.json"
     path.write_text('{"userland-proxy": false}')
     assert load_config(["--config-file", str(path)]).userland_proxy is False
+
+
+def test_network_mode_container_rejects_publish() -> None:
+    host_config = {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}
+    with pytest.raises(InvalidArgument, match="port publishing and the container type"):
+        check_network_mode("container:web", host_config, None)
+
+
+def test_network_mode_container_rejects_expose() -> None:
+    with pytest.raises(InvalidArgument, match="port exposing and the container type"):
+        check_network_mode("container:web", {}, {"80/tcp": {}})
+
+
+def test_network_mode_host_warns() -> None:
+    warnings = check_network_mode("host", {"PublishAllPorts": True}, None)
+    assert warnings == ["Published ports are discarded when using host network mode"]
+
+
+def test_network_mode_bridge_quiet() -> None:
+    assert check_network_mode("bridge", {"PublishAllPorts": True}, {"80/tcp": {}}) == []

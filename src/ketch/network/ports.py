@@ -182,6 +182,31 @@ def requested_bindings(host_config: dict[str, Any], exposed_ports: Any) -> list[
     return requests
 
 
+def check_network_mode(
+    network_mode: str, host_config: dict[str, Any], exposed_ports: Any
+) -> list[str]:
+    """Check port options against the network mode, with docker's messages; return the
+    create warnings.
+
+    A ``container:<id>`` container shares another container's network namespace, so it
+    can neither expose nor publish ports (InvalidArgument). In ``host`` mode published
+    ports are ignored, with a warning, because the container uses the host's ports.
+    """
+    publishes = bool(host_config.get("PortBindings")) or bool(host_config.get("PublishAllPorts"))
+    if network_mode.startswith("container:"):
+        if exposed_ports:
+            raise InvalidArgument(
+                "conflicting options: port exposing and the container type network mode"
+            )
+        if publishes:
+            raise InvalidArgument(
+                "conflicting options: port publishing and the container type network mode"
+            )
+    if network_mode == "host" and publishes:
+        return ["Published ports are discarded when using host network mode"]
+    return []
+
+
 def ephemeral_range(path: Path = EPHEMERAL_RANGE_PATH) -> tuple[int, int]:
     """Return the kernel's range of local ports for ephemeral use, as docker uses it."""
     try:
