@@ -194,13 +194,14 @@ def check_network_mode(
     """
     publishes = bool(host_config.get("PortBindings")) or bool(host_config.get("PublishAllPorts"))
     if network_mode.startswith("container:"):
-        if exposed_ports:
-            raise InvalidArgument(
-                "conflicting options: port exposing and the container type network mode"
-            )
+        # Publishing is checked first, as dockerd does, since -p also exposes the port.
         if publishes:
             raise InvalidArgument(
                 "conflicting options: port publishing and the container type network mode"
+            )
+        if exposed_ports:
+            raise InvalidArgument(
+                "conflicting options: port exposing and the container type network mode"
             )
     if network_mode == "host" and publishes:
         return ["Published ports are discarded when using host network mode"]
