@@ -50,6 +50,7 @@ from ketch.engine.store import Container, ContainerPaths, ContainerState, Contai
 from ketch.engine.views import host_config_view
 from ketch.engine.waits import Waiters, check_condition
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
+from ketch.network.ports import check_network_mode
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,9 @@ class ContainerService:
     async def create(self, body: Any, name: str | None) -> dict[str, Any]:
         """Create a container from a create body; return ``{"Id", "Warnings"}``."""
         options = parse_create_body(body)
+        port_warnings = check_network_mode(
+            options.network_mode, options.raw_host_config, options.exposed_ports
+        )
         planned = {}
         if self.networking is not None:
             planned = await self.networking.plan(options, body, self.resolve)
@@ -192,7 +196,7 @@ class ContainerService:
         if planned:
             container.network_endpoints = planned
             self._store.save(container)
-        warnings = []
+        warnings = list(port_warnings)
         if self.networking is None and options.network_mode in BRIDGE_MODES:
             warnings.append(BRIDGE_WARNING)
         self.emit(container, "create")
