@@ -316,3 +316,21 @@ def test_docker_py_taken_port_error(daemon: KetchDaemon) -> None:
     finally:
         daemon.ketch("rm", "-f", first, "py-on-18120")
         client.close()
+
+
+def test_publish_with_container_mode_rejected(daemon: KetchDaemon) -> None:
+    owner = _run_detached(daemon, "busybox", "sleep", "60")
+    result = daemon.docker("create", "--network", f"container:{owner}", "-p", "80", "busybox")
+    assert result.returncode != 0
+    assert "conflicting options: port publishing and the container type network mode" in (
+        result.stderr
+    )
+    daemon.ketch("rm", "-f", owner)
+
+
+def test_publish_with_host_mode_warns(daemon: KetchDaemon) -> None:
+    result = daemon.docker("create", "--network", "host", "-p", "18130:80", "busybox")
+    assert result.returncode == 0, result.stderr
+    daemon.container_ids.add(result.stdout.strip())
+    assert "Published ports are discarded when using host network mode" in result.stderr
+    daemon.docker("rm", "-f", result.stdout.strip())
