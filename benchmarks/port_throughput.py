@@ -1,6 +1,9 @@
-"""Measure TCP throughput through a published port against the container's address directly,
-and against plain loopback, in one run; with ``--docker``, also through dockerd's
-userland proxy (docker-proxy).
+"""Compare TCP throughput through a published port with direct and loopback transfers.
+
+One run measures three paths: through the published port, to the container's address
+directly, and over plain loopback.
+
+With ``--docker`` the run also measures dockerd's userland proxy (docker-proxy).
 
 ketchd runs in a network namespace made for the run (tests/support/daemon.py), and dockerd
 in another one, so every byte stays inside those namespaces. A sink server, a small Python

@@ -53,7 +53,8 @@ def container_address(container: Any) -> tuple[str, str] | None:
 
 class HeldPort:
     """A bound host socket kept open while a kernel rule forwards its port, so that no
-    other process can take the port meanwhile (docker does the same without its proxy)."""
+    other process can take the port meanwhile (libnetwork's portmapper keeps a dummyProxy
+    listening for the same reason)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -78,7 +79,8 @@ class PublishedPorts:
         self.kernel_rules: Firewall | None = None
 
     async def publish(self, container: Any) -> None:
-        """Bind the container's host ports and start their proxies.
+        """Bind the container's host ports and start their proxies, or hand their dnat rules
+        to ``kernel_rules`` when it is set.
 
         Raises Conflict when a host port is taken, and then leaves nothing bound.
         """
@@ -111,9 +113,14 @@ class PublishedPorts:
             if self.kernel_rules is not None:
                 rules = [
                     PortRule(
-                        b.protocol, b.host_ip, b.host_port, address, b.container_port, network_id
+                        bound.protocol,
+                        bound.host_ip,
+                        bound.host_port,
+                        address,
+                        bound.container_port,
+                        network_id,
                     )
-                    for b, _ in active
+                    for bound, _ in active
                 ]
                 await self.kernel_rules.set_port_rules(container_id, rules)
             self._record(container_id, [bound for bound, _ in active])

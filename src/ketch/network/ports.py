@@ -108,6 +108,8 @@ def parse_host_port(text: str) -> tuple[int, int]:
 
 def parse_host_ip(text: str) -> str:
     """Check a HostIp and return it in normal form; "" means all IPv4 addresses."""
+    # NOTE: dockerd 20.10 also binds "::" for an empty HostIp when the host has IPv6; ketch
+    # binds only 0.0.0.0, so inspect lists one binding where docker lists two.
     if text == "":
         return ALL_IPV4
     try:
@@ -256,12 +258,13 @@ def _overlaps(first_ip: str, second_ip: str) -> bool:
 
 
 class PortBinder:
-    """Host sockets for published ports, and the ports ketch holds, used from one thread."""
+    """Host sockets for published ports, and the ports that ketch has bound. Used from one
+    thread."""
 
     def __init__(self, port_range: tuple[int, int] | None = None) -> None:
         self._range = port_range or ephemeral_range()
         self._next_ephemeral = self._range[0]
-        # (protocol, host IP, host port) of every port ketch holds.
+        # (protocol, host IP, host port) of every port that ketch has bound.
         self._held: set[tuple[str, str, int]] = set()
 
     def held_by_ketch(self, protocol: str, host_ip: str, port: int) -> bool:
