@@ -283,8 +283,8 @@ class PortBinder:
         return self._bind_first_free(request, candidates)
 
     def _ephemeral_candidates(self) -> list[int]:
-        # Docker hands out ephemeral ports in turn rather than always the lowest free one,
-        # so that a port just released is not given to the next container at once.
+        # libnetwork's portallocator hands out ephemeral ports in turn, from the last one
+        # allocated, so that a port just released is not given to the next container at once.
         low, high = self._range
         start = self._next_ephemeral
         return list(range(start, high + 1)) + list(range(low, start))
