@@ -83,3 +83,19 @@ def test_kernel_rules_hold_port(daemon: KetchDaemon) -> None:
     with other, pytest.raises(OSError):
         other.bind(("0.0.0.0", 18301))
     daemon.ketch("rm", "-f", result.stdout.strip())
+
+
+def test_kernel_rules_after_ketchd_kill(daemon: KetchDaemon) -> None:
+    result = daemon.ketch(
+        "run", "-d", "-p", "127.0.0.1:18302:8080", "busybox", "nc", "-ll", "-p", "8080", "-e",
+        "echo", "hi",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    container_id = result.stdout.strip()
+    daemon.container_ids.add(container_id)
+    assert _reply(daemon, 18302) == b"hi\n"
+
+    restart_ketchd(daemon, "--userland-proxy=false")
+    assert _reply(daemon, 18302) == b"hi\n"
+    assert len(_dnat_rules(daemon)) == 2  # prerouting and output
+    daemon.ketch("rm", "-f", container_id)
