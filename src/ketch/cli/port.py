@@ -63,6 +63,63 @@ def format_mappings(ports: dict, requested: str | None) -> list[str]:
     return lines
 
 
+def _port_range(text: str, what: str) -> tuple[int, int]:
+    low_text, dash, high_text = text.partition("-")
+    valid = low_text.isdigit() and (high_text.isdigit() if dash else True)
+    low = int(low_text) if valid else 0
+    high = int(high_text) if valid and dash else low
+    if not valid or not 0 < low <= high <= 65535:
+        raise ValueError(f"invalid {what} {text!r}: expected a port or a range such as 8000-8010")
+    return low, high
+
+
+def _split_publish(spec: str) -> tuple[str, str, str]:
+    """Split IP:HOST:CONTAINER, HOST:CONTAINER or CONTAINER; an IPv6 address is bracketed."""
+    host_ip = ""
+    if spec.startswith("["):
+        end = spec.find("]:")
+        if end < 0:
+            raise ValueError("invalid IPv6 address: expected [ADDRESS]:HOST_PORT:CONTAINER_PORT")
+        host_ip, spec = spec[1:end], spec[end + 2 :]
+    parts = spec.split(":")
+    if len(parts) == 3 and not host_ip:
+        return parts[0], parts[1], parts[2]
+    if len(parts) == 2:
+        return host_ip, parts[0], parts[1]
+    if len(parts) == 1 and not host_ip:
+        return "", "", parts[0]
+    raise ValueError("expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]")
+
+
+def publish_bindings(value: str) -> list[tuple[str, dict[str, str]]]:
+    """Expand one ``-p`` value into (port key, host binding) pairs, as the docker CLI does.
+
+    ``8000-8001:80-81`` binds each container port to its own host port, while
+    ``8000-8010:80`` binds port 80 to the first free host port of the range. Raises
+    ValueError that names the invalid part.
+    """
+    spec, _, protocol = value.partition("/")
+    protocol = protocol.lower() or "tcp"
+    if protocol not in ("tcp", "udp"):
+        raise ValueError(f"invalid protocol {protocol!r}: expected tcp or udp")
+    host_ip, host_part, container_part = _split_publish(spec)
+    container_low, container_high = _port_range(container_part, "container port")
+    count = container_high - container_low + 1
+    host_ports = [host_part] * count
+    if host_part:
+        host_low, host_high = _port_range(host_part, "host port")
+        if host_high - host_low + 1 == count:
+            host_ports = [str(host_low + offset) for offset in range(count)]
+        elif count != 1:
+            raise ValueError(
+                f"invalid ranges for container and host ports: {container_part} and {host_part}"
+            )
+    return [
+        (f"{container_low + offset}/{protocol}", {"HostIp": host_ip, "HostPort": host_port})
+        for offset, host_port in enumerate(host_ports)
+    ]
+
+
 def execute(context: Context, options: dict, args: list[str]) -> int:
     requested = port_key(args[1]) if len(args) > 1 else None
     container = context.client().call("GET", f"/containers/{args[0]}/json")
