@@ -350,23 +350,20 @@ def _tmpfs_options(value: str, fields: dict[str, str]) -> dict:
 
 
 def parse_publish(values: list[str]) -> tuple[dict[str, dict], dict[str, list[dict]]]:
-    """Parse ``-p [ip:][host_port:]container_port[/protocol]`` into ExposedPorts and
-    PortBindings."""
+    """Parse ``-p [ip:][host_port:]container_port[/protocol]``, ports or ranges, into
+    ExposedPorts and PortBindings."""
+    from ketch.cli.port import publish_bindings
+
     exposed: dict[str, dict] = {}
     bindings: dict[str, list[dict]] = {}
     for value in values:
-        spec, _, protocol = value.partition("/")
-        parts = spec.rsplit(":", 2)
-        container_port = parts[-1]
-        host_port = parts[-2] if len(parts) >= 2 else ""
-        host_ip = parts[-3].strip("[]") if len(parts) == 3 else ""
-        if not container_port.isdigit() or (host_port and not host_port.isdigit()):
-            raise flag_error(
-                value, "-p, --publish", "expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]"
-            )
-        key = f"{container_port}/{protocol or 'tcp'}"
-        exposed[key] = {}
-        bindings.setdefault(key, []).append({"HostIp": host_ip, "HostPort": host_port})
+        try:
+            pairs = publish_bindings(value)
+        except ValueError as error:
+            raise flag_error(value, "-p, --publish", str(error)) from None
+        for key, binding in pairs:
+            exposed[key] = {}
+            bindings.setdefault(key, []).append(binding)
     return exposed, bindings
 
 
