@@ -334,3 +334,13 @@ def test_publish_with_host_mode_warns(daemon: KetchDaemon) -> None:
     daemon.container_ids.add(result.stdout.strip())
     assert "Published ports are discarded when using host network mode" in result.stderr
     daemon.docker("rm", "-f", result.stdout.strip())
+
+
+def test_ketch_cli_port_ranges(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(
+        daemon, "-p", "127.0.0.1:18140-18141:8080-8081/udp", "busybox", "sleep", "60"
+    )
+    ports = _inspect(daemon, container_id)["NetworkSettings"]["Ports"]
+    assert ports["8080/udp"] == [{"HostIp": "127.0.0.1", "HostPort": "18140"}]
+    assert ports["8081/udp"] == [{"HostIp": "127.0.0.1", "HostPort": "18141"}]
+    daemon.ketch("rm", "-f", container_id)
