@@ -63,13 +63,13 @@ def format_mappings(ports: dict, requested: str | None) -> list[str]:
     return lines
 
 
-def _port_range(text: str, what: str) -> tuple[int, int]:
+def _port_range(text: str, name: str) -> tuple[int, int]:
     low_text, dash, high_text = text.partition("-")
     valid = low_text.isdigit() and (high_text.isdigit() if dash else True)
     low = int(low_text) if valid else 0
     high = int(high_text) if valid and dash else low
     if not valid or not 0 < low <= high <= 65535:
-        raise ValueError(f"invalid {what} {text!r}: expected a port or a range such as 8000-8010")
+        raise ValueError(f"invalid {name} {text!r}: expected a port or a range such as 8000-8010")
     return low, high
 
 

@@ -103,7 +103,7 @@ def _chain(name: str, hook: str, rules: list[str]) -> list[str]:
 
 def render_ruleset(networks: list[Network], port_rules: list[PortRule] | None = None) -> str:
     """Return the nft script that replaces ketch's table with the rules of ``networks`` and
-    of the ``port_rules`` on them; with no networks, the script deletes the table."""
+    of the ``port_rules`` on them. With no networks, the script deletes the table."""
     bridges = {network.id: network.bridge for network in networks}
     port_rules = [rule for rule in port_rules or [] if rule.network_id in bridges]
     table = f"table {TABLE_FAMILY} {TABLE_NAME}"
@@ -254,9 +254,11 @@ class Firewall:
         logger.info("enabled IPv4 forwarding (%s)", self._ip_forward_path)
 
     async def _enable_route_localnet(self, network_id: str) -> None:
-        """Let a connection to 127.0.0.1 that a dnat rule sends to a container leave by the
-        network's bridge, if the network is up and has port rules; the kernel drops packets
-        with a loopback source on other interfaces unless this is set."""
+        """Set route_localnet on the network's bridge if the network is up and has port rules.
+
+        A connection to 127.0.0.1 that a dnat rule sends to a container keeps its loopback
+        source, and the kernel drops such packets on other interfaces unless this is set.
+        """
         network = self._networks.get(network_id)
         rules = (rule for rules in self._port_rules.values() for rule in rules)
         if network is None or not any(rule.network_id == network_id for rule in rules):
