@@ -344,3 +344,27 @@ def test_ketch_cli_port_ranges(daemon: KetchDaemon) -> None:
     assert ports["8080/udp"] == [{"HostIp": "127.0.0.1", "HostPort": "18140"}]
     assert ports["8081/udp"] == [{"HostIp": "127.0.0.1", "HostPort": "18141"}]
     daemon.ketch("rm", "-f", container_id)
+
+
+def test_empty_host_ip_binds_ipv6_too(daemon: KetchDaemon) -> None:
+    container_id = _run_detached(
+        daemon, "-p", "18150:8080", "busybox", "nc", "-ll", "-p", "8080", "-e", "echo", "hi"
+    )
+    assert _inspect(daemon, container_id)["NetworkSettings"]["Ports"]["8080/tcp"] == [
+        {"HostIp": "0.0.0.0", "HostPort": "18150"},
+        {"HostIp": "::", "HostPort": "18150"},
+    ]
+    deadline = time.monotonic() + WAIT_SECONDS
+    reply = b""
+    while b"hi" not in reply and time.monotonic() < deadline:
+        with entered(daemon.namespace):
+            client = socket.socket(socket.AF_INET6)
+        with client:
+            client.settimeout(10)
+            try:
+                client.connect(("::1", 18150))
+                reply = client.recv(100)
+            except OSError:
+                time.sleep(0.2)
+    assert reply == b"hi\n"
+    daemon.ketch("rm", "-f", container_id)

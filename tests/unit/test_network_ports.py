@@ -269,3 +269,27 @@ def test_network_mode_host_warns() -> None:
 
 def test_network_mode_bridge_quiet() -> None:
     assert check_network_mode("bridge", {"PublishAllPorts": True}, {"80/tcp": {}}) == []
+
+
+def test_restore_requests_pair_ipv6() -> None:
+    from ketch.engine.ports import _restore_requests
+
+    recorded = [
+        BoundPort(80, "tcp", "0.0.0.0", 8080),
+        BoundPort(80, "tcp", "::", 8080),
+        BoundPort(53, "udp", "::", 5353),
+    ]
+    assert _restore_requests(recorded) == [
+        PortRequest(80, "tcp", "0.0.0.0", 8080, 8080, also_ipv6=True),
+        PortRequest(53, "udp", "::", 5353, 5353),
+    ]
+
+
+def test_bindings_empty_host_ip_also_ipv6() -> None:
+    requests = requested_bindings({"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}, None)
+    assert requests[0].also_ipv6 is True
+
+
+def test_bindings_explicit_host_ip_ipv4_only() -> None:
+    host_config = {"PortBindings": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}}
+    assert requested_bindings(host_config, None)[0].also_ipv6 is False

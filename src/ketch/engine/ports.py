@@ -21,6 +21,7 @@ from ketch.errors import KetchError
 from ketch.network.firewall import Firewall, PortRule
 from ketch.network.portproxy import Proxy, make_proxy
 from ketch.network.ports import (
+    ALL_IPV4,
     BoundPort,
     PortBinder,
     PortRequest,
@@ -104,12 +105,9 @@ class PublishedPorts:
         try:
             for request in requests:
                 bound, sock = self._binder.bind(request)
-                if self.kernel_rules is None:
-                    proxy = make_proxy(bound.protocol, sock, (address, request.container_port))
-                else:
-                    proxy = HeldPort(sock)
-                active.append((bound, proxy))
-                await proxy.start()
+                await self._start_forwarding(active, bound, sock, address)
+                if request.also_ipv6:
+                    await self._bind_ipv6_too(active, bound, address)
             if self.kernel_rules is not None:
                 rules = [
                     PortRule(
@@ -137,6 +135,39 @@ class PublishedPorts:
                 address,
                 bound.container_port,
             )
+
+    async def _start_forwarding(
+        self,
+        active: list[tuple[BoundPort, Proxy | HeldPort]],
+        bound: BoundPort,
+        sock: socket.socket,
+        address: str,
+    ) -> None:
+        if self.kernel_rules is None:
+            proxy: Proxy | HeldPort = make_proxy(
+                bound.protocol, sock, (address, bound.container_port)
+            )
+        else:
+            proxy = HeldPort(sock)
+        active.append((bound, proxy))
+        await proxy.start()
+
+    async def _bind_ipv6_too(
+        self, active: list[tuple[BoundPort, Proxy | HeldPort]], bound: BoundPort, address: str
+    ) -> None:
+        """Bind "::" on the port just bound on 0.0.0.0, as dockerd 20.10 does for an empty
+        HostIp; a host without IPv6, or a port taken on IPv6 only, leaves it at IPv4."""
+        if self.kernel_rules is not None:
+            return  # the dnat rules are in an "ip" table, so they forward IPv4 only
+        request = PortRequest(
+            bound.container_port, bound.protocol, "::", bound.host_port, bound.host_port
+        )
+        try:
+            ipv6_bound, sock = self._binder.bind(request)
+        except KetchError as error:
+            logger.debug("publishing %s on IPv4 only: %s", bound.key, error)
+            return
+        await self._start_forwarding(active, ipv6_bound, sock, address)
 
     def release(self, container_id: str) -> None:
         """Close the container's proxies and forget its ports; nothing if it has none."""
@@ -166,10 +197,7 @@ class PublishedPorts:
             if endpoint is None:
                 self.release(container_id)
                 continue
-            requests = [
-                PortRequest(p.container_port, p.protocol, p.host_ip, p.host_port, p.host_port)
-                for p in ports
-            ]
+            requests = _restore_requests(ports)
             try:
                 await self._bind_all(container_id, requests, endpoint)
             except KetchError as error:
@@ -246,3 +274,27 @@ class PublishedPorts:
                 BoundPort(container_port, protocol, host_ip, host_port)
             )
         return recorded
+
+
+def _restore_requests(ports: list[BoundPort]) -> list[PortRequest]:
+    """Turn recorded ports into exact requests; a "::" port recorded beside the same
+    0.0.0.0 port came from an empty HostIp, so it is bound again as ``also_ipv6``."""
+    ipv4_all = {(p.container_port, p.protocol, p.host_port) for p in ports if p.host_ip == ALL_IPV4}
+    ipv6_all = {(p.container_port, p.protocol, p.host_port) for p in ports if p.host_ip == "::"}
+    requests = []
+    for port in ports:
+        key = (port.container_port, port.protocol, port.host_port)
+        if port.host_ip == "::" and key in ipv4_all:
+            continue
+        also_ipv6 = port.host_ip == ALL_IPV4 and key in ipv6_all
+        requests.append(
+            PortRequest(
+                port.container_port,
+                port.protocol,
+                port.host_ip,
+                port.host_port,
+                port.host_port,
+                also_ipv6,
+            )
+        )
+    return requests

@@ -46,6 +46,8 @@ class PortRequest:
     host_ip: str
     host_low: int = 0
     host_high: int = 0
+    # An empty HostIp: "::" is bound too, on the same port, where the host has IPv6.
+    also_ipv6: bool = False
 
     @property
     def key(self) -> str:
@@ -107,9 +109,8 @@ def parse_host_port(text: str) -> tuple[int, int]:
 
 
 def parse_host_ip(text: str) -> str:
-    """Check a HostIp and return it in normal form; "" means all IPv4 addresses."""
-    # NOTE: dockerd 20.10 also binds "::" for an empty HostIp when the host has IPv6; ketch
-    # binds only 0.0.0.0, so inspect lists one binding where docker lists two.
+    """Check a HostIp and return it in normal form; "" means all IPv4 addresses (and
+    ``PortRequest.also_ipv6``)."""
     if text == "":
         return ALL_IPV4
     try:
@@ -173,14 +174,15 @@ def requested_bindings(host_config: dict[str, Any], exposed_ports: Any) -> list[
         port, protocol = parse_port_key(key)
         for binding in _bindings_of(key, value):
             low, high = parse_host_port(_string_field(binding, "HostPort", key))
-            host_ip = parse_host_ip(_string_field(binding, "HostIp", key))
-            requests.append(PortRequest(port, protocol, host_ip, low, high))
+            host_text = _string_field(binding, "HostIp", key)
+            host_ip = parse_host_ip(host_text)
+            requests.append(PortRequest(port, protocol, host_ip, low, high, host_text == ""))
             bound_keys.add(f"{port}/{protocol}")
     if publish_all:
         for key in exposed_port_keys(exposed_ports):
             if key not in bound_keys:
                 port, protocol = parse_port_key(key)
-                requests.append(PortRequest(port, protocol, ALL_IPV4))
+                requests.append(PortRequest(port, protocol, ALL_IPV4, also_ipv6=True))
     return requests
 
 
