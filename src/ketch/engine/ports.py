@@ -3,7 +3,8 @@
 A container's ports are bound when it starts, after its network endpoint exists, and
 released when it exits, fails to start or is removed. Proxies live in ketchd, so they
 end with it. The records let the next ketchd bind the same host ports again for the
-containers that kept running meanwhile.
+containers that kept running meanwhile. With ketchd's ``userland-proxy`` false, the host
+sockets are only held open and the firewall's dnat rules forward the ports instead.
 
 Table (each change is one transaction)::
 
