@@ -6,12 +6,12 @@ default, accepts and connects in the event loop and then copies each direction o
 of its own with splice(2) through a pipe, so the bytes never enter Python and the event
 loop stays free. In paired 512 MiB transfers through two ports of one container (2-core
 machine, December 2026), it moved 20 to 40 % more bytes per second than the asyncio copy,
-with about half of ketchd's CPU time per GiB. ``TcpProxy`` copies with asyncio protocols and is used where
-os.splice is missing: when one side's send buffer passes its high-water mark, reading from
-the other side pauses until the buffer drains. Both bound memory, since a slow reader
-holds back a fast writer, and both pass an EOF on as a shutdown of the write half, so
-half-closed connections work. A connection ends when both halves are closed or either
-side resets.
+with about half of ketchd's CPU time per GiB. ``TcpProxy`` copies with asyncio protocols
+and is used where os.splice is missing: when one side's send buffer passes its high-water
+mark, reading from the other side pauses until the buffer drains. Both bound memory,
+since a slow reader holds back a fast writer, and both pass an EOF on as a shutdown of
+the write half, so half-closed connections work. A connection ends when both halves are
+closed or either side resets.
 
 UDP: each client address is a flow with a socket of its own connected to the container,
 so replies go back to the client that sent the request. A flow ends after
