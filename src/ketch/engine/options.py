@@ -20,8 +20,8 @@ from typing import Any
 
 from ketch.engine.hostconfig import HostOptions, parse_host_options
 from ketch.engine.logopts import check_log_driver, check_log_opts
-from ketch.network.ports import exposed_port_keys, requested_bindings
 from ketch.errors import InvalidArgument
+from ketch.network.ports import exposed_port_keys, requested_bindings
 
 # Docker refuses memory limits below 6 MiB because a container cannot start in less.
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
