@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS network_ports (
 def container_address(container: Any) -> tuple[str, str] | None:
     """Return the address of the container on its first network and that network's id, or
     None without one."""
+    # NOTE: the target is chosen at start; disconnecting the container from this network
+    # while it runs leaves its published ports forwarding to the old address.
     for endpoint in container.network_endpoints.values():
         address = endpoint.get("IPAddress")
         if address:
