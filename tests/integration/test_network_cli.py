@@ -129,6 +129,13 @@ def test_cli_tcp_by_name(cli: Runner) -> None:
     assert "pong" in reply
 
 
+def test_cli_run_network_by_id(cli: Runner) -> None:
+    network_id = ok(cli, "network", "create", "byid").strip()
+    output = ok(cli, "run", "--rm", "--network", network_id[:10], "busybox", "ip", "-o", "link")
+    assert "eth0" in output
+    assert "eth1" not in output
+
+
 def test_cli_internal_has_no_route_out(cli: Runner) -> None:
     ok(cli, "network", "create", "--internal", "--subnet", "10.94.0.0/24", "closed")
     routes = ok(cli, "run", "--rm", "--network", "closed", "busybox", "ip", "route")

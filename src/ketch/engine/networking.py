@@ -131,6 +131,8 @@ class ContainerNetworking:
                 config["MacAddress"] = legacy_mac
             request = endpoint_request(config, network)
             planned[network.name] = planned_fields(network, request)
+            if name == primary and mode not in BRIDGE_MODES:
+                options.network_mode = network.name  # named by id or id prefix
         return planned
 
     def _container_mode(self, mode: str, resolve: Callable[[str], Any]) -> str:
