@@ -111,6 +111,19 @@ def test_ketch_rm_v_and_prune(daemon: KetchDaemon) -> None:
     assert set(ketch_ok(daemon, "volume", "ls", "-q").split()) == before - {"knamed2"}
 
 
+def test_ketch_system_prune_volumes(daemon: KetchDaemon) -> None:
+    before = set(ketch_ok(daemon, "volume", "ls", "-q").split())
+    ketch_ok(daemon, "volume", "create", "ksys1")
+    ketch_ok(daemon, "create", "--name", "ksys1", "-v", "/anon", "busybox")
+    ketch_ok(daemon, "rm", "ksys1")
+    ketch_ok(daemon, "system", "prune", "-f")
+    assert len(set(ketch_ok(daemon, "volume", "ls", "-q").split()) - before) == 2
+    output = ketch_ok(daemon, "system", "prune", "-f", "--volumes")
+    assert "Deleted Volumes:" in output
+    assert set(ketch_ok(daemon, "volume", "ls", "-q").split()) - before == {"ksys1"}
+    ketch_ok(daemon, "volume", "rm", "ksys1")
+
+
 def test_ketch_system_df_volumes(daemon: KetchDaemon) -> None:
     ketch_ok(daemon, "run", "--rm", "-v", "kdf1:/data", "busybox", "sh", "-c",
              "head -c 3000 /dev/zero > /data/f")  # fmt: skip

@@ -206,10 +206,18 @@ def image_prune(context: Context, options: dict, args: list[str]) -> int:
 
 def system_prune(context: Context, options: dict, args: list[str]) -> int:
     warning = "This will remove:\n  - all stopped containers\n  - all dangling images"
+    if options["volumes"]:
+        warning += "\n  - all anonymous volumes not used by at least one container"
     if not confirm(options, warning):
         return 0
     client = context.client()
     prune(client, "/containers/prune", options)
+    if options["volumes"]:
+        from ketch.cli.volume import request_prune
+
+        # Volume prune takes label filters but not until, which containers and images take.
+        labels = [value for value in options["filter"] if value.startswith("label")]
+        request_prune(client, labels, prune_all=False)
     return prune(client, "/images/prune", options)
 
 
@@ -270,7 +278,7 @@ VERBS = {
             "system prune",
             "ketch system prune [OPTIONS]",
             "Remove unused data",
-            (_FILTER, _FORCE),
+            (_FILTER, _FORCE, Flag("volumes", "Prune anonymous volumes")),
             max_args=0,
         ),
         system_prune,

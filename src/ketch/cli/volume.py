@@ -12,6 +12,7 @@ from ketch.cli.options import Command, Flag
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from ketch.cli.client import Client
     from ketch.cli.main import Context
 
 DEFAULT_TABLE = "{{.Driver}}\t{{.Name}}"
@@ -153,17 +154,23 @@ def remove(context: Context, options: dict, args: list[str]) -> int:
 
 
 def prune(context: Context, options: dict, args: list[str]) -> int:
-    from ketch.cli.humanize import human_size
-    from ketch.cli.ps import filters_json
     from ketch.cli.system import confirm
 
     if not confirm(options, PRUNE_ALL_WARNING if options["all"] else PRUNE_WARNING):
         return 0
+    return request_prune(context.client(), options["filter"], prune_all=bool(options["all"]))
+
+
+def request_prune(client: Client, filters: list[str], prune_all: bool) -> int:
+    """POST /volumes/prune with ``filters`` (``KEY=VALUE`` strings), and print what went
+    and the space reclaimed."""
+    from ketch.cli.humanize import human_size
+    from ketch.cli.ps import filters_json
+
     # An explicit all=false keeps named volumes also where the client's API version is below
     # 1.42, for which dockerd (and ketchd) prune named volumes by default.
-    filters = [*options["filter"], f"all={str(bool(options['all'])).lower()}"]
-    query = {"filters": filters_json(filters)}
-    result = context.client().call("POST", "/volumes/prune", query)
+    selected = [*filters, f"all={str(prune_all).lower()}"]
+    result = client.call("POST", "/volumes/prune", {"filters": filters_json(selected)})
     if not isinstance(result, dict):
         raise ProtocolFailure(f"invalid reply to volume prune: {result!r}")
     deleted = result.get("VolumesDeleted") or []
