@@ -26,10 +26,8 @@ Per-container files are described in :mod:`ketch.runtime.state`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import signal
 import time
 
 from ketch.errors import Conflict, KetchError, NotFound, SystemFailure
@@ -38,7 +36,9 @@ from ketch.runtime.lazylog import LazyLogger
 
 # False at run time, so that this module does not import typing, pathlib or the cgroup
 # managers: every ketch-runc call pays for what it imports, and start, state and kill
-# need none of them. Type checkers take the branch below as true.
+# need none of them. Type checkers take the branch below as true. For the same reason
+# signal and contextlib (each of which imports enum, functools and collections) are not
+# imported here: start and delete of a stopped container need neither.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
@@ -153,8 +153,10 @@ class Runtime:
             _await_init_release(fifo, fifo_path, record)
         finally:
             os.close(fifo)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(fifo_path)
+        except FileNotFoundError:
+            pass
         log.debug("started container %s", container_id)
         _run_record_hooks(record, "poststart", "running")
 
@@ -170,8 +172,10 @@ class Runtime:
         if not self.state_root.is_dir():
             return result
         for entry in sorted(self.state_root.iterdir()):
-            with contextlib.suppress(KetchError):
+            try:
                 result.append(self.state(entry.name))
+            except KetchError:
+                pass
         return result
 
     def kill(self, container_id: str, signal_number: int, all: bool = False) -> None:
@@ -185,8 +189,10 @@ class Runtime:
 
             cgroups = manager_from_state(record.cgroups)
             for pid in cgroups.processes():
-                with contextlib.suppress(ProcessLookupError):
+                try:
                     os.kill(pid, signal_number)
+                except ProcessLookupError:
+                    pass
             return
         _signal_init(record, signal_number)
 
@@ -266,11 +272,17 @@ class Runtime:
         return record, state.status_of(directory, record)
 
     def _kill_everything(self, record: state.ContainerRecord, cgroups: CgroupManager) -> None:
-        with contextlib.suppress(KetchError):
+        import signal
+
+        try:
             _signal_init(record, signal.SIGKILL)
+        except KetchError:
+            pass
         for pid in cgroups.processes():
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         _thaw(cgroups)
         wait_until_empty(cgroups, self.kill_timeout)
         deadline = time.monotonic() + self.kill_timeout
@@ -279,8 +291,10 @@ class Runtime:
 
 
 def reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
+    try:
         os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 # Delete of a stopped container with an empty cgroup, the usual case, reads the
@@ -366,6 +380,8 @@ def _signal_init(record: state.ContainerRecord, signal_number: int) -> None:
         # Checked with the pidfd open: the pid cannot be reused while the pidfd exists.
         if not state.init_is_alive(record):
             raise Conflict(f"cannot signal container {record.id}: it is not running")
+        import signal
+
         signal.pidfd_send_signal(pidfd, signal_number)
     except ProcessLookupError:
         raise Conflict(f"cannot signal container {record.id}: it is not running") from None
@@ -376,8 +392,10 @@ def _signal_init(record: state.ContainerRecord, signal_number: int) -> None:
 def _thaw(cgroups: CgroupManager) -> None:
     # A frozen process does not act on SIGKILL until it is thawed.
     if cgroups.is_frozen():
-        with contextlib.suppress(KetchError):
+        try:
             cgroups.thaw()
+        except KetchError:
+            pass
 
 
 def wait_until_empty(cgroups: CgroupManager, timeout: float) -> None:

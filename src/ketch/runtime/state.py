@@ -17,14 +17,14 @@ exec.fifo exists, and running after.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 
-from ketch.errors import InvalidArgument, NotFound
+from ketch.errors import InvalidArgument, NotFound, SystemFailure
+from ketch.runtime import json_reader
 
-# False at run time, so that this module does not import typing or pathlib: every
-# ketch-runc call pays for what it imports. Type checkers take the branch below as true.
+# False at run time, so that this module does not import typing, pathlib, json or re:
+# every ketch-runc call pays for what it imports. Type checkers take the branch below as
+# true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
 
-_ID_PATTERN = re.compile(r"[\w+\-.]+")
+# The characters a container id may contain besides those for which str.isalnum() is true.
+# Together they are what the regular expression [\w+\-.] matches.
+_ID_PUNCTUATION = "_+-."
 
 
 class ContainerRecord:
@@ -101,7 +103,8 @@ class ContainerRecord:
 def validate_id(container_id: str) -> None:
     if (
         not isinstance(container_id, str)
-        or not _ID_PATTERN.fullmatch(container_id)
+        or not container_id
+        or not all(char.isalnum() or char in _ID_PUNCTUATION for char in container_id)
         or container_id in (".", "..")
         or len(container_id) > 1024
     ):
@@ -126,6 +129,8 @@ def write_record(directory: Path | str, record: ContainerRecord) -> None:
     # Replaced by rename, so a reader sees the old or the new record. Not fsynced: the
     # state root is runtime state (on tmpfs under /run by default) that does not outlive
     # the containers, which a reboot ends anyway.
+    import json
+
     temporary = os.path.join(directory, STATE_FILE + ".tmp")
     with open(temporary, "w") as handle:
         json.dump(record.to_dict(), handle)
@@ -139,7 +144,12 @@ def read_record(state_root: Path | str, container_id: str) -> ContainerRecord:
             text = handle.read()
     except FileNotFoundError:
         raise NotFound(f"container {container_id} does not exist") from None
-    return ContainerRecord(**json.loads(text))
+    try:
+        return ContainerRecord(**json_reader.loads(text))
+    except (ValueError, TypeError) as error:
+        raise SystemFailure(
+            f"invalid state record {os.path.join(directory, STATE_FILE)}: {error}"
+        ) from None
 
 
 def process_start_time(pid: int) -> int | None:
