@@ -1,0 +1,130 @@
+"""The pieces that keep ketch-runc's start-up short: the launcher script, the JSON reader
+that avoids importing json, and the verbs' import sets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ketch.runtime import json_reader, launcher, state
+
+SAMPLES = [
+    {"id": "web", "pid": 12, "annotations": {}, "cgroups": {"directories": {"pids": "/x"}}},
+    [1, -2, 3.5, 1e300, None, True, False, "", 'é\u2028\n"\\'],
+    "text",
+    0,
+]
+
+
+@pytest.mark.parametrize("value", SAMPLES)
+def test_json_reader_matches_json(value: object) -> None:
+    assert json_reader.loads(json.dumps(value)) == value
+
+
+def test_json_reader_surrounding_whitespace() -> None:
+    assert json_reader.loads(' \n{"a": 1}\t\n') == {"a": 1}
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": 1} x', "[1,]", "{'a': 1}", "nul"])
+def test_json_reader_invalid(text: str) -> None:
+    with pytest.raises(ValueError):
+        json_reader.loads(text)
+
+
+def test_read_record_invalid_json(tmp_path: Path) -> None:
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / state.STATE_FILE).write_text('{"id": "web",')
+    with pytest.raises(state.SystemFailure, match="invalid state record"):
+        state.read_record(tmp_path, "web")
+
+
+@pytest.mark.parametrize("container_id", ["a", "web-1", "a_b+c.d", "é1", "x" * 1024])
+def test_validate_id_accepts(container_id: str) -> None:
+    state.validate_id(container_id)
+
+
+@pytest.mark.parametrize("container_id", ["", ".", "..", "a/b", "a b", "a\n", "x" * 1025])
+def test_validate_id_rejects(container_id: str) -> None:
+    with pytest.raises(state.InvalidArgument, match="invalid container id"):
+        state.validate_id(container_id)
+
+
+def run_script(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(script), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_launcher_runs_cli(tmp_path: Path) -> None:
+    script = tmp_path / "ketch-runc"
+    launcher.write_launcher(str(script))
+    completed = run_script(script, "--version")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("ketch-runc version")
+
+
+def test_launcher_skips_site(tmp_path: Path) -> None:
+    script = tmp_path / "ketch-runc"
+    launcher.write_launcher(str(script))
+    first_line = script.read_text().splitlines()[0]
+    assert first_line == f"#!{sys.executable} -IS"
+
+
+def test_launcher_falls_back_to_site(tmp_path: Path) -> None:
+    script = tmp_path / "ketch-runc"
+    script.write_text(launcher.launcher_text(sys.executable, str(tmp_path / "moved")))
+    script.chmod(0o755)
+    completed = run_script(script, "--version")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("ketch-runc version")
+
+
+def test_launcher_rejects_relative_interpreter(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="absolute path"):
+        launcher.write_launcher(str(tmp_path / "ketch-runc"), interpreter="python3")
+
+
+def test_launcher_main_usage() -> None:
+    assert launcher.main([]) == 2
+
+
+# The modules each short verb may import besides the interpreter's own start-up set. json,
+# re, enum, contextlib and pathlib each cost milliseconds per call.
+HEAVY_MODULES = ("json", "re", "enum", "contextlib", "pathlib", "logging", "typing", "signal")
+
+
+@pytest.mark.parametrize("verb", ["start", "delete"])
+def test_short_verb_imports(tmp_path: Path, verb: str) -> None:
+    directory = tmp_path / "web"
+    directory.mkdir()
+    record = state.ContainerRecord(
+        id="web",
+        pid=0,
+        init_start_time=0,
+        bundle="/b",
+        rootfs="/b/rootfs",
+        created="",
+        oci_version="1.0.2",
+        cgroups={"directories": {}},
+    )
+    state.write_record(directory, record)
+    code = (
+        "import sys\n"
+        "from ketch.runtime.cli import main\n"
+        f"main(['--root', {str(tmp_path)!r}, {verb!r}, 'web'])\n"
+        f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    source = launcher.package_parent()
+    completed = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {source!r})\n" + code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == "\n"
