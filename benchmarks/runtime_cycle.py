@@ -179,12 +179,13 @@ def remove_cgroup_parent(relative: str) -> None:
 
 
 def usable_runtimes(
-    workdir: Path, rootfs: Path, cgroup_parent: str
+    workdir: Path, rootfs: Path, cgroup_parent: str, extra: dict[str, Path]
 ) -> tuple[dict[str, Runtime], dict[str, Path]]:
     """Return the runtimes whose warm-up cycles succeed, with a bundle each, and print why
-    the others are skipped (crun 1.8 rejects a hybrid cgroup layout, for one)."""
+    the others are skipped (crun 1.8 rejects a hybrid cgroup layout, for one). ``extra``
+    adds binaries to time beside the usual ones, by name."""
     runtimes, bundles = {}, {}
-    for name, binary in RUNTIMES.items():
+    for name, binary in {**RUNTIMES, **extra}.items():
         if not binary.exists():
             print(f"{name}: not installed at {binary}, skipped")
             continue
@@ -273,7 +274,21 @@ def main() -> None:
         help="print where ketch-runc's import time goes, per verb, instead of timing",
     )
     parser.add_argument("--top", type=int, default=12, help="imports listed per verb")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also time the runtime binary PATH under NAME (repeatable), such as another "
+        "build of ketch-runc",
+    )
     options = parser.parse_args()
+    extra = {}
+    for entry in options.compare:
+        name, equals, path = entry.partition("=")
+        if not equals or not name or not path:
+            parser.error(f"invalid --compare {entry!r}: expected NAME=PATH")
+        extra[name] = Path(path)
 
     syscalls.set_child_subreaper()
     workdir = Path(tempfile.mkdtemp(prefix="ketch-cycle-", dir="/tmp"))
@@ -284,7 +299,7 @@ def main() -> None:
         if options.importtime:
             print_import_times(workdir, rootfs, cgroup_parent, options.runs, options.top)
             return
-        runtimes, bundles = usable_runtimes(workdir, rootfs, cgroup_parent)
+        runtimes, bundles = usable_runtimes(workdir, rootfs, cgroup_parent, extra)
         timings: dict[str, list[dict[str, float]]] = {name: [] for name in runtimes}
         for _ in range(options.runs):
             for name, runtime in runtimes.items():
