@@ -391,6 +391,23 @@ def test_failed_create_removes_new_volumes(daemon: KetchDaemon) -> None:
     assert daemon.docker("inspect", "failed1").returncode == 1
 
 
+def test_failed_mount_unmounts_others(daemon: KetchDaemon, tmp_path: Path) -> None:
+    device = tmp_path / "gone"
+    device.mkdir()
+    docker_ok(daemon, "volume", "create", "-o", "type=tmpfs", "first1")
+    docker_ok(daemon, "volume", "create", "-o", "type=none", "-o", "o=bind", "-o",
+              f"device={device}", "second1")  # fmt: skip
+    device.rmdir()
+    try:
+        result = daemon.docker("create", "--name", "failed2", "-v", "first1:/a", "-v",
+                               "second1:/b", "busybox")  # fmt: skip
+        assert result.returncode == 1
+        assert "cannot mount volume second1" in result.stderr
+        assert volume_mounts(daemon) == []
+    finally:
+        docker_ok(daemon, "volume", "rm", "first1", "second1")
+
+
 # Others
 
 

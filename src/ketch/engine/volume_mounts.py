@@ -227,19 +227,22 @@ class ContainerVolumes:
         mounts of volumes-from and anonymous volumes, and record the mount points.
 
         ``config["Volumes"]`` gets the client's Config.Volumes beside the image's. On
-        failure, the volumes this call created are removed again.
+        failure, the volumes this call created are removed again, and the ones it mounted
+        are unmounted unless another container uses them.
         """
         volumes = {**(config.get("Volumes") or {}), **options.volumes}
         config["Volumes"] = volumes or None
         mounts, host_config = options.host.mounts, options.raw_host_config
         created: list[str] = []
+        mounted: list[str] = []
         try:
             points = self._resolve_points(
                 container_id, mounts, config, host_config, resolve, created
             )
-            self._prepare_volumes(container_id, points, rootfs)
+            self._prepare_volumes(container_id, points, rootfs, mounted)
         except BaseException:
             self._remove_created(created)
+            self._unmount_unused(mounted)
             raise
         self.volumes.store.add_mount_points(container_id, [point for point, _ in points])
 
@@ -341,15 +344,21 @@ class ContainerVolumes:
         return volume
 
     def _prepare_volumes(
-        self, container_id: str, points: list[tuple[dict[str, Any], bool]], rootfs: Path
+        self,
+        container_id: str,
+        points: list[tuple[dict[str, Any], bool]],
+        rootfs: Path,
+        mounted: list[str],
     ) -> None:
-        """Mount tmpfs and bind volumes, and note the copies of image content for populate()."""
+        """Mount tmpfs and bind volumes, adding their names to ``mounted``, and note the
+        copies of image content for populate()."""
         copies = []
         for point, copy in points:
             if point["Type"] != "volume":
                 continue
             volume = self.volumes.get(point["Name"])
             data = self.volumes.mount_for_use(volume)
+            mounted.append(volume.name)
             if copy:
                 copies.append((rootfs, point["Destination"], data))
         self._pending_copies[container_id] = copies
@@ -398,6 +407,9 @@ class ContainerVolumes:
         names = [point["Name"] for point in points if point.get("Type") == "volume"]
         if remove_anonymous:
             self.volumes.remove_anonymous(names)
+        self._unmount_unused(names)
+
+    def _unmount_unused(self, names: list[str]) -> None:
         for name in names:
             try:
                 self.volumes.unmount_if_unused(name)
