@@ -8,7 +8,7 @@ import pytest
 
 from ketch.errors import InvalidArgument
 from ketch.runtime.cgroups import cpu, devices, manager_from_state, memory, pids
-from ketch.runtime.cgroups.base import resolve_cgroups_path
+from ketch.runtime.cgroups.base import resolve_cgroups_path, unescape_mountinfo
 from ketch.runtime.cgroups.v1 import V1Manager
 from ketch.runtime.cgroups.v2 import V2Manager
 from ketch.runtime.config import DeviceRule, Resources
@@ -112,3 +112,19 @@ def test_v2_state_round_trip():
     rebuilt = manager_from_state(manager.state())
     assert isinstance(rebuilt, V2Manager)
     assert rebuilt.directory == manager.directory
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("/plain", "/plain"),
+        ("/a\\040b", "/a b"),
+        ("/t\\011n\\012", "/t\tn\n"),
+        ("/back\\134slash", "/back\\slash"),
+        ("/literal\\134040", "/literal\\040"),
+        ("/caf\u00e9", "/caf\u00e9"),
+        ("/caf\u00e9\\040x", "/caf\u00e9 x"),
+    ],
+)
+def test_unescape_mountinfo(field, expected):
+    assert unescape_mountinfo(field) == expected

@@ -77,31 +77,34 @@ def prepare_root(spec: Spec) -> None:
     # pivot_root fails with EINVAL when the new root's parent mount is shared, which a
     # "shared" or "rshared" linux.rootfsPropagation makes it; finish_root applies the
     # requested propagation to the new / after the pivot instead.
-    parent = _mount_point_of(Path(spec.rootfs))
-    if _is_shared(parent):
+    mounts = _mountinfo()
+    parent = _mount_point_of(Path(spec.rootfs), mounts)
+    if _is_shared(parent, mounts):
         sc.mount(None, str(parent), None, sc.MS_PRIVATE)
     sc.mount(spec.rootfs, spec.rootfs, None, sc.MS_BIND | sc.MS_REC)
 
 
 def _mountinfo() -> list[tuple[Path, list[str]]]:
     """Return (mount point, optional fields) for each mount of this mount namespace."""
+    from ketch.runtime.cgroups.base import unescape_mountinfo
+
     entries = []
     with open("/proc/self/mountinfo") as mountinfo:
         for line in mountinfo:
             fields = line.split(" - ", 1)[0].split()
-            point = fields[4].encode().decode("unicode_escape")
+            point = unescape_mountinfo(fields[4])
             entries.append((Path(point), fields[6:]))
     return entries
 
 
-def _mount_point_of(path: Path) -> Path:
-    """Return the mount point of the mount that contains ``path``."""
-    points = [point for point, _ in _mountinfo() if path == point or point in path.parents]
+def _mount_point_of(path: Path, mounts: list[tuple[Path, list[str]]]) -> Path:
+    """Return the mount point of the mount in ``mounts`` that contains ``path``."""
+    points = [point for point, _ in mounts if path == point or point in path.parents]
     return max(points, key=lambda point: len(point.parts))
 
 
-def _is_shared(mount_point: Path) -> bool:
-    tags = [tags for point, tags in _mountinfo() if point == mount_point]
+def _is_shared(mount_point: Path, mounts: list[tuple[Path, list[str]]]) -> bool:
+    tags = [tags for point, tags in mounts if point == mount_point]
     return any(tag.startswith("shared:") for tag in tags[-1]) if tags else False
 
 

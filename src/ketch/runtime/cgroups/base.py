@@ -121,7 +121,9 @@ def cgroup_mounts() -> list[tuple[str, str, str, str]]:
             fields = before.split()
             fs_type, _source, super_options = after.split()[:3]
             if fs_type in ("cgroup", "cgroup2"):
-                result.append((_unescape(fields[4]), _unescape(fields[3]), fs_type, super_options))
+                mount_point = unescape_mountinfo(fields[4])
+                root = unescape_mountinfo(fields[3])
+                result.append((mount_point, root, fs_type, super_options))
     return result
 
 
@@ -135,6 +137,15 @@ def own_cgroups(pid: int | str = "self") -> dict[str, str]:
     return result
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal.
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+def unescape_mountinfo(field: str) -> str:
+    """Undo the octal escapes of space, tab, newline and backslash in a mountinfo field.
+
+    Other characters, UTF-8 included, appear in mountinfo as they are.
+    """
+    if "\\" not in field:
+        return field
+    # The backslash goes last, so that an escaped backslash before digits such as
+    # "\134040" does not become a space.
+    for escape, character in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n")):
+        field = field.replace(escape, character)
+    return field.replace("\\134", "\\")
