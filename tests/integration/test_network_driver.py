@@ -73,10 +73,12 @@ SCENARIO = textwrap.dedent(
         recorder = Recorder()
         networking.services.append(recorder)
         hosts = root / "hosts"
+        both = await asyncio.gather(driver.default_network(), driver.default_network())
         first, second = container("a", "first"), container("b", "second")
         await networking.connect_container(first, hosts, lambda _: None)
         await networking.connect_container(second, hosts, lambda _: None)
         report = {"first": first.network_endpoints["bridge"]}
+        report["default_ids"] = sorted({network.id for network in both})
         report["second"] = second.network_endpoints["bridge"]
         await networking.connect_container(first, hosts, lambda _: None)
         report["again"] = first.network_endpoints["bridge"]
@@ -149,6 +151,10 @@ def report(
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def test_driver_default_made_once(report: dict[str, list[str]]) -> None:
+    assert len(report["default_ids"]) == 1
 
 
 def test_driver_addresses_differ(report: dict[str, dict[str, str]]) -> None:

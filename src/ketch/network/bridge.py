@@ -109,6 +109,10 @@ class BridgeDriver:
         self._up: set[str] = set()
         # Address allocation reads then writes the endpoint table, so changes take turns.
         self._lock = asyncio.Lock()
+        # Two first uses at once (such as two runs) must not both record ``bridge``.
+        self._default_lock = asyncio.Lock()
+        # Two bring-ups of one network at once would both try to add its bridge.
+        self._bridge_lock = asyncio.Lock()
 
     def namespace_path(self, container_id: str) -> Path:
         return self._namespace_root / container_id
@@ -117,22 +121,25 @@ class BridgeDriver:
 
     async def default_network(self) -> Network:
         """Return the ``bridge`` network, making its record and its bridge if missing."""
-        network = self.store.by_name(DEFAULT_NETWORK)
-        if network is None:
-            subnet = ipam.choose_subnet(await self._taken_subnets())
-            network = Network(
-                id=secrets.token_hex(32),
-                name=DEFAULT_NETWORK,
-                driver="bridge",
-                subnet=subnet,
-                gateway=ipam.gateway_address(subnet),
-                bridge=DEFAULT_BRIDGE,
-                options={BRIDGE_NAME_OPTION: DEFAULT_BRIDGE},
-                created=_now(),
-            )
-            self.store.add_network(network)
-            logger.info("created network %s with subnet %s", network.name, subnet)
+        async with self._default_lock:
+            network = self.store.by_name(DEFAULT_NETWORK) or await self._record_default()
         await self.bring_up(network)
+        return network
+
+    async def _record_default(self) -> Network:
+        subnet = ipam.choose_subnet(await self._taken_subnets())
+        network = Network(
+            id=secrets.token_hex(32),
+            name=DEFAULT_NETWORK,
+            driver="bridge",
+            subnet=subnet,
+            gateway=ipam.gateway_address(subnet),
+            bridge=DEFAULT_BRIDGE,
+            options={BRIDGE_NAME_OPTION: DEFAULT_BRIDGE},
+            created=_now(),
+        )
+        self.store.add_network(network)
+        logger.info("created network %s with subnet %s", network.name, subnet)
         return network
 
     async def _taken_subnets(self) -> list[IPv4Network]:
@@ -143,7 +150,8 @@ class BridgeDriver:
 
     async def bring_up(self, network: Network) -> None:
         """Make the network's bridge if missing and, once per process, tell the services."""
-        await asyncio.to_thread(self._ensure_bridge, network)
+        async with self._bridge_lock:
+            await asyncio.to_thread(self._ensure_bridge, network)
         if network.id not in self._up:
             self._up.add(network.id)
             await notify_up(self.services, network)

@@ -6,6 +6,7 @@ Every function here blocks; the engine calls them from a worker thread.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterable
@@ -56,14 +57,22 @@ def ensure_bridge(
     ``alias`` (the link's ifalias) marks it as the engine's, for ``owned_links``."""
     with IPRoute() as ipr:
         if not ipr.link_lookup(ifname=name):
-            ipr.link("add", ifname=name, kind="bridge")
-            logger.info("created bridge %s for subnet %s", name, subnet)
+            try:
+                ipr.link("add", ifname=name, kind="bridge")
+                logger.info("created bridge %s for subnet %s", name, subnet)
+            except NetlinkError as error:
+                if error.code != errno.EEXIST:  # made meanwhile by a concurrent call
+                    raise
         index = ipr.link_lookup(ifname=name)[0]
         if alias is not None:
             ipr.link("set", index=index, ifalias=alias)
         addresses = {a.get("address") for a in ipr.get_addr(index=index, family=2)}
         if str(gateway) not in addresses:
-            ipr.addr("add", index=index, address=str(gateway), prefixlen=subnet.prefixlen)
+            try:
+                ipr.addr("add", index=index, address=str(gateway), prefixlen=subnet.prefixlen)
+            except NetlinkError as error:
+                if error.code != errno.EEXIST:
+                    raise
         ipr.link("set", index=index, mtu=mtu, state="up")
 
 
