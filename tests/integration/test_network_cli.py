@@ -171,6 +171,14 @@ def test_cli_alias_in_inspect(cli: Runner) -> None:
     assert "cache" in json.loads(aliases)
 
 
+def test_cli_ps_network_filter(cli: Runner) -> None:
+    ok(cli, "network", "create", "listed")
+    inside = ok(cli, "run", "-d", "--network", "listed", "busybox", "sleep", "60").strip()
+    ok(cli, "run", "-d", "busybox", "sleep", "60")
+    shown = ok(cli, "ps", "-q", "--no-trunc", "--filter", "network=listed").split()
+    assert shown == [inside]
+
+
 def test_cli_connect_disconnect(cli: Runner) -> None:
     ok(cli, "network", "create", "--subnet", "10.91.0.0/24", "extra")
     container = ok(cli, "run", "-d", "busybox", "sleep", "60").strip()

@@ -57,6 +57,14 @@ def _match_ancestor(container: Container, value: str) -> bool:
     return value in (image, container.image_id) or (":" not in value and image == f"{value}:latest")
 
 
+def _match_network(container: Container, value: str) -> bool:
+    # By name as docker's ps shows it, or by the id a container's endpoint records.
+    if value in container.network_endpoints:
+        return True
+    ids = [fields.get("NetworkID", "") for fields in container.network_endpoints.values()]
+    return any(network_id and network_id.startswith(value) for network_id in ids)
+
+
 _MATCHERS: dict[str, Callable[[Container, str], bool]] = {
     "id": _match_id,
     "name": _match_name,
@@ -64,6 +72,7 @@ _MATCHERS: dict[str, Callable[[Container, str], bool]] = {
     "label": _match_label,
     "exited": _match_exited,
     "ancestor": _match_ancestor,
+    "network": _match_network,
 }
 
 
