@@ -11,7 +11,6 @@ from ketch.errors import InvalidArgument
 from ketch.images.content import WRITEBACK_STEP_BYTES, ContentStore
 from ketch.images.feed import FeedBroken, LayerFeed
 from ketch.images.write_thread import BlobWriteThread
-from ketch.images.writeback import start_writeback
 
 
 def digest_of(data: bytes) -> str:
@@ -119,15 +118,6 @@ def test_write_thread_close_drops_queue(store: ContentStore) -> None:
     partial = store.partial_path(digest_of(data)).read_bytes()
     assert len(partial) >= 1_000
     assert data.startswith(partial)
-
-
-def test_writeback_on_pipe_ignored() -> None:
-    read_end, write_end = os.pipe()
-    try:
-        start_writeback(write_end)
-    finally:
-        os.close(read_end)
-        os.close(write_end)
 
 
 def test_blob_over_writeback_step(store: ContentStore) -> None:

@@ -1,0 +1,41 @@
+"""Early writeback: the sync_file_range(2) wrapper and the helper that ignores its errors."""
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from ketch.images.writeback import start_writeback
+from ketch.linux import syscalls
+
+
+def test_sync_file_range_regular_file(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 65536)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        syscalls.sync_file_range(fd, 0, 0, syscalls.SYNC_FILE_RANGE_WRITE)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"x" * 65536
+
+
+def test_sync_file_range_pipe_raises() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        with pytest.raises(OSError) as raised:
+            syscalls.sync_file_range(write_end, 0, 0, syscalls.SYNC_FILE_RANGE_WRITE)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert raised.value.errno == errno.ESPIPE
+
+
+def test_start_writeback_ignores_pipe() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        start_writeback(write_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
