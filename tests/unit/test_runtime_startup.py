@@ -92,17 +92,12 @@ def test_launcher_main_usage() -> None:
     assert launcher.main([]) == 2
 
 
-# The modules each short verb may import besides the interpreter's own start-up set. json,
-# re, enum, contextlib and pathlib each cost milliseconds per call.
-HEAVY_MODULES = ("json", "re", "enum", "contextlib", "pathlib", "logging", "typing", "signal")
-
-
-@pytest.mark.parametrize("verb", ["start", "delete"])
-def test_short_verb_imports(tmp_path: Path, verb: str) -> None:
-    directory = tmp_path / "web"
+def write_stopped_record(state_root: Path, container_id: str) -> None:
+    """Write the state of a container whose init is gone and whose cgroups are removed."""
+    directory = state_root / container_id
     directory.mkdir()
     record = state.ContainerRecord(
-        id="web",
+        id=container_id,
         pid=0,
         init_start_time=0,
         bundle="/b",
@@ -112,19 +107,86 @@ def test_short_verb_imports(tmp_path: Path, verb: str) -> None:
         cgroups={"directories": {}},
     )
     state.write_record(directory, record)
-    code = (
-        "import sys\n"
-        "from ketch.runtime.cli import main\n"
-        f"main(['--root', {str(tmp_path)!r}, {verb!r}, 'web'])\n"
-        f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
-    )
+
+
+def run_isolated(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter as the launcher does: -I -S, ketch on sys.path."""
     source = launcher.package_parent()
-    completed = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {source!r})\n" + code],
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {source!r})\n{code}"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+# Modules that start and delete must not import, because each costs milliseconds per call.
+HEAVY_MODULES = ("json", "re", "enum", "contextlib", "pathlib", "logging", "typing", "signal")
+
+
+@pytest.mark.parametrize("verb", ["start", "delete"])
+def test_short_verb_imports(tmp_path: Path, verb: str) -> None:
+    write_stopped_record(tmp_path, "web")
+    code = (
+        "from ketch.runtime.cli import main\n"
+        f"main(['--root', {str(tmp_path)!r}, {verb!r}, 'web'])\n"
+        f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    completed = run_isolated(code)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == "\n"
+
+
+def test_log_deferred_without_records(tmp_path: Path) -> None:
+    write_stopped_record(tmp_path, "web")
+    log = tmp_path / "log.json"
+    completed = run_isolated(
+        "from ketch.runtime.cli import main\n"
+        f"status = main(['--root', {str(tmp_path)!r}, '--log', {str(log)!r}, "
+        "'--log-format', 'json', 'delete', 'web'])\n"
+        "print(status, 'logging' in sys.modules)\n"
+    )
+    assert completed.stdout == "0 False\n", completed.stderr
+    assert log.exists()
+    assert log.read_text() == ""
+
+
+def test_log_deferred_warning_written(tmp_path: Path) -> None:
+    log = tmp_path / "log.json"
+    completed = run_isolated(
+        "from types import SimpleNamespace\n"
+        "from ketch.runtime import cli\n"
+        "from ketch.runtime.lazylog import LazyLogger\n"
+        f"arguments = SimpleNamespace(log={str(log)!r}, log_format='json', debug=False)\n"
+        "cli._set_up_logging(arguments, defer=True)\n"
+        "LazyLogger('ketch.runtime.hooks').warning('hook %s failed', 'poststop[0]')\n"
+    )
+    assert completed.returncode == 0, completed.stderr
+    record = json.loads(log.read_text())
+    assert record["level"] == "warning"
+    assert record["msg"] == "hook poststop[0] failed"
+
+
+def test_deferred_setup_runs_once() -> None:
+    from ketch.runtime import lazylog
+
+    calls: list[str] = []
+    lazylog.defer_setup(lambda: calls.append("setup"))
+    lazylog.run_deferred_setup()
+    lazylog.run_deferred_setup()
+    assert calls == ["setup"]
+
+
+def test_deferred_setup_skipped_in_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ketch.runtime import lazylog
+
+    calls: list[str] = []
+    lazylog.defer_setup(lambda: calls.append("setup"))
+    parent_pid = lazylog.os.getpid()
+    monkeypatch.setattr(lazylog.os, "getpid", lambda: parent_pid + 1)
+    lazylog.run_deferred_setup()
+    monkeypatch.undo()
+    assert calls == []
+    lazylog.run_deferred_setup()
+    assert calls == ["setup"]
