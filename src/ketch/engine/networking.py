@@ -14,7 +14,9 @@ each start connects the container to every network named there, the network of i
 NetworkMode first (eth0). The endpoints live from the first start until the container is
 removed or disconnected.
 
-NOTE: a stopped container keeps its addresses until it is removed.
+NOTE: a stopped container keeps its addresses until it is removed. So ``network rm`` of
+its network fails with active endpoints, where docker, which releases them on stop, would
+remove the network.
 """
 
 from __future__ import annotations
