@@ -15,10 +15,12 @@ This process is a child subreaper, so each container's process is reparented to 
 
 ``--importtime`` runs ketch-runc's cycles under ``python -X importtime`` instead and
 prints, per verb, the median total import time and the slowest imports (cumulative).
+``--compare NAME=PATH`` times another runtime binary in the same runs, and ``--log-json``
+passes ``--log FILE --log-format json`` on every call, as containerd's shim does.
 
 Run it as root:
 
-    .venv/bin/python benchmarks/runtime_cycle.py [--runs 50] [--importtime]
+    .venv/bin/python benchmarks/runtime_cycle.py [--runs 50] [--importtime] [--log-json]
 """
 
 from __future__ import annotations
@@ -179,17 +181,21 @@ def remove_cgroup_parent(relative: str) -> None:
 
 
 def usable_runtimes(
-    workdir: Path, rootfs: Path, cgroup_parent: str, extra: dict[str, Path]
+    workdir: Path, rootfs: Path, cgroup_parent: str, extra: dict[str, Path], log_json: bool
 ) -> tuple[dict[str, Runtime], dict[str, Path]]:
     """Return the runtimes whose warm-up cycles succeed, with a bundle each, and print why
     the others are skipped (crun 1.8 rejects a hybrid cgroup layout, for one). ``extra``
-    adds binaries to time beside the usual ones, by name."""
+    adds binaries to time beside the usual ones, by name. With ``log_json`` every call
+    gets ``--log FILE --log-format json``, as containerd's runc shim passes them."""
     runtimes, bundles = {}, {}
     for name, binary in {**RUNTIMES, **extra}.items():
         if not binary.exists():
             print(f"{name}: not installed at {binary}, skipped")
             continue
-        runtime = Runtime(name, [str(binary)], workdir, cgroup_parent)
+        command = [str(binary)]
+        if log_json:
+            command += ["--log", str(workdir / f"{name}.log"), "--log-format", "json"]
+        runtime = Runtime(name, command, workdir, cgroup_parent)
         bundle = make_bundle(workdir, name, rootfs)
         try:
             for _ in range(WARM_UP_RUNS):
@@ -238,7 +244,13 @@ def print_import_times(
 ) -> None:
     """Run ketch-runc cycles under ``python -X importtime`` and print, per verb, the median
     total import time and the imports with the largest median cumulative time."""
-    prefix = [sys.executable, "-X", "importtime", "-m", "ketch.runtime.cli"]
+    launcher = RUNTIMES["ketch-runc"]
+    first_line = launcher.read_text().split("\n", 1)[0]
+    if first_line.endswith(" -IS"):
+        # The script scripts/setup installs, run with the interpreter options it names.
+        prefix = [sys.executable, "-I", "-S", "-X", "importtime", str(launcher)]
+    else:
+        prefix = [sys.executable, "-X", "importtime", "-m", "ketch.runtime.cli"]
     runtime = Runtime("ketch-runc", prefix, workdir, cgroup_parent)
     bundle = make_bundle(workdir, "importtime", rootfs)
     verbs = ("create", "start", "delete")
@@ -282,6 +294,12 @@ def main() -> None:
         help="also time the runtime binary PATH under NAME (repeatable), such as another "
         "build of ketch-runc",
     )
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        help="pass --log FILE --log-format json on every runtime call, as containerd's runc "
+        "shim and dockerd do",
+    )
     options = parser.parse_args()
     extra = {}
     for entry in options.compare:
@@ -299,7 +317,7 @@ def main() -> None:
         if options.importtime:
             print_import_times(workdir, rootfs, cgroup_parent, options.runs, options.top)
             return
-        runtimes, bundles = usable_runtimes(workdir, rootfs, cgroup_parent, extra)
+        runtimes, bundles = usable_runtimes(workdir, rootfs, cgroup_parent, extra, options.log_json)
         timings: dict[str, list[dict[str, float]]] = {name: [] for name in runtimes}
         for _ in range(options.runs):
             for name, runtime in runtimes.items():
