@@ -32,6 +32,14 @@ def test_feed_peek_keeps_bytes() -> None:
     assert feed.read(6) == b"\x1f\x8b\x08\x00re"
 
 
+def test_feed_peek_across_chunks() -> None:
+    feed = LayerFeed(100)
+    for byte in b"abcdefgh":
+        feed.put(bytes([byte]))
+    assert feed.peek(4) == b"abcd"
+    assert feed.read() == b"abcdefgh"
+
+
 def test_feed_peek_short_blob() -> None:
     feed = LayerFeed(100)
     feed.put(b"ab")

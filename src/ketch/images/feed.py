@@ -67,7 +67,13 @@ class LayerFeed:
         """Wait for the first ``size`` bytes (fewer at end of file) without consuming them."""
         with self._condition:
             self._wait(lambda: self._buffered >= size)
-            return b"".join(self._chunks)[:size]
+            # Only the chunks that hold the first bytes are copied, however much is buffered.
+            head = bytearray()
+            for chunk in self._chunks:
+                head += chunk[: size - len(head)]
+                if len(head) >= size:
+                    break
+            return bytes(head)
 
     def read(self, size: int = -1) -> bytes:
         """Return up to ``size`` bytes (all that is buffered for -1), b"" at end of file."""
