@@ -83,6 +83,23 @@ def test_launcher_falls_back_to_site(tmp_path: Path) -> None:
     assert completed.stdout.startswith("ketch-runc version")
 
 
+def test_launcher_flushes_output(tmp_path: Path) -> None:
+    script = tmp_path / "ketch-runc"
+    launcher.write_launcher(str(script))
+    write_stopped_record(tmp_path, "web")
+    completed = run_script(script, "--root", str(tmp_path), "state", "web")
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["status"] == "stopped"
+
+
+def test_launcher_exit_status(tmp_path: Path) -> None:
+    script = tmp_path / "ketch-runc"
+    launcher.write_launcher(str(script))
+    completed = run_script(script, "--root", str(tmp_path), "delete", "missing")
+    assert completed.returncode == 1
+    assert completed.stderr == "ketch-runc: container missing does not exist\n"
+
+
 def test_launcher_rejects_relative_interpreter(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="absolute path"):
         launcher.write_launcher(str(tmp_path / "ketch-runc"), interpreter="python3")
