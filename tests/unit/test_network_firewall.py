@@ -13,11 +13,14 @@ from ketch.errors import SystemFailure
 from ketch.network.firewall import (
     Firewall,
     PortRule,
+    isolation_rule,
     network_rules,
     port_rule_text,
     render_ruleset,
 )
 from ketch.network.store import Network
+
+ICC = "com.docker.network.bridge.enable_icc"
 
 OPEN = Network(
     id="a" * 64,
@@ -67,16 +70,44 @@ def test_rules_quote_odd_names() -> None:
     assert 'comment "network x_ _ flush ruleset"' in postrouting[0]
 
 
-def test_ruleset_empty_deletes_table() -> None:
-    assert render_ruleset([]) == "table ip ketch {}\ndelete table ip ketch\n"
+def test_ruleset_empty_deletes_tables() -> None:
+    assert render_ruleset([]) == (
+        "table ip ketch {}\ndelete table ip ketch\n"
+        "table bridge ketch {}\ndelete table bridge ketch\n"
+    )
 
 
 def test_ruleset_replaces_table_at_once() -> None:
     script = render_ruleset([OPEN, INTERNAL])
     lines = script.splitlines()
-    assert lines[:3] == ["table ip ketch {}", "delete table ip ketch", "table ip ketch {"]
+    assert lines[:2] == ["table ip ketch {}", "delete table ip ketch"]
+    assert lines[4] == "table ip ketch {"
     assert "type nat hook postrouting priority srcnat; policy accept;" in script
     assert "type filter hook forward priority filter; policy accept;" in script
+
+
+def test_isolation_rule_default_none() -> None:
+    assert isolation_rule(OPEN) is None
+
+
+def test_isolation_rule_icc_false_drops_subnet() -> None:
+    isolated = Network(**{**vars(OPEN), "options": {ICC: "False"}})
+    assert isolation_rule(isolated) == (
+        'ip saddr 172.18.0.0/16 ip daddr 172.18.0.0/16 drop comment "network front"'
+    )
+
+
+def test_ruleset_isolation_in_bridge_table() -> None:
+    isolated = Network(**{**vars(OPEN), "options": {ICC: "false"}})
+    script = render_ruleset([isolated, INTERNAL])
+    bridge_part = script.split("table bridge ketch {\n", 1)[1]
+    assert "ip saddr 172.18.0.0/16 ip daddr 172.18.0.0/16 drop" in bridge_part
+    assert "172.19.0.0/16" not in bridge_part
+
+
+def test_ruleset_no_isolation_no_bridge_table() -> None:
+    script = render_ruleset([OPEN])
+    assert "table bridge ketch {\n" not in script
 
 
 def _fake_nft(tmp_path: Path, exit_code: int = 0) -> tuple[Path, Path]:

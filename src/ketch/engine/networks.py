@@ -345,8 +345,7 @@ def _check_options(options: dict[str, str]) -> int:
             f"invalid option {BRIDGE_NAME_OPTION}={bridge!r}: expected an interface name of "
             f"1 to {MAX_INTERFACE_NAME} letters, digits, '_', '.' or '-'"
         )
-    # Limitation: enable_icc=false is stored in Options, but ketch does not block traffic
-    # between the containers of the network.
+    # enable_icc=false is enforced by the firewall's rules (ketch.network.firewall).
     icc = options.get(ICC_OPTION)
     if icc is not None and icc.lower() not in ("true", "false"):
         raise InvalidArgument(f"invalid option {ICC_OPTION}={icc!r}: expected true or false")

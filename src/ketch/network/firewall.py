@@ -10,6 +10,18 @@ For each network that is up, the table holds::
         iifname <bridge> oifname != <bridge> drop             (internal only)
         oifname <bridge> iifname != <bridge> drop             (internal only)
 
+A network whose ``com.docker.network.bridge.enable_icc`` option is false also gets a rule
+in a second table, ``bridge ketch``, because traffic between two ports of one bridge is
+switched and never passes the ``ip`` family's forward hook::
+
+    chain forward       filter, hook forward (frames between ports of a bridge)
+        ip saddr <subnet> ip daddr <subnet> drop
+
+Traffic to the gateway is delivered to the host, not forwarded, so it still passes. The
+rule matches the subnet and not the bridge, because the bridge-name match (``meta
+ibrname``) needs the kernel's nft_meta_bridge module, which some kernels lack. Subnets of
+ketch's networks never overlap, so the subnet names one bridge.
+
 With ketchd's ``userland-proxy`` set to false, published ports are kernel rules too: each
 binding is a ``dnat`` rule in a ``prerouting`` chain (traffic from elsewhere) and in an
 ``output`` chain (connections from this host). A connection to 127.0.0.1 is then routed to
@@ -18,7 +30,7 @@ the bridge, which needs ``route_localnet`` on the bridge and a masquerade rule f
 
 Every change rewrites the whole table in one ``nft -f -`` transaction (declare, delete,
 then add the table again), so the kernel never contains half of an update, and a table left
-by an earlier ketchd is replaced by the first change. The table is deleted when the last
+by an earlier ketchd is replaced by the first change. The tables are deleted when the last
 network goes. Rules of other tables are not touched: an accept here does not override a
 drop in another table's forward chain.
 """
@@ -33,12 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ketch.errors import SystemFailure
+from ketch.network.bridge import ICC_OPTION
 from ketch.network.store import Network
 
 logger = logging.getLogger(__name__)
 
 TABLE_FAMILY = "ip"
 TABLE_NAME = "ketch"
+# The table of the rules that apply to frames switched between the ports of a bridge.
+BRIDGE_TABLE_FAMILY = "bridge"
 IP_FORWARD_PATH = Path("/proc/sys/net/ipv4/ip_forward")
 INTERFACE_SYSCTL_ROOT = Path("/proc/sys/net/ipv4/conf")
 NFT_TIMEOUT_SECONDS = 30.0
@@ -66,6 +81,15 @@ def network_rules(network: Network) -> tuple[list[str], list[str]]:
         f"oifname {bridge} ct state established,related accept {comment}",
     ]
     return postrouting, forward
+
+
+def isolation_rule(network: Network) -> str | None:
+    """Return the bridge-family rule that drops traffic between the network's containers,
+    or None when its enable_icc option allows that traffic (the default)."""
+    if network.options.get(ICC_OPTION, "true").lower() != "false":
+        return None
+    comment = f"comment {_quoted('network ' + network.name)}"
+    return f"ip saddr {network.subnet} ip daddr {network.subnet} drop {comment}"
 
 
 @dataclass(frozen=True)
@@ -102,13 +126,14 @@ def _chain(name: str, hook: str, rules: list[str]) -> list[str]:
 
 
 def render_ruleset(networks: list[Network], port_rules: list[PortRule] | None = None) -> str:
-    """Return the nft script that replaces ketch's table with the rules of ``networks`` and
-    of the ``port_rules`` on them. With no networks, the script deletes the table."""
+    """Return the nft script that replaces ketch's tables with the rules of ``networks`` and
+    of the ``port_rules`` on them. With no networks, the script deletes the tables."""
     bridges = {network.id: network.bridge for network in networks}
     port_rules = [rule for rule in port_rules or [] if rule.network_id in bridges]
     table = f"table {TABLE_FAMILY} {TABLE_NAME}"
-    # Declaring the table first makes the delete valid when the table does not exist.
-    lines = [f"{table} {{}}", f"delete {table}"]
+    bridge_table = f"table {BRIDGE_TABLE_FAMILY} {TABLE_NAME}"
+    # Declaring a table first makes its delete valid when the table does not exist.
+    lines = [f"{table} {{}}", f"delete {table}", f"{bridge_table} {{}}", f"delete {bridge_table}"]
     if not networks:
         return "\n".join(lines) + "\n"
     postrouting: list[str] = []
@@ -128,6 +153,13 @@ def render_ruleset(networks: list[Network], port_rules: list[PortRule] | None = 
     lines += _chain("postrouting", "type nat hook postrouting priority srcnat", postrouting)
     lines += _chain("forward", "type filter hook forward priority filter", forward)
     lines.append("}")
+
+    ordered = sorted(networks, key=lambda n: n.name)
+    isolation = [rule for rule in map(isolation_rule, ordered) if rule is not None]
+    if isolation:
+        lines.append(f"{bridge_table} {{")
+        lines += _chain("forward", "type filter hook forward priority filter", isolation)
+        lines.append("}")
     return "\n".join(lines) + "\n"
 
 
