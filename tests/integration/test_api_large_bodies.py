@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from ketch.api.connection import MAX_BODY_BYTES
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
@@ -24,11 +24,6 @@ pytestmark = pytest.mark.skipif(
 REPOSITORY = "bodies/large"
 # Random bytes, so that no compression on the way brings the tarball under the cap.
 PAYLOAD_SIZE = MAX_BODY_BYTES + 2 * 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 @pytest.fixture(scope="module")

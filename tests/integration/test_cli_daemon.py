@@ -13,12 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.daemon import VENV_BIN, KetchDaemon, daemon_fixture
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
+from support.daemon import VENV_BIN, KetchDaemon
 
 
 @pytest.fixture

@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import platform
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 from support.images import Dir, File, Symlink, Whiteout, gzip_layer, image_config, push_test_image
 from support.netns import entered
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 def test_run_echo_prints_hello(daemon: KetchDaemon) -> None:

@@ -10,22 +10,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from support.daemon import KetchDaemon, daemon_fixture
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
-
-
-@pytest.fixture(scope="module")
-def client(daemon: KetchDaemon) -> Iterator[docker.DockerClient]:
-    client = docker.DockerClient(base_url=daemon.host)
-    try:
-        client.images.pull("busybox", tag="latest")
-        yield client
-    finally:
-        client.close()
+from support.daemon import KetchDaemon
 
 
 @pytest.fixture

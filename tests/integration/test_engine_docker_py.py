@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
-
 docker = pytest.importorskip("docker")
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
-
-
-@pytest.fixture(scope="module")
-def client(daemon: KetchDaemon) -> Iterator[docker.DockerClient]:
-    client = docker.DockerClient(base_url=daemon.host)
-    client.images.pull("busybox", tag="latest")
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def test_run_returns_output(client: docker.DockerClient) -> None:

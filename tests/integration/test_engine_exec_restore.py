@@ -11,25 +11,10 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 from support.restart import restart_ketchd
 
 WAIT_SECONDS = 30.0
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
-
-
-@pytest.fixture(scope="module")
-def client(daemon: KetchDaemon) -> Iterator[docker.DockerClient]:
-    client = docker.DockerClient(base_url=daemon.host)
-    try:
-        client.images.pull("busybox", tag="latest")
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture

@@ -12,32 +12,16 @@ import os
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
 )
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
-
-
-@pytest.fixture(scope="module")
-def client(daemon: KetchDaemon) -> Iterator[docker.DockerClient]:
-    client = docker.DockerClient(base_url=daemon.host)
-    try:
-        client.images.pull("busybox", tag="latest")
-        yield client
-    finally:
-        client.close()
 
 
 def docker_ok(daemon: KetchDaemon, *args: str) -> str:

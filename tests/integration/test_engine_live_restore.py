@@ -8,21 +8,15 @@ by the next ketchd.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 from support.restart import restart_ketchd
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
 )
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 def docker_ok(daemon: KetchDaemon, *args: str) -> str:

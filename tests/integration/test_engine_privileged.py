@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ketch.engine.host_devices import host_devices
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
 )
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 def run(daemon: KetchDaemon, *args: str) -> str:

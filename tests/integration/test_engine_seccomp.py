@@ -8,20 +8,14 @@ Common programs must still work under the profile.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
 )
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 def run(daemon: KetchDaemon, *args: str) -> tuple[int, str]:

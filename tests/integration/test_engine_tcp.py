@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.daemon import VENV_BIN, KetchDaemon, daemon_fixture
+from support.daemon import VENV_BIN, KetchDaemon
 from support.restart import restart_ketchd
 
 pytestmark = pytest.mark.skipif(
@@ -42,11 +41,6 @@ def make_certificates(directory: Path) -> None:
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
                 "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext",
                 "-out", f"{name}.pem", cwd=directory)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
-
-
-@pytest.fixture(scope="module")
-def client(daemon: KetchDaemon) -> Iterator[docker.DockerClient]:
-    client = docker.DockerClient(base_url=daemon.host)
-    try:
-        yield client
-    finally:
-        client.close()
+from support.daemon import KetchDaemon
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 from support.images import Dir, File, Symlink, gzip_layer, image_config, push_test_image
 from support.netns import entered
 from support.restart import restart_ketchd
@@ -27,11 +27,6 @@ from support.restart import restart_ketchd
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
 )
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 @pytest.fixture(autouse=True)

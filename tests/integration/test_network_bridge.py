@@ -5,16 +5,8 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from support.daemon import KetchDaemon, daemon_fixture
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
+from support.daemon import KetchDaemon
 
 
 def _links(daemon: KetchDaemon) -> str:

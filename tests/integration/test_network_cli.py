@@ -12,14 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 @pytest.fixture(params=["ketch", "docker"])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import docker
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 from support.dns_upstream import UpstreamServer, upstream_server
 from support.netns import entered
 from support.restart import restart_ketchd
@@ -54,11 +54,6 @@ def gateway_of(daemon: KetchDaemon, network: str) -> str:
 def udp_listeners(daemon: KetchDaemon) -> str:
     command = daemon.namespace.command(["ss", "-Hlnu"])
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 from support.netns import entered
 from support.restart import restart_ketchd
 
 WAIT_SECONDS = 30.0
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 def _run_detached(daemon: KetchDaemon, *args: str) -> str:

@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from support.daemon import KetchDaemon, daemon_fixture
+from support.daemon import KetchDaemon
 from support.restart import restart_ketchd
 
 FAKE_NETWORK_ID = "f" * 64
 FAKE_CONTAINER_ID = "e" * 64
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[KetchDaemon]:
-    yield from daemon_fixture()
 
 
 def ok(daemon: KetchDaemon, *args: str) -> str:
