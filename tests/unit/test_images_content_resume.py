@@ -82,3 +82,26 @@ def test_reopen_removes_stale_partial(tmp_path: Path) -> None:
     stale = time.time() - PARTIAL_MAX_AGE_SECONDS - 60
     os.utime(partial, (stale, stale))
     assert ContentStore(tmp_path).partial_size(DIGEST) == 0
+
+
+def test_discard_partial_removes(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    interrupted(store, 4000)
+    store.discard_partial(DIGEST)
+    assert not store.partial_path(DIGEST).exists()
+
+
+def test_discard_partial_keeps_locked(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    interrupted(store, 4000)
+    with store.writer(DIGEST, len(DATA), resumable=True) as writer:
+        store.discard_partial(DIGEST)
+        writer.write(DATA[4000:])
+        writer.commit()
+    assert store.read(DIGEST) == DATA
+
+
+def test_discard_partial_missing(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    store.discard_partial(DIGEST)
+    assert list(store.ingest_dir.iterdir()) == []

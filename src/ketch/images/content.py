@@ -243,6 +243,23 @@ class ContentStore:
         except FileNotFoundError:
             return 0
 
+    def discard_partial(self, digest: str) -> None:
+        """Remove the partial download of ``digest``, unless a writer is using it now."""
+        path = self.partial_path(digest)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # NOTE: a writer that opened the file just before this unlink and locks it just
+            # after fails its commit, because the name it renames from is gone.
+            path.unlink(missing_ok=True)
+        except BlockingIOError:
+            log.debug("keeping partial blob %s: another download is writing it", digest)
+        finally:
+            os.close(fd)
+
     def put(self, data: bytes, digest: str | None = None) -> str:
         """Store ``data`` in one call and return its digest.
 

@@ -12,7 +12,8 @@ stored blob. A download that breaks off resumes with HTTP Range from the bytes k
 content store's ``ingest/``, within the same pull and in a later pull of the same blob. A
 layer whose chain ID already has a snapshot is neither downloaded nor unpacked. Until the
 image is recorded nothing names it, and a pull that fails removes the blobs and snapshots
-it made unless another image or another pull in progress uses them.
+it made unless another image or another pull in progress uses them. It keeps its partial
+downloads for the next pull, unless it failed because the image's content was rejected.
 
 Progress goes to the caller as Engine API JSON messages, in this order (``<layer>`` is the
 first 12 hex digits of the layer's blob digest)::
@@ -131,8 +132,8 @@ class Puller:
         self._progress.status(f"Pulling from {reference.path}", reference.digest or reference.tag)
         try:
             image_id = await self._pull()
-        except BaseException:
-            self._discard()
+        except BaseException as error:
+            self._discard(drop_partials=isinstance(error, InvalidArgument))
             raise
         finally:
             self.leases.release(self._leased_names)
@@ -500,8 +501,15 @@ class Puller:
         self.leases.hold(name)
         self._leased_names.append(name)
 
-    def _discard(self) -> None:
-        """Remove what this failed pull made that nothing else uses."""
+    def _discard(self, *, drop_partials: bool) -> None:
+        """Remove what this failed pull made that nothing else uses.
+
+        With ``drop_partials`` (the image's content was rejected, not its download cut
+        off) the partial downloads of its blobs go too, since resuming them cannot help.
+        """
         self.leases.release(self._leased_names)
         self._leased_names = []
         self.collect_garbage(self._new_blobs, self._new_chains)
+        if drop_partials:
+            for digest in self._new_blobs:
+                self.content.discard_partial(digest)
