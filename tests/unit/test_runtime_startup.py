@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ketch.runtime import json_reader, launcher, state
+from ketch.runtime import json_reader, launcher, signals, state
 
 SAMPLES = [
     {"id": "web", "pid": 12, "annotations": {}, "cgroups": {"directories": {"pids": "/x"}}},
@@ -138,16 +138,16 @@ def run_isolated(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-# Modules that start and delete must not import, because each costs milliseconds per call.
+# Modules that start, delete and kill must not import, because each costs milliseconds per call.
 HEAVY_MODULES = ("json", "re", "enum", "contextlib", "pathlib", "logging", "typing", "signal")
 
 
-@pytest.mark.parametrize("verb", ["start", "delete"])
-def test_short_verb_imports(tmp_path: Path, verb: str) -> None:
+@pytest.mark.parametrize("verb", [["start"], ["delete"], ["kill", "KILL"]])
+def test_short_verb_imports(tmp_path: Path, verb: list[str]) -> None:
     write_stopped_record(tmp_path, "web")
     code = (
         "from ketch.runtime.cli import main\n"
-        f"main(['--root', {str(tmp_path)!r}, {verb!r}, 'web'])\n"
+        f"main(['--root', {str(tmp_path)!r}, {verb[0]!r}, 'web', *{verb[1:]!r}])\n"
         f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
     )
     completed = run_isolated(code)
@@ -207,3 +207,17 @@ def test_deferred_setup_skipped_in_child(monkeypatch: pytest.MonkeyPatch) -> Non
     assert calls == []
     lazylog.run_deferred_setup()
     assert calls == ["setup"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("9", 9), ("KILL", 9), ("SIGKILL", 9), ("kill", 9), ("term", 15), ("SIGCLD", 17), (10, 10)],
+)
+def test_parse_signal_accepts(text: str | int, expected: int) -> None:
+    assert signals.parse_signal(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "65", "SIG_IGN", "IGN", "dfl", "block", "NSIG", "x", ""])
+def test_parse_signal_rejects(text: str) -> None:
+    with pytest.raises(signals.InvalidArgument, match="invalid signal"):
+        signals.parse_signal(text)

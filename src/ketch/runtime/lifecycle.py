@@ -38,7 +38,7 @@ from ketch.runtime.lazylog import LazyLogger
 # managers: every ketch-runc call pays for what it imports, and start, state and kill
 # need none of them. Type checkers take the branch below as true. For the same reason
 # signal and contextlib (each of which imports enum, functools and collections) are not
-# imported here: start and delete of a stopped container need neither.
+# imported here: signals are sent through ketch.runtime.signals.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
@@ -272,15 +272,15 @@ class Runtime:
         return record, state.status_of(directory, record)
 
     def _kill_everything(self, record: state.ContainerRecord, cgroups: CgroupManager) -> None:
-        import signal
+        from ketch.runtime.signals import SIGKILL
 
         try:
-            _signal_init(record, signal.SIGKILL)
+            _signal_init(record, SIGKILL)
         except KetchError:
             pass
         for pid in cgroups.processes():
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, SIGKILL)
             except ProcessLookupError:
                 pass
         _thaw(cgroups)
@@ -380,9 +380,9 @@ def _signal_init(record: state.ContainerRecord, signal_number: int) -> None:
         # Checked with the pidfd open: the pid cannot be reused while the pidfd exists.
         if not state.init_is_alive(record):
             raise Conflict(f"cannot signal container {record.id}: it is not running")
-        import signal
+        from ketch.runtime.signals import pidfd_send_signal
 
-        signal.pidfd_send_signal(pidfd, signal_number)
+        pidfd_send_signal(pidfd, signal_number)
     except ProcessLookupError:
         raise Conflict(f"cannot signal container {record.id}: it is not running") from None
     finally:
