@@ -21,18 +21,21 @@ if TYPE_CHECKING:
     from ketch.cli.client import Client
     from ketch.cli.main import Context
 
+# The --format flag of every inspect command.
+INSPECT_FORMAT = Flag(
+    "format",
+    "Format output using a Go template, or 'json'",
+    short="f",
+    metavar="string",
+    default="",
+)
+
 COMMAND = Command(
     "inspect",
     "ketch inspect [OPTIONS] NAME|ID [NAME|ID...]",
     "Return low-level information on containers and images",
     (
-        Flag(
-            "format",
-            "Format output using a Go template, or 'json'",
-            short="f",
-            metavar="string",
-            default="",
-        ),
+        INSPECT_FORMAT,
         Flag("size", "Display total file sizes if the type is container", short="s"),
         Flag(
             "type",
@@ -55,22 +58,49 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
         )
     client = context.client()
     found: list[object] = []
-    missing: list[str] = []
+    errors: list[str] = []
     for name in args:
         result = inspect_object(client, name, object_type, bool(options.get("size")))
         if result is None:
-            missing.append(name)
+            errors.append(f"Error: No such {object_type or 'object'}: {name}")
         else:
             found.append(result)
+    return write_inspect(options["format"], found, errors)
 
+
+def write_inspect(format_text: str, found: list[object], errors: list[str]) -> int:
+    """Write the inspect output of ``found``, then each of ``errors`` to stderr.
+
+    Returns the exit status, which is 1 if there are errors. With a --format, nothing is
+    written to stdout when nothing was found.
+    """
     from ketch.cli.formatter import render_inspect
 
-    if found or not options["format"]:
-        sys.stdout.write(render_inspect(options["format"], found))
-    for name in missing:
-        kind = object_type or "object"
-        sys.stderr.write(f"Error: No such {kind}: {name}\n")
-    return 1 if missing else 0
+    if found or not format_text:
+        sys.stdout.write(render_inspect(format_text, found))
+    for error in errors:
+        sys.stderr.write(f"{error}\n")
+    return 1 if errors else 0
+
+
+def fetch_each(
+    client: Client, names: list[str], path_template: str
+) -> tuple[list[object], list[tuple[str, ApiError]]]:
+    """Fetch ``path_template`` with a GET for each name, which replaces ``{name}``.
+
+    Returns the bodies found and the (name, error) pairs of the names that got a 404.
+    Other errors are raised.
+    """
+    found: list[object] = []
+    missing: list[tuple[str, ApiError]] = []
+    for name in names:
+        try:
+            found.append(client.call("GET", path_template.format(name=name)))
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            missing.append((name, error))
+    return found, missing
 
 
 def inspect_object(client: Client, name: str, object_type: str, size: bool) -> object | None:
@@ -93,7 +123,7 @@ def _get_or_none(client: Client, path: str, query: dict[str, str] | None) -> obj
 
 
 def _typed_command(object_type: str) -> Command:
-    flags = [flag for flag in COMMAND.flags if flag.name == "format"]
+    flags = [INSPECT_FORMAT]
     if object_type == "container":
         flags += [flag for flag in COMMAND.flags if flag.name == "size"]
     title = object_type.upper()

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import sys
 
-from ketch.cli.errors import ApiError, ProtocolFailure, UsageError
+from ketch.cli.errors import ProtocolFailure, UsageError
+from ketch.cli.inspect import INSPECT_FORMAT
 from ketch.cli.options import Command, Flag
+from ketch.cli.volume import pairs
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from ketch.cli.client import Client
     from ketch.cli.main import Context
 
 DEFAULT_TABLE = "{{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
@@ -68,7 +71,7 @@ def create_body(options: dict, name: str) -> dict:
         configs.append(config)
     if options["aux-address"]:
         configs = configs or [{}]
-        configs[0]["AuxiliaryAddresses"] = _pairs(options["aux-address"], "--aux-address")
+        configs[0]["AuxiliaryAddresses"] = pairs(options["aux-address"], "--aux-address")
     return {
         "Name": name,
         "CheckDuplicate": True,
@@ -77,19 +80,9 @@ def create_body(options: dict, name: str) -> dict:
         "Attachable": bool(options["attachable"]),
         "EnableIPv6": bool(options["ipv6"]),
         "IPAM": {"Driver": options["ipam-driver"], "Config": configs, "Options": {}},
-        "Options": _pairs(options["opt"], "--opt"),
-        "Labels": _pairs(options["label"], "--label", value_required=False),
+        "Options": pairs(options["opt"], "--opt"),
+        "Labels": pairs(options["label"], "--label", value_required=False),
     }
-
-
-def _pairs(values: list[str], flag: str, value_required: bool = True) -> dict[str, str]:
-    pairs = {}
-    for value in values:
-        key, separator, text = value.partition("=")
-        if not key or (value_required and not separator):
-            raise UsageError(f"invalid {flag} {value!r}: expected KEY=VALUE")
-        pairs[key] = text
-    return pairs
 
 
 def list_networks(context: Context, options: dict, args: list[str]) -> int:
@@ -135,37 +128,23 @@ class _NetworkRow:
 
 
 def inspect(context: Context, options: dict, args: list[str]) -> int:
-    client = context.client()
-    found: list[object] = []
-    missing: list[str] = []
-    for name in args:
-        try:
-            found.append(client.call("GET", f"/networks/{name}"))
-        except ApiError as error:
-            if error.status != 404:
-                raise
-            missing.append(name)
-    from ketch.cli.formatter import render_inspect
+    from ketch.cli.inspect import fetch_each, write_inspect
 
-    if found or not options["format"]:
-        sys.stdout.write(render_inspect(options["format"], found))
-    for name in missing:
-        sys.stderr.write(f"Error: No such network: {name}\n")
-    return 1 if missing else 0
+    found, missing = fetch_each(context.client(), args, "/networks/{name}")
+    errors = [f"Error: No such network: {name}" for name, _ in missing]
+    return write_inspect(options["format"], found, errors)
 
 
 def remove(context: Context, options: dict, args: list[str]) -> int:
+    from ketch.cli.lifecycle import for_each
+
     client = context.client()
-    failed = False
-    for name in args:
-        try:
-            client.call("DELETE", f"/networks/{name}")
-        except ApiError as error:
-            failed = True
-            sys.stderr.write(f"{error}\n")
-            continue
-        sys.stdout.write(f"{name}\n")
-    return 1 if failed else 0
+    return for_each(args, lambda name: _delete(client, f"/networks/{name}", name))
+
+
+def _delete(client: Client, path: str, name: str) -> str:
+    client.open("DELETE", path).close()
+    return name
 
 
 def prune(context: Context, options: dict, args: list[str]) -> int:
@@ -278,13 +257,7 @@ VERBS = {
             "ketch network inspect [OPTIONS] NETWORK [NETWORK...]",
             "Display detailed information on one or more networks",
             (
-                Flag(
-                    "format",
-                    "Format output using a Go template, or 'json'",
-                    short="f",
-                    metavar="string",
-                    default="",
-                ),
+                INSPECT_FORMAT,
                 Flag("verbose", "Verbose output for diagnostics", short="v"),
             ),
             min_args=1,

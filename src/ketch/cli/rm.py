@@ -6,15 +6,14 @@ removed, and the exit status is 1 if any failed, as with docker.
 
 from __future__ import annotations
 
-import sys
-
-from ketch.cli.errors import ApiError
+from ketch.cli.lifecycle import for_each
 from ketch.cli.options import Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from ketch.cli.client import Client
     from ketch.cli.main import Context
 
 COMMAND = Command(
@@ -36,13 +35,9 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
         query["force"] = "1"
     if options["volumes"]:
         query["v"] = "1"
-    failed = False
-    for name in args:
-        try:
-            client.open("DELETE", f"/containers/{name}", query).close()
-        except ApiError as error:
-            failed = True
-            sys.stderr.write(f"{error}\n")
-            continue
-        sys.stdout.write(f"{name}\n")
-    return 1 if failed else 0
+    return for_each(args, lambda name: _remove(client, name, query))
+
+
+def _remove(client: Client, name: str, query: dict[str, str]) -> str:
+    client.open("DELETE", f"/containers/{name}", query).close()
+    return name

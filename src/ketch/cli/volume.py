@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from ketch.cli.errors import ApiError, ProtocolFailure, UsageError
+from ketch.cli.errors import ProtocolFailure, UsageError
+from ketch.cli.inspect import INSPECT_FORMAT
 from ketch.cli.options import Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
@@ -120,37 +121,23 @@ def _size(size: int) -> str:
 
 
 def inspect(context: Context, options: dict, args: list[str]) -> int:
-    client = context.client()
-    found: list[object] = []
-    failed = False
-    for name in args:
-        try:
-            found.append(client.call("GET", f"/volumes/{name}"))
-        except ApiError as error:
-            if error.status != 404:
-                raise
-            failed = True
-            sys.stderr.write(f"{error}\n")
-    from ketch.cli.formatter import render_inspect
+    from ketch.cli.inspect import fetch_each, write_inspect
 
-    if found or not options["format"]:
-        sys.stdout.write(render_inspect(options["format"], found))
-    return 1 if failed else 0
+    found, missing = fetch_each(context.client(), args, "/volumes/{name}")
+    return write_inspect(options["format"], found, [str(error) for _, error in missing])
 
 
 def remove(context: Context, options: dict, args: list[str]) -> int:
+    from ketch.cli.lifecycle import for_each
+
     client = context.client()
     query = {"force": "1"} if options["force"] else {}
-    failed = False
-    for name in args:
-        try:
-            client.open("DELETE", f"/volumes/{name}", query).close()
-        except ApiError as error:
-            failed = True
-            sys.stderr.write(f"{error}\n")
-            continue
-        sys.stdout.write(f"{name}\n")
-    return 1 if failed else 0
+    return for_each(args, lambda name: _delete(client, name, query))
+
+
+def _delete(client: Client, name: str, query: dict[str, str]) -> str:
+    client.open("DELETE", f"/volumes/{name}", query).close()
+    return name
 
 
 def prune(context: Context, options: dict, args: list[str]) -> int:
@@ -234,15 +221,7 @@ VERBS = {
             "volume inspect",
             "ketch volume inspect [OPTIONS] VOLUME [VOLUME...]",
             "Display detailed information on one or more volumes",
-            (
-                Flag(
-                    "format",
-                    "Format output using a Go template, or 'json'",
-                    short="f",
-                    metavar="string",
-                    default="",
-                ),
-            ),
+            (INSPECT_FORMAT,),
             min_args=1,
         ),
         inspect,
