@@ -14,10 +14,10 @@ then, run after run with the commands alternating:
   ``docker pull`` and ``docker push`` to an empty registry in the same way.
 
 It prints medians, ratios, and where ketch's pull time goes: the phases seen in its progress
-messages, CPU time against wall time, the CPU time of the event loop thread, the blob write
-threads and the unpack threads (from the debug log records of ``ketch.images``), and the
-unpack of one layer against ``tar -xzf`` of the same blob. Run it as root (unpacking sets
-ownership) with skopeo installed:
+messages, CPU time against wall time, the CPU time of the event loop thread (which also
+hashes and writes the blobs) and of the unpack threads (from the debug log records of
+``ketch.images``), and the unpack of one layer against ``tar -xzf`` of the same blob. Run it
+as root (unpacking sets ownership) with skopeo installed:
 
     .venv/bin/python benchmarks/pull_push.py [--runs 3] [--layer-mib 40] [--docker]
 """

@@ -1,11 +1,13 @@
 """Early writeback: the sync_file_range(2) wrapper and the helper that ignores its errors."""
 
 import errno
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
+from ketch.images.content import WRITEBACK_STEP_BYTES, ContentStore
 from ketch.images.writeback import start_writeback
 from ketch.linux import syscalls
 
@@ -39,3 +41,14 @@ def test_start_writeback_ignores_pipe() -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_blob_over_writeback_step(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    data = os.urandom(WRITEBACK_STEP_BYTES + 1000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with store.writer(digest, len(data)) as writer:
+        for offset in range(0, len(data), 1024 * 1024):
+            writer.write(data[offset : offset + 1024 * 1024])
+        writer.commit()
+    assert store.read(digest) == data

@@ -20,6 +20,7 @@ concern and, where they own files, document their layout:
   ``pull_progress``, ``leases``: the parts of a pull (which endpoint, one layer's
   download, the stream to its unpack, the unpack into a snapshot, the messages, and
   what a pull in progress keeps from removal);
+* ``writeback``: starting to write fresh files to disk before they are synced;
 * ``archive``, ``loading``: docker save archives and OCI layouts in and out, rootfs import;
 * ``metadata``: the ``image_`` tables;
 * ``baseimage``: builds busybox (and a minimal Debian) locally and pushes them.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from ketch.errors import InvalidArgument, Unavailable
 from ketch.images.content import BlobWriter
@@ -19,7 +19,6 @@ from ketch.images.feed import LayerFeed
 from ketch.images.manifest import Descriptor
 from ketch.images.pull_progress import PullProgress
 from ketch.images.registry import RegistryClient
-from ketch.images.write_thread import BlobWriteThread
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +26,6 @@ log = logging.getLogger(__name__)
 # waiting RETRY_DELAY_SECONDS times the attempt number in between.
 DOWNLOAD_ATTEMPTS = 5
 RETRY_DELAY_SECONDS = 1.0
-# Bytes of one download that may wait for its write thread before the download waits too.
-MAX_QUEUED_BYTES = 16 * 1024 * 1024
 
 
 async def download_layer(
@@ -38,31 +35,22 @@ async def download_layer(
     feed: LayerFeed | None,
     progress: PullProgress,
 ) -> None:
-    """Download a layer into ``writer`` and commit it. A feed gets the same bytes and
-    ends once the blob is verified, or breaks off when the download starts over.
+    """Download a layer into ``writer`` and commit it; a feed gets the same bytes and
+    ends once the blob is verified, or breaks off when the download starts over."""
 
-    The writes run in a thread of their own (``ketch.images.write_thread``).
-    """
-    with BlobWriteThread(writer, feed, MAX_QUEUED_BYTES) as writes:
-        await _download_and_commit(client, layer, writes, progress)
-    if feed is not None:
-        feed.close()
-
-
-async def _download_and_commit(
-    client: RegistryClient, layer: Descriptor, writes: BlobWriteThread, progress: PullProgress
-) -> None:
-    writer = writes.writer
-
-    async def receive(chunk: bytes) -> None:
-        await writes.write(chunk)
-        progress.layer_bytes(layer, "Downloading", writes.received, layer.size)
+    def receive(chunk: bytes) -> None:
+        writer.write(chunk)
+        if feed is not None:
+            feed.put(chunk)
+        progress.layer_bytes(layer, "Downloading", writer.written, layer.size)
 
     def restart() -> None:
-        writes.restart()
+        if feed is not None:
+            feed.break_off("the download of the layer started over")
+        writer.restart()
 
     resumed_from = writer.written
-    await _download_with_retries(client, layer, writes, receive, restart, progress)
+    await _download_with_retries(client, layer, writer, receive, restart, progress)
     progress.layer(layer, "Verifying Checksum")
     try:
         await commit_to_end(writer)
@@ -77,8 +65,10 @@ async def _download_and_commit(
         log.warning("resumed layer %s failed verification, downloading it again: %s",
                     layer.digest, error)  # fmt: skip
         restart()
-        await _download_with_retries(client, layer, writes, receive, restart, progress)
+        await _download_with_retries(client, layer, writer, receive, restart, progress)
         await _commit_layer(client, layer, writer)
+    if feed is not None:
+        feed.close()
 
 
 async def _commit_layer(client: RegistryClient, layer: Descriptor, writer: BlobWriter) -> None:
@@ -94,27 +84,21 @@ async def _commit_layer(client: RegistryClient, layer: Descriptor, writer: BlobW
 async def _download_with_retries(
     client: RegistryClient,
     layer: Descriptor,
-    writes: BlobWriteThread,
-    receive: Callable[[bytes], Awaitable[None]],
+    writer: BlobWriter,
+    receive: Callable[[bytes], None],
     restart: Callable[[], None],
     progress: PullProgress,
 ) -> None:
     """Download the rest of a layer blob, resuming from the bytes the writer has after
     each interruption, up to DOWNLOAD_ATTEMPTS times. ``restart`` empties the writer
-    when the registry sends the whole blob again. Returns once every byte is written."""
-    writer = writes.writer
+    when the registry sends the whole blob again."""
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-        # The offset to resume from is what the writer has, once the thread caught up.
-        await writes.drain()
         if layer.size and writer.written >= layer.size:
             return
         try:
             await client.download_blob(layer, receive, offset=writer.written, restart=restart)
-            await writes.drain()
             return
         except Unavailable as error:
-            # Every byte received is written, so that a later pull resumes after it.
-            await writes.drain()
             if attempt == DOWNLOAD_ATTEMPTS:
                 raise
             log.warning(

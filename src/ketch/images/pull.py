@@ -1,19 +1,18 @@
 """Pulling an image: resolve the reference, fetch index, manifest, config and layers, unpack
 each layer into its snapshot, then record the image in one transaction.
 
-Layers download up to three at a time, starting while the config is fetched, and each
-download hashes and writes its blob in a thread of its own
-(``ketch.images.write_thread``), so that the event loop only receives. With the overlay
-snapshotter each layer unpacks while it downloads (``ketch.images.feed``), alongside the
-others, and one syncfs before the snapshots are committed bottom first replaces one per
-layer. A snapshot is committed only after its blob's digest verified. The copying
-snapshotter needs each parent's files, so there layers unpack bottom first, each from its
-stored blob. A download that breaks off resumes with HTTP Range from the bytes kept in the
-content store's ``ingest/``, within the same pull and in a later pull of the same blob. A
-layer whose chain ID already has a snapshot is neither downloaded nor unpacked. Until the
-image is recorded nothing names it, and a pull that fails removes the blobs and snapshots
-it made unless another image or another pull in progress uses them. It keeps its partial
-downloads for the next pull, unless it failed because the image's content was rejected.
+Layers download up to three at a time, starting while the config is fetched. With the
+overlay snapshotter each layer unpacks while it downloads (``ketch.images.feed``),
+alongside the others, and one syncfs before the snapshots are committed bottom first
+replaces one per layer. A snapshot is committed only after its blob's digest verified. The
+copying snapshotter needs each parent's files, so there layers unpack bottom first, each
+from its stored blob. A download that breaks off resumes with HTTP Range from the bytes
+kept in the content store's ``ingest/``, within the same pull and in a later pull of the
+same blob. A layer whose chain ID already has a snapshot is neither downloaded nor
+unpacked. Until the image is recorded nothing names it, and a pull that fails removes the
+blobs and snapshots it made unless another image or another pull in progress uses them. It
+keeps its partial downloads for the next pull, unless it failed because the image's
+content was rejected.
 
 Progress goes to the caller as Engine API JSON messages, in this order (``<layer>`` is the
 first 12 hex digits of the layer's blob digest)::

@@ -40,7 +40,7 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -212,14 +212,12 @@ class RegistryClient:
     async def download_blob(
         self,
         descriptor: Descriptor,
-        sink: Callable[[bytes], Awaitable[None] | None],
+        sink: Callable[[bytes], None],
         *,
         offset: int = 0,
         restart: Callable[[], None] | None = None,
     ) -> None:
         """Stream the blob to ``sink`` chunk by chunk; the caller verifies the digest.
-
-        ``sink`` may return an awaitable, which is awaited before the next chunk is read.
 
         With ``offset`` the request asks for the bytes from there on (HTTP Range). A
         registry that sends the whole blob instead makes ketch call ``restart`` first, so
@@ -240,9 +238,7 @@ class RegistryClient:
                 raise await self._failure(response, f"blob {descriptor.digest}")
             with self._network_errors("GET", url):
                 async for chunk in response.content.iter_chunked(_CHUNK_SIZE):
-                    written = sink(chunk)
-                    if written is not None:
-                        await written
+                    sink(chunk)
 
     def _check_content_range(
         self, response: aiohttp.ClientResponse, offset: int, descriptor: Descriptor
