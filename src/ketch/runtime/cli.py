@@ -95,9 +95,9 @@ def _start(arguments: argparse.Namespace) -> int:
 
 
 def _state(arguments: argparse.Namespace) -> int:
-    import json
+    from ketch.runtime import json_text
 
-    print(json.dumps(_runtime(arguments).state(arguments.id), indent=2))
+    print(json_text.dumps(_runtime(arguments).state(arguments.id), indent=2))
     return 0
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 from ketch.errors import InvalidArgument, NotFound, SystemFailure
-from ketch.runtime import json_reader
+from ketch.runtime import json_text
 
 # False at run time, so that this module does not import typing, pathlib, json or re:
 # every ketch-runc call pays for what it imports. Type checkers take the branch below as
@@ -145,7 +145,7 @@ def read_record(state_root: Path | str, container_id: str) -> ContainerRecord:
     except FileNotFoundError:
         raise NotFound(f"container {container_id} does not exist") from None
     try:
-        return ContainerRecord(**json_reader.loads(text))
+        return ContainerRecord(**json_text.loads(text))
     except (ValueError, TypeError) as error:
         raise SystemFailure(
             f"invalid state record {os.path.join(directory, STATE_FILE)}: {error}"
