@@ -11,19 +11,18 @@ pinned namespace of that container.
 ``container.network_endpoints`` maps a network name to the endpoint's fields for inspect.
 At create it holds what the client asked for (NetworkID, Aliases, IPAMConfig, MacAddress);
 each start connects the container to every network named there, the network of its
-NetworkMode first (eth0). The endpoints live from the first start until the container is
-removed or disconnected.
-
-NOTE: a stopped container keeps its addresses until it is removed. So ``network rm`` of
-its network fails with active endpoints, where docker, which releases them on stop, would
-remove the network.
+NetworkMode first (eth0). As docker does, the endpoints live while the container runs:
+when it stops or exits, its veths, addresses, DNS names and pinned namespace are released
+and ``network_endpoints`` goes back to what the client configured (network, aliases,
+``--ip``, a requested MAC), so a network that only stopped containers name can be removed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,9 @@ class ContainerNetworking:
         self.driver = BridgeDriver(NetworkStore(db), exec_root / "netns")
         # Told about every network brought up or removed; see ketch.network.services.
         self.services: list[NetworkService] = self.driver.services
+        # Unfinished release tasks of stopped containers' endpoints, by container id. A start
+        # or removal of the container awaits its release first.
+        self._releases: dict[str, asyncio.Task[None]] = {}
 
     # Lookups for other parts of ketchd
 
@@ -166,20 +168,27 @@ class ContainerNetworking:
         primary = network_name_of(mode)
         if primary is None:
             return
+        await self.wait_for_release(container.id)
         planned = dict(container.network_endpoints) or {primary: {}}
         order = [primary] + [name for name in planned if name != primary]
         connected: dict[str, dict[str, Any]] = {}
-        for name in order:
-            fields = dict(planned.get(name, {}))
-            if fields.get("IPAddress") and fields.get("MacAddress") == ipam.mac_address(
-                IPv4Address(fields["IPAddress"])
-            ):
-                fields.pop("MacAddress")  # derived from the old address, not requested
-            network = await self._planned_network(name, fields)
-            request = endpoint_request(fields, network)
-            endpoint = await self._connect(container.id, network, request)
-            connected[network.name] = self.inspect_fields(endpoint, network)
-            self._add_hosts_line(hosts_path, endpoint.address, container.config.get("Hostname", ""))
+        try:
+            for name in order:
+                fields = configured_fields(planned.get(name, {}))
+                network = await self._planned_network(name, fields)
+                request = endpoint_request(fields, network)
+                endpoint = await self._connect(container.id, network, request)
+                connected[network.name] = self.inspect_fields(endpoint, network)
+                hostname = container.config.get("Hostname", "")
+                self._add_hosts_line(hosts_path, endpoint.address, hostname)
+        except BaseException:
+            # A start that fails here leaves no endpoint behind, and the configuration
+            # stays as it was for the next start.
+            await self.disconnect(container.id)
+            remove_hosts_lines(
+                hosts_path, [fields.get("IPAddress") for fields in connected.values()]
+            )
+            raise
         container.network_endpoints = connected
 
     async def _planned_network(self, name: str, fields: dict[str, Any]) -> Network:
@@ -246,6 +255,7 @@ class ContainerNetworking:
                 f"{network.name}"
             )
         request = endpoint_request(config, network)
+        await self.wait_for_release(container.id)
         if not self.driver.has_namespace(container.id):
             container.network_endpoints[network.name] = planned_fields(network, request)
             return
@@ -263,13 +273,94 @@ class ContainerNetworking:
             )
         if network.name not in container.network_endpoints:
             raise Forbidden(f"container {container.id} is not connected to network {network.name}")
+        await self.wait_for_release(container.id)
         await self.driver.disconnect(container.id, network.id)
         del container.network_endpoints[network.name]
+
+    # Stop and exit
+
+    def release_on_exit(
+        self,
+        container: Any,
+        hosts_of: Callable[[str], Path],
+        containers: Callable[[], Iterable[Any]],
+    ) -> None:
+        """Release the endpoints of a container that stopped, exited or failed to start.
+
+        ``container.network_endpoints`` goes back to the configured fields at once, for the
+        caller to save. The veths, addresses, DNS names and namespace go in a background
+        task, which the next start or removal of the container awaits. A namespace that a
+        running ``container:<id>`` container joins stays until that container stops too.
+        ``hosts_of`` returns a container's /etc/hosts file, whose lines for the released
+        addresses are removed.
+        """
+        mode = container.host_config.get("NetworkMode", "default")
+        if mode.startswith(CONTAINER_MODE_PREFIX):
+            # This may have been the last running container in the target's namespace.
+            target_id = mode.removeprefix(CONTAINER_MODE_PREFIX)
+            target = next((c for c in containers() if c.id == target_id), None)
+            if target is not None and not target.running:
+                self._release_unless_joined(target, hosts_of(target.id), containers)
+            return
+        if network_name_of(mode) is None:
+            return
+        container.network_endpoints = {
+            name: configured_fields(fields) for name, fields in container.network_endpoints.items()
+        }
+        self._release_unless_joined(container, hosts_of(container.id), containers)
+
+    def _release_unless_joined(
+        self, container: Any, hosts_path: Path, containers: Callable[[], Iterable[Any]]
+    ) -> None:
+        joined_by = CONTAINER_MODE_PREFIX + container.id
+        for other in containers():
+            if other.running and other.host_config.get("NetworkMode") == joined_by:
+                logger.info(
+                    "keeping the network namespace of stopped container %s: container %s "
+                    "runs in it",
+                    container.id,
+                    other.id,
+                )
+                return
+        pending = self._releases.get(container.id)
+        if pending is not None and not pending.done():
+            return
+        task = asyncio.get_running_loop().create_task(self._release(container.id, hosts_path))
+        self._releases[container.id] = task
+        task.add_done_callback(lambda done: self._forget_release(container.id, done))
+
+    def _forget_release(self, container_id: str, task: asyncio.Task[None]) -> None:
+        if self._releases.get(container_id) is task:
+            del self._releases[container_id]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "cannot release the network endpoints of container %s",
+                container_id,
+                exc_info=task.exception(),
+            )
+
+    async def _release(self, container_id: str, hosts_path: Path) -> None:
+        addresses = [str(e.address) for e in self.driver.store.endpoints_of(container_id)]
+        await self._disconnect_logged(container_id)
+        remove_hosts_lines(hosts_path, addresses)
+        logger.info("released the network endpoints of stopped container %s", container_id)
+
+    async def wait_for_release(self, container_id: str) -> None:
+        """Wait until a release of the container's endpoints that is under way is done."""
+        task = self._releases.get(container_id)
+        if task is not None:
+            # asyncio.wait neither cancels the release nor raises its error, which
+            # _forget_release logs.
+            await asyncio.wait({task})
 
     # Removal and reconciliation
 
     async def disconnect(self, container_id: str) -> None:
         """Remove the container's endpoints; a failure is logged so that removal goes on."""
+        await self.wait_for_release(container_id)
+        await self._disconnect_logged(container_id)
+
+    async def _disconnect_logged(self, container_id: str) -> None:
         try:
             await self.driver.disconnect(container_id)
         except (OSError, NetlinkError, SystemFailure) as error:
@@ -373,3 +464,34 @@ def planned_fields(network: Network, request: EndpointRequest) -> dict[str, Any]
         "NetworkID": network.id,
         "MacAddress": request.mac or "",
     }
+
+
+def configured_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Return what the client configured of an endpoint's inspect fields: the network,
+    aliases, requested address and requested MAC, without what a connect assigned."""
+    mac = fields.get("MacAddress") or ""
+    address = fields.get("IPAddress")
+    if address and mac == ipam.mac_address(IPv4Address(address)):
+        mac = ""  # derived from the assigned address, not requested
+    return {
+        "IPAMConfig": fields.get("IPAMConfig"),
+        "Aliases": fields.get("Aliases"),
+        "NetworkID": fields.get("NetworkID", ""),
+        "MacAddress": mac,
+    }
+
+
+def remove_hosts_lines(hosts_path: Path, addresses: Iterable[str | None]) -> None:
+    """Remove the lines of ``addresses`` from a container's /etc/hosts file, if it exists."""
+    prefixes = tuple(f"{address}\t" for address in addresses if address)
+    if not prefixes or not hosts_path.exists():
+        return
+    with hosts_path.open("r+") as hosts:
+        lines = hosts.readlines()
+        kept = [line for line in lines if not line.startswith(prefixes)]
+        if kept != lines:
+            # Rewritten in place, because a rename would leave the container's bind mount
+            # on the old file.
+            hosts.seek(0)
+            hosts.writelines(kept)
+            hosts.truncate()
