@@ -142,6 +142,8 @@ class ContainerStarts:
         logger.warning("cannot start container %s: %s", container.id, error)
         if self.ports is not None:
             self.ports.release(container.id)
+        if self.networking is not None:
+            self.networking.release_on_exit(container, self._paths.hosts, self.all)
         container.state.error = str(error)
         container.state.exit_code = start_failure_exit_code(str(error))
         self._store.save(container)
@@ -185,6 +187,8 @@ class ContainerStarts:
         container.state.exit_code = exit_code
         if self.ports is not None:
             self.ports.release(container.id)
+        if self.networking is not None:
+            self.networking.release_on_exit(container, self._paths.hosts, self.all)
         container.state.finished_at = finished_at
         if error:
             container.state.error = error
