@@ -9,7 +9,7 @@ import pytest
 
 from ketch.errors import Forbidden, InvalidArgument, NotFound
 from ketch.linux import syscalls as sc
-from ketch.runtime import state
+from ketch.runtime import rootfs, state
 from ketch.runtime.mounts import parse_options
 from ketch.runtime.process import find_executable
 from ketch.runtime.signals import parse_signal
@@ -112,3 +112,33 @@ def test_lookup_not_executable_forbidden(tmp_path):
     data.chmod(0o644)
     with pytest.raises(Forbidden, match="permission denied"):
         find_executable(str(data), [])
+
+
+MOUNTS = [
+    ("/", ["shared:1"]),
+    ("/var", []),
+    ("/var/lib/ketch", ["shared:7"]),
+    ("/var/lib/ketchup", []),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/var/lib/ketch/rootfs", "/var/lib/ketch"),
+        ("/var/lib/ketch", "/var/lib/ketch"),
+        ("/var/lib/ketchup/rootfs", "/var/lib/ketchup"),
+        ("/var/lib/other", "/var"),
+        ("/tmp/rootfs", "/"),
+    ],
+)
+def test_mount_point_of(path, expected):
+    assert rootfs._mount_point_of(path, MOUNTS) == expected
+
+
+def test_is_shared_reads_tags():
+    assert rootfs._is_shared("/var/lib/ketch", MOUNTS)
+
+
+def test_is_shared_private_mount():
+    assert not rootfs._is_shared("/var/lib/ketchup", MOUNTS)

@@ -78,13 +78,18 @@ def prepare_root(spec: Spec) -> None:
     # "shared" or "rshared" linux.rootfsPropagation makes it; finish_root applies the
     # requested propagation to the new / after the pivot instead.
     mounts = _mountinfo()
-    parent = _mount_point_of(Path(spec.rootfs), mounts)
+    parent = _mount_point_of(str(spec.rootfs), mounts)
     if _is_shared(parent, mounts):
-        sc.mount(None, str(parent), None, sc.MS_PRIVATE)
+        sc.mount(None, parent, None, sc.MS_PRIVATE)
     sc.mount(spec.rootfs, spec.rootfs, None, sc.MS_BIND | sc.MS_REC)
 
 
-def _mountinfo() -> list[tuple[Path, list[str]]]:
+# Mount points are kept as strings, not Path objects: the init parses mountinfo on every
+# create, and building a Path for each line and its parents took most of prepare_root
+# under cProfile.
+
+
+def _mountinfo() -> list[tuple[str, list[str]]]:
     """Return (mount point, optional fields) for each mount of this mount namespace."""
     from ketch.runtime.cgroups.base import unescape_mountinfo
 
@@ -92,18 +97,23 @@ def _mountinfo() -> list[tuple[Path, list[str]]]:
     with open("/proc/self/mountinfo") as mountinfo:
         for line in mountinfo:
             fields = line.split(" - ", 1)[0].split()
-            point = unescape_mountinfo(fields[4])
-            entries.append((Path(point), fields[6:]))
+            entries.append((unescape_mountinfo(fields[4]), fields[6:]))
     return entries
 
 
-def _mount_point_of(path: Path, mounts: list[tuple[Path, list[str]]]) -> Path:
-    """Return the mount point of the mount in ``mounts`` that contains ``path``."""
-    points = [point for point, _ in mounts if path == point or point in path.parents]
-    return max(points, key=lambda point: len(point.parts))
+def _mount_point_of(path: str, mounts: list[tuple[str, list[str]]]) -> str:
+    """Return the mount point of the mount in ``mounts`` that contains the absolute,
+    normalized ``path``."""
+    points = [point for point, _ in mounts if _is_within(path, point)]
+    # The candidates all contain path, so the longest is the innermost.
+    return max(points, key=len)
 
 
-def _is_shared(mount_point: Path, mounts: list[tuple[Path, list[str]]]) -> bool:
+def _is_within(path: str, mount_point: str) -> bool:
+    return path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+
+
+def _is_shared(mount_point: str, mounts: list[tuple[str, list[str]]]) -> bool:
     tags = [tags for point, tags in mounts if point == mount_point]
     return any(tag.startswith("shared:") for tag in tags[-1]) if tags else False
 
