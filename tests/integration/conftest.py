@@ -1,7 +1,8 @@
 """Fixtures shared by the integration tests.
 
-``daemon`` is one ketchd per test module (see support.daemon), and ``client`` a docker-py
-client for it with busybox already pulled. A module that needs another setup defines its
+``daemon`` is one ketchd per test module (see support.daemon), ``client`` a docker-py
+client for it with busybox already pulled, and ``running`` a busybox container that sleeps
+until the test ends and is then removed. A module that needs another setup defines its
 own fixture of the same name, which takes precedence over these.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 
 import docker
 import pytest
+from docker.models.containers import Container
 
 from support.daemon import KetchDaemon, daemon_fixture
 
@@ -28,3 +30,12 @@ def client(daemon: KetchDaemon) -> Iterator[docker.DockerClient]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def running(client: docker.DockerClient) -> Iterator[Container]:
+    container = client.containers.run("busybox", ["sleep", "1000"], detach=True)
+    try:
+        yield container
+    finally:
+        container.remove(force=True)

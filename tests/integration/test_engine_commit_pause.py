@@ -4,22 +4,12 @@ also when the commit fails, as dockerd does."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import docker
 import pytest
 from docker.models.containers import Container
 
 from support.daemon import KetchDaemon
-
-
-@pytest.fixture
-def running(client: docker.DockerClient) -> Iterator[Container]:
-    container = client.containers.run("busybox", ["sleep", "1000"], detach=True)
-    try:
-        yield container
-    finally:
-        container.remove(force=True)
 
 
 def actions_since(client: docker.DockerClient, container: Container, since: float) -> list[str]:

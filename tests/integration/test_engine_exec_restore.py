@@ -4,7 +4,6 @@ and an exec that ended while ketchd was down gets its exit code and exec_die eve
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -15,15 +14,6 @@ from support.daemon import KetchDaemon
 from support.restart import restart_ketchd
 
 WAIT_SECONDS = 30.0
-
-
-@pytest.fixture
-def running(client: docker.DockerClient) -> Iterator[Container]:
-    container = client.containers.run("busybox", ["sleep", "1000"], detach=True)
-    try:
-        yield container
-    finally:
-        container.remove(force=True)
 
 
 def start_detached(client: docker.DockerClient, container: Container, script: str) -> str:

@@ -11,18 +11,12 @@ import shutil
 
 import pytest
 
-from support.daemon import KetchDaemon
+from support.daemon import KetchDaemon, docker_ok
 from support.restart import restart_ketchd
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
 )
-
-
-def docker_ok(daemon: KetchDaemon, *args: str) -> str:
-    result = daemon.docker(*args)
-    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
-    return result.stdout
 
 
 def restart_ketchd_after_sigkill(daemon: KetchDaemon, while_down: float = 0.0) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from support.daemon import KetchDaemon
+from support.daemon import KetchDaemon, ketch_ok
 
 
 @pytest.fixture(autouse=True)
@@ -22,12 +22,6 @@ def no_mount_left(daemon: KetchDaemon) -> Iterator[None]:
     with open("/proc/self/mountinfo") as mountinfo:
         left = [line.split()[4] for line in mountinfo if line.split()[4].startswith(prefix)]
     assert left == []
-
-
-def ketch_ok(daemon: KetchDaemon, *args: str, timeout: float = 60) -> str:
-    result = daemon.ketch(*args, timeout=timeout)
-    assert result.returncode == 0, f"ketch {' '.join(args)}: {result.stderr}"
-    return result.stdout
 
 
 # ketch CLI

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support.daemon import KetchDaemon
+from support.daemon import KetchDaemon, docker_ok
 from support.images import Dir, File, Symlink, gzip_layer, image_config, push_test_image
 from support.netns import entered
 from support.restart import restart_ketchd
@@ -66,12 +66,6 @@ def volume_mounts(daemon: KetchDaemon) -> list[str]:
     prefix = str(daemon.data_root / "volumes") + "/"
     with open("/proc/self/mountinfo") as mountinfo:
         return [line.split()[4] for line in mountinfo if line.split()[4].startswith(prefix)]
-
-
-def docker_ok(daemon: KetchDaemon, *args: str, timeout: float = 60) -> str:
-    result = daemon.docker(*args, timeout=timeout)
-    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
-    return result.stdout
 
 
 def volume_names(daemon: KetchDaemon) -> set[str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import docker
 import pytest
 
-from support.daemon import KetchDaemon
+from support.daemon import KetchDaemon, docker_ok
 from support.dns_upstream import UpstreamServer, upstream_server
 from support.netns import entered
 from support.restart import restart_ketchd
@@ -38,12 +38,6 @@ class FrontNetwork:
     upstream: UpstreamServer
     gateway: str
     web_address: str
-
-
-def docker_ok(daemon: KetchDaemon, *args: str) -> str:
-    result = daemon.docker(*args)
-    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
-    return result.stdout
 
 
 def gateway_of(daemon: KetchDaemon, network: str) -> str:

@@ -73,6 +73,26 @@ class KetchDaemon:
         return self.log_path.read_text(errors="replace")
 
 
+def docker_ok(daemon: KetchDaemon, *args: str, timeout: float = 60) -> str:
+    """Run the docker CLI against ``daemon``, assert that it succeeded, and return stdout."""
+    result = daemon.docker(*args, timeout=timeout)
+    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def ketch_ok(daemon: KetchDaemon, *args: str, timeout: float = 60) -> str:
+    """Run the ketch CLI against ``daemon``, assert that it succeeded, and return stdout."""
+    result = daemon.ketch(*args, timeout=timeout)
+    assert result.returncode == 0, f"ketch {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def run_to_exit(daemon: KetchDaemon, name: str, script: str, *options: str) -> None:
+    """Run ``sh -c script`` in a busybox container named ``name`` and wait for its exit."""
+    docker_ok(daemon, "run", "-d", "--name", name, *options, "busybox", "sh", "-c", script)
+    docker_ok(daemon, "wait", name)
+
+
 def _wait_for_socket(daemon: KetchDaemon) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
