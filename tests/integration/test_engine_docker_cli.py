@@ -6,31 +6,18 @@ failure points at one, and the fixture removes them all at the end.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
-import select
 import shutil
-import struct
-import subprocess
-import termios
 import time
 from pathlib import Path
 
 import pytest
 
-from support.daemon import KetchDaemon
+from support.daemon import KetchDaemon, docker_ok, run_to_exit
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
 )
-
-
-def docker_ok(daemon: KetchDaemon, *args: str, timeout: float = 60) -> str:
-    result = daemon.docker(*args, timeout=timeout)
-    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
-    return result.stdout
 
 
 def wait_for_status(daemon: KetchDaemon, name: str, status: str, timeout: float = 30) -> None:
@@ -41,11 +28,6 @@ def wait_for_status(daemon: KetchDaemon, name: str, status: str, timeout: float 
             return
         time.sleep(0.1)
     raise AssertionError(f"container {name} did not reach {status} within {timeout} s")
-
-
-def run_to_exit(daemon: KetchDaemon, name: str, script: str, *options: str) -> None:
-    docker_ok(daemon, "run", "-d", "--name", name, *options, "busybox", "sh", "-c", script)
-    docker_ok(daemon, "wait", name)
 
 
 # Logs
@@ -275,175 +257,6 @@ def cgroup_directory(pid: int, controller: str) -> Path:
     raise AssertionError(f"process {pid} has no {controller} cgroup")
 
 
-# Exec
-
-
-def test_exec_prints_output(daemon: KetchDaemon) -> None:
-    docker_ok(daemon, "run", "-d", "--name", "exec-target", "busybox", "sleep", "300")
-    result = daemon.docker("exec", "exec-target", "sh", "-c", "echo out; echo err >&2")
-    assert result.stdout == "out\n"
-    assert result.stderr == "err\n"
-
-
-def test_exec_exit_code(daemon: KetchDaemon) -> None:
-    docker_ok(daemon, "run", "-d", "--name", "exec-code", "busybox", "sleep", "300")
-    result = daemon.docker("exec", "exec-code", "sh", "-c", "exit 5")
-    assert result.returncode == 5
-
-
-def test_exec_sees_container_pid_namespace(daemon: KetchDaemon) -> None:
-    docker_ok(daemon, "run", "-d", "--name", "exec-ns", "busybox", "sleep", "300")
-    output = docker_ok(daemon, "exec", "exec-ns", "cat", "/proc/1/cmdline")
-    assert output == "sleep\x00300\x00"
-
-
-def test_exec_env_user_workdir(daemon: KetchDaemon) -> None:
-    docker_ok(daemon, "run", "-d", "--name", "exec-opts", "-e", "A=1", "busybox", "sleep", "300")
-    output = docker_ok(
-        daemon, "exec", "-e", "B=2", "-u", "nobody", "-w", "/tmp", "exec-opts",
-        "sh", "-c", 'echo "$A $B $(id -u) $(pwd)"',
-    )  # fmt: skip
-    assert output == "1 2 65534 /tmp\n"
-
-
-def test_exec_stdin(daemon: KetchDaemon) -> None:
-    docker_ok(daemon, "run", "-d", "--name", "exec-stdin", "busybox", "sleep", "300")
-    env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
-    result = subprocess.run(
-        ["docker", "exec", "-i", "exec-stdin", "tr", "a-z", "A-Z"],
-        input="hello stdin\n", capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
-    assert result.stdout == "HELLO STDIN\n", result.stderr
-
-
-def test_exec_tty(daemon: KetchDaemon) -> None:
-    docker_ok(daemon, "run", "-d", "--name", "exec-tty", "busybox", "sleep", "300")
-    output = run_in_pty(daemon, ["docker", "exec", "-t", "exec-tty", "sh", "-c", "tty; stty size"])
-    lines = output.replace("\r", "").splitlines()
-    assert lines[0].startswith("/dev/pts/")
-    assert lines[1] == "24 80"
-
-
-def test_exec_not_running_fails(daemon: KetchDaemon) -> None:
-    docker_ok(daemon, "create", "--name", "exec-created", "busybox", "true")
-    result = daemon.docker("exec", "exec-created", "true")
-    assert result.returncode != 0
-    assert "is not running" in result.stderr
-
-
-def test_exec_inspect_after_exit(daemon: KetchDaemon) -> None:
-    import docker
-
-    docker_ok(daemon, "run", "-d", "--name", "exec-inspect", "busybox", "sleep", "300")
-    client = docker.DockerClient(base_url=daemon.host)
-    try:
-        exec_id = client.api.exec_create("exec-inspect", ["sh", "-c", "exit 3"])["Id"]
-        client.api.exec_start(exec_id)
-        inspected = client.api.exec_inspect(exec_id)
-    finally:
-        client.close()
-    assert inspected["ExitCode"] == 3
-    assert inspected["Running"] is False
-
-
-def run_in_pty(
-    daemon: KetchDaemon, command: list[str], timeout: float = 60, keys: list[bytes] | None = None
-) -> str:
-    """Run ``command`` with a 24x80 pseudo-terminal as its stdio; return its output.
-
-    Each of ``keys`` is typed half a second after the previous one (the first after one
-    second).
-    """
-    env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    process = subprocess.Popen(
-        command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
-    )
-    os.close(slave)
-    output = bytearray()
-    deadline = time.monotonic() + timeout
-    pending = list(keys or [])
-    next_key = time.monotonic() + 1.0
-    try:
-        while time.monotonic() < deadline:
-            if pending and time.monotonic() >= next_key:
-                os.write(master, pending.pop(0))
-                next_key = time.monotonic() + 0.5
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(master, 4096)
-                except OSError:
-                    break
-                if not data:
-                    break
-                output += data
-            elif process.poll() is not None:
-                break
-    finally:
-        os.close(master)
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-    return output.decode(errors="replace")
-
-
-# Attach, stdin and TTY containers
-
-
-def test_run_interactive_stdin(daemon: KetchDaemon) -> None:
-    env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
-    result = subprocess.run(
-        ["docker", "run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z"],
-        input="piped in\n", capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
-    assert result.stdout == "PIPED IN\n", result.stderr
-
-
-def test_run_tty_interactive_shell(daemon: KetchDaemon) -> None:
-    output = run_in_pty(
-        daemon,
-        [
-            "docker",
-            "run",
-            "--rm",
-            "-it",
-            "--network",
-            "none",
-            "busybox",
-            "sh",
-            "-c",
-            "tty; stty size; echo $TERM",
-        ],
-    )
-    lines = output.replace("\r", "").splitlines()
-    assert lines[0].startswith("/dev/pts/")
-    assert lines[1] == "24 80"
-    assert lines[2] == "xterm"
-
-
-def test_tty_container_logs_raw(daemon: KetchDaemon) -> None:
-    run_to_exit(daemon, "tty-logs", "echo on-a-tty", "-t")
-    env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
-    result = subprocess.run(
-        ["docker", "logs", "tty-logs"], capture_output=True, env=env, timeout=60
-    )
-    assert result.stdout == b"on-a-tty\r\n"
-
-
-def test_attach_detach_keys(daemon: KetchDaemon) -> None:
-    docker_ok(daemon, "run", "-d", "-it", "--name", "detachable", "busybox", "sh")
-    output = run_in_pty(
-        daemon, ["docker", "attach", "detachable"], keys=[b"echo still-here\r", b"\x10\x11"]
-    )
-    assert "still-here" in output
-    assert docker_ok(daemon, "inspect", "--format", "{{.State.Running}}", "detachable") == (
-        "true\n"
-    )
-    docker_ok(daemon, "rm", "-f", "detachable")
-
-
 # Restart policies
 
 
@@ -616,108 +429,6 @@ def test_top_lists_container_processes(daemon: KetchDaemon) -> None:
     assert len(lines) == 2
     assert lines[1].endswith("sleep 300")
     docker_ok(daemon, "rm", "-f", "topped")
-
-
-# HostConfig options
-
-
-def test_bind_mount_read_only(daemon: KetchDaemon) -> None:
-    source = daemon.root / "bind-source"
-    source.mkdir(exist_ok=True)
-    (source / "greeting").write_text("from the host\n")
-    output = docker_ok(
-        daemon, "run", "--rm", "-v", f"{source}:/data:ro", "busybox",
-        "sh", "-c", "cat /data/greeting; touch /data/new 2>&1 || echo refused",
-    )  # fmt: skip
-    lines = output.splitlines()
-    assert lines[0] == "from the host"
-    assert lines[-1] == "refused"
-
-
-def test_mount_tmpfs(daemon: KetchDaemon) -> None:
-    output = docker_ok(
-        daemon, "run", "--rm", "--tmpfs", "/scratch:size=1m", "busybox",
-        "sh", "-c", "grep ' /scratch ' /proc/mounts",
-    )  # fmt: skip
-    assert output.split()[2] == "tmpfs"
-    assert "size=1024k" in output
-
-
-def test_cap_drop_and_add(daemon: KetchDaemon) -> None:
-    script = "grep CapEff /proc/self/status"
-    dropped = docker_ok(daemon, "run", "--rm", "--cap-drop", "ALL", "busybox", "sh", "-c", script)
-    assert dropped.split()[1] == "0000000000000000"
-    added = docker_ok(
-        daemon, "run", "--rm", "--cap-drop", "ALL", "--cap-add", "NET_ADMIN", "busybox",
-        "sh", "-c", script,
-    )  # fmt: skip
-    assert int(added.split()[1], 16) == 1 << 12
-
-
-def test_ulimit_nofile(daemon: KetchDaemon) -> None:
-    output = docker_ok(
-        daemon,
-        "run",
-        "--rm",
-        "--ulimit",
-        "nofile=512:1024",
-        "busybox",
-        "sh",
-        "-c",
-        "ulimit -n; ulimit -Hn",
-    )
-    assert output.split() == ["512", "1024"]
-
-
-def test_sysctl_and_shm_size(daemon: KetchDaemon) -> None:
-    output = docker_ok(
-        daemon, "run", "--rm", "--sysctl", "net.ipv4.ip_forward=1", "--shm-size", "8m",
-        "busybox", "sh", "-c", "cat /proc/sys/net/ipv4/ip_forward; df -k /dev/shm | tail -1",
-    )  # fmt: skip
-    lines = output.splitlines()
-    assert lines[0] == "1"
-    assert lines[1].split()[1] == "8192"
-
-
-def test_add_host_and_dns(daemon: KetchDaemon) -> None:
-    output = docker_ok(
-        daemon, "run", "--rm", "--add-host", "db.local:10.1.2.3", "--dns", "10.9.9.9",
-        "busybox", "sh", "-c", "grep db.local /etc/hosts; cat /etc/resolv.conf",
-    )  # fmt: skip
-    lines = output.splitlines()
-    assert lines[0].split() == ["10.1.2.3", "db.local"]
-    assert lines[1] == "nameserver 10.9.9.9"
-
-
-def test_network_host(daemon: KetchDaemon) -> None:
-    output = docker_ok(
-        daemon, "run", "--rm", "--network", "host", "busybox", "readlink", "/proc/self/ns/net"
-    )
-    # ketchd runs in the test's network namespace, which is the "host" one it can give.
-    assert output.strip() == os.readlink(f"/proc/{daemon.process.pid}/ns/net")
-
-
-def test_privileged_sees_all_caps(daemon: KetchDaemon) -> None:
-    output = docker_ok(
-        daemon, "run", "--rm", "--privileged", "busybox", "grep", "CapEff", "/proc/self/status"
-    )
-    with open("/proc/self/status") as status:
-        bounding = next(line for line in status if line.startswith("CapBnd:")).split()[1]
-    assert output.split()[1] == bounding
-
-
-def test_no_new_privileges(daemon: KetchDaemon) -> None:
-    output = docker_ok(
-        daemon, "run", "--rm", "--security-opt", "no-new-privileges", "busybox",
-        "grep", "NoNewPrivs", "/proc/self/status",
-    )  # fmt: skip
-    assert output.split()[1] == "1"
-
-
-def test_read_only_rootfs(daemon: KetchDaemon) -> None:
-    result = daemon.docker("run", "--rm", "--read-only", "busybox", "touch", "/file")
-    assert result.returncode == 1
-    assert "Read-only file system" in result.stderr
 
 
 # Copying files
