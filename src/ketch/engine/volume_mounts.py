@@ -64,11 +64,14 @@ def volume_placeholder(
         check_name(source)
     if not target.startswith("/"):
         raise InvalidArgument(f"invalid {where}: target {target!r} is not an absolute path")
+    options = ["ro"] if read_only else []
+    if propagation:
+        options.append(propagation)
     return {
         "destination": target,
         "type": "volume",
         "source": source,
-        "options": (["ro"] if read_only else []) + ([propagation] if propagation else []),
+        "options": options,
         "mode": mode,
         "nocopy": nocopy,
         "labels": dict(labels or {}),

@@ -170,8 +170,9 @@ def directory_size(path: Path) -> int:
 class VolumeService:
     """The volumes of one engine. Used from the event loop only.
 
-    ``container_exists`` returns a true value for the id of an existing container, which
-    tells a mount point of a live container from one left by an interrupted removal.
+    ``container_exists`` returns a true value for the id of an existing container, so a
+    mount point of a live container can be distinguished from one that an interrupted
+    removal left.
     """
 
     def __init__(self, data_root: Path, db: Any) -> None:
