@@ -1,5 +1,6 @@
-"""Endpoints of stopped containers against a real ketchd: released on stop and exit, made
-again on the next start from the container's configuration, as docker does.
+"""Endpoints that change under a container, against a real ketchd: released on stop and
+exit and made again on the next start from the container's configuration, and published
+ports that follow a disconnect to the next network, as docker does.
 
 ketchd runs in a network namespace of the test's own, so links and traffic stay inside it.
 """
@@ -182,3 +183,19 @@ def test_exit_while_down_releases(daemon: KetchDaemon) -> None:
     wait_until(lambda: inspect(daemon, container_id)["State"]["Status"] == "exited", "exit")
     wait_until(lambda: released(daemon, container_id), "the endpoint's release")
     ok(daemon, "rm", container_id)
+
+
+def test_ports_follow_disconnect(daemon: KetchDaemon) -> None:
+    ok(daemon, "network", "create", "--subnet", "10.97.0.0/24", "first-net")
+    ok(daemon, "network", "create", "--subnet", "10.98.0.0/24", "second-net")
+    container_id = run_detached(
+        daemon, "--network", "first-net", "-p", "18183:7000", "busybox",
+        "sh", "-c", "while true; do echo moved | nc -l -p 7000; done",
+    )  # fmt: skip
+    assert b"moved" in tcp_reply(daemon, 18183, b"moved")
+    ok(daemon, "network", "connect", "second-net", container_id)
+
+    ok(daemon, "network", "disconnect", "first-net", container_id)
+    assert b"moved" in tcp_reply(daemon, 18183, b"moved")
+    ok(daemon, "rm", "-f", container_id)
+    ok(daemon, "network", "rm", "first-net", "second-net")

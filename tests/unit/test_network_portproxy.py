@@ -207,3 +207,52 @@ def test_splice_close_ends_connections() -> None:
         return len(ended)
 
     assert asyncio.run(scenario()) == 0
+
+
+@pytest.mark.parametrize("kind", TCP_PROXIES)
+def test_tcp_retarget_new_connections(kind: type) -> None:
+    async def scenario() -> bytes:
+        old_server, _ = await _echo_server()
+        new_server, new_port = await _echo_server()
+        old_port = old_server.sockets[0].getsockname()[1]
+        proxy, port = await _tcp_proxy(kind, old_port)
+        old_server.close()
+        await old_server.wait_closed()
+        try:
+            proxy.retarget(("127.0.0.1", new_port))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"again")
+            writer.write_eof()
+            reply = await reader.read()
+            writer.close()
+            return reply
+        finally:
+            proxy.close()
+            new_server.close()
+
+    assert asyncio.run(scenario()) == b"againbye"
+
+
+def test_udp_retarget_closes_flows() -> None:
+    async def scenario() -> tuple[int, bytes]:
+        loop = asyncio.get_running_loop()
+        old_echo, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
+        new_echo, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
+        host = open_host_socket("udp", "127.0.0.1", 0)
+        proxy = portproxy.UdpProxy(host, old_echo.get_extra_info("sockname"))
+        await proxy.start()
+        try:
+            port = host.getsockname()[1]
+            await _udp_exchange(port, b"ping")
+            old_echo.close()
+            proxy.retarget(new_echo.get_extra_info("sockname"))
+            flows_after_retarget = proxy.flow_count
+            reply = await _udp_exchange(port, b"pong")
+            return flows_after_retarget, reply
+        finally:
+            proxy.close()
+            new_echo.close()
+
+    flows, reply = asyncio.run(scenario())
+    assert flows == 0
+    assert reply == b"PONG"

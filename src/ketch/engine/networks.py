@@ -242,6 +242,9 @@ class NetworkOperations:
         container = self._containers.resolve(container_ref)
         await self._networking.disconnect_network(container, network)
         self._containers.save(container)
+        ports = self._containers.ports
+        if ports is not None and container.running:
+            await ports.follow_address(container)
         self._emit(network, "disconnect", container=container.id)
 
     def _emit(self, network: Network, action: str, **values: str) -> None:

@@ -46,8 +46,7 @@ CREATE TABLE IF NOT EXISTS network_ports (
 def container_address(container: Any) -> tuple[str, str] | None:
     """Return the address of the container on its first network and that network's id, or
     None without one."""
-    # NOTE: the target is chosen at start; disconnecting the container from this network
-    # while it runs leaves its published ports forwarding to the old address.
+    # A start connects the network of the NetworkMode first, so that one comes first here.
     for endpoint in container.network_endpoints.values():
         address = endpoint.get("IPAddress")
         if address:
@@ -65,6 +64,9 @@ class HeldPort:
 
     async def start(self) -> None:
         pass
+
+    def retarget(self, target: tuple[str, int]) -> None:
+        pass  # the kernel rule that forwards the port names the target
 
     def close(self) -> None:
         self._sock.close()
@@ -112,17 +114,7 @@ class PublishedPorts:
                 if request.also_ipv6:
                     await self._bind_ipv6_too(active, bound, address)
             if self.kernel_rules is not None:
-                rules = [
-                    PortRule(
-                        bound.protocol,
-                        bound.host_ip,
-                        bound.host_port,
-                        address,
-                        bound.container_port,
-                        network_id,
-                    )
-                    for bound, _ in active
-                ]
+                rules = _port_rules(active, address, network_id)
                 await self.kernel_rules.set_port_rules(container_id, rules)
             self._record(container_id, [bound for bound, _ in active])
         except BaseException:
@@ -171,6 +163,29 @@ class PublishedPorts:
             logger.debug("publishing %s on IPv4 only: %s", bound.key, error)
             return
         await self._start_forwarding(active, ipv6_bound, sock, address)
+
+    async def follow_address(self, container: Any) -> None:
+        """Forward the running container's published ports to its current address, after a
+        disconnect took away the network they forwarded to. Raises SystemFailure when the
+        kernel rules cannot be rewritten."""
+        active = self._active.get(container.id)
+        if not active:
+            return
+        endpoint = container_address(container)
+        if endpoint is None:
+            # NOTE: the host ports stay bound, with nothing behind them, until the container stops.
+            logger.warning(
+                "container %s is on no network now; its published ports forward nowhere",
+                container.id,
+            )
+            return
+        address, network_id = endpoint
+        for bound, proxy in active:
+            proxy.retarget((address, bound.container_port))
+        if self.kernel_rules is not None:
+            rules = _port_rules(active, address, network_id)
+            await self.kernel_rules.set_port_rules(container.id, rules)
+        logger.info("container %s: published ports now forward to %s", container.id, address)
 
     def release(self, container_id: str) -> None:
         """Close the container's proxies and forget its ports; nothing if it has none."""
@@ -277,6 +292,22 @@ class PublishedPorts:
                 BoundPort(container_port, protocol, host_ip, host_port)
             )
         return recorded
+
+
+def _port_rules(
+    active: list[tuple[BoundPort, Proxy | HeldPort]], address: str, network_id: str
+) -> list[PortRule]:
+    return [
+        PortRule(
+            bound.protocol,
+            bound.host_ip,
+            bound.host_port,
+            address,
+            bound.container_port,
+            network_id,
+        )
+        for bound, _ in active
+    ]
 
 
 def _restore_requests(ports: list[BoundPort]) -> list[PortRequest]:

@@ -124,6 +124,10 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections: set[_TcpConnection] = set()
 
+    def retarget(self, target: tuple[str, int]) -> None:
+        """Send new connections to ``target``; connections made before keep their backend."""
+        self._target = target
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._accept, sock=self._listener)
@@ -278,6 +282,10 @@ class SpliceTcpProxy:
         self._connections: set[_SplicedConnection] = set()
         self._lock = threading.Lock()
 
+    def retarget(self, target: tuple[str, int]) -> None:
+        """Send new connections to ``target``; connections made before keep their backend."""
+        self._target = target
+
     async def start(self) -> None:
         self._acceptor = asyncio.get_running_loop().create_task(self._accept_loop())
 
@@ -369,6 +377,13 @@ class UdpProxy(asyncio.DatagramProtocol):
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._dropped = 0
+
+    def retarget(self, target: tuple[str, int]) -> None:
+        """Send datagrams to ``target`` from now on. The flows open now are closed, because
+        their sockets are connected to the old target."""
+        self._target = target
+        for client in list(self._flows):
+            self._close_flow(client)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
