@@ -92,3 +92,77 @@ def test_restore_keeps_networking_and_removes_leftovers(daemon: KetchDaemon) -> 
     assert "br-" + network_id[:12] not in links
     assert not any(name.startswith("v" + server[:7]) for name in links)
     assert list((daemon.exec_root / "netns").iterdir()) == []
+
+
+def add_leftover_rules(daemon: KetchDaemon) -> None:
+    """Add rules of a network that has no record to ketch's tables, as a crash between
+    deleting a network's record and rewriting the tables would leave them."""
+    in_namespace(
+        daemon, "nft", "add", "rule", "ip", "ketch", "postrouting",
+        "ip", "saddr", "10.199.0.0/24", "masquerade",
+    )  # fmt: skip
+    in_namespace(daemon, "nft", "add", "table", "bridge", "ketch")
+    in_namespace(
+        daemon, "nft", "add", "chain", "bridge", "ketch", "forward",
+        "{ type filter hook forward priority filter; }",
+    )  # fmt: skip
+    in_namespace(
+        daemon, "nft", "add", "rule", "bridge", "ketch", "forward",
+        "ip", "saddr", "10.199.0.0/24", "drop",
+    )  # fmt: skip
+
+
+def published_reply(daemon: KetchDaemon, port: int) -> str:
+    reply = ""
+    deadline = time.monotonic() + 30
+    while "pong" not in reply and time.monotonic() < deadline:
+        result = subprocess.run(
+            daemon.namespace.command(["busybox", "nc", "-w", "5", "127.0.0.1", str(port)]),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        reply = result.stdout
+        if "pong" not in reply:
+            time.sleep(0.2)
+    return reply
+
+
+def resolved(daemon: KetchDaemon, client: str, name: str) -> str:
+    output = ""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        result = daemon.ketch("exec", client, "nslookup", name)
+        output = result.stdout
+        if result.returncode == 0:
+            break
+        time.sleep(0.2)
+    return output
+
+
+def test_restore_brings_back_services(daemon: KetchDaemon) -> None:
+    ok(daemon, "network", "create", "--subnet", "10.92.0.0/24", "served")
+    server = ok(
+        daemon, "run", "-d", "--network", "served", "--name", "restored-server",
+        "-p", "18190:7000", "busybox",
+        "sh", "-c", "while true; do echo pong | nc -l -p 7000; done",
+    ).strip()  # fmt: skip
+    client = ok(daemon, "run", "-d", "--network", "served", "busybox", "sleep", "600").strip()
+    address = ok(
+        daemon, "inspect", "-f", "{{.NetworkSettings.Networks.served.IPAddress}}", server
+    ).strip()
+    assert "pong" in published_reply(daemon, 18190)
+
+    add_leftover_rules(daemon)
+    restart_ketchd(daemon)
+
+    assert "pong" in published_reply(daemon, 18190)
+    assert address in resolved(daemon, client, "restored-server")
+    ruleset = in_namespace(daemon, "nft", "list", "ruleset")
+    assert "10.92.0.0/24" in ruleset
+    assert "10.199.0.0/24" not in ruleset
+    assert "table bridge ketch" not in ruleset
+
+    ok(daemon, "rm", "-f", server, client)
+    ok(daemon, "network", "rm", "served")
+    assert "10.92.0.0/24" not in in_namespace(daemon, "nft", "list", "ruleset")
