@@ -15,6 +15,7 @@ import docker.types
 import pytest
 
 from support.daemon import KetchDaemon
+from support.network_leftovers import no_network_leftovers  # noqa: F401
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from support.daemon import KetchDaemon
+from support.network_leftovers import no_network_leftovers  # noqa: F401
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -20,6 +20,7 @@ import pytest
 from support.daemon import KetchDaemon, docker_ok
 from support.dns_upstream import UpstreamServer, upstream_server
 from support.netns import entered
+from support.network_leftovers import no_network_leftovers  # noqa: F401
 from support.restart import restart_ketchd
 
 pytestmark = pytest.mark.skipif(

@@ -17,6 +17,7 @@ from ketch.network.firewall import Firewall
 from ketch.network.store import Network
 from support.daemon import KetchDaemon
 from support.netns import NetworkNamespace, entered, network_namespace
+from support.network_leftovers import no_network_leftovers  # noqa: F401
 
 OPEN = Network(
     id="a" * 64,

@@ -14,6 +14,7 @@ import pytest
 
 from support.daemon import KetchDaemon, daemon_fixture
 from support.netns import entered
+from support.network_leftovers import no_network_leftovers  # noqa: F401
 from support.restart import restart_ketchd
 
 WAIT_SECONDS = 30.0

@@ -7,6 +7,7 @@ import subprocess
 import time
 
 from support.daemon import KetchDaemon
+from support.network_leftovers import no_network_leftovers  # noqa: F401
 from support.restart import restart_ketchd
 
 FAKE_NETWORK_ID = "f" * 64
