@@ -200,3 +200,16 @@ def test_ports_follow_disconnect(daemon: KetchDaemon) -> None:
     assert b"moved" in tcp_reply(daemon, 18183, b"moved")
     ok(daemon, "rm", "-f", container_id)
     ok(daemon, "network", "rm", "first-net", "second-net")
+
+
+def test_joined_namespace_kept_until_joiner_stops(daemon: KetchDaemon) -> None:
+    target = run_detached(daemon, "busybox", "sleep", "600")
+    joiner = run_detached(daemon, "--network", f"container:{target}", "busybox", "sleep", "600")
+
+    ok(daemon, "stop", "-t", "1", target)
+    assert (daemon.exec_root / "netns" / target).exists()
+    assert "eth0" in ok(daemon, "exec", joiner, "ip", "-o", "link")
+
+    ok(daemon, "stop", "-t", "1", joiner)
+    wait_until(lambda: released(daemon, target), "the endpoint's release")
+    ok(daemon, "rm", joiner, target)
