@@ -1,5 +1,9 @@
 """ketchd as a process: its pid file, socket, refusal of a second instance, clean stop on
-SIGTERM with containers left running in the supervisor, and config errors."""
+SIGTERM with containers left running in the supervisor, and config errors.
+
+Every ketchd here runs in a network namespace that the test makes, because at start
+ketchd brings up its bridge and firewall table, which must not touch the host's network.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from support.netns import NetworkNamespace, network_namespace
 from support.raw_http import request
 
 KETCHD = [sys.executable, "-m", "ketch.engine.daemon"]
@@ -26,6 +31,7 @@ READY_SECONDS = 20.0
 @dataclass
 class Daemon:
     root: Path
+    namespace: NetworkNamespace
     process: subprocess.Popen[bytes]
 
     @property
@@ -97,11 +103,18 @@ def _stop_pid_file(path: Path) -> None:
 
 
 @pytest.fixture
-def daemon() -> Iterator[Daemon]:
+def namespace() -> Iterator[NetworkNamespace]:
+    with network_namespace("ketchd") as made:
+        yield made
+
+
+@pytest.fixture
+def daemon(namespace: NetworkNamespace) -> Iterator[Daemon]:
     root = Path(tempfile.mkdtemp(prefix="ketchd-", dir="/tmp"))
+    command = namespace.command(ketchd_command(root))
     with open(root / "ketchd.log", "wb") as log:
-        process = subprocess.Popen(ketchd_command(root), stdout=log, stderr=log)
-    running = Daemon(root, process)
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+    running = Daemon(root, namespace, process)
     try:
         _wait_ready(running)
         yield running
@@ -142,7 +155,9 @@ def test_daemon_second_instance_refused(daemon: Daemon) -> None:
     other_socket = f"unix://{daemon.root / 'other.sock'}"
     command = ketchd_command(daemon.root)
     command[command.index("-H") + 1] = other_socket
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        daemon.namespace.command(command), capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1
     assert f"ketchd is already running with pid {daemon.process.pid}" in result.stderr
 
@@ -164,8 +179,9 @@ def test_daemon_create_unknown_image_404(daemon: Daemon) -> None:
     assert reply.json()["message"] == "No such image: busybox:latest"
 
 
-def test_daemon_bad_config_exits_1(tmp_path: Path) -> None:
+def test_daemon_bad_config_exits_1(namespace: NetworkNamespace, tmp_path: Path) -> None:
     (tmp_path / "daemon.json").write_text('{"colour": "blue"}')
-    result = subprocess.run(ketchd_command(tmp_path), capture_output=True, text=True, timeout=30)
+    command = namespace.command(ketchd_command(tmp_path))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "unknown key 'colour'" in result.stderr

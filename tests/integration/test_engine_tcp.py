@@ -87,10 +87,14 @@ def test_tls_client_without_certificate_rejected(tls_daemon: KetchDaemon) -> Non
 
 
 def test_plain_tcp_refused_without_flag(daemon: KetchDaemon) -> None:
+    command = [
+        str(VENV_BIN / "ketchd"), "--host", "tcp://127.0.0.1:23761",
+        "--data-root", str(daemon.root / "other-data"), "--exec-root", str(daemon.root / "oe"),
+    ]  # fmt: skip
+    # Were the flag check to pass, this ketchd would set up networks, so it runs in the
+    # fixture's namespace and not on the host's.
     result = subprocess.run(
-        [str(VENV_BIN / "ketchd"), "--host", "tcp://127.0.0.1:23761",
-         "--data-root", str(daemon.root / "other-data"), "--exec-root", str(daemon.root / "oe")],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        daemon.namespace.command(command), capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1
     assert "TCP needs TLS client verification" in result.stderr
