@@ -100,3 +100,30 @@ def test_kernel_rules_after_ketchd_kill(daemon: KetchDaemon) -> None:
     assert _reply(daemon, 18302) == b"hi\n"
     assert len(_dnat_rules(daemon)) == 2  # prerouting and output
     daemon.ketch("rm", "-f", container_id)
+
+
+def test_kernel_rules_follow_disconnect(daemon: KetchDaemon) -> None:
+    created = daemon.ketch("network", "create", "--subnet", "10.91.0.0/24", "kernel-next")
+    assert created.returncode == 0, created.stderr
+    result = daemon.ketch(
+        "run", "-d", "-p", "127.0.0.1:18303:8080", "busybox", "nc", "-ll", "-p", "8080", "-e",
+        "echo", "hi",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    container_id = result.stdout.strip()
+    daemon.container_ids.add(container_id)
+    assert _reply(daemon, 18303) == b"hi\n"
+
+    connected = daemon.ketch("network", "connect", "kernel-next", container_id)
+    assert connected.returncode == 0, connected.stderr
+    disconnected = daemon.ketch("network", "disconnect", "bridge", container_id)
+    assert disconnected.returncode == 0, disconnected.stderr
+    networks = json.loads(daemon.ketch("inspect", container_id).stdout)[0]["NetworkSettings"][
+        "Networks"
+    ]
+    address = networks["kernel-next"]["IPAddress"]
+
+    assert f"ip daddr 127.0.0.1 tcp dport 18303 dnat to {address}:8080" in _dnat_rules(daemon)
+    assert _reply(daemon, 18303) == b"hi\n"
+    daemon.ketch("rm", "-f", container_id)
+    daemon.ketch("network", "rm", "kernel-next")
