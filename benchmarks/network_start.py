@@ -1,5 +1,6 @@
-"""Time `ketch run --rm busybox true` on the bridge network against `--network none`; with
-``--docker``, time the same for Debian's dockerd 20.10 on its default bridge.
+"""Time `ketch run --rm busybox true` on the bridge network against `--network none`, and
+`ketch start -a` of one stopped container in each mode, which connects it again on every
+start; with ``--docker``, time the same for Debian's dockerd 20.10 on its default bridge.
 
 ketchd runs in a network namespace made for the run (tests/support/daemon.py), and dockerd
 in another one, so their bridges and veths stay inside them. The runs alternate between the
@@ -41,17 +42,43 @@ def time_run(run: Callable[..., subprocess.CompletedProcess[str]], label: str, m
     return elapsed
 
 
+def time_start(
+    run: Callable[..., subprocess.CompletedProcess[str]], label: str, container_id: str
+) -> float:
+    started = time.perf_counter()
+    result = run("start", "-a", container_id)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{label} start -a {container_id} failed: {result.stderr.strip()}")
+    return elapsed
+
+
+def create_stopped(run: Callable[..., subprocess.CompletedProcess[str]], mode: str) -> str:
+    result = run("create", "--network", mode, "busybox", "true")
+    if result.returncode != 0:
+        raise SystemExit(f"create --network {mode} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
 def measure(
     runners: dict[str, Callable[..., subprocess.CompletedProcess[str]]], runs: int
 ) -> dict[str, list[float]]:
+    stopped: dict[str, str] = {}
     for label, run in runners.items():
         for mode in MODES:
             time_run(run, label, mode)  # warm up: the first bridge run makes the bridge
-    times: dict[str, list[float]] = {f"{label} {m}": [] for label in runners for m in MODES}
+            stopped[f"{label} {mode}"] = create_stopped(run, mode)
+    names = [f"{label} {m}" for label in runners for m in MODES]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    times.update({f"{name} start": [] for name in names})
     for _ in range(runs):
         for label, run in runners.items():
             for mode in MODES:
                 times[f"{label} {mode}"].append(time_run(run, label, mode))
+                container_id = stopped[f"{label} {mode}"]
+                times[f"{label} {mode} start"].append(time_start(run, label, container_id))
+    for name, container_id in stopped.items():
+        runners[name.split()[0]]("rm", "-f", container_id)
     return times
 
 
@@ -86,12 +113,17 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"run --rm --network MODE busybox true, median of {options.runs} runs:")
+    print(
+        f"run --rm --network MODE busybox true, and start -a of a stopped one (start), "
+        f"median of {options.runs} runs:"
+    )
     for name, median in medians.items():
-        print(f"  {name:<14} {median * 1000:7.1f} ms")
+        print(f"  {name:<20} {median * 1000:7.1f} ms")
     for label in runners:
         ratio = medians[f"{label} bridge"] / medians[f"{label} none"]
         print(f"  {label} bridge / none: {ratio:.2f}")
+        ratio = medians[f"{label} bridge start"] / medians[f"{label} none start"]
+        print(f"  {label} bridge / none, start: {ratio:.2f}")
 
 
 if __name__ == "__main__":
