@@ -13,6 +13,11 @@ its tree under its own name. The path's stat goes in the ``X-Docker-Container-Pa
 header as base64 JSON with Go's file mode bits, which the docker CLI reads. A PUT
 extracts a tar into a directory of the container; members are created only below that
 directory, owned by root unless the client asks to keep the tar's owners.
+
+An export, as docker's, contains the rootfs tree only: it walks the rootfs as the host sees
+it, which has none of the mounts made in the container's mount namespace (proc, sys, dev,
+volumes, the resolv.conf and hosts files), and skips any directory mounted on another
+device below it.
 """
 
 from __future__ import annotations
@@ -119,23 +124,56 @@ def write_tar(root_fd: int, path: str, container_id: str, out: IO[bytes]) -> Non
             os.close(fd)
 
 
-def _add_tree(tar: tarfile.TarFile, directory_fd: int, name: str) -> None:
+def export_to_spool(rootfs: str, spool_directory: Path) -> IO[bytes]:
+    """Write the tar of the rootfs tree at host path ``rootfs`` to a temporary file and
+    return it, rewound."""
+    root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    spool = tempfile.TemporaryFile(dir=spool_directory)
+    try:
+        with tarfile.open(fileobj=spool, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            _add_tree(tar, root_fd, ".", one_device=True)
+    except BaseException:
+        spool.close()
+        raise
+    finally:
+        os.close(root_fd)
+    spool.seek(0)
+    return spool
+
+
+def _add_tree(tar: tarfile.TarFile, directory_fd: int, name: str, one_device: bool = False) -> None:
     """Add a directory and everything below it; with name "." the members have no prefix
-    (an export of the whole root)."""
+    (an export of the whole root). With ``one_device``, directories on another device than
+    the top one (mount points) are left out with their contents."""
     if name != ".":
         tar.addfile(_info(os.fstat(directory_fd), name + "/"))
+    device = os.fstat(directory_fd).st_dev
     for top, directories, files, top_fd in os.fwalk(".", dir_fd=directory_fd):
+        if one_device:
+            directories[:] = [d for d in directories if _on_device(top_fd, d, device)]
         relative = top[2:] if top != "." else ""
         prefix = "/".join(part for part in (name if name != "." else "", relative) if part)
         for entry in sorted(directories + files):
             _add_entry(tar, top_fd, entry, f"{prefix}/{entry}" if prefix else entry)
 
 
+def _on_device(parent_fd: int, entry: str, device: int) -> bool:
+    # overlayfs reports its own device for every directory, so only a mount differs.
+    try:
+        return os.stat(entry, dir_fd=parent_fd, follow_symlinks=False).st_dev == device
+    except FileNotFoundError:
+        return False
+
+
 def _add_entry(tar: tarfile.TarFile, parent_fd: int, entry: str, name: str) -> None:
     try:
-        info = os.stat(entry, dir_fd=parent_fd, follow_symlinks=False)
+        _add_existing_entry(tar, parent_fd, entry, name)
     except FileNotFoundError:
-        return  # removed while copying
+        pass  # removed while copying
+
+
+def _add_existing_entry(tar: tarfile.TarFile, parent_fd: int, entry: str, name: str) -> None:
+    info = os.stat(entry, dir_fd=parent_fd, follow_symlinks=False)
     member = _info(info, name)
     if stat.S_ISLNK(info.st_mode):
         member.type = tarfile.SYMTYPE

