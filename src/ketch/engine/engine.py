@@ -373,14 +373,10 @@ class Engine:
             os.close(root_fd)
 
     async def export_container(self, ref: str) -> Any:
-        """Return a rewound file holding the tar of the container's whole filesystem."""
-        container, root_fd = self._container_root(ref)
-        try:
-            return await asyncio.to_thread(
-                archive.tar_to_spool, root_fd, "/", container.id, self.data_root
-            )
-        finally:
-            os.close(root_fd)
+        """Return a rewound file holding the tar of the container's rootfs tree."""
+        container = self.containers.resolve(ref)
+        rootfs_mounts.ensure_mounted(self.images, container)
+        return await asyncio.to_thread(archive.export_to_spool, container.rootfs, self.data_root)
 
     # Stats and processes
 
