@@ -10,13 +10,16 @@ Tables (each change is one transaction)::
                         requested address (the address a client asked for, or NULL)
 
 Databases made before the columns after ``bridge`` and ``veth`` existed are migrated on
-open by adding those columns with their defaults.
+open by adding those columns with their defaults. A network row without a ``created`` time
+gets the time of that open, because clients such as the docker CLI fail to parse an empty
+Created.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -101,6 +104,11 @@ class Endpoint:
     requested_address: IPv4Address | None = None
 
 
+def _now() -> str:
+    # RFC 3339 in UTC, which the Engine API's Created fields use.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 class NetworkStore:
     """The ``network_`` tables of one engine database."""
 
@@ -108,6 +116,7 @@ class NetworkStore:
         self._db = db
         self._db.executescript(SCHEMA)
         self._add_missing_columns()
+        self._fill_missing_created()
 
     def _add_missing_columns(self) -> None:
         for table, columns in ADDED_COLUMNS.items():
@@ -115,6 +124,12 @@ class NetworkStore:
             for name, definition in columns:
                 if name not in present:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+
+    def _fill_missing_created(self) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE network_networks SET created = ? WHERE created = ''", (_now(),)
+            )
 
     def networks(self) -> list[Network]:
         rows = self._db.execute(f"SELECT {NETWORK_COLUMNS} FROM network_networks").fetchall()
@@ -149,7 +164,7 @@ class NetworkStore:
                     int(network.attachable),
                     json.dumps(network.labels),
                     json.dumps(network.options),
-                    network.created,
+                    network.created or _now(),
                     network.mtu,
                 ),
             )
