@@ -73,10 +73,28 @@ class ImageOperations:
         """
         image = self.images.get(name)
         result = self.images.remove(name, force=force)
+        if not any("Deleted" in entry for entry in result):
+            result += self._untag_orphaned_digests(image.id, result)
         for entry in result:
             for action, value in entry.items():
                 event_action = "untag" if action == "Untagged" else "delete"
                 self.events.publish("image", event_action, image.id, {"name": value})
+        return result
+
+    def _untag_orphaned_digests(
+        self, image_id: str, untagged: list[dict[str, str]]
+    ) -> list[dict[str, str]]:
+        """Untag the digest references of each repository whose last tag of this image was
+        just untagged, as docker's ``rmi`` does, so no ``repo <none>`` row stays behind."""
+        removed = [parse_normalized(entry["Untagged"]) for entry in untagged if "Untagged" in entry]
+        repositories = {reference.name for reference in removed if reference.digest is None}
+        remaining = [parse_normalized(name) for name, _ in self.images.metadata.names(image_id)]
+        tagged = {reference.name for reference in remaining if reference.digest is None}
+        result: list[dict[str, str]] = []
+        for reference in remaining:
+            if reference.digest and reference.name in repositories - tagged:
+                # The image keeps other tags or a container, so this only drops the name.
+                result += self.images.remove(str(reference), force=True)
         return result
 
     def history(self, name: str) -> list[dict[str, Any]]:
