@@ -1,6 +1,6 @@
 """Engine glue for container networking: which networks a container is planned on, its
-endpoints when it starts, connect and disconnect while it runs, and the container's
-/etc/hosts lines for its own addresses.
+endpoints when it starts and their release when it stops, connect and disconnect while it
+runs, and the container's /etc/hosts lines for its own addresses.
 
 The engine pins a network namespace for each container on a bridge network at
 ``<exec_root>/netns/<id>`` and names that path in the spec's ``linux.namespaces``. So the
@@ -32,6 +32,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ketch.errors import Conflict, Forbidden, InvalidArgument, NotFound, SystemFailure
 from ketch.network import ipam
 from ketch.network.bridge import DEFAULT_NETWORK, BridgeDriver, EndpointRequest
+from ketch.network.instance import Instance
 from ketch.network.services import NetworkService
 from ketch.network.store import Endpoint, Network, NetworkStore
 
@@ -54,8 +55,8 @@ def network_name_of(mode: str) -> str | None:
 class ContainerNetworking:
     """Bridge endpoints of containers, used from the event loop."""
 
-    def __init__(self, db: Any, exec_root: Path) -> None:
-        self.driver = BridgeDriver(NetworkStore(db), exec_root / "netns")
+    def __init__(self, db: Any, exec_root: Path, instance: Instance | None = None) -> None:
+        self.driver = BridgeDriver(NetworkStore(db), exec_root / "netns", instance)
         # Told about every network brought up or removed; see ketch.network.services.
         self.services: list[NetworkService] = self.driver.services
         # Unfinished release tasks of stopped containers' endpoints, by container id. A start

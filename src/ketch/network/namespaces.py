@@ -2,7 +2,8 @@
 
 Layout::
 
-    <exec_root>/netns/<container id>    bind mount of the namespace, kept until removal
+    <exec_root>/netns/<container id>    bind mount of the namespace, kept while the container
+                                        runs (see ketch.engine.networking)
 
 A namespace is made on a short-lived thread of its own. unshare(2) with CLONE_NEWNET moves
 only the calling thread, so ketchd's other threads stay in their namespace. The thread
