@@ -77,6 +77,17 @@ def test_parse_volumes_split() -> None:
     assert anonymous == {"/cache": {}}
 
 
+def test_parse_volumes_relative_destination() -> None:
+    with pytest.raises(UsageError) as raised:
+        parse_volumes(["/tmp:relative"])
+    assert "the destination must be an absolute path" in str(raised.value)
+
+
+def test_parse_volumes_destination_mode() -> None:
+    binds, _ = parse_volumes(["/data:ro"])
+    assert binds == ["/data:ro"]
+
+
 def test_parse_mount_tmpfs() -> None:
     mount = parse_mount("type=tmpfs,dst=/run,tmpfs-size=1m,tmpfs-mode=1770")
     assert mount == {

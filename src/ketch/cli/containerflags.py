@@ -279,11 +279,25 @@ def parse_volumes(values: list[str]) -> tuple[list[str], dict[str, dict]]:
             if not value.startswith("/"):
                 raise flag_error(value, "-v, --volume", "expected an absolute container path")
             anonymous[value] = {}
-        elif 2 <= len(parts) <= 3 and all(parts[:2]) and parts[1].startswith("/"):
-            binds.append(value)
-        else:
+        elif len(parts) > 3 or not all(parts[:2]):
             raise flag_error(value, "-v, --volume", "expected SOURCE:DESTINATION[:MODE]")
+        elif len(parts) == 2 and parts[0].startswith("/") and _is_volume_mode(parts[1]):
+            binds.append(value)  # DESTINATION:MODE, an anonymous volume with a mode
+        elif not parts[1].startswith("/"):
+            reason = f"invalid mount path: {parts[1]!r}: the destination must be an absolute path"
+            raise flag_error(value, "-v, --volume", reason)
+        else:
+            binds.append(value)
     return binds, anonymous
+
+
+# The MODE options of -v that docker accepts, comma-separated.
+_PROPAGATION_MODES = {"private", "rprivate", "shared", "rshared", "slave", "rslave"}
+_VOLUME_MODES = {"ro", "rw", "z", "Z", "nocopy"} | _PROPAGATION_MODES
+
+
+def _is_volume_mode(text: str) -> bool:
+    return all(option in _VOLUME_MODES for option in text.split(","))
 
 
 _MOUNT_KEYS = {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}
