@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ketch.cli.humanize import human_size
-from ketch.cli.options import Command, Flag
+from ketch.cli.options import Command, Flag, UsageError
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
 TYPE_CHECKING = False
@@ -69,9 +69,16 @@ def info(context: Context, options: dict, args: list[str]) -> int:
 
 
 def system_df(context: Context, options: dict, args: list[str]) -> int:
+    if options["verbose"] and options["format"]:
+        raise UsageError("--format and --verbose cannot be used together: choose one")
     data = context.client().call("GET", "/system/df")
     if not isinstance(data, dict):
         data = {}
+    if options["verbose"]:
+        from ketch.cli.disk_usage import verbose_report
+
+        sys.stdout.write(verbose_report(data))
+        return 0
     images = data.get("Images") or []
     containers = data.get("Containers") or []
     volumes = data.get("Volumes") or []
@@ -244,6 +251,7 @@ VERBS = {
                     metavar="string",
                     default="",
                 ),
+                Flag("verbose", "Show detailed information on space usage", short="v"),
             ),
             max_args=0,
         ),
