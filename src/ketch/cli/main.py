@@ -207,6 +207,8 @@ def run_command_line(argv: list[str]) -> int:
         return 0
 
     name, command_argv = rest[0], rest[1:]
+    # The command as typed, for the help hint: "system df" rather than its key "system-df".
+    typed_name = " ".join([name, *command_argv[:1]]) if name in GROUPS else name
     if name in GROUPS:
         resolved = _resolve_group(name, command_argv)
         if isinstance(resolved, int):
@@ -227,7 +229,7 @@ def run_command_line(argv: list[str]) -> int:
         command, execute = verbs[name]
     else:
         command, execute = module.COMMAND, module.execute
-    return _run(command, execute, name, Context(host, autostart), command_argv)
+    return _run(command, execute, name, Context(host, autostart), command_argv, typed_name)
 
 
 def _resolve_group(group: str, argv: list[str]) -> tuple[str, list[str]] | int:
@@ -246,7 +248,14 @@ def _resolve_group(group: str, argv: list[str]) -> tuple[str, list[str]] | int:
     return verbs[argv[0]], argv[1:]
 
 
-def _run(command: Command, execute: Callable, name: str, context: Context, argv: list[str]) -> int:
+def _run(
+    command: Command,
+    execute: Callable,
+    name: str,
+    context: Context,
+    argv: list[str],
+    typed_name: str,
+) -> int:
     try:
         options, args = parse(command, argv)
         return execute(context, options, args)
@@ -254,7 +263,7 @@ def _run(command: Command, execute: Callable, name: str, context: Context, argv:
         sys.stdout.write(command.help_text())
         return 0
     except UsageError as error:
-        return _report_usage_error(error, f"ketch {name} --help")
+        return _report_usage_error(error, f"ketch {typed_name} --help")
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
