@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import docker
+import pytest
 from docker.models.containers import Container
 
-from support.daemon import KetchDaemon
+from support.daemon import KetchDaemon, docker_ok
 
 
 def exported_names(container: Container) -> list[str]:
@@ -55,3 +58,54 @@ def test_rmi_last_tag_untags_digests(daemon: KetchDaemon, client: docker.DockerC
         assert not [d for d in digests if d.startswith(repository + "@")]
     finally:
         client.api.remove_image("trial/keep:v1")
+
+
+def memory_cgroup(pid: int) -> Path:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+    raise AssertionError(f"process {pid} has no memory cgroup")
+
+
+@pytest.fixture
+def swap_limited(daemon: KetchDaemon) -> Iterator[str]:
+    if not Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists():
+        pytest.skip("the kernel has no swap accounting (memory.memsw files)")
+    docker_ok(daemon, "run", "-d", "--name", "swap", "-m", "32m", "--memory-swap", "64m",
+              "busybox", "sleep", "1000")  # fmt: skip
+    try:
+        yield docker_ok(daemon, "inspect", "--format", "{{.State.Pid}}", "swap").strip()
+    finally:
+        daemon.docker("rm", "-f", "swap")
+
+
+def test_run_memory_swap_limit(swap_limited: str) -> None:
+    memsw = memory_cgroup(int(swap_limited)) / "memory.memsw.limit_in_bytes"
+    assert memsw.read_text() == f"{64 << 20}\n"
+
+
+def test_update_memory_swap_raises(daemon: KetchDaemon, swap_limited: str) -> None:
+    docker_ok(daemon, "update", "--memory", "96m", "--memory-swap", "192m", "swap")
+    cgroup = memory_cgroup(int(swap_limited))
+    assert (cgroup / "memory.memsw.limit_in_bytes").read_text() == f"{192 << 20}\n"
+    assert (cgroup / "memory.limit_in_bytes").read_text() == f"{96 << 20}\n"
+
+
+def test_update_memory_swap_lowers(daemon: KetchDaemon, swap_limited: str) -> None:
+    docker_ok(daemon, "update", "--memory", "16m", "--memory-swap", "24m", "swap")
+    cgroup = memory_cgroup(int(swap_limited))
+    assert (cgroup / "memory.limit_in_bytes").read_text() == f"{16 << 20}\n"
+    assert (cgroup / "memory.memsw.limit_in_bytes").read_text() == f"{24 << 20}\n"
+
+
+def test_update_memory_swap_inspect(daemon: KetchDaemon, swap_limited: str) -> None:
+    docker_ok(daemon, "update", "--memory", "32m", "--memory-swap", "48m", "swap")
+    swap = docker_ok(daemon, "inspect", "--format", "{{.HostConfig.MemorySwap}}", "swap")
+    assert swap == f"{48 << 20}\n"
+
+
+def test_update_swap_below_memory(daemon: KetchDaemon, swap_limited: str) -> None:
+    result = daemon.docker("update", "--memory", "64m", "--memory-swap", "48m", "swap")
+    assert result.returncode != 0
+    assert "memoryswap limit should be larger than memory limit" in result.stderr

@@ -149,7 +149,7 @@ class ContainerControl:
         container.host_config = host_config
         self._store.save(container)
         self._service.emit(container, "update")
-        return {"Warnings": []}
+        return {"Warnings": options.warnings}
 
     def _write_bundle_resources(self, container: Container, resources: dict[str, Any]) -> None:
         """Put the new limits into config.json too, so the next start keeps them."""

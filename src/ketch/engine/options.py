@@ -16,6 +16,7 @@ import os
 import re
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ketch.engine.hostconfig import HostOptions, parse_host_options
@@ -82,6 +83,8 @@ class CreateOptions:
     host: HostOptions = field(default_factory=HostOptions)
     # The HostConfig as the client sent it, for the fields inspect shows as given.
     raw_host_config: dict[str, Any] = field(default_factory=dict)
+    # Docker's warnings for the create or update reply, such as a swap limit ignored.
+    warnings: list[str] = field(default_factory=list)
     # HostConfig.Init: True or False, or None for the daemon's default.
     init: bool | None = None
     restart_policy: dict[str, Any] = field(
@@ -111,8 +114,15 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
     return names.get(expected, expected.__name__)
 
 
-def _get(body: dict[str, Any], key: str, expected: type | tuple[type, ...], path: str) -> Any:
-    """Return ``body[key]`` (None when absent or null) after checking its JSON type."""
+def _get(
+    body: dict[str, Any],
+    key: str,
+    expected: type | tuple[type, ...],
+    path: str,
+    request: str = "create",
+) -> Any:
+    """Return ``body[key]`` (None when absent or null) after checking its JSON type;
+    ``request`` names the body in the error ("create" or "update")."""
     value = body.get(key)
     if value is None:
         return None
@@ -121,7 +131,7 @@ def _get(body: dict[str, Any], key: str, expected: type | tuple[type, ...], path
     wants_bool = expected is bool or (isinstance(expected, tuple) and bool in expected)
     if not isinstance(value, expected) or (is_bool and not wants_bool):
         raise InvalidArgument(
-            f"invalid create body: {path} must be {_type_name(expected)}, "
+            f"invalid {request} body: {path} must be {_type_name(expected)}, "
             f"not {type(value).__name__} {value!r}"
         )
     return value
@@ -222,25 +232,66 @@ def _parse_network_mode(host_config: dict[str, Any], networking: dict[str, Any])
     return mode
 
 
-def _parse_memory(host_config: dict[str, Any], options: CreateOptions) -> None:
-    memory = _get(host_config, "Memory", int, "HostConfig.Memory") or 0
+def _parse_memory(
+    host_config: dict[str, Any], options: CreateOptions, request: str = "create"
+) -> None:
+    # A create body nests the fields in HostConfig, an update body has them at the top.
+    prefix = "HostConfig." if request == "create" else ""
+    memory = _get(host_config, "Memory", int, f"{prefix}Memory", request) or 0
     if memory < 0:
         raise InvalidArgument(
-            f"invalid create body: HostConfig.Memory must be 0 (no limit) or a number of "
+            f"invalid {request} body: {prefix}Memory must be 0 (no limit) or a number of "
             f"bytes, not {memory}"
         )
     if 0 < memory < MIN_MEMORY_BYTES:
-        raise InvalidArgument("Minimum memory limit allowed is 6MB (HostConfig.Memory)")
-    swap = _get(host_config, "MemorySwap", int, "HostConfig.MemorySwap") or 0
-    if swap not in (0, -1):
-        # Limitation: swap is never limited, so only the values meaning "docker's default"
-        # (0) and "unlimited" (-1) are accepted.
+        raise InvalidArgument(f"Minimum memory limit allowed is 6MB ({prefix}Memory)")
+    swap = _get(host_config, "MemorySwap", int, f"{prefix}MemorySwap", request) or 0
+    if swap < -1:
         raise InvalidArgument(
-            "invalid create body: HostConfig.MemorySwap is not supported by ketch yet "
-            f"(got {swap}; expected 0 or -1)"
+            f"invalid {request} body: {prefix}MemorySwap must be -1 (unlimited), 0 (default) "
+            f"or a number of bytes, not {swap}"
         )
+    # MemorySwap is memory plus swap, so like docker ketch needs a memory limit below it.
+    if swap > 0 and not memory:
+        raise InvalidArgument(
+            f"You should always set the Memory limit when using Memoryswap limit "
+            f"({prefix}MemorySwap {swap} with no {prefix}Memory)"
+        )
+    if swap > 0 and swap < memory:
+        raise InvalidArgument(
+            f"Minimum memoryswap limit should be larger than memory limit ({prefix}MemorySwap "
+            f"{swap} is below {prefix}Memory {memory})"
+        )
+    if swap > 0 and not swap_limit_supported():
+        # Docker does the same: it warns and limits memory only.
+        options.warnings.append(SWAP_LIMIT_WARNING)
+        swap = 0
+    # NOTE: MemorySwap 0 with a Memory limit leaves swap unlimited, where dockerd sets
+    # twice the memory limit (moby daemon/daemon_unix.go, adaptContainerSettings).
     options.memory = memory
     options.memory_swap = swap
+
+
+# cgroup v1 has the memsw files only when the kernel accounts swap (CONFIG_MEMCG_SWAP, and
+# not booted with swapaccount=0).
+MEMSW_LIMIT_FILE = Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+CGROUP2_CONTROLLERS_FILE = Path("/sys/fs/cgroup/cgroup.controllers")
+SWAP_LIMIT_WARNING = (
+    "Your kernel does not support swap limit capabilities or the cgroup is not mounted. "
+    "Memory limited without swap."
+)
+
+
+def swap_limit_supported() -> bool:
+    """Return whether the host's memory cgroup can limit memory plus swap."""
+    if MEMSW_LIMIT_FILE.exists():
+        return True
+    # NOTE: on cgroup v2 the memory controller is taken to have memory.swap.max, which
+    # is not checked.
+    try:
+        return "memory" in CGROUP2_CONTROLLERS_FILE.read_text().split()
+    except OSError:
+        return False
 
 
 # The CFS period and quota bounds the kernel accepts, in microseconds.
@@ -292,7 +343,7 @@ def parse_resources(host_config: dict[str, Any], prefix: str = "HostConfig") -> 
     """Check the resource fields (memory, CPU, pids) of a HostConfig or an update body and
     return them in a CreateOptions whose other fields are unset."""
     options = CreateOptions(image="")
-    _parse_memory(host_config, options)
+    _parse_memory(host_config, options, "create" if prefix == "HostConfig" else "update")
     _parse_cpu(host_config, options, prefix)
     options.pids_limit = _parse_pids_limit(host_config)
     return options
