@@ -232,6 +232,8 @@ def resources_spec(options: CreateOptions) -> dict[str, Any]:
     resources: dict[str, Any] = {}
     if options.memory:
         resources["memory"] = {"limit": options.memory}
+    if options.memory_swap:
+        resources.setdefault("memory", {})["swap"] = options.memory_swap
     if options.pids_limit:
         resources["pids"] = {"limit": options.pids_limit}
     cpu: dict[str, Any] = {}
