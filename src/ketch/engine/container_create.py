@@ -72,7 +72,7 @@ class ContainerCreation:
         if planned:
             container.network_endpoints = planned
             self._store.save(container)
-        warnings = list(port_warnings)
+        warnings = [*options.warnings, *port_warnings]
         if self.networking is None and options.network_mode in BRIDGE_MODES:
             warnings.append(BRIDGE_WARNING)
         self.emit(container, "create")
