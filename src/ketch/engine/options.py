@@ -266,8 +266,8 @@ def _parse_memory(
         # Docker does the same: it warns and limits memory only.
         options.warnings.append(SWAP_LIMIT_WARNING)
         swap = 0
-    # NOTE: MemorySwap 0 with a Memory limit leaves swap unlimited, where dockerd sets
-    # twice the memory limit (moby daemon/daemon_unix.go, adaptContainerSettings).
+    # NOTE: MemorySwap 0 with a Memory limit leaves swap unlimited. The podman-run man page
+    # gives twice the memory limit as its default, and dockerd may default the same way.
     options.memory = memory
     options.memory_swap = swap
 
