@@ -1,5 +1,9 @@
 """Egress rules for bridge networks, in an nftables table of ketch's own (``ip ketch``).
 
+The tables are named after the ketchd instance: ``ketch`` for the default data root and
+``ketch-<tag>`` for others (see ketch.network.instance), and each instance rewrites only
+its own, so several ketchd instances can share one network namespace.
+
 For each network that is up, the table holds::
 
     chain postrouting   nat, hook postrouting
@@ -125,13 +129,17 @@ def _chain(name: str, hook: str, rules: list[str]) -> list[str]:
     )
 
 
-def render_ruleset(networks: list[Network], port_rules: list[PortRule] | None = None) -> str:
-    """Return the nft script that replaces ketch's tables with the rules of ``networks`` and
-    of the ``port_rules`` on them. With no networks, the script deletes the tables."""
+def render_ruleset(
+    networks: list[Network],
+    port_rules: list[PortRule] | None = None,
+    table_name: str = TABLE_NAME,
+) -> str:
+    """Return the nft script that replaces the tables named ``table_name`` with the rules of
+    ``networks`` and of the ``port_rules`` on them. With no networks, it deletes the tables."""
     bridges = {network.id: network.bridge for network in networks}
     port_rules = [rule for rule in port_rules or [] if rule.network_id in bridges]
-    table = f"table {TABLE_FAMILY} {TABLE_NAME}"
-    bridge_table = f"table {BRIDGE_TABLE_FAMILY} {TABLE_NAME}"
+    table = f"table {TABLE_FAMILY} {table_name}"
+    bridge_table = f"table {BRIDGE_TABLE_FAMILY} {table_name}"
     # Declaring a table first makes its delete valid when the table does not exist.
     lines = [f"{table} {{}}", f"delete {table}", f"{bridge_table} {{}}", f"delete {bridge_table}"]
     if not networks:
@@ -172,8 +180,10 @@ class Firewall:
         nft: str | None = None,
         ip_forward_path: Path = IP_FORWARD_PATH,
         interface_sysctl_root: Path = INTERFACE_SYSCTL_ROOT,
+        table_name: str = TABLE_NAME,
     ) -> None:
         self._nft = nft or shutil.which("nft") or "/usr/sbin/nft"
+        self.table_name = table_name
         self._ip_forward_path = ip_forward_path
         self._interface_sysctl_root = interface_sysctl_root
         self._networks: dict[str, Network] = {}
@@ -244,7 +254,7 @@ class Firewall:
 
     async def _apply(self) -> None:
         port_rules = [rule for rules in self._port_rules.values() for rule in rules]
-        script = render_ruleset(list(self._networks.values()), port_rules)
+        script = render_ruleset(list(self._networks.values()), port_rules, self.table_name)
         try:
             process = await asyncio.create_subprocess_exec(
                 self._nft,
