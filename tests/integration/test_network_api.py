@@ -84,10 +84,10 @@ def test_network_list_and_filters(
     assert client.networks.list(names=["nothing-like-this"]) == []
 
 
-def test_network_default_bridge_options(client: docker.DockerClient) -> None:
+def test_network_default_bridge_options(client: docker.DockerClient, daemon: KetchDaemon) -> None:
     options = client.networks.get("bridge").attrs["Options"]
     assert options["com.docker.network.bridge.default_bridge"] == "true"
-    assert options["com.docker.network.bridge.name"] == "ketch0"
+    assert options["com.docker.network.bridge.name"] == daemon.instance.default_bridge
 
 
 def test_network_name_filter_not_regex(

@@ -18,7 +18,9 @@ def _links(daemon: KetchDaemon) -> str:
 
 def _bridge_subnet(daemon: KetchDaemon) -> ipaddress.IPv4Network:
     output = subprocess.run(
-        daemon.namespace.command(["ip", "-o", "-4", "addr", "show", "ketch0"]),
+        daemon.namespace.command(
+            ["ip", "-o", "-4", "addr", "show", daemon.instance.default_bridge]
+        ),
         capture_output=True,
         text=True,
         check=True,

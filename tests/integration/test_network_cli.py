@@ -37,7 +37,7 @@ def cli(request: pytest.FixtureRequest, daemon: KetchDaemon) -> Iterator[Runner]
 def assert_nothing_left(daemon: KetchDaemon) -> None:
     """Check that only lo and the default bridge remain, with no namespace pinned."""
     names = [line.split(":")[1].strip().split("@")[0] for line in _links(daemon).splitlines()]
-    assert sorted(names) == ["ketch0", "lo"]
+    assert sorted(names) == sorted([daemon.instance.default_bridge, "lo"])
     assert list((daemon.exec_root / "netns").glob("*")) == []
     with open("/proc/self/mountinfo") as mountinfo:
         assert str(daemon.exec_root / "netns") not in mountinfo.read()

@@ -38,10 +38,11 @@ INTERNAL = Network(
 )
 
 
-def _table(namespace: NetworkNamespace) -> list[dict] | None:
-    """Return the rules of ``ip ketch`` in the namespace as nft's JSON, or None without it."""
+def _table(namespace: NetworkNamespace, name: str = "ketch") -> list[dict] | None:
+    """Return the rules of table ``ip <name>`` in the namespace as nft's JSON, or None
+    without it."""
     listed = subprocess.run(
-        namespace.command(["nft", "-j", "list", "table", "ip", "ketch"]),
+        namespace.command(["nft", "-j", "list", "table", "ip", name]),
         capture_output=True,
         text=True,
     )
@@ -123,14 +124,16 @@ def test_ketchd_masquerades_bridge(daemon: KetchDaemon) -> None:
     result = daemon.ketch("run", "--rm", "busybox", "true")
     assert result.returncode == 0, result.stderr
     address = subprocess.run(
-        daemon.namespace.command(["ip", "-o", "-4", "addr", "show", "ketch0"]),
+        daemon.namespace.command(
+            ["ip", "-o", "-4", "addr", "show", daemon.instance.default_bridge]
+        ),
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()[3]
     subnet = str(ipaddress.IPv4Interface(address).network)
 
-    rules = _table(daemon.namespace)
+    rules = _table(daemon.namespace, daemon.instance.table_name)
     assert rules is not None
     assert subnet in _masqueraded_subnets(rules)
     forwarding = subprocess.run(
@@ -145,13 +148,13 @@ def test_ketchd_masquerades_bridge(daemon: KetchDaemon) -> None:
 def test_ketchd_network_rules_follow_network(daemon: KetchDaemon) -> None:
     created = daemon.docker("network", "create", "--subnet", "10.210.0.0/24", "egress-net")
     assert created.returncode == 0, created.stderr
-    rules = _table(daemon.namespace)
+    rules = _table(daemon.namespace, daemon.instance.table_name)
     assert rules is not None
     assert "10.210.0.0/24" in _masqueraded_subnets(rules)
 
     removed = daemon.docker("network", "rm", "egress-net")
     assert removed.returncode == 0, removed.stderr
-    rules = _table(daemon.namespace) or []
+    rules = _table(daemon.namespace, daemon.instance.table_name) or []
     assert "10.210.0.0/24" not in _masqueraded_subnets(rules)
 
 
@@ -161,7 +164,7 @@ def test_ketchd_internal_network_drops(daemon: KetchDaemon) -> None:
     )
     assert created.returncode == 0, created.stderr
     try:
-        rules = _table(daemon.namespace)
+        rules = _table(daemon.namespace, daemon.instance.table_name)
         assert rules is not None
         assert "10.211.0.0/24" not in _masqueraded_subnets(rules)
         comments = [rule.get("comment") for rule in rules]

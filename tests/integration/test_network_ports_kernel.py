@@ -29,7 +29,7 @@ def daemon() -> Iterator[KetchDaemon]:
 
 def _dnat_rules(daemon: KetchDaemon) -> list[str]:
     listed = subprocess.run(
-        daemon.namespace.command(["nft", "list", "table", "ip", "ketch"]),
+        daemon.namespace.command(["nft", "list", "table", "ip", daemon.instance.table_name]),
         capture_output=True,
         text=True,
     )

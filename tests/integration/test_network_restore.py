@@ -37,13 +37,13 @@ def add_leftover_links(daemon: KetchDaemon) -> None:
     """Make a bridge and a veth marked as ketch's, as a crash between deleting a record
     and deleting its link would leave them."""
     in_namespace(daemon, "ip", "link", "add", "br-leftover", "type", "bridge")
-    in_namespace(
-        daemon, "ip", "link", "set", "br-leftover", "alias", "ketch network " + FAKE_NETWORK_ID
-    )
+    tag = daemon.instance.tag
+    bridge_alias = f"ketch network {tag} {FAKE_NETWORK_ID}"
+    in_namespace(daemon, "ip", "link", "set", "br-leftover", "alias", bridge_alias)
     in_namespace(
         daemon, "ip", "link", "add", "vleftover", "type", "veth", "peer", "name", "kleftover"
     )
-    alias = f"ketch endpoint {FAKE_CONTAINER_ID} {FAKE_NETWORK_ID}"
+    alias = f"ketch endpoint {tag} {FAKE_CONTAINER_ID} {FAKE_NETWORK_ID}"
     in_namespace(daemon, "ip", "link", "set", "vleftover", "alias", alias)
 
 
@@ -98,17 +98,18 @@ def test_restore_keeps_networking_and_removes_leftovers(daemon: KetchDaemon) -> 
 def add_leftover_rules(daemon: KetchDaemon) -> None:
     """Add rules of a network that has no record to ketch's tables, as a crash between
     deleting a network's record and rewriting the tables would leave them."""
+    table = daemon.instance.table_name
     in_namespace(
-        daemon, "nft", "add", "rule", "ip", "ketch", "postrouting",
+        daemon, "nft", "add", "rule", "ip", table, "postrouting",
         "ip", "saddr", "10.199.0.0/24", "masquerade",
     )  # fmt: skip
-    in_namespace(daemon, "nft", "add", "table", "bridge", "ketch")
+    in_namespace(daemon, "nft", "add", "table", "bridge", table)
     in_namespace(
-        daemon, "nft", "add", "chain", "bridge", "ketch", "forward",
+        daemon, "nft", "add", "chain", "bridge", table, "forward",
         "{ type filter hook forward priority filter; }",
     )  # fmt: skip
     in_namespace(
-        daemon, "nft", "add", "rule", "bridge", "ketch", "forward",
+        daemon, "nft", "add", "rule", "bridge", table, "forward",
         "ip", "saddr", "10.199.0.0/24", "drop",
     )  # fmt: skip
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ketch.engine.config import DEFAULT_DATA_ROOT
+from ketch.network.instance import Instance, instance_for
 from support.cgroups import own_cgroup_directories
 from support.netns import NetworkNamespace, create_namespace, delete_namespace
 from support.registry import start_registry
@@ -52,6 +54,11 @@ class KetchDaemon:
     @property
     def host(self) -> str:
         return f"unix://{self.socket_path}"
+
+    @property
+    def instance(self) -> Instance:
+        """The tag, default bridge and nftables table name that follow from the data root."""
+        return instance_for(self.data_root, DEFAULT_DATA_ROOT)
 
     def ketch(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the ketch CLI against this daemon and capture its output."""
@@ -114,6 +121,32 @@ def push_base_image(namespace: NetworkNamespace, registry_address: str) -> None:
     subprocess.run(namespace.command(command), check=True, capture_output=True, timeout=120)
 
 
+def launch_ketchd(root: Path, namespace: NetworkNamespace, registry_address: str) -> KetchDaemon:
+    """Start ketchd with its roots under ``root`` in ``namespace``, with the registry as its
+    docker.io mirror, and wait until it serves. The namespace and registry stay the caller's."""
+    root.mkdir(parents=True, exist_ok=True)
+    config_path = root / "daemon.json"
+    config_path.write_text(json.dumps({"registry-mirrors": [f"http://{registry_address}"]}))
+    (root / "exec").mkdir(parents=True, exist_ok=True)
+    log_path = root / "ketchd.log"
+    command = [
+        str(VENV_BIN / "ketchd"),
+        "--data-root", str(root / "data"),
+        "--exec-root", str(root / "exec"),
+        "--host", f"unix://{root / 'exec' / 'ketch.sock'}",
+        "--config-file", str(config_path),
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(namespace.command(command), stdout=log, stderr=log)
+    daemon = KetchDaemon(root, namespace, registry_address, process, log_path)
+    try:
+        _wait_for_socket(daemon)
+    except BaseException:
+        stop_ketchd(daemon)
+        raise
+    return daemon
+
+
 def start_daemon(root: Path) -> KetchDaemon:
     root.mkdir(parents=True, exist_ok=True)
     namespace = create_namespace("ketch-e2e")
@@ -121,22 +154,8 @@ def start_daemon(root: Path) -> KetchDaemon:
     try:
         registry = start_registry(root / "registry", netns=namespace.name)
         push_base_image(namespace, registry.address)
-        config_path = root / "daemon.json"
-        config_path.write_text(json.dumps({"registry-mirrors": [f"http://{registry.address}"]}))
-        (root / "exec").mkdir(parents=True, exist_ok=True)
-        log_path = root / "ketchd.log"
-        command = [
-            str(VENV_BIN / "ketchd"),
-            "--data-root", str(root / "data"),
-            "--exec-root", str(root / "exec"),
-            "--host", f"unix://{root / 'exec' / 'ketch.sock'}",
-            "--config-file", str(config_path),
-        ]  # fmt: skip
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(namespace.command(command), stdout=log, stderr=log)
-        daemon = KetchDaemon(root, namespace, registry.address, process, log_path)
+        daemon = launch_ketchd(root, namespace, registry.address)
         daemon.registry = registry  # type: ignore[attr-defined]
-        _wait_for_socket(daemon)
         return daemon
     except BaseException:
         if registry is not None:
@@ -198,7 +217,9 @@ def _remove_container_cgroups(container_ids: set[str]) -> None:
                 pass
 
 
-def stop_daemon(daemon: KetchDaemon) -> None:
+def stop_ketchd(daemon: KetchDaemon) -> None:
+    """Remove the daemon's containers, stop ketchd and its supervisor, and remove what they
+    left: mounts under its root and its containers' cgroups."""
     try:
         if daemon.process.poll() is None:
             _remove_containers(daemon)
@@ -206,9 +227,15 @@ def stop_daemon(daemon: KetchDaemon) -> None:
         _stop_pid(daemon.process.pid)
         daemon.process.wait(timeout=15)
         _stop_supervisor(daemon.exec_root)
-        daemon.registry.stop()  # type: ignore[attr-defined]
         _unmount_under(daemon.root)
         _remove_container_cgroups(daemon.container_ids)
+
+
+def stop_daemon(daemon: KetchDaemon) -> None:
+    try:
+        stop_ketchd(daemon)
+    finally:
+        daemon.registry.stop()  # type: ignore[attr-defined]
         delete_namespace(daemon.namespace)
 
 

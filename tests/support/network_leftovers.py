@@ -92,11 +92,13 @@ def _link_leftovers(daemon: KetchDaemon, accounted: Accounted) -> list[str]:
     leftovers = []
     for link in json.loads(_output(daemon, ["ip", "-j", "link"]) or "[]"):
         alias = link.get("ifalias", "")
+        # An alias may start with the instance's tag, so the ids are its last fields.
         if alias.startswith(BRIDGE_ALIAS_PREFIX):
-            if alias.removeprefix(BRIDGE_ALIAS_PREFIX) not in accounted.networks:
+            network_id = alias.split(" ")[-1]
+            if network_id not in accounted.networks:
                 leftovers.append(f"bridge {link['ifname']} of a removed network")
         elif alias.startswith(VETH_ALIAS_PREFIX):
-            container_id, _, network_id = alias.removeprefix(VETH_ALIAS_PREFIX).partition(" ")
+            container_id, network_id = alias.split(" ")[-2:]
             if container_id not in accounted.running or network_id not in accounted.networks:
                 leftovers.append(f"veth {link['ifname']} ({alias})")
     return leftovers
@@ -109,8 +111,9 @@ def _namespace_leftovers(daemon: KetchDaemon, accounted: Accounted) -> list[str]
 
 
 def _rule_leftovers(daemon: KetchDaemon, accounted: Accounted) -> list[str]:
-    rules = _output(daemon, ["nft", "list", "table", "ip", "ketch"])
-    rules += _output(daemon, ["nft", "list", "table", "bridge", "ketch"])
+    table = daemon.instance.table_name
+    rules = _output(daemon, ["nft", "list", "table", "ip", table])
+    rules += _output(daemon, ["nft", "list", "table", "bridge", table])
     leftovers = []
     for subnet in sorted(set(SUBNET_PATTERN.findall(rules))):
         if subnet not in accounted.subnets and not ipaddress.ip_network(subnet).is_loopback:

@@ -4,7 +4,7 @@ The file (default ``/etc/ketch/daemon.json``) takes dockerd's keys for what ketc
 supports: ``data-root``, ``exec-root``, ``hosts``, ``registry-mirrors``,
 ``insecure-registries``, ``log-driver``, ``log-opts``, ``init``, ``init-path``,
 ``default-ulimits``, ``live-restore``, ``dns``, ``dns-search``, ``dns-opts``,
-``userland-proxy`` and ``debug``. Containers always outlive ketchd, because the
+``userland-proxy``, ``bridge`` and ``debug``. Containers always outlive ketchd, because the
 supervisor runs them, so ``live-restore`` false only logs that it is ignored. An unknown
 key is an error naming it, and, as with dockerd, so is a setting given both as a flag and
 in the file. A missing file is fine unless ``--config-file`` named it.
@@ -24,6 +24,7 @@ import ketch
 from ketch.engine.hostconfig import clamp_default_ulimits
 from ketch.engine.logopts import DEFAULT_LOG_OPTS, LOG_DRIVER, check_log_driver, check_log_opts
 from ketch.errors import InvalidArgument
+from ketch.network.instance import check_bridge_name
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "dns-search": ("dns_search", list),
     "dns-opts": ("dns_options", list),
     "userland-proxy": ("userland_proxy", bool),
+    "bridge": ("bridge", str),
 }
 
 
@@ -86,6 +88,9 @@ class DaemonConfig:
     host_resolv_conf: Path = Path("/etc/resolv.conf")
     # False: published ports are dnat rules in the kernel instead of proxies in ketchd.
     userland_proxy: bool = True
+    # The default network's bridge. None means ketch0 for the default data root and a name
+    # derived from the data root otherwise (see ketch.network.instance).
+    bridge: str | None = None
 
     def socket_paths(self) -> list[Path]:
         return [socket_path(host) for host in self.hosts if not host.startswith("tcp://")]
@@ -201,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BOOL",
         help="forward published ports with a proxy in ketchd (true, the default) or with "
         "nftables dnat rules (false)",
+    )
+    parser.add_argument(
+        "-b",
+        "--bridge",
+        help="interface name of the default network's bridge, made if missing (default: "
+        "ketch0 for the default data root, a name derived from the data root otherwise)",
     )
     parser.add_argument(
         "-D", "--debug", action="store_const", const=True, help="log at debug level"
@@ -417,6 +428,7 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     config.dns_search = [_check_dns_word(word, "dns-search") for word in merged["dns_search"] or []]
     config.dns_options = [_check_dns_word(word, "dns-opts") for word in merged["dns_options"] or []]
     config.userland_proxy = merged["userland_proxy"] is not False
+    config.bridge = check_bridge_name(merged["bridge"]) if merged["bridge"] else None
     config.socket_paths()  # checks every unix host
     _check_tcp_security(config)
     return config

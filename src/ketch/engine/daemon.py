@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import ketch
-from ketch.engine.config import DaemonConfig, load_config
+from ketch.engine.config import DEFAULT_DATA_ROOT, DaemonConfig, load_config
 from ketch.engine.dnsnames import attach_name_server
 from ketch.engine.engine import Engine
 from ketch.engine.networking import ContainerNetworking
 from ketch.engine.resolvconf import DnsSettings
 from ketch.errors import Conflict, KetchError, SystemFailure
 from ketch.network.firewall import Firewall
+from ketch.network.instance import instance_for
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +156,10 @@ async def run(config: DaemonConfig) -> None:
         engine.containers.default_init = config.init
         engine.containers.init_path = config.init_path
         engine.containers.default_ulimits = config.default_ulimits
-        networking = ContainerNetworking(db, config.exec_root)
+        instance = instance_for(config.data_root, DEFAULT_DATA_ROOT, config.bridge)
+        networking = ContainerNetworking(db, config.exec_root, instance)
         engine.containers.networking = networking
-        firewall = Firewall()
+        firewall = Firewall(table_name=instance.table_name)
         networking.services.append(firewall)
         if not config.userland_proxy:
             engine.ports.kernel_rules = firewall

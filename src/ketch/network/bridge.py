@@ -1,7 +1,8 @@
 """The bridge driver: the default ``bridge`` network, user-defined networks, and the
 endpoints of containers on them.
 
-A network is a record and a Linux bridge: ``ketch0`` for ``bridge``, ``br-<id[:12]>`` for
+A network is a record and a Linux bridge: the instance's default bridge (``ketch0`` for
+the default data root, see ketch.network.instance) for ``bridge``, ``br-<id[:12]>`` for
 user-defined ones unless the ``com.docker.network.bridge.name`` option names another. The
 record is written before the bridge is made, so a crash in between leaves a record whose
 bridge the next start makes, never a bridge that nothing names.
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from ketch.errors import Conflict, Forbidden, NotFound
 from ketch.network import ipam, links
+from ketch.network.instance import Instance, instance_tag
 from ketch.network.namespaces import create_namespace, is_pinned, remove_namespace
 from ketch.network.services import NetworkService, notify_down, notify_up
 from ketch.network.store import DEFAULT_MTU, Endpoint, Network, NetworkStore
@@ -39,7 +41,6 @@ from ketch.network.store import DEFAULT_MTU, Endpoint, Network, NetworkStore
 logger = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "bridge"
-DEFAULT_BRIDGE = "ketch0"
 
 # Options of docker's bridge driver that a network create may set.
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
@@ -48,8 +49,9 @@ ICC_OPTION = "com.docker.network.bridge.enable_icc"
 
 
 # Link aliases (ifalias) that mark the engine's own links, so that a start can find and
-# delete the ones that no record names any more: "<prefix><network id>" on a bridge and
-# "<prefix><container id> <network id>" on the host end of a veth.
+# delete the ones that no record names any more: "<prefix><tag> <network id>" on a bridge
+# and "<prefix><tag> <container id> <network id>" on the host end of a veth, where the tag
+# is the instance's. Aliases made before tags existed lack the "<tag> " part.
 BRIDGE_ALIAS_PREFIX = "ketch network "
 VETH_ALIAS_PREFIX = "ketch endpoint "
 
@@ -58,6 +60,28 @@ def _now() -> str:
     # RFC 3339 in UTC with nanoseconds, the form of the Engine API's timestamps.
     seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanoseconds:09d}Z"
+
+
+def is_own_leftover(
+    fields: list[str],
+    tag: str,
+    recorded: set[tuple[str, ...]],
+    key_size: int,
+    recorded_containers: frozenset[str] = frozenset(),
+) -> bool:
+    """Tell whether a link is this instance's and no record names it.
+
+    ``fields`` is the link's alias after its prefix, split at spaces, and a record's key is
+    ``key_size`` fields long: the network id of a bridge, or the container and network id
+    of a veth. An untagged alias, made before tags existed, counts as this instance's only
+    when its container is in ``recorded_containers``. So links of other instances, and
+    untagged bridges, are never leftovers, because another instance may own them.
+    """
+    if len(fields) == key_size + 1:
+        return fields[0] == tag and tuple(fields[1:]) not in recorded
+    if len(fields) == key_size and fields[0] in recorded_containers:
+        return tuple(fields) not in recorded
+    return False
 
 
 def veth_name(container_id: str, network_id: str) -> str:
@@ -101,9 +125,13 @@ class BridgeDriver:
     and namespace work, which blocks, runs on worker threads.
     """
 
-    def __init__(self, store: NetworkStore, namespace_root: Path) -> None:
+    def __init__(
+        self, store: NetworkStore, namespace_root: Path, instance: Instance | None = None
+    ) -> None:
         self.store = store
         self._namespace_root = namespace_root
+        # Without an instance, the tag comes from the namespace root, unique per engine too.
+        self.instance = instance or Instance(instance_tag(namespace_root))
         self.services: list[NetworkService] = []
         # Ids of networks whose bridge this process has brought up and announced.
         self._up: set[str] = set()
@@ -126,6 +154,8 @@ class BridgeDriver:
         await self.bring_up(network)
         return network
 
+    # NOTE: a recorded ``bridge`` network keeps the bridge it was made with, so a changed
+    # ``bridge`` setting, or a data root whose record predates instance names, is not applied.
     async def _record_default(self) -> Network:
         subnet = ipam.choose_subnet(await self._taken_subnets())
         network = Network(
@@ -134,8 +164,8 @@ class BridgeDriver:
             driver="bridge",
             subnet=subnet,
             gateway=ipam.gateway_address(subnet),
-            bridge=DEFAULT_BRIDGE,
-            options={BRIDGE_NAME_OPTION: DEFAULT_BRIDGE},
+            bridge=self.instance.default_bridge,
+            options={BRIDGE_NAME_OPTION: self.instance.default_bridge},
             created=_now(),
         )
         self.store.add_network(network)
@@ -156,9 +186,8 @@ class BridgeDriver:
             self._up.add(network.id)
             await notify_up(self.services, network)
 
-    @staticmethod
-    def _ensure_bridge(network: Network) -> None:
-        alias = BRIDGE_ALIAS_PREFIX + network.id
+    def _ensure_bridge(self, network: Network) -> None:
+        alias = f"{BRIDGE_ALIAS_PREFIX}{self.instance.tag} {network.id}"
         links.ensure_bridge(network.bridge, network.gateway, network.subnet, network.mtu, alias)
 
     async def remove_leftover_links(self) -> None:
@@ -169,17 +198,22 @@ class BridgeDriver:
             await self._remove_leftover_links()
 
     async def _remove_leftover_links(self) -> None:
-        networks = {n.id for n in self.store.networks()}
-        endpoints = {(e.container_id, e.network_id) for e in self.store.endpoints()}
+        tag = self.instance.tag
+        networks: set[tuple[str, ...]] = {(n.id,) for n in self.store.networks()}
+        endpoints: set[tuple[str, ...]] = {
+            (e.container_id, e.network_id) for e in self.store.endpoints()
+        }
+        containers = frozenset(key[0] for key in endpoints)
         bridges = await asyncio.to_thread(links.owned_links, BRIDGE_ALIAS_PREFIX)
         for name, alias in bridges.items():
-            if alias.removeprefix(BRIDGE_ALIAS_PREFIX) not in networks:
+            fields = alias.removeprefix(BRIDGE_ALIAS_PREFIX).split(" ")
+            if is_own_leftover(fields, tag, networks, key_size=1):
                 logger.warning("deleting bridge %s of a removed network", name)
                 await asyncio.to_thread(links.delete_link, name)
         veths = await asyncio.to_thread(links.owned_links, VETH_ALIAS_PREFIX)
         for name, alias in veths.items():
-            key = tuple(alias.removeprefix(VETH_ALIAS_PREFIX).split(" "))
-            if key not in endpoints:
+            fields = alias.removeprefix(VETH_ALIAS_PREFIX).split(" ")
+            if is_own_leftover(fields, tag, endpoints, key_size=2, recorded_containers=containers):
                 logger.warning("deleting veth %s of a removed endpoint", name)
                 await asyncio.to_thread(links.delete_link, name)
 
@@ -354,10 +388,10 @@ class BridgeDriver:
             raise Conflict(f"Address already in use: {address} on network {network.name}")
         return address
 
-    @staticmethod
-    def _wire(endpoint: Endpoint, network: Network, namespace: Path) -> None:
+    def _wire(self, endpoint: Endpoint, network: Network, namespace: Path) -> None:
         peer = _peer_name(endpoint.container_id, endpoint.network_id)
-        alias = f"{VETH_ALIAS_PREFIX}{endpoint.container_id} {endpoint.network_id}"
+        tag = self.instance.tag
+        alias = f"{VETH_ALIAS_PREFIX}{tag} {endpoint.container_id} {endpoint.network_id}"
         links.add_veth(endpoint.veth, peer, network.bridge, namespace, network.mtu, alias)
         config = links.InterfaceConfig(
             name=endpoint.interface,
