@@ -109,3 +109,25 @@ def test_update_swap_below_memory(daemon: KetchDaemon, swap_limited: str) -> Non
     result = daemon.docker("update", "--memory", "64m", "--memory-swap", "48m", "swap")
     assert result.returncode != 0
     assert "memoryswap limit should be larger than memory limit" in result.stderr
+
+
+def rootfs_tarball() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        member = tarfile.TarInfo("hello.txt")
+        member.size = 6
+        tar.addfile(member, io.BytesIO(b"hello\n"))
+    return buffer.getvalue()
+
+
+def test_import_twice_new_ids(client: docker.DockerClient) -> None:
+    data = rootfs_tarball()
+    ids = []
+    try:
+        for tag in ("one", "two"):
+            client.api.import_image_from_data(data, repository="trial/imported", tag=tag)
+            ids.append(client.images.get(f"trial/imported:{tag}").id)
+    finally:
+        for tag in ("one", "two"):
+            client.api.remove_image(f"trial/imported:{tag}", force=True)
+    assert ids[0] != ids[1]

@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ class ImageFiles:
             blob = directory / "rootfs.tar"
             await asyncio.to_thread(_copy_stream, stream, blob)
             diff_id = await asyncio.to_thread(_plain_digest, blob)
-            created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            created = _created_now()
             platform = host_platform()
             config: dict[str, Any] = {
                 "architecture": platform.architecture,
@@ -371,3 +372,14 @@ def _decompress_to(blob: Path, destination: Path, diff_id: str) -> None:
             f"layer blob {blob.name} does not decompress to its diff ID {diff_id}; "
             "pull the image again"
         )
+
+
+def _created_now() -> str:
+    """Return the time now in RFC 3339 with nanoseconds, as docker stamps an import.
+
+    The time is part of the config and so of the image ID, which makes two imports of the
+    same tarball two images.
+    """
+    now_ns = time.time_ns()
+    seconds = datetime.fromtimestamp(now_ns // 1_000_000_000, UTC)
+    return f"{seconds:%Y-%m-%dT%H:%M:%S}.{now_ns % 1_000_000_000:09d}Z"
