@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -177,6 +178,56 @@ def test_daemon_create_unknown_image_404(daemon: Daemon) -> None:
     reply = request(daemon.socket_path, "POST", "/containers/create?name=kept", body)
     assert reply.status == 404
     assert reply.json()["message"] == "No such image: busybox:latest"
+
+
+# The network table as the first schema made it, before columns such as ``created``.
+FIRST_NETWORK_SCHEMA = """
+CREATE TABLE network_networks (
+    id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, driver TEXT NOT NULL,
+    subnet TEXT NOT NULL, gateway TEXT NOT NULL, bridge TEXT NOT NULL
+);
+"""
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
+def test_daemon_old_database_network_ls(namespace: NetworkNamespace, tmp_path: Path) -> None:
+    root = Path(tempfile.mkdtemp(prefix="ketchd-", dir="/tmp"))
+    (root / "data").mkdir()
+    db = sqlite3.connect(root / "data" / "ketch.db")
+    db.executescript(FIRST_NETWORK_SCHEMA)
+    row = ("a" * 64, "old", "bridge", "10.213.0.0/24", "10.213.0.1", "br-aaaaaaaaaaaa")
+    db.execute("INSERT INTO network_networks VALUES (?, ?, ?, ?, ?, ?)", row)
+    db.commit()
+    db.close()
+    with open(root / "ketchd.log", "wb") as log:
+        process = subprocess.Popen(namespace.command(ketchd_command(root)), stdout=log, stderr=log)
+    running = Daemon(root, namespace, process)
+    try:
+        _wait_ready(running)
+        env = dict(
+            os.environ,
+            DOCKER_HOST=f"unix://{running.socket_path}",
+            DOCKER_CONFIG=str(tmp_path / "docker"),
+        )
+        listed = subprocess.run(
+            ["docker", "network", "ls", "--format", "{{.Name}} {{.CreatedAt}}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert listed.returncode == 0, listed.stderr
+        created = dict(line.split(" ", 1) for line in listed.stdout.splitlines())
+        assert created["old"].startswith("20")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        _stop_pid_file(root / "exec" / "supervisor.pid")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_daemon_bad_config_exits_1(namespace: NetworkNamespace, tmp_path: Path) -> None:
