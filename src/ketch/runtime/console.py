@@ -21,14 +21,20 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
-import socket
 import struct
 import termios
-import tty
-from pathlib import Path
 
 from ketch.errors import NotFound, SystemFailure
+from ketch.runtime import signals, sockets
+
+# False at run time, so that this module does not import typing or pathlib. Type checkers
+# take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from pathlib import Path
+
+    from ketch.runtime.sockets import Socket
 
 # ioctl requests from <asm-generic/ioctls.h> that Python's termios does not name.
 TIOCSPTLCK = 0x40045431  # lock or unlock the slave of a pty master
@@ -37,9 +43,9 @@ TIOCGPTPEER = 0x5441  # open the slave of a pty master (Linux 4.13), given open 
 PTY_NAME = b"/dev/ptmx"
 
 
-def connect(path: Path) -> socket.socket:
+def connect(path: Path) -> Socket:
     """Connect to the caller's console socket; done in the parent, before the fork."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = sockets.new_socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
     try:
         sock.connect(str(path))
     except FileNotFoundError:
@@ -51,9 +57,7 @@ def connect(path: Path) -> socket.socket:
     return sock
 
 
-def set_up_terminal(
-    console: socket.socket, uid: int, gid: int, size: tuple[int, int] | None
-) -> None:
+def set_up_terminal(console: Socket, uid: int, gid: int, size: tuple[int, int] | None) -> None:
     """In the init: make the pty, send its master, and take its slave as 0, 1, 2 and
     the controlling terminal. The init must be a session leader."""
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
@@ -62,7 +66,7 @@ def set_up_terminal(
         slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
         if size is not None:
             set_window_size(master, *size)
-        socket.send_fds(console, [PTY_NAME], [master])
+        sockets.send_fds(console, PTY_NAME, [master])
     finally:
         os.close(master)
     # The process may run as another user and must be able to reopen its terminal.
@@ -76,6 +80,8 @@ def set_up_terminal(
 
 def receive_master(listener: socket.socket) -> int:
     """Accept the init's connection on ``listener`` and return the pty master it sends."""
+    import socket
+
     connection, _ = listener.accept()
     with connection:
         _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
@@ -95,17 +101,19 @@ def proxy_terminal(master: int, stdin: int = 0, stdout: int = 1) -> None:
     The window size of ``stdin``'s terminal is copied to the pty at the start and on
     every SIGWINCH.
     """
+    import tty
+
     saved_mode = None
     if os.isatty(stdin):
         saved_mode = termios.tcgetattr(stdin)
         tty.setraw(stdin)
         _copy_window_size(stdin, master)
-        signal.signal(signal.SIGWINCH, lambda *_: _copy_window_size(stdin, master))
+        signals.set_handler(signals.SIGWINCH, lambda *_: _copy_window_size(stdin, master))
     try:
         _copy_until_closed(master, stdin, stdout)
     finally:
         if saved_mode is not None:
-            signal.signal(signal.SIGWINCH, signal.SIG_DFL)
+            signals.set_handler(signals.SIGWINCH, signals.SIG_DFL)
             termios.tcsetattr(stdin, termios.TCSADRAIN, saved_mode)
 
 

@@ -7,18 +7,14 @@ the rootfs code and the config parser.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import signal
-import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
 from ketch.linux import syscalls
-from ketch.runtime import console, hooks, init, rootfs, seccomp, state, sync
+from ketch.runtime import console, hooks, init, rootfs, seccomp, signals, state, sync
 from ketch.runtime.cgroups import CgroupManager, manager_for
 from ketch.runtime.config import Spec, load_spec
 from ketch.runtime.lazylog import LazyLogger
@@ -28,9 +24,11 @@ from ketch.runtime.lifecycle import reap, wait_until_empty
 # pays for what it imports. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
     from ketch.runtime.lifecycle import Runtime
+    from ketch.runtime.sockets import Socket
 
 log = LazyLogger(__name__)
 
@@ -98,8 +96,7 @@ def create_container(
         # Undo in reverse: the init, then its cgroups and the state directory.
         if pid:
             # The init is this process's child, so no other process will reap it.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            _kill_if_alive(pid)
             reap(pid)
         _undo_create(directory, cgroups.manager if cgroups.created else None, runtime.kill_timeout)
         if isinstance(error, OSError):
@@ -206,7 +203,7 @@ def _fork_init(
     directory: Path,
     namespace_fds: dict[str, int],
     stdio: tuple[int, int, int] | None,
-    console_connection: socket.socket | None,
+    console_connection: Socket | None,
     timeout: float,
     *,
     preserve_fds: int,
@@ -248,15 +245,17 @@ def _fork_init(
         init.run_init(context)
     child_end.close()
     os.close(fifo_fd)
-    with parent_end:
+    try:
         _collect_init(parent_end, pid, timeout, container_id, cgroups, run_runtime_hooks)
+    finally:
+        parent_end.close()
     return pid
 
 
 def _fork_in_user_namespace(
     context: init.InitContext,
     namespace_fds: dict[str, int],
-    parent_end: socket.socket,
+    parent_end: Socket,
     timeout: float,
     cgroups: _ContainerCgroups,
 ) -> int:
@@ -278,13 +277,19 @@ def _fork_in_user_namespace(
     )
 
 
+def _kill_if_alive(pid: int) -> None:
+    try:
+        os.kill(pid, signals.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _undo_create(directory: Path, cgroups: CgroupManager | None, kill_timeout: float) -> None:
     if cgroups is not None:
         try:
             # Anything left in the cgroups was started by this create.
             for pid in cgroups.processes():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                _kill_if_alive(pid)
             wait_until_empty(cgroups, kill_timeout)
             cgroups.destroy()
         except KetchError as error:
@@ -365,7 +370,7 @@ def _restore_pid_namespace(own: int, child: int) -> None:
     try:
         syscalls.setns(own, syscalls.CLONE_NEWPID)
     except OSError as error:
-        os.kill(child, signal.SIGKILL)
+        os.kill(child, signals.SIGKILL)
         reap(child)
         raise SystemFailure(f"cannot return to the caller's pid namespace: {error}") from None
 
@@ -391,8 +396,7 @@ def _collect_init(
         if message["type"] != sync.READY:
             raise SystemFailure(f"create {container_id}: unexpected message {message}")
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(init_pid, signal.SIGKILL)
+        _kill_if_alive(init_pid)
         reap(init_pid)
         raise
 

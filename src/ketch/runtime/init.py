@@ -17,8 +17,6 @@ exec, whatever happens.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 
 from ketch.errors import SystemFailure
 from ketch.linux import syscalls
@@ -31,6 +29,7 @@ from ketch.runtime import (
     process,
     rootfs,
     seccomp,
+    signals,
     sync,
 )
 from ketch.runtime.cgroups import CgroupManager
@@ -43,6 +42,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from ketch.runtime.sockets import Socket
+
 # Joined namespaces, in the order they are entered: the mount namespace last, because
 # entering it changes the root and the working directory. The pid namespace is the
 # parent's to join, for its child.
@@ -54,13 +55,13 @@ class InitContext(Record):
     spec: Spec
     cgroups: CgroupManager
     init_joins_cgroups: bool  # else the parent moves the init into them
-    sync_socket: socket.socket
+    sync_socket: Socket
     exec_fifo_fd: int  # O_PATH descriptor of exec.fifo, opened by the parent
     # Namespace type -> open /proc/<pid>/ns/<type> to join; the parent joins "pid".
     namespace_fds: dict[str, int]
     stdio: tuple[int, int, int] | None
     # Connected console socket when process.terminal is set; see ketch.runtime.console.
-    console: socket.socket | None = None
+    console: Socket | None = None
     preserve_fds: int = 0  # descriptors 3 to 2 + N go to the container's process
     no_pivot: bool = False  # MS_MOVE and chroot in place of pivot_root
     seccomp_filter: seccomp.Filter | None = None
@@ -233,12 +234,12 @@ def reset_signals() -> None:
     The caller's Python handlers would run inside the container's process, and its
     signal.set_wakeup_fd descriptor would wake the caller's event loop.
     """
-    signal.set_wakeup_fd(-1)
-    for number in signal.valid_signals():
-        if number in (signal.SIGKILL, signal.SIGSTOP):
+    signals.stop_wakeup_fd()
+    for number in signals.all_signals():
+        if number in (signals.SIGKILL, signals.SIGSTOP):
             continue
         try:
-            signal.signal(number, signal.SIG_DFL)
+            signals.set_handler(number, signals.SIG_DFL)
         except (OSError, ValueError):
             pass  # signals the kernel reserves (32 and 33, used by glibc)
 
@@ -267,7 +268,7 @@ def _fill_missing_stdio() -> None:
                 os.close(null)
 
 
-def report_error(sync_socket: socket.socket, error: BaseException) -> None:
+def report_error(sync_socket: Socket, error: BaseException) -> None:
     try:
         sync.send_error(sync_socket, error)
     except OSError:

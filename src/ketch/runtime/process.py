@@ -10,12 +10,11 @@ from __future__ import annotations
 import fcntl
 import os
 import resource
-import signal
 import stat
 
 from ketch.errors import Forbidden, NotFound, SystemFailure
 from ketch.linux import syscalls
-from ketch.runtime import capabilities, exechelper, seccomp
+from ketch.runtime import capabilities, exechelper, seccomp, signals
 from ketch.runtime.config import Process, Rlimit
 
 DEFAULT_UMASK = 0o022
@@ -27,7 +26,7 @@ _MAX_FD = 2**31 - 1
 
 # Python ignores SIGPIPE and SIGXFSZ for itself; an ignored signal stays ignored across
 # execve, so the container's programs would not die of a closed pipe.
-_SIGNALS_PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
+_SIGNALS_PYTHON_IGNORES = (signals.SIGPIPE, signals.SIGXFSZ)
 
 
 def apply_rlimits(process: Process) -> None:
@@ -207,8 +206,8 @@ def exec_process(
     ``seccomp_filter`` is loaded last, so that it applies to the exec and the program only.
     """
     for number in _SIGNALS_PYTHON_IGNORES:
-        signal.signal(number, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        signals.set_handler(number, signals.SIG_DFL)
+    signals.unblock_all()
     os.umask(DEFAULT_UMASK if process.user.umask is None else process.user.umask)
     # Every other descriptor of the init is closed here, because the caller's sockets and
     # files came along with the fork. The helper's descriptor is close-on-exec, so the

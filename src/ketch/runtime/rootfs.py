@@ -14,7 +14,6 @@ Runs in the init, inside its new mount namespace, in this order:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from pathlib import Path
@@ -226,7 +225,7 @@ def _bind_host_device(parent: int, name: str, device: Device) -> None:
             f"there is {os.major(info.st_rdev)}:{os.minor(info.st_rdev)}, not "
             f"{device.major}:{device.minor}"
         )
-    with contextlib.suppress(FileExistsError):
+    try:
         os.close(
             os.open(
                 name,
@@ -235,6 +234,8 @@ def _bind_host_device(parent: int, name: str, device: Device) -> None:
                 dir_fd=parent,
             )
         )
+    except FileExistsError:
+        pass
     target = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     try:
         sc.mount(device.path, inroot.fd_path(target), None, sc.MS_BIND)

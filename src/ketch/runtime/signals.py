@@ -1,5 +1,5 @@
 """Parsing signal arguments as runc's kill takes them (9, KILL, SIGKILL, kill), and sending
-signals without importing :mod:`signal`.
+signals and setting their handlers without importing :mod:`signal`.
 
 The names and numbers come from ``_signal``, the C module that :mod:`signal` wraps,
 because importing :mod:`signal` builds its enum classes (with :mod:`enum`, about 3 ms of
@@ -12,12 +12,43 @@ from __future__ import annotations
 
 from ketch.errors import InvalidArgument
 
+# False at run time, so that this module does not import typing. Type checkers take the
+# branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 try:
     import _signal as _signals
 except ImportError:
     import signal as _signals
 
 SIGKILL: int = _signals.SIGKILL
+SIGSTOP: int = _signals.SIGSTOP
+SIGPIPE: int = _signals.SIGPIPE
+SIGXFSZ: int = _signals.SIGXFSZ
+SIGWINCH: int = _signals.SIGWINCH
+SIG_DFL = _signals.SIG_DFL
+
+
+def all_signals() -> set[int]:
+    """Return the numbers of every signal of this system, as plain ints."""
+    return {int(number) for number in _signals.valid_signals()}
+
+
+def set_handler(number: int, handler: Any) -> None:
+    """Set the action for signal ``number``: SIG_DFL, SIG_IGN or a Python callable."""
+    _signals.signal(number, handler)
+
+
+def stop_wakeup_fd() -> None:
+    """Stop writing signal numbers to the descriptor that set_wakeup_fd installed."""
+    _signals.set_wakeup_fd(-1)
+
+
+def unblock_all() -> None:
+    """Clear this thread's signal mask."""
+    _signals.pthread_sigmask(_signals.SIG_SETMASK, [])
 
 
 def pidfd_send_signal(pidfd: int, number: int) -> None:

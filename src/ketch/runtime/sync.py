@@ -32,17 +32,18 @@ fails with SystemFailure.
 
 from __future__ import annotations
 
-import json
 import select
-import socket
 
 from ketch import errors
+from ketch.runtime import json_text, sockets
 
 # False at run time, so that this module does not import typing: every ketch-runc call
 # pays for what it imports. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from ketch.runtime.sockets import Socket
 
 READY = "ready"
 HOOKS = "hooks"
@@ -52,16 +53,16 @@ ERROR = "error"
 _MAX_MESSAGE = 65536
 
 
-def socket_pair() -> tuple[socket.socket, socket.socket]:
+def socket_pair() -> tuple[Socket, Socket]:
     """Return (parent end, init end); both close-on-exec."""
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return sockets.socket_pair(sockets.SOCK_SEQPACKET)
 
 
-def send(sock: socket.socket, message_type: str, **fields: Any) -> None:
-    sock.send(json.dumps({"type": message_type, **fields}).encode())
+def send(sock: Socket, message_type: str, **fields: Any) -> None:
+    sock.send(json_text.dumps({"type": message_type, **fields}).encode())
 
 
-def send_error(sock: socket.socket, error: BaseException) -> None:
+def send_error(sock: Socket, error: BaseException) -> None:
     """Report ``error``; a KetchError keeps its class, anything else is a SystemFailure."""
     if isinstance(error, errors.KetchError):
         kind, message = type(error).__name__, str(error)
@@ -72,7 +73,7 @@ def send_error(sock: socket.socket, error: BaseException) -> None:
     send(sock, ERROR, kind=kind, message=message)
 
 
-def receive(sock: socket.socket, timeout: float) -> dict[str, Any] | None:
+def receive(sock: Socket, timeout: float) -> dict[str, Any] | None:
     """Return the next message, or None at end of file; raise TimeoutError after
     ``timeout`` seconds without one."""
     ready, _, _ = select.select([sock], [], [], timeout)
@@ -81,7 +82,7 @@ def receive(sock: socket.socket, timeout: float) -> dict[str, Any] | None:
     data = sock.recv(_MAX_MESSAGE)
     if not data:
         return None
-    return json.loads(data)
+    return json_text.loads(data.decode())
 
 
 def error_from_message(message: dict[str, Any]) -> errors.KetchError:
