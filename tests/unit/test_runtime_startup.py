@@ -4,6 +4,8 @@ that avoids importing json, and the verbs' import sets."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -233,3 +235,67 @@ def test_parse_signal_accepts(text: str | int, expected: int) -> None:
 def test_parse_signal_rejects(text: str) -> None:
     with pytest.raises(signals.InvalidArgument, match="invalid signal"):
         signals.parse_signal(text)
+
+
+# Modules that create's path (the CLI, the library's create, the init) must not import.
+# pathlib is still imported there, and it brings re and enum with it.
+CREATE_HEAVY_MODULES = (
+    "json",
+    "contextlib",
+    "signal",
+    "socket",
+    "selectors",
+    "logging",
+    "typing",
+    "dataclasses",
+)
+
+
+def test_create_imports() -> None:
+    completed = run_isolated(
+        "from ketch.runtime import cli, cli_quick, create\n"
+        f"print('imported:', *(m for m in {CREATE_HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines()[-1] == "imported:"
+
+
+CPU_LIST_PATTERN = r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*"
+CPU_LISTS = ["0", "0-2", "0-2,4", "1,3,5-7", "10-1", "", ",", "0,", "-1", "0-", "0--2", "a"]
+
+
+@pytest.mark.parametrize("text", [*CPU_LISTS, "0\n", "٣", "²", "0 ,1", "0-2-4"])
+def test_is_cpu_list_matches_pattern(text: str) -> None:
+    import re
+
+    from ketch.runtime import config
+
+    assert config.is_cpu_list(text) == bool(re.fullmatch(CPU_LIST_PATTERN, text))
+
+
+@pytest.mark.parametrize("kind", ["seqpacket", "stream"])
+def test_socket_pair_sends_descriptor(tmp_path: Path, kind: str) -> None:
+    from ketch.runtime import sockets
+
+    kinds = {"seqpacket": sockets.SOCK_SEQPACKET, "stream": sockets.SOCK_STREAM}
+    sender, receiver = sockets.socket_pair(kinds[kind])
+    path = tmp_path / "sent"
+    path.write_text("content")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        sockets.send_fds(sender, b"/dev/ptmx", [fd])
+        data, fds, _, _ = socket.recv_fds(receiver, 1024, 1)  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+        sender.close()
+        receiver.close()
+    assert data == b"/dev/ptmx"
+    assert len(fds) == 1
+    with os.fdopen(fds[0]) as received:
+        assert received.read() == "content"
+
+
+def test_all_signals_are_ints() -> None:
+    numbers = signals.all_signals()
+    assert signals.SIGKILL in numbers
+    assert all(type(number) is int for number in numbers)

@@ -28,9 +28,8 @@ poststop hook is logged as a warning and the remaining hooks still run, as the s
 
 from __future__ import annotations
 
-import json
-
 from ketch.errors import InvalidArgument, SystemFailure
+from ketch.runtime import json_text
 from ketch.runtime.lazylog import LazyLogger
 from ketch.runtime.record import Factory, Record
 
@@ -144,7 +143,7 @@ def run_hook(hook: Hook, state: dict[str, Any], name: str) -> None:
         completed = subprocess.run(
             argv,
             executable=hook.path,
-            input=json.dumps(state).encode(),
+            input=json_text.dumps(state).encode(),
             env=environment,
             capture_output=True,
             timeout=hook.timeout,
