@@ -168,3 +168,25 @@ def test_restarted_instance_keeps_own(instances: list[Running]) -> None:
         assert bridge in link_names(first.daemon.namespace)
     for network in ("bridge", "user"):
         assert "pong" in reply_over(first, network)
+
+
+def test_instance_subnet_of_other_rejected(instances: list[Running]) -> None:
+    _, second = instances
+    result = second.daemon.ketch("network", "create", "--subnet", USER_SUBNETS[0], "clash")
+    assert result.returncode != 0
+    assert USER_SUBNETS[0] in result.stderr
+
+
+def test_instance_port_of_other_rejected(instances: list[Running]) -> None:
+    first, second = instances
+    publish = ("run", "-d", "-p", "127.0.0.1:18080:80", "busybox", "sleep", "1000")
+    owner = ketch_ok(first.daemon, *publish).strip()
+    try:
+        result = second.daemon.ketch(*publish)
+        assert result.returncode != 0
+        assert "18080" in result.stderr
+    finally:
+        first.daemon.ketch("rm", "-f", owner)
+        leftover = second.daemon.ketch("ps", "-aq", "-f", "status=created").stdout.split()
+        if leftover:
+            second.daemon.ketch("rm", "-f", *leftover)
