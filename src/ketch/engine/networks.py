@@ -1,9 +1,10 @@
 """The network operations of the Engine API: create, list, inspect, remove, prune, and
 connect and disconnect of containers, with docker's JSON shapes and messages.
 
-The predefined networks are ``bridge`` (a real bridge, ``ketch0``), ``host`` and ``none``.
-The last two have no record: they are listed and inspected like docker's, with fixed ids,
-and cannot be created, removed or connected to.
+The predefined networks are ``bridge`` (a real bridge, ``ketch0`` for the default data
+root, see ketch.network.instance), ``host`` and ``none``. The last two have no record:
+they are listed and inspected like docker's, with fixed ids, and cannot be created,
+removed or connected to.
 """
 
 from __future__ import annotations
