@@ -3,8 +3,15 @@ untagging of digest references by rmi, memory swap limits and repeated imports."
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import pty
+import select
+import struct
 import tarfile
+import termios
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +19,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from support.daemon import KetchDaemon, docker_ok
+from support.daemon import VENV_BIN, KetchDaemon, docker_ok
 
 
 def exported_names(container: Container) -> list[str]:
@@ -131,3 +138,76 @@ def test_import_twice_new_ids(client: docker.DockerClient) -> None:
         for tag in ("one", "two"):
             client.api.remove_image(f"trial/imported:{tag}", force=True)
     assert ids[0] != ids[1]
+
+
+def read_until_exit(fd: int, timeout: float) -> bytes:
+    output = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break  # EIO: the other side of the pty closed
+        if not data:
+            break
+        output += data
+    return output
+
+
+def run_in_pty(argv: list[str], rows: int, columns: int) -> tuple[int, bytes]:
+    """Run ``argv`` on a new pty of ``rows`` x ``columns``; return its exit status and
+    output."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        os.execv(argv[0], argv)
+    try:
+        output = read_until_exit(fd, timeout=60)
+    finally:
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output
+
+
+def test_exec_tty_size(daemon: KetchDaemon, running: Container) -> None:
+    ketch = str(VENV_BIN / "ketch")
+    argv = [ketch, "-H", daemon.host, "exec", "-it", running.id, "stty", "size"]
+    status, output = run_in_pty(argv, 33, 101)
+    assert status == 0, output
+    assert b"33 101" in output
+
+
+def send_until_output(fd: int, command: bytes, expected: bytes) -> bytes:
+    """Write ``command`` to the pty every half second until ``expected`` is read back."""
+    output = b""
+    deadline = time.monotonic() + 60
+    while expected not in output and time.monotonic() < deadline:
+        os.write(fd, command)
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            output += os.read(fd, 4096)
+    return output
+
+
+def test_exec_tty_resized_on_sigwinch(daemon: KetchDaemon, running: Container) -> None:
+    ketch = str(VENV_BIN / "ketch")
+    argv = [ketch, "-H", daemon.host, "exec", "-it", running.id, "sh"]
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))
+        os.execv(argv[0], argv)
+    try:
+        output = send_until_output(fd, b"stty size\r", b"20 70")
+        # The kernel sends SIGWINCH to the ketch CLI, the pty's foreground process.
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 41, 123, 0, 0))
+        output += send_until_output(fd, b"stty size\r", b"41 123")
+        os.write(fd, b"exit\r")
+        output += read_until_exit(fd, timeout=30)
+    finally:
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    assert b"41 123" in output
+    assert os.waitstatus_to_exitcode(status) == 0, output
