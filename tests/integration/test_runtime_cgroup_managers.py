@@ -58,8 +58,8 @@ def sleeper():
 
 def _directories(manager: CgroupManager) -> list[Path]:
     if isinstance(manager, V1Manager):
-        return list(manager.directories.values())
-    return [manager.directory]
+        return [Path(directory) for directory in manager.directories.values()]
+    return [Path(manager.directory)]
 
 
 def test_create_makes_directories(manager):
@@ -105,19 +105,21 @@ def test_state_round_trip(manager):
 
 def test_bind_sources_are_directories(manager):
     manager.create(Resources())
-    assert [path for _, path in manager.bind_sources()] == _directories(manager)
+    assert [Path(path) for _, path in manager.bind_sources()] == _directories(manager)
 
 
 def test_v1_limits_written():
     manager = _v1(f"ketch-test-{uuid.uuid4().hex[:8]}")
     try:
         manager.create(Resources(pids_limit=9, memory_limit=2**26, cpu_shares=512))
-        assert (manager.directories["pids"] / "pids.max").read_text() == "9\n"
-        assert (manager.directories["memory"] / "memory.limit_in_bytes").read_text() == "67108864\n"
-        assert (manager.directories["cpu"] / "cpu.shares").read_text() == "512\n"
+        assert (Path(manager.directories["pids"]) / "pids.max").read_text() == "9\n"
+        assert (
+            Path(manager.directories["memory"]) / "memory.limit_in_bytes"
+        ).read_text() == "67108864\n"
+        assert (Path(manager.directories["cpu"]) / "cpu.shares").read_text() == "512\n"
     finally:
         manager.destroy()
-        for directory in manager.directories.values():
+        for directory in _directories(manager):
             directory.parent.rmdir()
 
 
@@ -125,11 +127,11 @@ def test_v1_cpuset_inherited():
     manager = _v1(f"ketch-test-{uuid.uuid4().hex[:8]}")
     try:
         manager.create(Resources())
-        cpuset = manager.directories["cpuset"]
+        cpuset = Path(manager.directories["cpuset"])
         assert (cpuset / "cpuset.cpus").read_text() == (cpuset.parent / "cpuset.cpus").read_text()
     finally:
         manager.destroy()
-        for directory in manager.directories.values():
+        for directory in _directories(manager):
             directory.parent.rmdir()
 
 
@@ -140,4 +142,4 @@ def test_v2_missing_controller_leaves_nothing():
         pytest.skip("the v2 hierarchy here has the memory controller")
     with pytest.raises(SystemFailure, match="no memory controller"):
         manager.create(Resources(memory_limit=2**26))
-    assert not manager.directory.parent.exists()
+    assert not Path(manager.directory).parent.exists()

@@ -7,8 +7,6 @@ weight linearly, from the v1 range 2..262144 onto 1..10000, as runc and crun map
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ketch.runtime.cgroups.files import write_value
 
 # False at run time, so that this module does not import typing: every ketch-runc call
@@ -28,7 +26,7 @@ def wanted(resources: Resources) -> bool:
     )
 
 
-def apply_v1(directory: Path, resources: Resources) -> None:
+def apply_v1(directory: str, resources: Resources) -> None:
     if resources.cpu_shares is not None:
         write_value(directory, "cpu.shares", resources.cpu_shares)
     # The period first: the kernel checks the quota against the current period.
@@ -38,7 +36,7 @@ def apply_v1(directory: Path, resources: Resources) -> None:
         write_value(directory, "cpu.cfs_quota_us", resources.cpu_quota)
 
 
-def apply_v2(directory: Path, resources: Resources) -> None:
+def apply_v2(directory: str, resources: Resources) -> None:
     if resources.cpu_shares is not None:
         write_value(directory, "cpu.weight", shares_to_weight(resources.cpu_shares))
     if resources.cpu_quota is not None or resources.cpu_period is not None:

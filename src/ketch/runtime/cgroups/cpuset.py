@@ -8,7 +8,7 @@ values, so it needs no copy.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from ketch.runtime.cgroups.files import read_value, write_value
 
@@ -25,20 +25,20 @@ def wanted(resources: Resources) -> bool:
     return resources.cpuset_cpus is not None or resources.cpuset_mems is not None
 
 
-def inherit_v1(directory: Path) -> None:
+def inherit_v1(directory: str) -> None:
     for name in ("cpuset.cpus", "cpuset.mems"):
         if not read_value(directory, name):
-            write_value(directory, name, read_value(directory.parent, name))
+            write_value(directory, name, read_value(os.path.dirname(directory), name))
 
 
-def apply_v1(directory: Path, resources: Resources) -> None:
+def apply_v1(directory: str, resources: Resources) -> None:
     if resources.cpuset_cpus is not None:
         write_value(directory, "cpuset.cpus", resources.cpuset_cpus)
     if resources.cpuset_mems is not None:
         write_value(directory, "cpuset.mems", resources.cpuset_mems)
 
 
-def apply_v2(directory: Path, resources: Resources) -> None:
+def apply_v2(directory: str, resources: Resources) -> None:
     apply_v1(directory, resources)
 
 

@@ -10,8 +10,6 @@ CAP_MKNOD.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ketch.runtime.cgroups.files import write_value
 
 # False at run time, so that this module does not import typing: every ketch-runc call
@@ -52,14 +50,14 @@ def rule_text(kind: str, major: int | None, minor: int | None, access: str) -> s
     return f"{kind} {major_text}:{minor_text} {access}"
 
 
-def apply_v1(directory: Path, resources: Resources) -> None:
+def apply_v1(directory: str, resources: Resources) -> None:
     for rule in resources.devices:
         _write_rule(directory, rule)
     for kind, major, minor, access in DEFAULT_ALLOWED:
         write_value(directory, "devices.allow", rule_text(kind, major, minor, access))
 
 
-def _write_rule(directory: Path, rule: DeviceRule) -> None:
+def _write_rule(directory: str, rule: DeviceRule) -> None:
     name = "devices.allow" if rule.allow else "devices.deny"
     write_value(directory, name, rule_text(rule.type, rule.major, rule.minor, rule.access))
 

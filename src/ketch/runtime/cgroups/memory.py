@@ -7,7 +7,7 @@ the v2 value is ``swap - limit``. -1 means unlimited in both.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from ketch.errors import InvalidArgument
 from ketch.runtime.cgroups.files import write_value
@@ -28,11 +28,11 @@ def wanted(resources: Resources) -> bool:
     )
 
 
-def apply_v1(directory: Path, resources: Resources) -> None:
+def apply_v1(directory: str, resources: Resources) -> None:
     if resources.memory_limit is not None:
         write_value(directory, "memory.limit_in_bytes", resources.memory_limit)
     if resources.memory_swap is not None:
-        if not (directory / "memory.memsw.limit_in_bytes").exists():
+        if not os.path.exists(os.path.join(directory, "memory.memsw.limit_in_bytes")):
             raise InvalidArgument(
                 "linux.resources.memory.swap is set, but the kernel has no swap "
                 f"accounting (no memory.memsw.limit_in_bytes in {directory})"
@@ -43,7 +43,7 @@ def apply_v1(directory: Path, resources: Resources) -> None:
         write_value(directory, "memory.soft_limit_in_bytes", resources.memory_reservation)
 
 
-def apply_v2(directory: Path, resources: Resources) -> None:
+def apply_v2(directory: str, resources: Resources) -> None:
     if resources.memory_limit is not None:
         write_value(directory, "memory.max", _v2_bytes(resources.memory_limit))
     if resources.memory_reservation is not None:
@@ -61,7 +61,7 @@ def apply_v2(directory: Path, resources: Resources) -> None:
             write_value(directory, "memory.swap.max", swap - resources.memory_limit)
 
 
-def update_v1(directory: Path, resources: Resources) -> None:
+def update_v1(directory: str, resources: Resources) -> None:
     """Write new limits to a cgroup that has some already.
 
     The kernel keeps memory.limit_in_bytes <= memory.memsw.limit_in_bytes at every
@@ -76,9 +76,10 @@ def update_v1(directory: Path, resources: Resources) -> None:
         apply_v1(directory, resources)
 
 
-def _current_memsw(directory: Path) -> int:
+def _current_memsw(directory: str) -> int:
     try:
-        return int((directory / "memory.memsw.limit_in_bytes").read_text())
+        with open(os.path.join(directory, "memory.memsw.limit_in_bytes")) as limit:
+            return int(limit.read())
     except (OSError, ValueError):
         return 0
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ketch.runtime.cgroups.files import write_value
 
 # False at run time, so that this module does not import typing: every ketch-runc call
@@ -24,11 +22,11 @@ def _value(resources: Resources) -> str:
     return "max" if limit is None or limit <= 0 else str(limit)
 
 
-def apply_v1(directory: Path, resources: Resources) -> None:
+def apply_v1(directory: str, resources: Resources) -> None:
     write_value(directory, "pids.max", _value(resources))
 
 
-def apply_v2(directory: Path, resources: Resources) -> None:
+def apply_v2(directory: str, resources: Resources) -> None:
     write_value(directory, "pids.max", _value(resources))
 
 

@@ -11,13 +11,15 @@ Named hierarchies without a controller (name=systemd) are left alone.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+import os
+import posixpath
 
 from ketch.errors import SystemFailure
 from ketch.runtime.cgroups import cpu, cpuset, devices, freezer, memory, pids
 from ketch.runtime.cgroups.base import (
     CgroupManager,
     cgroup_mounts,
+    is_within,
     own_cgroups,
 )
 from ketch.runtime.cgroups.files import read_pids, remove_directories, remove_directory, write_value
@@ -58,40 +60,38 @@ _UNITS = (cpuset, cpu, memory, pids, devices)
 class V1Manager(CgroupManager):
     version = 1
 
-    def __init__(self, directories: dict[str, Path], controllers: dict[str, list[str]]) -> None:
+    def __init__(self, directories: dict[str, str], controllers: dict[str, list[str]]) -> None:
         # Hierarchy name (its mount point's base name, "memory" or "cpu,cpuacct") ->
         # the container's directory in it, and -> the controllers it carries.
-        self.directories = directories
+        self.directories = {name: os.fspath(path) for name, path in directories.items()}
         self.controllers = controllers
 
     @classmethod
     def under_caller(cls, path: str, *, relative: bool) -> V1Manager:
         own = own_cgroups()
-        directories: dict[str, Path] = {}
+        directories: dict[str, str] = {}
         controllers: dict[str, list[str]] = {}
         for mount_point, mount_root, fs_type, options in cgroup_mounts():
             names = [option for option in options.split(",") if option in CONTROLLERS]
             if fs_type != "cgroup" or not names:
                 continue
-            name = Path(mount_point).name
+            name = os.path.basename(mount_point)
             if name in directories:
                 continue  # the same hierarchy mounted twice
             caller_path = _caller_path(own, names)
-            base = PurePosixPath(caller_path if relative else "/")
-            full = base / path
-            try:
-                inside_mount = full.relative_to(mount_root)
-            except ValueError:
+            full = posixpath.normpath(posixpath.join(caller_path if relative else "/", path))
+            if not is_within(full, mount_root):
                 log.debug("skipping cgroup mount %s: %s is outside its root", mount_point, full)
                 continue
-            directories[name] = Path(mount_point) / inside_mount
+            inside_mount = full[len(mount_root.rstrip("/")) :]
+            directories[name] = mount_point.rstrip("/") + inside_mount
             controllers[name] = names
         return cls(directories, controllers)
 
     @classmethod
     def from_state(cls, record: dict[str, Any]) -> V1Manager:
         return cls(
-            {name: Path(path) for name, path in record["directories"].items()},
+            {name: str(path) for name, path in record["directories"].items()},
             record["controllers"],
         )
 
@@ -104,7 +104,7 @@ class V1Manager(CgroupManager):
 
     def create(self, resources: Resources) -> None:
         self._check_controllers(resources)
-        created: list[Path] = []
+        created: list[str] = []
         try:
             for name, directory in self.directories.items():
                 new_levels = _make_directories(directory)
@@ -152,10 +152,10 @@ class V1Manager(CgroupManager):
         directory = self._directory_of(freezer.CONTROLLER)
         return directory is not None and freezer.frozen_v1(directory)
 
-    def bind_sources(self) -> list[tuple[str, Path]]:
+    def bind_sources(self) -> list[tuple[str, str]]:
         return list(self.directories.items())
 
-    def _freezer_directory(self) -> Path:
+    def _freezer_directory(self) -> str:
         directory = self._directory_of(freezer.CONTROLLER)
         if directory is None:
             raise SystemFailure(
@@ -163,7 +163,7 @@ class V1Manager(CgroupManager):
             )
         return directory
 
-    def _directory_of(self, controller: str) -> Path | None:
+    def _directory_of(self, controller: str) -> str | None:
         for name, directory in self.directories.items():
             if controller in self.controllers[name]:
                 return directory
@@ -186,17 +186,17 @@ def _caller_path(own: dict[str, str], names: list[str]) -> str:
     return "/"
 
 
-def _make_directories(directory: Path) -> list[Path]:
+def _make_directories(directory: str) -> list[str]:
     """mkdir -p, returning the directories that did not exist, top first."""
     missing = []
     level = directory
-    while not level.exists():
+    while not os.path.exists(level):
         missing.append(level)
-        level = level.parent
+        level = os.path.dirname(level)
     missing.reverse()
     for level in missing:
         try:
-            level.mkdir()
+            os.mkdir(level)
         except FileExistsError:
             pass  # another container's create made the shared parent meanwhile
         except OSError as error:

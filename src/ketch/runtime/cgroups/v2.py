@@ -14,11 +14,12 @@ is not the root. Such a caller must run in a cgroup made for delegation.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+import os
+import posixpath
 
 from ketch.errors import SystemFailure
 from ketch.runtime.cgroups import cpu, cpuset, freezer, memory, pids
-from ketch.runtime.cgroups.base import CGROUP_ROOT, CgroupManager, own_cgroups
+from ketch.runtime.cgroups.base import CGROUP_ROOT, CgroupManager, is_within, own_cgroups
 from ketch.runtime.cgroups.files import read_pids, read_value, remove_directory, write_value
 from ketch.runtime.cgroups.v1 import _make_directories
 from ketch.runtime.lazylog import LazyLogger
@@ -41,21 +42,22 @@ _UNITS = (cpuset, cpu, memory, pids)
 class V2Manager(CgroupManager):
     version = 2
 
-    def __init__(self, directory: Path, mount_point: Path = CGROUP_ROOT) -> None:
-        self.directory = directory
-        self.mount_point = mount_point
+    def __init__(self, directory: str, mount_point: str = CGROUP_ROOT) -> None:
+        self.directory = os.fspath(directory)
+        self.mount_point = os.fspath(mount_point)
 
     @classmethod
     def under_caller(
-        cls, path: str, *, relative: bool, mount_point: Path = CGROUP_ROOT
+        cls, path: str, *, relative: bool, mount_point: str = CGROUP_ROOT
     ) -> V2Manager:
+        mount_point = os.fspath(mount_point)
         caller_path = own_cgroups().get("", "/") if relative else "/"
-        full = PurePosixPath(caller_path) / path
-        return cls(mount_point / str(full).lstrip("/"), mount_point)
+        full = posixpath.normpath(posixpath.join(caller_path, path))
+        return cls(mount_point.rstrip("/") + "/" + full.lstrip("/"), mount_point)
 
     @classmethod
     def from_state(cls, record: dict[str, Any]) -> V2Manager:
-        return cls(Path(record["directory"]), Path(record["mount_point"]))
+        return cls(str(record["directory"]), str(record["mount_point"]))
 
     def state(self) -> dict[str, Any]:
         return {
@@ -89,10 +91,10 @@ class V2Manager(CgroupManager):
 
     def _enable_controllers(self, needed: list[str]) -> None:
         ancestors = []
-        level = self.directory.parent
-        while level != self.mount_point.parent and level.is_relative_to(self.mount_point):
+        level = os.path.dirname(self.directory)
+        while is_within(level, self.mount_point):
             ancestors.append(level)
-            level = level.parent
+            level = os.path.dirname(level)
         for ancestor in reversed(ancestors):
             enabled = read_value(ancestor, "cgroup.subtree_control").split()
             for controller in needed:
@@ -124,5 +126,5 @@ class V2Manager(CgroupManager):
     def is_frozen(self) -> bool:
         return freezer.frozen_v2(self.directory)
 
-    def bind_sources(self) -> list[tuple[str, Path]]:
+    def bind_sources(self) -> list[tuple[str, str]]:
         return [("", self.directory)]
