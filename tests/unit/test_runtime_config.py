@@ -27,7 +27,7 @@ def _parse(tmp_path: Path, config: dict):
 def test_default_spec_parses(tmp_path):
     spec = _parse(tmp_path, _config(tmp_path))
     assert spec.process.args == ["true"]
-    assert spec.rootfs == (tmp_path / "rootfs").resolve()
+    assert spec.rootfs == str((tmp_path / "rootfs").resolve())
     assert spec.root_readonly is True
     assert spec.hostname == "runc"
 
@@ -40,7 +40,7 @@ def test_namespaces_parsed(tmp_path):
 def test_relative_rootfs_from_bundle(tmp_path):
     config = _config(tmp_path)
     config["root"]["path"] = "rootfs"
-    assert _parse(tmp_path, config).rootfs == (tmp_path / "rootfs").resolve()
+    assert _parse(tmp_path, config).rootfs == str((tmp_path / "rootfs").resolve())
 
 
 @pytest.mark.parametrize(

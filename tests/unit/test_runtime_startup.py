@@ -238,9 +238,15 @@ def test_parse_signal_rejects(text: str) -> None:
 
 
 # Modules that create's path (the CLI, the library's create, the init) must not import.
-# pathlib is still imported there, and it brings re and enum with it.
 CREATE_HEAVY_MODULES = (
     "json",
+    "re",
+    "enum",
+    "pathlib",
+    "fnmatch",
+    "urllib.parse",
+    "collections",
+    "functools",
     "contextlib",
     "signal",
     "socket",

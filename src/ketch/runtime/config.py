@@ -11,7 +11,7 @@ them is safe, or rejected with a message saying so.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from ketch.errors import InvalidArgument, NotFound
 from ketch.runtime import json_text
@@ -23,6 +23,7 @@ from ketch.runtime.record import Factory, Record
 # pays for what it imports. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
@@ -137,7 +138,7 @@ class Spec(Record):
     """The parts of config.json the runtime acts on; ``rootfs`` is an absolute path."""
 
     oci_version: str
-    rootfs: Path
+    rootfs: str  # absolute, with symlinks resolved
     root_readonly: bool
     process: Process
     hostname: str | None
@@ -166,13 +167,15 @@ class Spec(Record):
         return None
 
 
-def load_spec(bundle: Path) -> Spec:
+def load_spec(bundle: Path | str) -> Spec:
     """Read ``<bundle>/config.json`` and return the validated spec."""
-    if not bundle.is_dir():
+    bundle = os.fspath(bundle)
+    if not os.path.isdir(bundle):
         raise NotFound(f"bundle {bundle} does not exist or is not a directory")
-    config_path = bundle / "config.json"
+    config_path = os.path.join(bundle, "config.json")
     try:
-        text = config_path.read_text()
+        with open(config_path) as config_file:
+            text = config_file.read()
     except FileNotFoundError:
         raise NotFound(f"config.json not found in bundle {bundle}") from None
     except OSError as error:
@@ -201,7 +204,7 @@ def _json_error(text: str) -> str:
     return "not a JSON document"
 
 
-def parse_spec(document: object, bundle: Path) -> Spec:
+def parse_spec(document: object, bundle: Path | str) -> Spec:
     """Validate a decoded config.json; relative paths are taken from ``bundle``."""
     config = _object(document, "the top level")
     oci_version = _string(config.get("ociVersion"), "ociVersion")
@@ -292,13 +295,11 @@ def _allow_listed_devices(spec: Spec) -> None:
             spec.resources.devices.append(rule)
 
 
-def _rootfs(root: dict[str, Any], bundle: Path) -> Path:
-    path = Path(_string(root.get("path"), "root.path"))
-    if not path.is_absolute():
-        path = bundle / path
-    if not path.is_dir():
+def _rootfs(root: dict[str, Any], bundle: Path | str) -> str:
+    path = os.path.join(bundle, _string(root.get("path"), "root.path"))
+    if not os.path.isdir(path):
         raise NotFound(f"rootfs {path} does not exist or is not a directory (root.path)")
-    return path.resolve()
+    return os.path.realpath(path)
 
 
 def _process(value: object) -> Process:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from pathlib import Path
 
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
 from ketch.linux import syscalls
@@ -25,6 +24,7 @@ from ketch.runtime.lifecycle import reap, wait_until_empty
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
     from typing import Any, NoReturn
 
     from ketch.runtime.lifecycle import Runtime
@@ -36,17 +36,17 @@ log = LazyLogger(__name__)
 def create_container(
     runtime: Runtime,
     container_id: str,
-    bundle: Path,
+    bundle: Path | str,
     *,
     stdio: tuple[int, int, int] | None,
-    pid_file: Path | None,
-    console_socket: Path | None,
+    pid_file: Path | str | None,
+    console_socket: Path | str | None,
     preserve_fds: int = 0,
     no_pivot: bool = False,
 ) -> int:
     """Do :meth:`Runtime.create <ketch.runtime.lifecycle.Runtime.create>`."""
     state.validate_id(container_id)
-    bundle = Path(os.path.abspath(bundle))
+    bundle = os.path.abspath(bundle)
     spec = load_spec(bundle)
     rootfs.check_sysctls(spec)
     _check_console(spec, console_socket)
@@ -61,7 +61,7 @@ def create_container(
             hooks.run_hooks(kind, spec.hooks.get(kind, []), hook_state)
 
     cgroups = _ContainerCgroups(manager_for(spec.cgroups_path, container_id), spec)
-    directory = _make_container_dir(runtime.state_root, container_id)
+    directory = _make_container_dir(runtime.state_root_path, container_id)
     namespace_fds: dict[str, int] = {}
     console_connection = None
     pid = 0
@@ -69,10 +69,10 @@ def create_container(
         namespace_fds = _open_namespaces(spec)
         if console_socket is not None:
             console_connection = console.connect(console_socket)
-        os.mkfifo(directory / state.EXEC_FIFO, 0o622)
+        os.mkfifo(os.path.join(directory, state.EXEC_FIFO), 0o622)
         # mkfifo applies the umask; the init may run as any user and must be able to
         # open the fifo for writing.
-        os.chmod(directory / state.EXEC_FIFO, 0o622)
+        os.chmod(os.path.join(directory, state.EXEC_FIFO), 0o622)
         cgroups.create()
         pid = _fork_init(
             container_id,
@@ -91,7 +91,7 @@ def create_container(
         )
         _record_container(directory, container_id, pid, bundle, spec, cgroups.manager)
         if pid_file is not None:
-            write_pid_file(Path(pid_file), pid)
+            write_pid_file(pid_file, pid)
     except BaseException as error:
         # Undo in reverse: the init, then its cgroups and the state directory.
         if pid:
@@ -112,10 +112,10 @@ def create_container(
 
 
 def _record_container(
-    directory: Path,
+    directory: str,
     container_id: str,
     pid: int,
-    bundle: Path,
+    bundle: str,
     spec: Spec,
     cgroups: CgroupManager,
 ) -> None:
@@ -162,7 +162,7 @@ def compile_seccomp(profile: dict[str, Any] | None) -> seccomp.Filter | None:
     return compiled
 
 
-def _check_console(spec: Spec, console_socket: Path | None) -> None:
+def _check_console(spec: Spec, console_socket: Path | str | None) -> None:
     if spec.process.terminal and console_socket is None:
         raise InvalidArgument(
             "process.terminal is true, so a console socket is required (--console-socket) "
@@ -184,11 +184,11 @@ def _check_preserved_fds(count: int) -> None:
             ) from None
 
 
-def _make_container_dir(state_root: Path, container_id: str) -> Path:
-    directory = state.container_dir(state_root, container_id)
+def _make_container_dir(state_root: str, container_id: str) -> str:
+    directory = state.container_path(state_root, container_id)
     try:
-        state_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.mkdir(mode=0o711)
+        os.makedirs(state_root, mode=0o700, exist_ok=True)
+        os.mkdir(directory, mode=0o711)
     except FileExistsError:
         raise Conflict(f"container {container_id} already exists") from None
     except OSError as error:
@@ -200,7 +200,7 @@ def _fork_init(
     container_id: str,
     spec: Spec,
     cgroups: _ContainerCgroups,
-    directory: Path,
+    directory: str,
     namespace_fds: dict[str, int],
     stdio: tuple[int, int, int] | None,
     console_connection: Socket | None,
@@ -210,10 +210,10 @@ def _fork_init(
     no_pivot: bool,
     seccomp_filter: seccomp.Filter | None,
     run_runtime_hooks: Callable[[int], None],
-    bundle: Path,
+    bundle: str,
 ) -> int:
     parent_end, child_end = sync.socket_pair()
-    fifo_fd = os.open(directory / state.EXEC_FIFO, os.O_PATH | os.O_CLOEXEC)
+    fifo_fd = os.open(os.path.join(directory, state.EXEC_FIFO), os.O_PATH | os.O_CLOEXEC)
     context = init.InitContext(
         container_id=container_id,
         spec=spec,
@@ -284,7 +284,7 @@ def _kill_if_alive(pid: int) -> None:
         pass
 
 
-def _undo_create(directory: Path, cgroups: CgroupManager | None, kill_timeout: float) -> None:
+def _undo_create(directory: str, cgroups: CgroupManager | None, kill_timeout: float) -> None:
     if cgroups is not None:
         try:
             # Anything left in the cgroups was started by this create.
@@ -460,9 +460,13 @@ def _start_time_or_fail(pid: int, container_id: str) -> int:
     return start_time
 
 
-def write_pid_file(path: Path, pid: int) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(str(pid))
+def write_pid_file(path: Path | str, pid: int) -> None:
+    """Write ``pid`` to ``path`` through a temporary file, so a reader never sees it empty."""
+    path = os.fspath(path)
+    parent, name = os.path.split(path)
+    temporary = os.path.join(parent, f".{name}.tmp")
+    with open(temporary, "w") as handle:
+        handle.write(str(pid))
     os.replace(temporary, path)
 
 

@@ -68,6 +68,11 @@ class Runtime:
 
         return Path(self._state_root)
 
+    @property
+    def state_root_path(self) -> str:
+        """The state root as a string, for create, which does not import pathlib."""
+        return self._state_root
+
     @state_root.setter
     def state_root(self, value: Path | str) -> None:
         self._state_root = os.fspath(value)
@@ -75,11 +80,11 @@ class Runtime:
     def create(
         self,
         container_id: str,
-        bundle: Path,
+        bundle: Path | str,
         *,
         stdio: tuple[int, int, int] | None = None,
-        pid_file: Path | None = None,
-        console_socket: Path | None = None,
+        pid_file: Path | str | None = None,
+        console_socket: Path | str | None = None,
         preserve_fds: int = 0,
         no_pivot: bool = False,
     ) -> int:

@@ -8,7 +8,6 @@ bind mounts are host paths chosen by the caller and taken as given.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from ketch.errors import NotFound, SystemFailure
 from ketch.linux import syscalls as sc
@@ -114,10 +113,9 @@ def _bind_mount(root_fd: int, entry: Mount, options: MountOptions, where: str) -
     source = entry.source
     if not source:
         raise NotFound(f"{where}.source is missing for the bind mount onto {entry.destination}")
-    source_path = Path(source)
-    if not source_path.exists():
+    if not os.path.exists(source):
         raise NotFound(f"bind mount source {source} does not exist ({where}.source)")
-    if source_path.is_dir():
+    if os.path.isdir(source):
         target = inroot.make_directories(root_fd, entry.destination)
     else:
         target = inroot.make_file(root_fd, entry.destination)

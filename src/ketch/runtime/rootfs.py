@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from ketch.errors import InvalidArgument, SystemFailure
 from ketch.linux import syscalls as sc
@@ -254,7 +253,7 @@ def _make_symlink(root_fd: int, target: str, link: str) -> None:
         os.close(parent)
 
 
-def pivot_into(rootfs: Path) -> None:
+def pivot_into(rootfs: str) -> None:
     """Make ``rootfs`` the root and detach the old root, leaving no path back to the host."""
     old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
@@ -273,7 +272,7 @@ def pivot_into(rootfs: Path) -> None:
         os.close(new_root)
 
 
-def move_into(rootfs: Path) -> None:
+def move_into(rootfs: str) -> None:
     """Move the rootfs mount onto / and chroot into it: ``--no-pivot``.
 
     For a host whose root is the initial ramdisk, where pivot_root(2) fails with EINVAL.

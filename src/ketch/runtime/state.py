@@ -129,11 +129,9 @@ def write_record(directory: Path | str, record: ContainerRecord) -> None:
     # Replaced by rename, so a reader sees the old or the new record. Not fsynced: the
     # state root is runtime state (on tmpfs under /run by default) that does not outlive
     # the containers, which a reboot ends anyway.
-    import json
-
     temporary = os.path.join(directory, STATE_FILE + ".tmp")
     with open(temporary, "w") as handle:
-        json.dump(record.to_dict(), handle)
+        handle.write(json_text.dumps(record.to_dict()))
     os.replace(temporary, os.path.join(directory, STATE_FILE))
 
 
