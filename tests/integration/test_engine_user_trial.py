@@ -211,3 +211,13 @@ def test_exec_tty_resized_on_sigwinch(daemon: KetchDaemon, running: Container) -
         _, status = os.waitpid(pid, 0)
     assert b"41 123" in output
     assert os.waitstatus_to_exitcode(status) == 0, output
+
+
+def test_system_df_verbose(daemon: KetchDaemon, running: Container) -> None:
+    result = daemon.ketch("system", "df", "-v")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    image_row = lines[lines.index("Images space usage:") + 3]
+    assert image_row.split()[:2] == ["busybox", "latest"]
+    container_row = lines[lines.index("Containers space usage:") + 3]
+    assert container_row.split()[0] == running.id[:12]
