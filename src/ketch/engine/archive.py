@@ -181,6 +181,8 @@ def _add_existing_entry(tar: tarfile.TarFile, parent_fd: int, entry: str, name: 
         tar.addfile(member)
     elif stat.S_ISREG(info.st_mode):
         fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        # NOTE: a file that the container truncates while it is copied fails the whole tar
+        # (tarfile raises "unexpected end of data"), because its header is already written.
         with os.fdopen(fd, "rb") as file:
             tar.addfile(member, file)
     elif stat.S_ISDIR(info.st_mode):
