@@ -254,6 +254,10 @@ CREATE_HEAVY_MODULES = (
     "logging",
     "typing",
     "dataclasses",
+    # Needed only with a terminal or a seccomp profile.
+    "termios",
+    "ketch.runtime.console",
+    "ketch.runtime.seccomp",
 )
 
 

@@ -13,7 +13,7 @@ import time
 
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
 from ketch.linux import syscalls
-from ketch.runtime import console, hooks, init, rootfs, seccomp, signals, state, sync
+from ketch.runtime import hooks, init, rootfs, signals, state, sync
 from ketch.runtime.cgroups import CgroupManager, manager_for
 from ketch.runtime.config import Spec, load_spec
 from ketch.runtime.lazylog import LazyLogger
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, NoReturn
 
+    from ketch.runtime import seccomp
     from ketch.runtime.lifecycle import Runtime
     from ketch.runtime.sockets import Socket
 
@@ -68,6 +69,8 @@ def create_container(
     try:
         namespace_fds = _open_namespaces(spec)
         if console_socket is not None:
+            from ketch.runtime import console
+
             console_connection = console.connect(console_socket)
         os.mkfifo(os.path.join(directory, state.EXEC_FIFO), 0o622)
         # mkfifo applies the umask; the init may run as any user and must be able to
@@ -151,6 +154,8 @@ def compile_seccomp(profile: dict[str, Any] | None) -> seccomp.Filter | None:
         return None
     import hashlib
     import json
+
+    from ketch.runtime import seccomp
 
     digest = hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()
     compiled = _COMPILED_FILTERS.pop(digest, None)

@@ -21,14 +21,12 @@ import os
 from ketch.errors import SystemFailure
 from ketch.linux import syscalls
 from ketch.runtime import (
-    console,
     exechelper,
     hooks,
     inroot,
     network,
     process,
     rootfs,
-    seccomp,
     signals,
     sync,
 )
@@ -42,6 +40,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from ketch.runtime import seccomp
     from ketch.runtime.sockets import Socket
 
 # Joined namespaces, in the order they are entered: the mount namespace last, because
@@ -117,6 +116,10 @@ def run_init(context: InitContext) -> NoReturn:
 def _set_up(context: InitContext, seccomp_early: bool) -> tuple[str, int]:
     """Do every step before the wait for start; return the executable and helper fd."""
     spec = context.spec
+    if context.console is not None:
+        # Only containers with a terminal load the pty code (and termios), and it must be
+        # loaded here, because after pivot_root the host's files are out of reach.
+        from ketch.runtime import console
     # Modes of device nodes and directories are taken from the config as given.
     os.umask(0)
     rootfs.prepare_root(spec)

@@ -14,8 +14,14 @@ import stat
 
 from ketch.errors import Forbidden, NotFound, SystemFailure
 from ketch.linux import syscalls
-from ketch.runtime import capabilities, exechelper, seccomp, signals
+from ketch.runtime import capabilities, exechelper, signals
 from ketch.runtime.config import Process, Rlimit
+
+# False at run time. seccomp is imported only by create, which compiles a profile when the
+# config has one. Type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ketch.runtime import seccomp
 
 DEFAULT_UMASK = 0o022
 
