@@ -14,8 +14,8 @@ header as base64 JSON with Go's file mode bits, which the docker CLI reads. A PU
 extracts a tar into a directory of the container; members are created only below that
 directory, owned by root unless the client asks to keep the tar's owners.
 
-An export, as docker's, contains the rootfs tree only: it walks the rootfs as the host sees
-it, which has none of the mounts made in the container's mount namespace (proc, sys, dev,
+An export, as docker's, contains the rootfs tree only. It walks the rootfs in the host's
+mount namespace, which has none of the mounts made in the container's (proc, sys, dev,
 volumes, the resolv.conf and hosts files), and skips any directory mounted on another
 device below it.
 """
@@ -181,14 +181,29 @@ def _add_existing_entry(tar: tarfile.TarFile, parent_fd: int, entry: str, name: 
         tar.addfile(member)
     elif stat.S_ISREG(info.st_mode):
         fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-        # NOTE: a file that the container truncates while it is copied fails the whole tar
-        # (tarfile raises "unexpected end of data"), because its header is already written.
         with os.fdopen(fd, "rb") as file:
-            tar.addfile(member, file)
+            tar.addfile(member, PaddedReader(file, member.size))
     elif stat.S_ISDIR(info.st_mode):
         member.type = tarfile.DIRTYPE
         tar.addfile(member)
     # Sockets, fifos and devices are left out, as their content is not data.
+
+
+class PaddedReader:
+    """A file read as exactly ``size`` bytes, the size in its tar header: cut there if the
+    file grew since its stat, and padded with zero bytes if it shrank."""
+
+    def __init__(self, file: IO[bytes], size: int) -> None:
+        self._file = file
+        self._left = size
+
+    def read(self, count: int = -1) -> bytes:
+        wanted = self._left if count < 0 else min(count, self._left)
+        data = self._file.read(wanted)
+        if len(data) < wanted:
+            data += bytes(wanted - len(data))
+        self._left -= len(data)
+        return data
 
 
 def _info(info: os.stat_result, name: str) -> tarfile.TarInfo:
