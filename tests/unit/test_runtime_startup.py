@@ -245,6 +245,7 @@ CREATE_HEAVY_MODULES = (
     "pathlib",
     "fnmatch",
     "urllib.parse",
+    "ipaddress",
     "collections",
     "functools",
     "contextlib",
