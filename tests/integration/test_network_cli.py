@@ -151,7 +151,9 @@ def test_cli_mac_address(cli: Runner) -> None:
 def test_cli_prune(cli: Runner) -> None:
     ok(cli, "network", "create", "spare")
     ok(cli, "network", "create", "busy")
-    ok(cli, "create", "--network", "busy", "busybox", "true")
+    # As in docker, only endpoints keep a network: a created container does not.
+    ok(cli, "create", "--network", "spare", "busybox", "true")
+    ok(cli, "run", "-d", "--network", "busy", "busybox", "sleep", "600")
     output = ok(cli, "network", "prune", "-f")
     assert output == "Deleted Networks:\nspare\n\n"
     assert ok(cli, "network", "ls", "--format", "{{.Name}}", "-f", "type=custom") == "busy\n"

@@ -213,3 +213,15 @@ def test_joined_namespace_kept_until_joiner_stops(daemon: KetchDaemon) -> None:
     ok(daemon, "stop", "-t", "1", joiner)
     wait_until(lambda: released(daemon, target), "the endpoint's release")
     ok(daemon, "rm", joiner, target)
+
+
+def test_prune_removes_network_of_stopped(daemon: KetchDaemon) -> None:
+    ok(daemon, "network", "create", "--label", "pruned=yes", "--subnet", "10.90.0.0/24", "idle")
+    stopped = run_detached(daemon, "--network", "idle", "busybox", "sleep", "600")
+    ok(daemon, "stop", "-t", "1", stopped)
+    wait_until(lambda: released(daemon, stopped), "the endpoint's release")
+
+    output = ok(daemon, "network", "prune", "-f", "--filter", "label=pruned=yes")
+    assert "idle" in output
+    assert daemon.ketch("network", "inspect", "idle").returncode != 0
+    ok(daemon, "rm", stopped)

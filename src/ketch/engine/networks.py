@@ -199,12 +199,13 @@ class NetworkOperations:
         self._emit(network, "destroy")
 
     async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
-        """Remove user-defined networks that no container is on or planned to join."""
+        """Remove user-defined networks without endpoints. As with docker, a network that
+        only stopped or created containers name is removed, and their next start fails."""
         _check_filters(filters, PRUNE_FILTERS)
         until = _prune_until(filters.get("until", []))
         deleted = []
         for network in self._networking.networks():
-            if network.name == DEFAULT_NETWORK or self._in_use(network.name):
+            if network.name == DEFAULT_NETWORK:
                 continue
             if self._networking.endpoints(network.id):
                 continue
