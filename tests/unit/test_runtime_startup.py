@@ -310,3 +310,17 @@ def test_all_signals_are_ints() -> None:
     numbers = signals.all_signals()
     assert signals.SIGKILL in numbers
     assert all(type(number) is int for number in numbers)
+
+
+def test_seccomp_compile_imports() -> None:
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    }
+    completed = run_isolated(
+        "from ketch.runtime import create\n"
+        f"assert create.compile_seccomp({profile!r}) is not None\n"
+        "print('imported:', *(m for m in ('json', 're', 'enum', 'hashlib') if m in sys.modules))\n"
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines()[-1] == "imported:"

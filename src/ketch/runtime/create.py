@@ -139,10 +139,13 @@ def _record_container(
     state.write_record(directory, record)
 
 
-# Compiled seccomp programs by the SHA-256 of their profile's canonical JSON, least
-# recently used first. Compiling docker's default profile takes about 7 ms and a digest
-# about 0.03 ms (measured on the 2-core test machine), so a long-lived caller such as the
-# supervisor compiles each profile once rather than on every create and exec.
+# Compiled seccomp programs by their profile's canonical JSON text (every object's keys
+# sorted), least recently used first. Compiling docker's default profile takes about 7 ms
+# and its canonical text about 0.1 ms (measured on the 2-core test machine), so a
+# long-lived caller such as the supervisor compiles each profile once rather than on every
+# create and exec. The key is the text itself, about 6 KB for docker's default profile,
+# not a SHA-256 digest: hashlib loads OpenSSL's libcrypto (about 2 ms of imports by -X
+# importtime), and json would bring re and enum back into every create with a profile.
 _COMPILED_FILTERS: dict[str, seccomp.Filter] = {}
 MAX_COMPILED_FILTERS = 16
 
@@ -152,19 +155,25 @@ def compile_seccomp(profile: dict[str, Any] | None) -> seccomp.Filter | None:
     return the program compiled earlier for an equal profile."""
     if profile is None:
         return None
-    import hashlib
-    import json
+    from ketch.runtime import json_text, seccomp
 
-    from ketch.runtime import seccomp
-
-    digest = hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()
-    compiled = _COMPILED_FILTERS.pop(digest, None)
+    key = json_text.dumps(_with_sorted_keys(profile))
+    compiled = _COMPILED_FILTERS.pop(key, None)
     if compiled is None:
         compiled = seccomp.compile_filter(seccomp.parse_profile(profile))
-    _COMPILED_FILTERS[digest] = compiled
+    _COMPILED_FILTERS[key] = compiled
     while len(_COMPILED_FILTERS) > MAX_COMPILED_FILTERS:
         del _COMPILED_FILTERS[next(iter(_COMPILED_FILTERS))]
     return compiled
+
+
+def _with_sorted_keys(value: Any) -> Any:
+    """Return a copy of the decoded JSON ``value`` whose objects list their keys sorted."""
+    if isinstance(value, dict):
+        return {key: _with_sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_with_sorted_keys(item) for item in value]
+    return value
 
 
 def _check_console(spec: Spec, console_socket: Path | str | None) -> None:
