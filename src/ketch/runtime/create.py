@@ -143,9 +143,9 @@ def _record_container(
 # sorted), least recently used first. Compiling docker's default profile takes about 7 ms
 # and its canonical text about 0.1 ms (measured on the 2-core test machine), so a
 # long-lived caller such as the supervisor compiles each profile once rather than on every
-# create and exec. The key is the text itself, about 6 KB for docker's default profile,
-# not a SHA-256 digest: hashlib loads OpenSSL's libcrypto (about 2 ms of imports by -X
-# importtime), and json would bring re and enum back into every create with a profile.
+# create and exec. The key is the text itself (about 6 KB for docker's default profile),
+# not a SHA-256 digest. hashlib loads OpenSSL's libcrypto, about 2 ms of imports by -X
+# importtime, and json would bring re and enum back into every create with a profile.
 _COMPILED_FILTERS: dict[str, seccomp.Filter] = {}
 MAX_COMPILED_FILTERS = 16
 
