@@ -1,95 +1,218 @@
-"""Memory per container: the engine's processes with N ``sleep`` containers running.
+"""Memory per container and start time: ketch against docker and podman in one run.
 
-Starts a ketchd (with its supervisor) in a network namespace of its own, as the
-end-to-end tests do, and measures the RSS and PSS of ketchd and the supervisor (from
-/proc/<pid>/smaps_rollup) with no container, then after ``docker run -d busybox sleep``
-N times. It prints both processes' figures and the growth per container. The
-containers' own processes (sleep) are not counted, as the containers' payload is the
-same under every engine.
+For each engine the script starts N containers with ``run -d --network none busybox sleep
+1000``, one after the other, and times it. With the N containers running it reads the RSS
+and PSS (from /proc/<pid>/smaps_rollup) of every engine process, subtracts the same
+processes' figures with no container, and divides by N. It then removes the containers,
+starts N again with K ``run -d`` commands at a time, times that, and removes them. The
+containers' own ``sleep`` processes are not counted, because they are the same under
+every engine.
 
-Run it as root:
+Engine processes: ketch is ketchd and its supervisor (ketch CLI). docker is Debian's
+dockerd 20.10, its containerd and every containerd-shim, with private roots, bridge,
+iptables and forwarding off, and busybox brought in with ``docker import``. podman is
+every conmon, because podman itself exits after each command. Debian's podman 4.3 runs
+with private storage, runc and cgroupfs, and busybox comes in with ``podman import``. All
+three run in one network namespace made for the run. docker or podman is skipped, with a
+message, when it is not installed.
 
-    .venv/bin/python benchmarks/container_memory.py [--count 100]
+Run it as root after scripts/setup:
+
+    .venv/bin/python benchmarks/container_memory.py [--count 100] [--parallel 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support.daemon import start_daemon, stop_daemon  # noqa: E402
+from memory_engines import (  # noqa: E402
+    DockerEngine,
+    KetchEngine,
+    PodmanEngine,
+    make_busybox_tarball,
+    podman_installed,
+)
+
+from support.daemon import start_daemon  # noqa: E402
+
+# Time for the last containers' processes to settle before memory is read.
+SETTLE_SECONDS = 2.0
+
+
+@dataclass
+class Result:
+    """One engine's figures: start times in seconds, and memory per container in KiB as the
+    growth over the idle engine and as the whole engine's total divided by the count."""
+
+    engine: str
+    sequential_seconds: float
+    parallel_seconds: float
+    process_count: int
+    rss_per_container: float
+    pss_per_container: float
+    rss_total_per_container: float
+    pss_total_per_container: float
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
-    """Return ``(rss, pss)`` of a process in KiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+    """Return ``(rss, pss)`` of a process in KiB, or ``(0, 0)`` if it has exited."""
+    values = {"Rss": 0, "Pss": 0}
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0, 0
+    for line in text.splitlines():
         key, _, rest = line.partition(":")
-        if key in ("Rss", "Pss"):
+        if key in values:
             values[key] = int(rest.split()[0])
     return values["Rss"], values["Pss"]
 
 
-def engine_pids(daemon) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    supervisor = int((daemon.exec_root / "supervisor.pid").read_text().split()[0])
-    ketchd = int((daemon.exec_root / "ketchd.pid").read_text().split()[0])
-    return {"ketchd": ketchd, "supervisor": supervisor}
+def total_memory_kib(pids: dict[str, int]) -> tuple[int, int]:
+    figures = [memory_kib(pid) for pid in pids.values()]
+    return sum(rss for rss, _ in figures), sum(pss for _, pss in figures)
 
 
-def measure(daemon) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
-    return {name: memory_kib(pid) for name, pid in engine_pids(daemon).items()}
+def start_in_sequence(engine, count: int) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    for number in range(count):
+        engine.run(f"mem{number}")
+    return time.monotonic() - started
+
+
+def start_in_parallel(engine, count: int, parallel: int) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        # list() re-raises the first failed run.
+        list(pool.map(engine.run, [f"par{number}" for number in range(count)]))
+    return time.monotonic() - started
+
+
+def measure_engine(engine, count: int, parallel: int) -> Result:  # type: ignore[no-untyped-def]
+    """Run both start modes on ``engine`` and read its memory with ``count`` containers."""
+    idle = engine.processes()
+    idle_rss, idle_pss = total_memory_kib(idle)
+
+    sequential = start_in_sequence(engine, count)
+    time.sleep(SETTLE_SECONDS)
+    busy = engine.processes()
+    busy_rss, busy_pss = total_memory_kib(busy)
+    engine.remove_all()
+
+    parallel_seconds = start_in_parallel(engine, count, parallel)
+    engine.remove_all()
+
+    print(
+        f"{engine.name}: {len(idle)} processes idle ({idle_rss} KiB RSS, {idle_pss} KiB PSS), "
+        f"{len(busy)} with {count} containers ({busy_rss} KiB RSS, {busy_pss} KiB PSS)",
+        flush=True,
+    )
+    return Result(
+        engine=engine.name,
+        sequential_seconds=sequential,
+        parallel_seconds=parallel_seconds,
+        process_count=len(busy),
+        rss_per_container=(busy_rss - idle_rss) / count,
+        pss_per_container=(busy_pss - idle_pss) / count,
+        rss_total_per_container=busy_rss / count,
+        pss_total_per_container=busy_pss / count,
+    )
+
+
+def print_table(results: list[Result], count: int, parallel: int) -> None:
+    print()
+    print(
+        f"{'engine':<8}{'processes':>10}{'in sequence':>13}{f'{parallel} at a time':>14}"
+        f"{'RSS growth':>13}{'PSS growth':>13}{'RSS total':>13}{'PSS total':>13}"
+    )
+    for result in results:
+        print(
+            f"{result.engine:<8}{result.process_count:>10}{result.sequential_seconds:>11.1f} s"
+            f"{result.parallel_seconds:>12.1f} s{result.rss_per_container:>9.0f} KiB"
+            f"{result.pss_per_container:>9.0f} KiB{result.rss_total_per_container:>9.0f} KiB"
+            f"{result.pss_total_per_container:>9.0f} KiB"
+        )
+    print(
+        f"({count} containers. Growth: the engine processes' RSS or PSS with {count} running "
+        f"minus idle, divided by {count}. Total: with {count} running, divided by {count}.)"
+    )
+
+    by_name = {result.engine: result for result in results}
+    ketch = by_name["ketch"]
+    for peer_name in ("docker", "podman"):
+        peer = by_name.get(peer_name)
+        if peer is None:
+            continue
+        print(
+            f"ratio ketch / {peer_name}: in sequence "
+            f"{ketch.sequential_seconds / peer.sequential_seconds:.2f}, {parallel} at a time "
+            f"{ketch.parallel_seconds / peer.parallel_seconds:.2f}, "
+            f"RSS {ratio(ketch.rss_per_container, peer.rss_per_container)}, "
+            f"PSS {ratio(ketch.pss_per_container, peer.pss_per_container)}; totals: "
+            f"RSS {ratio(ketch.rss_total_per_container, peer.rss_total_per_container)}, "
+            f"PSS {ratio(ketch.pss_total_per_container, peer.pss_total_per_container)}"
+        )
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.3f}" if denominator > 0 else "n/a"
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100, help="containers per engine (100)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=8,
+        help="run -d commands in flight at once in the second pass (8)",
+    )
+    arguments = parser.parse_args()
+    if arguments.count < 1:
+        parser.error(f"--count must be at least 1, got {arguments.count}")
+    if arguments.parallel < 1:
+        parser.error(f"--parallel must be at least 1, got {arguments.parallel}")
+    return arguments
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=100, help="containers to run (100)")
-    arguments = parser.parse_args()
-
+    arguments = parse_arguments()
+    print(f"load average before: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     root = Path(tempfile.mkdtemp(prefix="ketch-mem-", dir="/tmp"))
-    daemon = start_daemon(root)
+    engines = []
     try:
-        pulled = daemon.docker("pull", "busybox")
-        if pulled.returncode != 0:
-            raise SystemExit(f"pull failed: {pulled.stderr}")
-        before = measure(daemon)
-        started = time.monotonic()
-        for number in range(arguments.count):
-            result = daemon.docker(
-                "run", "-d", "--network", "none", "--name", f"mem{number}", "busybox",
-                "sleep", "1000",
-            )  # fmt: skip
-            if result.returncode != 0:
-                raise SystemExit(f"run {number} failed: {result.stderr}")
-        elapsed = time.monotonic() - started
-        time.sleep(1)
-        after = measure(daemon)
-        print(f"{arguments.count} containers started in {elapsed:.1f} s (docker run -d each)")
-        print(
-            f"{'process':<12}{'RSS before':>12}{'RSS after':>12}{'PSS before':>12}{'PSS after':>12}"
-        )
-        for name in before:
-            (rss0, pss0), (rss1, pss1) = before[name], after[name]
-            print(f"{name:<12}{rss0:>10} K{rss1:>10} K{pss0:>10} K{pss1:>10} K")
-        total_rss = sum(rss for rss, _ in after.values())
-        total_pss = sum(pss for _, pss in after.values())
-        growth_rss = total_rss - sum(rss for rss, _ in before.values())
-        growth_pss = total_pss - sum(pss for _, pss in before.values())
-        count = arguments.count
-        print(
-            f"engine total / {count}: RSS {total_rss / count:.0f} KiB, "
-            f"PSS {total_pss / count:.0f} KiB"
-        )
-        print(
-            f"growth / {count}: RSS {growth_rss / count:.0f} KiB, PSS {growth_pss / count:.0f} KiB"
-        )
+        ketch = KetchEngine(start_daemon(root / "ketch"))
+        engines.append(ketch)
+        ketch.pull_busybox()
+        tarball = make_busybox_tarball(root)
+        if shutil.which("dockerd") is None or shutil.which("docker") is None:
+            print("docker skipped: dockerd or docker is not installed (apt-get install docker.io)")
+        else:
+            engines.append(DockerEngine(root / "docker", ketch.daemon.namespace, tarball))
+        if not podman_installed():
+            print("podman skipped: podman or conmon is not installed (apt-get install podman)")
+        else:
+            engines.append(PodmanEngine(root / "podman", ketch.daemon.namespace, tarball))
+
+        results = [
+            measure_engine(engine, arguments.count, arguments.parallel) for engine in engines
+        ]
+        print_table(results, arguments.count, arguments.parallel)
+        print(f"load average after: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     finally:
-        stop_daemon(daemon)
+        # ketch last, because the other engines run in its network namespace.
+        for engine in reversed(engines):
+            engine.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
