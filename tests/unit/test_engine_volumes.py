@@ -232,6 +232,17 @@ def test_bind_spec_host_path_is_not_volume() -> None:
     assert parse_volume_bind("/srv:/data:ro") is None
 
 
+def test_bind_spec_anonymous_with_mode() -> None:
+    mount = parse_volume_bind("/data:ro")
+    assert mount is not None
+    assert mount["options"] == ["ro"]
+
+
+def test_bind_spec_relative_destination_is_host_bind() -> None:
+    # Left to the host bind parser, whose message says the destination must be absolute.
+    assert parse_volume_bind("/tmp:relative") is None
+
+
 @pytest.mark.parametrize(
     ("bind", "message"),
     [("x!:/data", "invalid volume name"), ("data1:rel", "not an absolute"), ("v1:/d:bad", "bad")],

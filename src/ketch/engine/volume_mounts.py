@@ -80,6 +80,12 @@ def volume_placeholder(
     }
 
 
+def _are_modes(text: str) -> bool:
+    """Tell whether ``text`` is a list of bind modes, as in ``/path:ro``, rather than a
+    destination, as in ``/host:/path``; docker reads a second field that way too."""
+    return all(item in _BIND_MODES for item in text.split(",") if item)
+
+
 def parse_volume_bind(bind: str) -> dict[str, Any] | None:
     """Return the placeholder of a Binds entry that names a volume (``name:/path[:mode]``)
     or only a destination (``/path``), or None for a host path bind."""
@@ -87,7 +93,7 @@ def parse_volume_bind(bind: str) -> dict[str, Any] | None:
     where = f"HostConfig.Binds entry {bind!r}"
     if len(parts) == 1:
         return volume_placeholder("", parts[0], False, where)
-    if len(parts) == 2 and parts[0].startswith("/") and not parts[1].startswith("/"):
+    if len(parts) == 2 and parts[0].startswith("/") and _are_modes(parts[1]):
         source, target, mode = "", parts[0], parts[1]
     elif len(parts) in (2, 3):
         source, target = parts[0], parts[1]
