@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -168,6 +169,15 @@ def ratio(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.3f}" if denominator > 0 else "n/a"
 
 
+def close_engine(engine) -> None:  # type: ignore[no-untyped-def]
+    """Stop ``engine`` and remove what it made, reporting a failure without raising, so that
+    the engines after it are still cleaned up."""
+    try:
+        engine.close()
+    except Exception as error:
+        print(f"cleaning up {engine.name} failed: {error}", file=sys.stderr)
+
+
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100, help="containers per engine (100)")
@@ -185,8 +195,14 @@ def parse_arguments() -> argparse.Namespace:
     return arguments
 
 
+def exit_on_sigterm(signal_number: int, frame: object) -> None:
+    # SystemExit unwinds through the finally block, so a terminated run still cleans up.
+    raise SystemExit(128 + signal_number)
+
+
 def main() -> None:
     arguments = parse_arguments()
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     print(f"load average before: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     root = Path(tempfile.mkdtemp(prefix="ketch-mem-", dir="/tmp"))
     engines = []
@@ -212,7 +228,7 @@ def main() -> None:
     finally:
         # ketch last, because the other engines run in its network namespace.
         for engine in reversed(engines):
-            engine.close()
+            close_engine(engine)
         shutil.rmtree(root, ignore_errors=True)
 
 
