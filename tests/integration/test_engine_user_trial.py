@@ -180,6 +180,14 @@ def test_exec_tty_size(daemon: KetchDaemon, running: Container) -> None:
     assert b"33 101" in output
 
 
+def test_run_tty_size(daemon: KetchDaemon) -> None:
+    ketch = str(VENV_BIN / "ketch")
+    argv = [ketch, "-H", daemon.host, "run", "--rm", "-it", "busybox", "stty", "size"]
+    status, output = run_in_pty(argv, 29, 97)
+    assert status == 0, output
+    assert b"29 97" in output
+
+
 def send_until_output(fd: int, command: bytes, expected: bytes) -> bytes:
     """Write ``command`` to the pty every half second until ``expected`` is read back."""
     output = b""
