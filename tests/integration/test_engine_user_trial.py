@@ -229,3 +229,8 @@ def test_system_df_verbose(daemon: KetchDaemon, running: Container) -> None:
     assert image_row.split()[:2] == ["busybox", "latest"]
     container_row = lines[lines.index("Containers space usage:") + 3]
     assert container_row.split()[0] == running.id[:12]
+
+
+def test_stats_network_counters(running: Container) -> None:
+    stats = running.stats(stream=False)
+    assert "eth0" in stats.get("networks", {})

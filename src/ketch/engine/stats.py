@@ -12,7 +12,9 @@ object built from those files:
 - ``memory_stats``: memory.usage_in_bytes, max_usage, limit and memory.stat (v1), or
   memory.current, memory.peak, memory.max and memory.stat (v2);
 - ``pids_stats``: pids.current and pids.max;
-- ``blkio_stats``: blkio.throttle.io_service_bytes (v1) or io.stat (v2).
+- ``blkio_stats``: blkio.throttle.io_service_bytes (v1) or io.stat (v2);
+- ``networks``: the counters of each interface but ``lo`` in the init's
+  ``/proc/<pid>/net/dev``, left out in host mode and when there is no such interface.
 
 Clients compute the CPU percentage from two samples (``cpu_stats`` and
 ``precpu_stats``), so a streamed sample carries the one before it, and a single sample
@@ -207,6 +209,42 @@ def _blkio(directories: dict[str, Path]) -> dict[str, Any]:
     }
 
 
+# The columns of /proc/<pid>/net/dev after the interface name that the Engine API reports.
+_NET_DEV_FIELDS = {
+    0: "rx_bytes",
+    1: "rx_packets",
+    2: "rx_errors",
+    3: "rx_dropped",
+    8: "tx_bytes",
+    9: "tx_packets",
+    10: "tx_errors",
+    11: "tx_dropped",
+}
+
+
+def parse_net_dev(text: str) -> dict[str, dict[str, int]]:
+    """Return the counters of each interface but ``lo`` in a /proc/net/dev text."""
+    interfaces = {}
+    for line in text.splitlines()[2:]:
+        name, _, counters = line.partition(":")
+        name = name.strip()
+        values = counters.split()
+        if name == "lo" or len(values) < 12:
+            continue
+        interfaces[name] = {key: int(values[index]) for index, key in _NET_DEV_FIELDS.items()}
+    return interfaces
+
+
+def _networks(container: Container) -> dict[str, dict[str, int]]:
+    if container.host_config.get("NetworkMode") == "host":
+        return {}  # the host's interfaces are not the container's, as dockerd reports it
+    try:
+        text = Path(f"/proc/{container.state.pid}/net/dev").read_text()
+    except OSError:
+        return {}  # the init exited since the cgroups were read
+    return parse_net_dev(text)
+
+
 def sample(container: Container) -> dict[str, Any]:
     """Return one stats object of a running container (precpu_stats left empty)."""
     directories = cgroup_directories(container.state.pid)
@@ -218,7 +256,7 @@ def sample(container: Container) -> dict[str, Any]:
         raise SystemFailure(f"no CPU cgroup found for container {container.id}")
     cpu["system_cpu_usage"] = system_cpu_usage()
     cpu["online_cpus"] = _online_cpus()
-    return {
+    stats: dict[str, Any] = {
         "read": timestamps.now(),
         "preread": timestamps.ZERO_TIME,
         "pids_stats": _pids(directories),
@@ -231,6 +269,10 @@ def sample(container: Container) -> dict[str, Any]:
         "name": container.name,
         "id": container.id,
     }
+    networks = _networks(container)
+    if networks:
+        stats["networks"] = networks
+    return stats
 
 
 def empty_sample(container: Container) -> dict[str, Any]:
