@@ -82,7 +82,7 @@ def volume_placeholder(
 
 def _are_modes(text: str) -> bool:
     """Tell whether ``text`` is a list of bind modes, as in ``/path:ro``, rather than a
-    destination, as in ``/host:/path``; docker reads a second field that way too."""
+    destination, as in ``/host:/path``."""
     return all(item in _BIND_MODES for item in text.split(",") if item)
 
 
@@ -94,8 +94,10 @@ def parse_volume_bind(bind: str) -> dict[str, Any] | None:
     if len(parts) == 1:
         return volume_placeholder("", parts[0], False, where)
     if len(parts) == 2 and parts[0].startswith("/") and _are_modes(parts[1]):
-        source, target, mode = "", parts[0], parts[1]
-    elif len(parts) in (2, 3):
+        # A destination with a mode, such as /data:ro: docker refuses it too, since an
+        # anonymous volume takes no mode.
+        raise InvalidArgument(f"invalid volume specification: {bind!r}")
+    if len(parts) in (2, 3):
         source, target = parts[0], parts[1]
         mode = parts[2] if len(parts) == 3 else ""
     else:
