@@ -122,6 +122,28 @@ def test_launcher_main_usage() -> None:
     assert launcher.main([]) == 2
 
 
+def test_launcher_main_cli(tmp_path: Path) -> None:
+    script = tmp_path / "ketch"
+    assert launcher.main(["--cli", str(script)]) == 0
+    assert "from ketch.cli.main import main" in script.read_text()
+
+
+def test_cli_launcher_runs_ketch(tmp_path: Path) -> None:
+    script = tmp_path / "ketch"
+    launcher.write_launcher(str(script), entry=launcher.CLI_ENTRY)
+    completed = run_script(script, "--version")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("ketch version")
+
+
+def test_cli_launcher_exit_status(tmp_path: Path) -> None:
+    script = tmp_path / "ketch"
+    launcher.write_launcher(str(script), entry=launcher.CLI_ENTRY)
+    completed = run_script(script, "no-such-command")
+    assert completed.returncode == 1
+    assert "no-such-command" in completed.stderr
+
+
 def write_stopped_record(state_root: Path, container_id: str) -> None:
     """Write the state of a container whose init is gone and whose cgroups are removed."""
     directory = state_root / container_id

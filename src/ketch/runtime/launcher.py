@@ -26,6 +26,13 @@ Usage, after ``pip install`` (which writes its own script at the same path)::
 
 The script names the interpreter (``sys.executable`` of the command above) and the
 package directory by absolute path, so it must be written again if either moves.
+
+``--cli`` writes the same kind of script for the ``ketch`` command, whose modules also
+import only the standard library and ketch: every ``ketch ps`` or ``ketch run`` saves the
+same milliseconds. That script ends with a normal exit instead, because the CLI may still
+have threads copying a container's output when its main function returns::
+
+    python -m ketch.runtime.launcher --cli .venv/bin/ketch
 """
 
 from __future__ import annotations
@@ -33,23 +40,31 @@ from __future__ import annotations
 import os
 import sys
 
+RUNTIME_ENTRY = "ketch.runtime.cli"
+CLI_ENTRY = "ketch.cli.main"
+
 _TEMPLATE = """#!{interpreter} -IS
-# ketch-runc, written by `python -m ketch.runtime.launcher`. -I -S skips site and its .pth
-# files, which the runtime does not need, to save milliseconds on every call.
+# Written by `python -m ketch.runtime.launcher`. -I -S skips site and its .pth files, which
+# this command does not need, to save milliseconds on every call.
 import os
 import sys
 
 sys.path.insert(0, {package_parent!r})
 try:
-    from ketch.runtime.cli import main
+    from {entry} import main
 except ImportError:
     # ketch is no longer in that directory: let site find it, as pip's script does.
     del sys.path[0]
     import site
 
     site.main()
-    from ketch.runtime.cli import main
-status = main()
+    from {entry} import main
+"""
+
+_NORMAL_EXIT = """sys.exit(main())
+"""
+
+_FAST_EXIT = """status = main()
 # os._exit skips the interpreter's teardown, which takes milliseconds once create's modules
 # are loaded. ketch-runc starts no threads and registers no exit handlers of its own, and
 # its log handlers flush every record, so only stdout and stderr need flushing.
@@ -62,9 +77,11 @@ os._exit(status)
 """
 
 
-def launcher_text(interpreter: str, package_parent: str) -> str:
-    """Return the script that runs ``interpreter`` with ketch imported from ``package_parent``."""
-    return _TEMPLATE.format(interpreter=interpreter, package_parent=package_parent)
+def launcher_text(interpreter: str, package_parent: str, entry: str = RUNTIME_ENTRY) -> str:
+    """Return the script that runs ``interpreter`` with ketch imported from ``package_parent``
+    and calls ``main`` of the module ``entry``."""
+    head = _TEMPLATE.format(interpreter=interpreter, package_parent=package_parent, entry=entry)
+    return head + (_FAST_EXIT if entry == RUNTIME_ENTRY else _NORMAL_EXIT)
 
 
 def package_parent() -> str:
@@ -74,7 +91,7 @@ def package_parent() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(ketch.__file__)))
 
 
-def write_launcher(path: str, interpreter: str | None = None) -> None:
+def write_launcher(path: str, interpreter: str | None = None, entry: str = RUNTIME_ENTRY) -> None:
     """Replace ``path`` atomically with the script for ``interpreter`` (default: this one)."""
     if interpreter is None:
         interpreter = sys.executable
@@ -83,18 +100,21 @@ def write_launcher(path: str, interpreter: str | None = None) -> None:
         raise ValueError(f"invalid interpreter {interpreter!r}: expected an absolute path")
     temporary = f"{path}.tmp"
     with open(temporary, "w") as handle:
-        handle.write(launcher_text(interpreter, package_parent()))
+        handle.write(launcher_text(interpreter, package_parent(), entry))
     os.chmod(temporary, 0o755)
     os.replace(temporary, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
+    entry = RUNTIME_ENTRY
+    if arguments[:1] == ["--cli"]:
+        entry, arguments = CLI_ENTRY, arguments[1:]
     if len(arguments) != 1:
-        print("usage: python -m ketch.runtime.launcher SCRIPT_PATH", file=sys.stderr)
+        print("usage: python -m ketch.runtime.launcher [--cli] SCRIPT_PATH", file=sys.stderr)
         return 2
     try:
-        write_launcher(arguments[0])
+        write_launcher(arguments[0], entry=entry)
     except (OSError, ValueError) as error:
         print(f"ketch.runtime.launcher: cannot write {arguments[0]}: {error}", file=sys.stderr)
         return 1
