@@ -15,6 +15,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+# The podman configuration (runc, cgroupfs, no network) is the run-start benchmark's.
+from run_start import PODMAN_CONTAINERS_CONF, PODMAN_STORAGE_CONF
+
 from support.cgroups import remove_cgroup_trees
 from support.daemon import KetchDaemon, stop_daemon
 from support.dockerd import Dockerd
@@ -23,27 +26,6 @@ from support.rootfs import make_busybox_rootfs
 
 PODMAN = Path("/usr/bin/podman")
 PODMAN_IMAGE = "localhost/busybox:latest"
-
-# runc, because Debian's crun 1.8 rejects a host whose cgroup v2 hierarchy has controllers.
-# cgroupfs, because there is no systemd. The ulimits stay below the host's hard limits
-# because podman requests nofile 1048576 for root by default.
-PODMAN_CONTAINERS_CONF = """[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-netns = "none"
-log_driver = "k8s-file"
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{root}/events.log"
-tmp_dir = "{root}/tmp"
-"""
-PODMAN_STORAGE_CONF = """[storage]
-driver = "overlay"
-graphroot = "{root}/storage"
-runroot = "{root}/run"
-"""
 
 
 def read_pid(path: Path) -> int:
