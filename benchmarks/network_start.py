@@ -1,8 +1,9 @@
-"""Time `ketch run --rm busybox true` on the bridge network against `--network none`, and
-`ketch start -a` of one stopped container in each mode, which connects it again on every
-start; with ``--docker``, time the same for Debian's dockerd 20.10 on its default bridge.
+"""Time `ketch run --rm busybox true` on the bridge network against `--network none`.
+Also time `ketch start -a` of one stopped container in each mode, which connects it again
+on every start. With ``--docker``, time the same for Debian's dockerd 20.10 on its default
+bridge.
 
-ketchd runs in a network namespace made for the run (tests/support/daemon.py), and dockerd
+ketchd runs in a network namespace created for the run (tests/support/daemon.py), and dockerd
 in another one, so their bridges and veths stay inside them. The runs alternate between the
 modes so that the machine's state affects all alike; the script prints the median of each
 and the bridge / none ratios. Run it as root after scripts/setup:

@@ -145,7 +145,7 @@ def test_dns_other_gateway_hides_names(front: FrontNetwork) -> None:
         result = run_on(front, "side", "nslookup", "web", front.gateway)
     finally:
         daemon.docker("network", "rm", "side")
-    # The server answered: it forwarded the name, and the upstream has no such name.
+    # The server replied after forwarding the name, and the upstream has no such name.
     assert "NXDOMAIN" in result.stdout, result.stdout + result.stderr
     assert front.web_address not in result.stdout
 

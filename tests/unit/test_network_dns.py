@@ -326,7 +326,7 @@ def test_tcp_connections_capped(monkeypatch: pytest.MonkeyPatch) -> None:
         finally:
             writer.close()
         idle_writer.close()
-        # With the slot free again, a query over TCP is answered. The server frees the slot
+        # With the slot free again, a query over TCP gets a reply. The server frees the slot
         # once it reads the end of the idle connection, so the first tries may be closed.
         for _ in range(50):
             try:

@@ -10,7 +10,7 @@ no name resolution, as in docker. Other names are forwarded to the servers of th
 container's Dns option, or else to ketchd's upstreams.
 
 The names come from the container store and the network store on every query, so a rename,
-a stop or a disconnect shows in the next answer.
+a stop or a disconnect shows in the next reply.
 """
 
 from __future__ import annotations

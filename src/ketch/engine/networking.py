@@ -410,7 +410,7 @@ def check_connectable(container: Any, network: Network) -> None:
 
 def endpoint_request(config: dict[str, Any], network: Network) -> EndpointRequest:
     """Read an EndpointSettings object (Aliases, IPAMConfig.IPv4Address, MacAddress) for
-    ``network``; InvalidArgument names the field that is wrong."""
+    ``network``. The InvalidArgument raised names the invalid field."""
     if not isinstance(config, dict):
         raise InvalidArgument(
             f"invalid endpoint settings for network {network.name}: expected an object"
@@ -420,9 +420,11 @@ def endpoint_request(config: dict[str, Any], network: Network) -> EndpointReques
         raise InvalidArgument(
             f"invalid Aliases for network {network.name}: expected a list of names"
         )
+
     ipam_config = config.get("IPAMConfig") or {}
     address_text = ipam_config.get("IPv4Address") if isinstance(ipam_config, dict) else None
     address = ipam.parse_address(address_text, "IPv4Address") if address_text else None
+
     user_defined = network.name != DEFAULT_NETWORK
     if address is not None and not user_defined:
         raise InvalidArgument(
@@ -434,6 +436,7 @@ def endpoint_request(config: dict[str, Any], network: Network) -> EndpointReques
         )
     if address is not None:
         ipam.check_in_subnet(address, network.subnet, "IPv4Address")
+
     mac = config.get("MacAddress") or None
     if mac is not None:
         mac = check_mac(mac)
@@ -489,10 +492,10 @@ def remove_hosts_lines(hosts_path: Path, addresses: Iterable[str | None]) -> Non
         return
     with hosts_path.open("r+") as hosts:
         lines = hosts.readlines()
-        kept = [line for line in lines if not line.startswith(prefixes)]
-        if kept != lines:
+        remaining = [line for line in lines if not line.startswith(prefixes)]
+        if remaining != lines:
             # Rewritten in place, because a rename would leave the container's bind mount
             # on the old file.
             hosts.seek(0)
-            hosts.writelines(kept)
+            hosts.writelines(remaining)
             hosts.truncate()

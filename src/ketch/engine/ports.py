@@ -151,7 +151,7 @@ class PublishedPorts:
         self, active: list[tuple[BoundPort, Proxy | HeldPort]], bound: BoundPort, address: str
     ) -> None:
         """Bind "::" on the port just bound on 0.0.0.0, as dockerd 20.10 does for an empty
-        HostIp; a host without IPv6, or a port taken on IPv6 only, leaves it at IPv4."""
+        HostIp. On a host without IPv6, or with the port in use on IPv6 only, it stays IPv4."""
         if self.kernel_rules is not None:
             return  # the dnat rules are in an "ip" table, so they forward IPv4 only
         request = PortRequest(
@@ -311,7 +311,7 @@ def _port_rules(
 
 
 def _restore_requests(ports: list[BoundPort]) -> list[PortRequest]:
-    """Turn recorded ports into exact requests; a "::" port recorded beside the same
+    """Turn recorded ports into exact requests. A "::" port recorded beside the same
     0.0.0.0 port came from an empty HostIp, so it is bound again as ``also_ipv6``."""
     ipv4_all = {(p.container_port, p.protocol, p.host_port) for p in ports if p.host_ip == ALL_IPV4}
     ipv6_all = {(p.container_port, p.protocol, p.host_port) for p in ports if p.host_ip == "::"}

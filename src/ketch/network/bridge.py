@@ -49,9 +49,9 @@ ICC_OPTION = "com.docker.network.bridge.enable_icc"
 
 
 # Link aliases (ifalias) that mark the engine's own links, so that a start can find and
-# delete the ones that no record names any more: "<prefix><tag> <network id>" on a bridge
-# and "<prefix><tag> <container id> <network id>" on the host end of a veth, where the tag
-# is the instance's. Aliases made before tags existed lack the "<tag> " part.
+# delete the ones that no record names any more. A bridge gets "<prefix><tag> <network id>"
+# and the host end of a veth "<prefix><tag> <container id> <network id>", with the
+# instance's tag. Aliases created before tags existed lack the "<tag> " part.
 BRIDGE_ALIAS_PREFIX = "ketch network "
 VETH_ALIAS_PREFIX = "ketch endpoint "
 

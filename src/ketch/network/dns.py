@@ -4,7 +4,7 @@ When a user-defined network comes up, the server listens on that network's gatew
 port 53, over UDP and TCP. Containers on the network name that address in their
 /etc/resolv.conf. The default ``bridge`` network gets no listener, as with docker.
 
-A query is answered in this order:
+A query is resolved in this order:
 
     container names   A records for the names, aliases and ids that the lookup returns for
                       the client, with ``NAME.NETWORK`` forms too. AAAA and other types for
@@ -57,7 +57,7 @@ ANSWER_TTL = 600
 UPSTREAM_TIMEOUT = 3.0
 # A TCP client that sends nothing for this long, in seconds, is disconnected.
 TCP_IDLE_TIMEOUT = 10.0
-# Queries answered at once per network; UDP queries beyond it are dropped, so a flood cannot
+# Queries in progress at once per network. UDP queries beyond it are dropped, so a flood cannot
 # grow ketchd's memory without bound. Clients retry a dropped query.
 MAX_PENDING_QUERIES = 256
 # Open TCP connections per network; a connection beyond it is closed at once.
@@ -138,7 +138,7 @@ def _client_address(peer: tuple[str, int] | None) -> IPv4Address | None:
 
 
 class _UpstreamFailures:
-    """Failed forwards per upstream, logged at most once a minute for each upstream."""
+    """Failed forwards per upstream, logged at most once per ``FAILURE_LOG_INTERVAL`` each."""
 
     def __init__(self) -> None:
         self._last_logged: dict[Upstream, float] = {}
@@ -153,7 +153,7 @@ class _UpstreamFailures:
         suppressed = self._suppressed.pop(upstream, 0)
         self._last_logged[upstream] = now
         logger.warning(
-            "DNS server %s:%d did not answer a forwarded query: %s (%d more failures since "
+            "DNS server %s:%d failed to reply to a forwarded query: %s (%d more failures since "
             "the last message)",
             upstream[0],
             upstream[1],
