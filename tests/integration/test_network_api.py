@@ -23,7 +23,7 @@ def network(client: docker.DockerClient) -> Iterator[docker.models.networks.Netw
     pool = docker.types.IPAMPool(
         subnet="10.77.0.0/24", gateway="10.77.0.254", iprange="10.77.0.128/25"
     )
-    made = client.networks.create(
+    created = client.networks.create(
         "web",
         driver="bridge",
         ipam=docker.types.IPAMConfig(pool_configs=[pool]),
@@ -31,12 +31,12 @@ def network(client: docker.DockerClient) -> Iterator[docker.models.networks.Netw
         options={"com.docker.network.driver.mtu": "1400"},
     )
     try:
-        yield made
+        yield created
     finally:
         for container in client.containers.list(all=True):
             container.remove(force=True)
         try:
-            made.remove()
+            created.remove()
         except docker.errors.NotFound:
             pass
 
@@ -132,17 +132,17 @@ def test_network_automatic_subnets_disjoint(
 ) -> None:
     route = ["ip", "route", "add", "172.19.0.0/16", "dev", "lo"]
     subprocess.run(daemon.namespace.command(route), check=True)
-    made = []
+    created = []
     try:
-        made = [client.networks.create(name) for name in ("auto1", "auto2")]
+        created = [client.networks.create(name) for name in ("auto1", "auto2")]
     finally:
         route[2] = "del"
         subprocess.run(daemon.namespace.command(route), check=True)
-    subnets = [ipaddress.IPv4Network(n.attrs["IPAM"]["Config"][0]["Subnet"]) for n in made]
+    subnets = [ipaddress.IPv4Network(n.attrs["IPAM"]["Config"][0]["Subnet"]) for n in created]
     subnets.append(
         ipaddress.IPv4Network(client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Subnet"])
     )
-    for network in made:
+    for network in created:
         network.remove()
     assert ipaddress.IPv4Network("172.19.0.0/16") not in subnets
     for index, subnet in enumerate(subnets):
@@ -227,8 +227,8 @@ def test_network_connect_running(
 ) -> None:
     container = _run(client, "sleep", "60")
     network.connect(container, aliases=["db"], ipv4_address="10.77.0.200")
-    shown = container.exec_run(["ip", "-o", "-4", "addr", "show", "eth1"])  # type: ignore[attr-defined]
-    assert b"10.77.0.200/24" in shown.output
+    result = container.exec_run(["ip", "-o", "-4", "addr", "show", "eth1"])  # type: ignore[attr-defined]
+    assert b"10.77.0.200/24" in result.output
     container.reload()  # type: ignore[attr-defined]
     settings = container.attrs["NetworkSettings"]["Networks"]  # type: ignore[attr-defined]
     assert settings["web"]["Aliases"] == ["db"]
@@ -244,8 +244,8 @@ def test_network_connect_before_start(
     container = client.containers.create("busybox", ["sleep", "60"])
     network.connect(container, aliases=["late"])
     container.start()
-    shown = container.exec_run(["ip", "-o", "-4", "addr", "show", "eth1"])
-    assert b"10.77.0.128/24" in shown.output
+    result = container.exec_run(["ip", "-o", "-4", "addr", "show", "eth1"])
+    assert b"10.77.0.128/24" in result.output
     container.reload()
     assert container.attrs["NetworkSettings"]["Networks"]["web"]["Aliases"] == ["late"]
 
@@ -256,9 +256,9 @@ def test_network_disconnect_running(
     container = _run(client, "sleep", "60", network="web")
     client.networks.get("bridge").connect(container)
     network.disconnect(container)
-    shown = container.exec_run(["ip", "-o", "link"])  # type: ignore[attr-defined]
-    assert b"eth1" in shown.output
-    assert b"eth0" not in shown.output
+    result = container.exec_run(["ip", "-o", "link"])  # type: ignore[attr-defined]
+    assert b"eth1" in result.output
+    assert b"eth0" not in result.output
     container.reload()  # type: ignore[attr-defined]
     assert list(container.attrs["NetworkSettings"]["Networks"]) == ["bridge"]  # type: ignore[attr-defined]
     routes = container.exec_run(["ip", "route"]).output  # type: ignore[attr-defined]
@@ -272,11 +272,11 @@ def test_network_prune_removes_unused(client: docker.DockerClient) -> None:
 
 
 def test_network_removal_leaves_nothing(daemon: KetchDaemon, client: docker.DockerClient) -> None:
-    made = client.networks.create("gone")
+    created = client.networks.create("gone")
     container = _run(client, "sleep", "60", network="gone")
     container.remove(force=True)  # type: ignore[attr-defined]
-    made.remove()
+    created.remove()
     links = _links(daemon)
-    assert "br-" + made.id[:12] not in links
+    assert "br-" + created.id[:12] not in links
     assert not any(name.startswith("v" + container.id[:7]) for name in links)  # type: ignore[attr-defined]
     assert not (daemon.exec_root / "netns" / container.id).exists()  # type: ignore[attr-defined]

@@ -173,16 +173,16 @@ def test_cli_ps_network_filter(cli: Runner) -> None:
     ok(cli, "network", "create", "listed")
     inside = ok(cli, "run", "-d", "--network", "listed", "busybox", "sleep", "60").strip()
     ok(cli, "run", "-d", "busybox", "sleep", "60")
-    shown = ok(cli, "ps", "-q", "--no-trunc", "--filter", "network=listed").split()
-    assert shown == [inside]
+    listed_ids = ok(cli, "ps", "-q", "--no-trunc", "--filter", "network=listed").split()
+    assert listed_ids == [inside]
 
 
 def test_cli_connect_disconnect(cli: Runner) -> None:
     ok(cli, "network", "create", "--subnet", "10.91.0.0/24", "extra")
     container = ok(cli, "run", "-d", "busybox", "sleep", "60").strip()
     ok(cli, "network", "connect", "--ip", "10.91.0.9", "extra", container)
-    shown = ok(cli, "exec", container, "ip", "-o", "-4", "addr", "show", "eth1")
-    assert "10.91.0.9/24" in shown
+    addresses = ok(cli, "exec", container, "ip", "-o", "-4", "addr", "show", "eth1")
+    assert "10.91.0.9/24" in addresses
 
     result = cli("network", "rm", "extra")
     assert result.returncode != 0

@@ -93,11 +93,11 @@ def test_publish_tcp_answers(daemon: KetchDaemon) -> None:
 
 def test_publish_shown_in_inspect_and_ps(daemon: KetchDaemon) -> None:
     container_id = _run_detached(daemon, "-p", "127.0.0.1:18081:80", "busybox", "sleep", "60")
-    shown = _inspect(daemon, container_id)
-    assert shown["NetworkSettings"]["Ports"] == {
+    inspected = _inspect(daemon, container_id)
+    assert inspected["NetworkSettings"]["Ports"] == {
         "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18081"}]
     }
-    assert shown["HostConfig"]["PortBindings"] == {
+    assert inspected["HostConfig"]["PortBindings"] == {
         "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18081"}]
     }
     listing = daemon.ketch("ps", "--format", "{{.Ports}}", "--filter", f"id={container_id}")
@@ -111,8 +111,8 @@ def test_port_command_lists_bindings(daemon: KetchDaemon) -> None:
     )
     every = daemon.ketch("port", container_id)
     assert every.stdout.splitlines() == ["53/udp -> 127.0.0.1:18089", "80/tcp -> 127.0.0.1:18088"]
-    one = daemon.ketch("port", container_id, "80")
-    assert one.stdout == "127.0.0.1:18088\n"
+    port_output = daemon.ketch("port", container_id, "80")
+    assert port_output.stdout == "127.0.0.1:18088\n"
     missing = daemon.ketch("port", container_id, "81")
     assert missing.returncode == 1
     assert "No public port '81/tcp' published" in missing.stderr
@@ -278,8 +278,8 @@ def test_restart_policy_binds_again(daemon: KetchDaemon) -> None:
     )  # fmt: skip
     assert _wait_for_tcp_reply(daemon, 18091, b"hi") == b"hi\n"
     assert _wait_for_tcp_reply(daemon, 18091, b"hi") == b"hi\n"
-    shown = _inspect(daemon, container_id)
-    assert shown["RestartCount"] >= 1
+    inspected = _inspect(daemon, container_id)
+    assert inspected["RestartCount"] >= 1
     daemon.ketch("rm", "-f", container_id)
 
 

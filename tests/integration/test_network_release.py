@@ -1,5 +1,5 @@
 """Endpoints that change under a container, against a real ketchd: released on stop and
-exit and made again on the next start from the container's configuration, and published
+exit and created again on the next start from the container's configuration, and published
 ports that follow a disconnect to the next network, as docker does.
 
 ketchd runs in a network namespace of the test's own, so links and traffic stay inside it.
@@ -53,10 +53,10 @@ def link_names(daemon: KetchDaemon) -> list[str]:
     return [line.split(":")[1].strip().split("@")[0] for line in result.stdout.splitlines()]
 
 
-def wait_until(condition: Any, what: str) -> None:
+def wait_until(condition: Any, description: str) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {description}"
         time.sleep(0.1)
 
 
@@ -125,8 +125,8 @@ def test_start_keeps_configured_endpoint(daemon: KetchDaemon) -> None:
     assert settings["IPAddress"] == "10.95.0.77"
     assert settings["MacAddress"] == "02:aa:bb:cc:dd:ee"
     assert "other-name" in settings["Aliases"]
-    shown = ok(daemon, "exec", container_id, "ip", "-o", "-4", "addr", "show", "eth0")
-    assert "10.95.0.77/24" in shown
+    addresses = ok(daemon, "exec", container_id, "ip", "-o", "-4", "addr", "show", "eth0")
+    assert "10.95.0.77/24" in addresses
     hosts = ok(daemon, "exec", container_id, "cat", "/etc/hosts")
     assert hosts.count("10.95.0.77") == 1
 

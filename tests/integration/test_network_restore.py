@@ -82,8 +82,8 @@ def test_restore_keeps_networking_and_removes_leftovers(daemon: KetchDaemon) -> 
     assert "vleftover" not in links
     assert "br-" + network_id[:12] in links
     assert ok(daemon, "inspect", "-f", "{{.State.Status}}", server) == "running\n"
-    shown = ok(daemon, "exec", server, "ip", "-o", "-4", "addr", "show", "eth0")
-    assert f"{address}/24" in shown
+    addresses = ok(daemon, "exec", server, "ip", "-o", "-4", "addr", "show", "eth0")
+    assert f"{address}/24" in addresses
     assert "eth1" in ok(daemon, "exec", server, "ip", "-o", "link")
     assert "pong" in fetch_pong(daemon, address)
 
