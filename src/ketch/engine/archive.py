@@ -198,10 +198,10 @@ class PaddedReader:
         self._left = size
 
     def read(self, count: int = -1) -> bytes:
-        wanted = self._left if count < 0 else min(count, self._left)
-        data = self._file.read(wanted)
-        if len(data) < wanted:
-            data += bytes(wanted - len(data))
+        requested = self._left if count < 0 else min(count, self._left)
+        data = self._file.read(requested)
+        if len(data) < requested:
+            data += bytes(requested - len(data))
         self._left -= len(data)
         return data
 

@@ -53,11 +53,13 @@ class ContainerCreation:
         port_warnings = check_network_mode(
             options.network_mode, options.raw_host_config, options.exposed_ports
         )
+
         planned = {}
         if self.networking is not None:
             planned = await self.networking.plan(options, body, self.resolve)
         if not options.log_opts:
             options.log_opts = dict(self._default_log_opts)
+
         stored_name = self._claim_name(name)
         try:
             image = self._images.get(options.image)
@@ -69,9 +71,11 @@ class ContainerCreation:
                 await self.volumes.populate(container, self._remove)
         finally:
             self._reserved_names.discard(stored_name)
+
         if planned:
             container.network_endpoints = planned
             self._store.save(container)
+
         warnings = [*options.warnings, *port_warnings]
         if self.networking is None and options.network_mode in BRIDGE_MODES:
             warnings.append(BRIDGE_WARNING)

@@ -81,7 +81,7 @@ def volume_placeholder(
 
 
 def _are_modes(text: str) -> bool:
-    """Tell whether ``text`` is a list of bind modes, as in ``/path:ro``, rather than a
+    """Return True if ``text`` is a list of bind modes, as in ``/path:ro``, rather than a
     destination, as in ``/host:/path``."""
     return all(item in _BIND_MODES for item in text.split(",") if item)
 
@@ -93,9 +93,10 @@ def parse_volume_bind(bind: str) -> dict[str, Any] | None:
     where = f"HostConfig.Binds entry {bind!r}"
     if len(parts) == 1:
         return volume_placeholder("", parts[0], False, where)
+
     if len(parts) == 2 and parts[0].startswith("/") and _are_modes(parts[1]):
-        # A destination with a mode, such as /data:ro: docker refuses it too, since an
-        # anonymous volume takes no mode.
+        # Reject a destination with a mode, such as /data:ro, because an anonymous volume
+        # takes no mode.
         raise InvalidArgument(f"invalid volume specification: {bind!r}")
     if len(parts) in (2, 3):
         source, target = parts[0], parts[1]
@@ -104,6 +105,7 @@ def parse_volume_bind(bind: str) -> dict[str, Any] | None:
         return None
     if source.startswith("/"):
         return None
+
     modes = [item for item in mode.split(",") if item]
     for item in modes:
         if item not in _BIND_MODES:
@@ -213,7 +215,7 @@ def copy_image_content(rootfs: Path, destination: str, data: Path) -> None:
 
 
 def _copy_into_empty(rootfs: Path, destination: str, data: Path) -> None:
-    # An empty volume only: another container may have filled it meanwhile.
+    # Copy into an empty volume only, because another container may have filled it meanwhile.
     if not os.listdir(data):
         copy_image_content(rootfs, destination, data)
 
@@ -398,7 +400,7 @@ class ContainerVolumes:
             try:
                 self.volumes.remove(name)
             except KetchError as error:
-                logger.warning("cannot remove volume %s after a failed create: %s", name, error)
+                logger.warning("failed to remove volume %s after a failed create: %s", name, error)
 
     def mount_for_start(self, container_id: str) -> None:
         """Mount the container's tmpfs and bind volumes that are not mounted, for example
@@ -425,7 +427,7 @@ class ContainerVolumes:
             try:
                 self.volumes.unmount_if_unused(name)
             except KetchError as error:
-                logger.warning("cannot unmount volume %s: %s", name, error)
+                logger.warning("failed to unmount volume %s: %s", name, error)
 
     def forget_missing(self, container_ids: set[str]) -> None:
         """Drop the mount points of containers that no longer exist, after a crash."""
@@ -438,13 +440,14 @@ class ContainerVolumes:
         or a destination (``docker ps --filter volume=``), at most ``limit`` if it is > 0."""
         from ketch.engine.views import mount_points
 
+        requested_values = set(values)
         selected = []
         for container in containers:
             points = mount_points(container.host_config) + self.mount_points(container.id)
             names = {
                 point.get(key) for point in points for key in ("Name", "Source", "Destination")
             }
-            if names & set(values):
+            if names & requested_values:
                 selected.append(container)
         return selected[:limit] if limit > 0 else selected
 

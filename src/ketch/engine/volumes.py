@@ -201,6 +201,7 @@ class VolumeService:
             check_name(name)
         else:
             name = self._random_name()
+
         existing = self.store.get(name)
         if existing is not None:
             if existing.driver != driver:
@@ -208,6 +209,7 @@ class VolumeService:
                     f"volume {name} already exists with driver {existing.driver}, not {driver}"
                 )
             return existing
+
         if driver != LOCAL_DRIVER:
             raise InvalidArgument(
                 f"invalid volume driver {driver!r} for volume {name}: only local is available"
@@ -216,6 +218,7 @@ class VolumeService:
         labels = dict(labels or {})
         if anonymous:
             labels.setdefault(ANONYMOUS_LABEL, "")
+
         volume = Volume(
             name=name,
             driver=driver,
@@ -375,7 +378,7 @@ class VolumeService:
                 try:
                     os.rmdir(path)
                 except OSError as error:
-                    logger.warning("cannot remove %s of volume %s: %s", path, volume.name, error)
+                    logger.warning("failed to remove %s of volume %s: %s", path, volume.name, error)
         else:
             shutil.rmtree(directory, ignore_errors=True)
         logger.info("removed volume %s", volume.name)
@@ -394,7 +397,7 @@ class VolumeService:
             try:
                 self._delete(volume)
             except KetchError as error:
-                logger.warning("cannot remove anonymous volume %s: %s", name, error)
+                logger.warning("failed to remove anonymous volume %s: %s", name, error)
 
     def prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         """Remove unused anonymous volumes, or with ``all=true`` unused named ones too,
@@ -418,7 +421,7 @@ class VolumeService:
             try:
                 self._delete(volume)
             except KetchError as error:
-                logger.warning("cannot prune volume %s: %s", volume.name, error)
+                logger.warning("failed to prune volume %s: %s", volume.name, error)
                 continue
             deleted.append(volume.name)
             reclaimed += size
