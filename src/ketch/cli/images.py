@@ -6,7 +6,7 @@ import sys
 import time
 
 from ketch.cli.humanize import human_duration, human_size
-from ketch.cli.options import Command, Flag
+from ketch.cli.options import FILTER_FLAG, TABLE_FORMAT_FLAG, Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
 TYPE_CHECKING = False
@@ -21,19 +21,8 @@ COMMAND = Command(
     (
         Flag("all", "Show all images (default hides intermediate images)", short="a"),
         Flag("digests", "Show digests"),
-        Flag(
-            "filter",
-            "Filter output based on conditions provided",
-            short="f",
-            metavar="filter",
-            repeated=True,
-        ),
-        Flag(
-            "format",
-            "Format output using a Go template, 'table', 'table TEMPLATE' or 'json'",
-            metavar="string",
-            default="",
-        ),
+        FILTER_FLAG,
+        TABLE_FORMAT_FLAG,
         Flag("no-trunc", "Don't truncate output"),
         Flag("quiet", "Only show image IDs", short="q"),
     ),

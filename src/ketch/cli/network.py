@@ -7,7 +7,7 @@ import sys
 
 from ketch.cli.errors import ProtocolFailure, UsageError
 from ketch.cli.inspect import INSPECT_FORMAT
-from ketch.cli.options import Command, Flag
+from ketch.cli.options import TABLE_FORMAT_FLAG, Command, Flag
 from ketch.cli.volume import pairs
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
@@ -31,12 +31,6 @@ HEADERS = {
 SHORT_ID_LENGTH = 12
 PRUNE_WARNING = "This will remove all custom networks not used by at least one container."
 
-_FORMAT = Flag(
-    "format",
-    "Format output using a Go template, 'table', 'table TEMPLATE' or 'json'",
-    metavar="string",
-    default="",
-)
 _FILTER = Flag(
     "filter",
     "Provide filter values (e.g. 'driver=bridge')",
@@ -243,7 +237,7 @@ VERBS = {
             "List networks",
             (
                 _FILTER,
-                _FORMAT,
+                TABLE_FORMAT_FLAG,
                 Flag("no-trunc", "Do not truncate the output"),
                 Flag("quiet", "Only display network IDs", short="q"),
             ),

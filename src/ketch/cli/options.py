@@ -51,6 +51,22 @@ class Flag:
         return bool(self.default)
 
 
+# The ``--filter`` and ``--format`` flags that docker's list commands share.
+FILTER_FLAG = Flag(
+    "filter",
+    "Filter output based on conditions provided",
+    short="f",
+    metavar="filter",
+    repeated=True,
+)
+TABLE_FORMAT_FLAG = Flag(
+    "format",
+    "Format output using a Go template, 'table', 'table TEMPLATE' or 'json'",
+    metavar="string",
+    default="",
+)
+
+
 class Command:
     """A command's usage line, summary, flags and how many arguments it takes."""
 

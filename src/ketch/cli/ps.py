@@ -7,7 +7,7 @@ import sys
 import time
 
 from ketch.cli.humanize import human_duration, human_size, truncate
-from ketch.cli.options import Command, Flag
+from ketch.cli.options import FILTER_FLAG, TABLE_FORMAT_FLAG, Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
 TYPE_CHECKING = False
@@ -21,19 +21,8 @@ COMMAND = Command(
     "List containers",
     (
         Flag("all", "Show all containers (default shows just running)", short="a"),
-        Flag(
-            "filter",
-            "Filter output based on conditions provided",
-            short="f",
-            metavar="filter",
-            repeated=True,
-        ),
-        Flag(
-            "format",
-            "Format output using a Go template, 'table', 'table TEMPLATE' or 'json'",
-            metavar="string",
-            default="",
-        ),
+        FILTER_FLAG,
+        TABLE_FORMAT_FLAG,
         Flag(
             "last", "Show n last created containers (includes all states)", short="n", metavar="int"
         ),

@@ -7,7 +7,7 @@ import sys
 
 from ketch.cli.errors import ProtocolFailure, UsageError
 from ketch.cli.inspect import INSPECT_FORMAT
-from ketch.cli.options import Command, Flag
+from ketch.cli.options import TABLE_FORMAT_FLAG, Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
 TYPE_CHECKING = False
@@ -204,12 +204,7 @@ VERBS = {
             "List volumes",
             (
                 _FILTER,
-                Flag(
-                    "format",
-                    "Format output using a Go template, 'table', 'table TEMPLATE' or 'json'",
-                    metavar="string",
-                    default="",
-                ),
+                TABLE_FORMAT_FLAG,
                 Flag("quiet", "Only display volume names", short="q"),
             ),
             max_args=0,
