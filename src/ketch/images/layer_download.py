@@ -35,8 +35,8 @@ async def download_layer(
     feed: LayerFeed | None,
     progress: PullProgress,
 ) -> None:
-    """Download a layer into ``writer`` and commit it; a feed gets the same bytes and
-    ends once the blob is verified, or breaks off when the download starts over."""
+    """Download a layer into ``writer`` and commit it. A ``feed`` gets the same bytes, and
+    it ends once the blob is verified or breaks off when the download starts over."""
 
     def receive(chunk: bytes) -> None:
         writer.write(chunk)
@@ -56,10 +56,7 @@ async def download_layer(
         await commit_to_end(writer)
     except InvalidArgument as error:
         if not resumed_from:
-            raise InvalidArgument(
-                f"filesystem layer verification failed for digest {layer.digest} "
-                f"from {client.endpoint.name}: {error}"
-            ) from None
+            raise _verification_failed(client, layer, error) from None
         # The bytes kept from an earlier pull may be what is wrong, so the
         # whole blob is downloaded once more before the layer counts as bad.
         log.warning("resumed layer %s failed verification, downloading it again: %s",
@@ -75,10 +72,16 @@ async def _commit_layer(client: RegistryClient, layer: Descriptor, writer: BlobW
     try:
         await commit_to_end(writer)
     except InvalidArgument as error:
-        raise InvalidArgument(
-            f"filesystem layer verification failed for digest {layer.digest} "
-            f"from {client.endpoint.name}: {error}"
-        ) from None
+        raise _verification_failed(client, layer, error) from None
+
+
+def _verification_failed(
+    client: RegistryClient, layer: Descriptor, error: InvalidArgument
+) -> InvalidArgument:
+    return InvalidArgument(
+        f"filesystem layer verification failed for digest {layer.digest} "
+        f"from {client.endpoint.name}: {error}"
+    )
 
 
 async def _download_with_retries(
