@@ -21,8 +21,9 @@ Whiteouts take one of two forms (:class:`WhiteoutForm`):
   ``dir/.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` on ``dir``.
 * ``APPLY``: the directory already contains a copy of the layers below (the copying
   snapshotter), and whiteouts delete from it. A symlink or file that a lower layer left
-  where this layer has a directory is replaced by a directory, which is what the overlayfs
-  mount of the same layers shows; one that this layer itself planted is rejected.
+  where this layer has a directory is replaced by a directory, as the overlayfs mount of
+  the same layers shows it. Such a symlink or file that this layer itself planted is
+  rejected.
 
 Ownership, modes, modification times, device nodes and extended attributes are kept;
 directory metadata is applied last, so that writing the children does not change it.

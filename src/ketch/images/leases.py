@@ -1,7 +1,7 @@
 """Leases: the blobs and chain IDs that pulls in progress rely on.
 
-A pull holds a lease on each blob and snapshot it uses before it looks for them, and the
-store's removal and garbage collection leave leased names alone, so that removing an image
+A pull holds a lease on each blob and snapshot it uses before it looks for them. The
+store's removal and garbage collection leave leased names alone, so removing an image
 while another pull of a layer it shares is running does not take the layer away.
 """
 

@@ -24,7 +24,7 @@ PROGRESS_INTERVAL_SECONDS = 0.1
 
 
 class PullProgress:
-    """Sends one pull's messages to ``callback``; ``subject`` names the image in logs."""
+    """Sender of one pull's messages to ``callback``. ``subject`` names the image in logs."""
 
     def __init__(self, callback: ProgressCallback | None, subject: str) -> None:
         self.callback = callback

@@ -28,8 +28,8 @@ async def find_manifest(
     credentials: CredentialStore | None,
 ) -> tuple[RegistryClient, FetchedManifest]:
     """Fetch the manifest from the first endpoint that has it (mirrors in order) and return
-    a client for that endpoint with it. ``auth`` are credentials for this pull only; without
-    them the ones in ``credentials`` for each endpoint's host are used."""
+    a client for that endpoint with it. ``auth`` are credentials for this pull only. Without
+    them, the ones in ``credentials`` for each endpoint's host are used."""
     endpoints = endpoints_for(reference.domain, mirrors, insecure_registries)
     target = reference.digest or reference.tag or "latest"
     for number, endpoint in enumerate(endpoints, start=1):

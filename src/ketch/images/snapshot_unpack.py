@@ -39,11 +39,11 @@ async def unpack_into_snapshot(
     feed: LayerFeed | None = None,
     feed_threads: Executor | None = None,
 ) -> tuple[str, int]:
-    """Unpack a layer into a new active snapshot; return its key and size.
+    """Unpack a layer into a new active snapshot and return its key and size.
 
     The layer comes from ``feed`` while it downloads, in a thread of ``feed_threads``, or
     else from the stored ``blob``. With ``parent_pending`` the parent may still be
-    unpacking and the files are not synced; the caller syncs before it commits.
+    unpacking, so the files are not synced and the caller syncs before it commits.
     """
     key = f"extract-{secrets.token_hex(4)}-{chain_id}"
     path = snapshots.prepare(key, parent, parent_pending=parent_pending)
