@@ -153,7 +153,7 @@ def skopeo(*arguments: str) -> None:
 
 
 class StageCpu(logging.Handler):
-    """Adds up the ``cpu_seconds`` of the pull's debug records, by their ``pull_stage``."""
+    """Logging handler that sums the ``cpu_seconds`` of debug records by their ``pull_stage``."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
