@@ -60,7 +60,7 @@ async def prune_volumes(call: Call) -> None:
 
 
 def _request_version(call: Call) -> tuple[int, int]:
-    """Return the API version the request path names; a path without one is the newest."""
+    """Return the API version that the request path names, or the newest for a path without one."""
     match = _PATH_VERSION.match(call.request.path)
     if match is None:
         return (999, 0)

@@ -60,4 +60,4 @@ async def _resume_after_failure(engine: Any, container_id: str) -> None:
     try:
         await _resume(engine, container_id)
     except KetchError as error:
-        logger.error("cannot resume container %s after a failed commit: %s", container_id, error)
+        logger.error("failed to resume container %s after a failed commit: %s", container_id, error)

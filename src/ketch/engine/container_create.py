@@ -48,7 +48,7 @@ class ContainerCreation:
     init_path: str | None
 
     async def create(self, body: Any, name: str | None) -> dict[str, Any]:
-        """Create a container from a create body; return ``{"Id", "Warnings"}``."""
+        """Create a container from a create body and return ``{"Id", "Warnings"}``."""
         options = parse_create_body(body)
         port_warnings = check_network_mode(
             options.network_mode, options.raw_host_config, options.exposed_ports

@@ -35,7 +35,7 @@ class ContainerRemoval:
     volumes: Any
 
     async def remove(self, reference: str, force: bool = False, volumes: bool = False) -> None:
-        """Remove a container; ``volumes`` removes its anonymous volumes too (rm -v)."""
+        """Remove a container, and its anonymous volumes too if ``volumes`` is set (rm -v)."""
         container = self.resolve(reference)
         if container.state.removing:
             raise Conflict(f"removal of container {container.id} is already in progress")
@@ -102,4 +102,4 @@ class ContainerRemoval:
         try:
             self._images.release_rootfs(container_id)
         except (KetchError, OSError) as error:
-            logger.error("cannot release the rootfs of container %s: %s", container_id, error)
+            logger.error("failed to release the rootfs of container %s: %s", container_id, error)

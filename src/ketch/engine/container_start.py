@@ -139,7 +139,7 @@ class ContainerStarts:
         return error
 
     async def _fail_start(self, container: Container, error: KetchError) -> None:
-        logger.warning("cannot start container %s: %s", container.id, error)
+        logger.warning("failed to start container %s: %s", container.id, error)
         if self.ports is not None:
             self.ports.release(container.id)
         if self.networking is not None:

@@ -43,7 +43,7 @@ class ExecRecords:
             os.replace(temporary, path)
         except OSError as error:
             # NOTE: a record that cannot be written makes that exec unknown after a restart.
-            logger.error("cannot write the record of exec %s: %s", exec_id, error)
+            logger.error("failed to write the record of exec %s: %s", exec_id, error)
 
     def load(self, container_id: str) -> list[dict[str, Any]]:
         """Return the container's exec records; unreadable ones are skipped with a warning."""

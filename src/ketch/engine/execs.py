@@ -368,7 +368,7 @@ class ExecService:
             try:
                 states = await self._containers.supervisor.execs(container_id)
             except KetchError as error:
-                logger.warning("cannot read the execs of container %s: %s", container_id, error)
+                logger.warning("failed to read the execs of container %s: %s", container_id, error)
                 continue
             by_id = {state.get("exec_id"): state for state in states}
             for instance in instances:

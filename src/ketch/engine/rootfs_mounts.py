@@ -30,7 +30,7 @@ def unmount_stopped(container: Container) -> None:
     try:
         unmount_path(Path(container.rootfs))
     except KetchError as error:
-        logger.warning("cannot unmount the rootfs of container %s: %s", container.id, error)
+        logger.warning("failed to unmount the rootfs of container %s: %s", container.id, error)
         return
     logger.debug("unmounted the rootfs of stopped container %s", container.id)
 

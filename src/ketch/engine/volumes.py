@@ -256,7 +256,7 @@ class VolumeService:
         return volume
 
     def view(self, volume: Volume, usage: bool = False) -> dict[str, Any]:
-        """Return docker's Volume object; with ``usage``, UsageData with Size and RefCount."""
+        """Return docker's Volume object, with UsageData (Size and RefCount) if ``usage`` is set."""
         result: dict[str, Any] = {
             "CreatedAt": volume.created,
             "Driver": volume.driver,
@@ -307,7 +307,7 @@ class VolumeService:
     # Mount for use
 
     def mount_for_use(self, volume: Volume) -> Path:
-        """Mount a tmpfs or bind volume on its _data if it is not mounted yet; return _data."""
+        """Mount a tmpfs or bind volume on its _data if it is not mounted yet, and return _data."""
         data = self.data_path(volume.name)
         options = volume.options or {}
         kind = options.get("type", "")
@@ -354,7 +354,7 @@ class VolumeService:
     # Remove and prune
 
     def remove(self, name: str, force: bool = False) -> None:
-        """Remove a volume no container uses; ``force`` ignores a missing volume."""
+        """Remove a volume that no container uses. With ``force``, a missing volume is ignored."""
         volume = self.store.get(name)
         if volume is None:
             if force:

@@ -46,7 +46,7 @@ def handle_request(supervisor: Supervisor, connection: Connection, request: dict
         connection.send_error(error)
         return
     except Exception as error:
-        log.exception("request %s failed", op)
+        log.exception("request %s %s failed", op, request.get("id", ""))
         connection.send_error(SystemFailure(f"supervisor failed on {op}: {error!r}"))
         return
     if response is not None:
@@ -101,7 +101,7 @@ def _op_kill(
 ) -> dict[str, Any]:
     exec_process = supervisor.execs.processes.get(str(request.get("id")))
     if exec_process is not None:
-        # An exec that has not finished is an unreaped child, so its pid is still its.
+        # An exec that has not finished is an unreaped child, so its pid still belongs to it.
         if not exec_process.exited:
             os.kill(exec_process.record.pid, protocol.require_signal(request))
         return {}
@@ -194,7 +194,7 @@ def _op_execs(
 
 
 def _get_live(supervisor: Supervisor, request: dict[str, Any], action: str) -> Container:
-    """Return a container whose init has not exited; raise Conflict for any other."""
+    """Return a container whose init has not exited, or raise Conflict for any other."""
     container = _get(supervisor, request)
     if container.exited or container.finished:
         raise Conflict(f"cannot {action} container {container.id}: it is not running")
