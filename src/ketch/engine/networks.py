@@ -13,7 +13,6 @@ import hashlib
 import logging
 import re
 import time
-from ipaddress import IPv4Network
 from typing import Any
 
 from ketch.engine import timestamps
@@ -74,9 +73,9 @@ class NetworkOperations:
         return sorted(selected, key=lambda view: view["Name"])
 
     async def inspect(self, reference: str) -> dict[str, Any]:
-        for name in NAMESPACE_NETWORKS:
-            if reference in (name, fixed_id(name)):
-                return self._namespace_view(name)
+        name = _namespace_network(reference)
+        if name is not None:
+            return self._namespace_view(name)
         network = await self._networking.network_by_reference(reference)
         return self._view(network, with_containers=True)
 
@@ -191,8 +190,8 @@ class NetworkOperations:
         return {"Id": network.id, "Warning": ""}
 
     async def remove(self, reference: str) -> None:
-        if reference in NAMESPACE_NETWORKS or reference in map(fixed_id, NAMESPACE_NETWORKS):
-            name = reference if reference in NAMESPACE_NETWORKS else _name_of_fixed(reference)
+        name = _namespace_network(reference)
+        if name is not None:
             raise Forbidden(f"{name} is a pre-defined network and cannot be removed")
         network = await self._networking.network_by_reference(reference)
         await self._networking.driver.remove_network(network)
@@ -221,7 +220,7 @@ class NetworkOperations:
     async def connect(self, reference: str, body: Any) -> None:
         """Connect a container (``body.Container``) with ``body.EndpointConfig``."""
         container_ref, config = _container_and_config(body, "EndpointConfig")
-        if reference in NAMESPACE_NETWORKS:
+        if _namespace_network(reference) is not None:
             raise Forbidden(
                 "container cannot be disconnected from host network or connected to host network"
             )
@@ -236,7 +235,7 @@ class NetworkOperations:
         # Limitation: Force does not disconnect endpoints of containers that are gone; the
         # container must exist.
         container_ref, _ = _container_and_config(body, "Force")
-        if reference in NAMESPACE_NETWORKS:
+        if _namespace_network(reference) is not None:
             raise Forbidden(
                 "container cannot be disconnected from host network or connected to host network"
             )
@@ -331,13 +330,9 @@ def _parse_ipam(ipam_body: Any) -> tuple[Any, Any, Any]:
     if gateway is not None:
         ipam.check_in_subnet(gateway, subnet, "gateway")
     ip_range = ipam.parse_subnet(range_text, "ip-range") if range_text else None
-    if ip_range is not None and not _within(ip_range, subnet):
+    if ip_range is not None and not ip_range.subnet_of(subnet):
         raise InvalidArgument(f"invalid ip-range {ip_range}: it is not inside subnet {subnet}")
     return subnet, gateway, ip_range
-
-
-def _within(inner: IPv4Network, outer: IPv4Network) -> bool:
-    return inner.subnet_of(outer)
 
 
 def _check_options(options: dict[str, str]) -> int:
@@ -456,5 +451,9 @@ def _prune_until(values: list[str]) -> float | None:
         ) from None
 
 
-def _name_of_fixed(network_id: str) -> str:
-    return next(name for name in NAMESPACE_NETWORKS if fixed_id(name) == network_id)
+def _namespace_network(reference: str) -> str | None:
+    """Return "host" or "none" when ``reference`` is that network's name or id, else None."""
+    for name in NAMESPACE_NETWORKS:
+        if reference in (name, fixed_id(name)):
+            return name
+    return None
