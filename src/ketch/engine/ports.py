@@ -220,7 +220,10 @@ class PublishedPorts:
                 await self._bind_all(container_id, requests, endpoint)
             except KetchError as error:
                 logger.error(
-                    "cannot publish the ports of container %s again: %s", container_id, error
+                    "failed to publish the ports of container %s again: %s; restart the "
+                    "container to publish them",
+                    container_id,
+                    error,
                 )
 
     def bound_ports(self, container_id: str) -> list[BoundPort]:
@@ -236,8 +239,7 @@ class PublishedPorts:
             ports[key] = None
         for bound in self.bound_ports(container.id):
             host = {"HostIp": bound.host_ip, "HostPort": str(bound.host_port)}
-            ports.setdefault(bound.key, None)
-            ports[bound.key] = (ports[bound.key] or []) + [host]
+            ports[bound.key] = (ports.get(bound.key) or []) + [host]
         return ports
 
     def summary_ports(self, container: Any) -> list[dict[str, Any]]:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import json
 import logging
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -281,15 +283,15 @@ class PortBinder:
             return self._bind_first_free(request, self._ephemeral_candidates())
         if request.host_low == request.host_high:
             return self._bind_exact(request, request.host_low)
-        candidates = list(range(request.host_low, request.host_high + 1))
+        candidates = range(request.host_low, request.host_high + 1)
         return self._bind_first_free(request, candidates)
 
-    def _ephemeral_candidates(self) -> list[int]:
+    def _ephemeral_candidates(self) -> Iterable[int]:
         # libnetwork's portallocator hands out ephemeral ports in turn, from the last one
         # allocated, so that a port just released is not given to the next container at once.
         low, high = self._range
         start = self._next_ephemeral
-        return list(range(start, high + 1)) + list(range(low, start))
+        return itertools.chain(range(start, high + 1), range(low, start))
 
     def _bind_exact(self, request: PortRequest, port: int) -> tuple[BoundPort, socket.socket]:
         address = f"{request.host_ip}:{port}"
@@ -312,7 +314,7 @@ class PortBinder:
         return self._hold(request, port), sock
 
     def _bind_first_free(
-        self, request: PortRequest, candidates: list[int]
+        self, request: PortRequest, candidates: Iterable[int]
     ) -> tuple[BoundPort, socket.socket]:
         for port in candidates:
             if self.held_by_ketch(request.protocol, request.host_ip, port):
