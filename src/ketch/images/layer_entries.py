@@ -57,10 +57,10 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 # Extended attributes a layer may set. trusted.* is excluded above all because
 # trusted.overlay.* would let a layer forge opaque directories or redirects in the mount.
 _ALLOWED_XATTR_PREFIXES = ("user.", "security.", "system.posix_acl_")
-# Files of at least this size start going to disk as soon as they are written, so that
-# the syncfs before the snapshot is committed waits for less. Smaller files are left to
-# that syncfs, which batches them (on the Debian base layer's thousands of small files,
-# starting each one early measured no faster).
+# Files of at least this size start going to disk as soon as they are written, so the
+# syncfs before the snapshot is committed waits for less. Smaller files are left to that
+# syncfs, because starting each one early measured no faster on the thousands of small
+# files of the Debian base layer.
 EARLY_WRITEBACK_MIN_BYTES = 256 * 1024
 # Errors that come from the host's disk, not from the layer's content.
 _HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})

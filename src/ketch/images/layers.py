@@ -1,9 +1,9 @@
 """Layer unpacking: a tar (plain, gzip or zstd) streamed into a snapshot directory.
 
 This module picks the decompressor from the blob's first bytes, computes the diff ID as the
-tar streams, and hands the entries to :class:`ketch.images.layer_entries.EntryWriter`,
-whose docstring describes how a hostile layer is kept inside the snapshot and the two
-forms whiteouts take.
+tar streams, and hands the entries to :class:`ketch.images.layer_entries.EntryWriter`.
+The docstring of the ``layer_entries`` module describes how a hostile layer is kept inside
+the snapshot and the two forms whiteouts take.
 
 Decompression bombs are bounded: :class:`UnpackLimits` caps the uncompressed bytes and
 the number of entries, and a layer past either cap is rejected with both numbers named.
@@ -39,7 +39,7 @@ from ketch.images.layer_entries import (
 )
 from ketch.linux import syscalls
 
-# Names other modules import from here; they are defined in layer_entries.
+# Names other modules import from here. Most are defined in layer_entries.
 __all__ = [
     "DEFAULT_LIMITS",
     "OPAQUE_WHITEOUT",
@@ -167,9 +167,9 @@ def unpack_layer_stream(
             progress(compressed.count, total)
 
     root_fd = os.open(destination, DIRECTORY_FLAGS)
-    unpacker = EntryWriter(root_fd, layer, whiteouts, limits)
+    entry_writer = EntryWriter(root_fd, layer, whiteouts, limits)
     try:
-        unpacker.unpack(uncompressed, report_progress)
+        entry_writer.unpack(uncompressed, report_progress)
         uncompressed.drain()
         if sync:
             _sync_filesystem(root_fd, destination)
@@ -193,7 +193,7 @@ def unpack_layer_stream(
             f"layer {layer}: diff ID mismatch: the image config lists {expected_diff_id}, "
             f"the uncompressed layer is {diff_id}"
         )
-    return UnpackedLayer(diff_id, unpacker.size)
+    return UnpackedLayer(diff_id, entry_writer.size)
 
 
 def _decompressed(reader: _CountingReader, magic: bytes, layer: str) -> BinaryIO:
