@@ -5,7 +5,7 @@ directly, and over plain loopback.
 
 With ``--docker`` the run also measures dockerd's userland proxy (docker-proxy).
 
-ketchd runs in a network namespace made for the run (tests/support/daemon.py), and dockerd
+ketchd runs in a network namespace created for the run (tests/support/daemon.py), and dockerd
 in another one, so every byte stays inside those namespaces. A sink server, a small Python
 program started with ``nsenter`` in the container's network namespace, reads with 1 MiB
 buffers and reports the byte count when the client closes its write half. The client runs

@@ -316,6 +316,11 @@ class SpliceTcpProxy:
             backend.close()
             client.close()
             return
+        except asyncio.CancelledError:
+            # The proxy is closing, and no connection owns these sockets yet.
+            backend.close()
+            client.close()
+            raise
         for sock in (client, backend):
             sock.setblocking(True)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
