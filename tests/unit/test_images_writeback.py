@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ketch.images import content
 from ketch.images.content import WRITEBACK_STEP_BYTES, ContentStore
 from ketch.images.writeback import start_writeback
 from ketch.linux import syscalls
@@ -43,7 +44,14 @@ def test_start_writeback_ignores_pipe() -> None:
         os.close(write_end)
 
 
-def test_blob_over_writeback_step(tmp_path: Path) -> None:
+def test_blob_writer_starts_writeback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ranges: list[tuple[int, int]] = []
+
+    def record_writeback(fd: int, offset: int = 0, count: int = 0) -> None:
+        ranges.append((offset, count))
+        start_writeback(fd, offset, count)
+
+    monkeypatch.setattr(content, "start_writeback", record_writeback)
     store = ContentStore(tmp_path)
     data = os.urandom(WRITEBACK_STEP_BYTES + 1000)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -51,4 +59,6 @@ def test_blob_over_writeback_step(tmp_path: Path) -> None:
         for offset in range(0, len(data), 1024 * 1024):
             writer.write(data[offset : offset + 1024 * 1024])
         writer.commit()
+
     assert store.read(digest) == data
+    assert ranges == [(0, WRITEBACK_STEP_BYTES)]
