@@ -171,6 +171,7 @@ def ketch_pull(address: str, work: Path, phases: list[dict[str, float]]) -> CpuC
     stamps: list[tuple[float, str]] = []
     stages = StageCpu()
     logger = logging.getLogger("ketch.images")
+    previous_level = logger.level
     logger.setLevel(logging.DEBUG)
     logger.addHandler(stages)
     try:
@@ -185,6 +186,7 @@ def ketch_pull(address: str, work: Path, phases: list[dict[str, float]]) -> CpuC
             loop_cpu = time.thread_time() - loop_cpu
     finally:
         logger.removeHandler(stages)
+        logger.setLevel(previous_level)
         close_store(store, db, root)
     phases.append(pull_phases(stamps, clock.wall))
     phases[-1]["CPU: event loop thread"] = loop_cpu
