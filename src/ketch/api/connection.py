@@ -170,6 +170,7 @@ class HttpConnection:
         request: h11.Request | None = None
         body = bytearray()
         spool: IO[bytes] | None = None
+        spooled = False
         try:
             while True:
                 event = self._h11.next_event()
@@ -178,8 +179,9 @@ class HttpConnection:
                     self._h11.receive_data(await self._reader.read(READ_SIZE))
                 elif isinstance(event, h11.Request):
                     request = event
+                    spooled = self._spools(event)
                 elif isinstance(event, h11.Data) and request is not None:
-                    if spool is None and self._spools(request):
+                    if spool is None and spooled:
                         spool = tempfile.TemporaryFile(dir=self._spool_dir)
                     if spool is not None:
                         spool.write(event.data)

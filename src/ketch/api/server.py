@@ -9,8 +9,8 @@ the route table in ``routes`` picks the handler. Any error the handler raises be
 reply has started is sent as ``{"message": ...}`` with the status from
 ``errors.status_for_error``: this is the one place where the API reports errors.
 
-The bodies of the routes in ``SPOOLED_BODY_ROUTES`` (image tarballs) are spooled to a
-temporary file under the engine's data root rather than held in memory.
+The bodies of the routes that ``spools_body`` selects (image and archive tarballs) are
+spooled to a temporary file under the engine's data root rather than held in memory.
 """
 
 from __future__ import annotations
