@@ -38,19 +38,26 @@ def host_address(binding: dict) -> str:
 def port_key(text: str) -> str:
     """Normalize a PRIVATE_PORT[/PROTO] argument to an inspect key such as "80/tcp"."""
     port, _, protocol = text.partition("/")
-    if not port.isdigit():
+    if not _is_decimal(port):
         raise UsageError(f'invalid port "{text}": expected PRIVATE_PORT[/PROTO], such as 80/tcp')
     return f"{int(port)}/{protocol.lower() or 'tcp'}"
 
 
 def _sort_key(key: str) -> tuple[int, str]:
     port, _, protocol = key.partition("/")
-    return (int(port) if port.isdigit() else 0, protocol)
+    return (int(port) if _is_decimal(port) else 0, protocol)
+
+
+def _is_decimal(text: str) -> bool:
+    # str.isdigit alone accepts digits of other scripts and superscripts, which int() may reject.
+    return text.isascii() and text.isdigit()
 
 
 def format_mappings(ports: dict, requested: str | None) -> list[str]:
-    """Return the output lines for the Ports of an inspect body; raise NotFound when
-    ``requested`` is not published."""
+    """Return the output lines for the Ports of an inspect body.
+
+    Raise NotFound when ``requested`` is not published.
+    """
     if requested is not None:
         bindings = ports.get(requested) or []
         if not bindings:
@@ -65,7 +72,7 @@ def format_mappings(ports: dict, requested: str | None) -> list[str]:
 
 def _port_range(text: str, name: str) -> tuple[int, int]:
     low_text, dash, high_text = text.partition("-")
-    valid = low_text.isdigit() and (high_text.isdigit() if dash else True)
+    valid = _is_decimal(low_text) and (_is_decimal(high_text) if dash else True)
     low = int(low_text) if valid else 0
     high = int(high_text) if valid and dash else low
     if not valid or not 0 < low <= high <= 65535:
