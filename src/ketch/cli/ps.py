@@ -84,8 +84,11 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
 
 
 def default_table(rows: list[ContainerRow], size: bool) -> str:
-    """Render the default table without the template engine; the output is the same as
-    rendering ``DEFAULT_TABLE``, at a fraction of the cost for many containers."""
+    """Render the default table without the template engine.
+
+    The output is the same as rendering ``DEFAULT_TABLE``, at a fraction of the cost for
+    many containers.
+    """
     from ketch.cli.formatter import tabulate
 
     fields = DEFAULT_FIELDS + (("Size",) if size else ())

@@ -99,8 +99,8 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
     body = create_body(args[0], args[1:], options, detached)
     check_terminal(body["Tty"], body["AttachStdin"])
     if body["Tty"] and not detached and os.isatty(0):
-        # The engine sizes the terminal before the process starts; the resize sent after
-        # the start comes too late for a command that reads the size at once.
+        # The engine sizes the terminal before the process starts. A resize sent after the
+        # start comes too late for a command that reads the size at once.
         size = os.get_terminal_size(0)
         body["HostConfig"]["ConsoleSize"] = [size.lines, size.columns]
     policy = pull_policy(options)

@@ -49,7 +49,8 @@ def create(context: Context, options: dict, args: list[str]) -> int:
 
 
 def pairs(values: list[str], flag: str, value_required: bool = True) -> dict[str, str]:
-    """Parse repeated ``KEY=VALUE`` flag values; without ``value_required``, ``KEY`` too."""
+    """Parse repeated ``KEY=VALUE`` flag values, and also bare ``KEY`` values unless
+    ``value_required``."""
     parsed = {}
     for value in values:
         key, separator, text = value.partition("=")
@@ -149,8 +150,8 @@ def prune(context: Context, options: dict, args: list[str]) -> int:
 
 
 def request_prune(client: Client, filters: list[str], prune_all: bool) -> int:
-    """POST /volumes/prune with ``filters`` (``KEY=VALUE`` strings), and print what went
-    and the space reclaimed."""
+    """Send POST /volumes/prune with ``filters`` (``KEY=VALUE`` strings), and print the
+    deleted volumes and the space reclaimed."""
     from ketch.cli.humanize import human_size
     from ketch.cli.ps import filters_json
 

@@ -53,7 +53,7 @@ sys.path.insert(0, {package_parent!r})
 try:
     from {entry} import main
 except ImportError:
-    # ketch is no longer in that directory: let site find it, as pip's script does.
+    # ketch is no longer in that directory, so let site find it, as pip's script does.
     del sys.path[0]
     import site
 
@@ -97,7 +97,9 @@ def write_launcher(path: str, interpreter: str | None = None, entry: str = RUNTI
         interpreter = sys.executable
     if not os.path.isabs(interpreter) or any(char.isspace() for char in interpreter):
         # The kernel splits a #! line at the first blank and allows no relative lookup.
-        raise ValueError(f"invalid interpreter {interpreter!r}: expected an absolute path")
+        raise ValueError(
+            f"invalid interpreter {interpreter!r}: expected an absolute path without blanks"
+        )
     temporary = f"{path}.tmp"
     with open(temporary, "w") as handle:
         handle.write(launcher_text(interpreter, package_parent(), entry))

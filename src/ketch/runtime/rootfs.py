@@ -82,8 +82,8 @@ def prepare_root(spec: Spec) -> None:
     sc.mount(spec.rootfs, spec.rootfs, None, sc.MS_BIND | sc.MS_REC)
 
 
-# Mount points are kept as strings, not Path objects: the init parses mountinfo on every
-# create, and building a Path for each line and its parents took most of prepare_root
+# Mount points are kept as strings, not Path objects, because the init parses mountinfo on
+# every create. Building a Path for each line and its parents took most of prepare_root
 # under cProfile.
 
 

@@ -75,7 +75,7 @@ def parse_signal(text: str | int) -> int:
 
 def _signal_number(name: str) -> int | None:
     # SIG_DFL, SIG_IGN, SIG_BLOCK and the like are handler and mask constants, not
-    # signals; no signal name has an underscore.
+    # signals, and no signal name has an underscore.
     if not name.isidentifier() or "_" in name:
         return None
     value = getattr(_signals, name, None)
