@@ -418,12 +418,14 @@ class BridgeDriver:
                 await asyncio.to_thread(links.delete_link, endpoint.veth)
                 self.store.remove_endpoint(container_id, network_id)
         namespace = self.namespace_path(container_id)
-        gateways = [
-            network.gateway
-            for endpoint in endpoints
-            if endpoint.network_id != network_id
-            and not (network := self.network_of(endpoint)).internal
-        ]
+        # The default route goes back through a remaining network that has egress.
+        gateways = []
+        for endpoint in endpoints:
+            if endpoint.network_id == network_id:
+                continue
+            network = self.network_of(endpoint)
+            if not network.internal:
+                gateways.append(network.gateway)
         if gateways and is_pinned(namespace):
             await asyncio.to_thread(links.restore_default_route, namespace, gateways)
 

@@ -224,7 +224,7 @@ class Firewall:
             async with self._lock:
                 await self._apply()
         except SystemFailure as error:
-            logger.error("cannot remove the port rules of container %s: %s", container_id, error)
+            logger.error("failed to remove the port rules of container %s: %s", container_id, error)
 
     async def network_up(self, network: Network) -> None:
         """Add the network's rules; turn on IPv4 forwarding for a network with egress."""
@@ -250,7 +250,7 @@ class Firewall:
             try:
                 await self._apply()
             except SystemFailure as error:
-                logger.error("cannot reconcile ketch's firewall rules: %s", error)
+                logger.error("failed to reconcile ketch's firewall rules: %s", error)
 
     async def _apply(self) -> None:
         port_rules = [rule for rules in self._port_rules.values() for rule in rules]
