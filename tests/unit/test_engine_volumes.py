@@ -238,7 +238,7 @@ def test_bind_spec_anonymous_with_mode() -> None:
 
 
 def test_bind_spec_relative_destination_is_host_bind() -> None:
-    # Left to the host bind parser, whose message says the destination must be absolute.
+    # Left to the host bind parser, whose message states that the destination must be absolute.
     assert parse_volume_bind("/tmp:relative") is None
 
 
