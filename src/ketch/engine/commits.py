@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ketch.errors import KetchError
+from ketch.errors import KetchError, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ async def commit_container(
     config: Any,
     pause: bool,
 ) -> str:
-    """Record the changes of container ``reference`` as a new image; return its ID.
+    """Record the changes of container ``reference`` as a new image and return its ID.
 
     ``options``, ``changes`` and ``config`` are those of ``ImageOperations.commit``.
     With ``pause`` a running container is paused for the duration and resumed after.
@@ -48,7 +48,13 @@ async def commit_container(
 
 
 async def _resume(engine: Any, container_id: str) -> None:
-    container = engine.containers.resolve(container_id)
+    try:
+        container = engine.containers.resolve(container_id)
+    except NotFound:
+        # The container was removed during the commit, and the image stays valid.
+        logger.info("container %s was removed during its commit", container_id)
+        return
+
     # A container killed during the commit is no longer running, so there is nothing to resume.
     if container.running and container.state.paused:
         await engine.control.unpause(container_id)
