@@ -4,7 +4,7 @@ each layer into its snapshot, then record the image in one transaction.
 Layers download up to three at a time, starting while the config is fetched. With the
 overlay snapshotter each layer unpacks while it downloads (``ketch.images.feed``),
 alongside the others, and one syncfs before the snapshots are committed bottom first
-replaces one per layer. A snapshot is committed only after its blob's digest verified. The
+replaces one per layer. A snapshot is committed only after its blob's digest is verified. The
 copying snapshotter needs each parent's files, so there layers unpack bottom first, each
 from its stored blob. A download that breaks off resumes with HTTP Range from the bytes
 kept in the content store's ``ingest/``, within the same pull and in a later pull of the
