@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,14 @@ def test_remove_hosts_lines_only_given(tmp_path: Path) -> None:
 def test_remove_hosts_lines_missing_file(tmp_path: Path) -> None:
     remove_hosts_lines(tmp_path / "hosts", ["10.5.0.9"])
     assert not (tmp_path / "hosts").exists()
+
+
+def test_add_hosts_line_whole_lines(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("110.0.0.1\tweb\n")
+    ContainerNetworking._add_hosts_line(hosts, IPv4Address("10.0.0.1"), "web")
+    ContainerNetworking._add_hosts_line(hosts, IPv4Address("10.0.0.1"), "web")
+    assert hosts.read_text() == "110.0.0.1\tweb\n10.0.0.1\tweb\n"
 
 
 def _release_calls(

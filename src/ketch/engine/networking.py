@@ -217,13 +217,14 @@ class ContainerNetworking:
 
     @staticmethod
     def _add_hosts_line(hosts_path: Path, address: IPv4Address, hostname: str) -> None:
-        line = f"{address}\t{hostname}\n"
+        line = f"{address}\t{hostname}"
         text = hosts_path.read_text() if hosts_path.exists() else ""
-        if line not in text:
+        # Compared by whole lines, since 10.0.0.1 is a substring of 110.0.0.1.
+        if line not in text.splitlines():
             # Written in place: the file is bind-mounted into a container that may have run
             # before, and a rename would leave that mount on the old file.
             with hosts_path.open("a") as hosts:
-                hosts.write(line)
+                hosts.write(line + "\n")
 
     def inspect_fields(self, endpoint: Endpoint, network: Network) -> dict[str, Any]:
         """Return the fields of NetworkSettings.Networks.<name> for an endpoint."""
@@ -335,7 +336,7 @@ class ContainerNetworking:
             del self._releases[container_id]
         if not task.cancelled() and task.exception() is not None:
             logger.error(
-                "cannot release the network endpoints of container %s",
+                "failed to release the network endpoints of container %s",
                 container_id,
                 exc_info=task.exception(),
             )
@@ -366,7 +367,7 @@ class ContainerNetworking:
             await self.driver.disconnect(container_id)
         except (OSError, NetlinkError, SystemFailure) as error:
             logger.error(
-                "cannot disconnect container %s from its networks: %s", container_id, error
+                "failed to disconnect container %s from its networks: %s", container_id, error
             )
 
     async def remove_stale(self, container_ids: set[str]) -> None:
@@ -378,7 +379,7 @@ class ContainerNetworking:
         try:
             await self.driver.remove_leftover_links()
         except (OSError, NetlinkError, SystemFailure) as error:
-            logger.error("cannot delete leftover network links: %s", error)
+            logger.error("failed to delete leftover network links: %s", error)
 
     async def bring_up_networks(self) -> None:
         """Make missing bridges of recorded networks and tell the services about each, as
@@ -386,7 +387,7 @@ class ContainerNetworking:
         try:
             await self.driver.bring_up_all()
         except (OSError, NetlinkError) as error:
-            logger.error("cannot bring up the bridges of the networks: %s", error)
+            logger.error("failed to bring up the bridges of the networks: %s", error)
 
 
 def check_connectable(container: Any, network: Network) -> None:
