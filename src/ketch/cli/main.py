@@ -132,15 +132,13 @@ GROUPS = {
         "prune": "system-prune",
     },
 }
-NETWORK_VERBS = ("connect", "create", "disconnect", "inspect", "ls", "prune", "rm")
-VOLUME_VERBS = ("create", "inspect", "ls", "prune", "rm")
 HIDDEN_COMMANDS = {
     "container-inspect": "inspect",
     "image-inspect": "inspect",
     "container-prune": "system",
     "image-prune": "system",
-    **{f"network-{verb}": "network" for verb in NETWORK_VERBS},
-    **{f"volume-{verb}": "volume" for verb in VOLUME_VERBS},
+    **dict.fromkeys(GROUPS["network"].values(), "network"),
+    **dict.fromkeys(GROUPS["volume"].values(), "volume"),
     "system-df": "system",
     "system-prune": "system",
 }

@@ -85,6 +85,7 @@ def system_df(context: Context, options: dict, args: list[str]) -> int:
     cache = data.get("BuildCache") or []
     used_images = [image for image in images if (image.get("Containers") or 0) > 0]
     running = [container for container in containers if container.get("State") == "running"]
+    volume_usage = [volume.get("UsageData") or {} for volume in volumes]
     rows = [
         _df_row(
             "Images",
@@ -103,13 +104,9 @@ def system_df(context: Context, options: dict, args: list[str]) -> int:
         _df_row(
             "Local Volumes",
             volumes,
-            [v for v in volumes if ((v.get("UsageData") or {}).get("RefCount") or 0) > 0],
-            sum(((v.get("UsageData") or {}).get("Size") or 0) for v in volumes),
-            [
-                (v.get("UsageData") or {}).get("Size") or 0
-                for v in volumes
-                if not (v.get("UsageData") or {}).get("RefCount")
-            ],
+            [usage for usage in volume_usage if (usage.get("RefCount") or 0) > 0],
+            sum(usage.get("Size") or 0 for usage in volume_usage),
+            [usage.get("Size") or 0 for usage in volume_usage if not usage.get("RefCount")],
         ),
         _df_row(
             "Build Cache",
