@@ -111,7 +111,7 @@ class DockerEngine:
 
     def __init__(self, root: Path, namespace: NetworkNamespace, tarball: Path) -> None:
         root.mkdir(parents=True)
-        # Relative, so that dockerd makes its containers' cgroups under our own cgroup.
+        # Relative, so that dockerd makes its containers' cgroups under the benchmark's cgroup.
         self.cgroup_parent = f"ketch-mem-docker-{secrets.token_hex(4)}"
         self.dockerd = Dockerd(root, namespace, self.cgroup_parent)
         try:
@@ -138,7 +138,7 @@ class DockerEngine:
             "dockerd": read_pid(self.dockerd.pid_file),
             "containerd": read_pid(exec_root / "containerd" / "containerd.pid"),
         }
-        # Each shim's -address is the containerd socket under our private exec root.
+        # Each shim's -address is the containerd socket under the engine's private exec root.
         for pid in find_processes("containerd-shim-runc-v2", str(exec_root)):
             found[f"shim {pid}"] = pid
         return found
@@ -161,9 +161,9 @@ class PodmanEngine:
     def __init__(self, root: Path, namespace: NetworkNamespace, tarball: Path) -> None:
         self.root = root
         self.namespace = namespace
-        # The parent is relative, so podman makes the containers' cgroups under our own cgroup.
-        # conmon gets no cgroup (--cgroups no-conmon) because podman 4.3 would otherwise put it
-        # at the root of each hierarchy, so conmon stays in our cgroup.
+        # The parent is relative, so podman makes the containers' cgroups under the
+        # benchmark's cgroup. conmon gets no cgroup (--cgroups no-conmon) because podman 4.3
+        # would otherwise put it at the root of each hierarchy, so it stays in that cgroup.
         self.cgroup_parent = f"ketch-mem-podman-{secrets.token_hex(4)}"
         (root / "tmp").mkdir(parents=True)
         (root / "containers.conf").write_text(PODMAN_CONTAINERS_CONF.format(root=root))
@@ -202,7 +202,7 @@ class PodmanEngine:
         check(self.podman("rm", "--all", "--force", "--time", "0", timeout=300), "podman rm")
 
     def processes(self) -> dict[str, int]:
-        # conmon's arguments name the container's directories under our private root.
+        # conmon's arguments name the container's directories under the engine's private root.
         return {f"conmon {pid}": pid for pid in find_processes("conmon", str(self.root))}
 
     def close(self) -> None:
