@@ -170,7 +170,9 @@ class ResolvConfUpdater:
             try:
                 self.update(container_id)
             except (OSError, KetchError) as error:
-                logger.error("cannot update resolv.conf of container %s: %s", container_id, error)
+                logger.error(
+                    "failed to update resolv.conf of container %s: %s", container_id, error
+                )
 
     def update(self, container_id: str) -> None:
         """Rewrite the container's resolv.conf if its networks call for other content."""
