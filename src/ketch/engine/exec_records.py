@@ -32,8 +32,8 @@ class ExecRecords:
         return self._paths.directory(container_id) / "execs"
 
     def save(self, container_id: str, exec_id: str, record: dict[str, Any]) -> None:
-        """Write the record of one exec; a failure is logged, because the exec itself
-        works without its record."""
+        """Write the record of one exec. A failure is logged, not raised, because the exec
+        itself works without its record."""
         directory = self.directory(container_id)
         path = directory / f"{exec_id}.json"
         temporary = directory / f".{exec_id}.json.tmp"
@@ -46,7 +46,7 @@ class ExecRecords:
             logger.error("failed to write the record of exec %s: %s", exec_id, error)
 
     def load(self, container_id: str) -> list[dict[str, Any]]:
-        """Return the container's exec records; unreadable ones are skipped with a warning."""
+        """Return the container's exec records, skipping unreadable ones with a warning."""
         directory = self.directory(container_id)
         try:
             paths = [path for path in directory.iterdir() if path.suffix == ".json"]

@@ -381,7 +381,8 @@ class ExecService:
             for record in self._records.load(container.id):
                 try:
                     restored.append(ExecInstance.from_record(record))
-                except TypeError as error:
+                except (AttributeError, TypeError, ValueError) as error:
+                    # A record that is valid JSON but not an exec object lands here.
                     logger.warning("skipping an exec record of %s: %s", container.id, error)
         for instance in sorted(restored, key=lambda instance: instance.created_ns):
             self._execs.setdefault(instance.id, instance)
