@@ -109,3 +109,22 @@ def test_store_remove_one_endpoint() -> None:
     store = _store()
     store.remove_endpoint("c" * 64, "n" * 64)
     assert store.endpoints() == []
+
+
+def test_store_endpoints_in_interface_order() -> None:
+    store = NetworkStore(sqlite3.connect(":memory:", isolation_level=None))
+    for index in (10, 2, 0):
+        network_id = f"{index:02d}" * 32
+        store.add_network(
+            replace(
+                NETWORK,
+                id=network_id,
+                name=f"net{index}",
+                subnet=IPv4Network(f"10.{index}.0.0/24"),
+                gateway=IPv4Address(f"10.{index}.0.1"),
+                bridge=f"br{index}",
+            )
+        )
+        store.add_endpoint(replace(ENDPOINT, network_id=network_id, interface=f"eth{index}"))
+    interfaces = [endpoint.interface for endpoint in store.endpoints_of("c" * 64)]
+    assert interfaces == ["eth0", "eth2", "eth10"]

@@ -191,7 +191,7 @@ class NetworkStore:
     def endpoints_of(self, container_id: str) -> list[Endpoint]:
         rows = self._db.execute(
             f"SELECT {ENDPOINT_COLUMNS} FROM network_endpoints WHERE container_id = ? "
-            "ORDER BY interface",
+            "ORDER BY length(interface), interface",
             (container_id,),
         ).fetchall()
         return [_endpoint(row) for row in rows]
