@@ -26,6 +26,7 @@ from ketch.network.bridge import (
     MTU_OPTION,
     NetworkRequest,
 )
+from ketch.network.instance import MAX_INTERFACE_NAME_BYTES
 from ketch.network.store import DEFAULT_MTU, Network
 
 logger = logging.getLogger(__name__)
@@ -37,9 +38,6 @@ PREDEFINED = (DEFAULT_NETWORK, *NAMESPACE_NETWORKS)
 NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 LIST_FILTERS = ("name", "id", "label", "driver", "type", "dangling", "scope")
 PRUNE_FILTERS = ("label", "label!", "until")
-
-# The kernel's limit on interface names (IFNAMSIZ less the terminating NUL).
-MAX_INTERFACE_NAME = 15
 
 
 def fixed_id(name: str) -> str:
@@ -339,11 +337,11 @@ def _check_options(options: dict[str, str]) -> int:
     """Check the bridge driver's options and return the MTU they set."""
     bridge = options.get(BRIDGE_NAME_OPTION)
     if bridge is not None and not (
-        0 < len(bridge) <= MAX_INTERFACE_NAME and re.fullmatch(r"[a-zA-Z0-9_.-]+", bridge)
+        0 < len(bridge) <= MAX_INTERFACE_NAME_BYTES and re.fullmatch(r"[a-zA-Z0-9_.-]+", bridge)
     ):
         raise InvalidArgument(
             f"invalid option {BRIDGE_NAME_OPTION}={bridge!r}: expected an interface name of "
-            f"1 to {MAX_INTERFACE_NAME} letters, digits, '_', '.' or '-'"
+            f"1 to {MAX_INTERFACE_NAME_BYTES} letters, digits, '_', '.' or '-'"
         )
     # enable_icc=false is enforced by the firewall's rules (ketch.network.firewall).
     icc = options.get(ICC_OPTION)
