@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from ketch.api import API_VERSION
 from ketch.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -63,7 +64,8 @@ def _request_version(call: Call) -> tuple[int, int]:
     """Return the API version that the request path names, or the newest for a path without one."""
     match = _PATH_VERSION.match(call.request.path)
     if match is None:
-        return (999, 0)
+        major, minor = API_VERSION.split(".")
+        return (int(major), int(minor))
     return (int(match.group(1)), int(match.group(2)))
 
 
