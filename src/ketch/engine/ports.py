@@ -88,7 +88,7 @@ class PublishedPorts:
         """Bind the container's host ports and start their proxies, or hand their dnat rules
         to ``kernel_rules`` when it is set.
 
-        Raises Conflict when a host port is taken, and then leaves nothing bound.
+        Raises Conflict when a host port is in use, and then leaves nothing bound.
         """
         requests = requested_bindings(container.host_config, container.config.get("ExposedPorts"))
         if not requests:

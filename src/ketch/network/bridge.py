@@ -157,7 +157,7 @@ class BridgeDriver:
     # NOTE: a recorded ``bridge`` network keeps the bridge it was made with, so a changed
     # ``bridge`` setting, or a data root whose record predates instance names, is not applied.
     async def _record_default(self) -> Network:
-        subnet = ipam.choose_subnet(await self._taken_subnets())
+        subnet = ipam.choose_subnet(await self._used_subnets())
         network = Network(
             id=secrets.token_hex(32),
             name=DEFAULT_NETWORK,
@@ -172,7 +172,7 @@ class BridgeDriver:
         logger.info("created network %s with subnet %s", network.name, subnet)
         return network
 
-    async def _taken_subnets(self) -> list[IPv4Network]:
+    async def _used_subnets(self) -> list[IPv4Network]:
         networks = self.store.networks()
         bridges = [n.bridge for n in networks]
         routes = await asyncio.to_thread(links.host_routes, bridges)
@@ -255,7 +255,7 @@ class BridgeDriver:
             raise Conflict(f"bridge name {bridge}: a link with that name exists on the host")
         subnet = request.subnet
         if subnet is None:
-            subnet = ipam.choose_subnet(await self._taken_subnets())
+            subnet = ipam.choose_subnet(await self._used_subnets())
         else:
             networks = self.store.networks()
             routes = await asyncio.to_thread(links.host_routes, [n.bridge for n in networks])

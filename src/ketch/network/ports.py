@@ -278,7 +278,7 @@ class PortBinder:
         )
 
     def bind(self, request: PortRequest) -> tuple[BoundPort, socket.socket]:
-        """Bind a host socket for ``request``. Raises Conflict when the port is taken."""
+        """Bind a host socket for ``request``. Raises Conflict when the port is in use."""
         if request.host_low == 0:
             return self._bind_first_free(request, self._ephemeral_candidates())
         if request.host_low == request.host_high:
