@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def unmount_stopped(container: Container) -> None:
-    """Detach the rootfs mount of a container that has exited; a failure is logged,
-    because the container's exit is recorded regardless."""
+    """Detach the rootfs mount of a container that has exited. A failure is logged, not
+    raised, because the container's exit is recorded regardless."""
     try:
         unmount_path(Path(container.rootfs))
     except KetchError as error:
@@ -44,7 +44,7 @@ def ensure_mounted(images: Any, container: Container) -> None:
     merged = Path(container.rootfs)
     if not _unmounted_overlay(merged):
         return
-    # Limitation: a rootfs mounted again for a copy or an export stays mounted until the
+    # NOTE: a rootfs mounted again for a copy or an export stays mounted until the
     # container's next exit, because nothing tracks when the copy is done with it.
     image = images.get(container.image_id)
     images.prepare_rootfs(container.id, image)
@@ -52,5 +52,5 @@ def ensure_mounted(images: Any, container: Container) -> None:
 
 
 def _unmounted_overlay(merged: Path) -> bool:
-    # overlayfs keeps the writable layer in "upper" beside "merged"; a copied rootfs has none.
+    # overlayfs keeps the writable layer in "upper" beside "merged". A copied rootfs has none.
     return (merged.parent / "upper").is_dir() and not merged.is_mount()
