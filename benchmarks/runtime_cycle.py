@@ -245,7 +245,7 @@ def print_import_times(
     """Run ketch-runc cycles under ``python -X importtime`` and print, per verb, the median
     total import time and the imports with the largest median cumulative time."""
     launcher = RUNTIMES["ketch-runc"]
-    first_line = launcher.read_text().split("\n", 1)[0]
+    first_line = launcher.read_text().split("\n", 1)[0] if launcher.exists() else ""
     if first_line.endswith(" -IS"):
         # The script scripts/setup installs, run with the interpreter options it names.
         prefix = [sys.executable, "-I", "-S", "-X", "importtime", str(launcher)]
