@@ -23,7 +23,7 @@ _deferred_setup: tuple[int, Callable[[], None]] | None = None
 
 
 def defer_setup(setup: Callable[[], None]) -> None:
-    """Run ``setup`` (which attaches log handlers) before the first warning or error.
+    """Register ``setup``, which attaches log handlers, to run at the first warning or error.
 
     Debug records need no setup, because without a handler they are dropped anyway. Only
     this process runs it, not a forked child such as the container's init, where it would

@@ -35,10 +35,10 @@ from ketch.runtime import state
 from ketch.runtime.lazylog import LazyLogger
 
 # False at run time, so that this module does not import typing, pathlib or the cgroup
-# managers: every ketch-runc call pays for what it imports, and start, state and kill
+# managers. Every ketch-runc call pays for what it imports, and start, state and kill
 # need none of them. Type checkers take the branch below as true. For the same reason
 # signal and contextlib (each of which imports enum, functools and collections) are not
-# imported here: signals are sent through ketch.runtime.signals.
+# imported here, and signals are sent through ketch.runtime.signals.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
