@@ -50,3 +50,12 @@ def test_host_devices_other_root(tmp_path: Path) -> None:
     (tmp_path / "regular").write_text("not a device")
     (tmp_path / "link").symlink_to("/dev/null")
     assert host_devices(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_host_devices_nested_pts_kept(tmp_path: Path) -> None:
+    for directory in ("pts", "bus/pts"):
+        (tmp_path / directory).mkdir(parents=True)
+        os.mknod(tmp_path / directory / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    paths = [device["path"] for device in host_devices(tmp_path)]
+    assert paths == ["/dev/bus/pts/null"]

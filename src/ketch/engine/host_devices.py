@@ -33,9 +33,9 @@ def host_devices(root: Path = HOST_DEV) -> list[dict[str, Any]]:
     """
     devices = []
     for directory, subdirectories, files in os.walk(root, followlinks=False):
-        subdirectories[:] = sorted(
-            name for name in subdirectories if name not in SKIPPED_DIRECTORIES
-        )
+        # The skipped directories are the container's own mounts only directly under /dev.
+        if Path(directory) == root:
+            subdirectories[:] = [name for name in subdirectories if name not in SKIPPED_DIRECTORIES]
         for name in files:
             path = Path(directory, name)
             device = _device_entry(path, Path("/dev") / path.relative_to(root))
