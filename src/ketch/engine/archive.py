@@ -142,12 +142,13 @@ def export_to_spool(rootfs: str, spool_directory: Path) -> IO[bytes]:
 
 
 def _add_tree(tar: tarfile.TarFile, directory_fd: int, name: str, one_device: bool = False) -> None:
-    """Add a directory and everything below it; with name "." the members have no prefix
+    """Add a directory and everything below it. With name "." the members have no prefix
     (an export of the whole root). With ``one_device``, directories on another device than
     the top one (mount points) are left out with their contents."""
+    top_info = os.fstat(directory_fd)
     if name != ".":
-        tar.addfile(_info(os.fstat(directory_fd), name + "/"))
-    device = os.fstat(directory_fd).st_dev
+        tar.addfile(_info(top_info, name + "/"))
+    device = top_info.st_dev
     for top, directories, files, top_fd in os.fwalk(".", dir_fd=directory_fd):
         if one_device:
             directories[:] = [d for d in directories if _on_device(top_fd, d, device)]
