@@ -8,7 +8,7 @@ from ketch.cli.containerflags import create_body, parse_mount
 from ketch.cli.create import COMMAND as CREATE
 from ketch.cli.errors import UsageError
 from ketch.cli.options import parse
-from ketch.cli.volume import VERBS, _VolumeRow, pairs
+from ketch.cli.volume import VERBS, VolumeRow, pairs
 
 
 def create_request(*argv: str) -> dict:
@@ -58,13 +58,13 @@ def test_volume_flag_splits_binds_and_anonymous() -> None:
 
 
 def test_row_without_usage_is_na() -> None:
-    row = _VolumeRow({"Name": "v1", "Driver": "local", "Labels": {"b": "2", "a": "1"}})
+    row = VolumeRow({"Name": "v1", "Driver": "local", "Labels": {"b": "2", "a": "1"}})
     assert (row.Name, row.Driver, row.Labels) == ("v1", "local", "a=1,b=2")
     assert (row.Links, row.Size) == ("N/A", "N/A")
 
 
 def test_row_with_usage() -> None:
-    row = _VolumeRow({"Name": "v1", "UsageData": {"Size": 2048, "RefCount": 2}})
+    row = VolumeRow({"Name": "v1", "UsageData": {"Size": 2048, "RefCount": 2}})
     assert (row.Links, row.Size) == ("2", "2.05kB")
 
 

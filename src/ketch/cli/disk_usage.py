@@ -13,6 +13,7 @@ from ketch.cli.images import HEADERS as IMAGE_HEADERS
 from ketch.cli.images import image_rows
 from ketch.cli.ps import HEADERS as CONTAINER_HEADERS
 from ketch.cli.ps import ContainerRow, HeaderRow, short_id
+from ketch.cli.volume import VolumeRow
 
 IMAGE_TABLE = (
     "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}"
@@ -58,27 +59,6 @@ def verbose_report(data: dict, now: float | None = None) -> str:
         + render("", CACHE_TABLE, HeaderRow(CACHE_HEADERS), [CacheRow(r, now) for r in cache]),
     ]
     return "\n".join(sections)
-
-
-class VolumeRow:
-    """One volume of a ``GET /system/df`` reply."""
-
-    def __init__(self, volume: dict) -> None:
-        self.Name = volume.get("Name") or ""
-        usage = volume.get("UsageData") or {}
-        self._links = usage.get("RefCount", -1)
-        self._size = usage.get("Size", -1)
-
-    @property
-    def Links(self) -> str:  # noqa: N802 - the field names are docker's template names
-        return "N/A" if self._links is None or self._links < 0 else str(self._links)
-
-    @property
-    def Size(self) -> str:  # noqa: N802
-        return "N/A" if self._size is None or self._size < 0 else human_size(self._size)
-
-    def to_json(self) -> dict[str, str]:
-        return {name: getattr(self, name) for name in sorted(VOLUME_HEADERS)}
 
 
 class CacheRow:

@@ -91,15 +91,18 @@ def list_volumes(context: Context, options: dict, args: list[str]) -> int:
     from ketch.cli.formatter import render
     from ketch.cli.ps import HeaderRow
 
-    rows = [_VolumeRow(volume) for volume in volumes]
+    rows = [VolumeRow(volume) for volume in volumes]
     sys.stdout.write(render(options["format"], DEFAULT_TABLE, HeaderRow(HEADERS), rows))
     return 0
 
 
-class _VolumeRow:
-    """One ``GET /volumes`` item with the fields of docker's ``volume ls`` template."""
+class VolumeRow:
+    """One volume of a ``GET /volumes`` or ``GET /system/df`` reply, with the fields of
+    docker's ``volume ls`` template."""
 
     def __init__(self, volume: dict) -> None:
+        from ketch.cli.humanize import human_size
+
         labels = volume.get("Labels") or {}
         usage = volume.get("UsageData") or {}
         self.Name = volume.get("Name") or ""
@@ -107,18 +110,14 @@ class _VolumeRow:
         self.Scope = volume.get("Scope") or ""
         self.Mountpoint = volume.get("Mountpoint") or ""
         self.Labels = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-        # Docker prints N/A when the daemon did not compute usage, as in a plain listing.
-        self.Links = str(usage["RefCount"]) if "RefCount" in usage else "N/A"
-        self.Size = _size(usage["Size"]) if "Size" in usage else "N/A"
+        links = usage.get("RefCount")
+        size = usage.get("Size")
+        # Docker prints N/A when the daemon did not compute usage (no UsageData, or -1).
+        self.Links = "N/A" if links is None or links < 0 else str(links)
+        self.Size = "N/A" if size is None or size < 0 else human_size(size)
 
     def to_json(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in sorted(HEADERS)}
-
-
-def _size(size: int) -> str:
-    from ketch.cli.humanize import human_size
-
-    return human_size(size) if size >= 0 else "N/A"
 
 
 def inspect(context: Context, options: dict, args: list[str]) -> int:
