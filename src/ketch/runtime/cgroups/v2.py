@@ -94,6 +94,9 @@ class V2Manager(CgroupManager):
         level = os.path.dirname(self.directory)
         while is_within(level, self.mount_point):
             ancestors.append(level)
+            if level == self.mount_point:
+                # dirname("/") is "/", so a hierarchy mounted at "/" would loop here.
+                break
             level = os.path.dirname(level)
         for ancestor in reversed(ancestors):
             enabled = read_value(ancestor, "cgroup.subtree_control").split()
