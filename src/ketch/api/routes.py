@@ -200,8 +200,10 @@ async def remove_container(call: Call) -> None:
     if call.flag("link"):
         raise InvalidArgument("removing a link (link=true) is not supported")
     # Only a removal with 'v' (anonymous volumes too) passes it, so engines without it work.
-    extra = {"volumes": True} if call.flag("v") else {}
-    await call.engine.remove_container(call.parameters["id"], force=call.flag("force"), **extra)
+    volume_options = {"volumes": True} if call.flag("v") else {}
+    await call.engine.remove_container(
+        call.parameters["id"], force=call.flag("force"), **volume_options
+    )
     await call.http.send(204)
 
 
