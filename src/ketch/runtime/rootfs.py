@@ -102,13 +102,11 @@ def _mountinfo() -> list[tuple[str, list[str]]]:
 def _mount_point_of(path: str, mounts: list[tuple[str, list[str]]]) -> str:
     """Return the mount point of the mount in ``mounts`` that contains the absolute,
     normalized ``path``."""
-    points = [point for point, _ in mounts if _is_within(path, point)]
+    from ketch.runtime.cgroups.base import is_within
+
+    points = [point for point, _ in mounts if is_within(path, point)]
     # The candidates all contain path, so the longest is the innermost.
     return max(points, key=len)
-
-
-def _is_within(path: str, mount_point: str) -> bool:
-    return path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
 
 
 def _is_shared(mount_point: str, mounts: list[tuple[str, list[str]]]) -> bool:
