@@ -59,7 +59,7 @@ def pidfd_send_signal(pidfd: int, number: int) -> None:
 def parse_signal(text: str | int) -> int:
     if isinstance(text, int):
         number = text
-    elif text.isdigit():
+    elif text.isascii() and text.isdigit():
         number = int(text)
     else:
         name = text.upper()
