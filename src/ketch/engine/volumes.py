@@ -58,7 +58,7 @@ def check_name(name: str) -> None:
     if not VALID_NAME.match(name):
         raise InvalidArgument(
             f"invalid volume name {name!r}: a name is two or more of [a-zA-Z0-9_.-], starting "
-            "with a letter or digit; to mount a host directory, give its absolute path"
+            "with a letter or digit. To mount a host directory, give its absolute path"
         )
 
 
@@ -103,7 +103,7 @@ def _check_tmpfs_options(name: str, mount_options: list[str]) -> None:
         if key == "size" and not _SIZE.match(value):
             raise InvalidArgument(
                 f"invalid option o=size={value} for tmpfs volume {name}: expected a number of "
-                "bytes with an optional k, m or g suffix"
+                "bytes with an optional k, m or g suffix, or a percentage of memory such as 50%"
             )
 
 
