@@ -127,3 +127,17 @@ def test_kernel_rules_follow_disconnect(daemon: KetchDaemon) -> None:
     assert _reply(daemon, 18303) == b"hi\n"
     daemon.ketch("rm", "-f", container_id)
     daemon.ketch("network", "rm", "kernel-next")
+
+
+def test_kernel_rules_reject_ipv6_host(daemon: KetchDaemon) -> None:
+    created = daemon.ketch("create", "-p", "[::1]:18304:80", "busybox", "sleep", "60")
+    assert created.returncode == 0, created.stderr
+    container_id = created.stdout.strip()
+    daemon.container_ids.add(container_id)
+
+    started = daemon.ketch("start", container_id)
+    assert started.returncode != 0
+    assert "IPv6 host address ::1" in started.stderr
+    assert "needs the userland proxy" in started.stderr
+    assert _dnat_rules(daemon) == []
+    daemon.ketch("rm", "-f", container_id)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ketch.errors import SystemFailure
+from ketch.errors import InvalidArgument, SystemFailure
 from ketch.network.firewall import (
     Firewall,
     PortRule,
@@ -222,3 +222,18 @@ def test_firewall_port_rules_set_and_removed(tmp_path: Path) -> None:
     assert "dnat" in applied[1]
     assert "dnat" not in applied[-1]
     assert (interfaces / OPEN.bridge / "route_localnet").read_text() == "1\n"
+
+
+def test_port_rules_reject_ipv6_host(tmp_path: Path) -> None:
+    nft, scripts = _fake_nft(tmp_path)
+    rule = PortRule("tcp", "::1", 8080, "172.18.0.2", 80, OPEN.id)
+    firewall = Firewall(str(nft), tmp_path / "ip_forward", tmp_path / "conf")
+
+    with pytest.raises(InvalidArgument) as raised:
+        asyncio.run(firewall.set_port_rules("c" * 64, [rule]))
+
+    message = str(raised.value)
+    assert "IPv6 host address ::1" in message
+    assert "80/tcp" in message
+    assert "needs the userland proxy" in message
+    assert _applied(scripts) == []

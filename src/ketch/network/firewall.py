@@ -42,13 +42,14 @@ drop in another table's forward chain.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ketch.errors import SystemFailure
+from ketch.errors import InvalidArgument, SystemFailure
 from ketch.network.bridge import ICC_OPTION
 from ketch.network.store import Network
 
@@ -107,6 +108,26 @@ class PortRule:
     container_port: int
     # The network of the container's address; the rule applies while that network is up.
     network_id: str
+
+
+def check_ipv4_host_ip(rule: PortRule) -> None:
+    """Raise InvalidArgument when the rule's host address is IPv6.
+
+    The dnat rules live in an ``ip`` table, and ketch's networks give containers no IPv6
+    address, so nft would reject the rule and the container would fail to start on an nft
+    syntax error. dockerd with the userland proxy disabled skips such a binding silently
+    (moby's libnetwork/drivers/bridge/port_mapping.go, whose TODO comment proposes an
+    error instead), so ketch raises one.
+    """
+    if ipaddress.ip_address(rule.host_ip).version == 4:
+        return
+    raise InvalidArgument(
+        f"cannot publish port {rule.container_port}/{rule.protocol} on IPv6 host address "
+        f"{rule.host_ip}: with ketchd's userland-proxy set to false, published ports are "
+        "forwarded by IPv4 kernel rules, and ketch's networks have no IPv6. Publishing on "
+        'an IPv6 address needs the userland proxy ("userland-proxy": true in daemon.json); '
+        "otherwise publish on an IPv4 address"
+    )
 
 
 def port_rule_text(rule: PortRule) -> str:
@@ -193,10 +214,15 @@ class Firewall:
         self._lock = asyncio.Lock()
 
     async def set_port_rules(self, container_id: str, rules: list[PortRule]) -> None:
-        """Forward the container's published ports in the kernel. Raises SystemFailure.
+        """Forward the container's published ports in the kernel. Raises SystemFailure, or
+        InvalidArgument for a port published on an IPv6 host address.
 
         Rules of a network that is not up yet apply once ``network_up`` adds it.
         """
+        # NOTE: this runs at start, so a create with an IPv6 HostIp still succeeds and the
+        # start fails with this error.
+        for rule in rules:
+            check_ipv4_host_ip(rule)
         self._port_rules[container_id] = list(rules)
         try:
             for network_id in {rule.network_id for rule in rules}:
