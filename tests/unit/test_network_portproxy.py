@@ -256,3 +256,77 @@ def test_udp_retarget_closes_flows() -> None:
     flows, reply = asyncio.run(scenario())
     assert flows == 0
     assert reply == b"PONG"
+
+
+def test_splice_accept_failures_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    # A socket that is bound but not listening fails every accept at once, with EINVAL.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.setblocking(False)
+
+    async def scenario() -> int:
+        proxy = portproxy.SpliceTcpProxy(listener, ("127.0.0.1", 1))
+        await proxy.start()
+        await asyncio.sleep(10 * portproxy.ACCEPT_RETRY_SECONDS)
+        lines_before_close = len(caplog.records)
+        proxy.close()
+        return lines_before_close
+
+    with caplog.at_level("WARNING", logger=portproxy.__name__):
+        lines_before_close = asyncio.run(scenario())
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert lines_before_close == 1
+    assert "failed to accept connections on" in messages[0]
+    assert len(messages) == 2
+    assert "more times since the last message" in messages[1]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_accept_failure_log_first_then_summary(caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Clock()
+    failures = portproxy.AcceptFailureLog(("127.0.0.1", 8080), interval=60.0, clock=clock)
+    error = OSError(24, "Too many open files")
+
+    with caplog.at_level("WARNING", logger=portproxy.__name__):
+        for _ in range(20):
+            failures.failed(error)
+            clock.now += 0.1
+        first_lines = len(caplog.records)
+        clock.now = 61.0
+        failures.failed(error)
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert first_lines == 1
+    assert "Too many open files" in messages[0]
+    assert "8080" in messages[0]
+    assert len(messages) == 2
+    assert "20 more times" in messages[1]
+
+
+def test_accept_failure_log_summary_on_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Clock()
+    failures = portproxy.AcceptFailureLog(("127.0.0.1", 8080), interval=60.0, clock=clock)
+    error = OSError(24, "Too many open files")
+
+    with caplog.at_level("WARNING", logger=portproxy.__name__):
+        failures.failed(error)
+        failures.failed(error)
+        failures.failed(error)
+        failures.accepted()
+        before_due = len(caplog.records)
+        clock.now = 60.0
+        failures.accepted()
+        failures.accepted()
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert before_due == 1
+    assert len(messages) == 2
+    assert "2 more times" in messages[1]

@@ -27,6 +27,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,13 @@ UDP_MAX_FLOWS = 4096
 SPLICE_CHUNK = 1024 * 1024
 F_SETPIPE_SZ = 1031
 SPLICE_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
+# Pause after a failed accept (EMFILE, for example), so that connections can end first.
+ACCEPT_RETRY_SECONDS = 0.1
+# After the first failed accept is logged, repeats are counted and summed up in one line at
+# most this often. The loop retries 10 times a second, so a lasting EMFILE would otherwise
+# write 600 lines a minute per port. One line a minute still shows, with a delay of at
+# most a minute, that the failure goes on and how often it happens.
+ACCEPT_FAILURE_LOG_SECONDS = 60.0
 
 
 class _TcpSide(asyncio.Protocol):
@@ -266,6 +274,64 @@ class _SplicedConnection:
                 pass  # already closed or not connected
 
 
+class AcceptFailureLog:
+    """Logs the failed accepts of one listening socket: the first at once, then the count
+    of repeats and the last error at most once per ``interval`` seconds, and the repeats
+    not logged yet at ``flush``."""
+
+    def __init__(
+        self,
+        address: Any,
+        interval: float = ACCEPT_FAILURE_LOG_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._address = address
+        self._interval = interval
+        self._clock = clock
+        self._last_logged: float | None = None
+        self._unlogged = 0
+        self._last_error: OSError | None = None
+
+    def failed(self, error: OSError) -> None:
+        """Count a failed accept; log it, or the repeats since the last line, when due."""
+        self._unlogged += 1
+        self._last_error = error
+        self._log_if_due()
+
+    def accepted(self) -> None:
+        """Log the repeats not logged yet, when due, once accepting works again."""
+        if self._unlogged:
+            self._log_if_due()
+
+    def flush(self) -> None:
+        """Log the repeats not logged yet, whether due or not: the proxy is closing."""
+        if self._unlogged:
+            self._log()
+
+    def _log_if_due(self) -> None:
+        if self._last_logged is None or self._clock() - self._last_logged >= self._interval:
+            self._log()
+
+    def _log(self) -> None:
+        if self._unlogged == 1:
+            logger.warning(
+                "failed to accept connections on %s: %s; retrying every %g s",
+                self._address,
+                self._last_error,
+                ACCEPT_RETRY_SECONDS,
+            )
+        else:
+            logger.warning(
+                "failed to accept connections on %s %d more times since the last message; "
+                "last error: %s",
+                self._address,
+                self._unlogged,
+                self._last_error,
+            )
+        self._last_logged = self._clock()
+        self._unlogged = 0
+
+
 class SpliceTcpProxy:
     """Forwards connections like ``TcpProxy``, but copies with splice(2) on worker threads:
     two threads per connection, which block in the kernel, so the event loop only accepts
@@ -281,6 +347,7 @@ class SpliceTcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[_SplicedConnection] = set()
         self._lock = threading.Lock()
+        self._accept_failures = AcceptFailureLog(listener.getsockname())
 
     def retarget(self, target: tuple[str, int]) -> None:
         """Send new connections to ``target``; connections made before keep their backend."""
@@ -295,9 +362,10 @@ class SpliceTcpProxy:
             try:
                 client, _ = await loop.sock_accept(self._listener)
             except OSError as error:
-                logger.warning("cannot accept on %s: %s", self._listener.getsockname(), error)
-                await asyncio.sleep(0.1)  # EMFILE, for example: let connections end first
+                self._accept_failures.failed(error)
+                await asyncio.sleep(ACCEPT_RETRY_SECONDS)
                 continue
+            self._accept_failures.accepted()
             task = loop.create_task(self._connect_backend(client))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -342,6 +410,7 @@ class SpliceTcpProxy:
         """Stop listening and end every proxied connection."""
         if self._acceptor is not None:
             self._acceptor.cancel()
+        self._accept_failures.flush()
         for task in list(self._tasks):
             task.cancel()
         self._listener.close()
