@@ -231,9 +231,8 @@ class BridgeDriver:
             self.store.add_network(network)
             try:
                 await asyncio.to_thread(self._ensure_bridge, network)
-            except BaseException:
-                await asyncio.to_thread(links.delete_link, network.bridge)
-                self.store.remove_network(network.id)
+            except BaseException as error:
+                await self._undo_create(network, error)
                 raise
         logger.info(
             "created network %s (%s) with subnet %s on bridge %s",
@@ -245,6 +244,25 @@ class BridgeDriver:
         self._up.add(network.id)
         await notify_up(self.services, network)
         return network
+
+    async def _undo_create(self, network: Network, error: BaseException) -> None:
+        """Delete the bridge and the record of a network whose bridge setup failed.
+
+        The record goes even when the bridge cannot be deleted, and the setup ``error``
+        stays the one raised: the deletion's failure is logged and added to it as a note.
+        """
+        try:
+            await asyncio.to_thread(links.delete_link, network.bridge)
+        except Exception as cleanup_error:
+            logger.error(
+                "failed to delete bridge %s of network %s after its setup failed: %s",
+                network.bridge,
+                network.name,
+                cleanup_error,
+            )
+            error.add_note(f"deleting bridge {network.bridge} also failed: {cleanup_error}")
+        finally:
+            self.store.remove_network(network.id)
 
     async def _network_from(self, request: NetworkRequest) -> Network:
         network_id = secrets.token_hex(32)
