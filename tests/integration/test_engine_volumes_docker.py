@@ -291,6 +291,32 @@ def test_volumes_from_shares_volume_and_bind(daemon: KetchDaemon, tmp_path: Path
     docker_ok(daemon, "volume", "rm", "shared1")
 
 
+def test_volumes_from_same_destination(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "create", "--name", "source2", "-v", "first2:/data", "busybox")
+    docker_ok(daemon, "create", "--name", "source3", "-v", "second2:/data", "busybox")
+    (data_path(daemon, "first2") / "f").write_text("first\n")
+    (data_path(daemon, "second2") / "f").write_text("second\n")
+    try:
+        docker_ok(daemon, "create", "--name", "user2", "--volumes-from", "source2",
+                  "--volumes-from", "source3", "busybox", "cat", "/data/f")  # fmt: skip
+        mounts = json.loads(docker_ok(daemon, "inspect", "user2"))[0]["Mounts"]
+        assert [(mount["Name"], mount["Destination"]) for mount in mounts] == [("second2", "/data")]
+        assert docker_ok(daemon, "start", "-a", "user2") == "second\n"
+    finally:
+        docker_ok(daemon, "rm", "-f", "user2", "source2", "source3")
+    docker_ok(daemon, "volume", "rm", "first2", "second2")
+
+
+def test_duplicate_mount_point_rejected(daemon: KetchDaemon) -> None:
+    before = volume_names(daemon)
+    result = daemon.docker("create", "--name", "dup1", "-v", "dupa1:/data", "-v", "dupb1:/data",
+                           "busybox")  # fmt: skip
+    assert result.returncode == 1
+    assert "Duplicate mount point: /data" in result.stderr
+    assert volume_names(daemon) == before
+    assert daemon.docker("inspect", "dup1").returncode == 1
+
+
 def test_volumes_from_unknown_container(daemon: KetchDaemon) -> None:
     result = daemon.docker("run", "--rm", "--volumes-from", "nosuch2", "busybox", "true")
     assert result.returncode == 125

@@ -10,7 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from ketch.engine.volume_mounts import ContainerVolumes, parse_volume_bind, parse_volume_mount
+from ketch.engine.volume_mounts import (
+    ContainerVolumes,
+    parse_volume_bind,
+    parse_volume_mount,
+    volume_point,
+)
 from ketch.engine.volumes import ANONYMOUS_LABEL, VolumeService
 from ketch.errors import Conflict, InvalidArgument, NotFound, SystemFailure
 
@@ -341,3 +346,40 @@ def test_populate_failure_removes_container(service: VolumeService, tmp_path: Pa
 
 async def never_remove(container: SimpleNamespace, anonymous: bool) -> None:
     raise AssertionError(f"container {container.id} removed")
+
+
+def _attach_options(mounts: list[dict], host_config: dict) -> SimpleNamespace:
+    """Return the fields of CreateOptions that ContainerVolumes.attach reads."""
+    host = SimpleNamespace(mounts=mounts)
+    return SimpleNamespace(host=host, raw_host_config=host_config, volumes={})
+
+
+def test_attach_volumes_from_later_wins(service: VolumeService, tmp_path: Path) -> None:
+    for container_id, name in (("source1", "first"), ("source2", "second")):
+        volume = service.create(name)
+        point = volume_point(volume, service.data_path(name), "/data", False, "")
+        service.store.add_mount_points(container_id, [point])
+    sources = {name: SimpleNamespace(id=name, host_config={}) for name in ("source1", "source2")}
+    options = _attach_options([], {"VolumesFrom": ["source1", "source2"]})
+
+    ContainerVolumes(service).attach("c1", options, {}, tmp_path, sources.__getitem__)
+
+    assert [mount["destination"] for mount in options.host.mounts] == ["/data"]
+    assert options.host.mounts[0]["source"] == str(service.data_path("second"))
+    assert [point["Name"] for point in service.store.mount_points("c1")] == ["second"]
+
+
+def test_attach_duplicate_destination_rejected(service: VolumeService, tmp_path: Path) -> None:
+    mounts = [
+        parse_volume_bind("one:/data"),
+        parse_volume_bind("two:/data/"),
+    ]
+    options = _attach_options(mounts, {})
+
+    with pytest.raises(InvalidArgument) as raised:
+        ContainerVolumes(service).attach("c1", options, {}, tmp_path, lambda name: None)
+
+    assert str(raised.value) == "Duplicate mount point: /data"
+    assert service.store.get("one") is None
+    assert service.store.get("two") is None
+    assert service.store.mount_points("c1") == []

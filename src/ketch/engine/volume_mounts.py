@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import posixpath
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -177,6 +178,22 @@ def oci_mount(point: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_unique_destinations(mounts: list[dict[str, Any]]) -> None:
+    """Raise InvalidArgument, with dockerd's message, when two of the container's own mounts
+    (Binds, Mounts and Tmpfs) share a destination.
+
+    dockerd rejects a destination repeated in Binds and Mounts, or named in both Binds and
+    Tmpfs, with "Duplicate mount point: <destination>" and status 400. ketch rejects every
+    repeat among these mounts, because the second mount would hide the first.
+    """
+    seen: set[str] = set()
+    for mount in mounts:
+        destination = posixpath.normpath(mount["destination"])
+        if destination in seen:
+            raise InvalidArgument(f"Duplicate mount point: {destination}")
+        seen.add(destination)
+
+
 def copy_image_content(rootfs: Path, destination: str, data: Path) -> None:
     """Copy the rootfs's directory at ``destination`` into the volume directory ``data``,
     keeping owners, modes, times and links.
@@ -269,6 +286,7 @@ class ContainerVolumes:
         created: list[str],
     ) -> list[tuple[dict[str, Any], bool]]:
         """Return (mount point, copy image content) pairs and rewrite ``mounts``."""
+        check_unique_destinations(mounts)
         own_targets = {mount["destination"] for mount in mounts}
         points: list[tuple[dict[str, Any], bool]] = []
         for point in self._points_from(host_config, resolve):
@@ -309,7 +327,12 @@ class ContainerVolumes:
     def _points_from(
         self, host_config: dict[str, Any], resolve: Callable[[str], Any]
     ) -> list[dict[str, Any]]:
-        """Return the mount points that HostConfig.VolumesFrom copies."""
+        """Return the mount points that HostConfig.VolumesFrom copies, one per destination.
+
+        A later entry's mount point replaces an earlier one at the same destination, as in
+        dockerd, which keeps VolumesFrom mount points in a map keyed by destination
+        (daemon/volumes.go, registerMountPoints) and raises no error for them.
+        """
         from ketch.engine.views import mount_points
 
         entries = host_config.get("VolumesFrom") or []
@@ -317,7 +340,7 @@ class ContainerVolumes:
             raise InvalidArgument(
                 "invalid create body: HostConfig.VolumesFrom must be a list of strings"
             )
-        points = []
+        points: dict[str, dict[str, Any]] = {}
         for entry in entries:
             reference, _, mode = entry.partition(":")
             if mode not in ("", "ro", "rw"):
@@ -333,8 +356,8 @@ class ContainerVolumes:
                 if mode:
                     point["RW"] = mode == "rw"
                     point["Mode"] = mode
-                points.append(point)
-        return points
+                points[point["Destination"]] = point
+        return list(points.values())
 
     def _volume_for(self, mount: dict[str, Any], created: list[str]) -> Volume:
         name = mount["source"]
