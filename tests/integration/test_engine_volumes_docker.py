@@ -406,6 +406,19 @@ def test_failed_create_removes_new_volumes(daemon: KetchDaemon) -> None:
     assert daemon.docker("inspect", "failed1").returncode == 1
 
 
+def test_existing_volume_other_driver_conflict(daemon: KetchDaemon) -> None:
+    docker_ok(daemon, "volume", "create", "driven1")
+    try:
+        mount = "type=volume,src=driven1,dst=/data,volume-driver=other"
+        result = daemon.docker("create", "--name", "driven2", "--mount", mount, "busybox")
+        assert result.returncode == 1
+        assert "driver 'local' already has volume 'driven1'" in result.stderr
+        assert "volume name must be unique" in result.stderr
+        assert daemon.docker("inspect", "driven2").returncode == 1
+    finally:
+        docker_ok(daemon, "volume", "rm", "driven1")
+
+
 def test_failed_mount_unmounts_others(daemon: KetchDaemon, tmp_path: Path) -> None:
     device = tmp_path / "gone"
     device.mkdir()

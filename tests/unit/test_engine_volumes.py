@@ -383,3 +383,30 @@ def test_attach_duplicate_destination_rejected(service: VolumeService, tmp_path:
     assert service.store.get("one") is None
     assert service.store.get("two") is None
     assert service.store.mount_points("c1") == []
+
+
+def test_attach_existing_volume_other_driver(service: VolumeService, tmp_path: Path) -> None:
+    service.create("data1")
+    mount = {"Type": "volume", "Source": "data1", "Target": "/data"}
+    mount["VolumeOptions"] = {"DriverConfig": {"Name": "other"}}
+    options = _attach_options([parse_volume_mount(mount, "HostConfig.Mounts[0]")], {})
+
+    with pytest.raises(Conflict) as raised:
+        ContainerVolumes(service).attach("c1", options, {}, tmp_path, lambda name: None)
+
+    assert str(raised.value) == (
+        "create data1: driver 'local' already has volume 'data1': volume name must be unique"
+    )
+    assert service.store.get("data1") is not None
+    assert service.store.mount_points("c1") == []
+
+
+def test_attach_existing_volume_same_driver(service: VolumeService, tmp_path: Path) -> None:
+    service.create("data1")
+    mount = {"Type": "volume", "Source": "data1", "Target": "/data"}
+    mount["VolumeOptions"] = {"DriverConfig": {"Name": "local"}}
+    options = _attach_options([parse_volume_mount(mount, "HostConfig.Mounts[0]")], {})
+
+    ContainerVolumes(service).attach("c1", options, {}, tmp_path, lambda name: None)
+
+    assert [point["Name"] for point in service.store.mount_points("c1")] == ["data1"]

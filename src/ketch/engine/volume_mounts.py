@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.engine.volume_store import Volume
 from ketch.engine.volumes import VolumeService, check_name
-from ketch.errors import InvalidArgument, KetchError, SystemFailure
+from ketch.errors import Conflict, InvalidArgument, KetchError, SystemFailure
 from ketch.runtime import inroot
 
 if TYPE_CHECKING:
@@ -192,6 +192,21 @@ def check_unique_destinations(mounts: list[dict[str, Any]]) -> None:
         if destination in seen:
             raise InvalidArgument(f"Duplicate mount point: {destination}")
         seen.add(destination)
+
+
+def check_requested_driver(volume: Volume, driver: str) -> None:
+    """Raise Conflict, with dockerd's message, when a mount requests a driver other than
+    that of the existing volume it names. An empty ``driver`` requests none.
+
+    dockerd first looks the requested driver up, so for a driver that is not installed it
+    returns a "plugin not found" error instead. ketch has only the local driver and skips
+    that lookup, so that the message names the volume that exists.
+    """
+    if driver and driver != volume.driver:
+        raise Conflict(
+            f"create {volume.name}: driver '{volume.driver}' already has volume "
+            f"'{volume.name}': volume name must be unique"
+        )
 
 
 def copy_image_content(rootfs: Path, destination: str, data: Path) -> None:
@@ -365,6 +380,7 @@ class ContainerVolumes:
             return self._create(created, anonymous=True, labels=mount["labels"])
         existing = self.volumes.store.get(name)
         if existing is not None:
+            check_requested_driver(existing, mount["driver"])
             return existing
         return self._create(
             created,
