@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ketch.engine.host_devices import host_devices
+from ketch.engine.host_devices import host_devices, merge_devices
+from ketch.engine.hostconfig import apply_host_options, parse_host_options
+from ketch.engine.spec import DEFAULT_CAPABILITIES
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +61,33 @@ def test_host_devices_nested_pts_kept(tmp_path: Path) -> None:
         os.mknod(tmp_path / directory / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     paths = [device["path"] for device in host_devices(tmp_path)]
     assert paths == ["/dev/bus/pts/null"]
+
+
+def test_merge_devices_explicit_replaces_host() -> None:
+    host = [
+        {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
+        {"path": "/dev/zero", "type": "c", "major": 1, "minor": 5, "fileMode": 0o666},
+    ]
+    explicit = [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o600}]
+
+    merged = merge_devices(host, explicit)
+
+    assert [device["path"] for device in merged] == ["/dev/null", "/dev/zero"]
+    assert merged[0]["fileMode"] == 0o600
+
+
+def test_privileged_spec_one_entry_per_path() -> None:
+    explicit = {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o600}
+    spec = {
+        "process": {"capabilities": {"effective": ["CAP_CHOWN"]}},
+        "linux": {"resources": {"devices": []}, "devices": [explicit]},
+        "mounts": [],
+    }
+
+    options = parse_host_options({"Privileged": True}, "none")
+    apply_host_options(spec, options, DEFAULT_CAPABILITIES)
+
+    paths = [device["path"] for device in spec["linux"]["devices"]]
+    assert len(paths) == len(set(paths))
+    null = [device for device in spec["linux"]["devices"] if device["path"] == "/dev/null"]
+    assert null == [explicit]

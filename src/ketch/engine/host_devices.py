@@ -66,3 +66,18 @@ def _device_entry(path: Path, container_path: Path) -> dict[str, Any] | None:
         "uid": info.st_uid,
         "gid": info.st_gid,
     }
+
+
+def merge_devices(
+    host: list[dict[str, Any]], explicit: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Return the host's device entries and the explicit ones, one entry per container path.
+
+    An explicit entry replaces the host's entry at its path, so that its own permissions,
+    owner and numbers apply, and of two explicit entries at one path the later one stays.
+    With duplicates, which node a runtime makes depends on its order of creation.
+    """
+    by_path = {device["path"]: device for device in host}
+    for device in explicit:
+        by_path[device["path"]] = device
+    return list(by_path.values())

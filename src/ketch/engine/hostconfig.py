@@ -16,7 +16,7 @@ import resource
 from dataclasses import dataclass, field
 from typing import Any
 
-from ketch.engine.host_devices import host_devices
+from ketch.engine.host_devices import host_devices, merge_devices
 from ketch.engine.seccomp_profile import default_profile
 from ketch.engine.volume_mounts import parse_volume_bind, parse_volume_mount
 from ketch.errors import InvalidArgument
@@ -368,7 +368,7 @@ def apply_host_options(spec: dict[str, Any], options: HostOptions, default_caps:
     else:
         linux["seccomp"] = default_profile(capabilities)
     if options.privileged:
-        linux["devices"] = host_devices() + linux.get("devices", [])
+        linux["devices"] = merge_devices(host_devices(), linux.get("devices", []))
         linux["maskedPaths"] = []
         linux["readonlyPaths"] = []
         linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
