@@ -27,12 +27,11 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from ketch.errors import Conflict, Forbidden, InvalidArgument, NotFound, SystemFailure
 from ketch.network import ipam
 from ketch.network.bridge import DEFAULT_NETWORK, BridgeDriver, EndpointRequest
 from ketch.network.instance import Instance
+from ketch.network.links import netlink_errors
 from ketch.network.services import NetworkService
 from ketch.network.store import Endpoint, Network, NetworkStore
 
@@ -210,7 +209,7 @@ class ContainerNetworking:
     ) -> Endpoint:
         try:
             return await self.driver.connect(container_id, network, request)
-        except (OSError, NetlinkError) as error:
+        except netlink_errors() as error:
             raise SystemFailure(
                 f"cannot connect container {container_id} to network {network.name}: {error}"
             ) from error
@@ -365,7 +364,7 @@ class ContainerNetworking:
     async def _disconnect_logged(self, container_id: str) -> None:
         try:
             await self.driver.disconnect(container_id)
-        except (OSError, NetlinkError, SystemFailure) as error:
+        except (*netlink_errors(), SystemFailure) as error:
             logger.error(
                 "failed to disconnect container %s from its networks: %s", container_id, error
             )
@@ -378,7 +377,7 @@ class ContainerNetworking:
             await self.disconnect(container_id)
         try:
             await self.driver.remove_leftover_links()
-        except (OSError, NetlinkError, SystemFailure) as error:
+        except (*netlink_errors(), SystemFailure) as error:
             logger.error("failed to delete leftover network links: %s", error)
 
     async def bring_up_networks(self) -> None:
@@ -386,7 +385,7 @@ class ContainerNetworking:
         ketchd's start does."""
         try:
             await self.driver.bring_up_all()
-        except (OSError, NetlinkError) as error:
+        except netlink_errors() as error:
             logger.error("failed to bring up the bridges of the networks: %s", error)
 
 

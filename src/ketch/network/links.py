@@ -1,7 +1,9 @@
 """Links made over netlink (pyroute2): the bridge of a network, a container's veth pairs, and
 ``lo`` and ``eth0``, ``eth1``... inside the container's network namespace.
 
-Every function here blocks; the engine calls them from a worker thread.
+Every function here blocks; the engine calls them from a worker thread. pyroute2 is
+imported by the first function that opens a netlink socket with it, not with this module,
+because it costs ketchd about 10 MiB and a ketchd without bridge networks never needs it.
 """
 
 from __future__ import annotations
@@ -9,18 +11,21 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING
 
 from ketch.errors import SystemFailure
 from ketch.network.ipam import parse_network
 from ketch.network.namespaces import run_in_namespace
+from ketch.network.rtnetlink import link_aliases
 from ketch.network.store import DEFAULT_MTU
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +33,35 @@ logger = logging.getLogger(__name__)
 # of the host's own links, which are not routes that a subnet can overlap.
 MAIN_TABLE = 254
 
+NETLINK_EXCEPTIONS_MODULE = "pyroute2.netlink.exceptions"
+
+
+def netlink_errors() -> tuple[type[Exception], ...]:
+    """Return the exception types that a failed link change raises: OSError, and
+    pyroute2's NetlinkError once pyroute2 is imported. Before that, no NetlinkError can
+    have been raised, so an ``except netlink_errors()`` does not import pyroute2."""
+    exceptions = sys.modules.get(NETLINK_EXCEPTIONS_MODULE)
+    if exceptions is None:
+        return (OSError,)
+    return (OSError, exceptions.NetlinkError)
+
+
+def _open_route() -> IPRoute:
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def _netlink_error() -> type[Exception]:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    return NetlinkError
+
 
 def host_routes(skip_links: Iterable[str] = ()) -> list[IPv4Network]:
     """Return the IPv4 destinations of the main routing table in the engine's network
     namespace, leaving out routes through ``skip_links`` (the engine's own bridges)."""
-    with IPRoute() as ipr:
+    with _open_route() as ipr:
         skipped = {index for name in skip_links for index in ipr.link_lookup(ifname=name)}
         routes = ipr.get_routes(family=2, table=MAIN_TABLE)
     networks = []
@@ -55,12 +84,12 @@ def ensure_bridge(
 ) -> None:
     """Make bridge ``name`` with ``gateway`` as its address and bring it up, if missing.
     ``alias`` (the link's ifalias) marks it as the engine's, for ``owned_links``."""
-    with IPRoute() as ipr:
+    with _open_route() as ipr:
         if not ipr.link_lookup(ifname=name):
             try:
                 ipr.link("add", ifname=name, kind="bridge")
                 logger.info("created bridge %s for subnet %s", name, subnet)
-            except NetlinkError as error:
+            except _netlink_error() as error:
                 if error.code != errno.EEXIST:  # made meanwhile by a concurrent call
                     raise
         index = ipr.link_lookup(ifname=name)[0]
@@ -70,7 +99,7 @@ def ensure_bridge(
         if str(gateway) not in addresses:
             try:
                 ipr.addr("add", index=index, address=str(gateway), prefixlen=subnet.prefixlen)
-            except NetlinkError as error:
+            except _netlink_error() as error:
                 if error.code != errno.EEXIST:
                     raise
         ipr.link("set", index=index, mtu=mtu, state="up")
@@ -78,30 +107,25 @@ def ensure_bridge(
 
 def owned_links(alias_prefix: str) -> dict[str, str]:
     """Return the links whose ifalias starts with ``alias_prefix``: name -> alias."""
-    with IPRoute() as ipr:
-        links = ipr.get_links()
-    owned = {}
-    for link in links:
-        alias = link.get_attr("IFLA_IFALIAS")
-        if alias and alias.startswith(alias_prefix):
-            owned[link.get_attr("IFLA_IFNAME")] = alias
-    return owned
+    # Read without pyroute2, because every start of ketchd lists the links.
+    aliases = link_aliases()
+    return {name: alias for name, alias in aliases.items() if alias.startswith(alias_prefix)}
 
 
 def link_exists(name: str) -> bool:
-    with IPRoute() as ipr:
+    with _open_route() as ipr:
         return bool(ipr.link_lookup(ifname=name))
 
 
 def delete_link(name: str) -> None:
     """Delete link ``name`` if it exists; deleting one end of a veth pair deletes both."""
-    with IPRoute() as ipr:
+    with _open_route() as ipr:
         indexes = ipr.link_lookup(ifname=name)
         if not indexes:
             return
         try:
             ipr.link("del", index=indexes[0])
-        except NetlinkError as error:
+        except _netlink_error() as error:
             raise SystemFailure(f"cannot delete link {name}: {error}") from error
 
 
@@ -116,7 +140,7 @@ def add_veth(
     """Make a veth pair, attach ``host_name`` to ``bridge`` and move ``peer_name`` into
     the namespace pinned at ``namespace``. On failure the pair is deleted again.
     ``alias`` (the host end's ifalias) marks it as the engine's, for ``owned_links``."""
-    with IPRoute() as ipr:
+    with _open_route() as ipr:
         ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": peer_name})
         try:
             host_index = ipr.link_lookup(ifname=host_name)[0]
@@ -138,7 +162,7 @@ def add_veth(
 
 def bring_up_loopback() -> None:
     """Bring ``lo`` up in the calling thread's network namespace."""
-    with IPRoute() as ipr:
+    with _open_route() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
 
@@ -160,7 +184,7 @@ def configure_container_interface(namespace: Path, peer_name: str, config: Inter
     its gateway when the namespace has none yet."""
 
     def configure() -> None:
-        with IPRoute() as ipr:
+        with _open_route() as ipr:
             index = ipr.link_lookup(ifname=peer_name)[0]
             ipr.link("set", index=index, ifname=config.name, address=config.mac)
             ipr.addr(
@@ -178,14 +202,14 @@ def restore_default_route(namespace: Path, gateways: list[IPv4Address]) -> None:
     namespace has none (the interface that carried it was removed)."""
 
     def restore() -> None:
-        with IPRoute() as ipr:
+        with _open_route() as ipr:
             if _has_default_route(ipr):
                 return
             for gateway in gateways:
                 try:
                     ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
                     return
-                except NetlinkError as error:
+                except _netlink_error() as error:
                     logger.debug("no default route through %s: %s", gateway, error)
 
     run_in_namespace(namespace, restore)
