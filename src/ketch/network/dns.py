@@ -18,6 +18,8 @@ A query is resolved in this order:
                       the network is internal.
 
 The lookup is a callback from the engine, so a rename or a stop shows in the next answer.
+This module owns the listeners; ``ketch.network.dns_queries``, which needs dnspython, parses
+and answers the queries, and is imported only when the first listener opens.
 """
 
 from __future__ import annotations
@@ -30,18 +32,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from typing import Any, cast
-
-import dns.asyncquery
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.opcode
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.reversename
-import dns.rrset
 
 from ketch.errors import InvalidArgument, SystemFailure
 from ketch.network.store import Network
@@ -101,18 +91,6 @@ def find_addresses(records: Sequence[NameRecord], query_name: str) -> list[IPv4A
         if (name in names or bare in names) and record.address not in addresses:
             addresses.append(record.address)
     return addresses
-
-
-def find_pointer(records: Sequence[NameRecord], query_name: str) -> str | None:
-    """Return ``NAME.NETWORK.`` for an ``in-addr.arpa`` name of a record's address."""
-    try:
-        address = ip_address(dns.reversename.to_address(dns.name.from_text(query_name)))
-    except (dns.exception.DNSException, ValueError):
-        return None
-    for record in records:
-        if record.address == address and record.names:
-            return f"{record.names[0]}.{record.network_name}."
-    return None
 
 
 def parse_upstreams(servers: Sequence[str]) -> list[Upstream]:
@@ -176,13 +154,13 @@ class NameServer:
         timeout: float = UPSTREAM_TIMEOUT,
         client_upstreams: UpstreamLookup | None = None,
     ) -> None:
-        self._lookup = lookup
+        self.lookup = lookup
         self.upstreams = list(upstreams)
-        self._client_upstreams = client_upstreams
+        self.client_upstreams = client_upstreams
         self._port = port
-        self._timeout = timeout
+        self.timeout = timeout
         self._listeners: dict[str, _Listeners] = {}
-        self._failures = _UpstreamFailures()
+        self.failures = _UpstreamFailures()
 
     def listening(self, network_id: str) -> bool:
         return network_id in self._listeners
@@ -196,6 +174,9 @@ class NameServer:
             return
         if current is not None:
             await self.network_down(network)
+        # Imported before the first query arrives, so that no query waits for dnspython.
+        import ketch.network.dns_queries  # noqa: F401
+
         self._listeners[network.id] = await _Listeners.open(self, network, self._port)
         logger.info(
             "serving DNS for network %s on %s:%d", network.name, network.gateway, self._port
@@ -215,129 +196,9 @@ class NameServer:
         self, network: Network, wire: bytes, client: IPv4Address | None, over_tcp: bool
     ) -> bytes | None:
         """Return the wire-format response to the query ``wire``, or None to send nothing."""
-        try:
-            query = dns.message.from_wire(wire)
-        except dns.exception.DNSException as error:
-            logger.debug("malformed DNS query from %s on %s: %s", client, network.name, error)
-            return _format_error(wire)
-        if query.flags & dns.flags.QR:
-            return None
-        response = await self._respond(network, query, client, over_tcp)
-        max_size = 65535 if over_tcp else max(CLASSIC_UDP_SIZE, query.payload)
-        return _to_wire(query, response, max_size)
+        from ketch.network import dns_queries
 
-    async def _respond(
-        self,
-        network: Network,
-        query: dns.message.Message,
-        client: IPv4Address | None,
-        over_tcp: bool,
-    ) -> dns.message.Message:
-        if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
-            return _error_response(query, dns.rcode.NOTIMP)
-        question = query.question[0]
-        if question.rdclass == dns.rdataclass.IN:
-            local = self._answer_locally(network, query, client)
-            if local is not None:
-                return local
-        return await self._forward(network, query, client, over_tcp)
-
-    def _answer_locally(
-        self, network: Network, query: dns.message.Message, client: IPv4Address | None
-    ) -> dns.message.Message | None:
-        question = query.question[0]
-        records = self._lookup(network, client)
-        name = question.name.to_text()
-        if question.rdtype == dns.rdatatype.PTR:
-            pointer = find_pointer(records, name)
-            if pointer is None:
-                return None
-            response = _local_response(query)
-            response.answer.append(
-                dns.rrset.from_text(question.name, ANSWER_TTL, "IN", "PTR", pointer)
-            )
-            return response
-        addresses = find_addresses(records, name)
-        if not addresses:
-            return None
-        response = _local_response(query)
-        if question.rdtype == dns.rdatatype.A:
-            texts = [str(address) for address in addresses]
-            response.answer.append(
-                dns.rrset.from_text_list(question.name, ANSWER_TTL, "IN", "A", texts)
-            )
-        return response
-
-    async def _forward(
-        self,
-        network: Network,
-        query: dns.message.Message,
-        client: IPv4Address | None,
-        over_tcp: bool,
-    ) -> dns.message.Message:
-        upstreams = self._client_upstreams(network, client) if self._client_upstreams else []
-        upstreams = upstreams or self.upstreams
-        # An internal network has no route out, so its containers resolve container names only.
-        if network.internal or not upstreams:
-            return _error_response(query, dns.rcode.SERVFAIL)
-        for upstream in upstreams:
-            try:
-                return await self._ask_upstream(query, upstream, over_tcp)
-            except (dns.exception.DNSException, OSError, EOFError) as error:
-                self._failures.record(upstream, error)
-        return _error_response(query, dns.rcode.SERVFAIL)
-
-    async def _ask_upstream(
-        self, query: dns.message.Message, upstream: Upstream, over_tcp: bool
-    ) -> dns.message.Message:
-        address, port = upstream
-        if not over_tcp:
-            response = await dns.asyncquery.udp(query, address, self._timeout, port)
-            if not response.flags & dns.flags.TC:
-                return response
-        return await dns.asyncquery.tcp(query, address, self._timeout, port)
-
-
-def _local_response(query: dns.message.Message) -> dns.message.Message:
-    """Start an authoritative answer to ``query`` that also offers recursion."""
-    response = dns.message.make_response(query)
-    response.flags |= dns.flags.AA | dns.flags.RA
-    return response
-
-
-def _error_response(query: dns.message.Message, rcode: dns.rcode.Rcode) -> dns.message.Message:
-    response = dns.message.make_response(query)
-    response.flags |= dns.flags.RA
-    response.set_rcode(rcode)
-    return response
-
-
-def _format_error(wire: bytes) -> bytes | None:
-    """Return a FORMERR header for a query that does not parse, or None when it has no
-    header to answer."""
-    if len(wire) < 12:
-        return None
-    (query_id, flags) = struct.unpack("!HH", wire[:4])
-    if flags & dns.flags.QR:
-        return None
-    response_flags = dns.flags.QR | dns.flags.RA | (flags & dns.flags.RD) | dns.rcode.FORMERR
-    return struct.pack("!HHHHHH", query_id, response_flags, 0, 0, 0, 0)
-
-
-def _to_wire(
-    query: dns.message.Message, response: dns.message.Message, max_size: int
-) -> bytes | None:
-    """Render ``response`` within ``max_size`` bytes. dnspython drops the records that do not
-    fit and sets the TC flag, so that the client asks again over TCP."""
-    response.id = query.id
-    try:
-        return response.to_wire(max_size=max_size, prefer_truncation=True)
-    except dns.exception.TooBig:
-        # Even the question does not fit, which only a hostile query can cause.
-        logger.debug(
-            "dropped a response to query %d: its question exceeds %d bytes", query.id, max_size
-        )
-        return None
+        return await dns_queries.answer(self, network, wire, client, over_tcp)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
