@@ -19,12 +19,14 @@ import os
 import signal
 import sqlite3
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ketch
 from ketch.engine.config import DEFAULT_DATA_ROOT, DaemonConfig, load_config
-from ketch.engine.dnsnames import attach_name_server
+from ketch.engine.deferred_imports import defer_imports
+from ketch.engine.dnsnames import NameService, attach_name_server
 from ketch.engine.engine import Engine
 from ketch.engine.networking import ContainerNetworking
 from ketch.engine.resolvconf import DnsSettings
@@ -123,53 +125,73 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def run(config: DaemonConfig) -> None:
-    """Run ketchd until SIGTERM or SIGINT."""
+@dataclass
+class DaemonParts:
+    """What ketchd builds at start, before any of it runs."""
+
+    engine: Engine
+    networking: ContainerNetworking
+    firewall: Firewall
+    name_service: NameService
+
+
+def build_daemon(config: DaemonConfig, db: sqlite3.Connection) -> DaemonParts:
+    """Build the engine with its image store, supervisor client, networking, firewall and
+    name server, on the running event loop. This makes no process, listener, link or rule:
+    ``run`` starts them."""
     from ketch.images import ImageStore
     from ketch.supervisor.client import SupervisorClient, ensure_supervisor
+
+    images = ImageStore(
+        config.data_root / "images",
+        db,
+        mirrors=config.registry_mirrors,
+        insecure_registries=config.insecure_registries,
+    )
+    engine = Engine(
+        data_root=config.data_root,
+        db=db,
+        images=images,
+        supervisor=SupervisorClient(config.exec_root),
+        ensure_supervisor=lambda: ensure_supervisor(config.exec_root),
+        registry_mirrors=config.registry_mirrors,
+        insecure_registries=config.insecure_registries,
+        debug=config.debug,
+        default_log_opts=config.log_opts,
+    )
+    engine.containers.default_init = config.init
+    engine.containers.init_path = config.init_path
+    engine.containers.default_ulimits = config.default_ulimits
+    instance = instance_for(config.data_root, DEFAULT_DATA_ROOT, config.bridge)
+    networking = ContainerNetworking(db, config.exec_root, instance)
+    engine.containers.networking = networking
+    firewall = Firewall(table_name=instance.table_name)
+    networking.services.append(firewall)
+    if not config.userland_proxy:
+        engine.ports.kernel_rules = firewall
+    dns_settings = DnsSettings(
+        servers=tuple(config.dns),
+        host_resolv_conf=config.host_resolv_conf,
+        search=tuple(config.dns_search),
+        options=tuple(config.dns_options),
+    )
+    name_service = attach_name_server(engine, networking, dns_settings)
+    return DaemonParts(engine, networking, firewall, name_service)
+
+
+async def run(config: DaemonConfig) -> None:
+    """Run ketchd until SIGTERM or SIGINT."""
+    from ketch.supervisor.client import ensure_supervisor
 
     make_roots(config)
     pid_file = PidFile(config.exec_root / "ketchd.pid")
     db = open_database(config.data_root / "ketch.db")
-    engine = None
-    name_server = None
+    parts = None
     servers: list[Any] = []
     try:
-        images = ImageStore(
-            config.data_root / "images",
-            db,
-            mirrors=config.registry_mirrors,
-            insecure_registries=config.insecure_registries,
-        )
+        parts = build_daemon(config, db)
         await ensure_supervisor(config.exec_root)
-        engine = Engine(
-            data_root=config.data_root,
-            db=db,
-            images=images,
-            supervisor=SupervisorClient(config.exec_root),
-            ensure_supervisor=lambda: ensure_supervisor(config.exec_root),
-            registry_mirrors=config.registry_mirrors,
-            insecure_registries=config.insecure_registries,
-            debug=config.debug,
-            default_log_opts=config.log_opts,
-        )
-        engine.containers.default_init = config.init
-        engine.containers.init_path = config.init_path
-        engine.containers.default_ulimits = config.default_ulimits
-        instance = instance_for(config.data_root, DEFAULT_DATA_ROOT, config.bridge)
-        networking = ContainerNetworking(db, config.exec_root, instance)
-        engine.containers.networking = networking
-        firewall = Firewall(table_name=instance.table_name)
-        networking.services.append(firewall)
-        if not config.userland_proxy:
-            engine.ports.kernel_rules = firewall
-        dns_settings = DnsSettings(
-            servers=tuple(config.dns),
-            host_resolv_conf=config.host_resolv_conf,
-            search=tuple(config.dns_search),
-            options=tuple(config.dns_options),
-        )
-        name_server = attach_name_server(engine, networking, dns_settings)
+        engine, networking, firewall = parts.engine, parts.networking, parts.firewall
         stop = _stop_event()
         await engine.start()
         await networking.remove_stale(engine.store.ids())
@@ -185,10 +207,9 @@ async def run(config: DaemonConfig) -> None:
             server.close()
         for path in config.socket_paths() if servers else []:
             path.unlink(missing_ok=True)
-        if name_server is not None:
-            await name_server.close()
-        if engine is not None:
-            await engine.close()
+        if parts is not None:
+            await parts.name_service.close()
+            await parts.engine.close()
         db.close()
         pid_file.release()
 
@@ -201,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ketchd: {error}", file=sys.stderr)
         sys.exit(1)
     setup_logging(config.debug)
+    # Before run() imports the image store, which imports the registry client.
+    defer_imports()
     try:
         asyncio.run(run(config))
     except KetchError as error:

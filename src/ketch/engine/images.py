@@ -24,7 +24,6 @@ from ketch.errors import Conflict, InvalidArgument
 from ketch.images.auth import Credentials, credentials_from_registry_auth, normalize_registry
 from ketch.images.commit import CommitRequest, commit_image
 from ketch.images.reference import DEFAULT_TAG, parse_normalized
-from ketch.images.registry import check_login, endpoints_for, open_session
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +185,10 @@ class ImageOperations:
             )
         if not username:
             raise InvalidArgument("invalid auth body: missing 'username'")
+        # Imported here because the registry client brings in aiohttp, which only the
+        # registry requests (pull, push, login, search) need.
+        from ketch.images.registry import check_login, endpoints_for, open_session
+
         # As with dockerd, the credentials are only checked: the client stores them.
         domain = normalize_registry(registry)
         endpoint = endpoints_for(domain, [], self.images.insecure_registries)[0]
