@@ -74,3 +74,19 @@ def test_create_flags_parse() -> None:
     assert args == ["v1"]
     assert options["opt"] == ["type=tmpfs"]
     assert options["label"] == ["a=b"]
+
+
+@pytest.mark.parametrize("text", ["yes", "no", "on", "2", "tRuE", ""])
+def test_mount_nocopy_invalid_value_rejected(text: str) -> None:
+    value = f"type=volume,dst=/data,volume-nocopy={text}"
+    with pytest.raises(UsageError) as raised:
+        parse_mount(value)
+    message = str(raised.value)
+    assert f"invalid value for volume-nocopy: {text!r}" in message
+    assert "expected one of 1, t, T, true, TRUE, True, 0, f, F, false, FALSE, False" in message
+
+
+@pytest.mark.parametrize(("text", "nocopy"), [("1", True), ("TRUE", True), ("f", False)])
+def test_mount_nocopy_go_bool_values(text: str, nocopy: bool) -> None:
+    mount = parse_mount(f"type=volume,dst=/data,volume-nocopy={text}")
+    assert mount.get("VolumeOptions", {}).get("NoCopy", False) is nocopy

@@ -64,7 +64,8 @@ def volume_options(value: str, fields: dict[str, str], repeated: dict[str, list[
     """Take the volume keys out of a parsed ``--mount`` value and return its VolumeOptions:
     volume-nocopy, volume-label (repeated), volume-driver and volume-opt (repeated)."""
     options: dict = {}
-    if fields.pop("volume-nocopy", "false").lower() in ("1", "true"):
+    nocopy = fields.pop("volume-nocopy", "false")
+    if _parse_bool(value, "volume-nocopy", nocopy):
         options["NoCopy"] = True
     labels = pairs(repeated["volume-label"], f"--mount {value!r} volume-label", False)
     if labels:
@@ -74,6 +75,23 @@ def volume_options(value: str, fields: dict[str, str], repeated: dict[str, list[
     if driver or driver_options:
         options["DriverConfig"] = {"Name": driver or "local", "Options": driver_options}
     return options
+
+
+# The spellings that Go's strconv.ParseBool accepts, as the docker CLI parses volume-nocopy.
+_TRUE_VALUES = ("1", "t", "T", "true", "TRUE", "True")
+_FALSE_VALUES = ("0", "f", "F", "false", "FALSE", "False")
+
+
+def _parse_bool(value: str, key: str, text: str) -> bool:
+    """Parse the boolean ``text`` of ``key`` in the ``--mount`` value ``value``."""
+    if text in _TRUE_VALUES:
+        return True
+    if text in _FALSE_VALUES:
+        return False
+    raise UsageError(
+        f'invalid argument "{value}" for "--mount" flag: invalid value for {key}: {text!r}; '
+        f"expected one of {', '.join(_TRUE_VALUES + _FALSE_VALUES)}"
+    )
 
 
 def list_volumes(context: Context, options: dict, args: list[str]) -> int:
