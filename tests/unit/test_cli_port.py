@@ -90,3 +90,11 @@ def test_publish_container_range_ephemeral() -> None:
 def test_publish_invalid(value: str) -> None:
     with pytest.raises(ValueError):
         publish_bindings(value)
+
+
+def test_publish_sctp_not_supported() -> None:
+    with pytest.raises(ValueError) as raised:
+        publish_bindings("8080:80/sctp")
+    message = str(raised.value)
+    assert "SCTP is not supported by ketch" in message
+    assert "invalid protocol 'sctp'" in message

@@ -107,6 +107,11 @@ def publish_bindings(value: str) -> list[tuple[str, dict[str, str]]]:
     """
     spec, _, protocol = value.partition("/")
     protocol = protocol.lower() or "tcp"
+    if protocol == "sctp":
+        # docker publishes SCTP ports too, but ketch's port proxy and dnat rules do not.
+        raise ValueError(
+            f"invalid protocol {protocol!r}: SCTP is not supported by ketch; use tcp or udp"
+        )
     if protocol not in ("tcp", "udp"):
         raise ValueError(f"invalid protocol {protocol!r}: expected tcp or udp")
     host_ip, host_part, container_part = _split_publish(spec)
