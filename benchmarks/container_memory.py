@@ -8,17 +8,20 @@ starts N again with K ``run -d`` commands at a time, times that, and removes the
 containers' own ``sleep`` processes are not counted, because they are the same under
 every engine.
 
-Engine processes: ketch is ketchd and its supervisor (ketch CLI). docker is Debian's
-dockerd 20.10, its containerd and every containerd-shim, with private roots, bridge,
-iptables and forwarding off, and busybox brought in with ``docker import``. podman is
-every conmon, because podman itself exits after each command. Debian's podman 4.3 runs
-with private storage, runc and cgroupfs, and busybox comes in with ``podman import``. All
-three run in one network namespace made for the run. docker or podman is skipped, with a
-message, when it is not installed.
+Engine processes: ketch is ketchd and its supervisor (ketch CLI), with busybox brought in
+with ``ketch import`` from the same tarball as the other engines, or pulled from a
+loopback registry with ``--pull``. A pull makes ketchd import its registry client
+(aiohttp), which it otherwise leaves out, so ``--pull`` shows the memory of a ketchd that
+has pulled. docker is Debian's dockerd 20.10, its containerd and every containerd-shim,
+with private roots, bridge, iptables and forwarding off, and busybox brought in with
+``docker import``. podman is every conmon, because podman itself exits after each command.
+Debian's podman 4.3 runs with private storage, runc and cgroupfs, and busybox comes in
+with ``podman import``. All three run in one network namespace made for the run. docker or
+podman is skipped, with a message, when it is not installed.
 
 Run it as root after scripts/setup:
 
-    .venv/bin/python benchmarks/container_memory.py [--count 100] [--parallel 8]
+    .venv/bin/python benchmarks/container_memory.py [--count 100] [--parallel 8] [--pull]
 """
 
 from __future__ import annotations
@@ -187,6 +190,12 @@ def parse_arguments() -> argparse.Namespace:
         default=8,
         help="run -d commands in flight at once in the second pass (8)",
     )
+    parser.add_argument(
+        "--pull",
+        action="store_true",
+        help="bring busybox into ketch with a pull from the loopback registry instead of "
+        "ketch import, so that ketchd has loaded its registry client when it is measured",
+    )
     arguments = parser.parse_args()
     if arguments.count < 1:
         parser.error(f"--count must be at least 1, got {arguments.count}")
@@ -209,8 +218,11 @@ def main() -> None:
     try:
         ketch = KetchEngine(start_daemon(root / "ketch"))
         engines.append(ketch)
-        ketch.pull_busybox()
         tarball = make_busybox_tarball(root)
+        if arguments.pull:
+            ketch.pull_busybox()
+        else:
+            ketch.import_busybox(tarball)
         if shutil.which("dockerd") is None or shutil.which("docker") is None:
             print("docker skipped: dockerd or docker is not installed (apt-get install docker.io)")
         else:

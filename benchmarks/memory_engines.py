@@ -81,6 +81,11 @@ class KetchEngine:
         """Pull busybox from the loopback registry that the daemon uses as its mirror."""
         check(self.daemon.ketch("pull", "busybox", timeout=120), "ketch pull busybox")
 
+    def import_busybox(self, tarball: Path) -> None:
+        """Bring busybox in from ``tarball`` with ``ketch import``, as docker and podman do."""
+        result = self.daemon.ketch("import", str(tarball), "busybox:latest", timeout=120)
+        check(result, "ketch import")
+
     def run(self, container: str) -> None:
         result = self.daemon.ketch(
             "run", "-d", "--network", "none", "--name", container, "busybox", "sleep", "1000",
