@@ -2,16 +2,17 @@
 and `podman run --rm`.
 
 Both daemons run in one network namespace made for the run, each with private roots:
-ketchd with a loopback registry as its docker.io mirror, Debian's dockerd 20.10 with
-bridge, iptables and forwarding off and busybox brought in with `docker import`. Debian's
-podman 4.3 runs in the same namespace through nsenter, with private storage and
-configuration. It uses runc, because Debian's crun 1.8 rejects a hybrid host whose cgroup
-v2 hierarchy has controllers (this one has hugetlb). It uses cgroup_manager "cgroupfs"
-and `--cgroups no-conmon` because there is no systemd here. busybox comes in with
-`podman import`. The runs alternate between the commands so that the machine's state
-affects all alike, and the script prints the median and the ratio of each. Run it as
-root after scripts/setup, with docker.io and podman installed (`apt-get install docker.io
-podman`):
+ketchd with a loopback registry as its docker.io mirror, Debian's dockerd 20.10 as
+tests/support/dockerd.py starts it (bridge, iptables and forwarding off, ketch-runc
+registered as an extra runtime that these runs do not use) and busybox brought in with
+`docker import`. Debian's podman 4.3 runs in the same namespace through nsenter, with
+private storage and configuration. It uses runc, because Debian's crun 1.8 rejects a
+hybrid host whose cgroup v2 hierarchy has controllers (this one has hugetlb). It uses
+cgroup_manager "cgroupfs" and `--cgroups no-conmon` because there is no systemd here.
+busybox comes in with `podman import`. The runs alternate between the commands so that
+the machine's state affects all alike, and the script prints the median and the ratio of
+each. Run it as root after scripts/setup, with docker.io and podman installed (`apt-get
+install docker.io podman`):
 
     .venv/bin/python benchmarks/run_start.py [--runs 20]
 """
@@ -32,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support.cgroups import remove_cgroup_trees  # noqa: E402
 from support.daemon import start_daemon, stop_daemon  # noqa: E402
+from support.dockerd import Dockerd as PrivateDockerd  # noqa: E402
+from support.dockerd import import_busybox  # noqa: E402
 from support.netns import NetworkNamespace  # noqa: E402
 
-DOCKERD_READY_SECONDS = 60.0
 # Relative, so that dockerd makes its containers' cgroups under its own cgroup.
 DOCKER_CGROUP_PARENT = "ketch-bench-docker"
 PODMAN_CGROUP_PARENT = "ketch-bench-podman"
@@ -58,48 +60,17 @@ runroot = "{root}/run"
 """
 
 
-class Dockerd:
-    """Debian's dockerd with private data root, exec root, pid file and socket."""
+class Dockerd(PrivateDockerd):
+    """tests/support's private dockerd with the benchmarks' cgroup parent, which responds
+    once constructed. ps_many.py uses it too."""
 
     def __init__(self, root: Path, namespace: NetworkNamespace) -> None:
-        self.root = root
-        self.socket = root / "docker.sock"
-        self.pid_file = root / "dockerd.pid"
-        command = [
-            "/usr/sbin/dockerd",
-            "--iptables=false", "--ip6tables=false", "--ip-forward=false",
-            "--ip-masq=false", "--bridge=none",
-            "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-            "--pidfile", str(self.pid_file), "-H", f"unix://{self.socket}",
-            "--cgroup-parent", DOCKER_CGROUP_PARENT,
-        ]  # fmt: skip
-        self.log = open(root / "dockerd.log", "wb")
-        self.process = subprocess.Popen(
-            namespace.command(command), stdout=self.log, stderr=self.log
-        )
-        self._wait_until_ready()
-
-    def docker(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(["docker", "-H", f"unix://{self.socket}", *args], **kwargs)
-
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + DOCKERD_READY_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dockerd exited; see {self.root / 'dockerd.log'}")
-            if self.docker("version", capture_output=True).returncode == 0:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"dockerd did not respond in time; see {self.root / 'dockerd.log'}")
-
-    def stop(self) -> None:
-        self.process.terminate()
+        super().__init__(root, namespace, DOCKER_CGROUP_PARENT)
         try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
 
 
 class Podman:
@@ -137,19 +108,6 @@ class Podman:
         for directory in ("storage", "run"):
             subprocess.run(["umount", "-R", "-l", str(self.root / directory)], capture_output=True)
         remove_cgroup_trees(PODMAN_CGROUP_PARENT)
-
-
-def import_busybox(dockerd: Dockerd, workdir: Path) -> Path:
-    """Import a busybox rootfs tarball into dockerd as busybox:latest; return the tarball."""
-    rootfs = workdir / "busybox-rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
-    for applet in ("sh", "true", "echo"):
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    tarball = workdir / "busybox.tar"
-    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
-    dockerd.docker("import", str(tarball), "busybox:latest", check=True, capture_output=True)
-    return tarball
 
 
 def time_command(argv: list[str], env: dict[str, str] | None = None) -> float:

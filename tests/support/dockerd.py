@@ -13,6 +13,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 from support.netns import NetworkNamespace
 from support.rootfs import make_busybox_rootfs
@@ -45,14 +46,22 @@ class Dockerd:
             namespace.command(command), stdout=self.log, stderr=subprocess.STDOUT
         )
 
-    def docker(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["docker", "--host", f"unix://{self.socket}", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self.environment,
-        )
+    def docker(
+        self, *args: str, timeout: float = 120.0, **run_options: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the docker CLI against this dockerd, with its output captured as text.
+
+        ``run_options`` are further keyword arguments of subprocess.run (``check=True``,
+        for example), and replace the defaults that they name.
+        """
+        options: dict[str, Any] = {
+            "capture_output": True,
+            "text": True,
+            "timeout": timeout,
+            "env": self.environment,
+        }
+        options.update(run_options)
+        return subprocess.run(["docker", "--host", f"unix://{self.socket}", *args], **options)
 
     def wait_until_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -106,10 +115,13 @@ def stop_process(pid: int, timeout: float = 30.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def import_busybox(dockerd: Dockerd, workdir: Path) -> None:
+def import_busybox(dockerd: Dockerd, workdir: Path) -> Path:
+    """Import a busybox rootfs into dockerd as busybox:latest and return its tarball, which
+    other engines can import too."""
     rootfs = make_busybox_rootfs(workdir / "busybox-rootfs")
     tarball = workdir / "busybox.tar"
     with tarfile.open(tarball, "w") as archive:
         archive.add(rootfs, arcname=".")
     result = dockerd.docker("import", str(tarball), "busybox:latest")
     assert result.returncode == 0, result.stderr
+    return tarball
