@@ -97,3 +97,14 @@ def test_feed_break_wakes_reader() -> None:
     feed.break_off("the pull was cancelled")
     reader.join(timeout=30)
     assert len(errors) == 1
+
+
+def test_feed_read1_one_chunk() -> None:
+    feed = LayerFeed(100)
+    feed.put(b"abc")
+    feed.put(b"defgh")
+    feed.close()
+    assert feed.read1(100) == b"abc"
+    assert feed.read1(2) == b"de"
+    assert feed.read1() == b"fgh"
+    assert feed.read1() == b""

@@ -79,6 +79,12 @@ def test_diff_id_mismatch_rejected(tmp_path: Path, snapshot: Path) -> None:
 
 def test_not_a_tar_rejected(tmp_path: Path, snapshot: Path) -> None:
     with pytest.raises(InvalidArgument, match="not a valid tar archive"):
+        unpack(tmp_path, b"garbage" * 200, snapshot)
+
+
+def test_bad_gzip_rejected(tmp_path: Path, snapshot: Path) -> None:
+    # tarfile reports zlib's errors as its own, isal's pass through.
+    with pytest.raises(LayerRejected, match="not (a valid tar archive|valid compressed data)"):
         unpack(tmp_path, b"\x1f\x8b" + b"garbage" * 20, snapshot)
 
 

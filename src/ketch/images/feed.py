@@ -91,6 +91,21 @@ class LayerFeed:
                 self._buffered -= len(chunk)
             return b"".join(parts)
 
+    def read1(self, size: int = -1) -> bytes:
+        """Return the next chunk as the writer put it, or its first ``size`` bytes when it is
+        longer; b"" at end of file. Unlike ``read`` it never joins chunks, so the bytes reach
+        the reader without a copy."""
+        with self._condition:
+            self._wait(lambda: self._buffered > 0)
+            if not self._chunks:
+                return b""
+            chunk = self._chunks.popleft()
+            if 0 <= size < len(chunk):
+                self._chunks.appendleft(chunk[size:])
+                chunk = chunk[:size]
+            self._buffered -= len(chunk)
+            return chunk
+
     def _wait(self, ready: collections.abc.Callable[[], bool]) -> None:
         while True:
             if self._broken is not None:

@@ -40,10 +40,13 @@ import stat
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 from ketch.errors import InvalidArgument, SystemFailure
 from ketch.images.writeback import start_writeback
+
+if TYPE_CHECKING:
+    from ketch.images.layer_stream import TarStream
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +133,10 @@ class EntryWriter:
         # destination came from the layers below.
         self._written: set[tuple[str, ...]] = set()
 
-    def unpack(self, stream: BinaryIO, on_entry: Callable[[], object]) -> None:
+    def unpack(self, stream: TarStream, on_entry: Callable[[], object]) -> None:
         entries = 0
-        with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
+        # TarFile reads the stream in order: it seeks only forward, to the next header.
+        with tarfile.TarFile(fileobj=stream, mode="r") as archive:  # type: ignore[arg-type]
             for member in archive:
                 entries += 1
                 if entries > self.limits.max_entries:
@@ -243,14 +247,9 @@ class EntryWriter:
     ) -> None:
         if self.size + member.size > self.limits.max_bytes:
             raise LimitExceeded(f"more than {self.limits.max_bytes} bytes of file content")
-        source = archive.extractfile(member)
-        assert source is not None
         fd = os.open(leaf, _NEW_FILE_FLAGS, 0o600, dir_fd=parent_fd)
         try:
-            while chunk := source.read(CHUNK_SIZE):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+            self._write_content(archive, member, fd)
             if member.size >= EARLY_WRITEBACK_MIN_BYTES:
                 start_writeback(fd)
             if self.is_root:
@@ -262,6 +261,24 @@ class EntryWriter:
         finally:
             os.close(fd)
         self.size += member.size
+
+    @staticmethod
+    def _write_content(archive: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None:
+        stream: TarStream = archive.fileobj  # type: ignore[assignment]
+        if member.issparse():
+            # tarfile's member reader fills the holes of a sparse file with zeros.
+            source = archive.extractfile(member)
+            assert source is not None
+            while chunk := source.read(CHUNK_SIZE):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            return
+        stream.seek(member.offset_data)
+        stream.copy_to(fd, member.size)
+        # Skip the padding up to the next header, so that TarFile does not seek back to
+        # check the last byte of this member's last block.
+        stream.seek(archive.offset)
 
     def _link(self, member: tarfile.TarInfo, leaf: str, parent_fd: int) -> None:
         try:

@@ -11,20 +11,16 @@ the number of entries, and a layer past either cap is rejected with both numbers
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
 import os
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from ketch.errors import SystemFailure
 from ketch.images.layer_entries import (
-    CHUNK_SIZE,
     DEFAULT_LIMITS,
     DIRECTORY_FLAGS,
     OPAQUE_WHITEOUT,
@@ -36,6 +32,14 @@ from ketch.images.layer_entries import (
     UnpackLimits,
     WhiteoutForm,
     split_entry_path,
+)
+from ketch.images.layer_stream import (
+    ChunkReader,
+    CompressedSource,
+    TarStream,
+    inflate_gzip,
+    plain_chunks,
+    unzstd,
 )
 from ketch.linux import syscalls
 
@@ -65,39 +69,6 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 class UnpackedLayer:
     diff_id: str
     size: int  # bytes of regular-file content
-
-
-class _CountingReader:
-    """A binary stream wrapper that counts the bytes read and optionally hashes them."""
-
-    def __init__(self, raw: BinaryIO, digest: bool, limit: int | None = None) -> None:
-        self._raw = raw
-        self._hash = hashlib.sha256() if digest else None
-        self._limit = limit
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        self.count += len(data)
-        if self._limit is not None and self.count > self._limit:
-            raise LimitExceeded(f"more than {self._limit} uncompressed bytes")
-        if self._hash is not None:
-            self._hash.update(data)
-        return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        # isal's IGzipFile reads through readinto.
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        while self.read(CHUNK_SIZE):
-            pass
-
-    def hexdigest(self) -> str:
-        assert self._hash is not None
-        return self._hash.hexdigest()
 
 
 def unpack_layer(
@@ -140,7 +111,7 @@ def unpack_layer(
 
 
 def unpack_layer_stream(
-    raw: BinaryIO,
+    raw: ChunkReader,
     magic: bytes,
     total: int,
     destination: Path,
@@ -157,10 +128,8 @@ def unpack_layer_stream(
     ``magic`` is the blob's first 4 bytes (or fewer for a shorter blob), which pick the
     decompressor, and ``raw`` still starts at byte 0. ``total`` is the blob's size.
     """
-    compressed = _CountingReader(raw, digest=False)
-    uncompressed = _CountingReader(
-        _decompressed(compressed, magic, layer), digest=True, limit=limits.max_bytes
-    )
+    compressed = CompressedSource(raw)
+    tar = TarStream(_decompressed(compressed, magic, layer), limits.max_bytes)
 
     def report_progress() -> None:
         if progress is not None:
@@ -169,8 +138,8 @@ def unpack_layer_stream(
     root_fd = os.open(destination, DIRECTORY_FLAGS)
     entry_writer = EntryWriter(root_fd, layer, whiteouts, limits)
     try:
-        entry_writer.unpack(uncompressed, report_progress)
-        uncompressed.drain()
+        entry_writer.unpack(tar, report_progress)
+        tar.drain()
         if sync:
             _sync_filesystem(root_fd, destination)
     except LimitExceeded as error:
@@ -178,16 +147,16 @@ def unpack_layer_stream(
             f"layer {layer} unpacks to {error}, the configured maximum; "
             "it may be a decompression bomb"
         ) from None
-    except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError) as error:
+    except (EOFError, tarfile.TarError) as error:
         raise LayerRejected(f"layer {layer} is not a valid tar archive: {error}") from None
     except Exception as error:
-        if not _is_decompressor_error(error):
+        if not isinstance(error, zlib.error) and not _is_decompressor_error(error):
             raise
         raise LayerRejected(f"layer {layer} is not valid compressed data: {error}") from None
     finally:
         os.close(root_fd)
 
-    diff_id = "sha256:" + uncompressed.hexdigest()
+    diff_id = "sha256:" + tar.hexdigest()
     if expected_diff_id is not None and diff_id != expected_diff_id:
         raise LayerRejected(
             f"layer {layer}: diff ID mismatch: the image config lists {expected_diff_id}, "
@@ -196,37 +165,14 @@ def unpack_layer_stream(
     return UnpackedLayer(diff_id, entry_writer.size)
 
 
-def _decompressed(reader: _CountingReader, magic: bytes, layer: str) -> BinaryIO:
+def _decompressed(source: CompressedSource, magic: bytes, layer: str) -> Iterator[bytes]:
     # The blob's first bytes decide, not the manifest's media type, as in Docker's archive
     # code, so a gzip layer whose media type says plain tar still unpacks.
     if magic.startswith(_GZIP_MAGIC):
-        return _gzip_reader(reader)
+        return inflate_gzip(source)
     if magic == _ZSTD_MAGIC:
-        return _zstd_reader(reader, layer)
-    return reader  # type: ignore[return-value]
-
-
-def _gzip_reader(reader: _CountingReader) -> BinaryIO:
-    # isal's igzip decompresses about twice as fast as zlib (benchmarks/unpack.py); it
-    # is optional, and zlib does the same job without it.
-    try:
-        from isal import igzip
-    except ImportError:
-        return gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[arg-type]
-    return igzip.IGzipFile(fileobj=reader, mode="rb")  # type: ignore[arg-type, return-value]
-
-
-def _zstd_reader(reader: _CountingReader, layer: str) -> BinaryIO:
-    try:
-        import zstandard
-    except ImportError:
-        raise LayerRejected(
-            f"layer {layer} is zstd-compressed and the zstandard package is not installed"
-        ) from None
-    # The decompressor's default window cap (128 MiB) bounds its memory, whatever the
-    # frame header requests.
-    decompressor = zstandard.ZstdDecompressor()
-    return decompressor.stream_reader(reader, read_across_frames=True)  # type: ignore[return-value]
+        return unzstd(source, layer)
+    return plain_chunks(source)
 
 
 def _is_decompressor_error(error: Exception) -> bool:
