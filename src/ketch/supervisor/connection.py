@@ -13,7 +13,6 @@ import enum
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
 
 from ketch.errors import InvalidArgument, KetchError
 from ketch.supervisor import protocol
@@ -31,7 +30,13 @@ class Mode(enum.Enum):
     EVENTS = "events"
 
 
-RequestHandler = Callable[["Connection", dict[str, Any]], None]
+# False at run time, so that the supervisor process does not import typing (see
+# ketch.supervisor.records). Type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    RequestHandler = Callable[["Connection", dict[str, Any]], None]
 
 
 class Connection:

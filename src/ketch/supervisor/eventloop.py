@@ -13,17 +13,22 @@ import logging
 import selectors
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 
-class Handler(Protocol):
-    """An object that owns a file descriptor registered with the loop."""
+# False at run time, so that the supervisor process does not import typing (see
+# ketch.supervisor.records). Type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
 
-    def on_readable(self) -> None: ...
+    class Handler(Protocol):
+        """An object that owns a file descriptor registered with the loop."""
 
-    def on_writable(self) -> None: ...
+        def on_readable(self) -> None: ...
+
+        def on_writable(self) -> None: ...
 
 
 class Timer:

@@ -30,13 +30,18 @@ import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ketch.errors import Conflict, InvalidArgument, KetchError, SystemFailure
 from ketch.supervisor.container import Container
 from ketch.supervisor.eventloop import EventLoop
 from ketch.supervisor.records import RUNNING, STOPPED, ContainerRecord
 from ketch.supervisor.stdio import ContainerStdio
+
+# False at run time, so that the supervisor process does not import typing (see
+# ketch.supervisor.records). Type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger(__name__)
 

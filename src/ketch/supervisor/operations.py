@@ -15,7 +15,6 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure, Unavailable
 from ketch.supervisor import protocol
@@ -27,12 +26,17 @@ from ketch.supervisor.records import CREATED, RUNNING, STOPPED, ContainerRecord
 from ketch.supervisor.runtime_interface import call_runtime
 from ketch.supervisor.stdio import LogRotation
 
+# False at run time, so that the supervisor process does not import typing (see
+# ketch.supervisor.records). Type checkers take the branch below as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ketch.supervisor.server import Supervisor
 
-log = logging.getLogger(__name__)
+    Operation = Callable[[Supervisor, Connection, dict[str, Any]], dict[str, Any] | None]
 
-Operation = Callable[["Supervisor", Connection, dict[str, Any]], "dict[str, Any] | None"]
+log = logging.getLogger(__name__)
 
 
 def handle_request(supervisor: Supervisor, connection: Connection, request: dict[str, Any]) -> None:

@@ -85,7 +85,6 @@ import json
 import re
 import struct
 from pathlib import PurePosixPath
-from typing import Any
 
 from ketch.errors import (
     Conflict,
@@ -96,6 +95,12 @@ from ketch.errors import (
     SystemFailure,
     Unavailable,
 )
+
+# False at run time, so that the supervisor process does not import typing (see
+# ketch.supervisor.records). Type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOCOL_VERSION = 1
 SOCKET_NAME = "supervisor.sock"

@@ -16,9 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+
+# False at run time: the supervisor process leaves typing and dataclasses out, which saves
+# it about 1.5 MiB of memory, a fixed cost of every ketch host. Type checkers take the
+# branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +32,56 @@ RUNNING = "running"
 STOPPED = "stopped"
 
 
-@dataclass
 class ContainerRecord:
     """A container's lifecycle as the supervisor saw it."""
 
-    id: str
-    bundle: str
-    log_path: str
-    pid: int
-    status: str = CREATED
-    exit_code: int | None = None
-    created_at: str | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
+    # The fields, in the order of the record's JSON object.
+    FIELDS = (
+        "id",
+        "bundle",
+        "log_path",
+        "pid",
+        "status",
+        "exit_code",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        bundle: str,
+        log_path: str,
+        pid: int,
+        status: str = CREATED,
+        exit_code: int | None = None,
+        created_at: str | None = None,
+        started_at: str | None = None,
+        finished_at: str | None = None,
+    ) -> None:
+        self.id = id
+        self.bundle = bundle
+        self.log_path = log_path
+        self.pid = pid
+        self.status = status
+        self.exit_code = exit_code
+        self.created_at = created_at
+        self.started_at = started_at
+        self.finished_at = finished_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as the JSON object that ``RecordStore.save`` writes."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ContainerRecord):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.to_dict().items())
+        return f"ContainerRecord({fields})"
 
     def to_state(self) -> dict[str, Any]:
         """Return the protocol's state object for this container."""
@@ -64,7 +106,7 @@ class RecordStore:
         """Write ``record`` atomically, replacing any earlier version."""
         path = self.directory / f"{record.id}.json"
         temporary = self.directory / f".{record.id}.json.tmp"
-        data = json.dumps(asdict(record), indent=1).encode() + b"\n"
+        data = json.dumps(record.to_dict(), indent=1).encode() + b"\n"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, data)

@@ -33,7 +33,6 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from ketch.errors import KetchError, NotFound, SystemFailure
 from ketch.linux import syscalls
@@ -45,8 +44,15 @@ from ketch.supervisor.execs import ExecProcesses, create_init
 from ketch.supervisor.logs import format_timestamp
 from ketch.supervisor.operations import exit_fields
 from ketch.supervisor.records import CREATED, STOPPED, ContainerRecord, RecordStore
-from ketch.supervisor.runtime_interface import Runtime
 from ketch.supervisor.stdio import ContainerStdio, LogRotation
+
+# False at run time, so that the supervisor process does not import typing (see
+# ketch.supervisor.records). Type checkers take the branch below as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ketch.supervisor.runtime_interface import Runtime
 
 log = logging.getLogger(__name__)
 

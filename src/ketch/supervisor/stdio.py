@@ -10,24 +10,30 @@ runtime installs the child ends as the init's 0, 1 and 2.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ketch.errors import InvalidArgument, NotFound, SystemFailure
 from ketch.supervisor import protocol
 from ketch.supervisor.logs import JsonFileLog
 
+# Plain classes, not dataclasses: the supervisor process does not import dataclasses, which
+# brings in inspect and ast, about 1 MiB of memory.
 
-@dataclass(frozen=True)
+
 class LogRotation:
     """When a json-file log rotates: past ``max_size`` bytes (0: never), keeping
     ``max_files`` files."""
 
-    max_size: int = 0
-    max_files: int = 1
+    __slots__ = ("max_size", "max_files")
+
+    def __init__(self, max_size: int = 0, max_files: int = 1) -> None:
+        self.max_size = max_size
+        self.max_files = max_files
+
+    def __repr__(self) -> str:
+        return f"LogRotation(max_size={self.max_size}, max_files={self.max_files})"
 
 
-@dataclass
 class ContainerStdio:
     """The stdio of a container's init or of an exec'd process.
 
@@ -38,18 +44,25 @@ class ContainerStdio:
     A process without a log (an exec) has ``log_file`` None.
     """
 
-    container_id: str
-    log_file: JsonFileLog | None
-    created_log: bool
-    terminal: bool = False
-    stdin_read_fd: int = -1
-    stdin_write_fd: int | None = None
-    stdout_read_fd: int = -1
-    stdout_write_fd: int = -1
-    stderr_read_fd: int = -1
-    stderr_write_fd: int = -1
-    console_fd: int = -1
-    _child_fds_closed: bool = field(default=False, repr=False)
+    def __init__(
+        self,
+        container_id: str,
+        log_file: JsonFileLog | None,
+        created_log: bool,
+        terminal: bool = False,
+    ) -> None:
+        self.container_id = container_id
+        self.log_file = log_file
+        self.created_log = created_log
+        self.terminal = terminal
+        self.stdin_read_fd = -1
+        self.stdin_write_fd: int | None = None
+        self.stdout_read_fd = -1
+        self.stdout_write_fd = -1
+        self.stderr_read_fd = -1
+        self.stderr_write_fd = -1
+        self.console_fd = -1
+        self._child_fds_closed = False
 
     @classmethod
     def open(
