@@ -38,6 +38,7 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +55,37 @@ PARTIAL_MAX_AGE_SECONDS = 7 * 24 * 3600
 # A blob being written starts going to disk every this many bytes, so that the fsync in
 # commit waits for the last few MiB only instead of the whole blob.
 WRITEBACK_STEP_BYTES = 8 * 1024 * 1024
+_HASH_READ_SIZE = 1024 * 1024
+
+
+class DeferredHash:
+    """The sha256 of a blob's first bytes, computed by the thread that reads them from the
+    download (the layer's unpack) instead of by the writer on the event loop.
+
+    The reader passes each chunk with its offset in the blob. The writer's commit stops the
+    hashing and reads the bytes the reader had not reached back from the file to hash them,
+    so a reader that falls behind or stops early never delays the commit.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._count = 0
+        self._stopped = False
+        # Held while a chunk is hashed, so stop() never returns in the middle of one.
+        self._lock = threading.Lock()
+
+    def update(self, data: bytes, offset: int) -> None:
+        """Hash ``data``, found at ``offset`` in the blob, if it continues the hashed bytes."""
+        with self._lock:
+            if not self._stopped and offset == self._count:
+                self._hash.update(data)
+                self._count += len(data)
+
+    def stop(self) -> tuple[hashlib._Hash, int]:
+        """End the hashing and return the hash with the count of leading bytes it covers."""
+        with self._lock:
+            self._stopped = True
+            return self._hash, self._count
 
 
 class BlobWriter:
@@ -77,13 +109,15 @@ class BlobWriter:
         self.committed = False
         self._keep_partial = resumable
         self._writeback_from = 0
+        self._deferred: DeferredHash | None = None
         if resumable:
             self._temp_path = store.partial_path(self.digest)
             self._fd: int | None = _open_locked(self._temp_path)
             self._hash_existing()
         else:
             self._temp_path = store.ingest_dir / secrets.token_hex(16)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            # Readable too, for the commit that hashes what a DeferredHash did not reach.
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
             self._fd = os.open(self._temp_path, flags, 0o644)
 
     def write(self, data: bytes) -> None:
@@ -95,7 +129,8 @@ class BlobWriter:
             raise InvalidArgument(
                 f"blob {self.digest} is longer than the {self.expected_size} bytes expected"
             )
-        self._hash.update(data)
+        if self._deferred is None:
+            self._hash.update(data)
         view = memoryview(data)
         while view:
             count = os.write(self._fd, view)
@@ -105,10 +140,23 @@ class BlobWriter:
             start_writeback(self._fd, self._writeback_from, self.written - self._writeback_from)
             self._writeback_from = self.written
 
+    def defer_hash(self) -> DeferredHash:
+        """Leave the hashing of the bytes written from now on to the reader of a
+        DeferredHash, until commit. Only for a writer that has written nothing yet."""
+        if self.written or self._deferred is not None:
+            raise ValueError(
+                f"writer for blob {self.digest} cannot defer its hash after writing or twice"
+            )
+        self._deferred = DeferredHash()
+        return self._deferred
+
     def restart(self) -> None:
-        """Drop what was written so far and start again from byte 0."""
+        """Drop what was written so far and start again from byte 0, hashing inline."""
         if self._fd is None:
             raise ValueError(f"writer for blob {self.digest} is closed")
+        if self._deferred is not None:
+            self._deferred.stop()
+            self._deferred = None
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._writeback_from = 0
@@ -125,6 +173,8 @@ class BlobWriter:
             raise InvalidArgument(
                 f"blob {self.digest} is {self.written} bytes, expected {self.expected_size}"
             )
+        if self._deferred is not None:
+            self._take_over_hash(self._deferred)
         actual = "sha256:" + self._hash.hexdigest()
         if actual != self.digest:
             self._keep_partial = False
@@ -149,6 +199,18 @@ class BlobWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def _take_over_hash(self, deferred: DeferredHash) -> None:
+        """Stop the deferred hashing and hash the rest of the blob from the file."""
+        assert self._fd is not None
+        self._hash, offset = deferred.stop()
+        self._deferred = None
+        while offset < self.written:
+            chunk = os.pread(self._fd, min(_HASH_READ_SIZE, self.written - offset), offset)
+            if not chunk:
+                raise SystemFailure(f"blob {self.digest} is shorter on disk than written")
+            self._hash.update(chunk)
+            offset += len(chunk)
 
     def _hash_existing(self) -> None:
         assert self._fd is not None

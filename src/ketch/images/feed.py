@@ -4,6 +4,10 @@ unpacks while its blob is still arriving.
 The writer never blocks: past ``max_buffered`` bytes not yet read, or when the download
 restarts or fails, the feed breaks, the reader gets :class:`FeedBroken`, and the caller
 unpacks the layer again from the stored blob once it is verified.
+
+With a :class:`~ketch.images.content.DeferredHash` the reader also hashes the bytes it
+takes for the blob writer, so that the event loop, which receives every download, does
+not spend its time on the digests.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import collections
 import collections.abc
 import threading
+
+from ketch.images.content import DeferredHash
 
 
 class FeedBroken(Exception):
@@ -20,8 +26,10 @@ class FeedBroken(Exception):
 class LayerFeed:
     """Chunks handed from the event loop to one reader thread, in order."""
 
-    def __init__(self, max_buffered: int) -> None:
+    def __init__(self, max_buffered: int, digest: DeferredHash | None = None) -> None:
         self.max_buffered = max_buffered
+        self._digest = digest
+        self._taken = 0  # bytes the reader has taken, its offset in the blob
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._condition = threading.Condition()
@@ -89,7 +97,11 @@ class LayerFeed:
                 parts.append(chunk)
                 wanted -= len(chunk)
                 self._buffered -= len(chunk)
-            return b"".join(parts)
+            data = b"".join(parts)
+            offset = self._taken
+            self._taken += len(data)
+        self._hash(data, offset)
+        return data
 
     def read1(self, size: int = -1) -> bytes:
         """Return the next chunk as the writer put it, or its first ``size`` bytes when it is
@@ -104,7 +116,15 @@ class LayerFeed:
                 self._chunks.appendleft(chunk[size:])
                 chunk = chunk[:size]
             self._buffered -= len(chunk)
-            return chunk
+            offset = self._taken
+            self._taken += len(chunk)
+        self._hash(chunk, offset)
+        return chunk
+
+    def _hash(self, data: bytes, offset: int) -> None:
+        # Outside the feed's lock, so that put() does not wait for the hash.
+        if self._digest is not None and data:
+            self._digest.update(data, offset)
 
     def _wait(self, ready: collections.abc.Callable[[], bool]) -> None:
         while True:

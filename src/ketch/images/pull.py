@@ -41,7 +41,7 @@ from typing import Any
 
 from ketch.errors import InvalidArgument
 from ketch.images.auth import Credentials, CredentialStore
-from ketch.images.content import ContentStore
+from ketch.images.content import BlobWriter, ContentStore
 from ketch.images.feed import FeedBroken, LayerFeed
 from ketch.images.layer_download import download_layer
 from ketch.images.layers import DEFAULT_LIMITS, UnpackLimits
@@ -370,7 +370,7 @@ class Puller:
             # fails while the commit runs.
             self._new_blobs.append(layer.digest)
             with self.content.writer(layer.digest, layer.size, resumable=True) as writer:
-                feed = self._start_stream(index, layer, writer.written)
+                feed = self._start_stream(index, layer, writer)
                 try:
                     await download_layer(client, layer, writer, feed, self._progress)
                 finally:
@@ -378,11 +378,12 @@ class Puller:
                         feed.break_off("the download of the layer failed")
         self._progress.layer(layer, "Download complete")
 
-    def _start_stream(self, index: int, layer: Descriptor, resumed_from: int) -> LayerFeed | None:
-        """Start unpacking a layer from its download, when the snapshotter allows it."""
-        if self.snapshots.needs_parent_files or resumed_from or self._layer_ids is None:
+    def _start_stream(self, index: int, layer: Descriptor, writer: BlobWriter) -> LayerFeed | None:
+        """Start unpacking a layer from its download, when the snapshotter allows it. The
+        unpack also hashes the blob for the writer."""
+        if self.snapshots.needs_parent_files or writer.written or self._layer_ids is None:
             return None
-        feed = LayerFeed(MAX_STREAM_BUFFER)
+        feed = LayerFeed(MAX_STREAM_BUFFER, writer.defer_hash())
         self._streams[index] = asyncio.create_task(self._unpack_stream(index, layer, feed))
         return feed
 
