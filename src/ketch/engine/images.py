@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -396,6 +395,8 @@ def _command(argument: str) -> list[str]:
 
 
 def _pairs(argument: str, change: str) -> list[str]:
+    import shlex  # only commit changes need it
+
     pairs = shlex.split(argument)
     if not all("=" in pair for pair in pairs):
         raise InvalidArgument(f"invalid change {change!r}: expected KEY=VALUE pairs")

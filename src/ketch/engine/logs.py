@@ -23,7 +23,6 @@ space, as dockerd writes it.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import collections
 import itertools
 import json
@@ -107,6 +106,9 @@ def parse_time_ns(text: str) -> int | None:
     match = _TIME.match(text)
     if match is None:
         return None
+    # Imported on first use, so that ketchd does not keep calendar loaded before a log read.
+    import calendar
+
     year, month, day, hour, minute, second, fraction = match.groups()
     seconds = calendar.timegm(
         (int(year), int(month), int(day), int(hour), int(minute), int(second), 0, 0, 0)
