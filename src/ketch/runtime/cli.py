@@ -17,11 +17,12 @@ containerd and dockerd read back) or as text, after any records the library logg
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 # False at run time, so that this module does not import typing: every ketch-runc call
-# pays for what it imports. pathlib is imported only by the verbs that need it, because
+# pays for what it imports. For the same reason it calls posix, not os (see
+# ketch.runtime.paths). pathlib is imported only by the verbs that need it, because
 # start, state, kill and delete need none. Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -182,9 +183,10 @@ def _spec(arguments: argparse.Namespace) -> int:
     import json
 
     from ketch.errors import Conflict
+    from ketch.runtime.paths import join
     from ketch.runtime.spec import default_spec
 
-    path = os.path.join(arguments.bundle, "config.json")
+    path = join(arguments.bundle, "config.json")
     try:
         with open(path, "x") as handle:
             json.dump(default_spec(), handle, indent="\t")
@@ -260,7 +262,8 @@ def _create_log_file(path: str) -> bool:
     Return False if that fails, after printing why.
     """
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666))
+        flags = posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND | posix.O_CLOEXEC
+        posix.close(posix.open(path, flags, 0o666))
     except OSError as error:
         print(f"ketch-runc: cannot open the log {path}: {error}", file=sys.stderr)
         return False
@@ -334,12 +337,14 @@ def _report(arguments: argparse.Namespace, message: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     import argparse
 
+    from ketch.runtime.paths import getenv
+
     parser = argparse.ArgumentParser(
         prog="ketch-runc", description="Run containers from OCI bundles, as runc does."
     )
     parser.add_argument(
         "--root",
-        default=os.environ.get("KETCH_RUNC_ROOT", DEFAULT_ROOT),
+        default=getenv("KETCH_RUNC_ROOT", DEFAULT_ROOT),
         help=f"directory for the containers' state (default {DEFAULT_ROOT})",
     )
     parser.add_argument("--log", help="append log records, errors included, to this file")

@@ -12,12 +12,13 @@ building every verb's subparser costs several milliseconds more than the work of
 anything else it returns None and :mod:`ketch.runtime.cli` parses with argparse, which
 also writes the help and the usage errors. The result has the same attributes as
 argparse's namespace for that verb, so the handlers cannot tell the two apart.
+
+This module imports neither :mod:`os` nor :mod:`types` (see :mod:`ketch.runtime.paths`).
 """
 
 from __future__ import annotations
 
-import os
-from types import SimpleNamespace
+from ketch.runtime.paths import getenv
 
 _VALUED_OPTIONS = {
     "--root": "root",
@@ -27,6 +28,17 @@ _VALUED_OPTIONS = {
 }
 _FLAG_OPTIONS = {"--debug": "debug", "--systemd-cgroup": "systemd_cgroup"}
 _CHOICES = {"log_format": ("text", "json"), "rootless": ("true", "false", "auto")}
+
+
+class Arguments:
+    """The parsed arguments, as attributes, like argparse's namespace."""
+
+    def __init__(self, **values: object) -> None:
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in vars(self).items())
+        return f"Arguments({fields})"
 
 
 # A verb's options: its flags (set True when given), its options that take a value (with
@@ -62,10 +74,10 @@ _VERBS = {
 }
 
 
-def parse(argv: list[str], default_root: str) -> SimpleNamespace | None:
+def parse(argv: list[str], default_root: str) -> Arguments | None:
     """Return the parsed arguments of a plain call of one of these verbs, else None."""
-    arguments = SimpleNamespace(
-        root=os.environ.get("KETCH_RUNC_ROOT", default_root),
+    arguments = Arguments(
+        root=getenv("KETCH_RUNC_ROOT", default_root),
         log=None,
         log_format="text",
         rootless="auto",
@@ -83,7 +95,7 @@ def parse(argv: list[str], default_root: str) -> SimpleNamespace | None:
     return arguments
 
 
-def _parse_global_options(argv: list[str], arguments: SimpleNamespace) -> int | None:
+def _parse_global_options(argv: list[str], arguments: Arguments) -> int | None:
     """Set the global options on ``arguments``; return the index of the verb, or None."""
     index = 0
     while index < len(argv) and argv[index].startswith("-"):
@@ -107,7 +119,7 @@ def _parse_global_options(argv: list[str], arguments: SimpleNamespace) -> int | 
     return index
 
 
-def _parse_verb(verb: str, rest: list[str], arguments: SimpleNamespace) -> bool:
+def _parse_verb(verb: str, rest: list[str], arguments: Arguments) -> bool:
     """Set the verb's options and positionals on ``arguments``; False leaves it to argparse."""
     options = _VERBS[verb]
     for attribute in options.flags.values():
@@ -143,7 +155,7 @@ def _parse_verb(verb: str, rest: list[str], arguments: SimpleNamespace) -> bool:
 
 
 def _parse_option(
-    options: _Verb, rest: list[str], index: int, arguments: SimpleNamespace
+    options: _Verb, rest: list[str], index: int, arguments: Arguments
 ) -> int | None:
     """Set the option at ``rest[index]``; return the index after it, or None for argparse."""
     token = rest[index]

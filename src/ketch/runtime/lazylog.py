@@ -9,7 +9,7 @@ writes only warnings and above. Warnings and errors import logging and go throug
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 TYPE_CHECKING = False
@@ -30,13 +30,13 @@ def defer_setup(setup: Callable[[], None]) -> None:
     open the host's log path inside the container's mount namespace.
     """
     global _deferred_setup
-    _deferred_setup = (os.getpid(), setup)
+    _deferred_setup = (posix.getpid(), setup)
 
 
 def run_deferred_setup() -> None:
     """Run the setup given to :func:`defer_setup` once, in the process that gave it."""
     global _deferred_setup
-    if _deferred_setup is None or _deferred_setup[0] != os.getpid():
+    if _deferred_setup is None or _deferred_setup[0] != posix.getpid():
         return
     setup = _deferred_setup[1]
     _deferred_setup = None

@@ -26,19 +26,21 @@ Per-container files are described in :mod:`ketch.runtime.state`.
 
 from __future__ import annotations
 
-import os
+import posix
 import select
 import time
 
 from ketch.errors import Conflict, KetchError, NotFound, SystemFailure
 from ketch.runtime import state
 from ketch.runtime.lazylog import LazyLogger
+from ketch.runtime.paths import exists, is_directory, join
 
 # False at run time, so that this module does not import typing, pathlib or the cgroup
 # managers. Every ketch-runc call pays for what it imports, and start, state and kill
 # need none of them. Type checkers take the branch below as true. For the same reason
 # signal and contextlib (each of which imports enum, functools and collections) are not
-# imported here, and signals are sent through ketch.runtime.signals.
+# imported here, and signals are sent through ketch.runtime.signals. System calls go
+# through posix, not os (see ketch.runtime.paths).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
@@ -58,8 +60,8 @@ class Runtime:
     kill_timeout = 10.0
 
     def __init__(self, state_root: Path | str) -> None:
-        # Kept as a string: the short verbs build their paths with os.path.
-        self._state_root = os.fspath(state_root)
+        # Kept as a string: the short verbs build their paths with ketch.runtime.paths.
+        self._state_root = posix.fspath(state_root)
 
     @property
     def state_root(self) -> Path:
@@ -75,7 +77,7 @@ class Runtime:
 
     @state_root.setter
     def state_root(self, value: Path | str) -> None:
-        self._state_root = os.fspath(value)
+        self._state_root = posix.fspath(value)
 
     def create(
         self,
@@ -149,17 +151,17 @@ class Runtime:
         status = state.status_of(directory, record)
         if status != "created":
             raise Conflict(f"cannot start container {container_id}: it is {status}, not created")
-        fifo_path = os.path.join(directory, state.EXEC_FIFO)
+        fifo_path = join(directory, state.EXEC_FIFO)
         try:
-            fifo = os.open(fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fifo = posix.open(fifo_path, posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC)
         except FileNotFoundError:
             raise Conflict(f"cannot start container {container_id}: it was started") from None
         try:
             _await_init_release(fifo, fifo_path, record)
         finally:
-            os.close(fifo)
+            posix.close(fifo)
         try:
-            os.unlink(fifo_path)
+            posix.unlink(fifo_path)
         except FileNotFoundError:
             pass
         log.debug("started container %s", container_id)
@@ -195,7 +197,7 @@ class Runtime:
             cgroups = manager_from_state(record.cgroups)
             for pid in cgroups.processes():
                 try:
-                    os.kill(pid, signal_number)
+                    posix.kill(pid, signal_number)
                 except ProcessLookupError:
                     pass
             return
@@ -210,7 +212,7 @@ class Runtime:
         try:
             record = state.read_record(self._state_root, container_id)
         except NotFound:
-            if os.path.isdir(directory):
+            if is_directory(directory):
                 # Left by a create that died before writing its record.
                 _remove_state_directory(directory)
                 return
@@ -285,7 +287,7 @@ class Runtime:
             pass
         for pid in cgroups.processes():
             try:
-                os.kill(pid, SIGKILL)
+                posix.kill(pid, SIGKILL)
             except ProcessLookupError:
                 pass
         _thaw(cgroups)
@@ -297,7 +299,7 @@ class Runtime:
 
 def reap(pid: int) -> None:
     try:
-        os.waitpid(pid, 0)
+        posix.waitpid(pid, 0)
     except ChildProcessError:
         pass
 
@@ -330,11 +332,11 @@ def _remove_state_directory(directory: str) -> None:
     compression modules) on every delete; anything else goes to ``shutil.rmtree``.
     """
     try:
-        for entry in os.scandir(directory):
+        for entry in posix.scandir(directory):
             if entry.is_dir(follow_symlinks=False):
                 raise IsADirectoryError(entry.path)
-            os.unlink(entry.path)
-        os.rmdir(directory)
+            posix.unlink(entry.path)
+        posix.rmdir(directory)
     except OSError:
         import shutil
 
@@ -365,11 +367,11 @@ def _await_init_release(fifo: int, fifo_path: str, record: state.ContainerRecord
     poller = select.poll()
     poller.register(fifo, select.POLLIN)
     while True:
-        if poller.poll(50) and os.read(fifo, 1):
+        if poller.poll(50) and posix.read(fifo, 1):
             return
         if not state.init_is_alive(record):
             raise SystemFailure(f"cannot start container {record.id}: its init exited")
-        if not os.path.exists(fifo_path):
+        if not exists(fifo_path):
             raise Conflict(f"cannot start container {record.id}: it was started")
         # A writer that closed without writing leaves the fifo readable at end of file,
         # which poll would report at once again.
@@ -378,7 +380,7 @@ def _await_init_release(fifo: int, fifo_path: str, record: state.ContainerRecord
 
 def _signal_init(record: state.ContainerRecord, signal_number: int) -> None:
     try:
-        pidfd = os.pidfd_open(record.pid)
+        pidfd = posix.pidfd_open(record.pid)
     except ProcessLookupError:
         raise Conflict(f"cannot signal container {record.id}: it is not running") from None
     try:
@@ -391,7 +393,7 @@ def _signal_init(record: state.ContainerRecord, signal_number: int) -> None:
     except ProcessLookupError:
         raise Conflict(f"cannot signal container {record.id}: it is not running") from None
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)
 
 
 def _thaw(cgroups: CgroupManager) -> None:

@@ -17,13 +17,15 @@ exec.fifo exists, and running after.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from ketch.errors import InvalidArgument, NotFound, SystemFailure
 from ketch.runtime import json_text
+from ketch.runtime.paths import exists, join
 
 # False at run time, so that this module does not import typing, pathlib, json or re:
-# every ketch-runc call pays for what it imports. Type checkers take the branch below as
+# every ketch-runc call pays for what it imports. For the same reason it calls posix, not
+# os (see ketch.runtime.paths). Type checkers take the branch below as
 # true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -122,23 +124,23 @@ def container_dir(state_root: Path | str, container_id: str) -> Path:
 def container_path(state_root: Path | str, container_id: str) -> str:
     """Return the container's state directory as a string, for the verbs without pathlib."""
     validate_id(container_id)
-    return os.path.join(state_root, container_id)
+    return join(state_root, container_id)
 
 
 def write_record(directory: Path | str, record: ContainerRecord) -> None:
     # Replaced by rename, so a reader sees the old or the new record. Not fsynced: the
     # state root is runtime state (on tmpfs under /run by default) that does not outlive
     # the containers, which a reboot ends anyway.
-    temporary = os.path.join(directory, STATE_FILE + ".tmp")
+    temporary = join(directory, STATE_FILE + ".tmp")
     with open(temporary, "w") as handle:
         handle.write(json_text.dumps(record.to_dict()))
-    os.replace(temporary, os.path.join(directory, STATE_FILE))
+    posix.replace(temporary, join(directory, STATE_FILE))
 
 
 def read_record(state_root: Path | str, container_id: str) -> ContainerRecord:
     directory = container_path(state_root, container_id)
     try:
-        with open(os.path.join(directory, STATE_FILE)) as handle:
+        with open(join(directory, STATE_FILE)) as handle:
             text = handle.read()
     except FileNotFoundError:
         raise NotFound(f"container {container_id} does not exist") from None
@@ -146,7 +148,7 @@ def read_record(state_root: Path | str, container_id: str) -> ContainerRecord:
         return ContainerRecord(**json_text.loads(text))
     except (ValueError, TypeError) as error:
         raise SystemFailure(
-            f"invalid state record {os.path.join(directory, STATE_FILE)}: {error}"
+            f"invalid state record {join(directory, STATE_FILE)}: {error}"
         ) from None
 
 
@@ -173,7 +175,7 @@ def status_of(directory: Path | str, record: ContainerRecord) -> str:
         return "stopped"
     if is_frozen(record.cgroups):
         return "paused"
-    if os.path.exists(os.path.join(directory, EXEC_FIFO)):
+    if exists(join(directory, EXEC_FIFO)):
         return "created"
     return "running"
 

@@ -7,12 +7,14 @@ that ``ketch-runc state`` and ``delete`` can use them without importing pathlib.
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import time
 
 from ketch.errors import SystemFailure
+from ketch.runtime.paths import join
 
-# False at run time, so that this module does not import pathlib. Type checkers take the
+# False at run time, so that this module does not import pathlib. For the same reason it
+# calls posix, not os (see ketch.runtime.paths). Type checkers take the
 # branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,20 +23,20 @@ if TYPE_CHECKING:
 
 def write_value(directory: Path | str, name: str, value: str | int) -> None:
     """Write ``value`` to the interface file ``name`` in the cgroup ``directory``."""
-    path = os.path.join(directory, name)
+    path = join(directory, name)
     try:
         # One write(2) per value: the kernel parses each write as one request.
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
         try:
-            os.write(fd, str(value).encode())
+            posix.write(fd, str(value).encode())
         finally:
-            os.close(fd)
+            posix.close(fd)
     except OSError as error:
         raise SystemFailure(f"cannot write {value!r} to {path}: {error.strerror}") from None
 
 
 def read_value(directory: Path | str, name: str) -> str:
-    path = os.path.join(directory, name)
+    path = join(directory, name)
     try:
         return read_text(path).strip()
     except OSError as error:
@@ -44,7 +46,7 @@ def read_value(directory: Path | str, name: str) -> str:
 def read_pids(directory: Path | str) -> list[int]:
     """Return the processes in the cgroup (cgroup.procs), or [] when it is gone."""
     try:
-        text = read_text(os.path.join(directory, "cgroup.procs"))
+        text = read_text(join(directory, "cgroup.procs"))
     except FileNotFoundError:
         return []
     return [int(line) for line in text.split()]
@@ -60,7 +62,7 @@ def remove_directory(directory: Path | str, wait_seconds: float = 2.0) -> None:
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            os.rmdir(directory)
+            posix.rmdir(directory)
             return
         except FileNotFoundError:
             return

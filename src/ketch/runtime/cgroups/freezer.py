@@ -8,11 +8,11 @@ Both wait for the kernel to finish, so that ``pause`` returns with the processes
 
 from __future__ import annotations
 
-import os
 import time
 
 from ketch.errors import SystemFailure
 from ketch.runtime.cgroups.files import read_text, read_value, write_value
+from ketch.runtime.paths import join
 
 # False at run time, so that ``ketch-runc state``, which reads the freezer's files, does not
 # import pathlib. Type checkers take the branch below as true.
@@ -38,7 +38,7 @@ def thaw_v1(directory: Path) -> None:
 
 def frozen_v1(directory: Path | str) -> bool:
     try:
-        return read_text(os.path.join(directory, "freezer.state")).strip() == "FROZEN"
+        return read_text(join(directory, "freezer.state")).strip() == "FROZEN"
     except OSError:
         return False
 
@@ -54,7 +54,7 @@ def thaw_v2(directory: Path) -> None:
 
 def frozen_v2(directory: Path | str) -> bool:
     try:
-        events = read_text(os.path.join(directory, "cgroup.events")).split("\n")
+        events = read_text(join(directory, "cgroup.events")).split("\n")
     except OSError:
         return False
     return "frozen 1" in events
