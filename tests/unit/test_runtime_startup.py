@@ -292,6 +292,13 @@ CREATE_HEAVY_MODULES = (
     "termios",
     "ketch.runtime.console",
     "ketch.runtime.seccomp",
+    # Imported by the init after the fork, not by create's process before it.
+    "ketch.runtime.init",
+    "ketch.runtime.rootfs",
+    "ketch.runtime.mounts",
+    "ketch.runtime.process",
+    "ketch.runtime.exechelper",
+    "ketch.runtime.network",
 )
 
 

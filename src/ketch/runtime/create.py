@@ -13,7 +13,7 @@ import time
 
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, SystemFailure
 from ketch.linux import syscalls
-from ketch.runtime import hooks, init, rootfs, signals, state, sync
+from ketch.runtime import hooks, signals, state, sync
 from ketch.runtime.cgroups import CgroupManager, manager_for
 from ketch.runtime.config import Spec, load_spec
 from ketch.runtime.lazylog import LazyLogger
@@ -49,7 +49,12 @@ def create_container(
     state.validate_id(container_id)
     bundle = os.path.abspath(bundle)
     spec = load_spec(bundle)
-    rootfs.check_sysctls(spec)
+    if spec.sysctl:
+        # The init imports rootfs after the fork (see _run_init), so only a config with
+        # sysctls loads it here.
+        from ketch.runtime import rootfs
+
+        rootfs.check_sysctls(spec)
     _check_console(spec, console_socket)
     _check_preserved_fds(preserve_fds)
     seccomp_filter = compile_seccomp(spec.seccomp)
@@ -228,21 +233,22 @@ def _fork_init(
 ) -> int:
     parent_end, child_end = sync.socket_pair()
     fifo_fd = os.open(os.path.join(directory, state.EXEC_FIFO), os.O_PATH | os.O_CLOEXEC)
-    context = init.InitContext(
-        container_id=container_id,
-        spec=spec,
-        cgroups=cgroups.manager,
-        init_joins_cgroups=cgroups.init_joins,
-        sync_socket=child_end,
-        exec_fifo_fd=fifo_fd,
-        namespace_fds=namespace_fds,
-        stdio=stdio,
-        console=console_connection,
-        preserve_fds=preserve_fds,
-        no_pivot=no_pivot,
-        seccomp_filter=seccomp_filter,
-        bundle=str(bundle),
-    )
+    # The fields of ketch.runtime.init.InitContext, which the init builds (see _run_init).
+    context = {
+        "container_id": container_id,
+        "spec": spec,
+        "cgroups": cgroups.manager,
+        "init_joins_cgroups": cgroups.init_joins,
+        "sync_socket": child_end,
+        "exec_fifo_fd": fifo_fd,
+        "namespace_fds": namespace_fds,
+        "stdio": stdio,
+        "console": console_connection,
+        "preserve_fds": preserve_fds,
+        "no_pivot": no_pivot,
+        "seccomp_filter": seccomp_filter,
+        "bundle": str(bundle),
+    }
     try:
         if spec.namespace("user") is not None:
             pid = _fork_in_user_namespace(context, namespace_fds, parent_end, timeout, cgroups)
@@ -256,7 +262,7 @@ def _fork_init(
         os.close(fifo_fd)
         raise
     if pid == 0:
-        init.run_init(context)
+        _run_init(context)
     child_end.close()
     os.close(fifo_fd)
     try:
@@ -266,8 +272,35 @@ def _fork_init(
     return pid
 
 
+def _run_init(context: dict[str, Any], release_fd: int = -1) -> NoReturn:
+    """Become the container's init, in the forked child; never returns.
+
+    The init's modules (ketch.runtime.init with rootfs, mounts, process, exechelper and
+    network) are imported here, after the fork, not by create. So their imports, about
+    2 ms, run while the parent moves the init into its cgroups, which waits for an RCU
+    grace period on cgroup v1, instead of before the fork.
+    """
+    # First of all, for the reason run_init gives, and the imports below take milliseconds.
+    syscalls.set_dumpable(False)
+    try:
+        from ketch.runtime import init
+
+        init_context = init.InitContext(**context, release_fd=release_fd)
+    except BaseException as error:
+        _report_to_parent(context["sync_socket"], error)
+        os._exit(1)
+    init.run_init(init_context)
+
+
+def _report_to_parent(sync_socket: Socket, error: BaseException) -> None:
+    try:
+        sync.send_error(sync_socket, error)
+    except OSError:
+        pass  # the parent sees end of file instead and reports that the init exited
+
+
 def _fork_in_user_namespace(
-    context: init.InitContext,
+    context: dict[str, Any],
     namespace_fds: dict[str, int],
     parent_end: Socket,
     timeout: float,
@@ -277,14 +310,13 @@ def _fork_in_user_namespace(
     from ketch.runtime import userns
 
     def run_in_init(release_fd: int) -> NoReturn:
-        context.release_fd = release_fd
-        init.run_init(context)
+        _run_init(context, release_fd)
 
     return userns.fork_init(
-        context.spec,
+        context["spec"],
         namespace_fds,
         parent_end,
-        context.sync_socket,
+        context["sync_socket"],
         run_in_init,
         timeout,
         cgroups.add_before_init,
