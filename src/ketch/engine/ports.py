@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 import socket
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ketch.errors import KetchError
 from ketch.network.firewall import Firewall, PortRule
-from ketch.network.portproxy import Proxy, make_proxy
 from ketch.network.ports import (
     ALL_IPV4,
     BoundPort,
@@ -29,6 +28,9 @@ from ketch.network.ports import (
     exposed_port_keys,
     requested_bindings,
 )
+
+if TYPE_CHECKING:
+    from ketch.network.portproxy import Proxy
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +141,10 @@ class PublishedPorts:
         address: str,
     ) -> None:
         if self.kernel_rules is None:
+            # Imported with the first published port, so that ketchd without one does not
+            # load the proxy's code.
+            from ketch.network.portproxy import make_proxy
+
             proxy: Proxy | HeldPort = make_proxy(
                 bound.protocol, sock, (address, bound.container_port)
             )
