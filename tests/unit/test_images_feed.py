@@ -108,3 +108,10 @@ def test_feed_read1_one_chunk() -> None:
     assert feed.read1(2) == b"de"
     assert feed.read1() == b"fgh"
     assert feed.read1() == b""
+
+
+def test_feed_empty_chunk_not_end() -> None:
+    feed = LayerFeed(100)
+    feed.put(b"")
+    feed.put(b"abc")
+    assert feed.read1() == b"abc"

@@ -38,6 +38,8 @@ class LayerFeed:
 
     def put(self, data: bytes) -> None:
         """Append ``data``; breaks the feed instead of buffering past ``max_buffered``."""
+        if not data:
+            return  # an empty chunk would read as the end of the stream
         with self._condition:
             if self._closed or self._broken is not None:
                 return

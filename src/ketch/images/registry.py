@@ -68,10 +68,13 @@ from ketch.images.reference import DEFAULT_DOMAIN, SHA256_DIGEST_PATTERN
 log = logging.getLogger(__name__)
 
 DOCKER_HUB_URL = "https://registry-1.docker.io"
-_CHUNK_SIZE = 1024 * 1024
 # How many bytes of a response aiohttp buffers before it stops reading the socket. Its
 # default, 64 KiB, paused and resumed the socket hundreds of times per layer blob.
 READ_BUFFER_SIZE = 4 * 1024 * 1024
+# The most one recv() takes from a plain-HTTP socket while a blob downloads. asyncio's
+# socket transport reads 256 KiB at a time (CPython 3.11), and every chunk costs a round
+# of callbacks on the event loop and a hand-off to the thread that unpacks the layer.
+BLOB_RECEIVE_SIZE = 1024 * 1024
 _CHALLENGE_PARAMETER = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -236,9 +239,13 @@ class RegistryClient:
                         restart()
             else:
                 raise await self._failure(response, f"blob {descriptor.digest}")
+            _enlarge_socket_reads(response)
             with self._network_errors("GET", url):
-                async for chunk in response.content.iter_chunked(_CHUNK_SIZE):
-                    sink(chunk)
+                # Chunks as they arrived, which iter_chunked would join or split. With
+                # chunked transfer encoding an empty one can mark a chunk's end.
+                async for chunk, _ in response.content.iter_chunks():
+                    if chunk:
+                        sink(chunk)
 
     def _check_content_range(
         self, response: aiohttp.ClientResponse, offset: int, descriptor: Descriptor
@@ -504,6 +511,19 @@ async def fetch_token(
     if not isinstance(token, str) or not token:
         raise Unavailable(f"token service {realm} returned no token")
     return token
+
+
+def _enlarge_socket_reads(response: aiohttp.ClientResponse) -> None:
+    """Let the response's socket transport receive up to BLOB_RECEIVE_SIZE per recv().
+
+    Only asyncio's plain socket transport has the ``max_size`` attribute this sets; over
+    TLS the read size stays as it is. The connection keeps the size when it goes back to
+    the pool, which costs the next requests on it nothing but a larger buffer per recv().
+    """
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    if transport is not None and hasattr(transport, "max_size"):
+        transport.max_size = max(transport.max_size, BLOB_RECEIVE_SIZE)
 
 
 def _can_repeat(data: Any) -> bool:
