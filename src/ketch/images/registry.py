@@ -71,9 +71,9 @@ DOCKER_HUB_URL = "https://registry-1.docker.io"
 # How many bytes of a response aiohttp buffers before it stops reading the socket. Its
 # default, 64 KiB, paused and resumed the socket hundreds of times per layer blob.
 READ_BUFFER_SIZE = 4 * 1024 * 1024
-# The most one recv() takes from a plain-HTTP socket while a blob downloads. asyncio's
-# socket transport reads 256 KiB at a time (CPython 3.11), and every chunk costs a round
-# of callbacks on the event loop and a hand-off to the thread that unpacks the layer.
+# The maximum bytes one recv() takes from a plain-HTTP socket while a blob downloads.
+# asyncio's socket transport reads 256 KiB at a time (CPython 3.11), and every chunk costs
+# a round of callbacks on the event loop and a hand-off to the thread that unpacks the layer.
 BLOB_RECEIVE_SIZE = 1024 * 1024
 _CHALLENGE_PARAMETER = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
