@@ -154,9 +154,7 @@ def _parse_verb(verb: str, rest: list[str], arguments: Arguments) -> bool:
     return True
 
 
-def _parse_option(
-    options: _Verb, rest: list[str], index: int, arguments: Arguments
-) -> int | None:
+def _parse_option(options: _Verb, rest: list[str], index: int, arguments: Arguments) -> int | None:
     """Set the option at ``rest[index]``; return the index after it, or None for argparse."""
     token = rest[index]
     if token in options.flags:

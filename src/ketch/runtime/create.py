@@ -350,8 +350,10 @@ class _ContainerCgroups:
 
     Moving a process between cgroup v1 cgroups waits for an RCU grace period, about
     10 ms here (Linux 6.18, measured by timing writes to cgroup.procs), once per burst
-    of moves. So the parent moves the init into the cgroups while the init sets up its
-    rootfs, which takes that wait off the critical path. The init is in its cgroups
+    of moves. So the parent moves the init into the cgroups while the init imports its
+    modules and sets up its rootfs, and the two overlap. In ``ketch-runc create`` the
+    wait is often the longer of the two (6 to 24 ms against about 7 ms for the init's
+    setup, in one benchmark run on the 2-core test machine). The init is in its cgroups
     before it reports ``ready``, so the container's process starts there. With a new
     cgroup namespace the init joins by itself instead, before it unshares, because the
     namespace is rooted at the cgroup of the process that unshares it. The cgroups are
