@@ -34,9 +34,15 @@ async def download_layer(
     writer: BlobWriter,
     feed: LayerFeed | None,
     progress: PullProgress,
+    slot: asyncio.Semaphore,
 ) -> None:
-    """Download a layer into ``writer`` and commit it. A ``feed`` gets the same bytes, and
-    it ends once the blob is verified or breaks off when the download starts over."""
+    """Download a layer into ``writer`` and commit it.
+
+    ``slot`` is held only while bytes arrive, so that the next download starts while this
+    blob is verified and synced. A ``feed`` gets the same bytes and ends with the last of
+    them, before the verification: its reader's work must not be used until this returns.
+    It breaks off when the download starts over.
+    """
 
     def receive(chunk: bytes) -> None:
         writer.write(chunk)
@@ -50,7 +56,10 @@ async def download_layer(
         writer.restart()
 
     resumed_from = writer.written
-    await _download_with_retries(client, layer, writer, receive, restart, progress)
+    async with slot:
+        await _download_with_retries(client, layer, writer, receive, restart, progress)
+    if feed is not None:
+        feed.close()
     progress.layer(layer, "Verifying Checksum")
     try:
         await commit_to_end(writer)
@@ -62,10 +71,9 @@ async def download_layer(
         log.warning("resumed layer %s failed verification, downloading it again: %s",
                     layer.digest, error)  # fmt: skip
         restart()
-        await _download_with_retries(client, layer, writer, receive, restart, progress)
+        async with slot:
+            await _download_with_retries(client, layer, writer, receive, restart, progress)
         await _commit_layer(client, layer, writer)
-    if feed is not None:
-        feed.close()
 
 
 async def _commit_layer(client: RegistryClient, layer: Descriptor, writer: BlobWriter) -> None:

@@ -122,8 +122,10 @@ class Puller:
         # the layers' diff IDs and chain IDs, which come with the config.
         self._streams: dict[int, asyncio.Task[tuple[str, int] | None]] = {}
         self._layer_ids: asyncio.Future[tuple[list[str], list[str]]] | None = None
+        # Twice the downloads, because an unpack goes on after its download has passed
+        # its turn to the next one, whose unpack must not wait for a thread.
         self._stream_threads = ThreadPoolExecutor(
-            MAX_CONCURRENT_DOWNLOADS, thread_name_prefix="ketch-unpack"
+            2 * MAX_CONCURRENT_DOWNLOADS, thread_name_prefix="ketch-unpack"
         )
 
     async def run(self) -> str:
@@ -365,17 +367,16 @@ class Puller:
             return
         if semaphore.locked():
             self._progress.layer(layer, "Waiting")
-        async with semaphore:
-            # Listed before the commit, so that a failed pull removes the blob even when it
-            # fails while the commit runs.
-            self._new_blobs.append(layer.digest)
-            with self.content.writer(layer.digest, layer.size, resumable=True) as writer:
-                feed = self._start_stream(index, layer, writer)
-                try:
-                    await download_layer(client, layer, writer, feed, self._progress)
-                finally:
-                    if feed is not None:
-                        feed.break_off("the download of the layer failed")
+        # Listed before the commit, so that a failed pull removes the blob even when it
+        # fails while the commit runs.
+        self._new_blobs.append(layer.digest)
+        with self.content.writer(layer.digest, layer.size, resumable=True) as writer:
+            feed = self._start_stream(index, layer, writer)
+            try:
+                await download_layer(client, layer, writer, feed, self._progress, semaphore)
+            finally:
+                if feed is not None:
+                    feed.break_off("the download of the layer failed")
         self._progress.layer(layer, "Download complete")
 
     def _start_stream(self, index: int, layer: Descriptor, writer: BlobWriter) -> LayerFeed | None:
