@@ -122,8 +122,8 @@ class Puller:
         # the layers' diff IDs and chain IDs, which come with the config.
         self._streams: dict[int, asyncio.Task[tuple[str, int] | None]] = {}
         self._layer_ids: asyncio.Future[tuple[list[str], list[str]]] | None = None
-        # Twice the downloads, because an unpack goes on after its download has passed
-        # its turn to the next one, whose unpack must not wait for a thread.
+        # Twice the downloads: an unpack goes on after its download has freed its slot,
+        # and the unpack of the download that takes the slot must not wait for a thread.
         self._stream_threads = ThreadPoolExecutor(
             2 * MAX_CONCURRENT_DOWNLOADS, thread_name_prefix="ketch-unpack"
         )
