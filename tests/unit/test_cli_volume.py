@@ -90,3 +90,18 @@ def test_mount_nocopy_invalid_value_rejected(text: str) -> None:
 def test_mount_nocopy_go_bool_values(text: str, nocopy: bool) -> None:
     mount = parse_mount(f"type=volume,dst=/data,volume-nocopy={text}")
     assert mount.get("VolumeOptions", {}).get("NoCopy", False) is nocopy
+
+
+@pytest.mark.parametrize(
+    ("text", "readonly"), [("readonly", True), ("ro=1", True), ("readonly=false", False)]
+)
+def test_mount_readonly_go_bool_values(text: str, readonly: bool) -> None:
+    mount = parse_mount(f"type=bind,src=/srv,dst=/data,{text}")
+    assert mount.get("ReadOnly", False) is readonly
+
+
+@pytest.mark.parametrize("text", ["readonly=yes", "ro=2"])
+def test_mount_readonly_invalid_value_rejected(text: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        parse_mount(f"type=bind,src=/srv,dst=/data,{text}")
+    assert "invalid value for readonly" in str(raised.value)

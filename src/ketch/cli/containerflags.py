@@ -326,7 +326,9 @@ def parse_mount(value: str) -> dict:
     mount: dict = {"Type": kind, "Target": target}
     if fields.get("source"):
         mount["Source"] = fields.pop("source")
-    if fields.pop("readonly", "false").lower() in ("1", "true"):
+    from ketch.cli.volume import parse_mount_bool, volume_options
+
+    if parse_mount_bool(value, "readonly", fields.pop("readonly", "false")):
         mount["ReadOnly"] = True
 
     if "bind-propagation" in fields:
@@ -335,8 +337,6 @@ def parse_mount(value: str) -> dict:
     if tmpfs:
         mount["TmpfsOptions"] = tmpfs
     fields.pop("consistency", None)  # accepted and ignored, as on Linux docker does
-    from ketch.cli.volume import volume_options
-
     volume = volume_options(value, fields, repeated)
     if volume:
         mount["VolumeOptions"] = volume

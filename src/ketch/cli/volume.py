@@ -65,7 +65,7 @@ def volume_options(value: str, fields: dict[str, str], repeated: dict[str, list[
     volume-nocopy, volume-label (repeated), volume-driver and volume-opt (repeated)."""
     options: dict = {}
     nocopy = fields.pop("volume-nocopy", "false")
-    if _parse_bool(value, "volume-nocopy", nocopy):
+    if parse_mount_bool(value, "volume-nocopy", nocopy):
         options["NoCopy"] = True
     labels = pairs(repeated["volume-label"], f"--mount {value!r} volume-label", False)
     if labels:
@@ -77,12 +77,13 @@ def volume_options(value: str, fields: dict[str, str], repeated: dict[str, list[
     return options
 
 
-# The spellings that Go's strconv.ParseBool accepts, as the docker CLI parses volume-nocopy.
+# The spellings that Go's strconv.ParseBool accepts, as the docker CLI parses the boolean
+# keys of --mount (readonly, volume-nocopy).
 _TRUE_VALUES = ("1", "t", "T", "true", "TRUE", "True")
 _FALSE_VALUES = ("0", "f", "F", "false", "FALSE", "False")
 
 
-def _parse_bool(value: str, key: str, text: str) -> bool:
+def parse_mount_bool(value: str, key: str, text: str) -> bool:
     """Parse the boolean ``text`` of ``key`` in the ``--mount`` value ``value``."""
     if text in _TRUE_VALUES:
         return True
