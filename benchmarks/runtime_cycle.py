@@ -243,7 +243,13 @@ def print_import_times(
     workdir: Path, rootfs: Path, cgroup_parent: str, cycles: int, count: int
 ) -> None:
     """Run ketch-runc cycles under ``python -X importtime`` and print, per verb, the median
-    total import time and the imports with the largest median cumulative time."""
+    total import time and the imports with the largest median cumulative time.
+
+    create's figures include the imports of the container's init, which inherits the
+    option and stderr and imports its own modules after the fork, while create waits
+    for the init's move into its cgroups. So they add up to more than create's own
+    import time before the fork.
+    """
     launcher = RUNTIMES["ketch-runc"]
     first_line = launcher.read_text().split("\n", 1)[0] if launcher.exists() else ""
     if first_line.endswith(" -IS"):
