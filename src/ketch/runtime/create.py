@@ -280,7 +280,7 @@ def _run_init(context: dict[str, Any], release_fd: int = -1) -> NoReturn:
     2 ms, run while the parent moves the init into its cgroups, which waits for an RCU
     grace period on cgroup v1, instead of before the fork.
     """
-    # First of all, for the reason run_init gives, and the imports below take milliseconds.
+    # Before the imports below, which take milliseconds, for the reason run_init gives.
     syscalls.set_dumpable(False)
     try:
         from ketch.runtime import init
