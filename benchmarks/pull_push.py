@@ -14,10 +14,12 @@ then, run after run with the commands alternating:
   ``docker pull`` and ``docker push`` to an empty registry in the same way.
 
 It prints medians, ratios, and where ketch's pull time goes: the phases seen in its progress
-messages, CPU time against wall time, the CPU time of the event loop thread (which also
-hashes and writes the blobs) and of the unpack threads (from the debug log records of
-``ketch.images``), and the unpack of one layer against ``tar -xzf`` of the same blob. Run it
-as root (unpacking sets ownership) with skopeo installed:
+messages, CPU time against wall time, the CPU time of the event loop thread (which receives
+the blobs and writes them to the content store), of the unpack threads (which also hash the
+blobs they read from the downloads) and of the blob commits (which hash what the unpack
+had not reached, then fsync), the last two from the debug log records of ``ketch.images``.
+It also times the unpack of one layer against ``tar -xzf`` of the same blob. Run it as root
+(unpacking sets ownership) with skopeo installed:
 
     .venv/bin/python benchmarks/pull_push.py [--runs 3] [--layer-mib 40] [--docker]
 """
@@ -192,6 +194,7 @@ def ketch_pull(address: str, work: Path, phases: list[dict[str, float]]) -> CpuC
     phases[-1]["CPU: event loop thread"] = loop_cpu
     for stage, seconds in sorted(stages.seconds.items()):
         phases[-1][f"CPU: {stage} threads"] = seconds
+    phases[-1]["CPU: other threads"] = clock.cpu - loop_cpu - sum(stages.seconds.values())
     return clock
 
 

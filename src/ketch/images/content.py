@@ -205,6 +205,8 @@ class BlobWriter:
         assert self._fd is not None
         self._hash, offset = deferred.stop()
         self._deferred = None
+        log.debug("blob %s: its reader hashed %d of %d bytes, the commit hashes the rest",
+                  self.digest, offset, self.written)  # fmt: skip
         while offset < self.written:
             chunk = os.pread(self._fd, min(_HASH_READ_SIZE, self.written - offset), offset)
             if not chunk:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from ketch.errors import InvalidArgument, Unavailable
@@ -126,9 +127,19 @@ async def _download_with_retries(
 async def commit_to_end(writer: BlobWriter) -> None:
     """Commit a blob in a worker thread. A cancelled caller still waits for the thread,
     so the blob never lands in the store after a failed pull cleaned up."""
-    work = asyncio.ensure_future(asyncio.to_thread(writer.commit))
+    work = asyncio.ensure_future(asyncio.to_thread(_commit_with_cpu_log, writer))
     try:
         await asyncio.shield(work)
     except asyncio.CancelledError:
         await asyncio.wait({work})
         raise
+
+
+def _commit_with_cpu_log(writer: BlobWriter) -> None:
+    started = time.thread_time()
+    writer.commit()
+    cpu_seconds = time.thread_time() - started
+    log.debug(
+        "committed blob %s: %.0f ms of CPU", writer.digest, cpu_seconds * 1000,
+        extra={"pull_stage": "blob commit", "cpu_seconds": cpu_seconds},
+    )  # fmt: skip
