@@ -3,6 +3,7 @@ the modules the supervisor process leaves out to keep its memory small."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,11 +52,13 @@ def test_invalid_level_exits_with_usage(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_supervisor_imports_exclude_heavy_modules() -> None:
-    heavy = ("argparse", "dataclasses", "typing", "inspect", "shutil")
+    heavy = ("argparse", "dataclasses", "typing", "inspect", "shutil", "logging", "threading")
     code = (
         "import sys\n"
-        "from ketch.supervisor import __main__ as main, server\n"
-        "main.parse_arguments(['--exec-root', '/run/x', '--detach'])\n"
+        "from ketch.supervisor import __main__ as main, plainlog, server\n"
+        "arguments = main.parse_arguments(['--exec-root', '/run/x', '--detach'])\n"
+        "plainlog.configure(arguments.log_level)\n"
+        "plainlog.get_logger('ketch.supervisor.server').info('serving %s', 'x')\n"
         f"print(*(name for name in {heavy!r} if name in sys.modules))\n"
     )
     completed = subprocess.run(
@@ -63,6 +66,43 @@ def test_supervisor_imports_exclude_heavy_modules() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == "\n"
+    assert completed.stderr.endswith(" INFO ketch.supervisor.server: serving x\n")
+
+
+RECORD_LINE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|ERROR|WARNING) "
+
+
+def test_plain_log_records() -> None:
+    code = (
+        "from ketch.supervisor import plainlog\n"
+        "from ketch.runtime.lazylog import LazyLogger\n"
+        "plainlog.configure('info')\n"
+        "log = plainlog.get_logger('ketch.supervisor.server')\n"
+        "log.debug('dropped')\n"
+        "log.info('container %s created, init pid %d', 'web', 12)\n"
+        "log.log(plainlog.ERROR, 'request %s failed', 'r1')\n"
+        "log.info('bad %d', 'x')\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    log.exception('failed to %s', 'divide')\n"
+        "LazyLogger('ketch.runtime.hooks').warning('hook %s failed', 'poststop[0]')\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stderr.splitlines()
+    assert len(lines) == 8, completed.stderr
+    for line in (lines[0], lines[1], lines[2], lines[3], lines[7]):
+        assert re.match(RECORD_LINE, line), line
+    assert lines[0].endswith(" INFO ketch.supervisor.server: container web created, init pid 12")
+    assert lines[1].endswith(" ERROR ketch.supervisor.server: request r1 failed")
+    assert lines[2].endswith(" INFO ketch.supervisor.server: bad %d ('x',)")
+    assert lines[3].endswith(" ERROR ketch.supervisor.server: failed to divide")
+    assert lines[4] == "Traceback (most recent call last):"
+    assert lines[6] == "ZeroDivisionError: division by zero"
+    assert lines[7].endswith(" WARNING ketch.runtime.hooks: hook poststop[0] failed")
 
 
 def test_record_round_trip(tmp_path: Path) -> None:

@@ -8,15 +8,16 @@ the nearest subreaper's) and outlives ketchd.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 from ketch.errors import KetchError
+from ketch.supervisor import plainlog
+from ketch.supervisor.plainlog import get_logger
 
-log = logging.getLogger("ketch.supervisor")
+log = get_logger("ketch.supervisor")
 
 READY_MESSAGE = b"ready"
 
@@ -107,11 +108,7 @@ def _parse_with_argparse(argv: list[str]) -> SimpleNamespace:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=arguments.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    plainlog.configure(arguments.log_level)
     ready_fd = _detach() if arguments.detach else -1
 
     from ketch.supervisor.server import Supervisor

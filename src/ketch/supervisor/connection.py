@@ -10,15 +10,15 @@ turns what the client sends into the container's stdin.
 from __future__ import annotations
 
 import enum
-import logging
 import socket
 from collections.abc import Callable
 
 from ketch.errors import InvalidArgument, KetchError
 from ketch.supervisor import protocol
 from ketch.supervisor.eventloop import EventLoop
+from ketch.supervisor.plainlog import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 RECEIVE_SIZE = 64 * 1024
 

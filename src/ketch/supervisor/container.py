@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 from collections.abc import Callable
 
@@ -21,9 +20,10 @@ from ketch.supervisor import protocol
 from ketch.supervisor.connection import Connection, Mode
 from ketch.supervisor.eventloop import EventLoop, Timer
 from ketch.supervisor.logs import JsonFileLog
+from ketch.supervisor.plainlog import get_logger
 from ketch.supervisor.records import ContainerRecord
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 READ_SIZE = 64 * 1024
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import selectors
 import time
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
+from ketch.supervisor.plainlog import get_logger
+
+log = get_logger(__name__)
 
 
 # False at run time, so that the supervisor process does not import typing (see

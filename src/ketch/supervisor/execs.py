@@ -24,7 +24,6 @@ process and removed once its pty master has arrived::
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import signal
 import socket
@@ -34,6 +33,7 @@ from pathlib import Path
 from ketch.errors import Conflict, InvalidArgument, KetchError, SystemFailure
 from ketch.supervisor.container import Container
 from ketch.supervisor.eventloop import EventLoop
+from ketch.supervisor.plainlog import get_logger
 from ketch.supervisor.records import RUNNING, STOPPED, ContainerRecord
 from ketch.supervisor.stdio import ContainerStdio
 
@@ -43,7 +43,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # How long the supervisor waits for a pty master after the runtime returned. The process
 # sends it before it execs, so it is normally waiting already.

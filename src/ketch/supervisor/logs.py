@@ -23,12 +23,13 @@ offset.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from ketch.supervisor.plainlog import get_logger
+
+log = get_logger(__name__)
 
 # Docker's json-file driver splits a line longer than 16 KiB into several entries. The
 # limit also bounds what the supervisor buffers for a container that never writes a newline.

@@ -9,7 +9,6 @@ one place that turns an error into an error response.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -22,6 +21,7 @@ from ketch.supervisor.connection import Connection, Mode
 from ketch.supervisor.container import Container
 from ketch.supervisor.execs import set_window_size
 from ketch.supervisor.logs import format_timestamp
+from ketch.supervisor.plainlog import DEBUG, ERROR, get_logger
 from ketch.supervisor.records import CREATED, RUNNING, STOPPED, ContainerRecord
 from ketch.supervisor.runtime_interface import call_runtime
 from ketch.supervisor.stdio import LogRotation
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     Operation = Callable[[Supervisor, Connection, dict[str, Any]], dict[str, Any] | None]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def handle_request(supervisor: Supervisor, connection: Connection, request: dict[str, Any]) -> None:
@@ -45,7 +45,7 @@ def handle_request(supervisor: Supervisor, connection: Connection, request: dict
     try:
         response = OPERATIONS[op](supervisor, connection, request)
     except KetchError as error:
-        level = logging.ERROR if isinstance(error, SystemFailure) else logging.DEBUG
+        level = ERROR if isinstance(error, SystemFailure) else DEBUG
         log.log(level, "request %s %s failed: %s", op, request.get("id", ""), error)
         connection.send_error(error)
         return

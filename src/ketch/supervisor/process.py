@@ -5,7 +5,6 @@ signal wakeup pipe and the open-file limit.
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import resource
 import socket
@@ -13,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ketch.errors import Conflict, InvalidArgument
+from ketch.supervisor.plainlog import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # sun_path in struct sockaddr_un has room for 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107

@@ -14,9 +14,10 @@ after ketchd reconnects, and what a restarted supervisor reports.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
+
+from ketch.supervisor.plainlog import get_logger
 
 # False at run time: the supervisor process leaves typing and dataclasses out, which saves
 # it about 1.5 MiB of memory, a fixed cost of every ketch host. Type checkers take the
@@ -25,7 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CREATED = "created"
 RUNNING = "running"

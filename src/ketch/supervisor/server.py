@@ -27,7 +27,6 @@ supervisor makes are the Protocol in :mod:`ketch.supervisor.runtime_interface`.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -43,6 +42,7 @@ from ketch.supervisor.eventloop import EventLoop
 from ketch.supervisor.execs import ExecProcesses, create_init
 from ketch.supervisor.logs import format_timestamp
 from ketch.supervisor.operations import exit_fields
+from ketch.supervisor.plainlog import get_logger
 from ketch.supervisor.records import CREATED, STOPPED, ContainerRecord, RecordStore
 from ketch.supervisor.stdio import ContainerStdio, LogRotation
 
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
     from ketch.supervisor.runtime_interface import Runtime
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PID_FILE_NAME = "supervisor.pid"
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 5.0
