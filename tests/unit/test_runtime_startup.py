@@ -128,6 +128,27 @@ def test_launcher_main_cli(tmp_path: Path) -> None:
     assert "from ketch.cli.main import main" in script.read_text()
 
 
+def test_launcher_collector_off_for_runtime_only() -> None:
+    runtime_text = launcher.launcher_text(sys.executable, "/src")
+    cli_text = launcher.launcher_text(sys.executable, "/src", entry=launcher.CLI_ENTRY)
+    assert "gc.disable()" in runtime_text
+    assert "gc.disable()" not in cli_text
+
+
+def test_cli_argparse_verbs_enable_collector(capsys: pytest.CaptureFixture[str]) -> None:
+    import gc
+
+    from ketch.runtime import cli
+
+    gc.disable()
+    try:
+        assert cli.main(["--version"]) == 0
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+    assert capsys.readouterr().out.startswith("ketch-runc version")
+
+
 def test_cli_launcher_runs_ketch(tmp_path: Path) -> None:
     script = tmp_path / "ketch"
     launcher.write_launcher(str(script), entry=launcher.CLI_ENTRY)

@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     if quick:
         arguments.handler = _QUICK_HANDLERS[arguments.verb]
     else:
+        # The launcher turns the cyclic garbage collector off for the quick verbs. The
+        # verbs parsed here, such as run and exec, can last as long as a container.
+        import gc
+
+        gc.enable()
         parser = _parser()
         arguments = parser.parse_args(argv)
         if arguments.version:
