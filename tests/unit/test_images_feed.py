@@ -115,3 +115,12 @@ def test_feed_empty_chunk_not_end() -> None:
     feed.put(b"")
     feed.put(b"abc")
     assert feed.read1() == b"abc"
+
+
+def test_feed_break_after_close_forced() -> None:
+    feed = LayerFeed(100)
+    feed.put(b"abc")
+    feed.close()
+    feed.break_off("the pull was cancelled", even_if_closed=True)
+    with pytest.raises(FeedBroken, match="cancelled"):
+        feed.read1()

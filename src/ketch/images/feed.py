@@ -56,13 +56,14 @@ class LayerFeed:
             self._closed = True
             self._condition.notify_all()
 
-    def break_off(self, reason: str) -> None:
+    def break_off(self, reason: str, *, even_if_closed: bool = False) -> None:
         """Cut the stream: the reader's next read raises FeedBroken with ``reason``.
 
-        Does nothing once the stream is closed, so the reader gets all of a verified blob.
+        Does nothing once the stream is closed, so the reader gets all of a complete blob,
+        unless ``even_if_closed`` is set for a reader whose work will be thrown away.
         """
         with self._condition:
-            if self._broken is not None or self._closed:
+            if self._broken is not None or (self._closed and not even_if_closed):
                 return
             self._broken = reason
             self._chunks.clear()

@@ -93,7 +93,7 @@ async def unpack_into_snapshot(
         # The worker thread cannot be stopped, but a broken feed ends its reads. Its
         # directory is removed once it finishes, before the failed pull returns.
         if feed is not None:
-            feed.break_off("the pull was cancelled")
+            feed.break_off("the pull was cancelled", even_if_closed=True)
         try:
             await asyncio.wait({work})
         except asyncio.CancelledError:
