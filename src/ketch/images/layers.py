@@ -1,9 +1,10 @@
 """Layer unpacking: a tar (plain, gzip or zstd) streamed into a snapshot directory.
 
-This module picks the decompressor from the blob's first bytes, computes the diff ID as the
-tar streams, and hands the entries to :class:`ketch.images.layer_entries.EntryWriter`.
-The docstring of the ``layer_entries`` module describes how a hostile layer is kept inside
-the snapshot and the two forms whiteouts take.
+This module picks the decompressor from the blob's first bytes, streams the tar through
+:class:`ketch.images.layer_stream.TarStream`, which computes the diff ID as it goes, and
+hands the entries to :class:`ketch.images.layer_entries.EntryWriter`. The docstring of the
+``layer_entries`` module describes how a hostile layer is kept inside the snapshot and the
+two forms whiteouts take.
 
 Decompression bombs are bounded: :class:`UnpackLimits` caps the uncompressed bytes and
 the number of entries, and a layer past either cap is rejected with both numbers named.
