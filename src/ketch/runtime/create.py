@@ -231,14 +231,20 @@ def _fork_init(
     run_runtime_hooks: Callable[[int], None],
     bundle: str,
 ) -> int:
-    parent_end, child_end = sync.socket_pair()
-    fifo_fd = os.open(os.path.join(directory, state.EXEC_FIFO), os.O_PATH | os.O_CLOEXEC)
+    procs_files = cgroups.open_procs_files()
+    try:
+        parent_end, child_end = sync.socket_pair()
+        fifo_fd = os.open(os.path.join(directory, state.EXEC_FIFO), os.O_PATH | os.O_CLOEXEC)
+    except BaseException:
+        close_procs_files(procs_files)
+        raise
     # The fields of ketch.runtime.init.InitContext, which the init builds (see _run_init).
     context = {
         "container_id": container_id,
         "spec": spec,
         "cgroups": cgroups.manager,
         "init_joins_cgroups": cgroups.init_joins,
+        "cgroup_procs_files": procs_files,
         "sync_socket": child_end,
         "exec_fifo_fd": fifo_fd,
         "namespace_fds": namespace_fds,
@@ -260,11 +266,13 @@ def _fork_init(
         parent_end.close()
         child_end.close()
         os.close(fifo_fd)
+        close_procs_files(procs_files)
         raise
     if pid == 0:
         _run_init(context)
     child_end.close()
     os.close(fifo_fd)
+    close_procs_files(procs_files)
     try:
         _collect_init(parent_end, pid, timeout, container_id, cgroups, run_runtime_hooks)
     finally:
@@ -277,8 +285,7 @@ def _run_init(context: dict[str, Any], release_fd: int = -1) -> NoReturn:
 
     The init's modules (ketch.runtime.init with rootfs, mounts, process, exechelper and
     network) are imported here, after the fork, not by create. So their imports, about
-    2 ms, run while the parent moves the init into its cgroups, which waits for an RCU
-    grace period on cgroup v1, instead of before the fork.
+    2 ms, run in parallel with the parent's work after the fork instead of before it.
     """
     # Before the imports below, which take milliseconds, for the reason run_init gives.
     syscalls.set_dumpable(False)
@@ -350,23 +357,40 @@ class _ContainerCgroups:
 
     Moving a process between cgroup v1 cgroups waits for an RCU grace period, about
     10 ms here (Linux 6.18, measured by timing writes to cgroup.procs), once per burst
-    of moves. So the parent moves the init into the cgroups while the init imports its
-    modules and sets up its rootfs, and the two overlap. In ``ketch-runc create`` the
-    wait is often the longer of the two (6 to 24 ms against about 7 ms for the init's
-    setup, in one benchmark run on the 2-core test machine). The init is in its cgroups
-    before it reports ``ready``, so the container's process starts there. With a new
-    cgroup namespace the init joins by itself instead, before it unshares, because the
-    namespace is rooted at the cgroup of the process that unshares it. The cgroups are
-    made before the fork either way: the init bind-mounts them into the container.
+    of moves. In ``ketch-runc create`` that wait is often longer than the init's setup
+    (6 to 24 ms against about 7 ms, in one benchmark run on the 2-core test machine).
+    So in the usual case the init joins its cgroups itself, after it has reported
+    ``ready`` and before it waits for ``start``: create returns without the wait, which
+    then overlaps create's exit and the start of the next ``ketch-runc`` call. The init
+    writes "0" to descriptors of the cgroup.procs files that the parent opened before
+    the fork (see :meth:`open_procs_files`), so the join works after pivot_root and
+    after the init switched to the container's user. The kernel checks a cgroup.procs
+    write against the credentials of the process that opened the file (Linux 5.16 and
+    later, and the stable kernels the fix went to). The container's process still
+    starts in its cgroups, because the init reaches exec.fifo only after it joined.
+    Until then, the verbs that read or act on the cgroups' members move the init in
+    themselves (see ``join_created_init`` in :mod:`ketch.runtime.lifecycle`).
+
+    The parent moves the init in before ``ready`` instead, while the init sets up its
+    rootfs, when the config has prestart, createRuntime or createContainer hooks, so
+    that they run with the init in its cgroups as before. With a new cgroup namespace
+    the init joins before it unshares, because the namespace is rooted at the cgroup of
+    the process that unshares it. With a user namespace the process that forks the init
+    joins, and the init starts in the cgroups (see :meth:`add_before_init`). The cgroups
+    are made before the fork in every case: the init bind-mounts them into the container.
     """
 
     def __init__(self, manager: CgroupManager, spec: Spec) -> None:
         self.manager = manager
         self.resources = spec.resources
         namespace = spec.namespace("cgroup")
+        user_namespace = spec.namespace("user") is not None
         # With a user namespace the init starts in the cgroups (see add_before_init).
-        self.init_joins = (
-            namespace is not None and namespace.path is None and spec.namespace("user") is None
+        self.init_joins = namespace is not None and namespace.path is None and not user_namespace
+        self.init_joins_after_ready = (
+            not self.init_joins
+            and not user_namespace
+            and not any(kind in spec.hooks for kind in _HOOKS_BEFORE_READY)
         )
         self.created = False
         self.init_added = False
@@ -375,14 +399,42 @@ class _ContainerCgroups:
         self.manager.create(self.resources)
         self.created = True
 
+    def open_procs_files(self) -> list[tuple[str, int]]:
+        """Open cgroup.procs of each cgroup for the init to join after ``ready``.
+
+        Returns (path, descriptor) pairs, or [] when the init does not join that way.
+        The descriptors are close-on-exec, so that no program exec'd by the init or by
+        the caller gets them.
+        """
+        if not self.init_joins_after_ready:
+            return []
+        files: list[tuple[str, int]] = []
+        try:
+            for path in self.manager.procs_files():
+                files.append((path, os.open(path, os.O_WRONLY | os.O_CLOEXEC)))
+        except OSError as error:
+            close_procs_files(files)
+            raise SystemFailure(f"cannot open {error.filename}: {error.strerror}") from None
+        return files
+
     def add_init(self, pid: int) -> None:
-        if not self.init_joins and not self.init_added:
+        if not self.init_joins and not self.init_joins_after_ready and not self.init_added:
             self.manager.add_process(pid)
 
     def add_before_init(self, pid: int) -> None:
         """Move the process that forks the init into the cgroups; the init inherits them."""
         self.manager.add_process(pid)
         self.init_added = True
+
+
+# The hooks that run before the init reports ready: the parent runs prestart and
+# createRuntime, the init createContainer.
+_HOOKS_BEFORE_READY = ("prestart", "createRuntime", "createContainer")
+
+
+def close_procs_files(files: list[tuple[str, int]]) -> None:
+    for _path, fd in files:
+        os.close(fd)
 
 
 def fork_into_pid_namespace(namespace_fd: int | None, *, new: bool) -> int:
@@ -432,8 +484,8 @@ def _collect_init(
     run_runtime_hooks: Callable[[int], None],
 ) -> None:
     """Run the parent's side of the protocol in :mod:`ketch.runtime.sync`: move the
-    init into its cgroups, run the runtime's hooks when the init asks, and wait for its
-    ``ready``. On failure, kill and reap it."""
+    init into its cgroups when it does not join them itself, run the runtime's hooks
+    when the init asks, and wait for its ``ready``. On failure, kill and reap it."""
     try:
         _add_init(cgroups, init_pid, parent_end)
         message = _receive(parent_end, timeout, container_id)

@@ -3,11 +3,12 @@
 The parent forks the init straight into the container's pid namespace (it unshares or
 joins that namespace for its children just before the fork), so the init is PID 1
 there and the caller's own child. The init joins the other namespaces the config gives
-by path and unshares the new ones. Meanwhile the parent moves it into the container's
-cgroups, except with a new cgroup namespace, where the init joins them itself. The init then
-sets up the rootfs and the process, reports ``ready``, waits on exec.fifo until
-``start`` opens it, and execs the container's program through the sealed exec helper.
-The messages are listed in :mod:`ketch.runtime.sync`.
+by path and unshares the new ones. The init then sets up the rootfs and the process,
+reports ``ready``, joins the container's cgroups, waits on exec.fifo until ``start``
+opens it, and execs the container's program through the sealed exec helper. The
+cgroups are joined at other points in some cases, which
+:class:`ketch.runtime.create._ContainerCgroups` lists. The messages are listed in
+:mod:`ketch.runtime.sync`.
 
 The init is a fork of the caller, so it starts with the caller's memory, descriptors and
 signal handlers. It never returns into the caller's code: it ends in ``os._exit`` or an
@@ -16,6 +17,7 @@ exec, whatever happens.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from ketch.errors import SystemFailure
@@ -53,7 +55,10 @@ class InitContext(Record):
     container_id: str
     spec: Spec
     cgroups: CgroupManager
-    init_joins_cgroups: bool  # else the parent moves the init into them
+    init_joins_cgroups: bool  # joins them before unsharing a new cgroup namespace
+    # (path, descriptor) of each cgroup.procs the init writes "0" to after ready, opened
+    # by the parent; empty when the init joins its cgroups another way.
+    cgroup_procs_files: list[tuple[str, int]]
     sync_socket: Socket
     exec_fifo_fd: int  # O_PATH descriptor of exec.fifo, opened by the parent
     # Namespace type -> open /proc/<pid>/ns/<type> to join; the parent joins "pid".
@@ -88,6 +93,7 @@ def run_init(context: InitContext) -> NoReturn:
         # The caller's descriptors came along with the fork, and any of them could lead a
         # container process back to the host (CVE-2024-21626 used a leaked directory fd).
         keep = {context.sync_socket.fileno(), context.exec_fifo_fd}
+        keep.update(fd for _path, fd in context.cgroup_procs_files)
         if context.console is not None:
             keep.add(context.console.fileno())
         process.close_fds_from(3 + context.preserve_fds, keep)
@@ -97,6 +103,13 @@ def run_init(context: InitContext) -> NoReturn:
         context.sync_socket.close()
     except BaseException as error:
         report_error(context.sync_socket, error)
+        os._exit(1)
+    try:
+        _join_cgroups(context.cgroup_procs_files)
+    except SystemFailure as error:
+        # create has returned, so the error goes to stderr, and start reports that the
+        # init exited. The container's program must not run outside its cgroup limits.
+        _write_stderr(f"ketch-runc init: cannot join the container's cgroup: {error}\n")
         os._exit(1)
     try:
         _wait_for_start(context.exec_fifo_fd)
@@ -197,6 +210,22 @@ def _run_init_hooks(context: InitContext, kind: str, status: str) -> None:
         spec.annotations,
     )
     hooks.run_hooks(kind, entries, hook_state)
+
+
+def _join_cgroups(procs_files: list[tuple[str, int]]) -> None:
+    """Move the init into each cgroup by writing "0" (the writer) to its cgroup.procs.
+
+    Raises SystemFailure naming the file and the errno. On cgroup v1 the first write waits
+    for an RCU grace period, about 10 ms, which is why this comes after ``ready``.
+    """
+    for path, fd in procs_files:
+        try:
+            os.write(fd, b"0")
+        except OSError as error:
+            name = errno.errorcode.get(error.errno, str(error.errno))
+            raise SystemFailure(f"cannot write 0 to {path}: {error.strerror} ({name})") from None
+        finally:
+            os.close(fd)
 
 
 def _wait_for_start(exec_fifo_fd: int) -> None:

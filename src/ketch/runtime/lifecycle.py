@@ -189,12 +189,15 @@ class Runtime:
         """Send ``signal_number`` to the init, or with ``all`` to every container process."""
         record = state.read_record(self._state_root, container_id)
         directory = state.container_path(self._state_root, container_id)
-        if state.status_of(directory, record) == "stopped":
+        status = state.status_of(directory, record)
+        if status == "stopped":
             raise Conflict(f"cannot kill container {container_id}: it is not running")
         if all:
             from ketch.runtime.cgroups import manager_from_state
 
             cgroups = manager_from_state(record.cgroups)
+            if status == "created":
+                join_created_init(record, cgroups)
             for pid in cgroups.processes():
                 try:
                     posix.kill(pid, signal_number)
@@ -228,6 +231,8 @@ class Runtime:
             from ketch.runtime.cgroups import manager_from_state
 
             cgroups = manager_from_state(record.cgroups)
+            if status == "created":
+                join_created_init(record, cgroups)
             if status != "stopped" or cgroups.processes():
                 self._kill_everything(record, cgroups)
             cgroups.destroy()
@@ -270,8 +275,11 @@ class Runtime:
         """Return the host pids of every process in the container's cgroup."""
         from ketch.runtime.cgroups import manager_from_state
 
-        record = state.read_record(self._state_root, container_id)
-        return manager_from_state(record.cgroups).processes()
+        record, status = self._record_and_status(container_id)
+        cgroups = manager_from_state(record.cgroups)
+        if status == "created":
+            join_created_init(record, cgroups)
+        return cgroups.processes()
 
     def _record_and_status(self, container_id: str) -> tuple[state.ContainerRecord, str]:
         record = state.read_record(self._state_root, container_id)
@@ -295,6 +303,26 @@ class Runtime:
         deadline = time.monotonic() + self.kill_timeout
         while state.init_is_alive(record) and time.monotonic() < deadline:
             time.sleep(0.005)
+
+
+def join_created_init(record: state.ContainerRecord, cgroups: CgroupManager) -> None:
+    """Move a created container's init into its cgroups, where it may not be yet.
+
+    After ``create`` returns, the init usually joins its cgroups by itself, before it
+    waits for ``start`` (see ``_ContainerCgroups`` in :mod:`ketch.runtime.create`). The
+    verbs that read or act on the cgroups' members call this first, so that they see
+    the init. Moving a process into the cgroup it is in already changes nothing.
+    """
+    if not state.init_is_alive(record):
+        return
+    # NOTE: the init could exit and its pid be reused between the check above and the
+    # write, which would move that other process. The init of a created container exits
+    # only when it is killed or cannot join its cgroups, so the window is rare.
+    try:
+        cgroups.add_process(record.pid)
+    except SystemFailure:
+        if state.init_is_alive(record):
+            raise
 
 
 def reap(pid: int) -> None:

@@ -33,6 +33,10 @@ class CgroupManager(abc.ABC):
         """Move ``pid`` (with its threads) into the container's cgroups."""
 
     @abc.abstractmethod
+    def procs_files(self) -> list[str]:
+        """Return the path of cgroup.procs in each of the container's cgroups."""
+
+    @abc.abstractmethod
     def processes(self) -> list[int]:
         """Return the pids in the container's cgroup, or [] once it is gone."""
 

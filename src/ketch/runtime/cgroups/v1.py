@@ -24,6 +24,7 @@ from ketch.runtime.cgroups.base import (
 )
 from ketch.runtime.cgroups.files import read_pids, remove_directories, remove_directory, write_value
 from ketch.runtime.lazylog import LazyLogger
+from ketch.runtime.paths import join
 
 # False at run time, so that this module does not import typing: every ketch-runc call
 # pays for what it imports. Type checkers take the branch below as true.
@@ -126,6 +127,9 @@ class V1Manager(CgroupManager):
     def add_process(self, pid: int) -> None:
         for directory in self.directories.values():
             write_value(directory, "cgroup.procs", pid)
+
+    def procs_files(self) -> list[str]:
+        return [join(directory, "cgroup.procs") for directory in self.directories.values()]
 
     def processes(self) -> list[int]:
         for directory in self.directories.values():

@@ -23,6 +23,7 @@ from ketch.runtime.cgroups.base import CGROUP_ROOT, CgroupManager, is_within, ow
 from ketch.runtime.cgroups.files import read_pids, read_value, remove_directory, write_value
 from ketch.runtime.cgroups.v1 import _make_directories
 from ketch.runtime.lazylog import LazyLogger
+from ketch.runtime.paths import join
 
 # False at run time, so that this module does not import typing: every ketch-runc call
 # pays for what it imports. Type checkers take the branch below as true.
@@ -106,6 +107,9 @@ class V2Manager(CgroupManager):
 
     def add_process(self, pid: int) -> None:
         write_value(self.directory, "cgroup.procs", pid)
+
+    def procs_files(self) -> list[str]:
+        return [join(self.directory, "cgroup.procs")]
 
     def processes(self) -> list[int]:
         return read_pids(self.directory)
