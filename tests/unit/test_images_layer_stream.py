@@ -144,3 +144,10 @@ def test_sparse_file_unpacked(tmp_path: Path) -> None:
     destination = unpack_blob(tmp_path, blob.read_bytes())
     assert (destination / "sparse").read_bytes() == b"\0" * CHUNK_SIZE + b"end"
     assert (destination / "after").read_bytes() == b"next entry"
+
+
+def test_gzip_bad_size_raises() -> None:
+    blob = bytearray(gzip.compress(b"data" * 1000))
+    blob[-1] ^= 1  # the last byte of ISIZE, the uncompressed size in the trailer
+    with pytest.raises(Exception, match="check"):
+        inflate_all(bytes(blob))

@@ -2,10 +2,10 @@
 file that ``tarfile`` parses, hashed for the diff ID and bounded by the unpack limits.
 
 Every step passes whole chunks of up to ``CHUNK_SIZE`` bytes. A regular file's content
-goes from the decompressed chunk to ``os.write`` through a memoryview, so in user space
-each byte of the tar is written once, by the decompressor, and read by hashlib and the
-kernel. The large chunks also let hashlib, the decompressor and ``os.write`` run without
-the GIL most of the time, so unpacks in several threads use several cores.
+goes from the decompressed chunk to ``os.write`` through a memoryview, so the unpack makes
+no copy of it in Python: the decompressor writes it, hashlib and the kernel read it. The
+large chunks also let hashlib, the decompressor and ``os.write`` run without the GIL most
+of the time, so unpacks in several threads use several cores.
 """
 
 from __future__ import annotations
