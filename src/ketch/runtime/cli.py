@@ -89,6 +89,9 @@ def _create(arguments: argparse.Namespace) -> int:
         console_socket=arguments.console_socket or None,
         preserve_fds=arguments.preserve_fds,
         no_pivot=arguments.no_pivot,
+        # This process exits once create returns, so the init's cgroup join overlaps
+        # that exit and the start of the caller's next ketch-runc call.
+        join_cgroups_after_ready=True,
     )
     return 0
 

@@ -44,6 +44,7 @@ def create_container(
     console_socket: Path | str | None,
     preserve_fds: int = 0,
     no_pivot: bool = False,
+    join_cgroups_after_ready: bool = False,
 ) -> int:
     """Do :meth:`Runtime.create <ketch.runtime.lifecycle.Runtime.create>`."""
     state.validate_id(container_id)
@@ -66,7 +67,9 @@ def create_container(
         for kind in ("prestart", "createRuntime"):
             hooks.run_hooks(kind, spec.hooks.get(kind, []), hook_state)
 
-    cgroups = _ContainerCgroups(manager_for(spec.cgroups_path, container_id), spec)
+    cgroups = _ContainerCgroups(
+        manager_for(spec.cgroups_path, container_id), spec, join_cgroups_after_ready
+    )
     directory = _make_container_dir(runtime.state_root_path, container_id)
     namespace_fds: dict[str, int] = {}
     console_connection = None
@@ -357,30 +360,34 @@ class _ContainerCgroups:
 
     Moving a process between cgroup v1 cgroups waits for an RCU grace period, about
     10 ms here (Linux 6.18, measured by timing writes to cgroup.procs), once per burst
-    of moves. In ``ketch-runc create`` that wait is often longer than the init's setup
-    (6 to 24 ms against about 7 ms, in one benchmark run on the 2-core test machine).
-    So in the usual case the init joins its cgroups itself, after it has reported
-    ``ready`` and before it waits for ``start``: create returns without the wait, which
-    then overlaps create's exit and the start of the next ``ketch-runc`` call. The init
-    writes "0" to descriptors of the cgroup.procs files that the parent opened before
-    the fork (see :meth:`open_procs_files`), so the join works after pivot_root and
-    after the init switched to the container's user. The kernel checks a cgroup.procs
-    write against the credentials of the process that opened the file (Linux 5.16 and
-    later, and the stable kernels the fix went to). The container's process still
-    starts in its cgroups, because the init reaches exec.fifo only after it joined.
-    Until then, the verbs that read or act on the cgroups' members move the init in
-    themselves (see ``join_created_init`` in :mod:`ketch.runtime.lifecycle`).
+    of moves. So by default the parent moves the init in while the init imports its
+    modules and sets up its rootfs, and the two overlap.
 
-    The parent moves the init in before ``ready`` instead, while the init sets up its
-    rootfs, when the config has prestart, createRuntime or createContainer hooks, so
-    that they run with the init in its cgroups as before. With a new cgroup namespace
-    the init joins before it unshares, because the namespace is rooted at the cgroup of
-    the process that unshares it. With a user namespace the process that forks the init
-    joins, and the init starts in the cgroups (see :meth:`add_before_init`). The cgroups
-    are made before the fork in every case: the init bind-mounts them into the container.
+    In ``ketch-runc create`` that wait is often longer than the init's setup (6 to 24 ms
+    against about 7 ms, in one benchmark run on the 2-core test machine). So with
+    ``after_ready`` (the caller's ``join_cgroups_after_ready``) the init joins its
+    cgroups itself, after it has reported ``ready`` and before it waits for ``start``.
+    create returns without the wait, which then overlaps create's exit and the start of
+    the next ``ketch-runc`` call. The init writes "0" to descriptors of the cgroup.procs
+    files that the parent opened before the fork (see :meth:`open_procs_files`), so the
+    join works after pivot_root and after the init switched to the container's user.
+    The kernel checks a cgroup.procs write against the credentials of the process that
+    opened the file (Linux 5.16 and later, and the stable kernels the fix went to). The
+    container's process still starts in its cgroups, because the init reaches exec.fifo
+    only after it joined. Until then, the verbs that read or act on the cgroups' members
+    move the init in themselves (see ``join_created_init`` in
+    :mod:`ketch.runtime.lifecycle`).
+
+    The parent moves the init in as by default when the config has prestart,
+    createRuntime or createContainer hooks, so that they run with the init in its
+    cgroups. With a new cgroup namespace the init joins before it unshares, because the
+    namespace is rooted at the cgroup of the process that unshares it. With a user
+    namespace the process that forks the init joins, and the init starts in the cgroups
+    (see :meth:`add_before_init`). The cgroups are made before the fork in every case:
+    the init bind-mounts them into the container.
     """
 
-    def __init__(self, manager: CgroupManager, spec: Spec) -> None:
+    def __init__(self, manager: CgroupManager, spec: Spec, after_ready: bool) -> None:
         self.manager = manager
         self.resources = spec.resources
         namespace = spec.namespace("cgroup")
@@ -388,7 +395,8 @@ class _ContainerCgroups:
         # With a user namespace the init starts in the cgroups (see add_before_init).
         self.init_joins = namespace is not None and namespace.path is None and not user_namespace
         self.init_joins_after_ready = (
-            not self.init_joins
+            after_ready
+            and not self.init_joins
             and not user_namespace
             and not any(kind in spec.hooks for kind in _HOOKS_BEFORE_READY)
         )

@@ -89,6 +89,7 @@ class Runtime:
         console_socket: Path | str | None = None,
         preserve_fds: int = 0,
         no_pivot: bool = False,
+        join_cgroups_after_ready: bool = False,
     ) -> int:
         """Create the container and return its init's pid once the init waits for start.
 
@@ -99,6 +100,14 @@ class Runtime:
         reach the container's process too. ``no_pivot`` moves the rootfs onto / and
         chroots into it instead of pivot_root, for a rootfs on the initial ramdisk, where
         pivot_root fails. A failed create leaves no process, cgroup or state behind.
+
+        ``join_cgroups_after_ready`` lets the init join its cgroups after create returns
+        and before it waits for start, when the config has no hooks that run before
+        ready and neither a user namespace nor a new cgroup namespace. On cgroup v1 the
+        join waits about 10 ms for an RCU grace period, which create then skips and
+        start may wait for instead. It suits a caller that exits after create, such as
+        ``ketch-runc create``. Without it, create moves the init in while the init sets
+        up its rootfs, which is faster for a caller that starts the container at once.
         """
         from ketch.runtime.create import create_container
 
@@ -111,6 +120,7 @@ class Runtime:
             console_socket=console_socket,
             preserve_fds=preserve_fds,
             no_pivot=no_pivot,
+            join_cgroups_after_ready=join_cgroups_after_ready,
         )
 
     def exec(
@@ -308,12 +318,16 @@ class Runtime:
 def join_created_init(record: state.ContainerRecord, cgroups: CgroupManager) -> None:
     """Move a created container's init into its cgroups, where it may not be yet.
 
-    After ``create`` returns, the init usually joins its cgroups by itself, before it
-    waits for ``start`` (see ``_ContainerCgroups`` in :mod:`ketch.runtime.create`). The
-    verbs that read or act on the cgroups' members call this first, so that they see
-    the init. Moving a process into the cgroup it is in already changes nothing.
+    With ``create(join_cgroups_after_ready=True)``, as ``ketch-runc create`` calls it,
+    the init joins its cgroups by itself after create returns, before it waits for
+    ``start`` (see ``_ContainerCgroups`` in :mod:`ketch.runtime.create`). The verbs that
+    read or act on the cgroups' members call this first, so that they see the init.
     """
-    if not state.init_is_alive(record):
+    if not state.init_is_alive(record) or record.pid in cgroups.processes():
+        # The init joins the cgroups in the order processes() reads them, first to last,
+        # so one in the first may still be on its way into the others. That is enough
+        # for ps and kill --all, which read only the first, and for delete, which kills
+        # the init before it removes the cgroups.
         return
     # NOTE: the init could exit and its pid be reused between the check above and the
     # write, which would move that other process. The init of a created container exits
