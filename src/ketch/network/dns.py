@@ -18,8 +18,8 @@ A query is resolved in this order:
                       the network is internal.
 
 The lookup is a callback from the engine, so a rename or a stop shows in the next answer.
-This module owns the listeners; ``ketch.network.dns_queries``, which needs dnspython, parses
-and answers the queries, and is imported only when the first listener opens.
+This module owns the listeners. ``ketch.network.dns_queries``, which needs dnspython, parses
+and answers the queries. It is imported only when the first listener opens.
 """
 
 from __future__ import annotations
