@@ -9,7 +9,7 @@ module for each into ``sys.modules``. ``import aiohttp`` then binds the stand-in
 first attribute read from it (``aiohttp.ClientSession`` in the first registry request)
 imports the real package, which replaces the stand-in in ``sys.modules``.
 
-importlib's LazyLoader does not do here: on Python 3.11 an ``import`` statement reads the
+importlib's LazyLoader does not work here: on Python 3.11 an ``import`` statement reads the
 module's ``__spec__``, and any attribute read runs a LazyLoader module's code at once.
 
 pyroute2 and dnspython, the other large packages, are imported at their call sites
