@@ -2,9 +2,10 @@
 
 A manager owns the cgroup directories of one container. The runtime calls ``create``
 to make them with the config's limits and ``add_process`` to put the container's init
-in them, or opens the ``procs_files`` for the init to join by itself. It calls ``processes`` for ``kill --all`` and to wait until the cgroup is empty,
-and ``destroy`` on delete. ``state`` returns what
-:func:`manager_from_state` needs to rebuild the manager in a later ``ketch-runc`` process.
+in them, or opens the ``procs_files`` for the init to join by itself. It calls
+``processes`` for ``kill --all`` and to wait until the cgroup is empty, and ``destroy``
+on delete. ``state`` returns what :func:`manager_from_state` needs to rebuild the
+manager in a later ``ketch-runc`` process.
 
 Where the directories go: a relative ``linux.cgroupsPath`` (the engine uses
 ``ketch/<container id>``), or none, which means ``ketch/<container id>``, is created under
