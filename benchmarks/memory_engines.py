@@ -215,12 +215,19 @@ class PodmanEngine:
             self.remove_all()
             self.podman("rmi", "--all", "--force")
         finally:
-            # podman's overlay storage may leave mounts under its private roots.
-            for directory in ("storage", "run"):
-                subprocess.run(
-                    ["umount", "-R", "-l", str(self.root / directory)], capture_output=True
-                )
+            # podman's overlay storage may leave mounts under its private roots, such as
+            # storage/overlay bound onto itself, which would keep the root from removal.
+            unmount_under(self.root)
             remove_cgroup_trees(self.cgroup_parent)
+
+
+def unmount_under(root: Path) -> None:
+    """Lazily unmount every mount point below ``root``, deepest first."""
+    prefix = f"{root}/"
+    with open("/proc/self/mountinfo") as mountinfo:
+        targets = [line.split()[4] for line in mountinfo]
+    for target in sorted((t for t in targets if t.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
 
 def podman_installed() -> bool:
