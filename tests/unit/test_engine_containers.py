@@ -20,6 +20,7 @@ from ketch.engine import Engine
 from ketch.engine.attach import frame
 from ketch.engine.containers import BRIDGE_WARNING
 from ketch.errors import Conflict, InvalidArgument, NotFound
+from ketch.network.firewall import Firewall
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n"
 
@@ -664,5 +665,49 @@ def test_kill_invalid_signal(tmp_path: Path) -> None:
         await setup.engine.start_container(container_id)
         with pytest.raises(InvalidArgument, match="Invalid signal: SIGWHAT"):
             await setup.engine.kill_container(container_id, "SIGWHAT")
+
+    run(tmp_path, test)
+
+
+def _ipv6_binding_body(network_mode: str = "default") -> dict[str, Any]:
+    return body(
+        HostConfig={
+            "NetworkMode": network_mode,
+            "PortBindings": {"80/tcp": [{"HostIp": "::1", "HostPort": "18304"}]},
+        }
+    )
+
+
+def test_create_rejects_ipv6_kernel_forwarding(tmp_path: Path) -> None:
+    async def test(setup: Setup) -> None:
+        assert setup.engine.ports is not None
+        setup.engine.ports.kernel_rules = Firewall()
+
+        with pytest.raises(InvalidArgument) as raised:
+            await setup.engine.create_container(_ipv6_binding_body(), "v6")
+
+        message = str(raised.value)
+        assert "port 80/tcp on IPv6 host address ::1" in message
+        assert "needs the userland proxy" in message
+        assert setup.engine.containers.all() == []
+        assert setup.images.prepared == set()
+
+    run(tmp_path, test)
+
+
+def test_create_ipv6_host_with_proxy(tmp_path: Path) -> None:
+    async def test(setup: Setup) -> None:
+        created = await setup.engine.create_container(_ipv6_binding_body(), None)
+        assert len(created["Id"]) == 64
+
+    run(tmp_path, test)
+
+
+def test_create_ipv6_host_mode_kernel_rules(tmp_path: Path) -> None:
+    async def test(setup: Setup) -> None:
+        assert setup.engine.ports is not None
+        setup.engine.ports.kernel_rules = Firewall()
+        created = await setup.engine.create_container(_ipv6_binding_body("host"), None)
+        assert created["Warnings"] == ["Published ports are discarded when using host network mode"]
 
     run(tmp_path, test)

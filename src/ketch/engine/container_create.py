@@ -16,14 +16,16 @@ from ketch.engine import timestamps
 from ketch.engine.bundles import write_bundle
 from ketch.engine.interfaces import ImageSource
 from ketch.engine.names import generate_id, generate_name, normalize_name
-from ketch.engine.networking import BRIDGE_MODES, ContainerNetworking
+from ketch.engine.networking import BRIDGE_MODES, NAMESPACE_ONLY_MODES, ContainerNetworking
 from ketch.engine.options import CreateOptions, parse_create_body
+from ketch.engine.ports import PublishedPorts
 from ketch.engine.resolvconf import ResolvConfRenderer
 from ketch.engine.spec import find_init_binary, merge_config
 from ketch.engine.store import Container, ContainerPaths, ContainerStore
 from ketch.engine.views import host_config_view
 from ketch.errors import Conflict
-from ketch.network.ports import check_network_mode
+from ketch.network.firewall import PortRule, check_ipv4_host_ip
+from ketch.network.ports import check_network_mode, requested_bindings
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class ContainerCreation:
     _default_log_opts: dict[str, str]
     _reserved_names: set[str]
     networking: ContainerNetworking | None
+    ports: PublishedPorts | None
     volumes: Any
     resolv_conf: ResolvConfRenderer
     default_init: bool
@@ -53,6 +56,7 @@ class ContainerCreation:
         port_warnings = check_network_mode(
             options.network_mode, options.raw_host_config, options.exposed_ports
         )
+        self._check_kernel_forwarding(options)
 
         planned = {}
         if self.networking is not None:
@@ -82,6 +86,31 @@ class ContainerCreation:
         self.emit(container, "create")
         logger.info("created container %s (%s) from %s", container.id, stored_name, options.image)
         return {"Id": container.id, "Warnings": warnings}
+
+    def _check_kernel_forwarding(self, options: CreateOptions) -> None:
+        """Raise InvalidArgument for a port published on an IPv6 host address when the
+        firewall's dnat rules, not proxies, forward published ports.
+
+        The start would fail on it anyway (``Firewall.set_port_rules`` checks again), so
+        the create rejects it before making anything.
+        """
+        if self.ports is None or self.ports.kernel_rules is None:
+            return
+        if options.network_mode in NAMESPACE_ONLY_MODES:
+            return  # no address of its own, so the start makes no dnat rule
+        requests = requested_bindings(options.raw_host_config, options.exposed_ports)
+        for request in requests:
+            # Only the protocol, ports and host address are known before the start, and
+            # only they appear in the message.
+            rule = PortRule(
+                protocol=request.protocol,
+                host_ip=request.host_ip,
+                host_port=request.host_low,
+                container_ip="",
+                container_port=request.container_port,
+                network_id="",
+            )
+            check_ipv4_host_ip(rule)
 
     def _claim_name(self, name: str | None) -> str:
         names_in_use = self._store.names() | self._reserved_names

@@ -219,8 +219,8 @@ class Firewall:
 
         Rules of a network that is not up yet apply once ``network_up`` adds it.
         """
-        # NOTE: this runs at start, so a create with an IPv6 HostIp still succeeds and the
-        # start fails with this error.
+        # The create checks this too. This check still catches a container created while
+        # ketchd ran with the userland proxy and started after a restart without it.
         for rule in rules:
             check_ipv4_host_ip(rule)
         self._port_rules[container_id] = list(rules)
