@@ -10,9 +10,9 @@ output is over. The exit is also published as ``{"type": "exec_exit", "id", "exe
 "exit_code"}`` to event subscribers.
 
 The supervisor remembers the exit codes of finished execs in memory, up to
-``MAX_FINISHED_EXECS`` and until their container is deleted, so that an engine restarted
-while an exec ended can ask for its code (the ``execs`` op). A restart of the supervisor
-itself loses them, as it kills every container and its execs.
+``MAX_FINISHED_EXECS`` per container and until their container is deleted, so that an
+engine restarted while an exec ended can ask for its code (the ``execs`` op). A restart
+of the supervisor itself loses them, as it kills every container and its execs.
 
 A process with a terminal (an exec or a container's init) gets its pty through runc's
 console socket protocol (see :mod:`ketch.runtime.console`). The socket is made for the one
@@ -49,9 +49,15 @@ log = get_logger(__name__)
 # sends it before it execs, so it is normally waiting already.
 CONSOLE_TIMEOUT_SECONDS = 10.0
 
-# Finished execs whose exit codes are kept; the oldest is forgotten first. Healthchecks
-# run an exec per probe, so the table must not grow with a container's lifetime.
-MAX_FINISHED_EXECS = 4096
+# Finished execs whose exit codes are kept per container; the oldest is forgotten first.
+# Healthchecks run an exec per probe, so the table must not grow with a container's
+# lifetime, and a count per container keeps one container's probes from evicting the
+# codes of another's. The engine needs a code from here only for an exec that ended while
+# no ketchd received its exit. ketchd starts no exec while it is down, so the count that
+# matters is the number of execs running in one container when ketchd stopped.
+# NOTE: with more than this many execs ending in one container before the restarted
+# ketchd asks, the oldest codes are lost and the engine records those execs without one.
+MAX_FINISHED_EXECS = 256
 
 
 class ConsoleSocket:
@@ -155,8 +161,12 @@ class ExecProcesses:
         self._publish = publish
         self._parents: dict[str, str] = {}
         self.processes: dict[str, Container] = {}
-        # Exec state objects of finished execs by exec id, oldest first.
-        self._exit_states: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        # Exec state objects of finished execs by container id, then by exec id, oldest
+        # first.
+        self._exit_states: dict[str, collections.OrderedDict[str, dict[str, Any]]] = {}
+        # Running execs of deleted containers, whose exits are not remembered, so that an
+        # exec reaped after its container's delete leaves no table behind.
+        self._orphans: set[str] = set()
 
     def start(
         self,
@@ -233,11 +243,15 @@ class ExecProcesses:
         )
 
     def _remember_exit(self, container_id: str, exec_id: str, exec_process: Container) -> None:
+        if exec_id in self._orphans:
+            self._orphans.discard(exec_id)
+            return
         state = _exec_state(container_id, exec_id, exec_process.record.pid, STOPPED)
         state["exit_code"] = exec_process.exit_code
-        self._exit_states[exec_id] = state
-        while len(self._exit_states) > MAX_FINISHED_EXECS:
-            self._exit_states.popitem(last=False)
+        exit_states = self._exit_states.setdefault(container_id, collections.OrderedDict())
+        exit_states[exec_id] = state
+        while len(exit_states) > MAX_FINISHED_EXECS:
+            exit_states.popitem(last=False)
 
     def states(self, container_id: str) -> list[dict[str, Any]]:
         """Return the state objects of the container's running and remembered execs."""
@@ -246,14 +260,16 @@ class ExecProcesses:
             for exec_id, process in self.processes.items()
             if self._parents.get(exec_id) == container_id
         ]
-        states += [state for state in self._exit_states.values() if state["id"] == container_id]
+        states += self._exit_states.get(container_id, {}).values()
         return states
 
     def forget_container(self, container_id: str) -> None:
-        """Drop the remembered exits of a deleted container's execs."""
-        for exec_id, state in list(self._exit_states.items()):
-            if state["id"] == container_id:
-                del self._exit_states[exec_id]
+        """Drop the remembered exits of a deleted container's execs, and remember none of
+        the execs of it that still run."""
+        self._exit_states.pop(container_id, None)
+        for exec_id, parent_id in self._parents.items():
+            if parent_id == container_id:
+                self._orphans.add(exec_id)
 
     def close_all(self) -> None:
         for exec_process in list(self.processes.values()):
