@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ketch.api.connection import MAX_BODY_BYTES, BodyTooLarge, HttpConnection, Request
+from ketch.api.connection import (
+    MAX_BODY_BYTES,
+    SPOOL_CHUNK_BYTES,
+    BodySpool,
+    BodyTooLarge,
+    HttpConnection,
+    Request,
+)
 from ketch.api.server import spools_body
 
 LARGE_SIZE = MAX_BODY_BYTES + 1024 * 1024
@@ -135,3 +144,82 @@ def test_json_body_stays_in_memory(tmp_path: Path) -> None:
     assert request is not None
     assert request.body_file is None
     assert request.json_body() == {"Image": "busybox"}
+
+
+class ThreadRecordingFile:
+    """A temporary file that records which threads create and write it."""
+
+    def __init__(self, threads: list[int], file: Any) -> None:
+        threads.append(threading.get_ident())
+        self._file = file
+        self._threads = threads
+
+    def write(self, data: bytes) -> int:
+        self._threads.append(threading.get_ident())
+        return self._file.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def test_spool_written_off_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[int] = []
+    real_temporary_file = tempfile.TemporaryFile
+
+    def recording_temporary_file(dir: Path | None = None) -> ThreadRecordingFile:
+        return ThreadRecordingFile(threads, real_temporary_file(dir=dir))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recording_temporary_file)
+    data = chunked_request("POST", "/images/load", 3 * SPOOL_CHUNK_BYTES + 5)
+    request = read_one_request(data, tmp_path)
+    monkeypatch.setattr(tempfile, "TemporaryFile", real_temporary_file)
+
+    assert request is not None
+    try:
+        assert len(threads) >= 4
+        assert threading.get_ident() not in threads
+        assert len(request.body_stream().read()) == 3 * SPOOL_CHUNK_BYTES + 5
+    finally:
+        request.close()
+
+
+def test_spool_keeps_body_order(tmp_path: Path) -> None:
+    body = os.urandom(5 * SPOOL_CHUNK_BYTES + 12345)
+    head = f"POST /images/load HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    request = read_one_request(head.encode() + body, tmp_path)
+    assert request is not None
+    try:
+        assert request.body_stream().read() == body
+    finally:
+        request.close()
+
+
+def test_spool_closed_after_cancelled_write(tmp_path: Path) -> None:
+    async def cancel_during_write() -> None:
+        release = threading.Event()
+        spool = BodySpool(tmp_path)
+        await spool.add(b"start")
+        await spool.finish()
+        original_write = spool._file.write  # type: ignore[union-attr]
+
+        def slow_write(data: bytes) -> int:
+            release.wait(10)
+            return original_write(data)
+
+        spool._file.write = slow_write  # type: ignore[method-assign,union-attr]
+        adding = asyncio.create_task(spool.add(b"x" * SPOOL_CHUNK_BYTES))
+        await asyncio.sleep(0.05)
+        adding.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await adding
+
+        spool.close()
+        assert not spool._file.closed  # type: ignore[union-attr]
+        release.set()
+        for _ in range(100):
+            if spool._file.closed:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.01)
+        assert spool._file.closed  # type: ignore[union-attr]
+
+    asyncio.run(cancel_during_write())

@@ -13,7 +13,9 @@ replies in one of four ways:
 A request body is read whole before the route runs. JSON bodies are kept in memory and
 capped at ``MAX_BODY_BYTES``. The tarballs of ``POST /images/load`` and of an import can
 be gigabytes, so for the routes that ``spools_body`` selects the body goes to an unlinked
-temporary file in ``spool_dir`` instead, bounded only by the disk.
+temporary file in ``spool_dir`` instead, bounded only by the disk. The file is created
+and written by the loop's default executor, in chunks of ``SPOOL_CHUNK_BYTES``, so a slow
+disk does not stall the other connections.
 
 Every reply carries the headers dockerd puts on all of its replies (``Api-Version``,
 ``Ostype``, ``Docker-Experimental``, ``Server``); docker-py and the docker CLI read the
@@ -23,6 +25,7 @@ API version from them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import logging
@@ -47,6 +50,10 @@ READ_SIZE = 65536
 # Create bodies are a few kilobytes; a limit stops one client from filling the daemon's memory.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
+# A spooled body is handed to an executor thread in chunks of this size: large enough that
+# the hand-off costs little next to the write, small enough to bound each connection's
+# buffer.
+SPOOL_CHUNK_BYTES = 1024 * 1024
 
 COMMON_HEADERS: tuple[tuple[str, str], ...] = (
     ("Api-Version", API_VERSION),
@@ -129,6 +136,74 @@ def _reason(status: int) -> bytes:
         return b""
 
 
+class BodySpool:
+    """A request body written to an unlinked temporary file by the loop's executor.
+
+    One file operation runs at a time and each is awaited before the next, so the file
+    contains the body in the order it arrived.
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self._directory = directory
+        self._file: IO[bytes] | None = None
+        self._buffer = bytearray()
+        # The executor's current operation, shielded so that a cancelled read leaves it
+        # running and ``close`` can wait for it.
+        self._pending: asyncio.Future[Any] | None = None
+
+    async def add(self, data: bytes) -> None:
+        """Append ``data``, writing the buffer out once it reaches SPOOL_CHUNK_BYTES."""
+        self._buffer += data
+        if len(self._buffer) >= SPOOL_CHUNK_BYTES:
+            await self._write_buffer()
+
+    async def finish(self) -> IO[bytes]:
+        """Write the rest of the body and return the file, positioned at its start."""
+        await self._write_buffer()
+        file = self._file
+        assert file is not None
+        await self._run(file.seek, 0)
+        return file
+
+    def close(self) -> None:
+        """Close the file, once the executor's current operation on it has ended."""
+        pending = self._pending
+        if pending is not None and not pending.done():
+            pending.add_done_callback(self._close_after)
+            return
+        self._close_file()
+
+    def _close_after(self, operation: asyncio.Future[Any]) -> None:
+        if not operation.cancelled() and operation.exception() is not None:
+            # The read that awaited this operation was cancelled, so only this callback
+            # retrieves the error.
+            log.warning(
+                "failed to spool a request body after its read was cancelled: %s",
+                operation.exception(),
+            )
+        self._close_file()
+
+    async def _write_buffer(self) -> None:
+        if self._file is None:
+            await self._run(self._open)
+        chunk, self._buffer = self._buffer, bytearray()
+        if chunk:
+            assert self._file is not None
+            await self._run(self._file.write, chunk)
+
+    def _open(self) -> None:
+        self._file = tempfile.TemporaryFile(dir=self._directory)
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        self._pending = loop.run_in_executor(None, functools.partial(function, *args))
+        return await asyncio.shield(self._pending)
+
+
 SpoolPredicate = Callable[[str, str], bool]
 
 
@@ -169,7 +244,7 @@ class HttpConnection:
         """
         request: h11.Request | None = None
         body = bytearray()
-        spool: IO[bytes] | None = None
+        spool: BodySpool | None = None
         spooled = False
         try:
             while True:
@@ -182,17 +257,16 @@ class HttpConnection:
                     spooled = self._spools(event)
                 elif isinstance(event, h11.Data) and request is not None:
                     if spool is None and spooled:
-                        spool = tempfile.TemporaryFile(dir=self._spool_dir)
+                        spool = BodySpool(self._spool_dir)
                     if spool is not None:
-                        spool.write(event.data)
+                        await spool.add(event.data)
                         continue
                     body += event.data
                     if len(body) > MAX_BODY_BYTES:
                         raise BodyTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
                 elif isinstance(event, h11.EndOfMessage) and request is not None:
-                    if spool is not None:
-                        spool.seek(0)
-                    return self._make_request(request, bytes(body), spool)
+                    body_file = await spool.finish() if spool is not None else None
+                    return self._make_request(request, bytes(body), body_file)
                 elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                     if spool is not None:
                         spool.close()
