@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ketch.errors import SystemFailure
-from ketch.network import links
+from ketch.network import bridge, links
 from ketch.network.bridge import BridgeDriver, NetworkRequest
 from ketch.network.instance import Instance
 from ketch.network.store import NetworkStore
@@ -64,3 +64,72 @@ def test_create_cleanup_failure_keeps_first_error(
     assert len(logged) == 1
     assert "failed to delete bridge br-" in logged[0]
     assert "Device or resource busy" in logged[0]
+
+
+def test_default_bridge_checked_once(driver: BridgeDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[str] = []
+    monkeypatch.setattr(links, "ensure_bridge", lambda name, *args: checked.append(name))
+
+    async def use_default_three_times() -> None:
+        for _ in range(3):
+            await driver.default_network()
+
+    asyncio.run(use_default_three_times())
+
+    assert len(checked) == 1
+
+
+def test_bridge_checked_again_after_failed_connect(
+    driver: BridgeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[str] = []
+    monkeypatch.setattr(links, "ensure_bridge", lambda name, *args: checked.append(name))
+    monkeypatch.setattr(links, "delete_link", lambda name: None)
+    monkeypatch.setattr(bridge, "is_pinned", lambda path: True)
+
+    def fail_wire(*args: object) -> None:
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(driver, "_wire", fail_wire)
+
+    async def connect_then_use_default() -> None:
+        network = await driver.default_network()
+        with pytest.raises(OSError, match="No such device"):
+            await driver.connect("c" * 64, network)
+        await driver.default_network()
+
+    asyncio.run(connect_then_use_default())
+
+    assert len(checked) == 2
+
+
+def test_bridge_checked_again_after_forget(
+    driver: BridgeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[str] = []
+    monkeypatch.setattr(links, "ensure_bridge", lambda name, *args: checked.append(name))
+
+    async def use_forget_use() -> None:
+        network = await driver.default_network()
+        await driver.default_network()
+        driver.forget_bridge(network.id)
+        await driver.default_network()
+
+    asyncio.run(use_forget_use())
+
+    assert len(checked) == 2
+
+
+def test_created_network_bridge_not_checked_again(
+    driver: BridgeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[str] = []
+    monkeypatch.setattr(links, "ensure_bridge", lambda name, *args: checked.append(name))
+
+    async def create_then_bring_up() -> None:
+        network = await driver.create_network(NetworkRequest(name="front"))
+        await driver.bring_up(network)
+
+    asyncio.run(create_then_bring_up())
+
+    assert len(checked) == 1

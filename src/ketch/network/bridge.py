@@ -135,6 +135,11 @@ class BridgeDriver:
         self.services: list[NetworkService] = []
         # Ids of networks whose bridge this process has brought up and announced.
         self._up: set[str] = set()
+        # Ids of networks whose bridge this process has made or checked over netlink since
+        # ketch last changed it or an operation on it failed. Requests that need a bridge
+        # skip the netlink check for these, so a network list, create or connect costs no
+        # netlink round trip once the start has checked the bridge.
+        self._checked_bridges: set[str] = set()
         # Address allocation reads then writes the endpoint table, so changes take turns.
         self._lock = asyncio.Lock()
         # Two first uses at once (such as two runs) must not both record ``bridge``.
@@ -179,12 +184,22 @@ class BridgeDriver:
         return routes + [n.subnet for n in networks]
 
     async def bring_up(self, network: Network) -> None:
-        """Make the network's bridge if missing and, once per process, tell the services."""
+        """Make the network's bridge if missing and, once per process, tell the services.
+
+        The bridge is checked over netlink once, and again only after ``forget_bridge``.
+        """
         async with self._bridge_lock:
-            await asyncio.to_thread(self._ensure_bridge, network)
+            if network.id not in self._checked_bridges:
+                await asyncio.to_thread(self._ensure_bridge, network)
+                self._checked_bridges.add(network.id)
         if network.id not in self._up:
             self._up.add(network.id)
             await notify_up(self.services, network)
+
+    def forget_bridge(self, network_id: str) -> None:
+        """Check the network's bridge over netlink again at its next use, because an
+        operation on it failed or ketch changed it."""
+        self._checked_bridges.discard(network_id)
 
     def _ensure_bridge(self, network: Network) -> None:
         alias = f"{BRIDGE_ALIAS_PREFIX}{self.instance.tag} {network.id}"
@@ -234,6 +249,7 @@ class BridgeDriver:
             except BaseException as error:
                 await self._undo_create(network, error)
                 raise
+            self._checked_bridges.add(network.id)
         logger.info(
             "created network %s (%s) with subnet %s on bridge %s",
             network.name,
@@ -311,6 +327,7 @@ class BridgeDriver:
                 )
             await notify_down(self.services, network)
             self._up.discard(network.id)
+            self.forget_bridge(network.id)
             await asyncio.to_thread(links.delete_link, network.bridge)
             self.store.remove_network(network.id)
         logger.info("removed network %s and bridge %s", network.name, network.bridge)
@@ -386,6 +403,10 @@ class BridgeDriver:
             await asyncio.to_thread(self._wire, endpoint, network, namespace)
             self.store.add_endpoint(endpoint)
         except BaseException:
+            # The bridge may be what failed (deleted or set down outside ketch), so the
+            # next use checks it again.
+            # NOTE: this connect still fails. Only the next one makes a missing bridge again.
+            self.forget_bridge(network.id)
             await asyncio.to_thread(links.delete_link, endpoint.veth)
             raise
         logger.info(
