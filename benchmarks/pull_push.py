@@ -52,8 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from run_start import DOCKER_CGROUP_PARENT, Dockerd  # noqa: E402
 
 from ketch.images import ImageStore  # noqa: E402
+from ketch.images.endpoints import Endpoint  # noqa: E402
 from ketch.images.layers import unpack_layer  # noqa: E402
-from ketch.images.registry import Endpoint, open_session, push_image  # noqa: E402
+from ketch.images.registry import open_session, push_image  # noqa: E402
 from ketch.linux.syscalls import MNT_DETACH, umount  # noqa: E402
 from support.cgroups import remove_cgroup_trees  # noqa: E402
 from support.netns import NetworkNamespace, network_namespace  # noqa: E402

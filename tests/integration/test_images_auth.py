@@ -14,7 +14,8 @@ import pytest
 from ketch.errors import Forbidden, NotFound
 from ketch.images import ImageStore
 from ketch.images.auth import Credentials
-from ketch.images.registry import Endpoint, open_session, push_image
+from ketch.images.endpoints import Endpoint
+from ketch.images.registry import open_session, push_image
 from support.images import Dir, File, gzip_layer, image_config, image_store
 from support.registry_auth import start_htpasswd_registry, start_token_registry
 

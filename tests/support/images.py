@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from ketch.images import ImageStore
+from ketch.images.endpoints import Endpoint
 from ketch.images.manifest import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
 )
-from ketch.images.registry import Endpoint, RegistryClient, open_session, push_image
+from ketch.images.registry import RegistryClient, open_session, push_image
 from ketch.linux.syscalls import MNT_DETACH, umount
 
 MTIME = 1_700_000_000

@@ -16,18 +16,20 @@ from aiohttp import web
 
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
 from ketch.images.auth import Credentials
-from ketch.images.manifest import Descriptor
-from ketch.images.registry import (
+from ketch.images.endpoints import (
     DOCKER_HUB_URL,
     Endpoint,
-    RegistryClient,
-    describe_error_body,
     endpoints_for,
     is_insecure,
-    open_session,
-    parse_challenge,
     validate_insecure_registry,
     validate_mirror,
+)
+from ketch.images.manifest import Descriptor
+from ketch.images.registry import (
+    RegistryClient,
+    describe_error_body,
+    open_session,
+    parse_challenge,
 )
 
 MANIFEST = json.dumps({"schemaVersion": 2, "layers": []}).encode()

@@ -25,7 +25,6 @@ from typing import Any
 
 import ketch
 from ketch.engine.config import DEFAULT_DATA_ROOT, DaemonConfig, load_config
-from ketch.engine.deferred_imports import defer_imports
 from ketch.engine.dnsnames import NameService, attach_name_server
 from ketch.engine.engine import Engine
 from ketch.engine.networking import ContainerNetworking
@@ -222,8 +221,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ketchd: {error}", file=sys.stderr)
         sys.exit(1)
     setup_logging(config.debug)
-    # Before run() imports the image store, which imports the registry client.
-    defer_imports()
     try:
         asyncio.run(run(config))
     except KetchError as error:

@@ -186,7 +186,8 @@ class ImageOperations:
             raise InvalidArgument("invalid auth body: missing 'username'")
         # Imported here because the registry client brings in aiohttp, which only the
         # registry requests (pull, push, login, search) need.
-        from ketch.images.registry import check_login, endpoints_for, open_session
+        from ketch.images.endpoints import endpoints_for
+        from ketch.images.registry import check_login, open_session
 
         # As with dockerd, the credentials are only checked: the client stores them.
         domain = normalize_registry(registry)

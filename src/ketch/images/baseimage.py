@@ -47,9 +47,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ketch.errors import InvalidArgument, KetchError
+from ketch.images.endpoints import endpoints_for
 from ketch.images.manifest import DOCKER_MANIFEST, host_platform
 from ketch.images.reference import parse_reference
-from ketch.images.registry import endpoints_for, open_session, push_image
+from ketch.images.registry import open_session, push_image
 
 log = logging.getLogger(__name__)
 

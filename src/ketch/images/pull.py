@@ -70,9 +70,6 @@ from ketch.images.registry import (
 from ketch.images.snapshot_unpack import unpack_into_snapshot
 from ketch.images.snapshots import Snapshotter, chain_ids
 
-# Leases and ProgressCallback are imported from here by the image store.
-__all__ = ["Leases", "ProgressCallback", "Puller"]
-
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_DOWNLOADS = 3

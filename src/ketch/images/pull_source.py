@@ -1,7 +1,7 @@
 """The source of a pull: the first registry endpoint that has the manifest.
 
 For ``docker.io`` names the configured mirrors are tried in order, and ketch does not fall
-back to Docker Hub when every mirror fails (see ``ketch.images.registry.endpoints_for``).
+back to Docker Hub when every mirror fails (see ``ketch.images.endpoints.endpoints_for``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import aiohttp
 
 from ketch.errors import Forbidden, NotFound, Unavailable
 from ketch.images.auth import Credentials, CredentialStore
+from ketch.images.endpoints import endpoints_for
 from ketch.images.reference import Reference
-from ketch.images.registry import FetchedManifest, RegistryClient, credentials_for, endpoints_for
+from ketch.images.registry import FetchedManifest, RegistryClient, credentials_for
 
 log = logging.getLogger(__name__)
 

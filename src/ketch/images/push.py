@@ -40,6 +40,7 @@ from typing import Any
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unavailable
 from ketch.images.auth import Credentials, CredentialStore
 from ketch.images.content import ContentStore
+from ketch.images.endpoints import endpoints_for
 from ketch.images.manifest import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -56,12 +57,7 @@ from ketch.images.manifest import (
 )
 from ketch.images.metadata import ImageMetadata, LayerRecord
 from ketch.images.reference import Reference, parse_normalized
-from ketch.images.registry import (
-    RegistryClient,
-    credentials_for,
-    endpoints_for,
-    open_session,
-)
+from ketch.images.registry import RegistryClient, credentials_for, open_session
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,6 @@
 """Registry client: the distribution API v2 over aiohttp, anonymous, for pull and push.
 
-Which endpoint serves a repository:
-
-* ``docker.io`` names go to the configured mirrors in order (dockerd's ``registry-mirrors``),
-  else to https://registry-1.docker.io;
-* ``localhost``, loopback addresses (127.0.0.0/8, ::1) and ``insecure_registries`` entries
-  (``host[:port]`` or a CIDR) are spoken to over plain HTTP;
-* every other registry over HTTPS.
+Which endpoint serves a repository is decided in ``ketch.images.endpoints``.
 
 Authentication follows the registry's 401 challenge and is repeated once per request:
 
@@ -36,7 +30,6 @@ PUT      manifests/<tag>             push: the manifest, last
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import re
@@ -52,6 +45,7 @@ import yarl
 from ketch import __version__
 from ketch.errors import Forbidden, InvalidArgument, KetchError, NotFound, Unavailable
 from ketch.images.auth import Credentials, CredentialStore
+from ketch.images.endpoints import Endpoint
 from ketch.images.manifest import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -63,11 +57,10 @@ from ketch.images.manifest import (
     Descriptor,
     build_manifest,
 )
-from ketch.images.reference import DEFAULT_DOMAIN, SHA256_DIGEST_PATTERN
+from ketch.images.reference import SHA256_DIGEST_PATTERN
 
 log = logging.getLogger(__name__)
 
-DOCKER_HUB_URL = "https://registry-1.docker.io"
 # How many bytes of a response aiohttp buffers before it stops reading the socket. Its
 # default, 64 KiB, paused and resumed the socket hundreds of times per layer blob.
 READ_BUFFER_SIZE = 4 * 1024 * 1024
@@ -79,74 +72,10 @@ _CHALLENGE_PARAMETER = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    """A registry's base URL, ``scheme://host[:port]`` without a trailing slash."""
-
-    url: str
-    name: str  # how messages name it: "127.0.0.1:5000" or "mirror http://127.0.0.1:5055"
-    is_mirror: bool = False
-
-
-@dataclass(frozen=True)
 class FetchedManifest:
     data: bytes
     content_type: str
     digest: str
-
-
-def validate_mirror(url: str) -> str:
-    """Return a registry mirror URL without its trailing slash, or raise InvalidArgument."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidArgument(f"invalid registry mirror {url!r}: expected http(s)://host[:port]")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
-        raise InvalidArgument(
-            f"invalid registry mirror {url!r}: a mirror URL has no path, query or user"
-        )
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def validate_insecure_registry(entry: str) -> str:
-    """Return an ``insecure_registries`` entry (``host[:port]`` or a CIDR) if well formed."""
-    if not entry or "://" in entry or ("/" in entry and not _is_network(entry)):
-        raise InvalidArgument(
-            f"invalid insecure registry {entry!r}: expected host[:port] or a CIDR like 10.0.0.0/8"
-        )
-    return entry
-
-
-def endpoints_for(
-    domain: str, mirrors: Sequence[str], insecure_registries: Sequence[str]
-) -> list[Endpoint]:
-    """Return the endpoints to try for a repository on ``domain``, in order."""
-    if domain == DEFAULT_DOMAIN:
-        if mirrors:
-            # Limitation: dockerd falls back to Docker Hub when every mirror fails; ketch
-            # does not, so that a machine with mirrors never sends traffic elsewhere.
-            return [Endpoint(url, f"mirror {url}", is_mirror=True) for url in mirrors]
-        return [Endpoint(DOCKER_HUB_URL, DEFAULT_DOMAIN)]
-    scheme = "http" if is_insecure(domain, insecure_registries) else "https"
-    return [Endpoint(f"{scheme}://{domain}", domain)]
-
-
-def is_insecure(domain: str, insecure_registries: Sequence[str]) -> bool:
-    """Return whether ``domain`` is spoken to over plain HTTP."""
-    host = _host_of(domain)
-    if host == "localhost" or domain in insecure_registries or host in insecure_registries:
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        # Limitation: a host name is matched against insecure_registries by name only; it
-        # is not resolved to check it against the CIDR entries.
-        return False
-    if address.is_loopback:
-        return True
-    return any(
-        address in ipaddress.ip_network(entry, strict=False)
-        for entry in insecure_registries
-        if _is_network(entry)
-    )
 
 
 def credentials_for(store: CredentialStore | None, endpoint: Endpoint) -> Credentials | None:
@@ -592,17 +521,3 @@ async def push_image(
     config_descriptor = Descriptor(config_media_type, config_digest, len(config))
     manifest = build_manifest(config_descriptor, layer_descriptors, manifest_media_type)
     return await client.put_manifest(tag, manifest, manifest_media_type)
-
-
-def _host_of(domain: str) -> str:
-    if domain.startswith("["):
-        return domain[1:].partition("]")[0]
-    return domain.rpartition(":")[0] if ":" in domain else domain
-
-
-def _is_network(entry: str) -> bool:
-    try:
-        ipaddress.ip_network(entry, strict=False)
-    except ValueError:
-        return False
-    return "/" in entry

@@ -24,17 +24,18 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ketch.errors import Conflict, InvalidArgument, NotFound
 from ketch.images.auth import Credentials, CredentialStore, normalize_registry
 from ketch.images.content import ContentStore
 from ketch.images.diff import LayerDiff
+from ketch.images.endpoints import endpoints_for, validate_insecure_registry, validate_mirror
 from ketch.images.layers import DEFAULT_LIMITS, UnpackLimits
+from ketch.images.leases import Leases
 from ketch.images.loading import ImageFiles, LoadedImage
 from ketch.images.metadata import ImageMetadata, ImageRecord
-from ketch.images.pull import Leases, ProgressCallback, Puller
-from ketch.images.push import Pusher, PushOptions
+from ketch.images.pull_progress import ProgressCallback
 from ketch.images.reference import (
     DEFAULT_TAG,
     Reference,
@@ -42,15 +43,15 @@ from ketch.images.reference import (
     parse_normalized,
     parse_reference,
 )
-from ketch.images.registry import (
-    check_login,
-    endpoints_for,
-    open_session,
-    validate_insecure_registry,
-    validate_mirror,
-)
 from ketch.images.rootfs import RootfsManager
 from ketch.images.snapshots import open_snapshotter
+
+if TYPE_CHECKING:
+    from ketch.images.push import PushOptions
+
+# The pull, push and login code is imported where it is called: it brings in the registry
+# client's aiohttp and yarl, about 14 MiB of ketchd's memory, which a daemon that never
+# talks to a registry should not pay.
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ class ImageStore:
         Raises InvalidArgument ('invalid reference format: ...'), NotFound (no such
         manifest or repository), Unavailable (registry unreachable, naming it).
         """
+        from ketch.images.pull import Puller
+
         parsed = parse_reference(reference)
         puller = Puller(
             content=self.content,
@@ -150,6 +153,8 @@ class ImageStore:
         credentials = Credentials(username, password)
         domain = normalize_registry(registry)
         endpoint = endpoints_for(domain, [], self.insecure_registries)[0]
+        from ketch.images.registry import check_login, open_session
+
         async with open_session() as session:
             await check_login(session, endpoint, credentials)
         self.credentials.store(domain, credentials)
@@ -174,6 +179,8 @@ class ImageStore:
         if parsed.tag is None:
             parsed = parsed.with_tag(DEFAULT_TAG)
         image_id = self._resolve(str(parsed))
+        from ketch.images.push import Pusher
+
         pusher = Pusher(
             content=self.content,
             metadata=self.metadata,
