@@ -241,3 +241,70 @@ def test_host_upstreams_prefer_dns_setting(tmp_path: Path) -> None:
     host_file.write_text("nameserver 10.0.0.2\n")
     upstreams = HostUpstreams(DnsSettings(servers=("10.9.9.9",), host_resolv_conf=host_file))
     assert upstreams() == [("10.9.9.9", 53)]
+
+
+class CountingNetworking(FakeNetworking):
+    """Networks and endpoints that count their reads and carry a store generation."""
+
+    def __init__(self, endpoints: list[Endpoint]) -> None:
+        super().__init__(endpoints)
+        self.network_reads = 0
+        self.endpoint_reads = 0
+        self.generation = 0
+
+    def networks(self) -> list[Network]:
+        self.network_reads += 1
+        return super().networks()
+
+    def endpoints(self, network_id: str) -> list[Endpoint]:
+        self.endpoint_reads += 1
+        return super().endpoints(network_id)
+
+
+def cached_lookup(store: FakeStore, networking: CountingNetworking) -> ContainerNames:
+    return ContainerNames(
+        store,  # type: ignore[arg-type]
+        networking,  # type: ignore[arg-type]
+        network_generation=lambda: networking.generation,
+    )
+
+
+def test_names_cached_between_queries() -> None:
+    networking = CountingNetworking(ENDPOINTS)
+    lookup = cached_lookup(STORE, networking)
+
+    first = lookup(FRONT, GATEWAY)
+    reads = (networking.network_reads, networking.endpoint_reads)
+    second = lookup(FRONT, GATEWAY)
+    lookup.upstreams_of(FRONT, IPv4Address("172.20.0.2"))
+
+    assert second == first
+    assert (networking.network_reads, networking.endpoint_reads) == reads
+    assert networking.network_reads == 1
+
+
+def test_names_reread_after_generation_change() -> None:
+    networking = CountingNetworking(ENDPOINTS[:1])
+    lookup = cached_lookup(STORE, networking)
+    assert find_addresses(lookup(FRONT, GATEWAY), "cache") == []
+
+    networking._endpoints = ENDPOINTS
+    assert find_addresses(lookup(FRONT, GATEWAY), "cache") == []
+    networking.generation += 1
+
+    assert find_addresses(lookup(FRONT, GATEWAY), "cache") == [IPv4Address("172.20.0.3")]
+    assert networking.network_reads == 2
+
+
+def test_names_cached_follow_rename_and_stop() -> None:
+    store = FakeStore(FakeContainer(WEB_ID, "/web"), FakeContainer(CACHE_ID, "/cache"))
+    lookup = cached_lookup(store, CountingNetworking(ENDPOINTS))
+    assert find_addresses(lookup(FRONT, GATEWAY), "web") == [IPv4Address("172.20.0.2")]
+
+    store.containers[WEB_ID].name = "/frontend"
+    store.containers[CACHE_ID].running = False
+    records = lookup(FRONT, GATEWAY)
+
+    assert find_addresses(records, "frontend") == [IPv4Address("172.20.0.2")]
+    assert find_addresses(records, "web") == []
+    assert find_addresses(records, "cache") == []

@@ -128,3 +128,34 @@ def test_store_endpoints_in_interface_order() -> None:
         store.add_endpoint(replace(ENDPOINT, network_id=network_id, interface=f"eth{index}"))
     interfaces = [endpoint.interface for endpoint in store.endpoints_of("c" * 64)]
     assert interfaces == ["eth0", "eth2", "eth10"]
+
+
+def test_store_generation_counts_writes() -> None:
+    store = NetworkStore(sqlite3.connect(":memory:", isolation_level=None))
+    generations = [store.generation]
+
+    store.add_network(NETWORK)
+    generations.append(store.generation)
+    store.add_endpoint(ENDPOINT)
+    generations.append(store.generation)
+    store.remove_endpoint(ENDPOINT.container_id, ENDPOINT.network_id)
+    generations.append(store.generation)
+    store.add_endpoint(ENDPOINT)
+    store.remove_endpoints(ENDPOINT.container_id)
+    generations.append(store.generation)
+    store.remove_network(NETWORK.id)
+    generations.append(store.generation)
+
+    assert generations == [0, 1, 2, 3, 5, 6]
+
+
+def test_store_generation_unchanged_by_reads() -> None:
+    store = _store()
+    before = store.generation
+
+    store.networks()
+    store.endpoints()
+    store.endpoints_of(ENDPOINT.container_id)
+    store.by_name(NETWORK.name)
+
+    assert store.generation == before

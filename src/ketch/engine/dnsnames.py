@@ -9,8 +9,11 @@ network, its short id (12 hex digits) and its full id. The default ``bridge`` ne
 no name resolution, as in docker. Other names are forwarded to the servers of the client
 container's Dns option, or else to ketchd's upstreams.
 
-The names come from the container store and the network store on every query, so a rename,
-a stop or a disconnect shows in the next reply.
+The networks and endpoints are read from the network store once and kept until the store's
+generation changes, which every write to its tables does (a connect, a disconnect, a network
+create or remove). The containers' names and states are read from the container store's
+in-memory objects on every query. So a rename, a stop or a disconnect shows in the next
+reply, and a query reads nothing from SQLite while the networks stay the same.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from ketch.network.store import Endpoint, Network
 logger = logging.getLogger(__name__)
 
 SHORT_ID_LENGTH = 12
+
+# The user-defined networks by id, and their endpoints by network id.
+NetworkTable = tuple[dict[str, Network], dict[str, list[Endpoint]]]
 
 
 class HostUpstreams:
@@ -73,25 +79,28 @@ class HostUpstreams:
 
 
 class ContainerNames:
-    """The ``NameLookup`` of the name server: records of running containers."""
+    """The ``NameLookup`` of the name server: records of running containers.
+
+    ``network_generation`` returns the network store's generation. With it, the networks
+    and endpoints are cached until it changes; without it, every query reads them.
+    """
 
     def __init__(
         self,
         store: ContainerStore,
         networking: ContainerNetworking,
         default_upstreams: Callable[[], list[Upstream]] = list,
+        network_generation: Callable[[], int] | None = None,
     ) -> None:
         self._store = store
         self._networking = networking
         self._default_upstreams = default_upstreams
+        self._network_generation = network_generation
+        self._cached_generation: int | None = None
+        self._cached_table: NetworkTable | None = None
 
     def __call__(self, network: Network, client: IPv4Address | None) -> list[NameRecord]:
-        networks = {
-            candidate.id: candidate
-            for candidate in self._networking.networks()
-            if candidate.name != DEFAULT_NETWORK
-        }
-        endpoints = {network_id: self._networking.endpoints(network_id) for network_id in networks}
+        networks, endpoints = self._network_table()
         records = []
         for network_id in self._scope(network, client, endpoints):
             for endpoint in endpoints.get(network_id, []):
@@ -107,7 +116,11 @@ class ContainerNames:
         ketchd sends the forwarded query from its own network namespace, so a loopback
         address here is the host's loopback. Docker's server would use the container's.
         """
-        for endpoint in self._networking.endpoints(network.id):
+        _, endpoints = self._network_table()
+        network_endpoints = endpoints.get(network.id)
+        if network_endpoints is None:
+            network_endpoints = self._networking.endpoints(network.id)
+        for endpoint in network_endpoints:
             if endpoint.address != client:
                 continue
             container = self._store.get(endpoint.container_id)
@@ -117,6 +130,25 @@ class ContainerNames:
                 return parse_upstreams(servers)
             break
         return self._default_upstreams()
+
+    def _network_table(self) -> NetworkTable:
+        """Return the user-defined networks and their endpoints, from the cache while the
+        network store's generation is the one they were read at."""
+        generation = self._network_generation() if self._network_generation else None
+        cached = self._cached_table
+        if cached is not None and generation is not None and generation == self._cached_generation:
+            return cached
+
+        networks = {
+            candidate.id: candidate
+            for candidate in self._networking.networks()
+            if candidate.name != DEFAULT_NETWORK
+        }
+        endpoints = {network_id: self._networking.endpoints(network_id) for network_id in networks}
+
+        self._cached_generation = generation
+        self._cached_table = (networks, endpoints)
+        return networks, endpoints
 
     @staticmethod
     def _scope(
@@ -235,7 +267,13 @@ def attach_name_server(
     containers get resolv.conf files that name it, also after a connect or disconnect. The
     caller closes the returned service at shutdown."""
     host_upstreams = HostUpstreams(settings)
-    names = ContainerNames(engine.store, networking, host_upstreams)
+    network_store = networking.driver.store
+    names = ContainerNames(
+        engine.store,
+        networking,
+        host_upstreams,
+        network_generation=lambda: network_store.generation,
+    )
     server = NameServer(names, host_upstreams(), client_upstreams=names.upstreams_of)
     networking.services.append(server)
     renderer = ResolvConfRenderer(settings, networking.networks)

@@ -114,6 +114,9 @@ class NetworkStore:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        # Incremented by every write method below, which are the only writers of these
+        # tables, so that a reader can cache what it derives from them (the name server).
+        self.generation = 0
         self._db.executescript(SCHEMA)
         self._add_missing_columns()
         self._fill_missing_created()
@@ -168,6 +171,7 @@ class NetworkStore:
                     network.mtu,
                 ),
             )
+        self.generation += 1
 
     def remove_network(self, network_id: str) -> None:
         # The connection is in autocommit mode, so the two deletes get an explicit transaction.
@@ -179,6 +183,7 @@ class NetworkStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        self.generation += 1
 
     def endpoints(self, network_id: str | None = None) -> list[Endpoint]:
         query = f"SELECT {ENDPOINT_COLUMNS} FROM network_endpoints"
@@ -212,6 +217,7 @@ class NetworkStore:
                     str(endpoint.requested_address) if endpoint.requested_address else None,
                 ),
             )
+        self.generation += 1
 
     def remove_endpoint(self, container_id: str, network_id: str) -> None:
         with self._db:
@@ -219,12 +225,14 @@ class NetworkStore:
                 "DELETE FROM network_endpoints WHERE container_id = ? AND network_id = ?",
                 (container_id, network_id),
             )
+        self.generation += 1
 
     def remove_endpoints(self, container_id: str) -> None:
         with self._db:
             self._db.execute(
                 "DELETE FROM network_endpoints WHERE container_id = ?", (container_id,)
             )
+        self.generation += 1
 
 
 def _network(row: tuple[Any, ...]) -> Network:
