@@ -3,7 +3,8 @@
 ``main`` is the one place that prints them and turns them into exit codes, as docker
 does. A usage error, and any failure of ``run`` before the container runs, exits 125.
 ``run`` exits 126 when the container's command cannot be invoked and 127 when it is not
-found. A failure of any other command exits 1.
+found. A failure of any other command exits 1, and so does a conflict between two flags
+of ``run``, which docker finds only after parsing.
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ class NotATerminal(KetchError):
 
     def __init__(self) -> None:
         super().__init__("the input device is not a TTY")
+
+
+class ConflictingOptions(KetchError):
+    """Two flags that exclude each other were given. Docker 28 reports this after parsing,
+    without a usage hint and with exit status 1 (``run -d -a stdout``)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"conflicting options: {message}")
 
 
 class StartFailed(KetchError):

@@ -14,7 +14,7 @@ import os
 import sys
 
 from ketch import __version__
-from ketch.cli.errors import NotATerminal, StartFailed, UsageError
+from ketch.cli.errors import ConflictingOptions, NotATerminal, StartFailed, UsageError
 from ketch.cli.options import Command, Flag, HelpRequested, parse
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
@@ -282,9 +282,10 @@ def _report_failure(error: Exception, name: str) -> int:
 
     if not isinstance(error, KetchError):
         raise error
-    prefix = "ketch: " if name == "run" else ""
+    # Docker prefixes the failures of ``run`` with its name, but not a flag conflict.
+    prefix = "ketch: " if name == "run" and not isinstance(error, ConflictingOptions) else ""
     sys.stderr.write(f"{prefix}{error}\n")
-    if isinstance(error, (StartFailed, NotATerminal)):
+    if isinstance(error, (StartFailed, NotATerminal, ConflictingOptions)):
         return error.exit_code
     return 125 if name == "run" else 1
 

@@ -27,7 +27,13 @@ import signal
 import sys
 
 from ketch.cli.containerflags import FLAGS, create_body
-from ketch.cli.errors import ApiError, ProtocolFailure, StartFailed, UsageError
+from ketch.cli.errors import (
+    ApiError,
+    ConflictingOptions,
+    ProtocolFailure,
+    StartFailed,
+    UsageError,
+)
 from ketch.cli.options import Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
@@ -97,6 +103,8 @@ def pull_policy(options: dict) -> str:
 def execute(context: Context, options: dict, args: list[str]) -> int:
     detached = bool(options["detach"])
     body = create_body(args[0], args[1:], options, detached)
+    if detached and options["attach"]:
+        raise ConflictingOptions("cannot specify both --attach and --detach")
     check_terminal(body["Tty"], body["AttachStdin"])
     if body["Tty"] and not detached and os.isatty(0):
         # The engine sizes the terminal before the process starts. A resize sent after the
