@@ -234,3 +234,29 @@ def test_system_df_verbose(daemon: KetchDaemon, running: Container) -> None:
 def test_stats_network_counters(running: Container) -> None:
     stats = running.stats(stream=False)
     assert "eth0" in stats.get("networks", {})
+
+
+def test_system_df_counts_shared_layers(client: docker.DockerClient, running: Container) -> None:
+    running.exec_run(["touch", "/committed-file"])
+    derived = running.commit("trial/df-derived", "v1")
+    try:
+        usage = client.df()
+        images = {image["Id"]: image for image in usage["Images"]}
+        base = client.images.get("busybox").id
+        base_summary = images[base]
+        derived_summary = images[derived.id]
+
+        # busybox's layer is in both images but counts once in the total.
+        total_of_sizes = sum(image["Size"] for image in usage["Images"])
+        assert usage["LayersSize"] <= total_of_sizes - base_summary["Size"]
+        assert base_summary["SharedSize"] == base_summary["Size"]
+        assert derived_summary["SharedSize"] == base_summary["Size"]
+        assert base_summary["Containers"] == 1
+        assert derived_summary["Containers"] == 0
+    finally:
+        client.images.remove(derived.id)
+
+
+def test_image_list_shared_size(client: docker.DockerClient) -> None:
+    summaries = client.api.get(client.api._url("/images/json"), params={"shared-size": "1"}).json()
+    assert all(summary["SharedSize"] >= 0 for summary in summaries)

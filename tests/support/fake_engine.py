@@ -92,7 +92,7 @@ class FakeEngine:
             raise error
         self.add_image(reference if ":" in reference else reference + ":latest")
 
-    def list_images(self) -> list[dict[str, Any]]:
+    def list_images(self, shared_size: bool = False) -> list[dict[str, Any]]:
         return list(self.images.values())
 
     def inspect_image(self, name: str) -> dict[str, Any]:

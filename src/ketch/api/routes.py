@@ -209,7 +209,7 @@ async def remove_container(call: Call) -> None:
 
 async def list_images(call: Call) -> None:
     filters = parse_filters(call.request.query.get("filters", ""))
-    images = filter_images(call.engine.list_images(), filters)
+    images = filter_images(call.engine.list_images(call.flag("shared-size")), filters)
     await call.http.send_json(200, images)
 
 

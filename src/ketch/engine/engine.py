@@ -26,6 +26,7 @@ from ketch.engine.execs import ExecService, ExecSession
 from ketch.engine.filters import select_containers
 from ketch.engine.health import HealthMonitor
 from ketch.engine.images import ImageOperations
+from ketch.engine.layer_usage import LayerUsage, summarize_layers
 from ketch.engine.logs import LogQuery, read_log
 from ketch.engine.networks import NetworkOperations
 from ketch.engine.ports import PublishedPorts
@@ -213,11 +214,29 @@ class Engine:
         await self.images.pull(reference, progress)
         self.events.publish("image", "pull", reference, {"name": reference})
 
-    def list_images(self) -> list[dict[str, Any]]:
+    def list_images(self, shared_size: bool = False) -> list[dict[str, Any]]:
+        """Return ``GET /images/json``; ``shared_size`` fills in each ``SharedSize``."""
         counts: dict[str, int] = {}
         for container in self.containers.all():
             counts[container.image_id] = counts.get(container.image_id, 0) + 1
-        return [views.image_summary(image, counts.get(image.id, 0)) for image in self.images.list()]
+        summaries = [
+            views.image_summary(image, counts.get(image.id, 0)) for image in self.images.list()
+        ]
+        if shared_size:
+            self._fill_shared_sizes(summaries)
+        return summaries
+
+    def _fill_shared_sizes(self, summaries: list[dict[str, Any]]) -> LayerUsage:
+        """Set each summary's ``SharedSize``; return the layer totals over all of them."""
+        usage = summarize_layers(
+            {
+                summary["Id"]: self.image_operations.layer_sizes(summary["Id"])
+                for summary in summaries
+            }
+        )
+        for summary in summaries:
+            summary["SharedSize"] = usage.shared_sizes[summary["Id"]]
+        return usage
 
     def inspect_image(self, name: str) -> dict[str, Any]:
         return views.inspect_image(self.images.get(name))
@@ -407,6 +426,7 @@ class Engine:
         """Return ``GET /system/df``: images, containers and volumes with their sizes."""
         containers = self.containers.all()
         images = self.list_images()
+        usage = self._fill_shared_sizes(images)
         by_image = {image["Id"]: image["Size"] for image in images}
         container_views = []
         for container in containers:
@@ -415,7 +435,7 @@ class Engine:
             view["SizeRootFs"] = view["SizeRw"] + by_image.get(container.image_id, 0)
             container_views.append(view)
         return {
-            "LayersSize": sum(image["Size"] for image in images),
+            "LayersSize": usage.layers_size,
             "Images": images,
             "Containers": container_views,
             "Volumes": self.volumes.usage(),

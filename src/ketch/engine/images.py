@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from ketch.engine import timestamps
 from ketch.engine.events import EventBus
+from ketch.engine.layer_usage import LayerSize
 from ketch.errors import Conflict, InvalidArgument
 from ketch.images.auth import Credentials, credentials_from_registry_auth, normalize_registry
 from ketch.images.commit import CommitRequest, commit_image
@@ -123,6 +124,13 @@ class ImageOperations:
             entries[0]["Id"] = image.id
             entries[0]["Tags"] = list(image.repo_tags)
         return entries
+
+    def layer_sizes(self, image_id: str) -> list[LayerSize]:
+        """Return the image's layers, bottom first, with their unpacked sizes."""
+        return [
+            LayerSize(layer.chain_id, self._layer_size(layer))
+            for layer in self.images.metadata.layers(image_id)
+        ]
 
     def _layer_size(self, layer: Any) -> int:
         """Return the unpacked size of a layer, or its blob's size when it is not unpacked."""
