@@ -112,7 +112,8 @@ def test_images_reference_argument(served: ServedEngine) -> None:
 def test_rm_several_with_one_missing(served: ServedEngine) -> None:
     _, done_id = start_containers(served)
     result = run_ketch("rm", "done", "nope", "-f", "web", host=served.host)
-    assert result.returncode == 1
+    # Under --force a missing container is reported but is not a failure.
+    assert result.returncode == 0
     assert result.stdout == "done\nweb\n"
     assert result.stderr == "Error response from daemon: No such container: nope\n"
     assert served.engine.containers == {}

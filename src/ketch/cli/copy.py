@@ -24,7 +24,7 @@ import os
 import posixpath
 import sys
 
-from ketch.cli.errors import ApiError, UsageError
+from ketch.cli.errors import ApiError, CommandFailed
 from ketch.cli.options import Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
@@ -65,9 +65,9 @@ def split_container_path(argument: str) -> tuple[str, str] | None:
 def execute(context: Context, options: dict, args: list[str]) -> int:
     source, destination = split_container_path(args[0]), split_container_path(args[1])
     if source and destination:
-        raise UsageError("copying between containers is not supported")
+        raise CommandFailed("copying between containers is not supported")
     if not source and not destination:
-        raise UsageError("must specify at least one container source")
+        raise CommandFailed("must specify at least one container source")
     client = context.client()
     if source:
         copy_from_container(client, source[0], source[1], args[1], bool(options["follow-link"]))
@@ -102,10 +102,10 @@ def copy_from_container(
             archive.extractall(destination, members=members)
             return
         if destination.endswith("/"):
-            raise UsageError(f"destination directory {destination} does not exist")
+            raise CommandFailed(f"destination directory {destination} does not exist")
         parent = os.path.dirname(os.path.abspath(destination))
         if not os.path.isdir(parent):
-            raise UsageError(f"destination directory {parent} does not exist")
+            raise CommandFailed(f"destination directory {parent} does not exist")
         new_name = os.path.basename(destination)
         for member in members:
             first, _, rest = member.name.partition("/")
@@ -115,7 +115,7 @@ def copy_from_container(
 
 
 def safe_members(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:
-    """Return the members to unpack; UsageError for a name that could write outside the
+    """Return the members to unpack; CommandFailed for a name that could write outside the
     destination (absolute, ``..``, or through a link made by this archive)."""
     links: set[str] = set()
     safe = []
@@ -125,7 +125,7 @@ def safe_members(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:
         parts = name.split("/")
         prefixes = {"/".join(parts[:index]) for index in range(1, len(parts) + 1)}
         if prefixes & links:
-            raise UsageError(
+            raise CommandFailed(
                 f"invalid archive from the daemon: {member.name!r} passes through a link"
             )
         if member.islnk():
@@ -140,7 +140,18 @@ def safe_members(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:
 
 def _check_relative(name: str, member_name: str) -> None:
     if name.startswith("/") or ".." in name.split("/"):
-        raise UsageError(f"invalid archive from the daemon: unsafe path {member_name!r}")
+        raise CommandFailed(f"invalid archive from the daemon: unsafe path {member_name!r}")
+
+
+def check_local_source(source: str) -> None:
+    """Raise CommandFailed with the message of Go's lstat, as docker 28 does, when the
+    local source cannot be read: ``lstat /tmp/x: no such file or directory``."""
+    absolute = os.path.abspath(source)
+    try:
+        os.lstat(absolute)
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise CommandFailed(f"lstat {absolute}: {reason}") from None
 
 
 def copy_to_container(client: Client, source: str, container: str, path: str) -> None:
@@ -149,8 +160,7 @@ def copy_to_container(client: Client, source: str, container: str, path: str) ->
             "PUT", f"/containers/{container}/archive", {"path": path}, data=sys.stdin.buffer
         ).close()
         return
-    if not os.path.lexists(source):
-        raise UsageError(f"could not find the file {source} in the local filesystem")
+    check_local_source(source)
     is_directory = _container_path_is_directory(client, container, path)
     if is_directory:
         target, name = path, os.path.basename(os.path.normpath(source))

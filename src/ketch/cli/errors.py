@@ -46,6 +46,11 @@ class NotATerminal(KetchError):
         super().__init__("the input device is not a TTY")
 
 
+class CommandFailed(KetchError):
+    """The command line is valid but the command cannot do its work (a local file is
+    missing, stdout is a terminal). Docker exits 1 for these and prints no usage hint."""
+
+
 class ConflictingOptions(KetchError):
     """Two flags that exclude each other were given. Docker 28 reports this after parsing,
     without a usage hint and with exit status 1 (``run -d -a stdout``)."""

@@ -1,11 +1,15 @@
 """``ketch rm``: remove containers by name or ID.
 
 Each container is removed on its own: a failure is printed and the rest are still
-removed, and the exit status is 1 if any failed, as with docker.
+removed, and the exit status is 1 if any failed, as with docker. With ``--force`` a
+missing container is printed as an error but does not count as a failure.
 """
 
 from __future__ import annotations
 
+import sys
+
+from ketch.cli.errors import ApiError
 from ketch.cli.lifecycle import for_each
 from ketch.cli.options import Command, Flag
 
@@ -38,6 +42,13 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
     return for_each(args, lambda name: _remove(client, name, query))
 
 
-def _remove(client: Client, name: str, query: dict[str, str]) -> str:
-    client.open("DELETE", f"/containers/{name}", query).close()
+def _remove(client: Client, name: str, query: dict[str, str]) -> str | None:
+    try:
+        client.open("DELETE", f"/containers/{name}", query).close()
+    except ApiError as error:
+        # Docker (since 20.10) prints a missing container's error under --force but exits 0.
+        if error.status != 404 or "force" not in query:
+            raise
+        sys.stderr.write(f"{error}\n")
+        return None
     return name

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from ketch.cli.errors import ProtocolFailure, UsageError
+from ketch.cli.errors import CommandFailed, ProtocolFailure
 from ketch.cli.options import Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
@@ -54,22 +54,27 @@ def diff(context: Context, options: dict, args: list[str]) -> int:
 
 
 def export(context: Context, options: dict, args: list[str]) -> int:
+    check_archive_output(options["output"])
     response = context.client().open("GET", f"/containers/{args[0]}/export")
     write_archive(response, options["output"])
     return 0
 
 
 def save(context: Context, options: dict, args: list[str]) -> int:
+    check_archive_output(options["output"])
     response = context.client().open("GET", "/images/get", {"names": list(args)})
     write_archive(response, options["output"])
     return 0
 
 
-def write_archive(response: Response, output: str | None) -> None:
-    """Copy an archive reply to ``output``, or to stdout unless stdout is a terminal."""
+def check_archive_output(output: str | None) -> None:
+    """Raise CommandFailed before any request when the archive would go to a terminal."""
     if not output and sys.stdout.isatty():
-        response.close()
-        raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        raise CommandFailed("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+
+
+def write_archive(response: Response, output: str | None) -> None:
+    """Copy an archive reply to ``output``, or to stdout."""
     target: BinaryIO = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
     try:
         for block in response.iter_body():
@@ -87,9 +92,9 @@ def open_input(path: str | None) -> BinaryIO:
         try:
             return open(path, "rb")  # noqa: SIM115
         except OSError as error:
-            raise UsageError(f"cannot open {path}: {error.strerror}") from None
+            raise CommandFailed(f"cannot open {path}: {error.strerror}") from None
     if sys.stdin.isatty():
-        raise UsageError("requested load from stdin, but stdin is empty")
+        raise CommandFailed("requested load from stdin, but stdin is empty")
     return sys.stdin.buffer
 
 
