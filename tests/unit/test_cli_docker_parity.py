@@ -3,6 +3,7 @@ a subprocess against the API server with a fake engine."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -13,8 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from ketch.cli.progress import ProgressDisplay
 from support.cli import run_ketch
+from support.fake_docker import FakeDocker, Reply, serve_fake_docker
 from support.fake_engine import ServedEngine, serve_fake_engine
+
+PUSH_DIGEST = "sha256:" + "e" * 64
+PUSH_MESSAGES = [
+    {"status": "The push refers to repository [127.0.0.1:5000/app]"},
+    {"status": "Preparing", "progressDetail": {}, "id": "a1b2c3d4e5f6"},
+    {"status": "Pushed", "progressDetail": {}, "id": "a1b2c3d4e5f6"},
+    {"status": f"v1: digest: {PUSH_DIGEST} size: 527"},
+    {"progressDetail": {}, "aux": {"Tag": "v1", "Digest": PUSH_DIGEST, "Size": 527}},
+]
 
 
 @pytest.fixture
@@ -23,6 +35,16 @@ def served() -> Iterator[ServedEngine]:
     try:
         with serve_fake_engine(directory / "api.sock") as served:
             served.engine.add_image("busybox:latest")
+            yield served
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDocker]:
+    directory = Path(tempfile.mkdtemp(prefix="ketch-cli-", dir="/tmp"))
+    try:
+        with serve_fake_docker(directory / "api.sock") as served:
             yield served
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -85,3 +107,25 @@ def test_archive_to_terminal_exits_1(served: ServedEngine, command: str) -> None
     assert result.stderr == (
         "cowardly refusing to save to a terminal. Use the -o flag or redirect\n"
     )
+
+
+def test_push_output_ends_with_digest(fake: FakeDocker) -> None:
+    fake.reply("POST", "/images/127.0.0.1:5000/app/push", Reply(200, lines=PUSH_MESSAGES))
+    result = run_ketch("push", "127.0.0.1:5000/app:v1", host=fake.host)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "The push refers to repository [127.0.0.1:5000/app]",
+        "a1b2c3d4e5f6: Preparing",
+        "a1b2c3d4e5f6: Pushed",
+        f"v1: digest: {PUSH_DIGEST} size: 527",
+    ]
+    assert result.stdout.endswith("size: 527\n")
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_skips_aux_message(terminal: bool) -> None:
+    output = io.StringIO()
+    display = ProgressDisplay(output, terminal=terminal)
+    for message in PUSH_MESSAGES[3:]:
+        display.show(message)
+    assert output.getvalue() == f"v1: digest: {PUSH_DIGEST} size: 527\n"

@@ -58,6 +58,10 @@ class ProgressDisplay:
         self._lines: dict[str, int] = {}
 
     def show(self, message: dict) -> None:
+        if "aux" in message:
+            # Docker passes "aux" data (a push's tag, digest and size) to the command and
+            # prints nothing for it. Printed, its empty status would be a blank line.
+            return
         layer_id = message.get("id") or ""
         # As in docker, the bar is left out where it would not fit on one line.
         with_bar = self.terminal and self._width() > MIN_WIDTH_FOR_BAR
