@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,6 +44,10 @@ DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 STAT_HEADER = "X-Docker-Container-Path-Stat"
 COPY_SIZE = 65536
 HANGUP_POLL_SECONDS = 1.0
+# A frame of a multiplexed stream: stream number (1 stdout, 2 stderr), 3 zero bytes, and
+# the payload's length, big-endian.
+FRAME_HEADER = struct.Struct(">BxxxI")
+STDOUT_STREAM = 1
 # Docker's stream formatter ends each JSON message with CRLF; clients split on "\n".
 LINE_END = b"\r\n"
 
@@ -193,12 +198,21 @@ async def start_exec(call: Call) -> None:
     try:
         session = await call.engine.start_exec(exec_id, detach=False, tty=tty)
     except KetchError as error:
-        # The status line is gone, so the error goes into the stream, as dockerd does.
-        writer.write(message_for_error(error).encode() + b"\n")
-        await writer.drain()
+        # The status line is gone, so the error goes into the stream as dockerd writes it:
+        # one line on stdout, in a frame unless the stream is raw. The exec has its exit
+        # code by now (126 or 127), which clients read from the exec inspect that follows.
+        await _send_stream_error(writer, message_for_error(error), raw)
         return
     keys = parse_detach_keys(session.detach_keys)
     await _run_hijacked(call, session.output, session.stdin, writer, keys)
+
+
+async def _send_stream_error(writer: asyncio.StreamWriter, message: str, raw: bool) -> None:
+    line = message.encode() + b"\r\n"
+    if not raw:
+        line = FRAME_HEADER.pack(STDOUT_STREAM, len(line)) + line
+    writer.write(line)
+    await writer.drain()
 
 
 def parse_detach_keys(text: str) -> bytes:

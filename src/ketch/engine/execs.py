@@ -7,6 +7,8 @@ with the exec's command, environment, working directory, user and terminal, so i
 the container's capabilities, rlimits and security settings. The supervisor runs it and
 streams its output; the stream ends with the exit code, which the engine records before
 it closes the client's stream, so an inspect right after the output ends sees the code.
+An exec whose process does not start is finished at once, as in dockerd: exit code 127
+when the command does not exist, 126 for any other failure.
 
 The records of a container's execs go when the container is removed, and only the
 newest ``MAX_FINISHED_EXECS`` finished execs of a container are kept before that, because
@@ -36,7 +38,7 @@ from ketch.engine.exec_records import ExecRecords
 from ketch.engine.spec import merge_env
 from ketch.engine.store import Container, ContainerPaths
 from ketch.engine.userdb import resolve_user_in_rootfs
-from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound
+from ketch.errors import Conflict, Forbidden, InvalidArgument, KetchError, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,37 @@ FRAME_HEADER = struct.Struct(">BxxxI")
 STREAM_EXIT = 255  # the supervisor's last frame of an exec stream, see its protocol
 READ_SIZE = 64 * 1024
 MAX_FINISHED_EXECS = 100
+
+# Docker's exit codes for an exec whose process could not be started.
+EXIT_COMMAND_NOT_FOUND = 127
+EXIT_COMMAND_NOT_INVOKED = 126
+# dockerd 28 (through containerd and runc) reports a failed command lookup with these
+# words around runc's message. "unknown" is the gRPC status that containerd adds.
+EXEC_FAILED_PREFIX = "OCI runtime exec failed: exec failed: unable to start container process: "
+EXEC_FAILED_SUFFIX = ": unknown"
+# The start of the runtime's messages for a command that it cannot find or run.
+LOOKUP_ERROR_START = "exec: "
+
+
+def exec_failure_exit_code(message: str) -> int:
+    """Return docker's exit code for an exec start that failed with ``message``: 127
+    when the command does not exist, 126 for every other failure."""
+    lowered = message.lower()
+    if "executable file not found" in lowered or "no such file or directory" in lowered:
+        return EXIT_COMMAND_NOT_FOUND
+    return EXIT_COMMAND_NOT_INVOKED
+
+
+def exec_start_error(error: KetchError) -> KetchError:
+    """Return the error to report for an exec whose process did not start.
+
+    A failed command lookup becomes dockerd's message, with dockerd's status 400,
+    because clients show that message as it is. Other errors stay as they are.
+    """
+    is_lookup = isinstance(error, (NotFound, Forbidden))
+    if not is_lookup or not str(error).startswith(LOOKUP_ERROR_START):
+        return error
+    return InvalidArgument(f"{EXEC_FAILED_PREFIX}{error}{EXEC_FAILED_SUFFIX}")
 
 
 @dataclass
@@ -234,9 +267,8 @@ class ExecService:
             source, writer, pid = await self._containers.supervisor.exec(
                 container.id, instance.id, process, tty=instance.tty, open_stdin=open_stdin
             )
-        except KetchError:
-            instance.started = False
-            raise
+        except KetchError as error:
+            raise self._record_start_failure(instance, error) from None
         instance.running = True
         instance.pid = pid
         self._streaming.add(instance.id)
@@ -249,6 +281,25 @@ class ExecService:
             stdin=writer if open_stdin else None,
             detach_keys=instance.detach_keys,
         )
+
+    def _record_start_failure(self, instance: ExecInstance, error: KetchError) -> KetchError:
+        """Record an exec whose process did not start as finished, and return the error
+        to report.
+
+        As in dockerd, the exec has then run: its exit code is 127 when the command was
+        not found, else 126, and a second start is a conflict.
+        """
+        instance.exit_code = exec_failure_exit_code(str(error))
+        instance.running = False
+        self._save(instance)
+        logger.info(
+            "exec %s in container %s failed to start (exit code %d): %s",
+            instance.id,
+            instance.container_id,
+            instance.exit_code,
+            error,
+        )
+        return exec_start_error(error)
 
     def _check_running(self, container: Container) -> None:
         if not container.running:
