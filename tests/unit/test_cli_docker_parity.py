@@ -129,3 +129,22 @@ def test_progress_skips_aux_message(terminal: bool) -> None:
     for message in PUSH_MESSAGES[3:]:
         display.show(message)
     assert output.getvalue() == f"v1: digest: {PUSH_DIGEST} size: 527\n"
+
+
+def test_pull_missing_image_error_order(served: ServedEngine) -> None:
+    # stdout and stderr share one pipe, as in "ketch pull nosuchimage 2>&1 | cat", and
+    # stdout is block-buffered, as it is without PYTHONUNBUFFERED.
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ketch.cli.main", "-H", served.host, "pull", "nosuchimage"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=30,
+        env=environment,
+    )
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "Using default tag: latest",
+        "Error response from daemon: manifest unknown",
+    ]

@@ -273,6 +273,7 @@ def _run(
 
 
 def _report_usage_error(error: UsageError, help_command: str) -> int:
+    _flush_stdout()
     sys.stderr.write(f"{error}\nSee '{help_command}'.\n")
     return 125
 
@@ -282,12 +283,22 @@ def _report_failure(error: Exception, name: str) -> int:
 
     if not isinstance(error, KetchError):
         raise error
+    _flush_stdout()
     # Docker prefixes the failures of ``run`` with its name, but not a flag conflict.
     prefix = "ketch: " if name == "run" and not isinstance(error, ConflictingOptions) else ""
     sys.stderr.write(f"{prefix}{error}\n")
     if isinstance(error, (StartFailed, NotATerminal, ConflictingOptions)):
         return error.exit_code
     return 125 if name == "run" else 1
+
+
+def _flush_stdout() -> None:
+    """Write out what the command printed before its error, so that in a pipe shared by
+    stdout and stderr the lines keep the order in which they were printed."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
 
 
 def _silence_stdout() -> None:
