@@ -1,10 +1,12 @@
 """Cases a new docker user ran into against ketchd: export of a running container, the
-untagging of digest references by rmi, memory swap limits and repeated imports."""
+untagging of digest references by rmi, memory swap limits, repeated imports, system df
+sizes, and what commit and diff record."""
 
 from __future__ import annotations
 
 import fcntl
 import io
+import json
 import os
 import pty
 import select
@@ -260,3 +262,45 @@ def test_system_df_counts_shared_layers(client: docker.DockerClient, running: Co
 def test_image_list_shared_size(client: docker.DockerClient) -> None:
     summaries = client.api.get(client.api._url("/images/json"), params={"shared-size": "1"}).json()
     assert all(summary["SharedSize"] >= 0 for summary in summaries)
+
+
+def top_layer_names(image: docker.models.images.Image) -> list[str]:
+    """Return the member names of the image's last layer, read from ``docker save``."""
+    data = b"".join(image.save())
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        manifest_file = archive.extractfile("manifest.json")
+        assert manifest_file is not None
+        top_layer = json.loads(manifest_file.read())[0]["Layers"][-1]
+        layer_file = archive.extractfile(top_layer)
+        assert layer_file is not None
+        with tarfile.open(fileobj=io.BytesIO(layer_file.read())) as layer:
+            return layer.getnames()
+
+
+def test_diff_leaves_out_mount_targets(running: Container) -> None:
+    assert not running.diff()
+
+
+def test_diff_lists_real_etc_change(running: Container) -> None:
+    running.exec_run(["touch", "/etc/motd"])
+    changes = {change["Path"]: change["Kind"] for change in running.diff()}
+    assert changes == {"/etc": 0, "/etc/motd": 1}
+
+
+def test_commit_leaves_out_mount_targets(running: Container) -> None:
+    running.exec_run(["touch", "/etc/motd"])
+    image = running.commit("trial/no-targets", "v1")
+    try:
+        assert sorted(top_layer_names(image)) == ["etc", "etc/motd"]
+    finally:
+        image.client.images.remove(image.id)
+
+
+def test_commit_history_created_by(client: docker.DockerClient, running: Container) -> None:
+    image = running.commit("trial/history", "v1", message="first try")
+    try:
+        newest = client.api.history(image.id)[0]
+        assert newest["CreatedBy"] == "sleep 1000"
+        assert newest["Comment"] == "first try"
+    finally:
+        client.images.remove(image.id)

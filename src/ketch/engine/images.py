@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from ketch.engine import timestamps
 from ketch.engine.events import EventBus
+from ketch.engine.init_paths import copy_without_init_paths, init_paths, member_path
 from ketch.engine.layer_usage import LayerSize
 from ketch.errors import Conflict, InvalidArgument
 from ketch.images.auth import Credentials, credentials_from_registry_auth, normalize_registry
@@ -262,13 +263,19 @@ class ImageOperations:
             comment=options.get("comment", ""),
             author=options.get("author", ""),
             reference=name,
+            # dockerd records the committed container's Cmd, joined with spaces.
+            created_by=" ".join(container.config.get("Cmd") or []),
         )
-        with tempfile.NamedTemporaryFile(dir=spool_dir) as spool:
-            self.images.diff_rootfs(container.id, spool)
-            spool.flush()
-            image_id = await commit_image(
-                self.images, container.image_id, Path(spool.name), request
-            )
+        with (
+            tempfile.NamedTemporaryFile(dir=spool_dir) as diff,
+            tempfile.NamedTemporaryFile(dir=spool_dir) as layer,
+        ):
+            self.images.diff_rootfs(container.id, diff)
+            diff.seek(0)
+            layer_path = Path(layer.name if copy_without_init_paths(diff, layer) else diff.name)
+            diff.flush()
+            layer.flush()
+            image_id = await commit_image(self.images, container.image_id, layer_path, request)
         self.events.publish("container", "commit", container.id, {"comment": request.comment})
         return image_id
 
@@ -290,8 +297,9 @@ OPAQUE_WHITEOUT = ".wh..wh..opq"
 def container_changes(images: Any, container_id: str, spool_dir: Path) -> list[dict[str, Any]]:
     """Return what a container changed in its rootfs as ``{"Path", "Kind"}`` entries.
 
-    The changes come from the layer tar that commit would record: a whiteout entry is a
-    deletion, and any other entry is an addition unless the image's layers have that path.
+    The changes come from the layer tar that commit would record, without the mount
+    targets of the container's set-up: a whiteout entry is a deletion, and any other entry
+    is an addition unless the image's layers have that path.
     """
     # Limitation: the diff runs on the event loop thread, because the image store's
     # SQLite connection belongs to that thread.
@@ -299,7 +307,9 @@ def container_changes(images: Any, container_id: str, spool_dir: Path) -> list[d
         images.diff_rootfs(container_id, spool)
         spool.seek(0)
         with tarfile.open(fileobj=spool) as tar:
-            names = [member.name for member in tar]
+            names = tar.getnames()
+    dropped = init_paths(names)
+    names = [name for name in names if member_path(name) not in dropped]
     layers = images.metadata.layers(images.rootfs.image_of(container_id))
     lowerdirs = images.snapshots.lowerdirs(layers[-1].chain_id) if layers else []
 
