@@ -1,5 +1,7 @@
-"""Exit statuses and output of the ``ketch`` CLI that must match the docker CLI 28, run in
-a subprocess against the API server with a fake engine."""
+"""Exit statuses and output of the ``ketch`` CLI that must match the docker CLI 28.
+
+The commands run in a subprocess against the API server with a fake engine, or against a
+scripted Engine API server. The progress and event formatters are called directly."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ketch.cli.events import format_event
 from ketch.cli.progress import ProgressDisplay
 from support.cli import run_ketch
 from support.fake_docker import FakeDocker, Reply, serve_fake_docker
@@ -148,3 +152,42 @@ def test_pull_missing_image_error_order(served: ServedEngine) -> None:
         "Using default tag: latest",
         "Error response from daemon: manifest unknown",
     ]
+
+
+EVENT_TIME_NANO = 1700000000123456789
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [
+        ("UTC", "2023-11-14T22:13:20.123456789Z"),
+        ("Europe/London", "2023-11-14T22:13:20.123456789Z"),
+        ("Europe/Berlin", "2023-11-14T23:13:20.123456789+01:00"),
+        ("America/New_York", "2023-11-14T17:13:20.123456789-05:00"),
+    ],
+)
+def test_event_time_layout(monkeypatch: pytest.MonkeyPatch, zone: str, expected: str) -> None:
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        line = format_event({"Type": "container", "Action": "start", "timeNano": EVENT_TIME_NANO})
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert line == f"{expected} container start "
+
+
+def test_event_time_from_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        line = format_event({"Type": "network", "Action": "create", "time": 1700000000})
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert line == "2023-11-14T22:13:20.000000000Z network create "
+
+
+def test_event_without_time() -> None:
+    event = {"Type": "image", "Action": "pull", "Actor": {"ID": "busybox:latest"}}
+    assert format_event(event) == "image pull busybox:latest"

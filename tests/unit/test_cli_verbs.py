@@ -261,8 +261,7 @@ def test_events_default_line(fake: FakeDocker) -> None:
     fake.reply("GET", "/events", Reply(200, lines=[event]))
     result = ketch(fake, "events", "--until", "1700000001", env={"TZ": "UTC"})
     assert result.stdout == (
-        f"2023-11-14T22:13:20.123456789+00:00 container start {CONTAINER_ID} "
-        "(image=busybox, name=web)\n"
+        f"2023-11-14T22:13:20.123456789Z container start {CONTAINER_ID} (image=busybox, name=web)\n"
     )
 
 

@@ -1,8 +1,8 @@
 """``ketch events``: the daemon's event stream, printed as docker prints it.
 
-Each event is one line: its time (RFC 3339 with nanoseconds, local zone), type, action,
-actor ID and sorted attributes, ``2024-05-01T10:00:00.000000000+00:00 container start
-3f2a... (image=busybox, name=web)``. ``--since`` and ``--until`` take what ``logs``
+Each event is one line: its time (RFC 3339 with nanoseconds, local zone, ``Z`` for UTC),
+type, action, actor ID and sorted attributes, ``2024-05-01T10:00:00.000000000Z container
+start 3f2a... (image=busybox, name=web)``. ``--since`` and ``--until`` take what ``logs``
 takes; without ``--until`` the stream runs until interrupted.
 """
 
@@ -80,16 +80,25 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
 def format_event(event: dict) -> str:
     """Format one event as docker's default line."""
     nanoseconds = event.get("timeNano") or int((event.get("time") or 0) * 1_000_000_000)
-    seconds, fraction = divmod(int(nanoseconds), 1_000_000_000)
-    moment = time.localtime(seconds)
-    offset = time.strftime("%z", moment)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{fraction:09d}{offset[:3]}:{offset[3:]}"
     actor = event.get("Actor") or {}
     kind = event.get("Type") or ""
     action = event.get("Action") or event.get("status") or ""
     identifier = actor.get("ID") or event.get("id") or ""
     attributes = actor.get("Attributes") or {}
-    line = f"{stamp} {kind} {action} {identifier}"
+    line = f"{kind} {action} {identifier}"
+    # Docker leaves the time out of the line when the event has none.
+    if nanoseconds:
+        line = f"{format_time(int(nanoseconds))} {line}"
     if attributes:
         line += " (" + ", ".join(f"{key}={attributes[key]}" for key in sorted(attributes)) + ")"
     return line
+
+
+def format_time(nanoseconds: int) -> str:
+    """Format a time as Go's ``2006-01-02T15:04:05.000000000Z07:00`` in the local zone,
+    the layout of docker 28's events: ``Z`` for a zero UTC offset, else ``+01:00``."""
+    seconds, fraction = divmod(nanoseconds, 1_000_000_000)
+    moment = time.localtime(seconds)
+    offset = time.strftime("%z", moment)
+    zone = "Z" if offset in ("+0000", "-0000") else f"{offset[:3]}:{offset[3:]}"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{fraction:09d}{zone}"
