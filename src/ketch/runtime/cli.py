@@ -203,22 +203,6 @@ def _spec(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _list(arguments: argparse.Namespace) -> int:
-    containers = _runtime(arguments).list()
-    if arguments.format == "json":
-        import json
-
-        print(json.dumps(containers))
-    elif arguments.quiet:
-        for container in containers:
-            print(container["id"])
-    else:
-        print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
-        for c in containers:
-            print(f"{c['id']:<20} {c['pid']:<8} {c['status']:<10} {c['bundle']:<40} {c['created']}")
-    return 0
-
-
 # The verbs that :mod:`.cli_quick` parses without argparse.
 _QUICK_HANDLERS = {
     "create": _create,
@@ -405,11 +389,6 @@ def _parser() -> argparse.ArgumentParser:
     spec = verbs.add_parser("spec", help="write a default config.json")
     spec.add_argument("--bundle", "-b", default=".", help="directory to write it in")
     spec.set_defaults(handler=_spec)
-
-    listing = verbs.add_parser("list", help="list the containers under --root")
-    listing.add_argument("--format", "-f", choices=("table", "json"), default="table")
-    listing.add_argument("--quiet", "-q", action="store_true", help="print ids only")
-    listing.set_defaults(handler=_list)
     return parser
 
 

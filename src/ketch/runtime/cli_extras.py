@@ -1,4 +1,4 @@
-"""runc's extra verbs that manage a running container: ps, pause, resume, update, features.
+"""runc's extra verbs: ps, pause, resume, update, features and list.
 
 Split from :mod:`ketch.runtime.cli` to keep that module about the standard verbs. Like
 them, each handler parses, calls the library and prints, and imports what it needs
@@ -41,6 +41,13 @@ def add_parsers(verbs: Any, runtime: Any) -> None:
     features = verbs.add_parser("features", help="print what this runtime implements, as JSON")
     features.set_defaults(handler=_features)
 
+    listing = verbs.add_parser("list", help="list the containers under --root")
+    listing.add_argument(
+        "--format", "-f", choices=("table", "json"), default="table", help="output format"
+    )
+    listing.add_argument("--quiet", "-q", action="store_true", help="print ids only")
+    listing.set_defaults(handler=lambda arguments: _list(runtime(arguments), arguments))
+
 
 def _ps(runtime: Any, arguments: argparse.Namespace) -> int:
     import json
@@ -80,6 +87,89 @@ def _pid_at(line: str, column: int) -> int | None:
         return int(fields[column])
     except (IndexError, ValueError):
         return None
+
+
+def _list(runtime: Any, arguments: argparse.Namespace) -> int:
+    """Print the containers as ``runc list`` (1.1) does: ids only with ``--quiet``, even
+    with ``--format``, else a table or a JSON array."""
+    containers = runtime.list()
+    owners = {
+        container["id"]: _owner_of(runtime.state_root / container["id"]) for container in containers
+    }
+    if arguments.quiet:
+        for container in containers:
+            print(container["id"])
+    elif arguments.format == "json":
+        import json
+
+        for container in containers:
+            container["owner"] = owners[container["id"]]
+        print(json.dumps(containers))
+    else:
+        rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
+        for container in containers:
+            rows.append(
+                [
+                    container["id"],
+                    str(container["pid"]),
+                    container["status"],
+                    container["bundle"],
+                    _rfc3339_nano(container["created"]),
+                    owners[container["id"]],
+                ]
+            )
+        print(format_table(rows), end="")
+    return 0
+
+
+def _owner_of(directory: Path) -> str:
+    """Return the name of the user who owns the container's state directory, or ``#uid``
+    when the user database has no name for it, as runc does."""
+    import pwd
+
+    try:
+        uid = directory.stat().st_uid
+    except FileNotFoundError:
+        # The container was deleted since the list was read.
+        return ""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
+
+
+def _rfc3339_nano(timestamp: str) -> str:
+    """Drop the trailing zeros of the fraction of seconds, as Go's RFC3339Nano layout does.
+
+    The state keeps ``created`` with nine digits, ``2024-01-02T03:04:05.120000000Z``,
+    and runc prints ``2024-01-02T03:04:05.12Z`` for it.
+    """
+    if "." not in timestamp or not timestamp.endswith("Z"):
+        return timestamp
+    whole, fraction = timestamp[:-1].split(".", 1)
+    fraction = fraction.rstrip("0")
+    return f"{whole}.{fraction}Z" if fraction else f"{whole}Z"
+
+
+# The cell layout of runc's list table, from Go's text/tabwriter as runc sets it up: a
+# column is as wide as its widest cell plus TABLE_PADDING, and at least TABLE_MIN_WIDTH.
+TABLE_MIN_WIDTH = 12
+TABLE_PADDING = 3
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Lay out ``rows`` as runc's tables are laid out. Every cell but the last of a row is
+    padded with spaces, and the last is printed as it is, as tabwriter prints the text
+    after a row's last tab."""
+    widths = [
+        max(TABLE_MIN_WIDTH, max(len(row[column]) for row in rows) + TABLE_PADDING)
+        for column in range(len(rows[0]) - 1)
+    ]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        lines.append("".join(cells) + row[-1] + "\n")
+    return "".join(lines)
 
 
 def _pause(runtime: Any, arguments: argparse.Namespace) -> int:
