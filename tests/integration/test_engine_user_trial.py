@@ -304,3 +304,18 @@ def test_commit_history_created_by(client: docker.DockerClient, running: Contain
         assert newest["Comment"] == "first try"
     finally:
         client.images.remove(image.id)
+
+
+def test_create_rejects_missing_cpu(client: docker.DockerClient) -> None:
+    missing = str(os.cpu_count() or 1)
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.containers.create("busybox", ["true"], cpuset_cpus=missing)
+    assert caught.value.status_code == 400
+    assert f"Requested CPUs are not available - requested {missing}" in str(caught.value)
+
+
+def test_create_rejects_missing_node(client: docker.DockerClient) -> None:
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.containers.create("busybox", ["true"], cpuset_mems="63")
+    assert caught.value.status_code == 400
+    assert "Requested memory nodes are not available - requested 63" in str(caught.value)

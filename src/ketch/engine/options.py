@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ketch.engine.cpusets import check_cpuset
 from ketch.engine.hostconfig import HostOptions, parse_host_options
 from ketch.engine.logopts import check_log_driver, check_log_opts
 from ketch.errors import InvalidArgument
@@ -337,6 +338,7 @@ def _parse_cpu(host_config: dict[str, Any], options: CreateOptions, prefix: str)
                 f"invalid {prefix}.{key} {value!r}: expected a list such as 0-2,4"
             )
         setattr(options, "cpuset_cpus" if key == "CpusetCpus" else "cpuset_mems", value)
+    check_cpuset(options.cpuset_cpus, options.cpuset_mems)
 
 
 def parse_resources(host_config: dict[str, Any], prefix: str = "HostConfig") -> CreateOptions:

@@ -1,0 +1,84 @@
+"""The CPUs and memory nodes that a container's cpuset may name, checked at create.
+
+Container cgroups are made below the cgroup of ketchd, so a container's ``CpusetCpus``
+and ``CpusetMems`` must be subsets of that cgroup's effective cpuset. dockerd checks the
+same at create and update, so a request for a CPU the host lacks fails with 400 there,
+not with a cgroup write error at start.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ketch.engine.stats import cgroup_directories
+from ketch.errors import InvalidArgument
+
+# The file of a cgroup's effective set, by cgroup version, for "cpus" and "mems".
+_V1_FILES = {"cpus": "cpuset.effective_cpus", "mems": "cpuset.effective_mems"}
+_V2_FILES = {"cpus": "cpuset.cpus.effective", "mems": "cpuset.mems.effective"}
+
+# The kernel's list of online NUMA nodes, read when no cpuset controller is available.
+_ONLINE_NODES = Path("/sys/devices/system/node/online")
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """Parse a kernel CPU or node list such as ``0-2,4`` into its numbers."""
+    numbers: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        start = int(first)
+        end = int(last) if last else start
+        if end < start:
+            raise ValueError(f"invalid range {part!r}: the end is below the start")
+        numbers.update(range(start, end + 1))
+    return numbers
+
+
+def available_list(kind: str) -> str:
+    """Return the effective ``cpus`` or ``mems`` list of ketchd's cgroup, such as "0-1"."""
+    directories = cgroup_directories(os.getpid())
+    candidates = []
+    if "cpuset" in directories:
+        candidates.append(directories["cpuset"] / _V1_FILES[kind])
+    if "" in directories:
+        candidates.append(directories[""] / _V2_FILES[kind])
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return _fallback_list(kind)
+
+
+def _fallback_list(kind: str) -> str:
+    """Return the set without a cpuset controller: the CPUs ketchd may run on, or the
+    online NUMA nodes."""
+    if kind == "cpus":
+        return ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
+    try:
+        return _ONLINE_NODES.read_text().strip() or "0"
+    except OSError:
+        return "0"
+
+
+def check_cpuset(cpus: str, mems: str) -> None:
+    """Raise InvalidArgument, in dockerd's wording, when ``cpus`` or ``mems`` names a
+    CPU or memory node outside the available set."""
+    if cpus:
+        available = available_list("cpus")
+        if not parse_cpu_list(cpus) <= parse_cpu_list(available):
+            raise InvalidArgument(
+                f"Requested CPUs are not available - requested {cpus}, available: {available}"
+            )
+    if mems:
+        available = available_list("mems")
+        if not parse_cpu_list(mems) <= parse_cpu_list(available):
+            raise InvalidArgument(
+                "Requested memory nodes are not available - "
+                f"requested {mems}, available: {available}"
+            )
