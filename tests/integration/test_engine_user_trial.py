@@ -319,3 +319,26 @@ def test_create_rejects_missing_node(client: docker.DockerClient) -> None:
         client.containers.create("busybox", ["true"], cpuset_mems="63")
     assert caught.value.status_code == 400
     assert "Requested memory nodes are not available - requested 63" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("network", "ipam"),
+    [
+        ("none", {"IPv4Address": "172.18.0.50"}),
+        ("none", {"IPv6Address": "fd00::50"}),
+        ("host", {"IPv4Address": "172.18.0.50"}),
+        ("bridge", {"IPv6Address": "fd00::50"}),
+    ],
+)
+def test_static_ip_needs_user_network(
+    client: docker.DockerClient, network: str, ipam: dict[str, str]
+) -> None:
+    body = {
+        "Image": "busybox",
+        "Cmd": ["true"],
+        "HostConfig": {"NetworkMode": network},
+        "NetworkingConfig": {"EndpointsConfig": {network: {"IPAMConfig": ipam}}},
+    }
+    reply = client.api.post(client.api._url("/containers/create"), json=body)
+    assert reply.status_code == 400
+    assert "supported on user defined networks only" in reply.json()["message"]

@@ -7,7 +7,12 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from ketch.engine.networking import check_mac, endpoint_request, network_name_of
+from ketch.engine.networking import (
+    check_mac,
+    check_predefined_endpoint,
+    endpoint_request,
+    network_name_of,
+)
 from ketch.engine.networks import _prune_until, parse_create_body
 from ketch.errors import InvalidArgument, NotFound
 from ketch.network.store import Network
@@ -148,6 +153,31 @@ def test_endpoint_request_ip_on_default() -> None:
 def test_endpoint_request_alias_on_default() -> None:
     with pytest.raises(InvalidArgument, match="network-scoped alias"):
         endpoint_request({"Aliases": ["db"]}, DEFAULT_NETWORK)
+
+
+def test_endpoint_request_ipv6_on_default() -> None:
+    with pytest.raises(InvalidArgument, match="user defined networks only"):
+        endpoint_request({"IPAMConfig": {"IPv6Address": "fd00::9"}}, DEFAULT_NETWORK)
+
+
+def test_endpoint_request_ipv6_on_user() -> None:
+    with pytest.raises(InvalidArgument, match="network back has no IPv6 subnet"):
+        endpoint_request({"IPAMConfig": {"IPv6Address": "fd00::9"}}, USER_NETWORK)
+
+
+@pytest.mark.parametrize("field", ["IPv4Address", "IPv6Address"])
+def test_predefined_endpoint_static_address(field: str) -> None:
+    with pytest.raises(InvalidArgument, match="user defined networks only"):
+        check_predefined_endpoint({"IPAMConfig": {field: "172.18.0.50"}})
+
+
+def test_predefined_endpoint_alias() -> None:
+    with pytest.raises(InvalidArgument, match="network-scoped alias"):
+        check_predefined_endpoint({"Aliases": ["db"]})
+
+
+def test_predefined_endpoint_empty_passes() -> None:
+    check_predefined_endpoint({"IPAMConfig": {}, "Aliases": None})
 
 
 def test_mac_multicast_rejected() -> None:

@@ -115,6 +115,8 @@ class ContainerNetworking:
                     "Container cannot be connected to network endpoints: "
                     + ", ".join([mode, *others])
                 )
+            if mode in configs:
+                check_predefined_endpoint(configs[mode])
             if mode.startswith(CONTAINER_MODE_PREFIX):
                 options.network_mode = self._container_mode(mode, resolve)
             return {}
@@ -421,27 +423,45 @@ def endpoint_request(config: dict[str, Any], network: Network) -> EndpointReques
             f"invalid Aliases for network {network.name}: expected a list of names"
         )
 
-    ipam_config = config.get("IPAMConfig") or {}
-    address_text = ipam_config.get("IPv4Address") if isinstance(ipam_config, dict) else None
+    if network.name == DEFAULT_NETWORK:
+        check_predefined_endpoint(config)
+    ipam_config = _ipam_config(config)
+    address_text = ipam_config.get("IPv4Address")
     address = ipam.parse_address(address_text, "IPv4Address") if address_text else None
-
-    user_defined = network.name != DEFAULT_NETWORK
-    if address is not None and not user_defined:
-        raise InvalidArgument(
-            "user specified IP address is supported on user defined networks only"
-        )
-    if aliases and not user_defined:
-        raise InvalidArgument(
-            "network-scoped alias is supported only for containers in user defined networks"
-        )
     if address is not None:
         ipam.check_in_subnet(address, network.subnet, "IPv4Address")
+    if ipam_config.get("IPv6Address"):
+        raise InvalidArgument(
+            f"invalid IPv6Address {ipam_config['IPv6Address']!r}: network {network.name} "
+            "has no IPv6 subnet, because ketch networks are IPv4 only"
+        )
 
     mac = config.get("MacAddress") or None
     if mac is not None:
         mac = check_mac(mac)
     # Docker adds the short container id to Aliases; ketch keeps only the requested ones.
     return EndpointRequest(aliases=tuple(dict.fromkeys(aliases)), address=address, mac=mac)
+
+
+def check_predefined_endpoint(config: Any) -> None:
+    """Reject, in dockerd's wording, what only a user-defined network allows: a static
+    address or an alias on the default bridge, host or none."""
+    if not isinstance(config, dict):
+        return
+    ipam_config = _ipam_config(config)
+    if ipam_config.get("IPv4Address") or ipam_config.get("IPv6Address"):
+        raise InvalidArgument(
+            "user specified IP address is supported on user defined networks only"
+        )
+    if config.get("Aliases"):
+        raise InvalidArgument(
+            "network-scoped alias is supported only for containers in user defined networks"
+        )
+
+
+def _ipam_config(config: dict[str, Any]) -> dict[str, Any]:
+    ipam_config = config.get("IPAMConfig") or {}
+    return ipam_config if isinstance(ipam_config, dict) else {}
 
 
 def check_mac(text: str) -> str:
