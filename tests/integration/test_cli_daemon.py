@@ -306,11 +306,29 @@ def test_tag_push_rmi_pull(daemon: KetchDaemon) -> None:
     pushed = daemon.ketch("push", target)
     skip_without_route(pushed)
     assert pushed.returncode == 0, pushed.stderr
+    # The output ends with the digest line, and no blank line follows it.
+    assert pushed.stdout.splitlines()[-1].startswith("v1: digest: sha256:"), pushed.stdout
+    assert not pushed.stdout.endswith("\n\n"), pushed.stdout
     removed = daemon.ketch("rmi", target)
     skip_without_route(removed)
     assert f"Untagged: {target}" in removed.stdout.splitlines(), removed.stderr
     pulled = daemon.ketch("pull", "-q", target)
     assert pulled.stdout == f"{target}\n", pulled.stderr
+
+
+# NOTE: the image layer's pull sends "latest: Pulling from ..." before it looks up the
+# manifest, so ketchd starts the progress stream and reports the failure inside it. dockerd
+# sends that line once the manifest is found, and replies 404 with the error.
+@pytest.mark.xfail(reason="ketchd sends 'Pulling from' before the manifest lookup", strict=True)
+def test_pull_missing_tag_output(daemon: KetchDaemon) -> None:
+    reference = f"{daemon.registry_address}/cli/nosuchimage"
+    result = daemon.ketch("pull", reference)
+    assert result.returncode == 1
+    assert result.stdout == "Using default tag: latest\n"
+    assert result.stderr == (
+        f"Error response from daemon: manifest for {reference}:latest not found: "
+        "manifest unknown: manifest unknown\n"
+    )
 
 
 def test_top_and_stats(daemon: KetchDaemon, names: list[str]) -> None:
