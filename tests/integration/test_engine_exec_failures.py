@@ -189,3 +189,16 @@ def test_failed_detached_exec(client: docker.DockerClient, container: str) -> No
 def test_exec_after_failure_works(daemon: KetchDaemon, container: str) -> None:
     daemon.docker("exec", container, "nonexistentcmd")
     assert docker_ok(daemon, "exec", container, "echo", "still fine") == "still fine\n"
+
+
+def test_ketch_exec_detached_missing_command(daemon: KetchDaemon, container: str) -> None:
+    result = daemon.ketch("exec", "-d", container, "nonexistentcmd")
+    assert result.returncode == 1, result.stdout
+    assert NOT_FOUND_MESSAGE in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
+def test_docker_exec_detached_missing_command(daemon: KetchDaemon, container: str) -> None:
+    result = daemon.docker("exec", "-d", container, "nonexistentcmd")
+    assert result.returncode == 1, result.stdout
+    assert NOT_FOUND_MESSAGE in result.stderr
