@@ -318,7 +318,8 @@ def test_tag_push_rmi_pull(daemon: KetchDaemon) -> None:
 
 # NOTE: the image layer's pull sends "latest: Pulling from ..." before it looks up the
 # manifest, so ketchd starts the progress stream and reports the failure inside it. dockerd
-# sends that line once the manifest is found, and replies 404 with the error.
+# (moby distribution/pull_v2.go) sends that line once the manifest is found, so a missing
+# manifest gets an error status before any progress.
 @pytest.mark.xfail(reason="ketchd sends 'Pulling from' before the manifest lookup", strict=True)
 def test_pull_missing_tag_output(daemon: KetchDaemon) -> None:
     reference = f"{daemon.registry_address}/cli/nosuchimage"
