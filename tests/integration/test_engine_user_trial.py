@@ -342,3 +342,20 @@ def test_static_ip_needs_user_network(
     reply = client.api.post(client.api._url("/containers/create"), json=body)
     assert reply.status_code == 400
     assert "supported on user defined networks only" in reply.json()["message"]
+
+
+def test_bind_mount_missing_source(client: docker.DockerClient, tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    mount = docker.types.Mount("/data", str(missing), type="bind")
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.containers.create("busybox", ["true"], mounts=[mount])
+    assert caught.value.status_code == 400
+    expected = f'invalid mount config for type "bind": bind source path does not exist: {missing}'
+    assert expected in str(caught.value)
+
+
+def test_pid_mode_invalid(client: docker.DockerClient) -> None:
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.containers.create("busybox", ["true"], pid_mode="nope")
+    assert caught.value.status_code == 400
+    assert "invalid PID mode: nope" in str(caught.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,3 +190,39 @@ def test_signal_forms() -> None:
 def test_signal_out_of_range() -> None:
     with pytest.raises(InvalidArgument, match="Invalid signal: 0"):
         parse_signal(0, "signal")
+
+
+@pytest.mark.parametrize(
+    ("field", "mode", "message"),
+    [
+        ("PidMode", "nope", "invalid PID mode: nope"),
+        ("PidMode", "container", "invalid PID mode: container"),
+        ("IpcMode", "bogus", "invalid IPC mode: bogus"),
+        ("UTSMode", "private", "invalid UTS mode: private"),
+    ],
+)
+def test_namespace_mode_invalid(field: str, mode: str, message: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse(HostConfig={field: mode})
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("mode", ["host", "container:web"])
+def test_pid_mode_valid_unsupported(mode: str) -> None:
+    with pytest.raises(InvalidArgument, match="PidMode is not supported by ketch yet"):
+        parse(HostConfig={"PidMode": mode})
+
+
+def test_bind_mount_missing_source(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    mount = {"Type": "bind", "Source": str(missing), "Target": "/data"}
+    with pytest.raises(InvalidArgument) as caught:
+        parse(HostConfig={"Mounts": [mount]})
+    expected = f'invalid mount config for type "bind": bind source path does not exist: {missing}'
+    assert str(caught.value) == expected
+
+
+def test_bind_mount_existing_source(tmp_path: Path) -> None:
+    mount = {"Type": "bind", "Source": str(tmp_path), "Target": "/data"}
+    options = parse(HostConfig={"Mounts": [mount]})
+    assert [m["source"] for m in options.host.mounts] == [str(tmp_path)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import resource
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,7 +137,18 @@ def _parse_mounts(host_config: dict[str, Any]) -> list[dict[str, Any]]:
             propagation = (mount.get("BindOptions") or {}).get("Propagation") or ""
             if propagation and propagation not in PROPAGATIONS:
                 raise InvalidArgument(f"invalid {where}: propagation {propagation!r}")
-            mounts.append(_bind(mount.get("Source") or "", target, read_only, propagation, where))
+            source = mount.get("Source") or ""
+            bind = _bind(source, target, read_only, propagation, where)
+            # dockerd creates a missing Binds source but rejects a missing Mounts source at
+            # create, with this message.
+            # Limitation: BindOptions.CreateMountpoint, which makes dockerd create the
+            # source, is ignored, so such a Mounts entry is rejected too.
+            if not os.path.exists(source):
+                raise InvalidArgument(
+                    'invalid mount config for type "bind": bind source path does not exist: '
+                    f"{source}"
+                )
+            mounts.append(bind)
         elif kind == "tmpfs":
             tmpfs_options = mount.get("TmpfsOptions") or {}
             options = []

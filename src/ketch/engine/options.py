@@ -388,9 +388,35 @@ def _parse_log_config(host_config: dict[str, Any]) -> dict[str, str]:
     return check_log_opts(opts, "create body: HostConfig.LogConfig.Config")
 
 
+# The namespace modes dockerd accepts, by HostConfig field, with the word its error uses.
+# The entry "container:" matches any "container:<name or ID>".
+_NAMESPACE_MODES = {
+    "PidMode": ("PID", ("host", "container:")),
+    "IpcMode": ("IPC", ("none", "private", "shareable", "host", "container:")),
+    "UTSMode": ("UTS", ("host",)),
+}
+
+
+def _check_namespace_modes(host_config: dict[str, Any]) -> None:
+    """Reject a namespace mode that dockerd does not know, in its wording, before the
+    check that rejects the valid modes ketch does not implement yet."""
+    for key, (label, modes) in _NAMESPACE_MODES.items():
+        mode = _get(host_config, key, str, f"HostConfig.{key}") or ""
+        if not mode:
+            continue
+        prefix, separator, target = mode.partition(":")
+        if separator:
+            known = f"{prefix}:" in modes and bool(target)
+        else:
+            known = mode in modes
+        if not known:
+            raise InvalidArgument(f"invalid {label} mode: {mode}")
+
+
 def _parse_host_config(body: dict[str, Any], options: CreateOptions) -> None:
     host_config = _get(body, "HostConfig", dict, "HostConfig") or {}
     networking = _get(body, "NetworkingConfig", dict, "NetworkingConfig") or {}
+    _check_namespace_modes(host_config)
     _reject_unsupported(host_config, _UNSUPPORTED_HOST_CONFIG, "HostConfig.")
     # Checked now, so that a bad port fails the create; host ports are bound at start.
     exposed_port_keys(body.get("ExposedPorts"))
