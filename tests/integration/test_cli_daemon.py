@@ -316,11 +316,6 @@ def test_tag_push_rmi_pull(daemon: KetchDaemon) -> None:
     assert pulled.stdout == f"{target}\n", pulled.stderr
 
 
-# NOTE: the image layer's pull sends "latest: Pulling from ..." before it looks up the
-# manifest, so ketchd starts the progress stream and reports the failure inside it. dockerd
-# (moby distribution/pull_v2.go) sends that line once the manifest is found, so a missing
-# manifest gets an error status before any progress.
-@pytest.mark.xfail(reason="ketchd sends 'Pulling from' before the manifest lookup", strict=True)
 def test_pull_missing_tag_output(daemon: KetchDaemon) -> None:
     reference = f"{daemon.registry_address}/cli/nosuchimage"
     result = daemon.ketch("pull", reference)

@@ -126,8 +126,6 @@ class Puller:
         )
 
     async def run(self) -> str:
-        reference = self.reference
-        self._progress.status(f"Pulling from {reference.path}", reference.digest or reference.tag)
         try:
             image_id = await self._pull()
         except BaseException as error:
@@ -147,6 +145,12 @@ class Puller:
                 self.insecure_registries,
                 self.auth,
                 self.credentials,
+            )
+            # As dockerd does, only once the manifest is found: a missing image then gets an
+            # error reply instead of an error inside a started progress stream.
+            reference = self.reference
+            self._progress.status(
+                f"Pulling from {reference.path}", reference.digest or reference.tag
             )
             manifest, top_digest, document_blobs = await self._load_manifest(client, fetched)
             semaphore = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
