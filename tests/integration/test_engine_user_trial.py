@@ -359,3 +359,9 @@ def test_pid_mode_invalid(client: docker.DockerClient) -> None:
         client.containers.create("busybox", ["true"], pid_mode="nope")
     assert caught.value.status_code == 400
     assert "invalid PID mode: nope" in str(caught.value)
+
+
+def test_info_lists_drivers(client: docker.DockerClient) -> None:
+    plugins = client.info()["Plugins"]
+    assert plugins["Volume"] == ["local"]
+    assert plugins["Network"] == ["bridge", "host", "null"]

@@ -134,3 +134,18 @@ def test_registry_config_mirrors() -> None:
     assert config["Mirrors"] == ["http://127.0.0.1:5000"]
     assert config["IndexConfigs"]["docker.io"]["Mirrors"] == ["http://127.0.0.1:5000"]
     assert config["IndexConfigs"]["r:5000"]["Secure"] is False
+
+
+def test_info_plugins(tmp_path: Path) -> None:
+    info = views.info_view(
+        engine_id="E",
+        containers=[],
+        image_count=0,
+        data_root=tmp_path,
+        debug=False,
+        mirrors=[],
+        insecure_registries=[],
+        warnings=[],
+    )
+    assert info["Plugins"]["Volume"] == ["local"]
+    assert info["Plugins"]["Network"] == ["bridge", "host", "null"]

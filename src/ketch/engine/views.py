@@ -21,6 +21,7 @@ from ketch.engine import timestamps
 from ketch.engine.hostconfig import PROPAGATIONS, host_config_fields, parse_mount_options
 from ketch.engine.options import CreateOptions
 from ketch.engine.store import Container, ContainerPaths
+from ketch.engine.volumes import LOCAL_DRIVER
 
 # The Engine API versions ketchd serves. ketch.api reports the same values in its headers.
 API_VERSION = "1.45"
@@ -403,6 +404,12 @@ def registry_config(mirrors: list[str], insecure_registries: list[str]) -> dict[
     }
 
 
+# The network drivers /info lists as plugins: bridge for user-defined networks, and host
+# and null behind the built-in "host" and "none" networks. dockerd also lists ipvlan,
+# macvlan and overlay, which ketch does not implement.
+NETWORK_DRIVERS = ("bridge", "host", "null")
+
+
 def info_view(
     *,
     engine_id: str,
@@ -430,8 +437,8 @@ def info_view(
         "DriverStatus": [["Backing Filesystem", "overlayfs"]],
         "DockerRootDir": str(data_root),
         "Plugins": {
-            "Volume": [],
-            "Network": ["none"],
+            "Volume": [LOCAL_DRIVER],
+            "Network": list(NETWORK_DRIVERS),
             "Authorization": None,
             "Log": ["json-file"],
         },
