@@ -365,3 +365,12 @@ def test_info_lists_drivers(client: docker.DockerClient) -> None:
     plugins = client.info()["Plugins"]
     assert plugins["Volume"] == ["local"]
     assert plugins["Network"] == ["bridge", "host", "null"]
+
+
+def test_bind_missing_source_created(client: docker.DockerClient, tmp_path: Path) -> None:
+    source = tmp_path / "a" / "b"
+    output = client.containers.run(
+        "busybox", ["ls", "-ld", "/data"], volumes={str(source): {"bind": "/data"}}, remove=True
+    )
+    assert source.is_dir()
+    assert output.startswith(b"d")

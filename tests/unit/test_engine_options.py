@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from ketch.engine.hostconfig import create_bind_sources
 from ketch.engine.options import parse_create_body, parse_signal
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, SystemFailure
 
 
 def parse(**body: Any):  # type: ignore[no-untyped-def]
@@ -226,3 +227,21 @@ def test_bind_mount_existing_source(tmp_path: Path) -> None:
     mount = {"Type": "bind", "Source": str(tmp_path), "Target": "/data"}
     options = parse(HostConfig={"Mounts": [mount]})
     assert [m["source"] for m in options.host.mounts] == [str(tmp_path)]
+
+
+def test_bind_sources_created(tmp_path: Path) -> None:
+    missing = tmp_path / "a" / "b"
+    existing_file = tmp_path / "file"
+    existing_file.write_text("x")
+    binds = [f"{missing}:/data", f"{existing_file}:/file:ro", "named:/volume"]
+    create_bind_sources({"Binds": binds})
+    assert missing.is_dir()
+    assert existing_file.read_text() == "x"
+    assert not (tmp_path / "named").exists()
+
+
+def test_bind_source_under_file_fails(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemFailure, match="error while creating mount source path"):
+        create_bind_sources({"Binds": [f"{blocker}/sub:/data"]})

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from ketch.engine import rootfs_mounts, timestamps
+from ketch.engine.hostconfig import create_bind_sources
 from ketch.engine.interfaces import ImageSource, Supervisor
 from ketch.engine.logopts import rotation
 from ketch.engine.networking import ContainerNetworking
@@ -90,6 +91,7 @@ class ContainerStarts:
         log_opts = container.host_config.get("LogConfig", {}).get("Config") or {}
         max_size, max_files = rotation(log_opts)
         try:
+            create_bind_sources(container.host_config)
             if self.volumes is not None:
                 self.volumes.mount_for_start(container.id)
             await self._connect_network(container)

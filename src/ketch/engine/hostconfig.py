@@ -20,7 +20,7 @@ from typing import Any
 from ketch.engine.host_devices import host_devices, merge_devices
 from ketch.engine.seccomp_profile import default_profile
 from ketch.engine.volume_mounts import parse_volume_bind, parse_volume_mount
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, SystemFailure
 
 PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 
@@ -292,6 +292,24 @@ def _parse_hosts(host_config: dict[str, Any]) -> list[tuple[str, str]]:
             raise InvalidArgument("ExtraHosts host-gateway needs bridge networking, not there yet")
         entries.append((name, address.strip("[]")))
     return entries
+
+
+def create_bind_sources(host_config: dict[str, Any]) -> None:
+    """Create the missing host directories of the Binds entries, as dockerd does at start.
+
+    Mounts entries are left alone, because their sources are checked at create.
+    """
+    for mount in _parse_binds(host_config):
+        source = mount["source"]
+        # A file source is bound as it is, so only a missing path becomes a directory.
+        if mount["type"] != "bind" or os.path.exists(source):
+            continue
+        try:
+            os.makedirs(source, mode=0o755, exist_ok=True)
+        except OSError as error:
+            raise SystemFailure(
+                f"error while creating mount source path {source!r}: {error.strerror}"
+            ) from None
 
 
 def parse_mount_options(host_config: dict[str, Any]) -> list[dict[str, Any]]:
