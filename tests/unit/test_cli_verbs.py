@@ -508,6 +508,23 @@ def test_system_df_table(fake: FakeDocker) -> None:
     assert result.stdout.splitlines()[:2] == ["Images 1 1 0B (0%)", "Containers 1 0 1kB (100%)"]
 
 
+def test_system_df_shared_layers_reclaimable(fake: FakeDocker) -> None:
+    # A 1 MB base layer under both images, and 1 MB of its own in each; only "app" is used.
+    usage = {
+        "LayersSize": 3_000_000,
+        "Images": [
+            {"Size": 2_000_000, "SharedSize": 1_000_000, "Containers": 1},
+            {"Size": 2_000_000, "SharedSize": 1_000_000, "Containers": 0},
+        ],
+        "Containers": [],
+        "Volumes": [],
+        "BuildCache": [],
+    }
+    fake.reply("GET", "/system/df", Reply(200, usage))
+    result = ketch(fake, "system", "df", "--format", "{{.Type}} {{.Size}} {{.Reclaimable}}")
+    assert result.stdout.splitlines()[0] == "Images 3MB 2MB (66%)"
+
+
 def test_container_prune_force(fake: FakeDocker) -> None:
     pruned = {"ContainersDeleted": ["c1"], "SpaceReclaimed": 2000}
     fake.reply("POST", "/containers/prune", Reply(200, pruned))

@@ -92,7 +92,7 @@ def system_df(context: Context, options: dict, args: list[str]) -> int:
             images,
             used_images,
             data.get("LayersSize") or 0,
-            [image.get("Size") or 0 for image in images if image not in used_images],
+            [_reclaimable_image_bytes(data.get("LayersSize") or 0, used_images)],
         ),
         _df_row(
             "Containers",
@@ -129,6 +129,21 @@ def system_df(context: Context, options: dict, args: list[str]) -> int:
     default = "{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
     sys.stdout.write(render(options["format"], default, HeaderRow(headers), rows))
     return 0
+
+
+def _reclaimable_image_bytes(layers_size: int, used_images: list[dict]) -> int:
+    """Return the layer bytes that no image in use holds alone, as the docker CLI counts
+    them: the layers' total minus each used image's unique bytes (Size - SharedSize)."""
+    used = 0
+    for image in used_images:
+        # -1 means the daemon did not compute the figure; a missing field reads as 0, as
+        # it does in the docker CLI's Go structs.
+        size = image.get("Size") or 0
+        shared = image.get("SharedSize") or 0
+        if size == -1 or shared == -1:
+            continue
+        used += size - shared
+    return layers_size - used
 
 
 class _DiskUsageRow:

@@ -37,7 +37,7 @@ class CommitRequest:
     comment: str = ""
     author: str = ""
     reference: str | None = None
-    # The history entry's "created_by" (empty for docker commit).
+    # The history entry's "created_by": docker commit puts the container's Cmd there.
     created_by: str = ""
 
 
