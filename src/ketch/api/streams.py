@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ketch.api.connection import HttpConnection
 from ketch.api.errors import message_for_error
 from ketch.engine import archive
+from ketch.engine.attach import STREAM_TYPES, frame
 from ketch.engine.logs import LogQuery, parse_tail, parse_unix_time
 from ketch.errors import InvalidArgument, KetchError
 
@@ -44,10 +44,6 @@ DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 STAT_HEADER = "X-Docker-Container-Path-Stat"
 COPY_SIZE = 65536
 HANGUP_POLL_SECONDS = 1.0
-# A frame of a multiplexed stream: stream number (1 stdout, 2 stderr), 3 zero bytes, and
-# the payload's length, big-endian.
-FRAME_HEADER = struct.Struct(">BxxxI")
-STDOUT_STREAM = 1
 # Docker's stream formatter ends each JSON message with CRLF; clients split on "\n".
 LINE_END = b"\r\n"
 
@@ -210,7 +206,7 @@ async def start_exec(call: Call) -> None:
 async def _send_stream_error(writer: asyncio.StreamWriter, message: str, raw: bool) -> None:
     line = message.encode() + b"\r\n"
     if not raw:
-        line = FRAME_HEADER.pack(STDOUT_STREAM, len(line)) + line
+        line = frame(STREAM_TYPES["stdout"], line)
     writer.write(line)
     await writer.drain()
 
