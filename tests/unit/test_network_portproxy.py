@@ -39,18 +39,23 @@ async def _tcp_proxy(kind: type, target_port: int) -> tuple[portproxy.Proxy, int
     return proxy, port
 
 
+async def _tcp_exchange(port: int, message: bytes) -> bytes:
+    """Send ``message`` to ``port``, shut the write half, and return all that comes back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(message)
+    writer.write_eof()
+    reply = await reader.read()
+    writer.close()
+    return reply
+
+
 @pytest.mark.parametrize("kind", TCP_PROXIES)
 def test_tcp_echo_and_half_close(kind: type) -> None:
     async def scenario() -> bytes:
         server, server_port = await _echo_server()
         proxy, port = await _tcp_proxy(kind, server_port)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"hello")
-            writer.write_eof()
-            reply = await reader.read()
-            writer.close()
-            return reply
+            return await _tcp_exchange(port, b"hello")
         finally:
             proxy.close()
             server.close()
@@ -220,12 +225,7 @@ def test_tcp_retarget_new_connections(kind: type) -> None:
         await old_server.wait_closed()
         try:
             proxy.retarget(("127.0.0.1", new_port))
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"again")
-            writer.write_eof()
-            reply = await reader.read()
-            writer.close()
-            return reply
+            return await _tcp_exchange(port, b"again")
         finally:
             proxy.close()
             new_server.close()
