@@ -31,11 +31,17 @@ BRIDGE_WARNING = (
 )
 
 
+def is_command_not_found(message: str) -> bool:
+    """Return whether a runtime's start error ``message`` reports a missing command."""
+    lowered = message.lower()
+    return "executable file not found" in lowered or "no such file or directory" in lowered
+
+
 def start_failure_exit_code(message: str) -> int:
     """Return docker's exit code for a start that failed with ``message``."""
-    lowered = message.lower()
-    if "executable file not found" in lowered or "no such file or directory" in lowered:
+    if is_command_not_found(message):
         return EXIT_COMMAND_NOT_FOUND
+    lowered = message.lower()
     if "permission denied" in lowered:
         return EXIT_COMMAND_NOT_EXECUTABLE
     return EXIT_START_FAILED

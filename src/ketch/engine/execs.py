@@ -33,6 +33,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ketch.engine.container_start import (
+    EXIT_COMMAND_NOT_EXECUTABLE,
+    EXIT_COMMAND_NOT_FOUND,
+    is_command_not_found,
+)
 from ketch.engine.containers import ContainerService
 from ketch.engine.exec_records import ExecRecords
 from ketch.engine.spec import merge_env
@@ -47,9 +52,6 @@ STREAM_EXIT = 255  # the supervisor's last frame of an exec stream, see its prot
 READ_SIZE = 64 * 1024
 MAX_FINISHED_EXECS = 100
 
-# Docker's exit codes for an exec whose process could not be started.
-EXIT_COMMAND_NOT_FOUND = 127
-EXIT_COMMAND_NOT_INVOKED = 126
 # dockerd 28 (through containerd and runc) reports a failed command lookup with these
 # words around runc's message. "unknown" is the gRPC status that containerd adds.
 EXEC_FAILED_PREFIX = "OCI runtime exec failed: exec failed: unable to start container process: "
@@ -61,10 +63,9 @@ LOOKUP_ERROR_START = "exec: "
 def exec_failure_exit_code(message: str) -> int:
     """Return docker's exit code for an exec start that failed with ``message``: 127
     when the command does not exist, 126 for every other failure."""
-    lowered = message.lower()
-    if "executable file not found" in lowered or "no such file or directory" in lowered:
+    if is_command_not_found(message):
         return EXIT_COMMAND_NOT_FOUND
-    return EXIT_COMMAND_NOT_INVOKED
+    return EXIT_COMMAND_NOT_EXECUTABLE
 
 
 def exec_start_error(error: KetchError) -> KetchError:
