@@ -126,7 +126,7 @@ def _stop_event() -> asyncio.Event:
 
 @dataclass
 class DaemonParts:
-    """What ketchd builds at start, before any of it runs."""
+    """The objects that ketchd builds at start, before any of them runs."""
 
     engine: Engine
     networking: ContainerNetworking

@@ -215,7 +215,7 @@ class Engine:
         self.events.publish("image", "pull", reference, {"name": reference})
 
     def list_images(self, shared_size: bool = False) -> list[dict[str, Any]]:
-        """Return ``GET /images/json``; ``shared_size`` fills in each ``SharedSize``."""
+        """Return ``GET /images/json``, with each ``SharedSize`` set if ``shared_size`` is."""
         counts: dict[str, int] = {}
         for container in self.containers.all():
             counts[container.image_id] = counts.get(container.image_id, 0) + 1
@@ -227,7 +227,7 @@ class Engine:
         return summaries
 
     def _fill_shared_sizes(self, summaries: list[dict[str, Any]]) -> LayerUsage:
-        """Set each summary's ``SharedSize``; return the layer totals over all of them."""
+        """Set each summary's ``SharedSize`` and return the layer totals over all of them."""
         usage = summarize_layers(
             {
                 summary["Id"]: self.image_operations.layer_sizes(summary["Id"])

@@ -122,8 +122,10 @@ def _get(
     path: str,
     request: str = "create",
 ) -> Any:
-    """Return ``body[key]`` (None when absent or null) after checking its JSON type;
-    ``request`` names the body in the error ("create" or "update")."""
+    """Return ``body[key]`` (None when absent or null) after checking its JSON type.
+
+    ``request`` names the body in the error: "create" or "update".
+    """
     value = body.get(key)
     if value is None:
         return None
