@@ -88,14 +88,17 @@ def test_plain_log_records() -> None:
         "    log.exception('failed to %s', 'divide')\n"
         "LazyLogger('ketch.runtime.hooks').warning('hook %s failed', 'poststop[0]')\n"
     )
+
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert completed.returncode == 0, completed.stderr
+
     lines = completed.stderr.splitlines()
     assert len(lines) == 8, completed.stderr
     for line in (lines[0], lines[1], lines[2], lines[3], lines[7]):
         assert re.match(RECORD_LINE, line), line
+
     assert lines[0].endswith(" INFO ketch.supervisor.server: container web created, init pid 12")
     assert lines[1].endswith(" ERROR ketch.supervisor.server: request r1 failed")
     assert lines[2].endswith(" INFO ketch.supervisor.server: bad %d ('x',)")

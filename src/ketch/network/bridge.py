@@ -265,7 +265,7 @@ class BridgeDriver:
         """Delete the bridge and the record of a network whose bridge setup failed.
 
         The record goes even when the bridge cannot be deleted, and the setup ``error``
-        stays the one raised: the deletion's failure is logged and added to it as a note.
+        stays the one raised. The deletion's failure is logged and added to it as a note.
         """
         try:
             await asyncio.to_thread(links.delete_link, network.bridge)

@@ -275,9 +275,11 @@ class _SplicedConnection:
 
 
 class AcceptFailureLog:
-    """Logs the failed accepts of one listening socket: the first at once, then the count
-    of repeats and the last error at most once per ``interval`` seconds, and the repeats
-    not logged yet at ``flush``."""
+    """Rate-limited log of the failed accepts of one listening socket.
+
+    The first failure is logged at once, then the count of repeats and the last error at
+    most once per ``interval`` seconds, and the repeats not logged yet at ``flush``.
+    """
 
     def __init__(
         self,

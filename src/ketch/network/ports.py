@@ -191,8 +191,8 @@ def requested_bindings(host_config: dict[str, Any], exposed_ports: Any) -> list[
 def check_network_mode(
     network_mode: str, host_config: dict[str, Any], exposed_ports: Any
 ) -> list[str]:
-    """Check port options against the network mode, with docker's messages; return the
-    create warnings.
+    """Check port options against the network mode, with docker's messages, and return
+    the create warnings.
 
     A ``container:<id>`` container shares another container's network namespace, so it
     can neither expose nor publish ports (InvalidArgument). In ``host`` mode published

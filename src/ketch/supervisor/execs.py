@@ -56,7 +56,8 @@ CONSOLE_TIMEOUT_SECONDS = 10.0
 # no ketchd received its exit. ketchd starts no exec while it is down, so the count that
 # matters is the number of execs running in one container when ketchd stopped.
 # NOTE: with more than this many execs ending in one container before the restarted
-# ketchd asks, the oldest codes are lost and the engine records those execs without one.
+# ketchd requests their codes, the oldest codes are lost and the engine records those
+# execs without one.
 MAX_FINISHED_EXECS = 256
 
 

@@ -85,7 +85,8 @@ class PlainLogger:
         try:
             text = message % args if args else message
         except (TypeError, ValueError):
-            # A bad format string must not fail the caller; logging reports it too.
+            # A bad format string must not fail the caller. logging also reports one on
+            # stderr instead of raising.
             text = f"{message} {args!r}"
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
