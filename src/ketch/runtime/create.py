@@ -256,7 +256,7 @@ def _fork_init(
         "preserve_fds": preserve_fds,
         "no_pivot": no_pivot,
         "seccomp_filter": seccomp_filter,
-        "bundle": str(bundle),
+        "bundle": bundle,
     }
     try:
         if spec.namespace("user") is not None:
@@ -297,16 +297,9 @@ def _run_init(context: dict[str, Any], release_fd: int = -1) -> NoReturn:
 
         init_context = init.InitContext(**context, release_fd=release_fd)
     except BaseException as error:
-        _report_to_parent(context["sync_socket"], error)
+        sync.report_error(context["sync_socket"], error)
         os._exit(1)
     init.run_init(init_context)
-
-
-def _report_to_parent(sync_socket: Socket, error: BaseException) -> None:
-    try:
-        sync.send_error(sync_socket, error)
-    except OSError:
-        pass  # the parent sees end of file instead and reports that the init exited
 
 
 def _fork_in_user_namespace(
@@ -493,7 +486,7 @@ def _collect_init(
 ) -> None:
     """Run the parent's side of the protocol in :mod:`ketch.runtime.sync`: move the
     init into its cgroups when it does not join them itself, run the runtime's hooks
-    when the init asks, and wait for its ``ready``. On failure, kill and reap it."""
+    when the init requests them, and wait for its ``ready``. On failure, kill and reap it."""
     try:
         _add_init(cgroups, init_pid, parent_end)
         message = _receive(parent_end, timeout, container_id)

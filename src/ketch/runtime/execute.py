@@ -232,7 +232,7 @@ def _run_child(context: _ExecContext) -> NoReturn:
             seccomp_filter=None if seccomp_early else context.seccomp_filter,
         )
     except BaseException as error:
-        init.report_error(context.report_socket, error)
+        sync.report_error(context.report_socket, error)
     os._exit(1)
 
 

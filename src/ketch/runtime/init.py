@@ -102,14 +102,14 @@ def run_init(context: InitContext) -> NoReturn:
         sync.send(context.sync_socket, sync.READY)
         context.sync_socket.close()
     except BaseException as error:
-        report_error(context.sync_socket, error)
+        sync.report_error(context.sync_socket, error)
         os._exit(1)
     try:
         _join_cgroups(context.cgroup_procs_files)
     except SystemFailure as error:
         # create has returned, so the error goes to stderr, and start reports that the
         # init exited. The container's program must not run outside its cgroup limits.
-        _write_stderr(f"ketch-runc init: cannot join the container's cgroup: {error}\n")
+        sync.write_stderr(f"ketch-runc init: cannot join the container's cgroup: {error}\n")
         os._exit(1)
     try:
         _wait_for_start(context.exec_fifo_fd)
@@ -122,7 +122,7 @@ def run_init(context: InitContext) -> NoReturn:
             seccomp_filter=None if seccomp_early else context.seccomp_filter,
         )
     except BaseException as error:
-        _write_stderr(f"ketch-runc init: cannot start the container's process: {error}\n")
+        sync.write_stderr(f"ketch-runc init: cannot start the container's process: {error}\n")
     os._exit(1)
 
 
@@ -298,17 +298,3 @@ def _fill_missing_stdio() -> None:
             if null != target:
                 os.dup2(null, target)
                 os.close(null)
-
-
-def report_error(sync_socket: Socket, error: BaseException) -> None:
-    try:
-        sync.send_error(sync_socket, error)
-    except OSError:
-        _write_stderr(f"ketch-runc: {error}\n")
-
-
-def _write_stderr(text: str) -> None:
-    try:
-        os.write(2, text.encode(errors="replace"))
-    except OSError:
-        pass

@@ -25,13 +25,15 @@ init -> parent  ``error``     ``{"type": "error", "kind": K, "message": M}``: a 
 
 The parent needs no message to learn the init's pid: the init is its child, or with a
 user namespace :mod:`ketch.runtime.userns` reports it first. While the init sets up,
-the parent moves it into the container's cgroups. End of file on the
+the parent moves it into the container's cgroups, unless the init joins them itself
+(``_ContainerCgroups`` in :mod:`ketch.runtime.create` lists when). End of file on the
 parent's end before ``ready`` means the init died without reporting; ``create`` then
 fails with SystemFailure.
 """
 
 from __future__ import annotations
 
+import posix
 import select
 
 from ketch import errors
@@ -71,6 +73,22 @@ def send_error(sock: Socket, error: BaseException) -> None:
     else:
         kind, message = "SystemFailure", f"{type(error).__name__}: {error}"
     send(sock, ERROR, kind=kind, message=message)
+
+
+def report_error(sock: Socket, error: BaseException) -> None:
+    """Send ``error`` to the parent, or write it to stderr when the socket is closed."""
+    try:
+        send_error(sock, error)
+    except OSError:
+        write_stderr(f"ketch-runc: {error}\n")
+
+
+def write_stderr(text: str) -> None:
+    """Write ``text`` to descriptor 2 with one write(2), ignoring a closed stderr."""
+    try:
+        posix.write(2, text.encode(errors="replace"))
+    except OSError:
+        pass
 
 
 def receive(sock: Socket, timeout: float) -> dict[str, Any] | None:
