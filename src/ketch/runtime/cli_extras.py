@@ -93,13 +93,16 @@ def _list(runtime: Any, arguments: argparse.Namespace) -> int:
     """Print the containers as ``runc list`` (1.1) does: ids only with ``--quiet``, even
     with ``--format``, else a table or a JSON array."""
     containers = runtime.list()
-    owners = {
-        container["id"]: _owner_of(runtime.state_root / container["id"]) for container in containers
-    }
     if arguments.quiet:
         for container in containers:
             print(container["id"])
-    elif arguments.format == "json":
+        return 0
+
+    # The owner costs a stat and a user database lookup per container, so --quiet skips it.
+    owners = {
+        container["id"]: _owner_of(runtime.state_root / container["id"]) for container in containers
+    }
+    if arguments.format == "json":
         import json
 
         for container in containers:
