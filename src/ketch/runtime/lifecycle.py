@@ -70,14 +70,14 @@ class Runtime:
 
         return Path(self._state_root)
 
+    @state_root.setter
+    def state_root(self, value: Path | str) -> None:
+        self._state_root = posix.fspath(value)
+
     @property
     def state_root_path(self) -> str:
         """The state root as a string, for create, which does not import pathlib."""
         return self._state_root
-
-    @state_root.setter
-    def state_root(self, value: Path | str) -> None:
-        self._state_root = posix.fspath(value)
 
     def create(
         self,
