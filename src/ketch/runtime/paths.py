@@ -3,11 +3,11 @@
 These modules make their system calls through :mod:`posix`, the built-in module that
 :mod:`os` re-exports, and use the helpers below in place of ``os.path`` and
 ``os.environ``. Importing :mod:`os` also loads ``_collections_abc``, ``posixpath``,
-``genericpath`` and ``stat``, which took 1.0 to 1.9 ms of CPU time per call (``python -I
--S -c "import os"`` against ``-c pass``, medians of 150 alternating runs, three runs on the
-loaded 2-core test machine, Python 3.11), while ``ketch-runc start`` does about 0.3 ms of
-work. The verbs
-that need more of the standard library (create, exec, run) import :mod:`os` anyway.
+``genericpath`` and ``stat``. That took 1.0 to 1.9 ms of CPU time per call (``python -I
+-S -c "import os"`` against ``-c pass``, medians of 150 alternating runs, three runs on
+the loaded 2-core test machine, Python 3.11), while ``ketch-runc start`` does about
+0.3 ms of work. The verbs that need more of the standard library (create, exec, run)
+import :mod:`os` anyway.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def prepare_root(spec: Spec) -> None:
     # "shared" or "rshared" linux.rootfsPropagation makes it; finish_root applies the
     # requested propagation to the new / after the pivot instead.
     mounts = _mountinfo()
-    parent = _mount_point_of(str(spec.rootfs), mounts)
+    parent = _mount_point_of(spec.rootfs, mounts)
     if _is_shared(parent, mounts):
         sc.mount(None, parent, None, sc.MS_PRIVATE)
     sc.mount(spec.rootfs, spec.rootfs, None, sc.MS_BIND | sc.MS_REC)

@@ -25,8 +25,7 @@ from ketch.runtime.paths import exists, join
 
 # False at run time, so that this module does not import typing, pathlib, json or re:
 # every ketch-runc call pays for what it imports. For the same reason it calls posix, not
-# os (see ketch.runtime.paths). Type checkers take the branch below as
-# true.
+# os (see ketch.runtime.paths). Type checkers take the branch below as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path

@@ -14,8 +14,8 @@ from ketch.errors import SystemFailure
 from ketch.runtime.paths import join
 
 # False at run time, so that this module does not import pathlib. For the same reason it
-# calls posix, not os (see ketch.runtime.paths). Type checkers take the
-# branch below as true.
+# calls posix, not os (see ketch.runtime.paths). Type checkers take the branch below as
+# true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
