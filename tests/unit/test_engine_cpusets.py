@@ -48,3 +48,16 @@ def test_create_accepts_available_cpus() -> None:
     available = available_list("cpus")
     options = parse_create_body({"Image": "busybox", "HostConfig": {"CpusetCpus": available}})
     assert options.cpuset_cpus == available
+
+
+def test_create_rejects_reversed_cpu_range() -> None:
+    with pytest.raises(InvalidArgument, match="end is below the start"):
+        parse_create_body({"Image": "busybox", "HostConfig": {"CpusetCpus": "3-1"}})
+
+
+def test_create_rejects_huge_cpu_range() -> None:
+    # The range is compared by its bounds, so the check builds no set of a billion numbers.
+    top = max(parse_cpu_list(available_list("cpus")))
+    requested = f"0-{top + 1_000_000_000}"
+    with pytest.raises(InvalidArgument, match="Requested CPUs are not available"):
+        parse_create_body({"Image": "busybox", "HostConfig": {"CpusetCpus": requested}})

@@ -22,9 +22,9 @@ _V2_FILES = {"cpus": "cpuset.cpus.effective", "mems": "cpuset.mems.effective"}
 _ONLINE_NODES = Path("/sys/devices/system/node/online")
 
 
-def parse_cpu_list(text: str) -> set[int]:
-    """Parse a kernel CPU or node list such as ``0-2,4`` into its numbers."""
-    numbers: set[int] = set()
+def parse_cpu_ranges(text: str) -> list[tuple[int, int]]:
+    """Parse a kernel CPU or node list such as ``0-2,4`` into (first, last) pairs."""
+    ranges = []
     for part in text.strip().split(","):
         if not part:
             continue
@@ -33,6 +33,14 @@ def parse_cpu_list(text: str) -> set[int]:
         end = int(last) if last else start
         if end < start:
             raise ValueError(f"invalid range {part!r}: the end is below the start")
+        ranges.append((start, end))
+    return ranges
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """Parse a kernel CPU or node list such as ``0-2,4`` into its numbers."""
+    numbers: set[int] = set()
+    for start, end in parse_cpu_ranges(text):
         numbers.update(range(start, end + 1))
     return numbers
 
@@ -71,14 +79,27 @@ def check_cpuset(cpus: str, mems: str) -> None:
     CPU or memory node outside the available set."""
     if cpus:
         available = available_list("cpus")
-        if not parse_cpu_list(cpus) <= parse_cpu_list(available):
+        if not _is_subset(cpus, available, "CpusetCpus"):
             raise InvalidArgument(
                 f"Requested CPUs are not available - requested {cpus}, available: {available}"
             )
     if mems:
         available = available_list("mems")
-        if not parse_cpu_list(mems) <= parse_cpu_list(available):
+        if not _is_subset(mems, available, "CpusetMems"):
             raise InvalidArgument(
                 "Requested memory nodes are not available - "
                 f"requested {mems}, available: {available}"
             )
+
+
+def _is_subset(requested: str, available: str, field: str) -> bool:
+    try:
+        ranges = parse_cpu_ranges(requested)
+    except ValueError as error:
+        raise InvalidArgument(f"invalid {field} {requested!r}: {error}") from None
+
+    # A range is compared by its end first, so that a request such as 0-4294967295 is
+    # rejected without building a set of its numbers.
+    allowed = parse_cpu_list(available)
+    top = max(allowed, default=-1)
+    return all(end <= top and allowed.issuperset(range(start, end + 1)) for start, end in ranges)
