@@ -8,7 +8,6 @@ processes to measure by label and pid. The containers' own processes are never l
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import tarfile
 from pathlib import Path
 
 # The podman configuration (runc, cgroupfs, no network) is the run-start benchmark's.
-from run_start import PODMAN_CONTAINERS_CONF, PODMAN_STORAGE_CONF
+from run_start import write_podman_config
 
 from support.cgroups import remove_cgroup_trees
 from support.daemon import KetchDaemon, stop_daemon
@@ -170,16 +169,7 @@ class PodmanEngine:
         # benchmark's cgroup. conmon gets no cgroup (--cgroups no-conmon) because podman 4.3
         # would otherwise put it at the root of each hierarchy, so it stays in that cgroup.
         self.cgroup_parent = f"ketch-mem-podman-{secrets.token_hex(4)}"
-        (root / "tmp").mkdir(parents=True)
-        (root / "containers.conf").write_text(PODMAN_CONTAINERS_CONF.format(root=root))
-        (root / "storage.conf").write_text(PODMAN_STORAGE_CONF.format(root=root))
-        (root / "registries.conf").write_text("")
-        self.environment = dict(
-            os.environ,
-            CONTAINERS_CONF=str(root / "containers.conf"),
-            CONTAINERS_STORAGE_CONF=str(root / "storage.conf"),
-            CONTAINERS_REGISTRIES_CONF=str(root / "registries.conf"),
-        )
+        self.environment = write_podman_config(root)
         try:
             check(self.podman("import", str(tarball), PODMAN_IMAGE), "podman import")
         except BaseException:

@@ -60,6 +60,21 @@ runroot = "{root}/run"
 """
 
 
+def write_podman_config(root: Path) -> dict[str, str]:
+    """Write podman's configuration files and tmp directory under ``root``, and return the
+    environment that points podman at them."""
+    (root / "tmp").mkdir(parents=True)
+    (root / "containers.conf").write_text(PODMAN_CONTAINERS_CONF.format(root=root))
+    (root / "storage.conf").write_text(PODMAN_STORAGE_CONF.format(root=root))
+    (root / "registries.conf").write_text("")
+    return dict(
+        os.environ,
+        CONTAINERS_CONF=str(root / "containers.conf"),
+        CONTAINERS_STORAGE_CONF=str(root / "storage.conf"),
+        CONTAINERS_REGISTRIES_CONF=str(root / "registries.conf"),
+    )
+
+
 class Dockerd(PrivateDockerd):
     """tests/support's private dockerd with the benchmarks' cgroup parent, which responds
     once constructed. ps_many.py uses it too."""
@@ -83,16 +98,7 @@ class Podman:
     def __init__(self, root: Path, namespace: NetworkNamespace) -> None:
         self.root = root
         self.namespace = namespace
-        (root / "tmp").mkdir(parents=True)
-        (root / "containers.conf").write_text(PODMAN_CONTAINERS_CONF.format(root=root))
-        (root / "storage.conf").write_text(PODMAN_STORAGE_CONF.format(root=root))
-        (root / "registries.conf").write_text("")
-        self.environment = dict(
-            os.environ,
-            CONTAINERS_CONF=str(root / "containers.conf"),
-            CONTAINERS_STORAGE_CONF=str(root / "storage.conf"),
-            CONTAINERS_REGISTRIES_CONF=str(root / "registries.conf"),
-        )
+        self.environment = write_podman_config(root)
 
     def command(self, *args: str) -> list[str]:
         return self.namespace.command(["podman", *args])
