@@ -247,8 +247,8 @@ def print_import_times(
 
     create's figures include the imports of the container's init, which inherits the
     option and stderr and imports its own modules after the fork, while create waits
-    for the init's move into its cgroups. So they add up to more than create's own
-    import time before the fork.
+    for its ``ready``. So they add up to more than create's own import time before the
+    fork.
     """
     launcher = RUNTIMES["ketch-runc"]
     first_line = launcher.read_text().split("\n", 1)[0] if launcher.exists() else ""
