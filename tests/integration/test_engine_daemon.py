@@ -7,6 +7,7 @@ ketchd brings up its bridge and firewall table, which must not touch the host's 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -109,9 +110,10 @@ def namespace() -> Iterator[NetworkNamespace]:
         yield made
 
 
-@pytest.fixture
-def daemon(namespace: NetworkNamespace) -> Iterator[Daemon]:
-    root = Path(tempfile.mkdtemp(prefix="ketchd-", dir="/tmp"))
+@contextlib.contextmanager
+def running_ketchd(root: Path, namespace: NetworkNamespace) -> Iterator[Daemon]:
+    """Start ketchd on ``root`` in ``namespace`` and wait until it serves. On exit, stop it
+    and its supervisor and delete ``root``."""
     command = namespace.command(ketchd_command(root))
     with open(root / "ketchd.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=log)
@@ -129,6 +131,13 @@ def daemon(namespace: NetworkNamespace) -> Iterator[Daemon]:
                 process.wait()
         _stop_pid_file(root / "exec" / "supervisor.pid")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(namespace: NetworkNamespace) -> Iterator[Daemon]:
+    root = Path(tempfile.mkdtemp(prefix="ketchd-", dir="/tmp"))
+    with running_ketchd(root, namespace) as running:
+        yield running
 
 
 def test_daemon_pid_file(daemon: Daemon) -> None:
@@ -199,11 +208,8 @@ def test_daemon_old_database_network_ls(namespace: NetworkNamespace, tmp_path: P
     db.execute("INSERT INTO network_networks VALUES (?, ?, ?, ?, ?, ?)", row)
     db.commit()
     db.close()
-    with open(root / "ketchd.log", "wb") as log:
-        process = subprocess.Popen(namespace.command(ketchd_command(root)), stdout=log, stderr=log)
-    running = Daemon(root, namespace, process)
-    try:
-        _wait_ready(running)
+
+    with running_ketchd(root, namespace) as running:
         env = dict(
             os.environ,
             DOCKER_HOST=f"unix://{running.socket_path}",
@@ -216,18 +222,9 @@ def test_daemon_old_database_network_ls(namespace: NetworkNamespace, tmp_path: P
             timeout=60,
             env=env,
         )
-        assert listed.returncode == 0, listed.stderr
-        created = dict(line.split(" ", 1) for line in listed.stdout.splitlines())
-        assert created["old"].startswith("20")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        _stop_pid_file(root / "exec" / "supervisor.pid")
-        shutil.rmtree(root, ignore_errors=True)
+    assert listed.returncode == 0, listed.stderr
+    created = dict(line.split(" ", 1) for line in listed.stdout.splitlines())
+    assert created["old"].startswith("20")
 
 
 def test_daemon_bad_config_exits_1(namespace: NetworkNamespace, tmp_path: Path) -> None:
