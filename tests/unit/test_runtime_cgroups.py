@@ -8,10 +8,11 @@ import pytest
 
 from ketch.errors import InvalidArgument
 from ketch.runtime.cgroups import cpu, devices, manager_from_state, memory, pids
-from ketch.runtime.cgroups.base import resolve_cgroups_path, unescape_mountinfo
+from ketch.runtime.cgroups.base import resolve_cgroups_path
 from ketch.runtime.cgroups.v1 import V1Manager
 from ketch.runtime.cgroups.v2 import V2Manager
 from ketch.runtime.config import DeviceRule, Resources
+from ketch.runtime.paths import unescape_mountinfo
 
 
 def test_default_path_relative():

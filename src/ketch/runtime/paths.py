@@ -8,6 +8,9 @@ These modules make their system calls through :mod:`posix`, the built-in module 
 the loaded 2-core test machine, Python 3.11), while ``ketch-runc start`` does about
 0.3 ms of work. The verbs that need more of the standard library (create, exec, run)
 import :mod:`os` anyway.
+
+The string forms of two path checks that the cgroup managers and the rootfs setup share,
+:func:`is_within` and :func:`unescape_mountinfo`, are here too.
 """
 
 from __future__ import annotations
@@ -61,3 +64,22 @@ def getenv(name: str, default: str) -> str:
     if value is None:
         return default
     return value.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+
+def is_within(path: str, directory: str) -> bool:
+    """Return True when the normalized absolute ``path`` is ``directory`` or below it."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def unescape_mountinfo(field: str) -> str:
+    """Undo the octal escapes of space, tab, newline and backslash in a mountinfo field.
+
+    Other characters, UTF-8 included, appear in mountinfo as they are.
+    """
+    if "\\" not in field:
+        return field
+    # The backslash goes last, so that an escaped backslash before digits such as
+    # "\134040" does not become a space.
+    for escape, character in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n")):
+        field = field.replace(escape, character)
+    return field.replace("\\134", "\\")

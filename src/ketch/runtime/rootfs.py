@@ -22,6 +22,7 @@ from ketch.linux import syscalls as sc
 from ketch.runtime import inroot, mounts
 from ketch.runtime.cgroups import CgroupManager
 from ketch.runtime.config import Device, Mount, Spec
+from ketch.runtime.paths import is_within, unescape_mountinfo
 
 DEFAULT_DEVICES = [
     Device("/dev/null", "c", 1, 3, 0o666, 0, 0),
@@ -89,8 +90,6 @@ def prepare_root(spec: Spec) -> None:
 
 def _mountinfo() -> list[tuple[str, list[str]]]:
     """Return (mount point, optional fields) for each mount of this mount namespace."""
-    from ketch.runtime.cgroups.base import unescape_mountinfo
-
     entries = []
     with open("/proc/self/mountinfo") as mountinfo:
         for line in mountinfo:
@@ -102,8 +101,6 @@ def _mountinfo() -> list[tuple[str, list[str]]]:
 def _mount_point_of(path: str, mounts: list[tuple[str, list[str]]]) -> str:
     """Return the mount point of the mount in ``mounts`` that contains the absolute,
     normalized ``path``."""
-    from ketch.runtime.cgroups.base import is_within
-
     points = [point for point, _ in mounts if is_within(path, point)]
     # The candidates all contain path, so the longest is the innermost.
     return max(points, key=len)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 
 from ketch.errors import InvalidArgument, SystemFailure
+from ketch.runtime.paths import unescape_mountinfo
 
 # False at run time, so that this module does not import typing: every ketch-runc call
 # pays for what it imports. Type checkers take the branch below as true.
@@ -141,22 +142,3 @@ def own_cgroups(pid: int | str = "self") -> dict[str, str]:
             _, controllers, path = line.rstrip("\n").split(":", 2)
             result[controllers] = path
     return result
-
-
-def is_within(path: str, directory: str) -> bool:
-    """Tell whether the normalized absolute ``path`` is ``directory`` or below it."""
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
-def unescape_mountinfo(field: str) -> str:
-    """Undo the octal escapes of space, tab, newline and backslash in a mountinfo field.
-
-    Other characters, UTF-8 included, appear in mountinfo as they are.
-    """
-    if "\\" not in field:
-        return field
-    # The backslash goes last, so that an escaped backslash before digits such as
-    # "\134040" does not become a space.
-    for escape, character in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n")):
-        field = field.replace(escape, character)
-    return field.replace("\\134", "\\")

@@ -19,12 +19,11 @@ from ketch.runtime.cgroups import cpu, cpuset, devices, freezer, memory, pids
 from ketch.runtime.cgroups.base import (
     CgroupManager,
     cgroup_mounts,
-    is_within,
     own_cgroups,
 )
 from ketch.runtime.cgroups.files import read_pids, remove_directories, remove_directory, write_value
 from ketch.runtime.lazylog import LazyLogger
-from ketch.runtime.paths import join
+from ketch.runtime.paths import is_within, join
 
 # False at run time, so that this module does not import typing: every ketch-runc call
 # pays for what it imports. Type checkers take the branch below as true.

@@ -19,11 +19,11 @@ import posixpath
 
 from ketch.errors import SystemFailure
 from ketch.runtime.cgroups import cpu, cpuset, freezer, memory, pids
-from ketch.runtime.cgroups.base import CGROUP_ROOT, CgroupManager, is_within, own_cgroups
+from ketch.runtime.cgroups.base import CGROUP_ROOT, CgroupManager, own_cgroups
 from ketch.runtime.cgroups.files import read_pids, read_value, remove_directory, write_value
 from ketch.runtime.cgroups.v1 import _make_directories
 from ketch.runtime.lazylog import LazyLogger
-from ketch.runtime.paths import join
+from ketch.runtime.paths import is_within, join
 
 # False at run time, so that this module does not import typing: every ketch-runc call
 # pays for what it imports. Type checkers take the branch below as true.
