@@ -1,4 +1,4 @@
-"""When the container's init joins its cgroups, and what the verbs see until it has.
+"""When the container's init joins its cgroups, and how the verbs act until it has.
 
 With ``join_cgroups_after_ready`` (which ``ketch-runc create`` passes) and no hooks,
 create returns once the init is ready, and the init joins its cgroups after that,

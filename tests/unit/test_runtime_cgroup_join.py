@@ -1,4 +1,4 @@
-"""Which process moves the container's init into its cgroups, by config and option."""
+"""The process that moves the container's init into its cgroups, by config and option."""
 
 from __future__ import annotations
 

@@ -227,7 +227,7 @@ def _check_global_options(arguments: argparse.Namespace) -> None:
 
 def _set_up_logging(arguments: argparse.Namespace, *, defer: bool) -> None:
     """Send the library's log records to ``--log`` (or stderr), at debug level with
-    ``--debug``; without either, only the error line of :func:`_report` is written.
+    ``--debug``. Without either, only the error line of :func:`_report` is written.
 
     With ``defer`` and without ``--debug``, the handler is attached only before the first
     warning or error, and the log file is merely created now. containerd and dockerd pass

@@ -562,7 +562,7 @@ def _start_time_or_fail(pid: int, container_id: str) -> int:
 
 
 def write_pid_file(path: Path | str, pid: int) -> None:
-    """Write ``pid`` to ``path`` through a temporary file, so a reader never sees it empty."""
+    """Write ``pid`` to ``path`` through a temporary file, so that a reader never finds it empty."""
     path = os.fspath(path)
     parent, name = os.path.split(path)
     temporary = os.path.join(parent, f".{name}.tmp")

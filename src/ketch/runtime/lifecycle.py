@@ -321,7 +321,7 @@ def join_created_init(record: state.ContainerRecord, cgroups: CgroupManager) -> 
     With ``create(join_cgroups_after_ready=True)``, as ``ketch-runc create`` calls it,
     the init joins its cgroups by itself after create returns, before it waits for
     ``start`` (see ``_ContainerCgroups`` in :mod:`ketch.runtime.create`). The verbs that
-    read or act on the cgroups' members call this first, so that they see the init.
+    read or act on the cgroups' members call this first, so that they find the init.
     """
     if not state.init_is_alive(record) or record.pid in cgroups.processes():
         # The init joins the cgroups in the order processes() reads them, first to last,
