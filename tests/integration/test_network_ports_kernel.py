@@ -50,14 +50,21 @@ def _reply(daemon: KetchDaemon, port: int) -> bytes:
     return reply
 
 
-def test_kernel_rules_forward_loopback(daemon: KetchDaemon) -> None:
+def _run_hi_server(daemon: KetchDaemon, host_port: int) -> str:
+    """Run a container that replies "hi" on port 8080, published on 127.0.0.1:``host_port``,
+    and return its id."""
     result = daemon.ketch(
-        "run", "-d", "-p", "127.0.0.1:18300:8080", "busybox", "nc", "-ll", "-p", "8080", "-e",
-        "echo", "hi",
+        "run", "-d", "-p", f"127.0.0.1:{host_port}:8080", "busybox", "nc", "-ll", "-p", "8080",
+        "-e", "echo", "hi",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     container_id = result.stdout.strip()
     daemon.container_ids.add(container_id)
+    return container_id
+
+
+def test_kernel_rules_forward_loopback(daemon: KetchDaemon) -> None:
+    container_id = _run_hi_server(daemon, 18300)
     address = json.loads(daemon.ketch("inspect", container_id).stdout)[0]["NetworkSettings"][
         "IPAddress"
     ]
@@ -87,13 +94,7 @@ def test_kernel_rules_hold_port(daemon: KetchDaemon) -> None:
 
 
 def test_kernel_rules_after_ketchd_kill(daemon: KetchDaemon) -> None:
-    result = daemon.ketch(
-        "run", "-d", "-p", "127.0.0.1:18302:8080", "busybox", "nc", "-ll", "-p", "8080", "-e",
-        "echo", "hi",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    container_id = result.stdout.strip()
-    daemon.container_ids.add(container_id)
+    container_id = _run_hi_server(daemon, 18302)
     assert _reply(daemon, 18302) == b"hi\n"
 
     restart_ketchd(daemon, "--userland-proxy=false")
@@ -105,13 +106,7 @@ def test_kernel_rules_after_ketchd_kill(daemon: KetchDaemon) -> None:
 def test_kernel_rules_follow_disconnect(daemon: KetchDaemon) -> None:
     created = daemon.ketch("network", "create", "--subnet", "10.91.0.0/24", "kernel-next")
     assert created.returncode == 0, created.stderr
-    result = daemon.ketch(
-        "run", "-d", "-p", "127.0.0.1:18303:8080", "busybox", "nc", "-ll", "-p", "8080", "-e",
-        "echo", "hi",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    container_id = result.stdout.strip()
-    daemon.container_ids.add(container_id)
+    container_id = _run_hi_server(daemon, 18303)
     assert _reply(daemon, 18303) == b"hi\n"
 
     connected = daemon.ketch("network", "connect", "kernel-next", container_id)
