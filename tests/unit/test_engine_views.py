@@ -149,3 +149,12 @@ def test_info_plugins(tmp_path: Path) -> None:
     )
     assert info["Plugins"]["Volume"] == ["local"]
     assert info["Plugins"]["Network"] == ["bridge", "host", "null"]
+
+
+def test_mount_points_source_removed_later(tmp_path: Path) -> None:
+    # The Mounts source existed at create. Inspect and ps still show the mount after the
+    # host directory is removed, because only the create checks the source.
+    source = tmp_path / "gone"
+    host_config = {"Mounts": [{"Type": "bind", "Source": str(source), "Target": "/data"}]}
+    points = views.mount_points(host_config)
+    assert [point["Source"] for point in points] == [str(source)]

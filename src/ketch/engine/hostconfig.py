@@ -137,18 +137,7 @@ def _parse_mounts(host_config: dict[str, Any]) -> list[dict[str, Any]]:
             propagation = (mount.get("BindOptions") or {}).get("Propagation") or ""
             if propagation and propagation not in PROPAGATIONS:
                 raise InvalidArgument(f"invalid {where}: propagation {propagation!r}")
-            source = mount.get("Source") or ""
-            bind = _bind(source, target, read_only, propagation, where)
-            # dockerd creates a missing Binds source but rejects a missing Mounts source at
-            # create, with this message.
-            # Limitation: BindOptions.CreateMountpoint, which makes dockerd create the
-            # source, is ignored, so such a Mounts entry is rejected too.
-            if not os.path.exists(source):
-                raise InvalidArgument(
-                    'invalid mount config for type "bind": bind source path does not exist: '
-                    f"{source}"
-                )
-            mounts.append(bind)
+            mounts.append(_bind(mount.get("Source") or "", target, read_only, propagation, where))
         elif kind == "tmpfs":
             tmpfs_options = mount.get("TmpfsOptions") or {}
             options = []
@@ -317,10 +306,28 @@ def parse_mount_options(host_config: dict[str, Any]) -> list[dict[str, Any]]:
     return _parse_binds(host_config) + _parse_mounts(host_config)
 
 
+def _check_mount_sources(host_config: dict[str, Any]) -> None:
+    """Raise InvalidArgument for a Mounts bind whose source does not exist.
+
+    dockerd creates a missing Binds source but rejects a missing Mounts source at create,
+    with this message. The check runs at create only, so that inspect and ps still show a
+    container whose source was removed later.
+    """
+    for mount in _parse_mounts(host_config):
+        # Limitation: BindOptions.CreateMountpoint, which makes dockerd create the
+        # source, is ignored, so such a Mounts entry is rejected too.
+        if mount["type"] == "bind" and not os.path.exists(mount["source"]):
+            raise InvalidArgument(
+                'invalid mount config for type "bind": bind source path does not exist: '
+                f"{mount['source']}"
+            )
+
+
 def parse_host_options(host_config: dict[str, Any], network_mode: str) -> HostOptions:
     """Check the HostConfig fields this module owns and return them."""
     options = HostOptions()
     options.mounts = parse_mount_options(host_config)
+    _check_mount_sources(host_config)
     options.cap_add = [_capability(name, "CapAdd") for name in _strings(host_config, "CapAdd")]
     options.cap_drop = [_capability(name, "CapDrop") for name in _strings(host_config, "CapDrop")]
     options.privileged = bool(host_config.get("Privileged"))
