@@ -218,6 +218,9 @@ def _join_cgroups(procs_files: list[tuple[str, int]]) -> None:
     Raises SystemFailure naming the file and the errno. On cgroup v1 the first write waits
     for an RCU grace period, about 10 ms, which is why this comes after ``ready``.
     """
+    # NOTE: only run on Linux 6.x, which checks this write against the credentials of the
+    # opener (the parent). Older kernels without that change check the init's own, which
+    # may be a non-root container user by now, so the join may fail there.
     for path, fd in procs_files:
         try:
             os.write(fd, b"0")
