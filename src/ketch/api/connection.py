@@ -174,13 +174,11 @@ class BodySpool:
         self._close_file()
 
     def _close_after(self, operation: asyncio.Future[Any]) -> None:
-        if not operation.cancelled() and operation.exception() is not None:
+        error = None if operation.cancelled() else operation.exception()
+        if error is not None:
             # The read that awaited this operation was cancelled, so only this callback
             # retrieves the error.
-            log.warning(
-                "failed to spool a request body after its read was cancelled: %s",
-                operation.exception(),
-            )
+            log.warning("failed to spool a request body after its read was cancelled: %s", error)
         self._close_file()
 
     async def _write_buffer(self) -> None:

@@ -317,14 +317,14 @@ class AcceptFailureLog:
     def _log(self) -> None:
         if self._unlogged == 1:
             logger.warning(
-                "failed to accept connections on %s: %s; retrying every %g s",
+                "failed to accept connections on %s: %s, retrying every %g s",
                 self._address,
                 self._last_error,
                 ACCEPT_RETRY_SECONDS,
             )
         else:
             logger.warning(
-                "failed to accept connections on %s %d more times since the last message; "
+                "failed to accept connections on %s %d more times since the last message, "
                 "last error: %s",
                 self._address,
                 self._unlogged,
