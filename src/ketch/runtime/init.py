@@ -57,7 +57,7 @@ class InitContext(Record):
     cgroups: CgroupManager
     init_joins_cgroups: bool  # joins them before unsharing a new cgroup namespace
     # (path, descriptor) of each cgroup.procs the init writes "0" to after ready, opened
-    # by the parent; empty when the init joins its cgroups another way.
+    # by the parent. Empty when the init joins its cgroups another way.
     cgroup_procs_files: list[tuple[str, int]]
     sync_socket: Socket
     exec_fifo_fd: int  # O_PATH descriptor of exec.fifo, opened by the parent
@@ -219,8 +219,8 @@ def _join_cgroups(procs_files: list[tuple[str, int]]) -> None:
     for an RCU grace period, about 10 ms, which is why this comes after ``ready``.
     """
     # NOTE: only run on Linux 6.x, which checks this write against the credentials of the
-    # opener (the parent). Older kernels without that change check the init's own, which
-    # may be a non-root container user by now, so the join may fail there.
+    # process that opened the file (the parent). Older kernels that check the writer's
+    # own, a non-root container user by now, may reject the join.
     for path, fd in procs_files:
         try:
             os.write(fd, b"0")
