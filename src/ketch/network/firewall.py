@@ -51,12 +51,13 @@ from pathlib import Path
 
 from ketch.errors import InvalidArgument, SystemFailure
 from ketch.network.bridge import ICC_OPTION
+from ketch.network.instance import DEFAULT_TABLE
 from ketch.network.store import Network
 
 logger = logging.getLogger(__name__)
 
 TABLE_FAMILY = "ip"
-TABLE_NAME = "ketch"
+TABLE_NAME = DEFAULT_TABLE
 # The table of the rules that apply to frames switched between the ports of a bridge.
 BRIDGE_TABLE_FAMILY = "bridge"
 IP_FORWARD_PATH = Path("/proc/sys/net/ipv4/ip_forward")
