@@ -67,11 +67,12 @@ def exec_body(command: list[str], options: dict) -> dict:
             body[field] = options[flag]
     if options["privileged"]:
         body["Privileged"] = True
-    if body["Tty"] and os.isatty(0):
-        # The engine sizes the exec's terminal before the process starts. The resize sent
-        # after the start comes too late for a command that reads the size at once.
-        size = os.get_terminal_size(0)
-        body["ConsoleSize"] = [size.lines, size.columns]
+    if body["Tty"]:
+        from ketch.cli.run import console_size
+
+        size = console_size()
+        if size:
+            body["ConsoleSize"] = size
     return body
 
 

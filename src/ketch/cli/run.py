@@ -106,11 +106,9 @@ def execute(context: Context, options: dict, args: list[str]) -> int:
     if detached and options["attach"]:
         raise ConflictingOptions("cannot specify both --attach and --detach")
     check_terminal(body["Tty"], body["AttachStdin"])
-    if body["Tty"] and not detached and os.isatty(0):
-        # The engine sizes the terminal before the process starts. A resize sent after the
-        # start comes too late for a command that reads the size at once.
-        size = os.get_terminal_size(0)
-        body["HostConfig"]["ConsoleSize"] = [size.lines, size.columns]
+    size = console_size() if body["Tty"] and not detached else None
+    if size:
+        body["HostConfig"]["ConsoleSize"] = size
     policy = pull_policy(options)
     client = context.client()
     container_id = create_container(client, body, options["name"], policy)
@@ -162,6 +160,18 @@ def run_attached(client: Client, container_id: str, body: dict, options: dict) -
         # Detached with the detach keys: the container runs on, as after ``run -d``.
         return 0
     return exit_status(result)
+
+
+def console_size() -> list[int] | None:
+    """Return stdin's terminal size as [rows, columns], or None when stdin is not a terminal.
+
+    The engine sizes the terminal before the process starts. A resize sent after the start
+    comes too late for a command that reads the size at once.
+    """
+    if not os.isatty(0):
+        return None
+    size = os.get_terminal_size(0)
+    return [size.lines, size.columns]
 
 
 def check_terminal(tty: bool, stdin: bool) -> None:
