@@ -46,6 +46,21 @@ def for_each(args: list[str], action: Callable[[str], str | None]) -> int:
     return 1 if failed else 0
 
 
+def delete_each(
+    client: Client, names: list[str], path_template: str, query: dict[str, str] | None = None
+) -> int:
+    """Send a DELETE of ``path_template``, with ``{name}`` replaced, for each name.
+
+    Prints each deleted name, or the error, and returns 1 if any failed.
+    """
+
+    def delete(name: str) -> str:
+        client.open("DELETE", path_template.format(name=name), query).close()
+        return name
+
+    return for_each(names, delete)
+
+
 def stop_query(options: dict) -> dict[str, str]:
     query = {}
     if options["time"] is not None:

@@ -14,7 +14,6 @@ from ketch.cli.volume import pairs
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from ketch.cli.client import Client
     from ketch.cli.main import Context
 
 DEFAULT_TABLE = "{{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
@@ -130,15 +129,9 @@ def inspect(context: Context, options: dict, args: list[str]) -> int:
 
 
 def remove(context: Context, options: dict, args: list[str]) -> int:
-    from ketch.cli.lifecycle import for_each
+    from ketch.cli.lifecycle import delete_each
 
-    client = context.client()
-    return for_each(args, lambda name: _delete(client, f"/networks/{name}", name))
-
-
-def _delete(client: Client, path: str, name: str) -> str:
-    client.open("DELETE", path).close()
-    return name
+    return delete_each(context.client(), args, "/networks/{name}")
 
 
 def prune(context: Context, options: dict, args: list[str]) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from ketch.cli.errors import UsageError
 from ketch.cli.humanize import human_size
-from ketch.cli.options import Command, Flag, UsageError
+from ketch.cli.options import Command, Flag
 
 # Not typing.TYPE_CHECKING: importing typing costs about 3 ms of start-up.
 TYPE_CHECKING = False

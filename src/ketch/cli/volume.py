@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from ketch.cli.errors import ProtocolFailure, UsageError
+from ketch.cli.humanize import human_size
 from ketch.cli.inspect import INSPECT_FORMAT
 from ketch.cli.options import TABLE_FORMAT_FLAG, Command, Flag
 
@@ -120,8 +121,6 @@ class VolumeRow:
     docker's ``volume ls`` template."""
 
     def __init__(self, volume: dict) -> None:
-        from ketch.cli.humanize import human_size
-
         labels = volume.get("Labels") or {}
         usage = volume.get("UsageData") or {}
         self.Name = volume.get("Name") or ""
@@ -147,16 +146,10 @@ def inspect(context: Context, options: dict, args: list[str]) -> int:
 
 
 def remove(context: Context, options: dict, args: list[str]) -> int:
-    from ketch.cli.lifecycle import for_each
+    from ketch.cli.lifecycle import delete_each
 
-    client = context.client()
     query = {"force": "1"} if options["force"] else {}
-    return for_each(args, lambda name: _delete(client, name, query))
-
-
-def _delete(client: Client, name: str, query: dict[str, str]) -> str:
-    client.open("DELETE", f"/volumes/{name}", query).close()
-    return name
+    return delete_each(context.client(), args, "/volumes/{name}", query)
 
 
 def prune(context: Context, options: dict, args: list[str]) -> int:
@@ -170,7 +163,6 @@ def prune(context: Context, options: dict, args: list[str]) -> int:
 def request_prune(client: Client, filters: list[str], prune_all: bool) -> int:
     """Send POST /volumes/prune with ``filters`` (``KEY=VALUE`` strings), and print the
     deleted volumes and the space reclaimed."""
-    from ketch.cli.humanize import human_size
     from ketch.cli.ps import filters_json
 
     # An explicit all=false keeps named volumes also where the client's API version is below
