@@ -151,7 +151,7 @@ def unpack_layer_stream(
     except (EOFError, tarfile.TarError) as error:
         raise LayerRejected(f"layer {layer} is not a valid tar archive: {error}") from None
     except Exception as error:
-        if not isinstance(error, zlib.error) and not _is_decompressor_error(error):
+        if not _is_decompressor_error(error):
             raise
         raise LayerRejected(f"layer {layer} is not valid compressed data: {error}") from None
     finally:
@@ -177,9 +177,9 @@ def _decompressed(source: CompressedSource, magic: bytes, layer: str) -> Iterato
 
 
 def _is_decompressor_error(error: Exception) -> bool:
-    # The optional decompressors' error classes, matched by name so that neither
+    # The optional decompressors' error classes are matched by name, so that neither
     # package has to be imported to recognise them.
-    return type(error).__name__ in ("ZstdError", "IsalError")
+    return isinstance(error, zlib.error) or type(error).__name__ in ("ZstdError", "IsalError")
 
 
 def _sync_filesystem(fd: int, destination: Path) -> None:
