@@ -216,7 +216,7 @@ class BlobWriter:
 
     def _hash_existing(self) -> None:
         assert self._fd is not None
-        while chunk := os.read(self._fd, 1024 * 1024):
+        while chunk := os.read(self._fd, _HASH_READ_SIZE):
             self._hash.update(chunk)
             self.written += len(chunk)
         if self.expected_size is not None and self.written > self.expected_size:
