@@ -8,8 +8,10 @@ concern and, where they own files, document their layout:
 * ``content``: blobs by digest, verified on the way in, and resumable partial downloads;
 * ``manifest``: manifests, indexes and configs, platform selection;
 * ``registry``: the distribution API client (pull and push);
+* ``endpoints``: the registry endpoint for a repository (mirrors, plain HTTP or HTTPS);
 * ``auth``: registry credentials in docker's config.json, login and logout;
 * ``layers``: unpacking of layer tars (plain, gzip, zstd), bounded against bombs;
+* ``layer_stream``: the decompressed chunks and the forward-only tar stream of an unpack;
 * ``layer_entries``: writing a layer's entries safely, whiteouts in either form;
 * ``diff``: a container's changes written as a layer tar, for commit and build;
 * ``snapshots``: the snapshotter interface, unpacked layers by chain ID;

@@ -1,4 +1,4 @@
-"""Which registry endpoint serves a repository, and the checks of the registry settings.
+"""Registry endpoint selection for a repository, and the checks of the registry settings.
 
 * ``docker.io`` names go to the configured mirrors in order (dockerd's ``registry-mirrors``),
   else to https://registry-1.docker.io;

@@ -29,7 +29,7 @@ class LayerFeed:
     def __init__(self, max_buffered: int, digest: DeferredHash | None = None) -> None:
         self.max_buffered = max_buffered
         self._digest = digest
-        self._taken = 0  # bytes the reader has taken, its offset in the blob
+        self._read_offset = 0  # bytes the reader has taken so far, its offset in the blob
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._condition = threading.Condition()
@@ -101,15 +101,15 @@ class LayerFeed:
                 wanted -= len(chunk)
                 self._buffered -= len(chunk)
             data = b"".join(parts)
-            offset = self._taken
-            self._taken += len(data)
+            offset = self._read_offset
+            self._read_offset += len(data)
         self._hash(data, offset)
         return data
 
     def read1(self, size: int = -1) -> bytes:
         """Return the next chunk as the writer put it, or its first ``size`` bytes when it is
-        longer; b"" at end of file. Unlike ``read`` it never joins chunks, so the bytes reach
-        the reader without a copy."""
+        longer, and b"" at end of file. Unlike ``read`` it never joins chunks, so the bytes
+        reach the reader without a copy."""
         with self._condition:
             self._wait(lambda: self._buffered > 0)
             if not self._chunks:
@@ -119,8 +119,8 @@ class LayerFeed:
                 self._chunks.appendleft(chunk[size:])
                 chunk = chunk[:size]
             self._buffered -= len(chunk)
-            offset = self._taken
-            self._taken += len(chunk)
+            offset = self._read_offset
+            self._read_offset += len(chunk)
         self._hash(chunk, offset)
         return chunk
 

@@ -25,7 +25,7 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 class ChunkReader(Protocol):
-    """A binary stream read in chunks; ``read1`` may return fewer bytes than asked."""
+    """Binary stream read in chunks, whose ``read1`` may return fewer bytes than requested."""
 
     def read1(self, size: int = ..., /) -> bytes: ...
 
@@ -153,7 +153,7 @@ class TarStream:
             size -= written
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        """Skip forward to ``offset``; stops at the end of the tar as a file's read would."""
+        """Skip forward to ``offset``, stopping at the end of the tar as a file's read would."""
         if whence != os.SEEK_SET or offset < self._position:
             raise tarfile.StreamError("seeking backwards is not allowed")
         while self._position < offset and self._next_bytes():

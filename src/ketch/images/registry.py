@@ -1,6 +1,6 @@
 """Registry client: the distribution API v2 over aiohttp, anonymous, for pull and push.
 
-Which endpoint serves a repository is decided in ``ketch.images.endpoints``.
+``ketch.images.endpoints`` picks the endpoint that serves a repository.
 
 Authentication follows the registry's 401 challenge and is repeated once per request:
 
