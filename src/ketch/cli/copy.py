@@ -115,8 +115,11 @@ def copy_from_container(
 
 
 def safe_members(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:
-    """Return the members to unpack; CommandFailed for a name that could write outside the
-    destination (absolute, ``..``, or through a link made by this archive)."""
+    """Return the members to unpack.
+
+    Raises CommandFailed for a name that could write outside the destination (absolute,
+    ``..``, or through a link made by this archive).
+    """
     links: set[str] = set()
     safe = []
     for member in members:

@@ -47,13 +47,13 @@ class NotATerminal(KetchError):
 
 
 class CommandFailed(KetchError):
-    """The command line is valid but the command cannot do its work (a local file is
-    missing, stdout is a terminal). Docker exits 1 for these and prints no usage hint."""
+    """A failure of a valid command line, such as a missing local file or stdout being a
+    terminal. Docker exits 1 for these and prints no usage hint."""
 
 
 class ConflictingOptions(KetchError):
-    """Two flags that exclude each other were given. Docker 28 reports this after parsing,
-    without a usage hint and with exit status 1 (``run -d -a stdout``)."""
+    """A pair of flags that exclude each other, such as ``run -d -a stdout``. Docker 28
+    reports this after parsing, without a usage hint and with exit status 1."""
 
     exit_code = 1
 

@@ -81,7 +81,7 @@ def _port_range(text: str, name: str) -> tuple[int, int]:
 
 
 def _split_publish(spec: str) -> tuple[str, str, str]:
-    """Split IP:HOST:CONTAINER, HOST:CONTAINER or CONTAINER; an IPv6 address is bracketed."""
+    """Split IP:HOST:CONTAINER, HOST:CONTAINER or CONTAINER, where an IPv6 IP is bracketed."""
     host_ip = ""
     if spec.startswith("["):
         end = spec.find("]:")

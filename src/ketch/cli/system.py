@@ -133,12 +133,15 @@ def system_df(context: Context, options: dict, args: list[str]) -> int:
 
 
 def _reclaimable_image_bytes(layers_size: int, used_images: list[dict]) -> int:
-    """Return the layer bytes that no image in use holds alone, as the docker CLI counts
-    them: the layers' total minus each used image's unique bytes (Size - SharedSize)."""
+    """Compute the reclaimable image bytes as the docker CLI counts them.
+
+    That is the layers' total minus the unique bytes (Size - SharedSize) of each image
+    that a container uses.
+    """
     used = 0
     for image in used_images:
-        # -1 means the daemon did not compute the figure; a missing field reads as 0, as
-        # it does in the docker CLI's Go structs.
+        # -1 means that the daemon did not compute the figure. A missing field reads as 0,
+        # as it does in the docker CLI's Go structs.
         size = image.get("Size") or 0
         shared = image.get("SharedSize") or 0
         if size == -1 or shared == -1:
