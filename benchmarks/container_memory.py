@@ -43,11 +43,11 @@ from memory_engines import (  # noqa: E402
     DockerEngine,
     KetchEngine,
     PodmanEngine,
-    make_busybox_tarball,
     podman_installed,
 )
 
 from support.daemon import start_daemon  # noqa: E402
+from support.dockerd import make_busybox_tarball  # noqa: E402
 
 # Time for the last containers' processes to settle before memory is read.
 SETTLE_SECONDS = 2.0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 # The podman configuration (runc, cgroupfs, no network) is the run-start benchmark's.
@@ -21,7 +20,6 @@ from support.cgroups import remove_cgroup_trees
 from support.daemon import KetchDaemon, stop_daemon
 from support.dockerd import Dockerd
 from support.netns import NetworkNamespace
-from support.rootfs import make_busybox_rootfs
 
 PODMAN = Path("/usr/bin/podman")
 PODMAN_IMAGE = "localhost/busybox:latest"
@@ -51,15 +49,6 @@ def find_processes(program: str, marker: str) -> list[int]:
         if argv and Path(argv[0]).name == program and any(marker in arg for arg in argv):
             found.append(int(entry.name))
     return sorted(found)
-
-
-def make_busybox_tarball(workdir: Path) -> Path:
-    """Write a busybox root filesystem archive for ``docker import`` and ``podman import``."""
-    rootfs = make_busybox_rootfs(workdir / "busybox-rootfs")
-    tarball = workdir / "busybox.tar"
-    with tarfile.open(tarball, "w") as archive:
-        archive.add(rootfs, arcname=".")
-    return tarball
 
 
 def check(result: subprocess.CompletedProcess[str], action: str) -> str:

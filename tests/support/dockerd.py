@@ -115,13 +115,19 @@ def stop_process(pid: int, timeout: float = 30.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def import_busybox(dockerd: Dockerd, workdir: Path) -> Path:
-    """Import a busybox rootfs into dockerd as busybox:latest and return its tarball, which
-    other engines can import too."""
+def make_busybox_tarball(workdir: Path) -> Path:
+    """Write a busybox root filesystem archive for ``docker import`` and ``podman import``."""
     rootfs = make_busybox_rootfs(workdir / "busybox-rootfs")
     tarball = workdir / "busybox.tar"
     with tarfile.open(tarball, "w") as archive:
         archive.add(rootfs, arcname=".")
+    return tarball
+
+
+def import_busybox(dockerd: Dockerd, workdir: Path) -> Path:
+    """Import a busybox rootfs into dockerd as busybox:latest and return its tarball, which
+    other engines can import too."""
+    tarball = make_busybox_tarball(workdir)
     result = dockerd.docker("import", str(tarball), "busybox:latest")
     assert result.returncode == 0, result.stderr
     return tarball
