@@ -63,6 +63,11 @@ def test_publish_ipv6_address() -> None:
     assert publish_bindings("[::1]:8080:80") == [("80/tcp", {"HostIp": "::1", "HostPort": "8080"})]
 
 
+def test_publish_ipv6_unbracketed() -> None:
+    # The docker CLI takes all parts but the last two as the address.
+    assert publish_bindings("::1:8080:80") == [("80/tcp", {"HostIp": "::1", "HostPort": "8080"})]
+
+
 def test_publish_empty_host_port() -> None:
     assert publish_bindings("127.0.0.1::80") == [
         ("80/tcp", {"HostIp": "127.0.0.1", "HostPort": ""})

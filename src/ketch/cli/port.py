@@ -81,7 +81,7 @@ def _port_range(text: str, name: str) -> tuple[int, int]:
 
 
 def _split_publish(spec: str) -> tuple[str, str, str]:
-    """Split IP:HOST:CONTAINER, HOST:CONTAINER or CONTAINER, where an IPv6 IP is bracketed."""
+    """Split IP:HOST:CONTAINER, HOST:CONTAINER or CONTAINER. An IPv6 IP may be bracketed."""
     host_ip = ""
     if spec.startswith("["):
         end = spec.find("]:")
@@ -91,11 +91,25 @@ def _split_publish(spec: str) -> tuple[str, str, str]:
     parts = spec.split(":")
     if len(parts) == 3 and not host_ip:
         return parts[0], parts[1], parts[2]
+    if len(parts) > 3 and not host_ip:
+        # An IPv6 address without brackets: as in docker's go-connections (nat.ParsePortSpec),
+        # all parts but the last two are the address.
+        return _checked_ip(":".join(parts[:-2])), parts[-2], parts[-1]
     if len(parts) == 2:
         return host_ip, parts[0], parts[1]
     if len(parts) == 1 and not host_ip:
         return "", "", parts[0]
     raise ValueError("expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]")
+
+
+def _checked_ip(text: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"invalid IP address {text!r}") from None
+    return text
 
 
 def publish_bindings(value: str) -> list[tuple[str, dict[str, str]]]:
