@@ -14,11 +14,11 @@ then, run after run with the commands alternating:
   ``docker pull`` and ``docker push`` to an empty registry in the same way.
 
 It prints medians, ratios, and where ketch's pull time goes: the phases seen in its progress
-messages, CPU time against wall time, the CPU time of the event loop thread (which receives
-the blobs and writes them to the content store), of the unpack threads (which also hash the
-blobs they read from the downloads) and of the blob commits (which hash what the unpack
-had not reached, then fsync), the last two from the debug log records of ``ketch.images``.
-It also times the unpack of one layer against ``tar -xzf`` of the same blob. Run it as root
+messages, and CPU time against wall time. The CPU time is split by thread. The event loop
+thread receives the blobs and writes them to the content store. The unpack threads also
+hash the blobs they read from the downloads. The blob commits hash what the unpacks had
+not reached, then fsync. The figures of the last two come from the debug log records of
+``ketch.images``. It also times the unpack of one layer against ``tar -xzf`` of the same blob. Run it as root
 (unpacking sets ownership) with skopeo installed:
 
     .venv/bin/python benchmarks/pull_push.py [--runs 3] [--layer-mib 40] [--docker]
