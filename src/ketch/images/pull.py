@@ -121,6 +121,8 @@ class Puller:
         self._layer_ids: asyncio.Future[tuple[list[str], list[str]]] | None = None
         # Twice the downloads: an unpack goes on after its download has freed its slot,
         # and the unpack of the download that takes the slot must not wait for a thread.
+        # NOTE: when the unpacks fall further behind than that, a download still waits for
+        # a thread, and past MAX_STREAM_BUFFER bytes its layer unpacks from the stored blob.
         self._stream_threads = ThreadPoolExecutor(
             2 * MAX_CONCURRENT_DOWNLOADS, thread_name_prefix="ketch-unpack"
         )
