@@ -18,8 +18,8 @@ messages, and CPU time against wall time. The CPU time is split by thread. The e
 thread receives the blobs and writes them to the content store. The unpack threads also
 hash the blobs they read from the downloads. The blob commits hash what the unpacks had
 not reached, then fsync. The figures of the last two come from the debug log records of
-``ketch.images``. It also times the unpack of one layer against ``tar -xzf`` of the same blob. Run it as root
-(unpacking sets ownership) with skopeo installed:
+``ketch.images``. It also times the unpack of one layer against ``tar -xzf`` of the same
+blob. Run it as root (unpacking sets ownership) with skopeo installed:
 
     .venv/bin/python benchmarks/pull_push.py [--runs 3] [--layer-mib 40] [--docker]
 """
