@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from support.daemon import KetchDaemon
+from support.daemon import KetchDaemon, ketch_ok
 
 BRIDGE_ALIAS_PREFIX = "ketch network "
 VETH_ALIAS_PREFIX = "ketch endpoint "
@@ -56,9 +56,8 @@ def _output(daemon: KetchDaemon, argv: list[str]) -> str:
 
 
 def _ketch_json(daemon: KetchDaemon, *args: str) -> list[dict[str, Any]]:
-    result = daemon.ketch(*args, timeout=120)
-    assert result.returncode == 0, f"ketch {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout) if result.stdout.strip() else []
+    output = ketch_ok(daemon, *args, timeout=120)
+    return json.loads(output) if output.strip() else []
 
 
 def _accounted(daemon: KetchDaemon) -> Accounted:
