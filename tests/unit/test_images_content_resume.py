@@ -1,5 +1,6 @@
 """Resumable blob writers: partial bytes kept, resumed, locked and discarded when wrong."""
 
+import fcntl
 import hashlib
 import os
 import time
@@ -105,3 +106,26 @@ def test_discard_partial_missing(tmp_path: Path) -> None:
     store = ContentStore(tmp_path)
     store.discard_partial(DIGEST)
     assert list(store.ingest_dir.iterdir()) == []
+
+
+def test_writer_reopens_discarded_partial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ContentStore(tmp_path)
+    interrupted(store, 4000)
+    real_flock = fcntl.flock
+    discarded: list[int] = []
+
+    def flock_after_discard(fd: int, operation: int) -> None:
+        # The partial goes between the writer's open and its lock, as when a failed pull
+        # discards it at that moment.
+        if not discarded:
+            discarded.append(fd)
+            store.discard_partial(DIGEST)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_discard)
+    with store.writer(DIGEST, len(DATA), resumable=True) as writer:
+        assert writer.written == 0
+        writer.write(DATA)
+        writer.commit()
+
+    assert store.read(DIGEST) == DATA

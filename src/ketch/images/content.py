@@ -240,15 +240,30 @@ class BlobWriter:
 def _open_locked(path: Path) -> int:
     """Open (or create) ``path`` for appending and take an exclusive flock on it.
 
-    Raises BlockingIOError when another writer has locked it.
+    Raises BlockingIOError when another writer has locked it. A file that
+    ContentStore.discard_partial unlinked between the open and the lock is opened again,
+    because a commit renames from the path and would not find it.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BaseException:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _is_linked_at(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
-        raise
-    return fd
+
+
+def _is_linked_at(fd: int, path: Path) -> bool:
+    """Return whether ``path`` still names the file open as ``fd``."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 class ContentStore:
@@ -316,8 +331,8 @@ class ContentStore:
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # NOTE: a writer that opened the file just before this unlink and locks it just
-            # after fails its commit, because the name it renames from is gone.
+            # A writer that opened the file before this unlink opens it again once it holds
+            # the lock (see _open_locked).
             path.unlink(missing_ok=True)
         except BlockingIOError:
             log.debug("keeping partial blob %s: another download is writing it", digest)
