@@ -90,7 +90,8 @@ def ensure_bridge(
                 ipr.link("add", ifname=name, kind="bridge")
                 logger.info("created bridge %s for subnet %s", name, subnet)
             except _netlink_error() as error:
-                if error.code != errno.EEXIST:  # made meanwhile by a concurrent call
+                # EEXIST means a concurrent call made the bridge after the lookup.
+                if error.code != errno.EEXIST:
                     raise
         index = ipr.link_lookup(ifname=name)[0]
         if alias is not None:
