@@ -295,7 +295,7 @@ class AcceptFailureLog:
         self._last_error: OSError | None = None
 
     def failed(self, error: OSError) -> None:
-        """Count a failed accept; log it, or the repeats since the last line, when due."""
+        """Count a failed accept, and log it or the repeats since the last line when due."""
         self._unlogged += 1
         self._last_error = error
         self._log_if_due()
@@ -306,7 +306,7 @@ class AcceptFailureLog:
             self._log_if_due()
 
     def flush(self) -> None:
-        """Log the repeats not logged yet, whether due or not: the proxy is closing."""
+        """Log the repeats not logged yet, due or not, because the proxy is closing."""
         if self._unlogged:
             self._log()
 
