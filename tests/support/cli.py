@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from support.fake_docker import FakeDocker, serve_fake_docker
+from support.fake_engine import ServedEngine, serve_fake_engine
 
 
 def run_ketch(
@@ -29,3 +37,30 @@ def run_ketch(
         env=environment,
         input=input,
     )
+
+
+@contextmanager
+def served_engine(image: str | None = "busybox:latest") -> Iterator[ServedEngine]:
+    """Serve a fake engine on a socket in a new directory under /tmp, with ``image`` added.
+
+    The directory is short because unix socket paths are limited to 108 bytes.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="ketch-cli-", dir="/tmp"))
+    try:
+        with serve_fake_engine(directory / "api.sock") as served:
+            if image is not None:
+                served.engine.add_image(image)
+            yield served
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def served_fake_docker() -> Iterator[FakeDocker]:
+    """Serve a scripted Engine API on a socket in a new directory under /tmp."""
+    directory = Path(tempfile.mkdtemp(prefix="ketch-cli-", dir="/tmp"))
+    try:
+        with serve_fake_docker(directory / "api.sock") as served:
+            yield served
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,9 +18,9 @@ import pytest
 
 from ketch.cli.events import format_event
 from ketch.cli.progress import ProgressDisplay
-from support.cli import run_ketch
-from support.fake_docker import FakeDocker, Reply, serve_fake_docker
-from support.fake_engine import ServedEngine, serve_fake_engine
+from support.cli import run_ketch, served_engine, served_fake_docker
+from support.fake_docker import FakeDocker, Reply
+from support.fake_engine import ServedEngine
 
 PUSH_DIGEST = "sha256:" + "e" * 64
 PUSH_MESSAGES = [
@@ -35,23 +34,14 @@ PUSH_MESSAGES = [
 
 @pytest.fixture
 def served() -> Iterator[ServedEngine]:
-    directory = Path(tempfile.mkdtemp(prefix="ketch-cli-", dir="/tmp"))
-    try:
-        with serve_fake_engine(directory / "api.sock") as served:
-            served.engine.add_image("busybox:latest")
-            yield served
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with served_engine() as served:
+        yield served
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeDocker]:
-    directory = Path(tempfile.mkdtemp(prefix="ketch-cli-", dir="/tmp"))
-    try:
-        with serve_fake_docker(directory / "api.sock") as served:
-            yield served
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with served_fake_docker() as served:
+        yield served
 
 
 @pytest.mark.parametrize(

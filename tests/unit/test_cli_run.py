@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from ketch.errors import NotFound
-from support.cli import run_ketch
-from support.fake_engine import ServedEngine, serve_fake_engine
+from support.cli import run_ketch, served_engine
+from support.fake_engine import ServedEngine
 
 PULL_PROGRESS = [
     {"status": "Pulling from library/alpine", "id": "3.19"},
@@ -28,13 +25,8 @@ PULL_PROGRESS = [
 
 @pytest.fixture
 def served() -> Iterator[ServedEngine]:
-    directory = Path(tempfile.mkdtemp(prefix="ketch-cli-", dir="/tmp"))
-    try:
-        with serve_fake_engine(directory / "api.sock") as served:
-            served.engine.add_image("busybox:latest")
-            yield served
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with served_engine() as served:
+        yield served
 
 
 def created_bodies(served: ServedEngine) -> list[tuple[dict, str | None]]:
