@@ -13,6 +13,7 @@ from ketch.cli.images import HEADERS as IMAGE_HEADERS
 from ketch.cli.images import image_rows
 from ketch.cli.ps import HEADERS as CONTAINER_HEADERS
 from ketch.cli.ps import ContainerRow, HeaderRow, short_id
+from ketch.cli.volume import HEADERS as VOLUME_HEADERS
 from ketch.cli.volume import VolumeRow
 
 IMAGE_TABLE = (
@@ -24,7 +25,6 @@ CONTAINER_TABLE = (
     "\t{{.Status}}\t{{.Names}}"
 )
 VOLUME_TABLE = "{{.Name}}\t{{.Links}}\t{{.Size}}"
-VOLUME_HEADERS = {"Name": "VOLUME NAME", "Links": "LINKS", "Size": "SIZE"}
 CACHE_TABLE = (
     "{{.ID}}\t{{.CacheType}}\t{{.Size}}\t{{.CreatedSince}}\t{{.LastUsedSince}}"
     "\t{{.UsageCount}}\t{{.Shared}}"
