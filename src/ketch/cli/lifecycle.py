@@ -51,7 +51,7 @@ def delete_each(
 ) -> int:
     """Send a DELETE of ``path_template``, with ``{name}`` replaced, for each name.
 
-    Prints each deleted name, or the error, and returns 1 if any failed.
+    Print each deleted name, or the error, and return 1 if any failed.
     """
 
     def delete(name: str) -> str:

@@ -92,8 +92,8 @@ def _split_publish(spec: str) -> tuple[str, str, str]:
     if len(parts) == 3 and not host_ip:
         return parts[0], parts[1], parts[2]
     if len(parts) > 3 and not host_ip:
-        # An IPv6 address without brackets: as in docker's go-connections (nat.ParsePortSpec),
-        # all parts but the last two are the address.
+        # For an IPv6 address without brackets, docker's go-connections (nat.ParsePortSpec)
+        # takes all parts but the last two as the address, and so does this.
         return _checked_ip(":".join(parts[:-2])), parts[-2], parts[-1]
     if len(parts) == 2:
         return host_ip, parts[0], parts[1]
@@ -108,7 +108,7 @@ def _checked_ip(text: str) -> str:
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        raise ValueError(f"invalid IP address {text!r}") from None
+        raise ValueError(f"invalid IP address {text!r}: expected an IPv4 or IPv6 address") from None
     return text
 
 
