@@ -107,7 +107,7 @@ def create_container(
         # Undo in reverse: the init, then its cgroups and the state directory.
         if pid:
             # The init is this process's child, so no other process will reap it.
-            _kill_if_alive(pid)
+            signals.send_if_alive(pid, signals.SIGKILL)
             reap(pid)
         _undo_create(directory, cgroups.manager if cgroups.created else None, runtime.kill_timeout)
         if isinstance(error, OSError):
@@ -326,19 +326,12 @@ def _fork_in_user_namespace(
     )
 
 
-def _kill_if_alive(pid: int) -> None:
-    try:
-        os.kill(pid, signals.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def _undo_create(directory: str, cgroups: CgroupManager | None, kill_timeout: float) -> None:
     if cgroups is not None:
         try:
             # Anything left in the cgroups was started by this create.
             for pid in cgroups.processes():
-                _kill_if_alive(pid)
+                signals.send_if_alive(pid, signals.SIGKILL)
             wait_until_empty(cgroups, kill_timeout)
             cgroups.destroy()
         except KetchError as error:
@@ -497,7 +490,7 @@ def _collect_init(
         if message["type"] != sync.READY:
             raise SystemFailure(f"create {container_id}: unexpected message {message}")
     except BaseException:
-        _kill_if_alive(init_pid)
+        signals.send_if_alive(init_pid, signals.SIGKILL)
         reap(init_pid)
         raise
 

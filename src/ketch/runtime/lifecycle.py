@@ -208,11 +208,10 @@ class Runtime:
             cgroups = manager_from_state(record.cgroups)
             if status == "created":
                 join_created_init(record, cgroups)
+            from ketch.runtime.signals import send_if_alive
+
             for pid in cgroups.processes():
-                try:
-                    posix.kill(pid, signal_number)
-                except ProcessLookupError:
-                    pass
+                send_if_alive(pid, signal_number)
             return
         _signal_init(record, signal_number)
 
@@ -297,17 +296,14 @@ class Runtime:
         return record, state.status_of(directory, record)
 
     def _kill_everything(self, record: state.ContainerRecord, cgroups: CgroupManager) -> None:
-        from ketch.runtime.signals import SIGKILL
+        from ketch.runtime.signals import SIGKILL, send_if_alive
 
         try:
             _signal_init(record, SIGKILL)
         except KetchError:
             pass
         for pid in cgroups.processes():
-            try:
-                posix.kill(pid, SIGKILL)
-            except ProcessLookupError:
-                pass
+            send_if_alive(pid, SIGKILL)
         _thaw(cgroups)
         wait_until_empty(cgroups, self.kill_timeout)
         deadline = time.monotonic() + self.kill_timeout

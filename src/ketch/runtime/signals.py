@@ -10,6 +10,8 @@ used instead.
 
 from __future__ import annotations
 
+import posix
+
 from ketch.errors import InvalidArgument
 
 # False at run time, so that this module does not import typing. Type checkers take the
@@ -49,6 +51,14 @@ def stop_wakeup_fd() -> None:
 def unblock_all() -> None:
     """Clear this thread's signal mask."""
     _signals.pthread_sigmask(_signals.SIG_SETMASK, [])
+
+
+def send_if_alive(pid: int, number: int) -> None:
+    """Send signal ``number`` to ``pid``, ignoring a process that has already exited."""
+    try:
+        posix.kill(pid, number)
+    except ProcessLookupError:
+        pass
 
 
 def pidfd_send_signal(pidfd: int, number: int) -> None:
