@@ -235,8 +235,11 @@ def stop_daemon(daemon: KetchDaemon) -> None:
     try:
         stop_ketchd(daemon)
     finally:
-        daemon.registry.stop()  # type: ignore[attr-defined]
-        delete_namespace(daemon.namespace)
+        # The namespace goes even when the registry fails to stop.
+        try:
+            daemon.registry.stop()  # type: ignore[attr-defined]
+        finally:
+            delete_namespace(daemon.namespace)
 
 
 def daemon_fixture() -> Iterator[KetchDaemon]:
