@@ -30,6 +30,7 @@ from ketch.engine.engine import Engine
 from ketch.engine.networking import ContainerNetworking
 from ketch.engine.resolvconf import DnsSettings
 from ketch.errors import Conflict, KetchError, SystemFailure
+from ketch.linux.malloc import map_large_buffers_separately
 from ketch.network.firewall import Firewall
 from ketch.network.instance import instance_for
 
@@ -215,6 +216,7 @@ async def run(config: DaemonConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ketchd``; exits 1 with one error line when it cannot run."""
+    map_large_buffers_separately()
     try:
         config = load_config(argv)
     except KetchError as error:
