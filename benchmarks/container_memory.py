@@ -6,7 +6,9 @@ and PSS (from /proc/<pid>/smaps_rollup) of every engine process, subtracts the s
 processes' figures with no container, and divides by N. It then removes the containers,
 starts N again with K ``run -d`` commands at a time, times that, and removes them. The
 containers' own ``sleep`` processes are not counted, because they are the same under
-every engine.
+every engine. A third figure, "unique", counts each physical page of the engine's processes
+once, from /proc/<pid>/pagemap: PSS splits a page shared with processes outside the engine
+(libpython with this script, libc with everything), and this figure does not.
 
 Engine processes: ketch is ketchd and its supervisor (ketch CLI), with busybox brought in
 with ``ketch import`` from the same tarball as the other engines, or pulled from a
@@ -33,6 +35,7 @@ import signal
 import sys
 import tempfile
 import time
+from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +55,10 @@ from support.dockerd import make_busybox_tarball  # noqa: E402
 # Time for the last containers' processes to settle before memory is read.
 SETTLE_SECONDS = 2.0
 
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# The page frame number in a /proc/<pid>/pagemap entry: bits 0-54 (kernel's pagemap.rst).
+FRAME_MASK = (1 << 55) - 1
+
 
 @dataclass
 class Result:
@@ -66,6 +73,7 @@ class Result:
     pss_per_container: float
     rss_total_per_container: float
     pss_total_per_container: float
+    unique_total_per_container: float
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
@@ -80,6 +88,45 @@ def memory_kib(pid: int) -> tuple[int, int]:
         if key in values:
             values[key] = int(rest.split()[0])
     return values["Rss"], values["Pss"]
+
+
+def resident_frames(pid: int) -> set[int]:
+    """Return the physical page frames that ``pid`` has resident, from /proc/<pid>/pagemap
+    (frame numbers need root), reading only the mappings that smaps shows with some RSS."""
+    frames: set[int] = set()
+    try:
+        ranges = mapped_ranges_with_rss(pid)
+        with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+            for start, end in ranges:
+                pagemap.seek(start // PAGE_SIZE * 8)
+                entries = array("Q", pagemap.read((end - start) // PAGE_SIZE * 8))
+                frames.update(entry & FRAME_MASK for entry in entries if entry >> 63)
+    except (FileNotFoundError, ProcessLookupError):
+        return set()
+    return frames
+
+
+def mapped_ranges_with_rss(pid: int) -> list[tuple[int, int]]:
+    ranges = []
+    current: tuple[int, int] | None = None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        first = line.split(maxsplit=1)[0]
+        if "-" in first and not first.endswith(":"):
+            start, _, end = first.partition("-")
+            current = (int(start, 16), int(end, 16))
+        elif first == "Rss:" and current is not None and int(line.split()[1]) > 0:
+            ranges.append(current)
+    return ranges
+
+
+def unique_memory_kib(pids: dict[str, int]) -> int:
+    """Return the KiB of physical memory the processes have resident, each page counted
+    once however many of them map it. Unlike the sum of PSS, a page shared with a process
+    outside the set (libc, or libpython shared with this script) counts in full."""
+    frames: set[int] = set()
+    for pid in pids.values():
+        frames |= resident_frames(pid)
+    return len(frames) * PAGE_SIZE // 1024
 
 
 def total_memory_kib(pids: dict[str, int]) -> tuple[int, int]:
@@ -111,6 +158,7 @@ def measure_engine(engine, count: int, parallel: int) -> Result:  # type: ignore
     time.sleep(SETTLE_SECONDS)
     busy = engine.processes()
     busy_rss, busy_pss = total_memory_kib(busy)
+    busy_unique = unique_memory_kib(busy)
     engine.remove_all()
 
     parallel_seconds = start_in_parallel(engine, count, parallel)
@@ -118,7 +166,8 @@ def measure_engine(engine, count: int, parallel: int) -> Result:  # type: ignore
 
     print(
         f"{engine.name}: {len(idle)} processes idle ({idle_rss} KiB RSS, {idle_pss} KiB PSS), "
-        f"{len(busy)} with {count} containers ({busy_rss} KiB RSS, {busy_pss} KiB PSS)",
+        f"{len(busy)} with {count} containers ({busy_rss} KiB RSS, {busy_pss} KiB PSS, "
+        f"{busy_unique} KiB in unique pages)",
         flush=True,
     )
     return Result(
@@ -130,6 +179,7 @@ def measure_engine(engine, count: int, parallel: int) -> Result:  # type: ignore
         pss_per_container=(busy_pss - idle_pss) / count,
         rss_total_per_container=busy_rss / count,
         pss_total_per_container=busy_pss / count,
+        unique_total_per_container=busy_unique / count,
     )
 
 
@@ -138,6 +188,7 @@ def print_table(results: list[Result], count: int, parallel: int) -> None:
     print(
         f"{'engine':<8}{'processes':>10}{'in sequence':>13}{f'{parallel} at a time':>14}"
         f"{'RSS growth':>13}{'PSS growth':>13}{'RSS total':>13}{'PSS total':>13}"
+        f"{'unique':>13}"
     )
     for result in results:
         print(
@@ -145,10 +196,13 @@ def print_table(results: list[Result], count: int, parallel: int) -> None:
             f"{result.parallel_seconds:>12.1f} s{result.rss_per_container:>9.0f} KiB"
             f"{result.pss_per_container:>9.0f} KiB{result.rss_total_per_container:>9.0f} KiB"
             f"{result.pss_total_per_container:>9.0f} KiB"
+            f"{result.unique_total_per_container:>9.0f} KiB"
         )
     print(
         f"({count} containers. Growth: the engine processes' RSS or PSS with {count} running "
-        f"minus idle, divided by {count}. Total: with {count} running, divided by {count}.)"
+        f"minus idle, divided by {count}. Total: with {count} running, divided by {count}. "
+        "Unique: the physical pages of the engine's processes with the containers running, "
+        f"each counted once, divided by {count}.)"
     )
 
     by_name = {result.engine: result for result in results}
@@ -164,7 +218,8 @@ def print_table(results: list[Result], count: int, parallel: int) -> None:
             f"RSS {ratio(ketch.rss_per_container, peer.rss_per_container)}, "
             f"PSS {ratio(ketch.pss_per_container, peer.pss_per_container)}; totals: "
             f"RSS {ratio(ketch.rss_total_per_container, peer.rss_total_per_container)}, "
-            f"PSS {ratio(ketch.pss_total_per_container, peer.pss_total_per_container)}"
+            f"PSS {ratio(ketch.pss_total_per_container, peer.pss_total_per_container)}, "
+            f"unique {ratio(ketch.unique_total_per_container, peer.unique_total_per_container)}"
         )
 
 
