@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import aiohttp
-
 from ketch.errors import Forbidden, NotFound, Unavailable
 from ketch.images.auth import Credentials, CredentialStore
 from ketch.images.endpoints import endpoints_for
+from ketch.images.http_client import Session
 from ketch.images.reference import Reference
 from ketch.images.registry import FetchedManifest, RegistryClient, credentials_for
 
@@ -21,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 async def find_manifest(
-    session: aiohttp.ClientSession,
+    session: Session,
     reference: Reference,
     mirrors: Sequence[str],
     insecure_registries: Sequence[str],

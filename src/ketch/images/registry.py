@@ -1,4 +1,4 @@
-"""Registry client: the distribution API v2 over aiohttp, anonymous, for pull and push.
+"""Registry client: the distribution API v2 over ketch.images.http_client, for pull and push.
 
 ``ketch.images.endpoints`` picks the endpoint that serves a repository.
 
@@ -37,15 +37,13 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-import aiohttp
-import yarl
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from ketch import __version__
 from ketch.errors import Forbidden, InvalidArgument, KetchError, NotFound, Unavailable
 from ketch.images.auth import Credentials, CredentialStore
 from ketch.images.endpoints import Endpoint
+from ketch.images.http_client import HTTPClientError, Response, Session
 from ketch.images.manifest import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -61,13 +59,6 @@ from ketch.images.reference import SHA256_DIGEST_PATTERN
 
 log = logging.getLogger(__name__)
 
-# How many bytes of a response aiohttp buffers before it stops reading the socket. Its
-# default, 64 KiB, paused and resumed the socket hundreds of times per layer blob.
-READ_BUFFER_SIZE = 4 * 1024 * 1024
-# The maximum bytes one recv() takes from a plain-HTTP socket while a blob downloads.
-# asyncio's socket transport reads 256 KiB at a time (CPython 3.11), and every chunk costs
-# a round of callbacks on the event loop and a hand-off to the thread that unpacks the layer.
-BLOB_RECEIVE_SIZE = 1024 * 1024
 _CHALLENGE_PARAMETER = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -85,15 +76,13 @@ def credentials_for(store: CredentialStore | None, endpoint: Endpoint) -> Creden
     return store.get(urlsplit(endpoint.url).netloc)
 
 
-def open_session() -> aiohttp.ClientSession:
-    """Return an HTTP session for registry requests (no proxies from the environment)."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
-    return aiohttp.ClientSession(
-        timeout=timeout,
-        headers={"User-Agent": f"ketch/{__version__}"},
-        trust_env=False,
-        read_bufsize=READ_BUFFER_SIZE,
-    )
+def open_session() -> Session:
+    """Return an HTTP session for registry requests (no proxies from the environment).
+
+    Connects time out after 30 seconds, and a response that sends nothing for 120 seconds
+    fails.
+    """
+    return Session(headers={"User-Agent": f"ketch/{__version__}"})
 
 
 class RegistryClient:
@@ -106,7 +95,7 @@ class RegistryClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: Session,
         endpoint: Endpoint,
         repository: str,
         *,
@@ -168,17 +157,12 @@ class RegistryClient:
                         restart()
             else:
                 raise await self._failure(response, f"blob {descriptor.digest}")
-            _enlarge_socket_reads(response)
             with self._network_errors("GET", url):
-                # Chunks as they arrived, which iter_chunked would join or split. With
-                # chunked transfer encoding an empty one can mark a chunk's end.
-                async for chunk, _ in response.content.iter_chunks():
-                    if chunk:
-                        sink(chunk)
+                # Chunks as they arrived, up to http_client.RECEIVE_SIZE bytes each.
+                async for chunk in response.iter_chunks():
+                    sink(chunk)
 
-    def _check_content_range(
-        self, response: aiohttp.ClientResponse, offset: int, descriptor: Descriptor
-    ) -> None:
+    def _check_content_range(self, response: Response, offset: int, descriptor: Descriptor) -> None:
         content_range = response.headers.get("Content-Range", "")
         if not content_range.startswith(f"bytes {offset}-"):
             raise Unavailable(
@@ -206,22 +190,21 @@ class RegistryClient:
     async def mount_blob(self, digest: str, source_repository: str) -> str | None:
         """Ask the registry to link a blob from another repository on it (a cross-repository
         mount). Return None when it did, else the Location of the upload it started."""
-        url = yarl.URL(self._url("blobs/uploads/")).with_query(
-            mount=digest, **{"from": source_repository}
-        )
+        query = urlencode({"mount": digest, "from": source_repository})
+        url = f"{self._url('blobs/uploads/')}?{query}"
         async with self._request("POST", url) as response:
             if response.status == 201:
                 return None
             if response.status != 202 or "Location" not in response.headers:
                 raise await self._failure(response, f"mount of blob {digest}")
-            return str(response.url.join(yarl.URL(response.headers["Location"])))
+            return urljoin(response.url, response.headers["Location"])
 
     async def start_upload(self, digest: str) -> str:
         """Start a blob upload session and return its Location URL."""
         async with self._request("POST", self._url("blobs/uploads/")) as response:
             if response.status != 202 or "Location" not in response.headers:
                 raise await self._failure(response, f"upload of blob {digest}")
-            return str(response.url.join(yarl.URL(response.headers["Location"])))
+            return urljoin(response.url, response.headers["Location"])
 
     async def upload_chunk(self, location: str, data: bytes, offset: int) -> str:
         """Send one chunk (PATCH with Content-Range) and return the next Location."""
@@ -229,18 +212,17 @@ class RegistryClient:
             "Content-Type": "application/octet-stream",
             "Content-Range": f"{offset}-{offset + len(data) - 1}",
         }
-        url = yarl.URL(location, encoded=True)
-        async with self._request("PATCH", url, headers=headers, data=data) as response:
+        async with self._request("PATCH", location, headers=headers, data=data) as response:
             if response.status != 202 or "Location" not in response.headers:
                 raise await self._failure(response, f"upload chunk at byte {offset}")
-            return str(response.url.join(yarl.URL(response.headers["Location"])))
+            return urljoin(response.url, response.headers["Location"])
 
     async def finish_upload(self, location: str, digest: str, data: Any, size: int) -> None:
         """Close an upload with PUT ``?digest=``; ``data`` is the rest of the blob (bytes, a
         function that returns an async iterator of bytes, or None when every byte went in
         chunks)."""
         separator = "&" if "?" in location else "?"
-        put_url = yarl.URL(f"{location}{separator}digest={quote(digest)}", encoded=True)
+        put_url = f"{location}{separator}digest={quote(digest)}"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         async with self._request("PUT", put_url, headers=headers, data=data) as response:
             if response.status != 201:
@@ -262,11 +244,11 @@ class RegistryClient:
     async def _request(
         self,
         method: str,
-        url: str | yarl.URL,
+        url: str,
         *,
         headers: dict[str, str] | None = None,
         data: Any = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[Response]:
         response = await self._send(method, url, headers, data)
         if response.status == 401 and _can_repeat(data):
             # One new authorization per request: a token for a wider scope (a mount needs
@@ -283,10 +265,10 @@ class RegistryClient:
     async def _send(
         self,
         method: str,
-        url: str | yarl.URL,
+        url: str,
         headers: dict[str, str] | None,
         data: Any,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         request_headers = dict(headers or {})
         if self._authorization is not None:
             request_headers["Authorization"] = self._authorization
@@ -324,22 +306,22 @@ class RegistryClient:
         )
         self._authorization = f"Bearer {token}"
 
-    async def _read_document(self, response: aiohttp.ClientResponse, url: str) -> bytes:
+    async def _read_document(self, response: Response, url: str) -> bytes:
         if (response.content_length or 0) > MAX_DOCUMENT_SIZE:
             raise InvalidArgument(
                 f"{url} is {response.content_length} bytes, more than {MAX_DOCUMENT_SIZE}"
             )
         with self._network_errors("GET", url):
-            data = await response.content.read(MAX_DOCUMENT_SIZE + 1)
+            data = await response.read(MAX_DOCUMENT_SIZE + 1)
         if len(data) > MAX_DOCUMENT_SIZE:
             raise InvalidArgument(f"{url} is more than {MAX_DOCUMENT_SIZE} bytes")
         return data
 
-    async def _failure(self, response: aiohttp.ClientResponse, subject: str) -> KetchError:
+    async def _failure(self, response: Response, subject: str) -> KetchError:
         """Build the error for an unexpected status; ``subject`` is what was requested."""
         try:
-            body = await response.content.read(64 * 1024)
-        except (TimeoutError, aiohttp.ClientError):
+            body = await response.read(64 * 1024)
+        except HTTPClientError:
             body = b""
         details = describe_error_body(body) or f"HTTP {response.status}"
         status = response.status
@@ -361,20 +343,16 @@ class RegistryClient:
         )
 
     @contextmanager
-    def _network_errors(
-        self, method: str, url: str | yarl.URL, service: str | None = None
-    ) -> Iterator[None]:
+    def _network_errors(self, method: str, url: str, service: str | None = None) -> Iterator[None]:
         try:
             yield
-        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+        except OSError as error:  # HTTPClientError and TimeoutError included
             where = service or f"registry {self.endpoint.name}"
             reason = str(error) or ("timed out" if isinstance(error, TimeoutError) else repr(error))
             raise Unavailable(f"{where} is unreachable: {method} {url}: {reason}") from None
 
 
-async def check_login(
-    session: aiohttp.ClientSession, endpoint: Endpoint, credentials: Credentials
-) -> None:
+async def check_login(session: Session, endpoint: Endpoint, credentials: Credentials) -> None:
     """Check ``credentials`` against the registry's base endpoint ``/v2/``.
 
     Raises Forbidden when the registry or its token service rejects them, Unavailable when
@@ -394,7 +372,7 @@ async def check_login(
 
 
 async def fetch_token(
-    session: aiohttp.ClientSession,
+    session: Session,
     realm: str,
     service: str,
     scopes: Sequence[str],
@@ -417,9 +395,9 @@ async def fetch_token(
     log.debug("fetching a token from %s for %s, scopes %s", realm, who, " ".join(scopes))
 
     try:
-        async with session.get(realm, params=query, headers=headers) as response:
-            body = await response.content.read(MAX_DOCUMENT_SIZE)
-    except (TimeoutError, aiohttp.ClientError, OSError) as error:
+        async with await session.request("GET", realm, params=query, headers=headers) as response:
+            body = await response.read(MAX_DOCUMENT_SIZE)
+    except OSError as error:  # HTTPClientError and TimeoutError included
         reason = str(error) or repr(error)
         raise Unavailable(f"token service {realm} is unreachable: {reason}") from None
     if response.status in (401, 403) and credentials is not None:
@@ -440,19 +418,6 @@ async def fetch_token(
     if not isinstance(token, str) or not token:
         raise Unavailable(f"token service {realm} returned no token")
     return token
-
-
-def _enlarge_socket_reads(response: aiohttp.ClientResponse) -> None:
-    """Let the response's socket transport receive up to BLOB_RECEIVE_SIZE per recv().
-
-    Only asyncio's plain socket transport has the ``max_size`` attribute this sets; over
-    TLS the read size stays as it is. The connection keeps the size when it goes back to
-    the pool, which costs the next requests on it nothing but a larger buffer per recv().
-    """
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    if transport is not None and hasattr(transport, "max_size"):
-        transport.max_size = max(transport.max_size, BLOB_RECEIVE_SIZE)
 
 
 def _can_repeat(data: Any) -> bool:
@@ -491,7 +456,7 @@ def describe_error_body(body: bytes) -> str:
 
 
 async def push_image(
-    session: aiohttp.ClientSession,
+    session: Session,
     endpoint: Endpoint,
     repository: str,
     tag: str,
