@@ -40,7 +40,7 @@ __all__ = ["Image", "ImageStore"]
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so that ``from ketch.images.reference import ...`` in a
-    # short-lived command does not pay for aiohttp, which the store needs.
+    # short-lived command does not pay for the store and the modules it imports.
     if name in __all__:
         from ketch.images import store
 

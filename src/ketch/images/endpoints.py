@@ -7,8 +7,8 @@
 * every other registry over HTTPS.
 
 This module is apart from the registry client (``ketch.images.registry``) because the image
-store checks the settings when ketchd starts, and the client imports aiohttp, which ketchd
-loads only at its first registry request.
+store checks the settings when ketchd starts, and ketchd imports the client only at its
+first registry request.
 """
 
 from __future__ import annotations
