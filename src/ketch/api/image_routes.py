@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ketch.api import streams
-from ketch.engine import commits
 from ketch.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -119,6 +118,9 @@ async def create_image(call: Call) -> None:
 
 
 async def commit_container(call: Call) -> None:
+    # Imported at the first commit request, to keep it out of ketchd's start.
+    from ketch.engine import commits
+
     query = call.request.query
     reference = query.get("container", "").strip()
     if not reference:

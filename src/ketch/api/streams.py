@@ -28,9 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ketch.api.connection import HttpConnection
 from ketch.api.errors import message_for_error
-from ketch.engine import archive
 from ketch.engine.attach import STREAM_TYPES, frame
-from ketch.engine.logs import LogQuery, parse_tail, parse_unix_time
 from ketch.errors import InvalidArgument, KetchError
 
 if TYPE_CHECKING:
@@ -112,6 +110,10 @@ async def _wait_for_hangup(http: HttpConnection) -> None:
 
 
 async def container_logs(call: Call) -> None:
+    # The logs and archive routes import their engine modules at their first request, so
+    # that ketchd's start leaves them out of memory.
+    from ketch.engine.logs import LogQuery, parse_tail
+
     query = LogQuery(
         stdout=call.flag("stdout"),
         stderr=call.flag("stderr"),
@@ -129,6 +131,8 @@ async def container_logs(call: Call) -> None:
 
 
 def _unix_time(call: Call, name: str) -> int:
+    from ketch.engine.logs import parse_unix_time
+
     text = call.request.query.get(name, "").strip()
     return parse_unix_time(text, name) if text else 0
 
@@ -339,6 +343,8 @@ async def container_stats(call: Call) -> None:
 
 
 async def archive_get(call: Call) -> None:
+    from ketch.engine import archive
+
     path = _archive_path(call)
     stat_object, spool = await call.engine.archive_get(call.parameters["id"], path)
     with spool:
@@ -351,6 +357,8 @@ async def archive_get(call: Call) -> None:
 
 
 async def archive_head(call: Call) -> None:
+    from ketch.engine import archive
+
     path = _archive_path(call)
     stat_object = await call.engine.archive_stat(call.parameters["id"], path)
     header = ((STAT_HEADER, archive.stat_header(stat_object)),)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ketch.engine.stats import cgroup_directories
 from ketch.errors import InvalidArgument
 
 # The file of a cgroup's effective set, by cgroup version, for "cpus" and "mems".
@@ -47,6 +46,9 @@ def parse_cpu_list(text: str) -> set[int]:
 
 def available_list(kind: str) -> str:
     """Return the effective ``cpus`` or ``mems`` list of ketchd's cgroup, such as "0-1"."""
+    # Imported here so that only a container with a cpuset brings ketch.engine.stats in.
+    from ketch.engine.stats import cgroup_directories
+
     directories = cgroup_directories(os.getpid())
     candidates = []
     if "cpuset" in directories:

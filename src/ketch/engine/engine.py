@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import io
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from ketch.engine import archive, rootfs_mounts, stats, views
+from ketch.engine import rootfs_mounts, views
 from ketch.engine.containers import ContainerService, ImageSource, Supervisor
 from ketch.engine.control import ContainerControl, writable_layer_size
 from ketch.engine.events import EventBus
@@ -27,14 +28,16 @@ from ketch.engine.filters import select_containers
 from ketch.engine.health import HealthMonitor
 from ketch.engine.images import ImageOperations
 from ketch.engine.layer_usage import LayerUsage, summarize_layers
-from ketch.engine.logs import LogQuery, read_log
-from ketch.engine.networks import NetworkOperations
 from ketch.engine.ports import PublishedPorts
 from ketch.engine.restarts import wants_start_at_boot
 from ketch.engine.store import Container, ContainerPaths, ContainerStore
 from ketch.engine.volume_mounts import ContainerVolumes
 from ketch.engine.volumes import VolumeService
 from ketch.errors import Conflict, KetchError
+
+if TYPE_CHECKING:
+    from ketch.engine.logs import LogQuery
+    from ketch.engine.networks import NetworkOperations
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +96,6 @@ class Engine:
         self.containers.volumes = ContainerVolumes(self.volumes)
         self.control = ContainerControl(self.containers, self.store, self.paths)
         self.execs = ExecService(self.containers, self.paths)
-        self.networks = NetworkOperations(self.containers, self.paths)
         self.health = HealthMonitor(self.containers, self.execs)
         self.containers.health = self.health
         self.image_operations = ImageOperations(
@@ -105,6 +107,13 @@ class Engine:
         self._debug = debug
         self._watcher: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+
+    @functools.cached_property
+    def networks(self) -> NetworkOperations:
+        """The handler of network requests, built at the first one to keep it out of the start."""
+        from ketch.engine.networks import NetworkOperations
+
+        return NetworkOperations(self.containers, self.paths)
 
     # Lifetime
 
@@ -349,9 +358,12 @@ class Engine:
             raise Conflict(f"Container {container.id} is not running")
         await self.supervisor.resize(container.id, height, width)
 
-    # Archives
+    # Archives. Each request imports ketch.engine.archive itself, so that ketchd's start and
+    # the create and start of containers leave it out of memory.
 
     def _container_root(self, ref: str) -> tuple[Container, int]:
+        from ketch.engine import archive
+
         container = self.containers.resolve(ref)
         pid = container.state.pid if container.running else 0
         if not pid:
@@ -360,6 +372,8 @@ class Engine:
 
     async def archive_stat(self, ref: str, path: str) -> dict[str, Any]:
         """Return the stat object of ``path`` in the container (HEAD archive)."""
+        from ketch.engine import archive
+
         container, root_fd = self._container_root(ref)
         try:
             return archive.path_stat(root_fd, path, container.id)
@@ -368,6 +382,8 @@ class Engine:
 
     async def archive_get(self, ref: str, path: str) -> tuple[dict[str, Any], Any]:
         """Return the stat of ``path`` and a rewound file holding its tar."""
+        from ketch.engine import archive
+
         container, root_fd = self._container_root(ref)
         try:
             stat_object = archive.path_stat(root_fd, path, container.id)
@@ -382,6 +398,8 @@ class Engine:
         self, ref: str, path: str, data: bytes | IO[bytes], keep_owners: bool
     ) -> None:
         """Extract a tar (bytes or a binary file) into directory ``path`` of the container."""
+        from ketch.engine import archive
+
         container, root_fd = self._container_root(ref)
         stream = io.BytesIO(data) if isinstance(data, bytes) else data
         try:
@@ -393,20 +411,26 @@ class Engine:
 
     async def export_container(self, ref: str) -> Any:
         """Return a rewound file holding the tar of the container's rootfs tree."""
+        from ketch.engine import archive
+
         container = self.containers.resolve(ref)
         rootfs_mounts.ensure_mounted(self.images, container)
         return await asyncio.to_thread(archive.export_to_spool, container.rootfs, self.data_root)
 
-    # Stats and processes
+    # Stats and processes. ketch.engine.stats is imported at the first request.
 
     def container_stats(
         self, ref: str, stream: bool = True, one_shot: bool = False
     ) -> AsyncIterator[dict[str, Any]]:
         """Return the container's stats objects; the container is resolved now."""
+        from ketch.engine import stats
+
         container = self.containers.resolve(ref)
         return stats.stream_samples(container, stream, one_shot)
 
     async def container_top(self, ref: str, ps_args: str = "") -> dict[str, Any]:
+        from ketch.engine import stats
+
         container = self.containers.resolve(ref)
         if not container.running:
             raise Conflict(f"Container {container.id} is not running")
@@ -453,6 +477,9 @@ class Engine:
 
         The container is resolved now, so an unknown one raises NotFound before any reply.
         """
+        # Imported here, at the first logs request, to keep the log reader out of the start.
+        from ketch.engine.logs import read_log
+
         container = self.containers.resolve(ref)
         raw = bool(container.config.get("Tty"))
         container_id = container.id
