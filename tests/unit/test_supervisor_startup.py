@@ -116,3 +116,57 @@ def test_record_round_trip(tmp_path: Path) -> None:
     store.save(record)
     assert store.load_all() == [record]
     assert repr(record).startswith("ContainerRecord(id='web', bundle='/b'")
+
+
+def test_main_fixes_mmap_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(
+        supervisor_main, "map_large_buffers_separately", lambda: calls.append("mallopt")
+    )
+
+    with pytest.raises(SystemExit):
+        supervisor_main.main(["--help"])
+
+    assert calls == ["mallopt"]
+
+
+# Source of heap_kib(), which returns the resident size of glibc's main heap in KiB.
+HEAP_KIB_CODE = (
+    "def heap_kib():\n"
+    "    total, in_heap = 0, False\n"
+    "    for line in open('/proc/self/smaps'):\n"
+    "        fields = line.split()\n"
+    "        if not fields[0].endswith(':'):\n"
+    "            in_heap = fields[-1] == '[heap]'\n"
+    "        elif in_heap and fields[0] == 'Rss:':\n"
+    "            total += int(fields[1])\n"
+    "    return total\n"
+)
+
+
+def test_release_free_heap_returns_freed_pages() -> None:
+    # 20000 blocks of 200 bytes, too large for glibc's fast bins, freed below one block
+    # that stays allocated, so that free() alone cannot shrink the heap.
+    code = HEAP_KIB_CODE + (
+        "import ctypes\n"
+        "from ketch.supervisor.process import release_free_heap\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.malloc.restype = ctypes.c_void_p\n"
+        "libc.free.argtypes = [ctypes.c_void_p]\n"
+        "blocks = [libc.malloc(200) for _ in range(20000)]\n"
+        "kept = libc.malloc(200)\n"
+        "for block in blocks:\n"
+        "    libc.free(block)\n"
+        "before = heap_kib()\n"
+        "release_free_heap()\n"
+        "print(before, heap_kib())\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+
+    before, after = (int(field) for field in completed.stdout.split())
+    assert before >= 4000, completed.stdout
+    assert after <= before - 3000, completed.stdout

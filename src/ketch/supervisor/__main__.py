@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ketch.errors import KetchError
+from ketch.linux.malloc import map_large_buffers_separately
 from ketch.supervisor import plainlog
 from ketch.supervisor.plainlog import get_logger
 
@@ -107,6 +108,7 @@ def _parse_with_argparse(argv: list[str]) -> SimpleNamespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    map_large_buffers_separately()
     arguments = parse_arguments(argv)
     plainlog.configure(arguments.log_level)
     ready_fd = _detach() if arguments.detach else -1

@@ -1,9 +1,10 @@
 """Process-level plumbing of the supervisor: the pid file lock, the listening socket, the
-signal wakeup pipe and the open-file limit.
+signal wakeup pipe, the open-file limit and the release of free heap memory.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import resource
@@ -120,3 +121,21 @@ def raise_open_file_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+_libc = ctypes.CDLL(None)
+
+
+def release_free_heap() -> None:
+    """Return the free pages of glibc's heap to the kernel with malloc_trim(3).
+
+    glibc's free() returns main-heap memory to the kernel only by shrinking the heap from
+    its top, so a burst of small allocations freed below a live one stays resident.
+    Compiling ketchd's default seccomp profile with libseccomp is such a burst: about
+    1 MiB, of which 0.85 MiB stayed resident in the supervisor after its first create
+    (glibc 2.36, on the 2-core test machine). The call took under 0.1 ms there, also with
+    40 containers. Does nothing where the C library has no malloc_trim (musl, for example).
+    """
+    malloc_trim = getattr(_libc, "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim(0)
