@@ -600,3 +600,34 @@ def test_second_supervisor_refused(supervisor: RunningSupervisor) -> None:
 
     with pytest.raises(Conflict, match=f"pid {supervisor.pid}"):
         lock_pid_file(supervisor.exec_root / "supervisor.pid")
+
+
+def test_create_releases_free_heap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ketch.supervisor import process
+    from ketch.supervisor.records import RecordStore
+    from ketch.supervisor.server import Supervisor
+    from ketch.supervisor.stdio import LogRotation
+
+    calls: list[str] = []
+    monkeypatch.setattr(process, "release_free_heap", lambda: calls.append("malloc_trim"))
+    exec_root = tmp_path / "exec"
+    supervisor = Supervisor(exec_root, PlainProcessRuntime())
+    # Set by start(), which would also make the test process a subreaper.
+    supervisor._records = RecordStore(exec_root / "supervisor")
+    bundle = tmp_path / "c1"
+    bundle.mkdir()
+    log_path = bundle / "c1-json.log"
+
+    with pytest.raises(NotFound, match="config.json"):
+        supervisor.create_container("c1", bundle, log_path, False, LogRotation())
+    assert calls == ["malloc_trim"]
+
+    (bundle / "config.json").write_text(json.dumps({"process": {"args": ["true"]}}))
+    container = supervisor.create_container("c1", bundle, log_path, False, LogRotation())
+    try:
+        assert calls == ["malloc_trim", "malloc_trim"]
+    finally:
+        os.kill(container.record.pid, signal.SIGKILL)
+        os.waitpid(container.record.pid, 0)
+        container.close()
+        supervisor.loop.close()
