@@ -21,18 +21,22 @@ import logging
 import os
 import re
 import socket
-import ssl
 import stat
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import h11
 
+from ketch import deferred_ssl
 from ketch.api import API_VERSION, MIN_API_VERSION, routes
 from ketch.api.connection import BodyTooLarge, HttpConnection, Request
 from ketch.api.errors import error_body, message_for_error, status_for_error
 from ketch.errors import Conflict, InvalidArgument, KetchError
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,8 @@ async def serve_tcp(
 
 def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
     """Return a server TLS context that requires a client certificate signed by the CA."""
+    ssl = deferred_ssl.load()
+
     try:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca_file)
         context.load_cert_chain(cert_file, key_file)

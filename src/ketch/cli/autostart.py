@@ -27,7 +27,7 @@ def daemon_command() -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "ketchd")
     if os.access(script, os.X_OK):
         return [script]
-    return [sys.executable, "-m", "ketch.engine.daemon"]
+    return [sys.executable, "-m", "ketch.ketchd"]
 
 
 def start_daemon(

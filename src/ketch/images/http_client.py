@@ -36,6 +36,8 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import h11
 
+from ketch import deferred_ssl
+
 if TYPE_CHECKING:
     import ssl
 
@@ -569,10 +571,9 @@ class Session:
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            # Only https URLs need it. asyncio imports ssl by itself (CPython 3.11), so
-            # this import adds no memory there.
-            import ssl
-
+            # Only https URLs need it. ketchd leaves ssl out until then (see
+            # ketch.deferred_ssl).
+            ssl = deferred_ssl.load()
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
 

@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ketch import deferred_ssl
 from ketch.errors import SystemFailure
 from ketch.network.ipam import parse_network
 from ketch.network.namespaces import run_in_namespace
@@ -46,13 +47,25 @@ def netlink_errors() -> tuple[type[Exception], ...]:
     return (OSError, exceptions.NetlinkError)
 
 
+def _import_pyroute2() -> None:
+    # pyroute2 imports ssl without a fallback (pyroute2.netlink.rtnl.probe_msg), and ketchd
+    # leaves out until something needs it.
+    deferred_ssl.load()
+
+    import pyroute2  # noqa: F401
+
+
 def _open_route() -> IPRoute:
+    _import_pyroute2()
+
     from pyroute2 import IPRoute
 
     return IPRoute()
 
 
 def _netlink_error() -> type[Exception]:
+    _import_pyroute2()
+
     from pyroute2.netlink.exceptions import NetlinkError
 
     return NetlinkError

@@ -1,0 +1,146 @@
+"""ketch.deferred_ssl: ketchd's asyncio starts without ssl and gets it at the first TLS need.
+
+Each case runs in a fresh interpreter, because asyncio must not be imported before ssl is
+left out, and pytest has imported it already.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LEFT_OUT_CODE = """
+import sys
+
+from ketch import deferred_ssl
+
+print("left out:", deferred_ssl.leave_out())
+
+import asyncio
+
+print("ssl entry:", sys.modules.get("ssl", "absent"))
+"""
+
+# A TLS round trip through asyncio's server and ketch's HTTP client after load(), with
+# ssl left out when asyncio was imported.
+ROUND_TRIP_CODE = """
+import sys
+
+from ketch import deferred_ssl
+
+deferred_ssl.leave_out()
+
+import asyncio
+
+from ketch.images.http_client import Session
+
+cert, key = sys.argv[1], sys.argv[2]
+
+
+async def serve(reader, writer):
+    await reader.readuntil(b"\\r\\n\\r\\n")
+    writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nhello")
+    await writer.drain()
+    writer.close()
+
+
+async def main():
+    ssl = deferred_ssl.load()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with Session() as session:
+            response = await session.request("GET", f"https://127.0.0.1:{port}/")
+            async with response:
+                print("body:", (await response.read()).decode())
+    finally:
+        listener.close()
+
+
+asyncio.run(main())
+"""
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
+def test_leave_out_keeps_ssl_from_asyncio() -> None:
+    output = run_python(LEFT_OUT_CODE)
+
+    assert "left out: True" in output
+    assert "ssl entry: None" in output
+
+
+def test_leave_out_after_asyncio_does_nothing() -> None:
+    output = run_python("import asyncio\n" + LEFT_OUT_CODE)
+
+    assert "left out: False" in output
+    assert "ssl entry: <module 'ssl'" in output
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_load_gives_asyncio_working_tls(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    # The client's default context trusts the test certificate through SSL_CERT_FILE.
+    env = {"PATH": "/usr/bin:/bin", "SSL_CERT_FILE": str(cert)}
+
+    output = run_python(ROUND_TRIP_CODE, str(cert), str(key), env=env)
+
+    assert "body: hello" in output
+
+
+def test_ketchd_modules_import_without_ssl() -> None:
+    # A module-level "import ssl" in any of these would fail under ketchd's entry point.
+    code = (
+        "from ketch import deferred_ssl\n"
+        "deferred_ssl.leave_out()\n"
+        "import ketch.engine.daemon, ketch.api.server, ketch.images.pull, ketch.images.push\n"
+        "import sys\n"
+        "print('ssl entry:', sys.modules['ssl'])\n"
+    )
+
+    output = run_python(code)
+
+    assert "ssl entry: None" in output
+
+
+def test_pyroute2_imports_after_leave_out() -> None:
+    # pyroute2 imports ssl without a fallback, so ketch.network.links loads ssl first.
+    code = (
+        "from ketch import deferred_ssl\n"
+        "deferred_ssl.leave_out()\n"
+        "from ketch.network import links\n"
+        "print('error type:', links._netlink_error().__name__)\n"
+    )
+
+    output = run_python(code)
+
+    assert "error type: NetlinkError" in output
