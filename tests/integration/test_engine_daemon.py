@@ -26,7 +26,7 @@ import pytest
 from support.netns import NetworkNamespace, network_namespace
 from support.raw_http import request
 
-KETCHD = [sys.executable, "-m", "ketch.engine.daemon"]
+KETCHD = [sys.executable, "-m", "ketch.ketchd"]
 READY_SECONDS = 20.0
 
 
