@@ -13,8 +13,8 @@ once, from /proc/<pid>/pagemap: PSS splits a page shared with processes outside 
 Engine processes: ketch is ketchd and its supervisor (ketch CLI), with busybox brought in
 with ``ketch import`` from the same tarball as the other engines, or pulled from a
 loopback registry with ``--pull``. A pull makes ketchd import its registry client
-(aiohttp), which it otherwise leaves out, so ``--pull`` shows the memory of a ketchd that
-has pulled. docker is Debian's dockerd 20.10, its containerd and every containerd-shim,
+and pull code, which it otherwise leaves out, so ``--pull`` shows the memory of a ketchd
+that has pulled. docker is Debian's dockerd 20.10, its containerd and every containerd-shim,
 with private roots, bridge, iptables and forwarding off, and busybox brought in with
 ``docker import``. podman is every conmon, because podman itself exits after each command.
 Debian's podman 4.3 runs with private storage, runc and cgroupfs, and busybox comes in

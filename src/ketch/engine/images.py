@@ -193,8 +193,8 @@ class ImageOperations:
             )
         if not username:
             raise InvalidArgument("invalid auth body: missing 'username'")
-        # Imported here because the registry client brings in aiohttp, which only the
-        # registry requests (pull, push, login, search) need.
+        # Imported here because only the registry requests (pull, push, login, search)
+        # need the registry client and its HTTP code.
         from ketch.images.endpoints import endpoints_for
         from ketch.images.registry import check_login, open_session
 
