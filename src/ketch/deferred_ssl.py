@@ -16,12 +16,17 @@ left out (tests, the CLI, ``python -m ketch.engine.daemon``), ``load`` is a plai
 from __future__ import annotations
 
 import sys
+import threading
 from types import ModuleType
 
 # The asyncio modules that bind ``ssl`` at import time, or None in its place.
 _ASYNCIO_MODULES_WITH_SSL = ("asyncio.base_events", "asyncio.selector_events", "asyncio.sslproto")
 
 _left_out = False
+# Serializes load(). Without it, a thread that removed the None entry after another thread
+# had imported ssl would remove the real module, and asyncio and the callers would end up
+# with two different ssl modules.
+_load_lock = threading.Lock()
 
 
 def leave_out() -> bool:
@@ -44,14 +49,14 @@ def load() -> ModuleType:
     """Import ssl and return it, letting asyncio use it if ``leave_out`` kept it out."""
     global _left_out
 
-    if _left_out and "ssl" in sys.modules and sys.modules["ssl"] is None:
-        # Two threads may get here at once, so pop, which never raises, and not del.
-        sys.modules.pop("ssl", None)
-    _left_out = False
+    with _load_lock:
+        if _left_out and "ssl" in sys.modules and sys.modules["ssl"] is None:
+            del sys.modules["ssl"]
+        _left_out = False
 
-    import ssl
+        import ssl
 
-    _give_asyncio(ssl)
+        _give_asyncio(ssl)
     return ssl
 
 

@@ -144,3 +144,71 @@ def test_pyroute2_imports_after_leave_out() -> None:
     output = run_python(code)
 
     assert "error type: NetlinkError" in output
+
+
+# Thread "first" stops in load() just before it removes the None entry, and thread "second"
+# calls load() meanwhile. Unless load() serializes its callers, "second" imports ssl, and
+# "first" then removes that module and imports a second one.
+CONCURRENT_LOAD_CODE = """
+import sys
+import threading
+
+from ketch import deferred_ssl
+
+deferred_ssl.leave_out()
+
+import asyncio.sslproto
+
+paused = threading.Event()
+resume = threading.Event()
+modules = {}
+
+
+# The line of load() that removes the None entry.
+removal_line = next(
+    number
+    for number, line in enumerate(open(deferred_ssl.__file__), start=1)
+    if "del sys.modules[" in line or "sys.modules.pop(" in line
+)
+
+
+def trace_lines(frame, event, arg):
+    if event == "call":
+        return trace_lines if frame.f_code is deferred_ssl.load.__code__ else None
+    if event == "line" and frame.f_lineno == removal_line:
+        paused.set()
+        resume.wait(timeout=10)
+    return trace_lines
+
+
+def load_first():
+    sys.settrace(trace_lines)
+    modules["first"] = deferred_ssl.load()
+    sys.settrace(None)
+
+
+def load_second():
+    modules["second"] = deferred_ssl.load()
+
+
+first = threading.Thread(target=load_first)
+first.start()
+paused.wait(timeout=10)
+second = threading.Thread(target=load_second)
+second.start()
+second.join(timeout=0.5)
+print("second waited:", second.is_alive())
+resume.set()
+first.join()
+second.join()
+print("same module:", modules["first"] is modules["second"] is sys.modules["ssl"])
+print("asyncio has it:", asyncio.sslproto.ssl is sys.modules["ssl"])
+"""
+
+
+def test_concurrent_load_imports_ssl_once() -> None:
+    output = run_python(CONCURRENT_LOAD_CODE)
+
+    assert "second waited: True" in output
+    assert "same module: True" in output
+    assert "asyncio has it: True" in output
