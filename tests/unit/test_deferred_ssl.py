@@ -6,8 +6,13 @@ left out, and pytest has imported it already.
 
 from __future__ import annotations
 
+import http.server
+import ssl
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,6 +118,68 @@ def test_load_gives_asyncio_working_tls(certificate: tuple[Path, Path]) -> None:
     env = {"PATH": "/usr/bin:/bin", "SSL_CERT_FILE": str(cert)}
 
     output = run_python(ROUND_TRIP_CODE, str(cert), str(key), env=env)
+
+    assert "body: hello" in output
+
+
+# An HTTPS request in a process with ssl left out, where nothing but ketch's HTTP client
+# calls load().
+CLIENT_TLS_CODE = """
+import sys
+
+from ketch import deferred_ssl
+
+deferred_ssl.leave_out()
+
+import asyncio
+
+from ketch.images.http_client import Session
+
+
+async def fetch(url):
+    async with Session() as session:
+        async with await session.request("GET", url) as response:
+            return await response.read()
+
+
+print("body:", asyncio.run(fetch(sys.argv[1])).decode())
+"""
+
+
+@contextmanager
+def https_server(cert: Path, key: Path, body: bytes) -> Iterator[str]:
+    """Serve ``body`` over HTTPS on 127.0.0.1 from a thread and yield the URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_http_client_loads_ssl_itself(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    env = {"PATH": "/usr/bin:/bin", "SSL_CERT_FILE": str(cert)}
+
+    with https_server(cert, key, b"hello") as url:
+        output = run_python(CLIENT_TLS_CODE, url, env=env)
 
     assert "body: hello" in output
 
