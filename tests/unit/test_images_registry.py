@@ -232,6 +232,44 @@ def test_blob_download_streams_chunks() -> None:
     assert asyncio.run(with_server([("GET", f"/v2/test/repo/blobs/{digest}", blob)], body)) == data
 
 
+def test_redirect_target_challenge_ignored() -> None:
+    """A 401 from the host that a blob download was redirected to sends no credentials to
+    the token service that host names."""
+    data = b"blob"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    token_requests: list[str | None] = []
+    storage: dict[str, str] = {}
+
+    async def token(request: web.Request) -> web.Response:
+        token_requests.append(request.headers.get("Authorization"))
+        return web.json_response({"token": TOKEN})
+
+    async def stored_blob(request: web.Request) -> web.Response:
+        challenge = f'Bearer realm="http://{request.host}/token",service="storage"'
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+    async def blob(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"http://{storage['address']}/blob")
+
+    async def download(address: str) -> None:
+        async with open_session() as session:
+            client = RegistryClient(
+                session, Endpoint(f"http://{address}", address), "test/repo",
+                credentials=Credentials("alice", "pw"),
+            )  # fmt: skip
+            descriptor = Descriptor("application/octet-stream", digest, len(data))
+            await client.download_blob(descriptor, lambda chunk: None)
+
+    async def body(storage_address: str) -> None:
+        storage["address"] = storage_address
+        await with_server([("GET", f"/v2/test/repo/blobs/{digest}", blob)], download)
+
+    storage_routes = [("GET", "/blob", stored_blob), ("GET", "/token", token)]
+    with pytest.raises(NotFound, match="pull access denied for test/repo"):
+        asyncio.run(with_server(storage_routes, body))
+    assert token_requests == []
+
+
 def test_unreachable_registry_named() -> None:
     async def body() -> None:
         async with open_session() as session:

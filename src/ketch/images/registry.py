@@ -43,7 +43,7 @@ from ketch import __version__
 from ketch.errors import Forbidden, InvalidArgument, KetchError, NotFound, Unavailable
 from ketch.images.auth import Credentials, CredentialStore
 from ketch.images.endpoints import Endpoint
-from ketch.images.http_client import HTTPClientError, Response, Session
+from ketch.images.http_client import HTTPClientError, Origin, Response, Session
 from ketch.images.manifest import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -250,7 +250,11 @@ class RegistryClient:
         data: Any = None,
     ) -> AsyncIterator[Response]:
         response = await self._send(method, url, headers, data)
-        if response.status == 401 and _can_repeat(data):
+        # Only a 401 from the registry itself starts a new authorization. A host that a
+        # redirect led to (blob storage, for example) could name any token service in its
+        # challenge, and ketch would send the user's credentials there.
+        from_registry = Origin.of(response.url) == Origin.of(url)
+        if response.status == 401 and from_registry and _can_repeat(data):
             # One new authorization per request: a token for a wider scope (a mount needs
             # pull on the source repository) or the first one. A second 401 is final.
             challenge = response.headers.get("WWW-Authenticate", "")
