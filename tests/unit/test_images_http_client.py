@@ -334,6 +334,25 @@ def test_redirect_to_other_host_drops_authorization() -> None:
     asyncio.run(with_server(storage_handler, body))
 
 
+def test_redirect_loop_stops() -> None:
+    servers: list[LoopbackServer] = []
+
+    def handler(request: ReceivedRequest) -> bytes:
+        return with_length(b"", status=302, Location="/again")
+
+    async def body(server: LoopbackServer) -> None:
+        servers.append(server)
+        async with Session() as session:
+            await session.request("GET", f"{server.url}/start")
+
+    with pytest.raises(HTTPClientError, match=r"more than 10 redirects for GET http://.*/again"):
+        asyncio.run(with_server(handler, body))
+    requests = servers[0].requests
+    assert len(requests) == 11
+    # Each redirect's empty body was read, so one connection carried them all.
+    assert {request.connection for request in requests} == {1}
+
+
 def test_redirect_not_followed_for_put() -> None:
     def handler(request: ReceivedRequest) -> bytes:
         return with_length(b"", status=307, Location="/elsewhere")
