@@ -49,7 +49,7 @@ def netlink_errors() -> tuple[type[Exception], ...]:
 
 def _import_pyroute2() -> None:
     # pyroute2 imports ssl without a fallback (pyroute2.netlink.rtnl.probe_msg), and ketchd
-    # leaves out until something needs it.
+    # leaves ssl out until something needs it.
     deferred_ssl.load()
 
     import pyroute2  # noqa: F401
