@@ -353,6 +353,19 @@ def test_redirect_loop_stops() -> None:
     assert {request.connection for request in requests} == {1}
 
 
+@pytest.mark.parametrize(("location", "expected"), [("/a b", "/a b"), ("/caf\u00e9", "/caf")])
+def test_redirect_to_invalid_target(location: str, expected: str) -> None:
+    def handler(request: ReceivedRequest) -> bytes:
+        return response_bytes(302, [("Location", location), ("Content-Length", "0")])
+
+    async def body(server: LoopbackServer) -> None:
+        async with Session() as session:
+            await session.request("GET", f"{server.url}/start")
+
+    with pytest.raises(HTTPClientError, match=f"invalid request to http://.*{expected}"):
+        asyncio.run(with_server(handler, body))
+
+
 def test_redirect_not_followed_for_put() -> None:
     def handler(request: ReceivedRequest) -> bytes:
         return with_length(b"", status=307, Location="/elsewhere")

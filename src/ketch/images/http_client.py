@@ -521,11 +521,7 @@ class Session:
         connection.start_request()
         upload: asyncio.Task[None] | None = None
         try:
-            request = h11.Request(
-                method=method,
-                target=_target(url),
-                headers=_request_headers(method, url, headers, data),
-            )
+            request = _build_request(method, url, headers, data)
             await connection.write(parser.send_with_data_passthrough(request) or [])
             if data is not None:
                 upload = asyncio.create_task(_send_body(connection, parser, data, url))
@@ -685,6 +681,21 @@ async def _discard_body(response: Response) -> None:
             await response.read(MAX_DISCARDED_BODY)
     finally:
         response.release()
+
+
+def _build_request(
+    method: str, url: str, headers: list[tuple[str, str]], data: RequestBody
+) -> h11.Request:
+    """Build the request head. A URL or header that HTTP/1.1 cannot carry, such as a
+    redirect's Location with a space or a non-ASCII character, raises HTTPClientError."""
+    try:
+        return h11.Request(
+            method=method,
+            target=_target(url),
+            headers=_request_headers(method, url, headers, data),
+        )
+    except (h11.LocalProtocolError, UnicodeEncodeError) as error:
+        raise HTTPClientError(f"invalid request to {url}: {error}") from None
 
 
 def _request_headers(
