@@ -199,10 +199,12 @@ def print_table(results: list[Result], count: int, parallel: int) -> None:
             f"{result.unique_total_per_container:>9.0f} KiB"
         )
     print(
-        f"({count} containers. Growth: the engine processes' RSS or PSS with {count} running "
+        f"({count} containers. In sequence and {parallel} at a time: seconds to start all "
+        f"{count}. Growth: the engine processes' RSS or PSS with {count} running "
         f"minus idle, divided by {count}. Total: with {count} running, divided by {count}. "
         "Unique: the physical pages of the engine's processes with the containers running, "
-        f"each counted once, divided by {count}.)"
+        f"each counted once, divided by {count}. In the ratios below, less than 1 means "
+        "ketch took less time or memory.)"
     )
 
     by_name = {result.engine: result for result in results}
