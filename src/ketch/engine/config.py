@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--host",
         dest="hosts",
         action="append",
-        help=f"socket to serve the API on, as unix:///path; repeatable ({DEFAULT_HOST})",
+        help="socket to serve the API on, as unix:///path, or tcp://address:port with "
+        f"--tlsverify (or --insecure-tcp); repeatable ({DEFAULT_HOST})",
     )
     parser.add_argument(
         "--config-file", help=f"daemon configuration file in JSON ({DEFAULT_CONFIG_FILE})"
