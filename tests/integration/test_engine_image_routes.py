@@ -150,13 +150,18 @@ def test_save_missing_image(daemon: KetchDaemon, tmp_path: Path) -> None:
     assert "No such image" in result.stderr
 
 
-def test_import_rootfs(daemon: KetchDaemon, client: docker.DockerClient) -> None:
+def rootfs_tarball() -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         content = b"imported\n"
         info = tarfile.TarInfo("hello.txt")
         info.size = len(content)
         tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def test_import_rootfs(daemon: KetchDaemon, client: docker.DockerClient) -> None:
+    buffer = io.BytesIO(rootfs_tarball())
     replies = client.api.import_image_from_data(
         buffer.getvalue(), repository="routes/imported", tag="v1"
     )
@@ -167,11 +172,35 @@ def test_import_rootfs(daemon: KetchDaemon, client: docker.DockerClient) -> None
     client.images.remove("routes/imported:v1")
 
 
-def test_import_changes_rejected(client: docker.DockerClient) -> None:
+def test_import_change_and_message(
+    daemon: KetchDaemon, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    tarball = tmp_path / "rootfs.tar"
+    tarball.write_bytes(rootfs_tarball())
+
+    docker_ok(
+        daemon, "import", "-m", "from the test", "-c", 'CMD ["/hello"]', "-c", "ENV A=1",
+        "-c", "WORKDIR /work", str(tarball), "routes/changed:v1",
+    )  # fmt: skip
+
+    config = client.images.get("routes/changed:v1").attrs["Config"]
+    assert config["Cmd"] == ["/hello"]
+    assert config["Env"] == ["A=1"]
+    assert config["WorkingDir"] == "/work"
+    comments = docker_ok(daemon, "history", "--format", "{{.Comment}}", "routes/changed:v1")
+    assert comments.strip() == "from the test"
+    client.images.remove("routes/changed:v1")
+
+
+def test_import_bad_change_stores_nothing(client: docker.DockerClient) -> None:
+    before = {image.id for image in client.images.list(all=True)}
+
     with pytest.raises(docker.errors.APIError) as caught:
-        client.api.import_image_from_data(b"not read", changes=["CMD ls"])
+        client.api.import_image_from_data(rootfs_tarball(), changes=["BOGUS x"])
+
     assert caught.value.status_code == 400
-    assert "'changes'" in str(caught.value)
+    assert "invalid change 'BOGUS x'" in str(caught.value)
+    assert {image.id for image in client.images.list(all=True)} == before
 
 
 def test_prune_keeps_tagged(client: docker.DockerClient) -> None:

@@ -104,15 +104,14 @@ async def create_image(call: Call) -> None:
         )
     if not call.request.has_body():
         raise InvalidArgument("empty request body: expected a rootfs tarball to import")
-    if any(key == "changes" and value for key, value in _query_pairs(call)):
-        # TODO: the image store records imports with an empty config, so Dockerfile
-        # changes (docker import --change) cannot be applied yet.
-        raise InvalidArgument("importing with 'changes' (docker import --change) is not supported")
-    # Limitation: the 'message' parameter is ignored; the history comment is always
-    # "Imported from a rootfs tarball".
+    changes = [value for key, value in _query_pairs(call) if key == "changes" and value]
     query = call.request.query
     image_id = await call.engine.image_operations.import_rootfs(
-        call.request.body_stream(), query.get("repo", "").strip(), query.get("tag", "").strip()
+        call.request.body_stream(),
+        query.get("repo", "").strip(),
+        query.get("tag", "").strip(),
+        changes,
+        query.get("message", ""),
     )
     await _send_json_lines(call, [{"status": image_id}])
 

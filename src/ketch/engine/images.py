@@ -224,12 +224,27 @@ class ImageOperations:
                 lines.append(f"Loaded image ID: {image.id}")
         return lines
 
-    async def import_rootfs(self, source: BinaryIO, repository: str, tag: str) -> str:
-        """Record a rootfs tarball as an image named ``repository:tag``; return its ID."""
+    async def import_rootfs(
+        self,
+        source: BinaryIO,
+        repository: str,
+        tag: str,
+        changes: list[str] | None = None,
+        message: str = "",
+    ) -> str:
+        """Record a rootfs tarball as an image named ``repository:tag``; return its ID.
+
+        ``changes`` are Dockerfile instructions for the image config (``docker import
+        --change``), and ``message`` is its history comment (``--message``).
+        """
+        # Checked before the tarball is read, so that a bad change stores nothing.
+        container_config = apply_changes({}, changes or [])
         reference = None
         if repository:
             reference = f"{repository}:{tag}" if tag else repository
-        image = await self.images.import_rootfs(source, reference)
+        image = await self.images.import_rootfs(
+            source, reference, container_config=container_config, comment=message
+        )
         self.events.publish("image", "import", image.id, {"name": reference or image.id})
         return image.id
 

@@ -91,9 +91,20 @@ class ImageFiles:
             images = await asyncio.to_thread(read_images, staged)
             return await self._record_all(images)
 
-    async def import_rootfs(self, stream: BinaryIO, reference: str | None) -> LoadedImage:
+    async def import_rootfs(
+        self,
+        stream: BinaryIO,
+        reference: str | None,
+        *,
+        container_config: dict[str, Any] | None = None,
+        comment: str = "",
+    ) -> LoadedImage:
         """Record the rootfs tarball ``stream`` (plain, gzip or zstd) as a one-layer image
-        named ``reference`` (none when None), as ``docker import`` does."""
+        named ``reference`` (none when None), as ``docker import`` does.
+
+        ``container_config`` is the config's "config" object (Cmd, Env, ...), empty when
+        None. ``comment`` is the history entry's comment, a default one when empty.
+        """
         name = str(parse_reference(reference)) if reference else None
         if reference and parse_reference(reference).digest:
             raise InvalidArgument(
@@ -110,9 +121,11 @@ class ImageFiles:
                 "architecture": platform.architecture,
                 "os": platform.os,
                 "created": created,
-                "config": {},
+                "config": container_config or {},
                 "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-                "history": [{"created": created, "comment": "Imported from a rootfs tarball"}],
+                "history": [
+                    {"created": created, "comment": comment or "Imported from a rootfs tarball"}
+                ],
             }
             if platform.variant:
                 config["variant"] = platform.variant

@@ -300,9 +300,20 @@ class ImageStore:
         ``podman load`` read, or an OCI layout directory when ``out`` is a Path."""
         await self.files.save(names, out)
 
-    async def import_rootfs(self, stream: BinaryIO, reference: str | None = None) -> Image:
-        """Record the rootfs tarball ``stream`` as a one-layer image named ``reference``."""
-        loaded = await self.files.import_rootfs(stream, reference)
+    async def import_rootfs(
+        self,
+        stream: BinaryIO,
+        reference: str | None = None,
+        *,
+        container_config: dict[str, Any] | None = None,
+        comment: str = "",
+    ) -> Image:
+        """Record the rootfs tarball ``stream`` as a one-layer image named ``reference``,
+        with ``container_config`` as its config's "config" object and ``comment`` in its
+        history (see ImageFiles.import_rootfs)."""
+        loaded = await self.files.import_rootfs(
+            stream, reference, container_config=container_config, comment=comment
+        )
         return self._load(loaded.id)
 
     def _resolve(self, text: str) -> str:
