@@ -445,6 +445,46 @@ def test_read_timeout() -> None:
         asyncio.run(body())
 
 
+def test_read_timeout_starts_after_upload() -> None:
+    """A server that responds only to the whole body sends nothing while a slow upload runs,
+    which does not count against the read timeout."""
+    pieces = [b"first", b"second", b"third", b"fourth"]
+
+    def handler(request: ReceivedRequest) -> bytes:
+        return with_length(b"", status=201)
+
+    async def slow_stream() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+            await asyncio.sleep(0.15)
+
+    async def body(server: LoopbackServer) -> int:
+        async with Session(read_timeout=0.2) as session:
+            async with await session.request("PUT", server.url, data=slow_stream()) as response:
+                return response.status
+
+    assert asyncio.run(with_server(handler, body)) == 201
+
+
+def test_read_timeout_after_upload() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"body")
+        await asyncio.sleep(5)
+        writer.close()
+
+    async def body() -> None:
+        listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            async with Session(read_timeout=0.2) as session:
+                await session.request("PUT", f"http://127.0.0.1:{port}/", data=b"body")
+        finally:
+            listener.close()
+
+    with pytest.raises(HTTPClientError, match="no data from 127.0.0.1:.* for 0.2 seconds"):
+        asyncio.run(body())
+
+
 def test_refused_connection() -> None:
     async def body() -> None:
         async with Session() as session:

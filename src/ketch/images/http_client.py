@@ -7,7 +7,8 @@ package, CPython 3.11). This module covers what the registry client needs and no
 
 * a :class:`Session` with a pool of keep-alive connections per (scheme, host, port);
 * TLS through ``ssl`` with the default verifying context, imported at the first https URL;
-* a connect timeout and a read timeout (the longest wait for the next bytes);
+* a connect timeout and a read timeout (the longest wait for the next bytes once the
+  request is sent);
 * redirects followed for GET and HEAD, with the Authorization header kept only when the
   redirect stays on the same scheme, host and port;
 * request bodies as bytes, an async iterable of bytes or a binary file object, sent with
@@ -212,6 +213,16 @@ class _Connection(asyncio.BufferedProtocol):
             self._reading_paused = False
             self.transport.resume_reading()
         return chunk
+
+    async def wait_for_data(self, other: asyncio.Future[Any]) -> None:
+        """Wait without a timeout until a chunk arrives, the stream ends or ``other`` is done."""
+        if self._chunks or self._eof or self._error is not None:
+            return
+        self._data_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait({self._data_waiter, other}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._data_waiter = None
 
     def has_unread_data(self) -> bool:
         return bool(self._chunks)
@@ -611,6 +622,11 @@ async def _receive_head(
             return event
         if event is h11.NEED_DATA:
             try:
+                if upload is not None and not upload.done():
+                    # A server may respond only once it has the whole body, so the read
+                    # timeout starts when the body is sent, as in aiohttp 3.14. An upload
+                    # that the server stops reading fails on the write timeout instead.
+                    await connection.wait_for_data(upload)
                 received = await connection.receive()
                 if received is None:
                     raise HTTPClientError(f"connection closed before the response to {url}")
