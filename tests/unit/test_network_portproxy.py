@@ -124,6 +124,41 @@ def test_tcp_close_stops_listening(kind: type) -> None:
         client.connect(("127.0.0.1", port))
 
 
+@pytest.mark.parametrize("kind", TCP_PROXIES)
+def test_tcp_close_lets_descriptor_be_reused(kind: type) -> None:
+    """A socket that gets the closed listener's descriptor number at once still reads."""
+
+    async def scenario() -> tuple[bool, bytes, list[str]]:
+        errors: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: errors.append(context["message"])
+        )
+        listener = open_host_socket("tcp", "127.0.0.1", 0)
+        listener_fd = listener.fileno()
+        proxy = kind(listener, ("127.0.0.1", 1))
+        await proxy.start()
+        await asyncio.sleep(0)  # the acceptor now waits for a connection in the event loop
+
+        proxy.close()
+        ours, theirs = socket.socketpair()
+        reused = ours.fileno() == listener_fd
+        reader, writer = await asyncio.open_connection(sock=ours)
+
+        theirs.sendall(b"still read")
+        try:
+            data = await asyncio.wait_for(reader.readexactly(10), 5)
+        except TimeoutError:
+            data = b""
+        writer.close()
+        theirs.close()
+        return reused, data, errors
+
+    reused, data, errors = asyncio.run(scenario())
+    assert reused
+    assert data == b"still read"
+    assert errors == []
+
+
 class _UdpEcho(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport

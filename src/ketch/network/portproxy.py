@@ -345,6 +345,7 @@ class SpliceTcpProxy:
     def __init__(self, listener: socket.socket, target: tuple[str, int]) -> None:
         self._listener = listener
         self._target = target
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._acceptor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[_SplicedConnection] = set()
@@ -356,7 +357,8 @@ class SpliceTcpProxy:
         self._target = target
 
     async def start(self) -> None:
-        self._acceptor = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._loop = asyncio.get_running_loop()
+        self._acceptor = self._loop.create_task(self._accept_loop())
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -415,9 +417,25 @@ class SpliceTcpProxy:
         self._accept_failures.flush()
         for task in list(self._tasks):
             task.cancel()
+        self._stop_watching_listener()
         self._listener.close()
         for connection in self.connections:
             connection.abort()
+
+    def _stop_watching_listener(self) -> None:
+        """Remove the event loop's reader of the listener before the listener closes.
+
+        A cancelled sock_accept() removes its reader only in a callback one loop iteration
+        later (CPython 3.11 selector_events). A socket opened before then can get the
+        listener's descriptor number, and its transport joins the stale selector entry that
+        epoll no longer watches, so it never reads. The supervisor connection that a
+        ``--rm`` removal opens right after the exit hung that way. remove_reader() cancels
+        the accept's handle, so the later callback does nothing, as in asyncio's own
+        Server.close().
+        """
+        if self._loop is None or self._loop.is_closed() or self._listener.fileno() == -1:
+            return
+        self._loop.remove_reader(self._listener)
 
 
 class _UdpFlow(asyncio.DatagramProtocol):
