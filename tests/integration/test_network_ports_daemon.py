@@ -363,3 +363,35 @@ def test_empty_host_ip_binds_ipv6_too(daemon: KetchDaemon) -> None:
                 time.sleep(0.2)
     assert reply == b"hi\n"
     daemon.ketch("rm", "-f", container_id)
+
+
+REMOVAL_SECONDS = 5.0
+
+
+def _removed_within(daemon: KetchDaemon, container_id: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if daemon.ketch("inspect", container_id).returncode != 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("command", "host_port"), [(("stop", "-t", "1"), 18160), (("kill",), 18161)]
+)
+def test_auto_remove_after_stop_or_kill(
+    daemon: KetchDaemon, command: tuple[str, ...], host_port: int
+) -> None:
+    # The auto-removal opens a supervisor connection right after the exit closed the proxy's
+    # listener, so that connection can get the listener's descriptor number.
+    container_id = _run_detached(
+        daemon, "--rm", "-p", f"127.0.0.1:{host_port}:8080", "busybox", "httpd", "-f", "-p",
+        "8080", "-h", "/etc",
+    )  # fmt: skip
+    ended = daemon.ketch(*command, container_id)
+    assert ended.returncode == 0, ended.stderr
+
+    assert _removed_within(daemon, container_id, REMOVAL_SECONDS)
+    assert _connection_refused(daemon, host_port)
+    assert "is used by transport" not in daemon.log_text()
