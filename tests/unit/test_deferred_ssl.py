@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from support.tls import make_loopback_certificate
+
 LEFT_OUT_CODE = """
 import sys
 
@@ -101,15 +103,7 @@ def test_leave_out_after_asyncio_does_nothing() -> None:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key."""
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return make_loopback_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def test_load_gives_asyncio_working_tls(certificate: tuple[Path, Path]) -> None:
