@@ -12,6 +12,7 @@ the old file or the new one. Docker Hub's key is ``https://index.docker.io/v1/``
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ketch.cli.main import Context
 
 DOCKER_HUB = "https://index.docker.io/v1/"
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 CONFIG_VARIABLE = "KETCH_CONFIG"
 
 
@@ -65,15 +67,53 @@ def registry_of(reference: str) -> str:
     return DOCKER_HUB
 
 
+def registry_host(address: str) -> str:
+    """Return the lowercase ``host[:port]`` of a registry given as a host, a URL or an
+    ``auths`` key, or DOCKER_HUB for any of Docker Hub's names."""
+    host = address.strip().lower()
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    host = host.split("/", 1)[0]
+    return DOCKER_HUB if host in DOCKER_HUB_HOSTS or not host else host
+
+
+def find_auth_keys(auths: dict, registry: str) -> list[str]:
+    """Return the ``auths`` keys that name ``registry``: the key written as ``registry``
+    first, then keys that differ only in spelling (``http://127.0.0.1:5000/v2/``)."""
+    host = registry_host(registry)
+    keys = [key for key in auths if registry_host(key) == host]
+    return sorted(keys, key=lambda key: key != registry)
+
+
 def registry_auth_header(reference: str) -> dict[str, str]:
     """Return the ``X-Registry-Auth`` header for the reference's registry ({} if none)."""
-    entry = (load_config().get("auths") or {}).get(registry_of(reference)) or {}
-    if not entry.get("auth"):
+    registry = registry_of(reference)
+    auths = load_config().get("auths")
+    if not isinstance(auths, dict):
         return {}
-    user, _, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
-    credentials = {"username": user, "password": password, "serveraddress": registry_of(reference)}
-    encoded = base64.urlsafe_b64encode(json.dumps(credentials).encode()).decode()
-    return {"X-Registry-Auth": encoded}
+    for key in find_auth_keys(auths, registry):
+        entry = auths[key]
+        if isinstance(entry, dict) and entry.get("auth"):
+            user, password = _decode_auth(entry["auth"], key)
+            credentials = {"username": user, "password": password, "serveraddress": registry}
+            encoded = base64.urlsafe_b64encode(json.dumps(credentials).encode()).decode()
+            return {"X-Registry-Auth": encoded}
+    return {}
+
+
+def _decode_auth(encoded: object, key: str) -> tuple[str, str]:
+    """Decode an ``auth`` entry (base64 of ``user:password``) into the user and password."""
+    try:
+        pair = base64.b64decode(str(encoded), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        pair = ""
+    user, separator, password = pair.partition(":")
+    if not separator:
+        raise UsageError(
+            f"invalid auth entry for {key} in {config_path()}: expected base64 of "
+            f"user:password; run 'ketch login {key}' again"
+        )
+    return user, password
 
 
 def login(context: Context, options: dict, args: list[str]) -> int:
@@ -95,8 +135,14 @@ def login(context: Context, options: dict, args: list[str]) -> int:
     body = {"username": user, "password": password, "serveraddress": server}
     context.client().call("POST", "/auth", body=body)
     config = load_config()
+    auths = config.get("auths")
+    if not isinstance(auths, dict):
+        auths = config["auths"] = {}
+    # An entry under another spelling of the registry would otherwise outlive this login.
+    for key in find_auth_keys(auths, server):
+        del auths[key]
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    config.setdefault("auths", {})[server] = {"auth": token}
+    auths[server] = {"auth": token}
     save_config(config)
     sys.stdout.write("Login Succeeded\n")
     return 0
@@ -119,12 +165,17 @@ def _prompt(user: str | None, password: str | None) -> tuple[str, str]:
 def logout(context: Context, options: dict, args: list[str]) -> int:
     server = args[0] if args else DOCKER_HUB
     config = load_config()
-    auths = config.get("auths") or {}
-    if server not in auths:
+    auths = config.get("auths")
+    if not isinstance(auths, dict):
+        auths = {}
+    # Every spelling of the registry goes, so that no entry is left for a pull to find.
+    keys = find_auth_keys(auths, server)
+    if not keys:
         sys.stdout.write(f"Not logged in to {server}\n")
         return 0
     sys.stdout.write(f"Removing login credentials for {server}\n")
-    del auths[server]
+    for key in keys:
+        del auths[key]
     save_config(config)
     return 0
 
