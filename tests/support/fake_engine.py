@@ -64,6 +64,8 @@ class FakeEngine:
         # reference -> (progress messages, error raised after them or None)
         self.pull_results: dict[str, tuple[list[dict[str, Any]], Exception | None]] = {}
         self.pull_delay = 0.0
+        # The ``auth`` argument of each pull_image call, in order.
+        self.pull_auths: list[Any] = []
 
     # -- images ---------------------------------------------------------------------------
 
@@ -82,8 +84,11 @@ class FakeEngine:
         }
         return image_id
 
-    async def pull_image(self, reference: str, progress: Callable[[dict], None]) -> None:
+    async def pull_image(
+        self, reference: str, progress: Callable[[dict], None], auth: Any = None
+    ) -> None:
         self.calls.append(("pull_image", reference))
+        self.pull_auths.append(auth)
         messages, error = self.pull_results.get(reference, ([], NotFound("manifest unknown")))
         for message in messages:
             progress(message)

@@ -30,6 +30,7 @@ from ketch.api.connection import HttpConnection
 from ketch.api.errors import message_for_error
 from ketch.engine.attach import STREAM_TYPES, frame
 from ketch.errors import InvalidArgument, KetchError
+from ketch.images.auth import credentials_from_registry_auth
 
 if TYPE_CHECKING:
     from ketch.api.routes import Call
@@ -415,10 +416,17 @@ async def wait_container(call: Call) -> None:
 
 
 async def pull_image(call: Call) -> None:
+    """Pull an image, with the credentials of the X-Registry-Auth header when it has them.
+
+    An empty header or ``{}`` carries no credentials, so the engine uses the ones stored
+    for the registry. A header that is not base64url-encoded JSON is rejected with 400, as
+    on the push route, although dockerd's image routes ignore it and pull anonymously.
+    """
     reference = image_reference(call.request.query)
+    auth = credentials_from_registry_auth(call.request.headers.get("x-registry-auth", ""))
 
     def start(progress: ProgressCallback) -> Awaitable[Any]:
-        return call.engine.pull_image(reference, progress)
+        return call.engine.pull_image(reference, progress, auth=auth)
 
     await stream_progress_of(call, start, f"pull of {reference}")
 

@@ -38,6 +38,7 @@ from ketch.errors import Conflict, KetchError
 if TYPE_CHECKING:
     from ketch.engine.logs import LogQuery
     from ketch.engine.networks import NetworkOperations
+    from ketch.images.auth import Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ class ImageStoreLike(ImageSource, Protocol):
     """The part of ketch.images.ImageStore that the engine uses."""
 
     async def pull(
-        self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None
+        self,
+        reference: str,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        auth: Credentials | None = None,
     ) -> Any: ...
     def list(self) -> list[Any]: ...
 
@@ -218,9 +222,16 @@ class Engine:
     # Images
 
     async def pull_image(
-        self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None
+        self,
+        reference: str,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        auth: Credentials | None = None,
     ) -> None:
-        await self.images.pull(reference, progress)
+        """Pull ``reference``; ``auth`` are the request's credentials (X-Registry-Auth).
+
+        Without ``auth`` the image store uses the credentials stored for the registry.
+        """
+        await self.images.pull(reference, progress, auth=auth)
         self.events.publish("image", "pull", reference, {"name": reference})
 
     def list_images(self, shared_size: bool = False) -> list[dict[str, Any]]:
