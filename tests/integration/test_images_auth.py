@@ -1,11 +1,17 @@
 """Logging in to real registries: docker-registry with htpasswd Basic auth and one behind a
-token service that the test runs on loopback."""
+token service that the test runs on loopback.
+
+The image store is tested directly, then ``ketch login`` followed by pull, run and create
+through a ketchd, with the Basic auth registry in the daemon's network namespace.
+"""
 
 import asyncio
+import base64
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +22,9 @@ from ketch.images import ImageStore
 from ketch.images.auth import Credentials
 from ketch.images.endpoints import Endpoint
 from ketch.images.registry import open_session, push_image
+from support.daemon import VENV_BIN, KetchDaemon
 from support.images import Dir, File, gzip_layer, image_config, image_store
+from support.raw_http import request
 from support.registry_auth import start_htpasswd_registry, start_token_registry
 
 USER, PASSWORD = "alice", "s3cret-pass"
@@ -140,3 +148,158 @@ def test_push_with_request_credentials(store: ImageStore, basic_registry: str) -
     store.tag(f"{basic_registry}/private/app:v1", f"{basic_registry}/private/copy:v1")
     digest = asyncio.run(store.push(f"{basic_registry}/private/copy:v1", auth=credentials))
     assert digest.startswith("sha256:")
+
+
+# ketch login, then pull, run and create through ketchd
+
+
+@pytest.fixture(scope="module")
+def daemon_registry(daemon: KetchDaemon) -> Iterator[str]:
+    """A Basic auth registry beside the module's ketchd that holds ``private/bb:v1``, a
+    busybox pushed by the daemon; it is removed from the daemon's images again."""
+    directory = Path(tempfile.mkdtemp(prefix="ketch-auth-", dir="/tmp"))
+    try:
+        with start_htpasswd_registry(
+            directory / "basic", USER, PASSWORD, netns=daemon.namespace.name
+        ) as registry:
+            seed_through_daemon(daemon, directory / "seed-config", registry.address)
+            yield registry.address
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def seed_through_daemon(daemon: KetchDaemon, config: Path, address: str) -> None:
+    image = f"{address}/private/bb:v1"
+    assert ketch_user(daemon, config, "pull", "-q", "busybox").returncode == 0
+    assert ketch_user(daemon, config, "tag", "busybox", image).returncode == 0
+    login = ketch_user(daemon, config, "login", "-u", USER, "--password-stdin", address,
+                       input=PASSWORD)  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    pushed = ketch_user(daemon, config, "push", image)
+    assert pushed.returncode == 0, pushed.stderr
+    assert ketch_user(daemon, config, "rmi", image).returncode == 0
+
+
+def ketch_user(
+    daemon: KetchDaemon, config: Path, *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the ketch CLI against ``daemon`` with its credentials file in ``config``."""
+    return subprocess.run(
+        [str(VENV_BIN / "ketch"), "-H", daemon.host, *args],
+        env={**os.environ, "KETCH_CONFIG": str(config)},
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def private_image(daemon: KetchDaemon, daemon_registry: str) -> Iterator[str]:
+    """The private image's reference; the test's copy of it is removed afterwards."""
+    image = f"{daemon_registry}/private/bb:v1"
+    yield image
+    daemon.ketch("rmi", "-f", image)
+
+
+def login_user(daemon: KetchDaemon, config: Path, registry: str) -> None:
+    result = ketch_user(daemon, config, "login", "-u", USER, "--password-stdin", registry,
+                        input=PASSWORD + "\n")  # fmt: skip
+    assert result.stdout == "Login Succeeded\n", result.stderr
+
+
+def test_cli_pull_needs_login(daemon: KetchDaemon, private_image: str, tmp_path: Path) -> None:
+    result = ketch_user(daemon, tmp_path / "config", "pull", private_image)
+    assert result.returncode == 1
+    assert "requires a login" in result.stderr
+
+
+def test_cli_pull_after_login(
+    daemon: KetchDaemon, daemon_registry: str, private_image: str, tmp_path: Path
+) -> None:
+    login_user(daemon, tmp_path / "config", daemon_registry)
+    result = ketch_user(daemon, tmp_path / "config", "pull", "-q", private_image)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{private_image}\n"
+    assert daemon.ketch("image", "inspect", private_image).returncode == 0
+
+
+def test_cli_run_pulls_after_login(
+    daemon: KetchDaemon, daemon_registry: str, private_image: str, tmp_path: Path
+) -> None:
+    login_user(daemon, tmp_path / "config", daemon_registry)
+    result = ketch_user(daemon, tmp_path / "config", "run", "--rm", private_image, "echo", "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hi\n"
+    assert f"Unable to find image '{private_image}' locally" in result.stderr
+
+
+def test_cli_create_pulls_after_login(
+    daemon: KetchDaemon, daemon_registry: str, private_image: str, tmp_path: Path
+) -> None:
+    login_user(daemon, tmp_path / "config", daemon_registry)
+    result = ketch_user(daemon, tmp_path / "config", "create", private_image, "true")
+    assert result.returncode == 0, result.stderr
+    container_id = result.stdout.strip()
+    assert daemon.ketch("rm", container_id).returncode == 0
+
+
+def test_cli_login_wrong_password(
+    daemon: KetchDaemon, daemon_registry: str, tmp_path: Path
+) -> None:
+    result = ketch_user(daemon, tmp_path / "config", "login", "-u", USER, "--password-stdin",
+                        daemon_registry, input="wrong\n")  # fmt: skip
+    assert result.returncode == 1
+    assert f"rejected the credentials of user {USER}" in result.stderr
+    assert not (tmp_path / "config" / "config.json").exists()
+
+
+def test_cli_pull_wrong_password(
+    daemon: KetchDaemon, daemon_registry: str, private_image: str, tmp_path: Path
+) -> None:
+    # A password changed on the registry after the login: the file has the old one.
+    (tmp_path / "config").mkdir()
+    stale = base64.b64encode(f"{USER}:wrong".encode()).decode()
+    document = {"auths": {daemon_registry: {"auth": stale}}}
+    (tmp_path / "config" / "config.json").write_text(json.dumps(document))
+    result = ketch_user(daemon, tmp_path / "config", "pull", private_image)
+    assert result.returncode == 1
+    # ketch's message for a denied pull, ending with the registry's 401 body.
+    denied = f"Error response from daemon: pull access denied for {daemon_registry}/private/bb, "
+    assert result.stderr.startswith(denied)
+    assert result.stderr.endswith("unauthorized: authentication required\n")
+
+
+def registry_auth(user: str, password: str, registry: str) -> str:
+    document = {"username": user, "password": password, "serveraddress": registry}
+    return base64.urlsafe_b64encode(json.dumps(document).encode()).decode()
+
+
+def test_api_pull_with_header(
+    daemon: KetchDaemon, daemon_registry: str, private_image: str
+) -> None:
+    header = registry_auth(USER, PASSWORD, daemon_registry)
+    target = f"/images/create?fromImage={daemon_registry}/private/bb&tag=v1"
+    reply = request(daemon.socket_path, "POST", target, headers={"X-Registry-Auth": header})
+    assert reply.status == 200
+    lines = [json.loads(line) for line in reply.body.splitlines() if line.strip()]
+    assert not [line for line in lines if "error" in line]
+    assert daemon.ketch("image", "inspect", private_image).returncode == 0
+
+
+def test_api_pull_malformed_header(daemon: KetchDaemon, daemon_registry: str) -> None:
+    target = f"/images/create?fromImage={daemon_registry}/private/bb&tag=v1"
+    reply = request(daemon.socket_path, "POST", target, headers={"X-Registry-Auth": "%%%"})
+    assert reply.status == 400
+    assert reply.json()["message"].startswith("invalid X-Registry-Auth header")
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
+def test_docker_cli_login_then_pull(
+    daemon: KetchDaemon, daemon_registry: str, private_image: str
+) -> None:
+    login = daemon.docker("login", "-u", USER, "-p", PASSWORD, daemon_registry)
+    assert login.returncode == 0, login.stderr
+    pulled = daemon.docker("pull", "-q", private_image, timeout=120)
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout.strip() == private_image

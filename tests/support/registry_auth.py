@@ -55,8 +55,11 @@ auth:
 
 
 @contextmanager
-def start_htpasswd_registry(directory: Path, user: str, password: str) -> Iterator[Registry]:
-    """Run a registry that accepts ``user``/``password`` with HTTP Basic auth."""
+def start_htpasswd_registry(
+    directory: Path, user: str, password: str, netns: str | None = None
+) -> Iterator[Registry]:
+    """Run a registry that accepts ``user``/``password`` with HTTP Basic auth, inside the
+    network namespace ``netns`` when one is named."""
     if shutil.which("htpasswd") is None:
         pytest.skip("htpasswd is not installed (Debian package apache2-utils)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,7 +69,7 @@ def start_htpasswd_registry(directory: Path, user: str, password: str) -> Iterat
     htpasswd = directory / "htpasswd"
     htpasswd.write_text(line + "\n")
     registry = start_registry(
-        directory / "registry", extra_config=HTPASSWD_CONFIG.format(path=htpasswd)
+        directory / "registry", netns=netns, extra_config=HTPASSWD_CONFIG.format(path=htpasswd)
     )
     try:
         yield registry
