@@ -74,7 +74,14 @@ async def serve_tcp(
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await serve_connection(engine, reader, writer)
 
-    server = await asyncio.start_server(on_connection, host=address, port=port, ssl=context)
+    if context is None:
+        server = await asyncio.start_server(on_connection, host=address, port=port)
+    else:
+        # ketch runs TLS itself so that a client's close_notify ends only its input,
+        # as a FIN does over plain TCP (see ketch.api.tls).
+        from ketch.api import tls
+
+        server = await tls.start_server(on_connection, context, address, port)
     scheme = "TLS with client verification" if context is not None else "plain TCP"
     log.info("serving the Engine API on tcp://%s:%d (%s)", address, port, scheme)
     return server
