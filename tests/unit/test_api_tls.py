@@ -282,3 +282,10 @@ def test_import_leaves_ssl_out() -> None:
 
     assert completed.returncode == 0, completed.stderr
     assert "ssl entry: None" in completed.stdout
+
+
+def test_context_rejects_renegotiation(certificate: tuple[Path, Path]) -> None:
+    context = server_context(certificate)
+
+    assert context.options & ssl.OP_NO_RENEGOTIATION
+    assert context.verify_mode == ssl.CERT_REQUIRED

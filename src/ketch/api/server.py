@@ -98,6 +98,9 @@ def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
         raise InvalidArgument(f"cannot load the TLS files: {error}") from None
     context.verify_mode = ssl.CERT_REQUIRED
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # A write in ketch.api.tls fails if a client's TLS 1.2 renegotiation is under way, so
+    # clients may not start one. Go's crypto/tls server, which dockerd uses, rejects them too.
+    context.options |= ssl.OP_NO_RENEGOTIATION
     return context
 
 
