@@ -1,9 +1,10 @@
-"""Links made over netlink (pyroute2): the bridge of a network, a container's veth pairs, and
-``lo`` and ``eth0``, ``eth1``... inside the container's network namespace.
+"""Links made over rtnetlink (``ketch.network.rtnetlink``): the bridge of a network, a
+container's veth pairs, and ``lo`` and ``eth0``, ``eth1``... inside the container's network
+namespace.
 
-Every function here blocks; the engine calls them from a worker thread. pyroute2 is
-imported by the first function that opens a netlink socket with it, not with this module,
-because it costs ketchd about 10 MiB and a ketchd without bridge networks never needs it.
+Every function here blocks; the engine calls them from a worker thread. Each works in the
+network namespace of the thread that calls it, and a failed request raises OSError with
+the kernel's errno.
 """
 
 from __future__ import annotations
@@ -11,78 +12,48 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ketch import deferred_ssl
 from ketch.errors import SystemFailure
 from ketch.network.ipam import parse_network
 from ketch.network.namespaces import run_in_namespace
-from ketch.network.rtnetlink import link_aliases
+from ketch.network.rtnetlink import RT_TABLE_MAIN, Link, RouteSocket, link_aliases
 from ketch.network.store import DEFAULT_MTU
-
-if TYPE_CHECKING:
-    from pyroute2 import IPRoute
 
 logger = logging.getLogger(__name__)
 
-# The kernel's main routing table (RT_TABLE_MAIN). The local table contains the addresses
-# of the host's own links, which are not routes that a subnet can overlap.
-MAIN_TABLE = 254
-
-NETLINK_EXCEPTIONS_MODULE = "pyroute2.netlink.exceptions"
-
 
 def netlink_errors() -> tuple[type[Exception], ...]:
-    """Return the exception types that a failed link change raises: OSError, and
-    pyroute2's NetlinkError once pyroute2 is imported. Before that, no NetlinkError can
-    have been raised, so an ``except netlink_errors()`` does not import pyroute2."""
-    exceptions = sys.modules.get(NETLINK_EXCEPTIONS_MODULE)
-    if exceptions is None:
-        return (OSError,)
-    return (OSError, exceptions.NetlinkError)
+    """Return the exception types that a failed link change raises."""
+    return (OSError,)
 
 
-def _import_pyroute2() -> None:
-    # pyroute2 imports ssl without a fallback (pyroute2.netlink.rtnl.probe_msg), and ketchd
-    # leaves ssl out until something needs it.
-    deferred_ssl.load()
-
-    import pyroute2  # noqa: F401
-
-
-def _open_route() -> IPRoute:
-    _import_pyroute2()
-
-    from pyroute2 import IPRoute
-
-    return IPRoute()
-
-
-def _netlink_error() -> type[Exception]:
-    _import_pyroute2()
-
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    return NetlinkError
+def _require_link(route_socket: RouteSocket, name: str) -> Link:
+    link = route_socket.link(name)
+    if link is None:
+        raise OSError(errno.ENODEV, f"link {name} not found")
+    return link
 
 
 def host_routes(skip_links: Iterable[str] = ()) -> list[IPv4Network]:
     """Return the IPv4 destinations of the main routing table in the engine's network
     namespace, leaving out routes through ``skip_links`` (the engine's own bridges)."""
-    with _open_route() as ipr:
-        skipped = {index for name in skip_links for index in ipr.link_lookup(ifname=name)}
-        routes = ipr.get_routes(family=2, table=MAIN_TABLE)
+    with RouteSocket() as route_socket:
+        skipped = set()
+        for name in skip_links:
+            link = route_socket.link(name)
+            if link is not None:
+                skipped.add(link.index)
+        routes = route_socket.ipv4_routes(RT_TABLE_MAIN)
+
     networks = []
     for route in routes:
-        destination = route.get("dst")
-        if destination is None or route.get("oif") in skipped:
+        if route.destination is None or route.oif in skipped:
             continue
-        network = parse_network(f"{destination}/{route['dst_len']}")
+        network = parse_network(f"{route.destination}/{route.dst_len}")
         if network is not None:
             networks.append(network)
     return networks
@@ -97,49 +68,49 @@ def ensure_bridge(
 ) -> None:
     """Make bridge ``name`` with ``gateway`` as its address and bring it up, if missing.
     ``alias`` (the link's ifalias) marks it as the engine's, for ``owned_links``."""
-    with _open_route() as ipr:
-        if not ipr.link_lookup(ifname=name):
+    with RouteSocket() as route_socket:
+        if route_socket.link(name) is None:
             try:
-                ipr.link("add", ifname=name, kind="bridge")
+                route_socket.add_bridge(name)
                 logger.info("created bridge %s for subnet %s", name, subnet)
-            except _netlink_error() as error:
+            except OSError as error:
                 # EEXIST means a concurrent call made the bridge after the lookup.
-                if error.code != errno.EEXIST:
+                if error.errno != errno.EEXIST:
                     raise
-        index = ipr.link_lookup(ifname=name)[0]
+        bridge = _require_link(route_socket, name)
         if alias is not None:
-            ipr.link("set", index=index, ifalias=alias)
-        addresses = {a.get("address") for a in ipr.get_addr(index=index, family=2)}
-        if str(gateway) not in addresses:
+            route_socket.set_link(bridge, alias=alias)
+
+        addresses = {address.ip for address in route_socket.ipv4_addresses(bridge)}
+        if gateway not in addresses:
             try:
-                ipr.addr("add", index=index, address=str(gateway), prefixlen=subnet.prefixlen)
-            except _netlink_error() as error:
-                if error.code != errno.EEXIST:
+                route_socket.add_ipv4_address(bridge, IPv4Interface((gateway, subnet.prefixlen)))
+            except OSError as error:
+                if error.errno != errno.EEXIST:
                     raise
-        ipr.link("set", index=index, mtu=mtu, state="up")
+        route_socket.set_link(bridge, mtu=mtu, up=True)
 
 
 def owned_links(alias_prefix: str) -> dict[str, str]:
     """Return the links whose ifalias starts with ``alias_prefix``: name -> alias."""
-    # Read without pyroute2, because every start of ketchd lists the links.
     aliases = link_aliases()
     return {name: alias for name, alias in aliases.items() if alias.startswith(alias_prefix)}
 
 
 def link_exists(name: str) -> bool:
-    with _open_route() as ipr:
-        return bool(ipr.link_lookup(ifname=name))
+    with RouteSocket() as route_socket:
+        return route_socket.link(name) is not None
 
 
 def delete_link(name: str) -> None:
     """Delete link ``name`` if it exists; deleting one end of a veth pair deletes both."""
-    with _open_route() as ipr:
-        indexes = ipr.link_lookup(ifname=name)
-        if not indexes:
+    with RouteSocket() as route_socket:
+        link = route_socket.link(name)
+        if link is None:
             return
         try:
-            ipr.link("del", index=indexes[0])
-        except _netlink_error() as error:
+            route_socket.delete_link(link)
+        except OSError as error:
             raise SystemFailure(f"cannot delete link {name}: {error}") from error
 
 
@@ -154,30 +125,45 @@ def add_veth(
     """Make a veth pair, attach ``host_name`` to ``bridge`` and move ``peer_name`` into
     the namespace pinned at ``namespace``. On failure the pair is deleted again.
     ``alias`` (the host end's ifalias) marks it as the engine's, for ``owned_links``."""
-    with _open_route() as ipr:
-        ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": peer_name})
+    with RouteSocket() as route_socket:
+        route_socket.add_veth(host_name, peer_name)
         try:
-            host_index = ipr.link_lookup(ifname=host_name)[0]
-            peer_index = ipr.link_lookup(ifname=peer_name)[0]
-            bridge_index = ipr.link_lookup(ifname=bridge)[0]
-            ipr.link("set", index=peer_index, mtu=mtu)
-            ipr.link("set", index=host_index, mtu=mtu, master=bridge_index, state="up")
-            if alias is not None:
-                ipr.link("set", index=host_index, ifalias=alias)
-            fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                ipr.link("set", index=peer_index, net_ns_fd=fd)
-            finally:
-                os.close(fd)
+            _attach_veth(route_socket, host_name, peer_name, bridge, namespace, mtu, alias)
         except BaseException:
-            ipr.link("del", index=ipr.link_lookup(ifname=host_name)[0])
+            host = route_socket.link(host_name)
+            if host is not None:
+                route_socket.delete_link(host)
             raise
+
+
+def _attach_veth(
+    route_socket: RouteSocket,
+    host_name: str,
+    peer_name: str,
+    bridge_name: str,
+    namespace: Path,
+    mtu: int,
+    alias: str | None,
+) -> None:
+    host = _require_link(route_socket, host_name)
+    peer = _require_link(route_socket, peer_name)
+    bridge = _require_link(route_socket, bridge_name)
+    route_socket.set_link(peer, mtu=mtu)
+    route_socket.set_link(host, mtu=mtu, master=bridge.index, up=True)
+    if alias is not None:
+        route_socket.set_link(host, alias=alias)
+
+    fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        route_socket.set_link(peer, namespace_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def bring_up_loopback() -> None:
     """Bring ``lo`` up in the calling thread's network namespace."""
-    with _open_route() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    with RouteSocket() as route_socket:
+        route_socket.set_link(_require_link(route_socket, "lo"), up=True)
 
 
 @dataclass(frozen=True)
@@ -198,15 +184,15 @@ def configure_container_interface(namespace: Path, peer_name: str, config: Inter
     its gateway when the namespace has none yet."""
 
     def configure() -> None:
-        with _open_route() as ipr:
-            index = ipr.link_lookup(ifname=peer_name)[0]
-            ipr.link("set", index=index, ifname=config.name, address=config.mac)
-            ipr.addr(
-                "add", index=index, address=str(config.address), prefixlen=config.subnet.prefixlen
-            )
-            ipr.link("set", index=index, state="up")
-            if config.gateway is not None and not _has_default_route(ipr):
-                ipr.route("add", dst="0.0.0.0/0", gateway=str(config.gateway))
+        with RouteSocket() as route_socket:
+            peer = _require_link(route_socket, peer_name)
+            route_socket.set_link(peer, name=config.name, mac=config.mac)
+            interface = Link(peer.index, config.name)
+            address = IPv4Interface((config.address, config.subnet.prefixlen))
+            route_socket.add_ipv4_address(interface, address)
+            route_socket.set_link(interface, up=True)
+            if config.gateway is not None and not _has_default_route(route_socket):
+                route_socket.add_default_route(config.gateway)
 
     run_in_namespace(namespace, configure)
 
@@ -216,19 +202,19 @@ def restore_default_route(namespace: Path, gateways: list[IPv4Address]) -> None:
     namespace has none (the interface that carried it was removed)."""
 
     def restore() -> None:
-        with _open_route() as ipr:
-            if _has_default_route(ipr):
+        with RouteSocket() as route_socket:
+            if _has_default_route(route_socket):
                 return
             for gateway in gateways:
                 try:
-                    ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
+                    route_socket.add_default_route(gateway)
                     return
-                except _netlink_error() as error:
+                except OSError as error:
                     logger.debug("no default route through %s: %s", gateway, error)
 
     run_in_namespace(namespace, restore)
 
 
-def _has_default_route(ipr: IPRoute) -> bool:
-    routes = ipr.get_routes(family=2, table=MAIN_TABLE)
-    return any(route.get("dst") is None and route["dst_len"] == 0 for route in routes)
+def _has_default_route(route_socket: RouteSocket) -> bool:
+    routes = route_socket.ipv4_routes(RT_TABLE_MAIN)
+    return any(route.destination is None and route.dst_len == 0 for route in routes)
