@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Imported at the first request that needs each: a bridge endpoint or network change
-# (pyroute2), a user-defined network's name server (dns). aiohttp and yarl are no runtime
-# dependency at all, and ketch must not import them even if they are installed.
-DEFERRED_PACKAGES = ("pyroute2", "dns")
-ABSENT_PACKAGES = ("aiohttp", "yarl")
+# Imported at the first request that needs it: a user-defined network's name server (dns).
+# aiohttp, yarl and pyroute2 are no runtime dependency at all, and ketch must not import
+# them even if they are installed.
+DEFERRED_PACKAGES = ("dns",)
+ABSENT_PACKAGES = ("aiohttp", "yarl", "pyroute2")
 
 STARTUP_CODE = """
 import asyncio
