@@ -1,8 +1,9 @@
-"""ketchd's start leaves out the engine modules that only some requests need.
+"""ketchd's start leaves out the packages and engine modules that only some requests need.
 
 Each module named here is imported by the request that needs it (archive, commit, logs,
-stats, top, network requests), so ketchd's resident memory at start does not include it.
-The check runs in a fresh interpreter, because other tests in this session import them.
+stats, top, network requests, a user-defined network's name server), so ketchd's resident
+memory at start does not include it. Some packages must never load at all. The checks run
+in a fresh interpreter, because other tests in this session import these modules.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+
+# Imported at the first request that needs it: a user-defined network's name server (dns).
+DEFERRED_PACKAGES = ("dns",)
+# No runtime dependency at all: ketch must not import them even if they are installed.
+ABSENT_PACKAGES = ("aiohttp", "yarl", "pyroute2")
 
 DEFERRED_MODULES = (
     "ketch.engine.archive",
@@ -27,6 +33,7 @@ import sys
 from ketch.api import server
 from ketch.engine import daemon
 from ketch.engine.config import load_config
+from ketch.network.links import owned_links
 
 config = load_config(sys.argv[1:])
 daemon.make_roots(config)
@@ -35,6 +42,8 @@ db = daemon.open_database(config.data_root / "ketch.db")
 
 async def build() -> None:
     parts = daemon.build_daemon(config, db)
+    # The start's search for leftover links reads the link table.
+    owned_links("ketch-")
     await parts.name_service.close()
     await parts.engine.close()
 
@@ -105,6 +114,16 @@ def test_startup_leaves_out_rare_modules(tmp_path: Path) -> None:
     # Without these the check above would also pass for a start that imported nothing.
     assert "ketch.engine.engine" in loaded
     assert "ketch.api.routes" in loaded
+
+
+def test_startup_leaves_out_packages(tmp_path: Path) -> None:
+    loaded = loaded_modules(run_ketchd_code(STARTUP_CODE, tmp_path))
+    packages = {name.split(".")[0] for name in loaded}
+
+    for package in DEFERRED_PACKAGES + ABSENT_PACKAGES:
+        assert package not in packages, f"ketchd's start imported {package}"
+    # The check above would pass if nothing were imported at all.
+    assert "sqlite3" in packages
 
 
 def test_network_operations_built_once(tmp_path: Path) -> None:
