@@ -1,10 +1,11 @@
 """``ketchd``: builds the Engine from its configuration and serves the Engine API.
 
-Start-up, in order: create the data and exec roots, take the pid file
-``<exec_root>/ketchd.pid`` (locked, so a second ketchd on the same roots stops with an
-error), open ``<data_root>/ketch.db`` (SQLite in WAL mode), open the image store at
-``<data_root>/images``, start the supervisor unless one responds, reconcile containers with
-it, then serve each ``-H`` socket (mode 0660, group ``ketch`` when that group exists).
+Start-up, in order: create the data and exec roots, take the pid files
+``<exec_root>/ketchd.pid`` and ``<data_root>/ketchd.pid`` (locked, so a second ketchd that
+shares either root stops with an error), open ``<data_root>/ketch.db`` (SQLite in WAL
+mode), open the image store at ``<data_root>/images``, start the supervisor unless one
+responds, reconcile containers with it, then serve each ``-H`` socket (mode 0660, group
+``ketch`` when that group exists).
 
 SIGTERM and SIGINT stop serving and close the database. Containers keep running in the
 supervisor, and a later ketchd picks up their state and any exits it missed.
@@ -62,7 +63,12 @@ def make_roots(config: DaemonConfig) -> None:
 
 
 class PidFile:
-    """``<exec_root>/ketchd.pid``, locked with flock for as long as ketchd runs."""
+    """A ketchd.pid file, locked with flock for as long as ketchd runs.
+
+    ketchd holds one in its exec root and one in its data root, so that a second ketchd
+    sharing either root with a running one stops at start: two daemons on one data root
+    would each take the other's containers for exited and release their addresses.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -193,6 +199,11 @@ async def run(config: DaemonConfig) -> None:
 
     make_roots(config)
     pid_file = PidFile(config.exec_root / "ketchd.pid")
+    try:
+        data_pid_file = PidFile(config.data_root / "ketchd.pid")
+    except Conflict:
+        pid_file.release()
+        raise
     db = open_database(config.data_root / "ketch.db")
     parts = None
     servers: list[Any] = []
@@ -219,6 +230,7 @@ async def run(config: DaemonConfig) -> None:
             await parts.name_service.close()
             await parts.engine.close()
         db.close()
+        data_pid_file.release()
         pid_file.release()
 
 
