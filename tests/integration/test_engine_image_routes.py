@@ -189,6 +189,7 @@ def test_import_change_and_message(
     assert config["WorkingDir"] == "/work"
     comments = docker_ok(daemon, "history", "--format", "{{.Comment}}", "routes/changed:v1")
     assert comments.strip() == "from the test"
+    assert client.images.get("routes/changed:v1").attrs["Comment"] == "from the test"
     client.images.remove("routes/changed:v1")
 
 

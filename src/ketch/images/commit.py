@@ -67,6 +67,10 @@ async def commit_image(
         "type": "layers",
         "diff_ids": [layer.diff_id for layer in parent_layers] + [diff_id],
     }
+    if request.comment:
+        config["comment"] = request.comment
+    else:
+        config.pop("comment", None)
     step: dict[str, Any] = {"created": created, "created_by": request.created_by}
     if request.comment:
         step["comment"] = request.comment

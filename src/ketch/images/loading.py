@@ -129,6 +129,9 @@ class ImageFiles:
             }
             if platform.variant:
                 config["variant"] = platform.variant
+            if comment:
+                # docker import keeps the message in the config itself too.
+                config["comment"] = comment
             document = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
             image = ArchiveImage(document, [blob], [name] if name else [])
             return (await self._record_all([image]))[0]

@@ -72,6 +72,8 @@ class Image:
     architecture: str
     os: str
     diff_ids: list[str] = field(default_factory=list)
+    comment: str = ""  # the config's "comment": docker commit's and import's --message
+    author: str = ""  # the config's "author": docker commit's --author
 
 
 class ImageStore:
@@ -365,6 +367,8 @@ class ImageStore:
             architecture=record.architecture,
             os=record.os,
             diff_ids=[layer.diff_id for layer in self.metadata.layers(image_id)],
+            comment=str(config.get("comment") or ""),
+            author=str(config.get("author") or ""),
         )
 
     def _config(self, image_id: str) -> dict[str, Any]:
