@@ -311,8 +311,8 @@ class ImageStore:
         comment: str = "",
     ) -> Image:
         """Record the rootfs tarball ``stream`` as a one-layer image named ``reference``,
-        with ``container_config`` as its config's "config" object and ``comment`` in its
-        history (see ImageFiles.import_rootfs)."""
+        with ``container_config`` as its config's "config" object and ``comment`` as its
+        message (see ImageFiles.import_rootfs)."""
         loaded = await self.files.import_rootfs(
             stream, reference, container_config=container_config, comment=comment
         )
