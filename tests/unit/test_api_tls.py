@@ -217,6 +217,23 @@ def test_client_without_certificate_rejected(
     assert "TLS handshake with 127.0.0.1:" in caplog.text
 
 
+def test_plain_http_gets_http_error(certificate: tuple[Path, Path]) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async def client(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /_ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        reply = await reader.read()
+        writer.close()
+        return reply
+
+    reply = asyncio.run(with_server(certificate, handler, client))
+
+    assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    assert b"Client sent an HTTP request to an HTTPS server." in reply
+
+
 def test_serve_tcp_answers_http_over_tls(certificate: tuple[Path, Path]) -> None:
     request = b"GET /_ping HTTP/1.1\r\nHost: ketch\r\n\r\n"
 

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 # Maximum plaintext bytes taken from the SSL object per read. A TLS record carries at most
 # 16 KiB, so one read can take several records.
 READ_SIZE = 65536
+# The reply to a client that speaks plain HTTP to the TLS port.
+PLAIN_HTTP_REPLY = (
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
+
 # A client that has not finished its handshake by then is disconnected. It is the same
 # limit as asyncio's default ssl_handshake_timeout.
 HANDSHAKE_TIMEOUT_SECONDS = 60.0
@@ -201,6 +206,10 @@ class TLSServerProtocol(asyncio.Protocol):
             # A client without a certificate signed by the CA ends here.
             log.info("TLS handshake with %s failed: %s", self._peer(), error)
             self._flush()
+            if error.reason == "HTTP_REQUEST":
+                # Plain HTTP to the TLS port: say so in HTTP, as dockerd does, so that the
+                # client shows the reason rather than a closed connection.
+                self.socket_transport.write(PLAIN_HTTP_REPLY)
             self.socket_transport.close()
             return False
 
