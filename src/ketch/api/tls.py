@@ -207,8 +207,8 @@ class TLSServerProtocol(asyncio.Protocol):
             log.info("TLS handshake with %s failed: %s", self._peer(), error)
             self._flush()
             if error.reason == "HTTP_REQUEST":
-                # Plain HTTP to the TLS port: say so in HTTP, as dockerd does, so that the
-                # client shows the reason rather than a closed connection.
+                # Plain HTTP to the TLS port: reply with an HTTP 400 error, as dockerd
+                # does, so that the client shows the reason rather than a closed connection.
                 self.socket_transport.write(PLAIN_HTTP_REPLY)
             self.socket_transport.close()
             return False
@@ -254,7 +254,7 @@ class TLSServerProtocol(asyncio.Protocol):
             self.socket_transport.write(data)
 
     def _fail(self, error: Exception) -> None:
-        """Drop a connection whose TLS layer failed; the application gets ``error``."""
+        """Abort a connection whose TLS layer failed and keep ``error`` for the application."""
         log.info("TLS connection with %s failed: %s", self._peer(), error)
         self._error = error
         self._flush()
@@ -262,7 +262,7 @@ class TLSServerProtocol(asyncio.Protocol):
 
     def _abort_slow_handshake(self) -> None:
         log.info(
-            "TLS client %s did not finish its handshake within %g s; closing the connection",
+            "TLS client %s did not finish its handshake within %g s, so it is disconnected",
             self._peer(),
             HANDSHAKE_TIMEOUT_SECONDS,
         )
