@@ -65,8 +65,8 @@ def make_roots(config: DaemonConfig) -> None:
 class PidFile:
     """A ketchd.pid file, locked with flock for as long as ketchd runs.
 
-    ketchd holds one in its exec root and one in its data root, so that a second ketchd
-    sharing either root with a running one stops at start: two daemons on one data root
+    ketchd keeps one in its exec root and one in its data root, so that a second ketchd
+    sharing either root with a running one stops at start. Two daemons on one data root
     would each take the other's containers for exited and release their addresses.
     """
 

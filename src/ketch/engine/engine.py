@@ -227,7 +227,7 @@ class Engine:
         progress: Callable[[dict[str, Any]], None] | None = None,
         auth: Credentials | None = None,
     ) -> None:
-        """Pull ``reference``; ``auth`` are the request's credentials (X-Registry-Auth).
+        """Pull ``reference`` with ``auth``, the request's credentials (X-Registry-Auth).
 
         Without ``auth`` the image store uses the credentials stored for the registry.
         """

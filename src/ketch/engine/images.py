@@ -232,7 +232,7 @@ class ImageOperations:
         changes: list[str] | None = None,
         message: str = "",
     ) -> str:
-        """Record a rootfs tarball as an image named ``repository:tag``; return its ID.
+        """Record a rootfs tarball as an image named ``repository:tag`` and return its ID.
 
         ``changes`` are Dockerfile instructions for the image config (``docker import
         --change``), and ``message`` is its history comment (``--message``).

@@ -611,7 +611,7 @@ async def _receive_head(
     url: str,
     upload: asyncio.Task[None] | None,
 ) -> h11.Response:
-    """Feed received bytes to h11 until the response head arrives; skip 1xx responses."""
+    """Feed received bytes to h11 until the final response head arrives, skipping 1xx."""
     while True:
         try:
             event = _next_event(parser, url)

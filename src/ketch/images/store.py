@@ -49,9 +49,9 @@ from ketch.images.snapshots import open_snapshotter
 if TYPE_CHECKING:
     from ketch.images.push import PushOptions
 
-# The pull, push and login code is imported where it is called: with the registry client
-# it adds about 0.5 MiB to ketchd's memory (CPython 3.11), which a daemon that never talks to
-# a registry should not pay.
+# The pull, push and login code is imported where it is called, because with the registry
+# client it adds about 0.5 MiB to ketchd's memory (CPython 3.11). A daemon that never
+# contacts a registry should not pay for it.
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 container's veth pairs, and ``lo`` and ``eth0``, ``eth1``... inside the container's network
 namespace.
 
-Every function here blocks; the engine calls them from a worker thread. Each works in the
+Every function here blocks, so the engine calls them from a worker thread. Each works in the
 network namespace of the thread that calls it, and a failed request raises OSError with
 the kernel's errno.
 """

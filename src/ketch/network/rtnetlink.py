@@ -397,7 +397,7 @@ def decode_route(payload: bytes, table: int) -> Route | None:
     """Return the IPv4 route of an RTM_NEWROUTE payload, or None if it is in another table."""
     family, dst_len, _, _, header_table, _, _, _, _ = RTMSG.unpack_from(payload)
     attributes = decode_attributes(payload, RTMSG.size)
-    # rtm_table holds only 8 bits, so a table above 255 is in RTA_TABLE alone.
+    # rtm_table is only 8 bits wide, so a table above 255 is in RTA_TABLE alone.
     route_table = header_table
     if RTA_TABLE in attributes:
         (route_table,) = U32.unpack_from(attributes[RTA_TABLE])

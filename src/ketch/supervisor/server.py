@@ -176,8 +176,8 @@ class Supervisor:
             raise
         finally:
             stdio.close_child_fds()
-            # glibc keeps the pages the runtime's create freed resident unless asked to
-            # return them, about 1 MiB after a seccomp compile.
+            # glibc keeps the pages that the runtime's create freed resident until
+            # malloc_trim returns them (about 1 MiB after a seccomp compile).
             process.release_free_heap()
         record = ContainerRecord(
             container_id,
