@@ -172,7 +172,7 @@ def test_daemon_second_instance_refused(daemon: Daemon) -> None:
     assert f"ketchd is already running with pid {daemon.process.pid}" in result.stderr
 
 
-def test_daemon_shared_data_root_refused(daemon: Daemon, tmp_path: Path) -> None:
+def test_daemon_shared_data_root_rejected(daemon: Daemon, tmp_path: Path) -> None:
     # Its own exec root and socket, but the running daemon's data root.
     command = ketchd_command(daemon.root)
     command[command.index("--exec-root") + 1] = str(tmp_path / "exec")
@@ -185,7 +185,7 @@ def test_daemon_shared_data_root_refused(daemon: Daemon, tmp_path: Path) -> None
     assert result.returncode == 1
     assert f"ketchd is already running with pid {daemon.process.pid}" in result.stderr
     assert str(daemon.root / "data" / "ketchd.pid") in result.stderr
-    # The refused daemon released its exec root's pid file and started no supervisor.
+    # The rejected daemon released its exec root's pid file and started no supervisor.
     assert not (tmp_path / "exec" / "ketchd.pid").exists()
     assert not (tmp_path / "exec" / "supervisor.pid").exists()
 

@@ -155,8 +155,10 @@ def test_push_with_request_credentials(store: ImageStore, basic_registry: str) -
 
 @pytest.fixture(scope="module")
 def daemon_registry(daemon: KetchDaemon) -> Iterator[str]:
-    """A Basic auth registry beside the module's ketchd that holds ``private/bb:v1``, a
-    busybox pushed by the daemon; it is removed from the daemon's images again."""
+    """A Basic auth registry beside the module's ketchd that contains ``private/bb:v1``.
+
+    The daemon pushes a busybox image there, then removes it from its own images again.
+    """
     directory = Path(tempfile.mkdtemp(prefix="ketch-auth-", dir="/tmp"))
     try:
         with start_htpasswd_registry(

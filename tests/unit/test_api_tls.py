@@ -92,7 +92,7 @@ class MemoryTLSClient:
             except ssl.SSLZeroReturnError:
                 return bytes(data)
             if not chunk:
-                # CPython's way to report a close_notify before the client sent its own.
+                # CPython returns an empty read for a close_notify sent before the client's own.
                 return bytes(data)
             data += chunk
 
@@ -234,7 +234,7 @@ def test_plain_http_gets_http_error(certificate: tuple[Path, Path]) -> None:
     assert b"Client sent an HTTP request to an HTTPS server." in reply
 
 
-def test_serve_tcp_answers_http_over_tls(certificate: tuple[Path, Path]) -> None:
+def test_serve_tcp_serves_http_over_tls(certificate: tuple[Path, Path]) -> None:
     request = b"GET /_ping HTTP/1.1\r\nHost: ketch\r\n\r\n"
 
     async def client(port: int) -> bytes:

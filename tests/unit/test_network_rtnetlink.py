@@ -30,7 +30,7 @@ def link_message(*attributes: bytes, index: int = 7) -> bytes:
 
 
 def error_message(negative_errno: int, sequence: int = 1) -> bytes:
-    # An NLMSG_ERROR carries the errno, then the header of the request it answers.
+    # An NLMSG_ERROR carries the errno, then the header of the request it replies to.
     request_header = rtnetlink.NLMSG_HEADER.pack(16, 0, 0, sequence, 0)
     return message(
         rtnetlink.NLMSG_ERROR, struct.pack("=i", negative_errno) + request_header, sequence

@@ -145,8 +145,8 @@ HEAP_KIB_CODE = (
 
 
 def test_release_free_heap_returns_freed_pages() -> None:
-    # 20000 blocks of 200 bytes, too large for glibc's fast bins, freed below one block
-    # that stays allocated, so that free() alone cannot shrink the heap.
+    # The code frees 20000 blocks of 200 bytes, too large for glibc's fast bins. One block
+    # above them stays allocated, so free() alone cannot shrink the heap.
     code = HEAP_KIB_CODE + (
         "import ctypes\n"
         "from ketch.supervisor.process import release_free_heap\n"
