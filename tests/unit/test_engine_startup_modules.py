@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Imported at the first request that needs it: a user-defined network's name server (dns).
+# Packages imported at the first request that needs them (dns for a user-defined
+# network's name server).
 DEFERRED_PACKAGES = ("dns",)
-# No runtime dependency at all: ketch must not import them even if they are installed.
+# Packages that ketch does not depend on at run time, so it must not import them even
+# where they are installed.
 ABSENT_PACKAGES = ("aiohttp", "yarl", "pyroute2")
 
 DEFERRED_MODULES = (

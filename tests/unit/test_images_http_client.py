@@ -28,10 +28,11 @@ class ReceivedRequest:
     target: str
     headers: dict[str, str]
     body: bytes
-    connection: int  # the number of the connection it came on, from 1
+    connection: int  # number of the connection that carried the request, from 1
 
 
-# Returns the raw response bytes, or None to close the connection without a response.
+# Test-supplied function that returns the raw response bytes for a request, or None to
+# close the connection without a response.
 Handler = Callable[[ReceivedRequest], bytes | None]
 
 

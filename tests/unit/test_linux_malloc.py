@@ -9,10 +9,10 @@ import pytest
 
 from ketch.engine import daemon
 
-# Prints the bytes that glibc's mmapped chunks grow by when a 300 KiB block is requested
-# again after one of that size was freed. glibc raises its mmap threshold on that free
-# unless the threshold was set, so the second block then comes from the heap (growth 0).
-# With the argument "fixed", the code fixes the threshold first.
+# Script that prints the bytes that glibc's mmapped chunks grow by when a 300 KiB block
+# is requested again after one of that size was freed. glibc raises its mmap threshold on
+# that free unless the threshold was set, so the second block then comes from the heap
+# (growth 0). With the argument "fixed", the code fixes the threshold first.
 REALLOCATION_CODE = """
 import ctypes
 import sys
