@@ -184,7 +184,7 @@ def test_restore_default_route_tries_next_gateway(
     assert [route["gateway"] for route in routes] == [str(GATEWAY)]
 
 
-def test_add_veth_to_missing_bridge_leaves_nothing(
+def test_veth_to_missing_bridge_leaves_nothing(
     host_namespace: NetworkNamespace, container_namespace: NetworkNamespace
 ) -> None:
     with entered(host_namespace), pytest.raises(OSError) as raised:

@@ -191,7 +191,7 @@ def test_set_link_encodes_changes() -> None:
     }
 
 
-def test_set_link_without_up_changes_no_flags() -> None:
+def test_set_link_mtu_only_keeps_flags() -> None:
     route_socket, fake = fake_route_socket(error_message(0))
 
     route_socket.set_link(Link(5, "veth0"), mtu=1500)
