@@ -7,9 +7,9 @@ with 5 containers running: 30.7 against 29.3 MiB RSS). A ketchd that serves only
 socket and talks only to plain-HTTP registries, or imports its images, never uses any of it.
 
 ``leave_out`` runs first in the ``ketchd`` command, before anything imports asyncio, and
-makes ``import ssl`` fail there, which those modules take as "no ssl". ``load`` is what
-code that needs TLS calls instead of ``import ssl``: it imports ssl for real and hands it
-to those three modules, which look the name up each time they use it. Where ssl was never
+makes ``import ssl`` fail there, which those modules take as "no ssl". Code that needs
+TLS calls ``load`` instead of ``import ssl``. It imports ssl for real and hands it to those
+three modules, which look the name up each time they use it. Where ssl was never
 left out (tests, the CLI, ``python -m ketch.engine.daemon``), ``load`` is a plain import.
 """
 

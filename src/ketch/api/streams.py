@@ -420,7 +420,7 @@ async def pull_image(call: Call) -> None:
 
     An empty header or ``{}`` carries no credentials, so the engine uses the ones stored
     for the registry. A header that is not base64url-encoded JSON is rejected with 400, as
-    on the push route, although dockerd's image routes ignore it and pull anonymously.
+    on the push route, although dockerd ignores such a header here and pulls anonymously.
     """
     reference = image_reference(call.request.query)
     auth = credentials_from_registry_auth(call.request.headers.get("x-registry-auth", ""))

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 # keeps its records in memory, so the cache serves writes and the image store's lookups.
 # SQLite's default of 2000 KiB let it grow with the database. A copy of ketchd's database
 # with 100 containers has 98 pages of 4 KiB. Reading it in full took SQLite's memory from
-# 111 KiB to 393 KiB, and to 203 KiB with this limit. A page that misses is read again.
+# 111 KiB to 393 KiB, and to 203 KiB with this limit. A page not in the cache is read again.
 PAGE_CACHE_KIB = 128
 
 

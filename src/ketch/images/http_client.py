@@ -7,7 +7,7 @@ package, CPython 3.11). This module covers what the registry client needs and no
 
 * a :class:`Session` with a pool of keep-alive connections per (scheme, host, port);
 * TLS through ``ssl`` with the default verifying context, imported at the first https URL;
-* a connect timeout and a read timeout (the longest wait for the next bytes once the
+* a connect timeout and a read timeout (the maximum wait for the next bytes once the
   request is sent);
 * redirects followed for GET and HEAD, with the Authorization header kept only when the
   redirect stays on the same scheme, host and port;

@@ -5,8 +5,8 @@ requests of the kernel's stable rtnetlink protocol (rtnetlink(7), netlink(7)), s
 module encodes and decodes them itself. Every message starts with a 16-byte nlmsghdr:
 
     change    RTM_NEWLINK, RTM_SETLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE with
-              NLM_F_REQUEST | NLM_F_ACK (plus NLM_F_CREATE | NLM_F_EXCL for a new object);
-              the kernel replies with an NLMSG_ERROR whose errno is 0 on success
+              NLM_F_REQUEST | NLM_F_ACK (plus NLM_F_CREATE | NLM_F_EXCL for a new object).
+              The kernel replies with an NLMSG_ERROR whose errno is 0 on success.
     lookup    RTM_GETLINK with IFLA_IFNAME and NLM_F_ACK: one RTM_NEWLINK, then the ack
     dump      RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE with NLM_F_DUMP: one message per
               object, spread over as many reads as the kernel needs, then NLMSG_DONE
