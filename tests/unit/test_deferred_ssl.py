@@ -1,4 +1,4 @@
-"""ketch.deferred_ssl: ketchd's asyncio starts without ssl and gets it at the first TLS need.
+"""ketch.deferred_ssl: ketchd's asyncio starts without ssl and loads it when TLS is first used.
 
 Each case runs in a fresh interpreter, because asyncio must not be imported before ssl is
 left out, and pytest has imported it already.

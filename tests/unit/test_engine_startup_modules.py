@@ -27,7 +27,8 @@ DEFERRED_MODULES = (
     "ketch.engine.stats",
 )
 
-# What ketchd does before it serves: build the daemon's parts and import the API server.
+# Script that repeats ketchd's steps before it serves: build the daemon's parts and import
+# the API server.
 STARTUP_CODE = """
 import asyncio
 import sys
