@@ -6,19 +6,14 @@ failure points at one, and the fixture removes them all at the end.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
-import select
 import shutil
-import struct
 import subprocess
-import termios
-import time
 
 import pytest
 
 from support.daemon import KetchDaemon, docker_ok, run_to_exit
+from support.terminal import run_in_terminal
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker") is None, reason="the docker CLI is not installed"
@@ -105,41 +100,8 @@ def run_in_pty(
     second).
     """
     env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=str(daemon.root / "docker"))
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    process = subprocess.Popen(
-        command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
-    )
-    os.close(slave)
-    output = bytearray()
-    deadline = time.monotonic() + timeout
-    pending = list(keys or [])
-    next_key = time.monotonic() + 1.0
-    try:
-        while time.monotonic() < deadline:
-            if pending and time.monotonic() >= next_key:
-                os.write(master, pending.pop(0))
-                next_key = time.monotonic() + 0.5
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(master, 4096)
-                except OSError:
-                    break
-                if not data:
-                    break
-                output += data
-            elif process.poll() is not None:
-                break
-    finally:
-        os.close(master)
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-    return output.decode(errors="replace")
-
-
-# Attach, stdin and TTY containers
+    output, _ = run_in_terminal(command, env, timeout, keys)
+    return output
 
 
 def test_run_interactive_stdin(daemon: KetchDaemon) -> None:

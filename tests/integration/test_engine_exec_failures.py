@@ -10,21 +10,15 @@ One ketchd and one busybox container for the module.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
-import select
 import shutil
-import struct
-import subprocess
-import termios
-import time
 from collections.abc import Iterator
 
 import docker
 import pytest
 
 from support.daemon import VENV_BIN, KetchDaemon, docker_ok
+from support.terminal import run_in_terminal
 
 NOT_FOUND_MESSAGE = (
     "OCI runtime exec failed: exec failed: unable to start container process: "
@@ -49,40 +43,6 @@ def client(daemon: KetchDaemon) -> Iterator[docker.DockerClient]:
         yield client
     finally:
         client.close()
-
-
-def run_in_terminal(
-    command: list[str], env: dict[str, str], timeout: float = 60
-) -> tuple[str, int]:
-    """Run ``command`` with a 24x80 pseudo-terminal as its stdio; return its output and
-    exit status."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    process = subprocess.Popen(
-        command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
-    )
-    os.close(slave)
-    output = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(master, 4096)
-                except OSError:
-                    break
-                if not data:
-                    break
-                output += data
-            elif process.poll() is not None:
-                break
-    finally:
-        os.close(master)
-        if process.poll() is None:
-            process.kill()
-        returncode = process.wait(timeout=10)
-    return output.decode(errors="replace"), returncode
 
 
 def docker_env(daemon: KetchDaemon) -> dict[str, str]:
