@@ -118,7 +118,7 @@ class Headers(Mapping[str, str]):
 
 
 class _Connection(asyncio.BufferedProtocol):
-    """One socket: received bytes queue up in chunks until a response reads them.
+    """A connection over one socket. Received bytes queue up in chunks until a response reads them.
 
     The transport receives into a buffer of RECEIVE_SIZE bytes (over TLS, asyncio decrypts
     into it), and each chunk is copied out of it once.
@@ -128,7 +128,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.origin = origin
         self.read_timeout = read_timeout
         self.transport: asyncio.Transport | None = None
-        self.received_any = False  # whether the current request got any byte back
+        self.received_any = False  # whether any response byte arrived for the current request
         self.closed_by_peer = False
         self._closing = False  # whether ketch closed it
         self._buffer = bytearray(RECEIVE_SIZE)
@@ -536,7 +536,7 @@ class Session:
             await connection.write(parser.send_with_data_passthrough(request) or [])
             if data is not None:
                 upload = asyncio.create_task(_send_body(connection, parser, data, url))
-                # Its error, if any, reaches the caller through the response instead.
+                # Its error reaches the caller through the response, so asyncio need not log it.
                 upload.add_done_callback(_retrieve_error)
             else:
                 await connection.write(parser.send_with_data_passthrough(h11.EndOfMessage()) or [])

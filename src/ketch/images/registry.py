@@ -79,8 +79,8 @@ def credentials_for(store: CredentialStore | None, endpoint: Endpoint) -> Creden
 def open_session() -> Session:
     """Return an HTTP session for registry requests (no proxies from the environment).
 
-    A connection attempt times out after 30 seconds, and a response that sends nothing for
-    120 seconds fails.
+    A connection attempt times out after 30 seconds, and a request fails when the server
+    sends nothing for 120 seconds.
     """
     return Session(headers={"User-Agent": f"ketch/{__version__}"})
 
