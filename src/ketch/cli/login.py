@@ -111,7 +111,7 @@ def _decode_auth(encoded: object, key: str) -> tuple[str, str]:
     if not separator:
         raise UsageError(
             f"invalid auth entry for {key} in {config_path()}: expected base64 of "
-            f"user:password; run 'ketch login {key}' again"
+            f"user:password. Run 'ketch login {key}' again"
         )
     return user, password
 
@@ -168,7 +168,7 @@ def logout(context: Context, options: dict, args: list[str]) -> int:
     auths = config.get("auths")
     if not isinstance(auths, dict):
         auths = {}
-    # Every spelling of the registry goes, so that no entry is left for a pull to find.
+    # Entries under every spelling of the registry are removed, so that a pull finds none.
     keys = find_auth_keys(auths, server)
     if not keys:
         sys.stdout.write(f"Not logged in to {server}\n")
