@@ -114,7 +114,7 @@ class Engine:
 
     @functools.cached_property
     def networks(self) -> NetworkOperations:
-        """The handler of network requests, built at the first one to keep it out of the start."""
+        """The handler of network requests, built at the first one so ketchd starts without it."""
         from ketch.engine.networks import NetworkOperations
 
         return NetworkOperations(self.containers, self.paths)
@@ -488,7 +488,7 @@ class Engine:
 
         The container is resolved now, so an unknown one raises NotFound before any reply.
         """
-        # Imported here, at the first logs request, to keep the log reader out of the start.
+        # Imported here, at the first logs request, so that ketchd starts without the log reader.
         from ketch.engine.logs import read_log
 
         container = self.containers.resolve(ref)
